@@ -1,0 +1,57 @@
+"""``attention-mamba-seg evaluate``: per-case Dice and HD95 of a model on a dataset (calls :func:`evaluation.evaluate`)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register the ``evaluate`` subcommand."""
+    p = subparsers.add_parser(
+        "evaluate",
+        help="score a model on a labelled dataset (Dice, HD95 per case and class)",
+        description="Predict every case of a split with the model and report Dice and HD95 (mm) per case and class.",
+    )
+    p.add_argument("dataset", metavar="DATASET", help="nnU-Net v2 raw dataset folder")
+    p.add_argument("--model", required=True, help="model id or model folder (model.json + model.safetensors)")
+    p.add_argument("--split", choices=("val", "train", "all"), default="val", help="cases to score (default val)")
+    p.add_argument("--fold", type=int, default=0, help="fold of splits_final.json (default 0)")
+    p.add_argument("--output", default=None, metavar="CSV", help="per-case CSV (box plots go next to it as .png)")
+    p.add_argument("--no-tta", dest="tta", action="store_false", help="no flip test-time augmentation (4x faster)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    p.add_argument("--batch-size", type=int, default=4, help="slices per forward pass (default 4)")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate with a tqdm bar over cases and print the summary; returns the exit code."""
+    from tqdm import tqdm
+
+    from ..evaluation import evaluate, format_summary
+
+    bar = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, unit="case", dynamic_ncols=True)
+        bar.update(done - bar.n)
+
+    try:
+        summary = evaluate(
+            args.model,
+            args.dataset,
+            split=args.split,
+            output=args.output,
+            tta=args.tta,
+            fold=args.fold,
+            device=args.device,
+            batch_size=args.batch_size,
+            progress=progress,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    print(format_summary(summary))
+    return 0

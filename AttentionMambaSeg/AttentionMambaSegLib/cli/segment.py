@@ -1,0 +1,74 @@
+"""``attention-mamba-seg segment``: segment image files or DICOM folders with a model package."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register the ``segment`` subcommand."""
+    parser = subparsers.add_parser(
+        "segment",
+        help="segment images with a model",
+        description=(
+            "Segment 2D/3D images (NIfTI, NRRD, MHA, PNG, JPEG, or a DICOM series folder). The output "
+            "format follows the OUTPUT extension: .seg.nrrd (3D Slicer segmentation with names, colours "
+            "and terminology), .nii.gz / .nii / .nrrd / .mha (uint8 labelmap on the input grid), .png (2D). "
+            "With several inputs OUTPUT must be an existing folder."
+        ),
+    )
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image file or DICOM folder")
+    parser.add_argument("-o", "--output", required=True, help="output file, or an existing folder")
+    parser.add_argument("--model", required=True, help="model id (see `models list`) or model folder")
+    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    parser.add_argument("--no-tta", dest="tta", action="store_false",
+                        help="skip the 4-flip test-time augmentation (4x faster)")
+    parser.add_argument("--batch-size", type=_positive_int, default=4, help="slices per batch (default 4)")
+    parser.add_argument("--output-format", default="seg.nrrd",
+                        choices=["seg.nrrd", "nii.gz", "nii", "nrrd", "mha", "png"],
+                        help="file type written into an output folder (default seg.nrrd)")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``segment``; returns the exit code."""
+    from tqdm import tqdm
+
+    from ..inference import segment_files
+
+    bars = []
+
+    def progress_factory(name: str):
+        bar = tqdm(desc=name, unit="slice", file=sys.stderr, leave=True, dynamic_ncols=True)
+        bars.append(bar)
+
+        def progress(done: int, total: int) -> None:
+            if bar.total != total:
+                bar.total = total
+                bar.refresh()
+            bar.update(done - bar.n)
+            if done >= total:
+                bar.close()
+
+        return progress
+
+    try:
+        written = segment_files(
+            args.inputs, args.output, args.model, device=args.device, tta=args.tta,
+            batch_size=args.batch_size, output_format=args.output_format, progress_factory=progress_factory,
+        )
+    finally:
+        for bar in bars:
+            bar.close()
+    for path in written:
+        print(path)
+    return 0

@@ -1,0 +1,100 @@
+"""``attention-mamba-seg train``: train Attention-Mamba on an nnU-Net v2 raw dataset (calls :func:`training.train`)."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import threading
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register the ``train`` subcommand."""
+    p = subparsers.add_parser(
+        "train",
+        help="train a model on an nnU-Net v2 raw dataset",
+        description="Train Attention-Mamba (arXiv 2402.02286) on one fold of an nnU-Net v2 raw dataset with the "
+        "paper's recipe; the model package is written to OUTPUT/model.",
+    )
+    p.add_argument("dataset", metavar="DATASET", help="dataset folder (dataset.json, imagesTr, labelsTr, splits_final.json)")
+    p.add_argument("--output", required=True, metavar="DIR", help="run folder (checkpoints, logs, curves; package in DIR/model)")
+    p.add_argument("--fold", type=int, default=0, help="fold of splits_final.json (default 0)")
+    p.add_argument("--epochs", type=int, default=150, help="epochs (default 150; an upper bound under --time-budget)")
+    p.add_argument("--patch", dest="patch_size", type=int, default=192, help="crop size in pixels, multiple of 32 (default 192)")
+    p.add_argument("--batch-size", type=int, default=24, help="crops per step (default 24)")
+    p.add_argument("--lr", type=float, default=5e-4, help="AdamW learning rate (default 5e-4)")
+    p.add_argument("--weight-decay", type=float, default=5e-2, help="AdamW weight decay (default 5e-2)")
+    p.add_argument("--time-budget", dest="time_budget_minutes", type=float, default=None, metavar="MINUTES",
+                   help="fit the whole run into this many wall-clock minutes")
+    p.add_argument("--iterations-per-epoch", type=int, default=None, help="steps per epoch (default: one pass, or the budget's)")
+    p.add_argument("--val-slices", type=int, default=None, help="validation slices per epoch (default: all, or the budget's)")
+    p.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint_latest.pt")
+    p.add_argument("--stop-after-epoch", type=int, default=None, help="stop after this many epochs (resume later)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    p.add_argument("--seed", type=int, default=1290, help="random seed (default 1290, the paper's)")
+    p.add_argument("--model-id", default=None, help="model.json id (default <dataset>-attention-mamba)")
+    p.add_argument("--model-version", default="1.0.0", help="model.json version (default 1.0.0)")
+    p.add_argument("--activation", choices=("auto", "softmax", "sigmoid"), default="auto",
+                   help="output activation (auto: sigmoid for one foreground label, else softmax)")
+    p.add_argument("--axes-code", default="LPS", help="orientation volumes are reoriented to before slicing (default LPS)")
+    p.add_argument("--backbone-checkpoint", default=None, help="pretrained deep-stem ResNet-18 weights (optional)")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+    p.add_argument("--no-final-evaluation", dest="final_evaluation", action="store_false",
+                   help="skip the per-case evaluation of the final model on the validation cases")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run training with a tqdm progress bar; returns the exit code."""
+    from tqdm import tqdm
+
+    from ..training import train
+
+    bar = None
+
+    def progress(done: int, total: int, info: dict) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, initial=done - 1, unit="step", dynamic_ncols=True)
+        bar.set_description(f"epoch {info['epoch']}/{info['epochs']}")
+        bar.set_postfix(loss=f"{info['loss']:.4f}", lr=f"{info['lr']:.2e}")
+        bar.update(1)
+
+    cancel = threading.Event()
+    try:
+        package = train(
+            args.dataset,
+            args.output,
+            fold=args.fold,
+            epochs=args.epochs,
+            patch_size=args.patch_size,
+            batch_size=args.batch_size,
+            time_budget_minutes=args.time_budget_minutes,
+            resume=args.resume,
+            device=args.device,
+            seed=args.seed,
+            lr=args.lr,
+            weight_decay=args.weight_decay,
+            bf16=args.bf16,
+            model_id=args.model_id,
+            model_version=args.model_version,
+            activation=args.activation,
+            axes_code=args.axes_code,
+            iterations_per_epoch=args.iterations_per_epoch,
+            val_slices=args.val_slices,
+            final_evaluation=args.final_evaluation,
+            backbone_checkpoint=args.backbone_checkpoint,
+            stop_after_epoch=args.stop_after_epoch,
+            command="attention-mamba-seg " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+            progress=progress,
+            cancel=cancel,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    if package is None:
+        print(f"stopped before the end; continue with: attention-mamba-seg train {args.dataset} --output {args.output} --resume")
+        return 0
+    print(f"model package: {package}")
+    return 0

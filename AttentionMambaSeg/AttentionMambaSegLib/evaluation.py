@@ -1,0 +1,214 @@
+"""Evaluation of a model package on a dataset: per case and per class Dice and HD95.
+
+Whole images are predicted exactly as users get them (:func:`inference.predict_volume`: every slice,
+sliding window with Gaussian weighting, optional 4-flip test-time augmentation), on each case's own
+grid; Dice and HD95 (mm, each case's own spacing; :mod:`metrics`) are computed per case and class,
+then averaged over cases, then over classes (design notes section 9). Deviation from the authors'
+evaluation: no resampling of the prediction before scoring, and no shared spacing.
+
+Empty masks: both empty -> Dice 1, HD95 0; exactly one empty -> Dice 0, HD95 = the image diagonal in
+mm. The CSV starts with comment lines (``#``) that say so.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from .data import load_dataset_info, read_case, split_cases
+from .metrics import array_spacing, per_class_metrics
+
+__all__ = ["evaluate", "format_summary", "EMPTY_MASK_CONVENTIONS"]
+
+logger = logging.getLogger(__name__)
+
+EMPTY_MASK_CONVENTIONS = (
+    "both masks empty: Dice 1, HD95 0; exactly one empty: Dice 0, HD95 = image diagonal in mm"
+)
+
+
+def evaluate(
+    model,
+    dataset: str | os.PathLike,
+    split: str = "val",
+    output: str | os.PathLike | None = None,
+    tta: bool = True,
+    fold: int = 0,
+    cases: Sequence[str] | None = None,
+    device: str = "auto",
+    batch_size: int = 4,
+    progress: Callable[[int, int], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> dict | None:
+    """Predict every case of a split and score it per class.
+
+    Args:
+        model: a :class:`~AttentionMambaSegLib.package.ModelPackage`, a model folder or a model id.
+        dataset: nnU-Net v2 raw dataset folder.
+        split: "val" or "train" (of ``fold`` in splits_final.json) or "all" (every labelled case).
+        output: CSV path for the per-case table (a box plot goes next to it, same name with ``.png``);
+            None writes no file.
+        tta: 4-flip test-time augmentation.
+        fold: fold of splits_final.json.
+        cases: evaluate these case ids instead of a split.
+        device: "auto", "cpu", "cuda", "cuda:N".
+        batch_size: slices per forward pass.
+        progress: ``progress(done_cases, total_cases)``.
+        cancel: when set, stops before the next case and returns None.
+
+    Returns:
+        summary dict: ``cases`` (int), ``tta``, ``conventions``, ``per_case`` (list of rows: case,
+        class, label_value, dice, hd95_mm, pred_voxels, ref_voxels), ``per_class`` ({class name:
+        {dice_mean, dice_sd, hd95_mean, hd95_sd}}), ``mean_dice`` and ``mean_hd95`` (mean over classes of
+        the per-class means); None when cancelled.
+
+    Raises:
+        DatasetError: invalid dataset or split.
+        ValueError: the model and dataset do not match (channels, label values).
+        FileNotFoundError: unknown model.
+    """
+    from .inference import predict_volume
+    from .package import ModelPackage, load_model_package
+
+    package = model if isinstance(model, ModelPackage) else load_model_package(model)
+    info = load_dataset_info(dataset)
+    case_ids = list(cases) if cases is not None else split_cases(info, split, fold)
+    if not case_ids:
+        raise ValueError(f"no case to evaluate in split {split!r} of {info.root}")
+    if package.in_channels != info.num_channels:
+        raise ValueError(
+            f"model '{package.id}' takes {package.in_channels} channel(s) but dataset {info.name} has {info.num_channels}"
+        )
+    dataset_values = set(info.foreground_labels.values())
+    classes = [c for c in package.classes if c["label_value"] >= 1]
+    missing = [c["label_value"] for c in classes if c["label_value"] not in dataset_values]
+    if missing:
+        raise ValueError(
+            f"model '{package.id}' predicts label value(s) {missing} that dataset {info.name} does not have "
+            f"(dataset labels {info.labels})"
+        )
+    network = package.build_network("cpu")
+    rows: list[dict] = []
+    for done, case_id in enumerate(case_ids, 1):
+        if cancel is not None and cancel.is_set():
+            return None
+        image, label = read_case(info, case_id)
+        prediction = predict_volume(image, package, device=device, tta=tta, batch_size=batch_size, network=network)
+        if prediction is None:
+            return None
+        pred = sitk.GetArrayFromImage(prediction)
+        ref = sitk.GetArrayFromImage(label)
+        if pred.shape != ref.shape:
+            raise ValueError(f"{case_id}: prediction shape {pred.shape} differs from the label's {ref.shape}")
+        scores = per_class_metrics(pred, ref, [c["label_value"] for c in classes], array_spacing(label))
+        for c in classes:
+            s = scores[c["label_value"]]
+            rows.append(
+                {
+                    "case": case_id,
+                    "class": c["name"],
+                    "label_value": c["label_value"],
+                    "dice": s["dice"],
+                    "hd95_mm": s["hd95"],
+                    "pred_voxels": s["pred_voxels"],
+                    "ref_voxels": s["ref_voxels"],
+                }
+            )
+        logger.info(
+            "%s: %s", case_id, ", ".join(f"{c['name']} Dice {scores[c['label_value']]['dice']:.4f}" for c in classes)
+        )
+        if progress is not None:
+            progress(done, len(case_ids))
+    summary = _summarise(rows, classes, len(case_ids), tta)
+    summary.update({"model": package.id, "dataset": str(info.root), "split": split if cases is None else "cases"})
+    if output is not None:
+        _write_csv(summary, Path(output))
+        _plot_boxes(summary, Path(output).with_suffix(".png"))
+    return summary
+
+
+def _summarise(rows: list[dict], classes: list[dict], num_cases: int, tta: bool) -> dict:
+    per_class = {}
+    for c in classes:
+        d = np.array([r["dice"] for r in rows if r["label_value"] == c["label_value"]], dtype=np.float64)
+        h = np.array([r["hd95_mm"] for r in rows if r["label_value"] == c["label_value"]], dtype=np.float64)
+        per_class[c["name"]] = {
+            "dice_mean": float(d.mean()),
+            "dice_sd": float(d.std(ddof=1)) if d.size > 1 else 0.0,
+            "hd95_mean": float(h.mean()),
+            "hd95_sd": float(h.std(ddof=1)) if h.size > 1 else 0.0,
+        }
+    return {
+        "cases": num_cases,
+        "tta": bool(tta),
+        "conventions": EMPTY_MASK_CONVENTIONS,
+        "per_case": rows,
+        "per_class": per_class,
+        "mean_dice": float(np.mean([v["dice_mean"] for v in per_class.values()])),
+        "mean_hd95": float(np.mean([v["hd95_mean"] for v in per_class.values()])),
+    }
+
+
+def format_summary(summary: dict) -> str:
+    """Human-readable table: mean and sd per class, and the mean over classes."""
+    lines = [
+        f"model {summary.get('model', '?')} on {summary['cases']} case(s) of {summary.get('dataset', '?')} "
+        f"({summary.get('split', '?')}, TTA {'on' if summary['tta'] else 'off'})",
+        f"{'class':<28} {'Dice mean':>10} {'sd':>8} {'HD95 mm':>10} {'sd':>8}",
+    ]
+    for name, v in summary["per_class"].items():
+        lines.append(f"{name:<28} {v['dice_mean']:>10.4f} {v['dice_sd']:>8.4f} {v['hd95_mean']:>10.2f} {v['hd95_sd']:>8.2f}")
+    lines.append(f"{'mean of classes':<28} {summary['mean_dice']:>10.4f} {'':>8} {summary['mean_hd95']:>10.2f}")
+    lines.append(f"({summary['conventions']})")
+    return "\n".join(lines)
+
+
+def _write_csv(summary: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fields = ["case", "class", "label_value", "dice", "hd95_mm", "pred_voxels", "ref_voxels"]
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        f.write(f"# model {summary.get('model', '?')}, dataset {summary.get('dataset', '?')}, split {summary.get('split', '?')}, "
+                f"TTA {'on' if summary['tta'] else 'off'}\n")
+        f.write("# Dice = 2|P and G| / (|P| + |G|); HD95 = 95th percentile of the pooled symmetric surface distances, "
+                "in mm with each case's own spacing\n")
+        f.write(f"# empty masks: {summary['conventions']}\n")
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        for row in summary["per_case"]:
+            writer.writerow({k: (f"{row[k]:.6f}" if isinstance(row[k], float) else row[k]) for k in fields})
+    os.replace(tmp, path)
+    logger.info("per-case metrics written to %s", path)
+
+
+def _plot_boxes(summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    names = list(summary["per_class"])
+    dice = [[r["dice"] for r in summary["per_case"] if r["class"] == n] for n in names]
+    hd = [[r["hd95_mm"] for r in summary["per_case"] if r["class"] == n] for n in names]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(4 + 1.6 * len(names), 4))
+    ax1.boxplot(dice)
+    ax1.set_xticks(range(1, len(names) + 1), names, rotation=20, fontsize=8)
+    ax1.set_ylabel("Dice")
+    ax1.set_ylim(0, 1.02)
+    ax2.boxplot(hd)
+    ax2.set_xticks(range(1, len(names) + 1), names, rotation=20, fontsize=8)
+    ax2.set_ylabel("HD95 (mm)")
+    fig.suptitle(f"{summary.get('model', '')}: {summary['cases']} case(s), {summary.get('split', '')}", fontsize=9)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+    logger.info("box plots written to %s", path)

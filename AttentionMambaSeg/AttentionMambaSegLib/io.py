@@ -1,0 +1,437 @@
+"""Reading images and writing segmentations, with an explicit geometry contract.
+
+Reading: :func:`read_image` returns a SimpleITK image whose size, spacing (mm), origin (mm, LPS) and
+direction are the file's (NIfTI and NRRD are converted to LPS by ITK, as in 3D Slicer). 2D photos
+(PNG/JPEG/TIFF) are 2D images with scalar (grey) or 3-component (RGB) pixels, spacing 1 unless the
+file stores one; an alpha channel is dropped. A folder is read as a DICOM series.
+
+Writing: every output goes to a temporary file in the destination folder first and is renamed into
+place (``os.replace``) only when complete, so an interrupted run never leaves a partial file:
+
+* labelmaps: ``.nii.gz``, ``.nii``, ``.nrrd``, ``.mha`` (uint8, the input's geometry), ``.png`` (2D);
+* ``.seg.nrrd``: a 3D Slicer segmentation file with one segment per class (name, colour, label value,
+  SNOMED CT terminology tag, status "in progress"), written with slicerio.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import uuid
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import SimpleITK as sitk
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "OUTPUT_EXTENSIONS",
+    "atomic_output",
+    "check_output_path",
+    "path_extension",
+    "read_dicom_series",
+    "read_image",
+    "write_labelmap",
+    "write_overlay_montage",
+    "write_segmentation",
+]
+
+IMAGE_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".png", ".jpg", ".jpeg",
+                    ".tif", ".tiff", ".bmp", ".dcm")
+OUTPUT_EXTENSIONS = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha", ".png")
+_COMPOUND = (".seg.nrrd", ".nii.gz")
+_PHOTO = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+#: Terminology context written into segment tags (Slicer's default anatomy list).
+TERMINOLOGY_CONTEXT = "Segmentation category and type - 3D Slicer General Anatomy list"
+ANATOMIC_CONTEXT = "Anatomic codes - DICOM master list"
+
+
+def path_extension(path: str | os.PathLike) -> str:
+    """Lower-case extension, recognising ``.seg.nrrd`` and ``.nii.gz`` as one extension."""
+    name = Path(path).name.lower()
+    for ext in _COMPOUND:
+        if name.endswith(ext):
+            return ext
+    return Path(name).suffix
+
+
+def read_dicom_series(folder: str | os.PathLike) -> sitk.Image:
+    """Read the largest DICOM series found in ``folder`` (searched recursively).
+
+    Args:
+        folder: a folder holding one or more DICOM series.
+
+    Returns:
+        The 3D volume (LPS geometry from ImagePositionPatient / ImageOrientationPatient).
+
+    Raises:
+        FileNotFoundError: if the folder does not exist.
+        ValueError: if it holds no DICOM series, or the series cannot be read.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"DICOM folder {folder} does not exist.")
+    series: list[tuple[int, str, list[str]]] = []
+    warnings_shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK warns on stderr for every non-DICOM folder
+    try:
+        for directory, _, _ in os.walk(folder):
+            for series_id in sitk.ImageSeriesReader.GetGDCMSeriesIDs(directory) or ():
+                files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(directory, series_id)
+                series.append((len(files), series_id, list(files)))
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(warnings_shown)
+    if not series:
+        sample = sorted(p.name for p in folder.iterdir())[:5]
+        raise ValueError(
+            f"No DICOM series found in folder {folder} (contents: {sample or 'empty'}). "
+            "Give a folder of DICOM files, or the path of an image file (NIfTI, NRRD, MHA, PNG, JPEG)."
+        )
+    series.sort(key=lambda s: -s[0])
+    count, series_id, files = series[0]
+    if len(series) > 1:
+        logger.info(
+            "Folder %s holds %d DICOM series; reading the largest, %s (%d files). Others: %s",
+            folder, len(series), series_id, count, ", ".join(f"{s[1]} ({s[0]} files)" for s in series[1:]),
+        )
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(files)
+    try:
+        return reader.Execute()
+    except RuntimeError as e:
+        raise ValueError(f"Could not read DICOM series {series_id} in {folder}: {e}") from e
+
+
+def read_image(path: str | os.PathLike) -> sitk.Image:
+    """Read an image file or a DICOM series folder.
+
+    Args:
+        path: NIfTI (``.nii``, ``.nii.gz``), NRRD, MHA/MHD, PNG, JPEG, TIFF, BMP, a single DICOM file,
+            or a folder holding a DICOM series (the largest one when there are several).
+
+    Returns:
+        A 2D or 3D (or, for some files, 4D) SimpleITK image in LPS physical space. RGBA photos become
+        RGB, grey+alpha photos become grey.
+
+    Raises:
+        FileNotFoundError: if the path does not exist.
+        ValueError: for an unsupported extension, an unreadable file or a folder with no DICOM.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"Input {path} does not exist.")
+    if path.is_dir():
+        return read_dicom_series(path)
+    ext = path_extension(path)
+    if ext not in IMAGE_EXTENSIONS:
+        raise ValueError(
+            f"Unsupported image file {path.name!r} (extension {ext or 'none'}): supported are "
+            f"{', '.join(IMAGE_EXTENSIONS)}, or a DICOM folder."
+        )
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as e:
+        raise ValueError(f"Could not read image {path}: {e}") from e
+    if ext in _PHOTO and image.GetDimension() == 2:
+        ncomp = image.GetNumberOfComponentsPerPixel()
+        if ncomp in (2, 4):
+            keep = 1 if ncomp == 2 else 3
+            logger.info("Dropping the alpha channel of %s", path.name)
+            parts = [sitk.VectorIndexSelectionCast(image, i) for i in range(keep)]
+            image = parts[0] if keep == 1 else sitk.Compose(parts)
+    return image
+
+
+def check_output_path(path: str | os.PathLike, *, allowed: Sequence[str] = OUTPUT_EXTENSIONS) -> Path:
+    """Check, before any work is done, that ``path`` can be written.
+
+    Raises:
+        ValueError: unsupported extension.
+        FileNotFoundError: the destination folder does not exist.
+        PermissionError: the destination folder is not writable.
+    """
+    path = Path(path)
+    ext = path_extension(path)
+    if ext not in allowed:
+        raise ValueError(
+            f"Cannot write {path.name!r}: unsupported output extension {ext or '(none)'}; use one of "
+            f"{', '.join(allowed)}."
+        )
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"Output folder {folder} does not exist: create it first.")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PermissionError(f"Output folder {folder} is not writable: choose another output location.")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path`` (same extension); rename it to ``path`` on success.
+
+    On any exception (including KeyboardInterrupt) the temporary file is deleted and ``path`` is left
+    as it was.
+
+    Raises:
+        PermissionError: if the folder is not writable (clear message).
+    """
+    path = check_output_path(path, allowed=IMAGE_EXTENSIONS + OUTPUT_EXTENSIONS)
+    ext = path_extension(path)
+    stem = path.name[: len(path.name) - len(ext)] if ext else path.name
+    tmp = path.with_name(f".{stem}.{uuid.uuid4().hex[:8]}.part{ext}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except PermissionError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise PermissionError(f"Cannot write {path}: {e.strerror or e}. Choose another output location.") from e
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def _as_2d(labelmap: sitk.Image) -> sitk.Image:
+    if labelmap.GetDimension() == 2:
+        return labelmap
+    size = labelmap.GetSize()
+    if labelmap.GetDimension() == 3 and sum(s > 1 for s in size) <= 2 and 1 in size:
+        axis = size.index(1)
+        extract_size = list(size)
+        extract_size[axis] = 0
+        return sitk.Extract(labelmap, extract_size, [0, 0, 0])
+    raise ValueError(
+        f"PNG output needs a 2D labelmap (or a single slice), got size {size}. Write .nii.gz, .nrrd or "
+        ".seg.nrrd instead."
+    )
+
+
+def _check_labelmap(labelmap: sitk.Image) -> sitk.Image:
+    if labelmap.GetNumberOfComponentsPerPixel() != 1:
+        raise ValueError("A labelmap must have scalar pixels.")
+    if labelmap.GetPixelID() != sitk.sitkUInt8:
+        arr = sitk.GetArrayViewFromImage(labelmap)
+        if arr.size and (arr.min() < 0 or arr.max() > 255):
+            raise ValueError(f"Label values must lie in 0..255, got {arr.min()}..{arr.max()}.")
+        labelmap = sitk.Cast(labelmap, sitk.sitkUInt8)
+    return labelmap
+
+
+def write_labelmap(
+    labelmap: sitk.Image, path: str | os.PathLike, classes: Sequence[dict] | None = None
+) -> Path:
+    """Write a labelmap atomically; the format follows the extension.
+
+    Args:
+        labelmap: uint8 (or integer 0..255) scalar image; its geometry is written as is.
+        path: ``.nii.gz``/``.nii``/``.nrrd``/``.mha`` (geometry kept), ``.png`` (2D or one slice; no
+            geometry), or ``.seg.nrrd`` (Slicer segmentation; needs ``classes``).
+        classes: class descriptions as in model.json, required for ``.seg.nrrd``.
+
+    Returns:
+        The written path.
+
+    Raises:
+        ValueError: unsupported extension, vector pixels, values outside 0..255, PNG of a volume,
+            ``.seg.nrrd`` without classes.
+        FileNotFoundError, PermissionError: see :func:`check_output_path`.
+    """
+    path = check_output_path(path)
+    ext = path_extension(path)
+    if ext == ".seg.nrrd":
+        if classes is None:
+            raise ValueError("Writing a .seg.nrrd needs the class list (names, colours, label values).")
+        return write_segmentation(labelmap, path, classes)
+    labelmap = _check_labelmap(labelmap)
+    if ext == ".png":
+        labelmap = _as_2d(labelmap)
+    with atomic_output(path) as tmp:
+        sitk.WriteImage(labelmap, str(tmp), useCompression=ext != ".png")
+    logger.info("Wrote labelmap %s", path)
+    return path
+
+
+def _terminology(cls: dict) -> dict | None:
+    snomed = cls.get("snomed")
+    if not snomed or "category" not in snomed or "type" not in snomed:
+        return None
+
+    def code(entry: dict) -> list[str]:
+        return [str(entry.get("scheme", "SCT")), str(entry["code"]), str(entry.get("meaning", ""))]
+
+    term = {
+        "contextName": TERMINOLOGY_CONTEXT,
+        "category": code(snomed["category"]),
+        "type": code(snomed["type"]),
+    }
+    if snomed.get("typeModifier"):
+        term["typeModifier"] = code(snomed["typeModifier"])
+    if snomed.get("region"):
+        term["anatomicContextName"] = ANATOMIC_CONTEXT
+        term["anatomicRegion"] = code(snomed["region"])
+    return term
+
+
+def _ijk_to_lps(image: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
+    """(voxels in (i, j, k) order, 4x4 IJK-to-LPS) of a 2D or 3D labelmap."""
+    arr = sitk.GetArrayFromImage(image)
+    if image.GetDimension() == 2:
+        arr = arr[None]
+        spacing = (*image.GetSpacing(), 1.0)
+        origin = (*image.GetOrigin(), 0.0)
+        d2 = np.asarray(image.GetDirection(), dtype=float).reshape(2, 2)
+        direction = np.eye(3)
+        direction[:2, :2] = d2
+    else:
+        spacing, origin = image.GetSpacing(), image.GetOrigin()
+        direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
+    matrix = np.eye(4)
+    matrix[:3, :3] = direction * np.asarray(spacing, dtype=float)[None, :]
+    matrix[:3, 3] = origin
+    return np.ascontiguousarray(np.transpose(arr, (2, 1, 0))), matrix
+
+
+def write_segmentation(
+    labelmap: sitk.Image, path: str | os.PathLike, classes: Sequence[dict], *, status: str = "inprogress"
+) -> Path:
+    """Write a 3D Slicer segmentation (``.seg.nrrd``) atomically.
+
+    All segments share layer 0 with their model label values, so Slicer and slicerio read the same
+    numbers back. Every class gets a segment, even when empty.
+
+    Args:
+        labelmap: 2D or 3D integer labelmap (values 0..255); a 2D one is written as one slice.
+        path: destination ending in ``.seg.nrrd``.
+        classes: ``[{label_value, name, color [r, g, b] 0-255, snomed {category, type}}]``; entries
+            with label_value 0 are skipped.
+        status: segment status tag (``"inprogress"`` = needs review).
+
+    Returns:
+        The written path.
+
+    Raises:
+        ValueError: wrong extension, bad labelmap, duplicate label values, or labels present in the
+            image but missing from ``classes``.
+    """
+    import slicerio
+
+    path = check_output_path(path, allowed=(".seg.nrrd",))
+    labelmap = _check_labelmap(labelmap)
+    if labelmap.GetDimension() not in (2, 3):
+        raise ValueError(f"A segmentation needs a 2D or 3D labelmap, got {labelmap.GetDimension()}D.")
+    voxels, ijk_to_lps = _ijk_to_lps(labelmap)
+    foreground = [c for c in classes if int(c["label_value"]) != 0]
+    values = [int(c["label_value"]) for c in foreground]
+    if len(set(values)) != len(values):
+        raise ValueError(f"Duplicate label values in classes: {values}.")
+    present = set(np.unique(voxels).tolist()) - {0}
+    missing = sorted(present - set(values))
+    if missing:
+        raise ValueError(f"Label values {missing} are in the labelmap but not in the class list {values}.")
+    segments = []
+    for c in foreground:
+        segment = {
+            "id": f"Segment_{int(c['label_value'])}",
+            "name": str(c["name"]),
+            "labelValue": int(c["label_value"]),
+            "layer": 0,
+            "color": [round(v / 255.0, 6) for v in c["color"]],
+            "colorAutoGenerated": False,
+            "nameAutoGenerated": False,
+            "status": status,
+        }
+        term = _terminology(c)
+        if term is not None:
+            segment["terminology"] = term
+        segments.append(segment)
+    segmentation = {
+        "voxels": voxels,
+        "ijkToLPS": ijk_to_lps,
+        "encoding": "gzip",
+        "containedRepresentationNames": ["Binary labelmap"],
+        "masterRepresentation": "Binary labelmap",
+        "referenceImageExtentOffset": [0, 0, 0],
+        "segments": segments,
+    }
+    with atomic_output(path) as tmp:
+        slicerio.write_segmentation(str(tmp), segmentation)
+    logger.info("Wrote segmentation %s (%d segments)", path, len(segments))
+    return path
+
+
+def write_overlay_montage(
+    image: sitk.Image,
+    labelmap: sitk.Image,
+    classes: Sequence[dict],
+    path: str | os.PathLike,
+    *,
+    max_slices: int = 12,
+    columns: int = 4,
+    alpha: float = 0.45,
+) -> Path:
+    """Write a PNG montage of slices with the segments overlaid in their colours (atomically).
+
+    Slices are taken along the same axis the models use (LPS orientation, largest-spacing-else-z
+    rule), with rows/columns as in the slice arrays; up to ``max_slices`` evenly spaced slices,
+    chosen among those that contain labels when there are any.
+
+    Args:
+        image: 2D or 3D grey or RGB image.
+        labelmap: integer labelmap on the same grid.
+        classes: ``[{label_value, color [r, g, b]}]``.
+        path: ``.png`` destination.
+        max_slices, columns: montage layout.
+        alpha: overlay opacity.
+
+    Returns:
+        The written path.
+
+    Raises:
+        ValueError: if image and labelmap sizes differ or the extension is not .png.
+    """
+    from PIL import Image
+
+    from .preprocessing import image_to_slices
+
+    path = check_output_path(path, allowed=(".png",))
+    if image.GetSize() != labelmap.GetSize():
+        raise ValueError(f"Image size {image.GetSize()} and labelmap size {labelmap.GetSize()} differ.")
+    slices, _ = image_to_slices(image, None, "LPS")  # (S, C, H, W) float32
+    labels, _ = image_to_slices(_check_labelmap(labelmap), None, "LPS", is_label=True)  # (S, H, W)
+    candidates = [s for s in range(labels.shape[0]) if labels[s].any()] or list(range(labels.shape[0]))
+    if len(candidates) > max_slices:
+        candidates = [candidates[int(round(i))] for i in np.linspace(0, len(candidates) - 1, max_slices)]
+    if slices.shape[1] == 3:
+        lo, hi = 0.0, 255.0
+    else:
+        lo, hi = np.percentile(slices, [0.5, 99.5])
+        hi = hi if hi > lo else lo + 1.0
+    lut = np.zeros((256, 3), dtype=np.float32)
+    for c in classes:
+        lut[int(c["label_value"])] = c["color"]
+    tiles = []
+    for s in candidates:
+        x = slices[s]
+        grey = np.clip((x - lo) / (hi - lo), 0, 1) * 255.0
+        rgb = np.repeat(grey, 3, axis=0) if grey.shape[0] == 1 else grey[:3]
+        rgb = np.moveaxis(rgb, 0, -1)
+        mask = labels[s] > 0
+        rgb[mask] = (1 - alpha) * rgb[mask] + alpha * lut[labels[s][mask]]
+        tiles.append(rgb.astype(np.uint8))
+    h, w = tiles[0].shape[:2]
+    columns = max(1, min(columns, len(tiles)))
+    rows = int(np.ceil(len(tiles) / columns))
+    canvas = np.zeros((rows * h, columns * w, 3), dtype=np.uint8)
+    for n, tile in enumerate(tiles):
+        r, c = divmod(n, columns)
+        canvas[r * h:(r + 1) * h, c * w:(c + 1) * w] = tile
+    with atomic_output(path) as tmp:
+        Image.fromarray(canvas).save(tmp, format="PNG")
+    logger.info("Wrote montage %s (%d slices)", path, len(tiles))
+    return path

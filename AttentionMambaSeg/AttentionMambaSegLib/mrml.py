@@ -1,0 +1,667 @@
+"""MRML adapter: Slicer volume node -> ``predict_volume`` -> segmentation node.
+
+This is the only module of ``AttentionMambaSegLib`` that imports ``slicer``, ``vtk`` or MRML classes.
+Every function takes its nodes (and through them the scene) as arguments and never uses
+``slicer.mrmlScene``, ``slicer.app`` or ``slicer.modules``, so it runs both inside the Slicer application
+and headless with the ``slicer-core`` wheel.
+
+Geometry contract:
+
+- Slicer stores a volume as a (K, J, I) = (S, H, W) voxel array plus an IJK-to-RAS matrix in the volume's
+  own (parent-transform) frame. SimpleITK uses LPS: converting flips the sign of the first two rows of the
+  direction matrix and of the origin. Arrays keep the (K, J, I) order on both sides.
+- A volume under a parent transform is segmented in its own voxel grid (the transform is never resampled
+  in) and the segmentation is placed under the same transform.
+
+Protecting manual edits: every segment written here carries tags with the model id, the label value and
+a SHA-256 of its voxels at the time it was written. A re-run updates a segment only if that hash still
+matches (nobody edited it); edited segments are left untouched and reported.
+
+Cancel: ``segment_volume_node`` returns ``None`` and the scene is exactly as before (prediction runs
+before any node is created or modified).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+import slicer
+import vtk
+from vtk.util import numpy_support
+
+logger = logging.getLogger(__name__)
+
+# Segment tags and node attributes written by this module.
+TAG_MODEL_ID = "AttentionMambaSeg.ModelId"
+TAG_LABEL_VALUE = "AttentionMambaSeg.LabelValue"
+TAG_LABELMAP_HASH = "AttentionMambaSeg.LabelmapHash"
+ATTRIBUTE_MODEL_ID = "AttentionMambaSeg.ModelId"
+
+_ANATOMIC_CONTEXT = "Anatomic codes - DICOM master list"
+_TERMINOLOGY_CONTEXT = "Segmentation category and type - DICOM master list"
+_RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
+
+ProgressCallback = Callable[[int, int], None]
+
+
+class InputVolumeError(ValueError):
+    """The selected node cannot be segmented by the selected model (the message says why and what to do)."""
+
+
+@dataclasses.dataclass
+class SegmentationResult:
+    """What ``write_segmentation`` / ``segment_volume_node`` did.
+
+    Attributes:
+        segmentation_node: the vtkMRMLSegmentationNode that holds the result.
+        created_node: True when a new segmentation node was created.
+        added_segment_ids: segments created by this run.
+        updated_segment_ids: segments of an earlier run that nobody had edited, overwritten by this run.
+        kept_edited_segment_ids: segments of an earlier run that were edited by the user and kept as
+            they were (the new prediction for them was not written).
+        message: one human-readable sentence summarising the above (for a status label).
+    """
+
+    segmentation_node: Any
+    created_node: bool
+    added_segment_ids: list[str]
+    updated_segment_ids: list[str]
+    kept_edited_segment_ids: list[str]
+    message: str
+
+
+# --------------------------------------------------------------------------------------------------
+# Input checks and volume node -> SimpleITK image
+# --------------------------------------------------------------------------------------------------
+
+
+def _is_sequence_proxy(volume_node) -> bool:
+    scene = volume_node.GetScene()
+    if scene is None:
+        return False
+    browsers = scene.GetNodesByClass("vtkMRMLSequenceBrowserNode")
+    try:
+        for i in range(browsers.GetNumberOfItems()):
+            browser = browsers.GetItemAsObject(i)
+            if browser.IsProxyNodeID(volume_node.GetID()):
+                return True
+    finally:
+        browsers.UnRegister(None)
+    return False
+
+
+def check_input_volume(volume_node, package=None) -> None:
+    """Raise ``InputVolumeError`` unless ``volume_node`` can be segmented (by ``package`` if given).
+
+    Accepted: scalar volumes (one channel) and RGB vector volumes (3 channels) with voxels.
+    Refused with a message: labelmaps, 4D input (sequence frames, multi-volumes), tensor and
+    diffusion volumes, empty volumes, and a channel count that differs from the model's.
+
+    Args:
+        volume_node: a vtkMRMLVolumeNode (or None).
+        package: optional ModelPackage; its ``in_channels`` must match the volume's channels.
+
+    Raises:
+        InputVolumeError: the volume cannot be segmented; the message says why and what to do.
+    """
+    if volume_node is None:
+        raise InputVolumeError("No input volume selected: choose a volume to segment.")
+    name = volume_node.GetName()
+    class_name = volume_node.GetClassName()
+    if volume_node.IsA("vtkMRMLLabelMapVolumeNode"):
+        raise InputVolumeError(
+            f"'{name}' is a labelmap volume, not an image: select the image volume to segment "
+            "(labelmaps are already segmentations; convert them in the Segmentations module)."
+        )
+    if class_name in ("vtkMRMLMultiVolumeNode",) or _is_sequence_proxy(volume_node):
+        raise InputVolumeError(
+            f"'{name}' is one frame of a 4D sequence. Segmenting a whole sequence is not supported: "
+            "copy the frame you want into a standalone volume (Sequences module, 'Save current frame' or "
+            "right-click > Clone in the Data module) and segment that volume."
+        )
+    # (vtkMRMLVectorVolumeNode derives from vtkMRMLTensorVolumeNode: test the diffusion classes only.)
+    if volume_node.IsA("vtkMRMLDiffusionTensorVolumeNode") or volume_node.IsA("vtkMRMLDiffusionWeightedVolumeNode"):
+        raise InputVolumeError(
+            f"'{name}' is a diffusion/tensor volume ({class_name}); select a scalar or RGB image volume."
+        )
+    image_data = volume_node.GetImageData()
+    if image_data is None or image_data.GetNumberOfPoints() == 0:
+        raise InputVolumeError(f"'{name}' has no voxels: load image data into it first.")
+    components = image_data.GetNumberOfScalarComponents()
+    is_vector = volume_node.IsA("vtkMRMLVectorVolumeNode")
+    if not is_vector and components != 1:
+        raise InputVolumeError(
+            f"'{name}' has {components} values per voxel (4D or multi-component data); "
+            "select a single-frame scalar volume or an RGB volume."
+        )
+    if is_vector and components != 3:
+        raise InputVolumeError(
+            f"'{name}' is a vector volume with {components} components; only RGB (3 components) "
+            "vector volumes can be segmented."
+        )
+    if package is not None:
+        in_channels = int(package.in_channels)
+        if in_channels != components:
+            kind = "an RGB (3-channel) image" if in_channels == 3 else f"{in_channels}-channel images"
+            got = "an RGB vector volume" if is_vector else "a single-channel (grayscale) volume"
+            raise InputVolumeError(
+                f"Model '{package.id}' segments {kind}, but '{name}' is {got}: choose a model made "
+                "for this kind of image."
+            )
+
+
+def ijk_to_ras_matrix(volume_node) -> np.ndarray:
+    """Return the volume's 4x4 IJK-to-RAS matrix (float64) in its own frame (parent transform not applied)."""
+    matrix = vtk.vtkMatrix4x4()
+    volume_node.GetIJKToRASMatrix(matrix)
+    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+def _vtk_matrix(array: np.ndarray) -> vtk.vtkMatrix4x4:
+    matrix = vtk.vtkMatrix4x4()
+    for r in range(4):
+        for c in range(4):
+            matrix.SetElement(r, c, float(array[r, c]))
+    return matrix
+
+
+def _image_array(image_data) -> np.ndarray:
+    """Copy of a vtkImageData's scalars as (K, J, I) or (K, J, I, C)."""
+    dims = image_data.GetDimensions()
+    scalars = numpy_support.vtk_to_numpy(image_data.GetPointData().GetScalars())
+    components = image_data.GetNumberOfScalarComponents()
+    shape = (dims[2], dims[1], dims[0]) + ((components,) if components > 1 else ())
+    return scalars.reshape(shape).copy()
+
+
+def image_from_volume_node(volume_node) -> sitk.Image:
+    """Convert a scalar or RGB volume node to a SimpleITK image with the same voxel grid.
+
+    Args:
+        volume_node: vtkMRMLScalarVolumeNode or vtkMRMLVectorVolumeNode with image data.
+
+    Returns:
+        sitk.Image in LPS: size (I, J, K), spacing in mm, origin and direction converted from the
+        node's IJK-to-RAS matrix (own frame, parent transform ignored); the voxel type is the node's;
+        an RGB volume gives a 3-component vector image.
+
+    Raises:
+        InputVolumeError: from ``check_input_volume``.
+    """
+    check_input_volume(volume_node)
+    image_data = volume_node.GetImageData()
+    array = _image_array(image_data)  # (K, J, I) or (K, J, I, 3)
+    ijk_to_ras = ijk_to_ras_matrix(volume_node)
+    # vtkImageData may start at a non-zero extent: the first voxel's position is then shifted.
+    extent = image_data.GetExtent()
+    first_voxel_ras = ijk_to_ras @ np.array([extent[0], extent[2], extent[4], 1.0])
+    linear = ijk_to_ras[:3, :3]
+    spacing = np.linalg.norm(linear, axis=0)
+    direction_lps = _RAS_TO_LPS @ (linear / spacing)
+    origin_lps = _RAS_TO_LPS @ first_voxel_ras[:3]
+    image = sitk.GetImageFromArray(array, isVector=array.ndim == 4)
+    image.SetSpacing([float(s) for s in spacing])
+    image.SetOrigin([float(o) for o in origin_lps])
+    image.SetDirection([float(d) for d in direction_lps.flatten()])
+    return image
+
+
+def add_volume_node_from_image(scene, image: sitk.Image, name: str = "Volume"):
+    """Add a volume node holding ``image`` (the inverse of ``image_from_volume_node``).
+
+    A 3-component image becomes a vtkMRMLVectorVolumeNode, anything else a vtkMRMLScalarVolumeNode.
+    Used to load sample data and by tests; in the Slicer application ``slicer.util.loadVolume`` is the
+    usual way.
+
+    Args:
+        scene: vtkMRMLScene.
+        image: 3D SimpleITK image in LPS (scalar, or 3-component vector).
+        name: node name (made unique in the scene).
+
+    Returns:
+        The new volume node, with display nodes.
+
+    Raises:
+        ValueError: ``image`` is not 3D or has a component count other than 1 or 3.
+    """
+    if image.GetDimension() != 3:
+        raise ValueError(f"Expected a 3D image; got {image.GetDimension()}D. Add a slice axis first.")
+    components = image.GetNumberOfComponentsPerPixel()
+    if components not in (1, 3):
+        raise ValueError(f"Expected 1 or 3 components per voxel; got {components}.")
+    class_name = "vtkMRMLVectorVolumeNode" if components == 3 else "vtkMRMLScalarVolumeNode"
+    array = sitk.GetArrayFromImage(image)  # (K, J, I) or (K, J, I, 3)
+    if array.dtype == np.int64 or array.dtype == np.bool_:
+        array = array.astype(np.int32 if array.dtype == np.int64 else np.uint8)
+    spacing = np.array(image.GetSpacing())
+    direction_ras = _RAS_TO_LPS @ np.array(image.GetDirection()).reshape(3, 3)
+    ijk_to_ras = np.eye(4)
+    ijk_to_ras[:3, :3] = direction_ras * spacing
+    ijk_to_ras[:3, 3] = _RAS_TO_LPS @ np.array(image.GetOrigin())
+    node = scene.AddNewNodeByClass(class_name, scene.GenerateUniqueName(name))
+    node.SetIJKToRASMatrix(_vtk_matrix(ijk_to_ras))
+    image_data = vtk.vtkImageData()
+    image_data.SetDimensions(array.shape[2], array.shape[1], array.shape[0])
+    image_data.AllocateScalars(numpy_support.get_vtk_array_type(array.dtype), components)
+    flat = array.reshape(-1) if components == 1 else array.reshape(-1, components)
+    numpy_support.vtk_to_numpy(image_data.GetPointData().GetScalars())[:] = flat
+    node.SetAndObserveImageData(image_data)
+    node.CreateDefaultDisplayNodes()
+    return node
+
+
+# --------------------------------------------------------------------------------------------------
+# Labelmap -> segments
+# --------------------------------------------------------------------------------------------------
+
+
+def labelmap_to_uint8(labels: np.ndarray) -> np.ndarray:
+    """Return ``labels`` as a uint8 array (VTK rejects int64 and bool arrays).
+
+    Raises:
+        ValueError: a label is negative or above 255 (cannot be stored losslessly).
+    """
+    labels = np.asarray(labels)
+    if labels.dtype == np.uint8:
+        return labels
+    if labels.dtype == np.bool_:
+        return labels.astype(np.uint8)
+    if labels.size and (labels.min() < 0 or labels.max() > 255):
+        raise ValueError(
+            f"Label values must be in 0..255 to be stored as uint8; got {labels.min()}..{labels.max()}."
+        )
+    return labels.astype(np.uint8)
+
+
+def _binary_oriented_image(mask: np.ndarray, ijk_to_ras: np.ndarray):
+    """A uint8 (0/1) vtkOrientedImageData with the given (K, J, I) mask and geometry."""
+    image = slicer.vtkOrientedImageData()
+    image.SetImageToWorldMatrix(_vtk_matrix(ijk_to_ras))
+    image.SetDimensions(mask.shape[2], mask.shape[1], mask.shape[0])
+    image.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
+    numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())[:] = mask.reshape(-1).astype(np.uint8)
+    return image
+
+
+def _hash_voxels(ijk: np.ndarray) -> str:
+    """SHA-256 of a set of integer voxel positions (N, 3) in (i, j, k), order-independent."""
+    ijk = np.asarray(ijk, dtype=np.int64).reshape(-1, 3)
+    order = np.lexsort((ijk[:, 0], ijk[:, 1], ijk[:, 2]))
+    return hashlib.sha256(np.ascontiguousarray(ijk[order], dtype="<i8").tobytes()).hexdigest()
+
+
+def mask_hash(mask: np.ndarray) -> str:
+    """Hash of a (K, J, I) binary mask on the reference grid (what a segment stores at creation)."""
+    k, j, i = np.nonzero(mask)
+    return _hash_voxels(np.stack([i, j, k], axis=1))
+
+
+def segment_hash(segmentation_node, segment_id: str, reference_ijk_to_ras: np.ndarray) -> str:
+    """Hash of a segment's current voxels expressed on the reference grid (comparable with ``mask_hash``).
+
+    Voxels that do not fall on the reference grid (the segment was resampled) give a hash that never
+    matches a stored one, which errs on the side of keeping the segment.
+    """
+    image = slicer.vtkOrientedImageData()
+    ok = slicer.vtkSlicerSegmentationsModuleLogic.GetSegmentBinaryLabelmapRepresentation(
+        segmentation_node, segment_id, image, False
+    )
+    if not ok:
+        return "unavailable"
+    extent = image.GetExtent()
+    if extent[1] < extent[0] or extent[3] < extent[2] or extent[5] < extent[4]:
+        return mask_hash(np.zeros((0, 0, 0), np.uint8))
+    array = _image_array(image)
+    k, j, i = np.nonzero(array)
+    if k.size == 0:
+        return mask_hash(np.zeros((0, 0, 0), np.uint8))
+    ijk = np.stack([i + extent[0], j + extent[2], k + extent[4], np.ones_like(i)], axis=0).astype(float)
+    matrix = vtk.vtkMatrix4x4()
+    image.GetImageToWorldMatrix(matrix)
+    image_to_ras = np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+    ref_ijk = (np.linalg.inv(reference_ijk_to_ras) @ image_to_ras @ ijk)[:3].T
+    rounded = np.round(ref_ijk)
+    if np.abs(ref_ijk - rounded).max() > 1e-3:
+        return "off-grid"
+    return _hash_voxels(rounded)
+
+
+def _terminology_entry(snomed: dict | None) -> str | None:
+    """Serialized Slicer terminology entry (DICOM SNOMED codes) or None when no codes are given."""
+    if not snomed or "category" not in snomed or "type" not in snomed:
+        return None
+    entry = slicer.vtkSlicerTerminologyEntry()
+    entry.SetTerminologyContextName(_TERMINOLOGY_CONTEXT)
+    # Slicer 5.10+ renamed "anatomic" to "region"; keep working on both.
+    set_region_context = getattr(entry, "SetRegionContextName", None) or entry.SetAnatomicContextName
+    set_region_context(_ANATOMIC_CONTEXT)
+    region = (entry.GetRegionObject if hasattr(entry, "GetRegionObject") else entry.GetAnatomicRegionObject)()
+    region_modifier = (
+        entry.GetRegionModifierObject
+        if hasattr(entry, "GetRegionModifierObject")
+        else entry.GetAnatomicRegionModifierObject
+    )()
+
+    def fill(obj, code: dict | None) -> None:
+        if code:
+            obj.SetCodingSchemeDesignator(str(code.get("scheme", "SCT")))
+            obj.SetCodeValue(str(code["code"]))
+            obj.SetCodeMeaning(str(code.get("meaning", "")))
+
+    fill(entry.GetCategoryObject(), snomed.get("category"))
+    fill(entry.GetTypeObject(), snomed.get("type"))
+    fill(entry.GetTypeModifierObject(), snomed.get("type_modifier"))
+    fill(region, snomed.get("region"))
+    fill(region_modifier, snomed.get("region_modifier"))
+    return slicer.vtkSlicerTerminologiesModuleLogic.SerializeTerminologyEntry(entry)
+
+
+def _model_name(package) -> str:
+    config = getattr(package, "config", None) or {}
+    return str(config.get("name") or package.id)
+
+
+def _color_table_for_model(scene, package):
+    """Find or create the colour table naming the model's label values (used to keep them on export)."""
+    classes = sorted(package.classes, key=lambda c: int(c["label_value"]))
+    number_of_colors = max(int(c["label_value"]) for c in classes) + 1
+    existing = scene.GetNodesByClass("vtkMRMLColorTableNode")
+    try:
+        for i in range(existing.GetNumberOfItems()):
+            node = existing.GetItemAsObject(i)
+            if node.GetAttribute(ATTRIBUTE_MODEL_ID) == str(package.id) and (
+                node.GetNumberOfColors() == number_of_colors
+            ):
+                return node
+    finally:
+        existing.UnRegister(None)
+    table = scene.AddNewNodeByClass(
+        "vtkMRMLColorTableNode", scene.GenerateUniqueName(f"{_model_name(package)} labels")
+    )
+    table.SetTypeToUser()
+    table.SetNumberOfColors(number_of_colors)
+    for value in range(number_of_colors):
+        table.SetColor(value, "background" if value == 0 else "", 0.0, 0.0, 0.0, 0.0)
+    for cls in classes:
+        r, g, b = (float(x) / 255.0 for x in cls["color"])
+        table.SetColor(int(cls["label_value"]), str(cls["name"]), r, g, b, 1.0)
+        snomed = cls.get("snomed") or {}
+        if hasattr(table, "SetTerminology") and snomed.get("category") and snomed.get("type"):
+            cat, typ = snomed["category"], snomed["type"]
+            table.SetTerminology(
+                int(cls["label_value"]),
+                str(cat.get("scheme", "SCT")), str(cat["code"]), str(cat.get("meaning", "")),
+                str(typ.get("scheme", "SCT")), str(typ["code"]), str(typ.get("meaning", "")),
+            )
+    table.SetAttribute(ATTRIBUTE_MODEL_ID, str(package.id))
+    table.SetAttribute("Category", "AttentionMambaSeg")
+    return table
+
+
+def _segment_tag(segment, name: str) -> str | None:
+    """Value of a segment tag, or None when the segment does not carry it."""
+    value = vtk.reference("")
+    return str(value) if segment.GetTag(name, value) else None
+
+
+def _find_model_segment(segmentation, model_id: str, label_value: int) -> str | None:
+    """Id of the segment this model wrote for ``label_value`` (by tags, not by name), or None."""
+    for index in range(segmentation.GetNumberOfSegments()):
+        segment = segmentation.GetNthSegment(index)
+        if _segment_tag(segment, TAG_MODEL_ID) == model_id and _segment_tag(segment, TAG_LABEL_VALUE) == str(
+            label_value
+        ):
+            return segmentation.GetNthSegmentID(index)
+    return None
+
+
+def _place_like_volume(segmentation_node, volume_node) -> None:
+    """Same parent transform and subject-hierarchy parent as the volume."""
+    segmentation_node.SetAndObserveTransformNodeID(volume_node.GetTransformNodeID())
+    scene = volume_node.GetScene()
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    if sh is None:
+        return
+    volume_item = sh.GetItemByDataNode(volume_node)
+    if not volume_item:
+        return  # headless scene without subject hierarchy items
+    parent = sh.GetItemParent(volume_item)
+    segmentation_item = sh.GetItemByDataNode(segmentation_node)
+    if not segmentation_item:
+        sh.CreateItem(parent, segmentation_node)
+    else:
+        sh.SetItemParent(segmentation_item, parent)
+
+
+def write_segmentation(volume_node, package, labelmap, segmentation_node=None) -> SegmentationResult:
+    """Write a predicted labelmap into a segmentation node, protecting segments the user edited.
+
+    Must run on the thread that owns the scene (the main thread in Slicer).
+
+    Args:
+        volume_node: the segmented volume; gives geometry, parent transform and subject-hierarchy place.
+        package: ModelPackage whose ``classes`` name, colour and code the labels.
+        labelmap: sitk.Image or np.ndarray (K, J, I) of label values on the volume's grid
+            (any integer or bool dtype with values 0..255; stored as uint8).
+        segmentation_node: existing vtkMRMLSegmentationNode to update, or None to create one. If it is
+            under a different parent transform than the volume, a new node is created instead (and the
+            message says so).
+
+    Returns:
+        SegmentationResult.
+
+    Raises:
+        InputVolumeError: the volume was removed from the scene.
+        ValueError: the labelmap's shape differs from the volume's, or it holds labels the model does
+            not define.
+    """
+    scene = volume_node.GetScene()
+    if scene is None or not scene.IsNodePresent(volume_node):
+        raise InputVolumeError("The input volume was removed from the scene before the result was written.")
+    if isinstance(labelmap, sitk.Image):
+        labels = sitk.GetArrayViewFromImage(labelmap)
+    else:
+        labels = np.asarray(labelmap)
+    labels = labelmap_to_uint8(labels)
+    dims = volume_node.GetImageData().GetDimensions()
+    expected = (dims[2], dims[1], dims[0])
+    if labels.shape != expected:
+        raise ValueError(f"Labelmap shape {labels.shape} (K, J, I) differs from the volume's {expected}.")
+    classes = sorted(package.classes, key=lambda c: int(c["label_value"]))
+    known = {int(c["label_value"]) for c in classes} | {0}
+    present = {int(v) for v in np.unique(labels)}
+    if not present <= known:
+        raise ValueError(
+            f"The prediction holds label values {sorted(present - known)} that model '{package.id}' does "
+            f"not define (defined: {sorted(known - {0})})."
+        )
+
+    model_id = str(package.id)
+    ijk_to_ras = ijk_to_ras_matrix(volume_node)
+    messages = []
+    if segmentation_node is not None and (
+        segmentation_node.GetTransformNodeID() != volume_node.GetTransformNodeID()
+    ):
+        messages.append(
+            f"'{segmentation_node.GetName()}' is under a different transform than the volume, so the "
+            "result was written to a new segmentation."
+        )
+        segmentation_node = None
+
+    if scene.GetUndoFlag():
+        scene.SaveStateForUndo()
+
+    created = segmentation_node is None
+    if created:
+        segmentation_node = scene.AddNewNodeByClass(
+            "vtkMRMLSegmentationNode",
+            scene.GenerateUniqueName(f"{volume_node.GetName()} {_model_name(package)}"),
+        )
+        segmentation_node.CreateDefaultDisplayNodes()
+        segmentation_node.SetAttribute(ATTRIBUTE_MODEL_ID, model_id)
+        _place_like_volume(segmentation_node, volume_node)
+        segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
+    if scene.GetUndoFlag():
+        segmentation_node.SetUndoEnabled(True)
+    color_table = _color_table_for_model(scene, package)
+    if hasattr(segmentation_node, "SetLabelmapConversionColorTableNodeID"):
+        segmentation_node.SetLabelmapConversionColorTableNodeID(color_table.GetID())
+
+    segmentation = segmentation_node.GetSegmentation()
+    logic = slicer.vtkSlicerSegmentationsModuleLogic
+    added, updated, kept = [], [], []
+    was_modifying = segmentation_node.StartModify()
+    try:
+        for cls in classes:
+            value = int(cls["label_value"])
+            mask = (labels == value).astype(np.uint8)
+            new_hash = mask_hash(mask)
+            image = _binary_oriented_image(mask, ijk_to_ras)
+            segment_id = _find_model_segment(segmentation, model_id, value)
+            if segment_id is not None:
+                segment = segmentation.GetSegment(segment_id)
+                stored = _segment_tag(segment, TAG_LABELMAP_HASH)
+                if stored != segment_hash(segmentation_node, segment_id, ijk_to_ras):
+                    kept.append(segment_id)
+                    continue
+                # No segment may be overwritten (empty overwrite list): where the new mask overlaps a
+                # segment the user edited, Slicer moves the segments apart instead of erasing voxels.
+                logic.SetBinaryLabelmapToSegment(
+                    image, segmentation_node, segment_id, logic.MODE_REPLACE, None, False, []
+                )
+                updated.append(segment_id)
+            else:
+                r, g, b = (float(x) / 255.0 for x in cls["color"])
+                segment_id = segmentation_node.AddSegmentFromBinaryLabelmapRepresentation(
+                    image, str(cls["name"]), [r, g, b]
+                )
+                segment = segmentation.GetSegment(segment_id)
+                segment.SetTag(TAG_MODEL_ID, model_id)
+                segment.SetTag(TAG_LABEL_VALUE, str(value))
+                terminology = _terminology_entry(cls.get("snomed"))
+                if terminology:
+                    segment.SetTerminology(terminology)
+                added.append(segment_id)
+            segment.SetTag(TAG_LABELMAP_HASH, new_hash)
+            logic.SetSegmentStatus(segment, logic.InProgress)
+    finally:
+        segmentation_node.EndModify(was_modifying)
+
+    if kept:
+        logger.info("Kept %d edited segment(s) unchanged: %s", len(kept), ", ".join(kept))
+    if created:
+        messages.insert(0, f"Created '{segmentation_node.GetName()}' with {len(added)} segments.")
+    else:
+        parts = [f"Updated {len(updated)} segment(s)"]
+        if added:
+            parts.append(f"added {len(added)}")
+        if kept:
+            names = ", ".join(segmentation.GetSegment(s).GetName() for s in kept)
+            parts.append(f"kept {len(kept)} you edited ({names})")
+        messages.insert(0, f"{'; '.join(parts)} in '{segmentation_node.GetName()}'.")
+    return SegmentationResult(
+        segmentation_node=segmentation_node,
+        created_node=created,
+        added_segment_ids=added,
+        updated_segment_ids=updated,
+        kept_edited_segment_ids=kept,
+        message=" ".join(messages),
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# The whole pipeline
+# --------------------------------------------------------------------------------------------------
+
+
+def resolve_model(model):
+    """A ModelPackage for ``model`` (a ModelPackage, a model id or a model folder path)."""
+    if isinstance(model, str) or hasattr(model, "__fspath__"):
+        from .package import load_model_package
+
+        return load_model_package(model)
+    return model
+
+
+def _predict(image, package, device, tta, batch_size, progress, cancel):
+    """Run ``inference.predict_volume`` (imported here: torch is loaded only when a run starts)."""
+    from .inference import predict_volume
+
+    return predict_volume(
+        image, package, device=device, tta=tta, batch_size=batch_size, progress=progress, cancel=cancel
+    )
+
+
+def segment_volume_node(
+    volume_node,
+    model,
+    segmentation_node=None,
+    device: str = "auto",
+    progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+    tta: bool = True,
+    batch_size: int = 4,
+) -> SegmentationResult | None:
+    """Segment a volume node with a model and write the result into a segmentation node.
+
+    Runs synchronously on the calling thread (the Slicer module runs ``predict_volume`` in a worker
+    thread itself and calls ``write_segmentation`` on the main thread).
+
+    Args:
+        volume_node: scalar or RGB vtkMRMLVolumeNode (not a labelmap, not a 4D frame).
+        model: ModelPackage, bundled/imported model id, or model folder path.
+        segmentation_node: segmentation to update (segments the user edited are kept) or None for a new one.
+        device: "auto", "cpu", "cuda" or "cuda:N".
+        progress: called as ``progress(done_slices, total_slices)``.
+        cancel: when set, the run stops within one batch of slices.
+        tta: test-time augmentation (flip averaging).
+        batch_size: slices per network call.
+
+    Returns:
+        SegmentationResult, or None when cancelled (nothing in the scene was created or changed).
+
+    Raises:
+        InputVolumeError: the volume cannot be segmented by this model (message says why).
+    """
+    package = resolve_model(model)
+    check_input_volume(volume_node, package)
+    image = image_from_volume_node(volume_node)
+    labelmap = _predict(image, package, device, tta, batch_size, progress, cancel)
+    if labelmap is None or (cancel is not None and cancel.is_set()):
+        return None
+    return write_segmentation(volume_node, package, labelmap, segmentation_node)
+
+
+def export_segmentation_to_labelmap_node(segmentation_node, labelmap_node, reference_volume_node=None) -> None:
+    """Export all segments to a labelmap node keeping each label value (via the model's colour table).
+
+    Args:
+        segmentation_node: segmentation written by ``write_segmentation``.
+        labelmap_node: vtkMRMLLabelMapVolumeNode (in the scene) that receives the labels.
+        reference_volume_node: output grid; default: the segmentation's reference geometry volume.
+
+    Raises:
+        RuntimeError: Slicer's export failed.
+    """
+    if reference_volume_node is None:
+        reference_volume_node = segmentation_node.GetNodeReference(
+            segmentation_node.GetReferenceImageGeometryReferenceRole()
+        )
+    color_table = None
+    if hasattr(segmentation_node, "GetLabelmapConversionColorTableNode"):
+        color_table = segmentation_node.GetLabelmapConversionColorTableNode()
+    segment_ids = vtk.vtkStringArray()
+    segmentation_node.GetSegmentation().GetSegmentIDs(segment_ids)
+    logic = slicer.vtkSlicerSegmentationsModuleLogic
+    extent_mode = slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY
+    if not logic.ExportSegmentsToLabelmapNode(
+        segmentation_node, segment_ids, labelmap_node, reference_volume_node, extent_mode, color_table
+    ):
+        raise RuntimeError(f"Exporting '{segmentation_node.GetName()}' to a labelmap failed.")

@@ -1,0 +1,547 @@
+"""Model packages: a folder with ``model.json`` (what the model is) and ``model.safetensors`` (weights).
+
+A package describes itself, as an nnU-Net results folder does, so inference needs nothing else: the
+classes (names, colours, label values, SNOMED CT terminology), the normalisation, the orientation
+and spacing the slices were trained at, the patch size, training provenance and metrics.
+
+Safety: weights are stored as float16 safetensors (never a pickle, so a downloaded model cannot run
+code), and the file's SHA-256 recorded in model.json is checked before any weight is loaded and before
+a package is imported. Bundled models live in ``AttentionMambaSeg/Resources/Models/<id>/``; imported
+models in a per-user cache (``platformdirs.user_cache_dir("AttentionMambaSeg")/models``, overridable
+with the environment variable ``ATTENTION_MAMBA_SEG_MODELS_DIR``), removable with
+:func:`remove_imported_models`. An imported model with the id of a bundled one takes precedence.
+
+model.json fields (required unless a default is given):
+    id (str, letters/digits/``._-``), version (str), task, modality (str, optional),
+    in_channels (int), channel_names (list[str], optional), num_classes (int K: softmax outputs incl.
+    background, or 1 for a sigmoid model), activation ("softmax" | "sigmoid"),
+    classes (list of {label_value, name, color [r, g, b] 0-255, snomed {category, type}}; an entry
+    with label_value 0 (background) is allowed and ignored for segments), normalization (dict, see
+    ``preprocessing.normalize``), axes_code (default "LPS"), slice_axis_rule (default
+    "largest-spacing-else-z"), target_spacing ([row_mm, col_mm] or null), patch_size ([H, W],
+    multiples of 32), training, metrics (dicts, optional), sha256 (hex of model.safetensors),
+    weights_dtype (default "float16"), architecture (default "AttentionMamba"), architecture_kwargs
+    (dict, default {}).
+
+Label values: network output channel k is label value k (softmax); a sigmoid model writes label 1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import uuid
+import zipfile
+from pathlib import Path
+from typing import Any, Callable
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "ModelIntegrityError",
+    "ModelPackage",
+    "bundled_models_dir",
+    "imported_models_dir",
+    "import_model_package",
+    "list_models",
+    "load_model_package",
+    "register_architecture",
+    "remove_imported_models",
+    "save_model_package",
+    "sha256_of_file",
+    "validate_config",
+]
+
+CONFIG_NAME = "model.json"
+WEIGHTS_NAME = "model.safetensors"
+SLICE_AXIS_RULES = ("largest-spacing-else-z",)
+NORMALIZATION_TYPES = ("zscore", "ct", "rgb", "none")
+_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_ARCHITECTURES: dict[str, Callable[..., Any]] = {}
+
+
+class ModelIntegrityError(ValueError):
+    """The weights file does not match the SHA-256 recorded in model.json (corrupted or tampered)."""
+
+
+def bundled_models_dir() -> Path:
+    """Folder of the models shipped with the extension: ``AttentionMambaSeg/Resources/Models``."""
+    return Path(__file__).resolve().parent.parent / "Resources" / "Models"
+
+
+def imported_models_dir() -> Path:
+    """Per-user folder of imported models (``ATTENTION_MAMBA_SEG_MODELS_DIR`` overrides it). Not created."""
+    override = os.environ.get("ATTENTION_MAMBA_SEG_MODELS_DIR")
+    if override:
+        return Path(override)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("AttentionMambaSeg", appauthor=False)) / "models"
+
+
+def register_architecture(name: str, factory: Callable[..., Any]) -> None:
+    """Register a network constructor ``factory(in_channels, num_classes, **architecture_kwargs)``.
+
+    ``"AttentionMamba"`` is built in; other names are for experiments and tests.
+    """
+    _ARCHITECTURES[name] = factory
+
+
+def sha256_of_file(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _problem(source: str, field: str, expected: str, got: Any) -> ValueError:
+    return ValueError(f"{source}: field '{field}' must be {expected}, got {got!r}.")
+
+
+def validate_config(config: dict, source: str = CONFIG_NAME) -> dict:
+    """Check a model.json dict and fill in defaults.
+
+    Args:
+        config: parsed model.json.
+        source: where it came from, for error messages.
+
+    Returns:
+        A new dict with defaults filled in.
+
+    Raises:
+        ValueError: naming the file and the field, for any missing or invalid field.
+    """
+    if not isinstance(config, dict):
+        raise ValueError(f"{source}: expected a JSON object, got {type(config).__name__}.")
+    cfg = dict(config)
+    for key in ("id", "version", "in_channels", "num_classes", "activation", "classes", "normalization",
+                "patch_size"):
+        if key not in cfg:
+            raise ValueError(f"{source}: required field '{key}' is missing.")
+    cfg.setdefault("axes_code", "LPS")
+    cfg.setdefault("slice_axis_rule", "largest-spacing-else-z")
+    cfg.setdefault("target_spacing", None)
+    cfg.setdefault("weights_dtype", "float16")
+    cfg.setdefault("architecture", "AttentionMamba")
+    cfg.setdefault("architecture_kwargs", {})
+    if not isinstance(cfg["id"], str) or not _ID_PATTERN.match(cfg["id"]):
+        raise _problem(source, "id", "letters, digits, '.', '_' or '-' (a folder name)", cfg["id"])
+    for key in ("in_channels", "num_classes"):
+        if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] < 1:
+            raise _problem(source, key, "a positive integer", cfg[key])
+    if cfg["activation"] not in ("softmax", "sigmoid"):
+        raise _problem(source, "activation", "'softmax' or 'sigmoid'", cfg["activation"])
+    k = cfg["num_classes"]
+    if cfg["activation"] == "sigmoid" and k != 1:
+        raise _problem(source, "num_classes", "1 for a sigmoid model", k)
+    if cfg["activation"] == "softmax" and not 2 <= k <= 256:
+        raise _problem(source, "num_classes", "2..256 for a softmax model (background included)", k)
+    patch = cfg["patch_size"]
+    if (not isinstance(patch, (list, tuple)) or len(patch) != 2
+            or not all(isinstance(p, int) and p > 0 and p % 32 == 0 for p in patch)):
+        raise _problem(source, "patch_size", "[H, W], positive multiples of 32", patch)
+    spacing = cfg["target_spacing"]
+    if spacing is not None and (
+        not isinstance(spacing, (list, tuple)) or len(spacing) != 2
+        or not all(isinstance(s, (int, float)) and s > 0 for s in spacing)
+    ):
+        raise _problem(source, "target_spacing", "null or [row_mm, col_mm] positive numbers", spacing)
+    norm = cfg["normalization"]
+    if not isinstance(norm, dict) or norm.get("type") not in NORMALIZATION_TYPES:
+        raise _problem(source, "normalization", f"an object with 'type' in {NORMALIZATION_TYPES}", norm)
+    if cfg["slice_axis_rule"] not in SLICE_AXIS_RULES:
+        raise _problem(source, "slice_axis_rule", f"one of {SLICE_AXIS_RULES}", cfg["slice_axis_rule"])
+    from .preprocessing import validate_axes_code
+
+    try:
+        cfg["axes_code"] = validate_axes_code(cfg["axes_code"])
+    except ValueError as e:
+        raise ValueError(f"{source}: {e}") from e
+    classes = cfg["classes"]
+    if not isinstance(classes, list) or not classes:
+        raise _problem(source, "classes", "a non-empty list of {label_value, name, color}", classes)
+    max_label = 1 if cfg["activation"] == "sigmoid" else k - 1
+    seen = set()
+    for i, c in enumerate(classes):
+        where = f"classes[{i}]"
+        if not isinstance(c, dict):
+            raise _problem(source, where, "an object", c)
+        lv = c.get("label_value")
+        if not isinstance(lv, int) or isinstance(lv, bool) or not 0 <= lv <= max_label:
+            raise _problem(source, f"{where}.label_value", f"an integer in 0..{max_label}", lv)
+        if lv in seen:
+            raise _problem(source, f"{where}.label_value", "unique", lv)
+        seen.add(lv)
+        if not isinstance(c.get("name"), str) or not c["name"]:
+            raise _problem(source, f"{where}.name", "a non-empty string", c.get("name"))
+        color = c.get("color")
+        if (not isinstance(color, (list, tuple)) or len(color) != 3
+                or not all(isinstance(v, int) and 0 <= v <= 255 for v in color)):
+            raise _problem(source, f"{where}.color", "[r, g, b] integers 0..255", color)
+    if "sha256" in cfg and not (isinstance(cfg["sha256"], str) and re.fullmatch(r"[0-9a-f]{64}", cfg["sha256"])):
+        raise _problem(source, "sha256", "64 lower-case hex digits", cfg["sha256"])
+    return cfg
+
+
+class ModelPackage:
+    """A model folder: model.json + model.safetensors.
+
+    Attributes:
+        path: the folder.
+        config: model.json with defaults filled in.
+        id, version: from model.json.
+        classes: foreground classes (label_value >= 1), each ``{label_value, name, color, snomed}``.
+        in_channels: C, image components the network expects (1 grey, 3 RGB).
+        num_classes: K, network output channels (incl. background for softmax; 1 for sigmoid).
+
+    Example:
+        >>> package = load_model_package("cardiac-acdc")  # doctest: +SKIP
+        >>> network = package.build_network("cpu")        # doctest: +SKIP
+    """
+
+    def __init__(self, path: str | os.PathLike, config: dict | None = None):
+        """Load (or take) and validate the config of the package in ``path``.
+
+        Raises:
+            FileNotFoundError: if model.json is missing.
+            ValueError: if model.json is not valid JSON or a field is invalid.
+        """
+        self.path = Path(path)
+        source = str(self.path / CONFIG_NAME)
+        if config is None:
+            if not (self.path / CONFIG_NAME).is_file():
+                raise FileNotFoundError(f"No {CONFIG_NAME} in model folder {self.path}: not a model package.")
+            try:
+                config = json.loads((self.path / CONFIG_NAME).read_text(encoding="utf-8"))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{source} is not valid JSON: {e}") from e
+        self.config = validate_config(config, source)
+        self.id: str = self.config["id"]
+        self.version: str = str(self.config["version"])
+        self.in_channels: int = self.config["in_channels"]
+        self.num_classes: int = self.config["num_classes"]
+        self.classes: list[dict] = [c for c in self.config["classes"] if c["label_value"] >= 1]
+
+    def __repr__(self) -> str:
+        return f"ModelPackage(id={self.id!r}, version={self.version!r}, path={str(self.path)!r})"
+
+    @property
+    def weights_path(self) -> Path:
+        """Path of model.safetensors."""
+        return self.path / WEIGHTS_NAME
+
+    def verify(self) -> None:
+        """Check that the weights file exists and matches the SHA-256 in model.json.
+
+        Raises:
+            FileNotFoundError: if model.safetensors is missing.
+            ModelIntegrityError: if model.json has no sha256 or the hash differs.
+        """
+        if not self.weights_path.is_file():
+            raise FileNotFoundError(f"Model '{self.id}': weights file {self.weights_path} is missing.")
+        expected = self.config.get("sha256")
+        if not expected:
+            raise ModelIntegrityError(
+                f"Model '{self.id}': {self.path / CONFIG_NAME} has no 'sha256', so the weights cannot be "
+                "verified. Re-save the package with save_model_package."
+            )
+        actual = sha256_of_file(self.weights_path)
+        if actual != expected:
+            raise ModelIntegrityError(
+                f"Model '{self.id}': SHA-256 of {self.weights_path} is {actual}, but model.json expects "
+                f"{expected}. The file is corrupted or was modified; re-import or re-install the model."
+            )
+
+    def build_network(self, device: Any = "cpu"):
+        """Verify the weights and build the network on ``device`` in eval mode (float32).
+
+        Args:
+            device: torch device or string.
+
+        Returns:
+            ``torch.nn.Module`` in eval mode; eval forward maps float32 (B, C, H, W) to logits (B, K, H, W).
+
+        Raises:
+            FileNotFoundError, ModelIntegrityError: see :meth:`verify`.
+            ValueError: if the weights do not fit the architecture.
+        """
+        import torch
+        from safetensors.torch import load_file
+
+        self.verify()
+        network = _build_architecture(self.config)
+        state = load_file(str(self.weights_path), device="cpu")
+        reference = network.state_dict()
+        converted = {}
+        for name, tensor in state.items():
+            target = reference.get(name)
+            converted[name] = tensor.to(target.dtype) if target is not None else tensor
+        try:
+            network.load_state_dict(converted, strict=True)
+        except RuntimeError as e:
+            raise ValueError(
+                f"Model '{self.id}': the weights in {self.weights_path} do not fit the "
+                f"'{self.config['architecture']}' network described by model.json: {e}"
+            ) from e
+        network = network.to(torch.device(device) if isinstance(device, str) else device)
+        network.eval()
+        return network
+
+    def describe(self) -> str:
+        """Multi-line human-readable summary (for ``models info``)."""
+        c = self.config
+        lines = [
+            f"id:             {self.id}",
+            f"version:        {self.version}",
+            f"path:           {self.path}",
+            f"task:           {c.get('task', '')}",
+            f"modality:       {c.get('modality', '')}",
+            f"in_channels:    {self.in_channels} {c.get('channel_names', '')}",
+            f"num_classes:    {self.num_classes} ({c['activation']})",
+            f"axes_code:      {c['axes_code']} ({c['slice_axis_rule']})",
+            f"target_spacing: {c['target_spacing']} mm",
+            f"patch_size:     {c['patch_size']}",
+            f"normalization:  {c['normalization']}",
+            "classes:",
+        ]
+        for cl in self.classes:
+            lines.append(f"  {cl['label_value']:3d} {cl['name']} rgb{tuple(cl['color'])}")
+        for key in ("training", "metrics"):
+            if c.get(key):
+                lines.append(f"{key}: {json.dumps(c[key], indent=2, sort_keys=True)}")
+        lines.append(f"sha256:         {c.get('sha256', '(missing)')}")
+        return "\n".join(lines)
+
+
+def _build_architecture(config: dict):
+    name = config.get("architecture", "AttentionMamba")
+    kwargs = dict(config.get("architecture_kwargs") or {})
+    if name in _ARCHITECTURES:
+        factory = _ARCHITECTURES[name]
+    elif name == "AttentionMamba":
+        from .model import AttentionMamba as factory
+    else:
+        raise ValueError(
+            f"Model '{config.get('id')}': unknown architecture {name!r}; this version knows "
+            f"{['AttentionMamba', *sorted(_ARCHITECTURES)]}. Update AttentionMambaSeg."
+        )
+    return factory(config["in_channels"], config["num_classes"], **kwargs)
+
+
+def _is_path_like(text: str) -> bool:
+    return os.sep in text or "/" in text or text.endswith(".zip") or Path(text).exists()
+
+
+def load_model_package(id_or_path: str | os.PathLike) -> ModelPackage:
+    """Find and load a model package by id or folder path.
+
+    Ids are looked up among imported models first, then bundled ones. Weights are verified later,
+    when the network is built.
+
+    Args:
+        id_or_path: a model id (``"cardiac-acdc"``) or a folder holding model.json.
+
+    Returns:
+        The :class:`ModelPackage`.
+
+    Raises:
+        FileNotFoundError: no such folder or id (the message lists the available ids).
+        ValueError: invalid model.json, or a .zip path (import it first).
+    """
+    text = str(id_or_path)
+    if isinstance(id_or_path, Path) or _is_path_like(text):
+        path = Path(text)
+        if path.suffix.lower() == ".zip":
+            raise ValueError(
+                f"{path} is a zip archive: import it first with `attention-mamba-seg models import {path}` "
+                "(or import_model_package), then use its id."
+            )
+        if not path.is_dir():
+            raise FileNotFoundError(f"Model folder {path} does not exist.")
+        return ModelPackage(path)
+    for root in (imported_models_dir(), bundled_models_dir()):
+        candidate = root / text
+        if (candidate / CONFIG_NAME).is_file():
+            return ModelPackage(candidate)
+    available = sorted({p.id for p in list_models()})
+    raise FileNotFoundError(
+        f"No model with id {text!r}. Available: {available or 'none'}. Give a model folder path, or "
+        "import a package with `attention-mamba-seg models import PATH`."
+    )
+
+
+def list_models() -> list[ModelPackage]:
+    """All bundled and imported models (an imported model hides a bundled one with the same id).
+
+    Invalid folders are skipped with a warning. Sorted by id.
+    """
+    found: dict[str, ModelPackage] = {}
+    for root in (bundled_models_dir(), imported_models_dir()):
+        if not root.is_dir():
+            continue
+        for folder in sorted(root.iterdir()):
+            if not (folder / CONFIG_NAME).is_file():
+                continue
+            try:
+                package = ModelPackage(folder)
+            except (ValueError, OSError) as e:
+                logger.warning("Skipping invalid model folder %s: %s", folder, e)
+                continue
+            found[package.id] = package
+    return [found[k] for k in sorted(found)]
+
+
+def save_model_package(network, config: dict, folder: str | os.PathLike) -> Path:
+    """Write a model package: float16 model.safetensors + model.json with its SHA-256.
+
+    The package is written to a temporary folder next to ``folder`` and renamed into place, so a
+    crash never leaves a half-written package; an existing package in ``folder`` is replaced.
+
+    Args:
+        network: ``torch.nn.Module``; floating-point tensors of its state_dict are stored as float16.
+        config: model.json fields (see the module docstring); ``sha256`` and ``weights_dtype`` are
+            set here.
+        folder: the package folder to create or replace.
+
+    Returns:
+        The package folder.
+
+    Raises:
+        ValueError: if ``config`` is invalid.
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    cfg = validate_config({**config, "weights_dtype": "float16"}, source="config")
+    cfg.pop("sha256", None)
+    state = {}
+    for name, tensor in network.state_dict().items():
+        t = tensor.detach().to("cpu")
+        t = t.to(torch.float16) if t.is_floating_point() else t.clone()
+        state[name] = t.contiguous()
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "model_id": cfg["id"]})
+        cfg["sha256"] = sha256_of_file(tmp / WEIGHTS_NAME)
+        (tmp / CONFIG_NAME).write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        _swap_folder(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    logger.info("Saved model package '%s' to %s", cfg["id"], folder)
+    return folder
+
+
+def _swap_folder(new: Path, target: Path) -> None:
+    """Rename ``new`` to ``target``; an existing ``target`` is kept until the rename succeeded."""
+    backup = None
+    if target.exists():
+        backup = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(target, backup)
+    try:
+        os.replace(new, target)
+    except BaseException:
+        if backup is not None:
+            os.replace(backup, target)
+        raise
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True)
+
+
+def _safe_extract(archive: Path, dest: Path) -> None:
+    with zipfile.ZipFile(archive) as z:
+        for member in z.infolist():
+            name = member.filename
+            parts = Path(name).parts
+            if name.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
+                raise ValueError(f"Refusing to import {archive}: unsafe member path {name!r}.")
+        z.extractall(dest)
+
+
+def _find_package_root(folder: Path) -> Path:
+    if (folder / CONFIG_NAME).is_file():
+        return folder
+    candidates = [p.parent for p in folder.glob(f"*/{CONFIG_NAME}")]
+    if len(candidates) == 1:
+        return candidates[0]
+    raise ValueError(
+        f"Expected {CONFIG_NAME} and {WEIGHTS_NAME} at the top of the package or in exactly one "
+        f"sub-folder, found {len(candidates)} candidate folders."
+    )
+
+
+def import_model_package(folder_or_zip: str | os.PathLike) -> ModelPackage:
+    """Verify a model package (folder or .zip) and copy it into the per-user model cache.
+
+    The SHA-256 is checked before anything is copied; a previously imported version with the same id
+    is kept until the new copy is in place.
+
+    Args:
+        folder_or_zip: package folder, or a zip archive holding one.
+
+    Returns:
+        The imported package (in :func:`imported_models_dir`).
+
+    Raises:
+        FileNotFoundError: if the path does not exist or lacks model.json / model.safetensors.
+        ModelIntegrityError: if the weights do not match model.json's SHA-256.
+        ValueError: invalid model.json or unsafe archive.
+    """
+    source = Path(folder_or_zip)
+    if not source.exists():
+        raise FileNotFoundError(f"Model package {source} does not exist.")
+    cache = imported_models_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache, prefix=".import-") as tmp:
+        tmp = Path(tmp)
+        if source.is_file():
+            if not zipfile.is_zipfile(source):
+                raise ValueError(f"{source} is neither a model folder nor a zip archive.")
+            _safe_extract(source, tmp / "unzipped")
+            root = _find_package_root(tmp / "unzipped")
+        else:
+            root = _find_package_root(source)
+        package = ModelPackage(root)
+        package.verify()
+        staged = tmp / "staged"
+        staged.mkdir()
+        for name in (CONFIG_NAME, WEIGHTS_NAME):
+            shutil.copy2(root / name, staged / name)
+        for extra in root.iterdir():  # model card, licence
+            if extra.is_file() and extra.suffix.lower() in (".md", ".txt"):
+                shutil.copy2(extra, staged / extra.name)
+        ModelPackage(staged).verify()  # the copy itself
+        target = cache / package.id
+        _swap_folder(staged, target)
+    if (bundled_models_dir() / package.id).is_dir():
+        logger.info("Imported model '%s' overrides the bundled model with the same id.", package.id)
+    logger.info("Imported model '%s' (version %s) into %s", package.id, package.version, target)
+    return ModelPackage(target)
+
+
+def remove_imported_models() -> list[str]:
+    """Delete every imported model from the per-user cache.
+
+    Returns:
+        The ids (folder names) removed.
+    """
+    cache = imported_models_dir()
+    removed = []
+    if cache.is_dir():
+        for folder in sorted(cache.iterdir()):
+            if folder.is_dir():
+                shutil.rmtree(folder)
+                if not folder.name.startswith("."):
+                    removed.append(folder.name)
+    logger.info("Removed %d imported model(s) from %s", len(removed), cache)
+    return removed

@@ -1,0 +1,534 @@
+"""Geometry and intensity preprocessing shared by training and inference.
+
+Attention-Mamba (arXiv 2402.02286) is a 2D network: volumes are cut into 2D slices, each slice is
+resampled in-plane only to the model's spacing (the through-plane axis is never interpolated), and
+intensities are normalised per model.json (design note, section 9). This module does that, and the
+way back: class probabilities on the slice grid are resampled to the input's own grid, then argmax.
+
+Geometry contract (see docs/CONTRACTS.md):
+
+* Everything is decided in physical space, never from numpy axis order. A volume is first reoriented
+  losslessly (a permutation and flips of its axes, ``sitk.DICOMOrient``) to the model's axes code, so
+  the same physical image stored with permuted or flipped axes yields the same slices.
+* The slice axis is the axis of largest spacing when it is at least 1.5x the others, else the axis
+  whose direction is closest to the patient z axis (:func:`choose_slice_axis`).
+* In SimpleITK index order the axes are (i, j, k) = (x, y, z); numpy arrays from SimpleITK are
+  (k, j, i). Slices are returned as ``(S, C, H, W)``: S runs along the slice axis, H along the higher
+  of the two in-plane SimpleITK axes and W along the lower one (so for axial slices of an LPS volume
+  (S, H, W) = (k, j, i), Slicer's (K, J, I)).
+* In-plane resampling keeps the field of view's edges: the first new pixel centre lies half a new
+  pixel from the first old pixel's outer edge ("align corners = False").
+* 2D images (PNG/JPEG photos; grey or RGB vector pixels) are one slice and are not reoriented.
+
+Deviation from the paper: the paper resamples to the training median spacing only; here the spacing
+comes from each model.json, and ``None`` keeps the image's own pixel spacing (used for 2D photos).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import SimpleITK as sitk
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "SliceGeometry",
+    "choose_slice_axis",
+    "image_to_slices",
+    "label_slices_to_image",
+    "normalize",
+    "probabilities_to_label_slices",
+    "reorient",
+    "slices_to_image",
+    "validate_axes_code",
+]
+
+#: ImageNet channel statistics used by the ``{"type": "rgb"}`` scheme (after division by 255).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+#: The largest spacing must be at least this many times every other spacing to be the slice axis.
+ANISOTROPY_RATIO = 1.5
+
+_AXIS_PAIRS = ({"L", "R"}, {"P", "A"}, {"S", "I"})
+
+
+def validate_axes_code(axes_code: str) -> str:
+    """Check a three-letter orientation code such as ``"LPS"`` or ``"RAS"``.
+
+    Args:
+        axes_code: one letter from each of the pairs L/R, P/A, S/I, in any order (upper or lower case).
+            The letter of each position names the direction in which that index axis increases
+            (ITK/DICOM convention: ``"LPS"`` = i towards the patient's left, j posterior, k superior).
+
+    Returns:
+        The code in upper case.
+
+    Raises:
+        ValueError: if the code is not three letters with one from each pair.
+    """
+    code = str(axes_code).upper()
+    if len(code) != 3 or any(sum(c in pair for c in code) != 1 for pair in _AXIS_PAIRS):
+        raise ValueError(
+            f"Invalid axes code {axes_code!r}: expected three letters with one from each of L/R, P/A "
+            "and S/I (for example 'LPS' or 'RAS'). Fix 'axes_code' in model.json."
+        )
+    return code
+
+
+def reorient(image: sitk.Image, axes_code: str) -> sitk.Image:
+    """Reorient a volume to ``axes_code`` by permuting and flipping its axes (no interpolation).
+
+    Args:
+        image: 2D or 3D image, scalar or vector pixels. Not modified.
+        axes_code: target orientation, e.g. ``"LPS"`` (see :func:`validate_axes_code`).
+
+    Returns:
+        3D: a new image with the same voxels rearranged, whose direction matrix is the closest to
+        ``axes_code``; the physical position of every voxel is unchanged. 2D: ``image`` itself.
+
+    Raises:
+        ValueError: if ``axes_code`` is invalid or the image is neither 2D nor 3D.
+    """
+    code = validate_axes_code(axes_code)
+    dim = image.GetDimension()
+    if dim == 2:
+        return image
+    if dim != 3:
+        raise ValueError(f"Cannot reorient a {dim}D image: expected a 2D or 3D image.")
+    return sitk.DICOMOrient(image, code)
+
+
+def choose_slice_axis(image: sitk.Image) -> int:
+    """Choose the axis along which a 3D volume is cut into 2D slices.
+
+    Rule ``"largest-spacing-else-z"``: the axis of largest spacing if it is at least
+    :data:`ANISOTROPY_RATIO` (1.5) times each other spacing; otherwise the axis whose direction
+    column is closest to the patient z (superior-inferior) axis. Extension of the rule: a volume with
+    exactly one axis of size 1 (a single slice) is sliced along that axis, whatever the spacing.
+    Ties in the z rule prefer k, then j, then i.
+
+    Args:
+        image: 3D image; only its size, spacing and direction are used.
+
+    Returns:
+        Axis index in SimpleITK order: 0 = i (x), 1 = j (y), 2 = k (z). In the numpy array of the
+        image that axis is ``2 - axis``.
+
+    Raises:
+        ValueError: if the image is not 3D.
+    """
+    if image.GetDimension() != 3:
+        raise ValueError(
+            f"choose_slice_axis needs a 3D image, got a {image.GetDimension()}D one (2D images are one slice)."
+        )
+    size = image.GetSize()
+    singleton = [a for a in range(3) if size[a] == 1]
+    if len(singleton) == 1:
+        return singleton[0]
+    spacing = np.asarray(image.GetSpacing(), dtype=float)
+    largest = int(np.argmax(spacing))
+    others = [spacing[a] for a in range(3) if a != largest]
+    if all(spacing[largest] >= ANISOTROPY_RATIO * s for s in others):
+        return largest
+    direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)  # columns = axis directions
+    best, best_z = 2, -1.0
+    for axis in (2, 1, 0):
+        z = abs(direction[2, axis])
+        if z > best_z + 1e-9:
+            best, best_z = axis, z
+    return best
+
+
+@dataclass(frozen=True)
+class SliceGeometry:
+    """Everything needed to map slice-grid results back onto the original image grid.
+
+    Attributes:
+        dimension: 2 or 3, the original image dimension.
+        size, spacing, origin, direction: the original image's geometry (SimpleITK conventions, mm).
+        axes_code: the orientation the volume was reoriented to (3D), or ``""`` (2D).
+        slice_axis: slicing axis in SimpleITK order of the *reoriented* image (3D), or -1 (2D).
+        permutation: numpy axis order that turns the reoriented image array (k, j, i) into (S, H, W).
+        reoriented_size, reoriented_spacing, reoriented_origin, reoriented_direction: geometry of
+            the reoriented image (3D; equal to the original for 2D).
+        in_plane_shape: (h, w) of each slice on the reoriented grid, before resampling.
+        in_plane_spacing: (row_mm, col_mm) of the reoriented slices, before resampling.
+        slice_shape: (H, W) of the slices after in-plane resampling.
+        slice_spacing: (row_mm, col_mm) after resampling.
+        num_slices: S.
+    """
+
+    dimension: int
+    size: tuple
+    spacing: tuple
+    origin: tuple
+    direction: tuple
+    axes_code: str
+    slice_axis: int
+    permutation: tuple
+    reoriented_size: tuple
+    reoriented_spacing: tuple
+    reoriented_origin: tuple
+    reoriented_direction: tuple
+    in_plane_shape: tuple
+    in_plane_spacing: tuple
+    slice_shape: tuple
+    slice_spacing: tuple
+    num_slices: int
+
+    @property
+    def resampled(self) -> bool:
+        """True when the slices were resampled in-plane (their grid differs from the image's)."""
+        return tuple(self.slice_shape) != tuple(self.in_plane_shape) or not np.allclose(
+            self.slice_spacing, self.in_plane_spacing, rtol=1e-6, atol=0
+        )
+
+    def copy_geometry_to(self, image: sitk.Image) -> sitk.Image:
+        """Set the original spacing, origin and direction on ``image`` (same size required); returns it."""
+        if tuple(image.GetSize()) != tuple(self.size):
+            raise ValueError(f"Image size {image.GetSize()} differs from the original size {self.size}.")
+        image.SetSpacing(self.spacing)
+        image.SetOrigin(self.origin)
+        image.SetDirection(self.direction)
+        return image
+
+
+def _in_plane_axes(slice_axis: int) -> tuple[int, int]:
+    """SimpleITK axes of (H, W) for a slice axis: H is the higher-index in-plane axis."""
+    rest = [a for a in (0, 1, 2) if a != slice_axis]
+    return rest[1], rest[0]
+
+
+def _resample_grid(size, spacing, target):
+    """New size and spacing along one axis for edge-aligned resampling; target None keeps spacing."""
+    if target is None:
+        return size, spacing
+    target = float(target)
+    if not np.isfinite(target) or target <= 0:
+        raise ValueError(f"target_spacing values must be positive numbers in mm, got {target!r}.")
+    new_size = max(1, int(round(size * spacing / target)))
+    return new_size, target
+
+
+def _check_target_spacing(target_spacing) -> tuple:
+    if target_spacing is None:
+        return (None, None)
+    if len(target_spacing) != 2:
+        raise ValueError(
+            f"target_spacing must be (row_mm, col_mm) or None, got {target_spacing!r}."
+        )
+    return tuple(None if t is None else float(t) for t in target_spacing)
+
+
+def image_to_slices(
+    image: sitk.Image,
+    target_spacing: Sequence[float] | None,
+    axes_code: str,
+    *,
+    is_label: bool = False,
+) -> tuple[np.ndarray, SliceGeometry]:
+    """Cut an image into 2D slices resampled in-plane to ``target_spacing``.
+
+    Steps: reorient (3D) to ``axes_code``; choose the slice axis (:func:`choose_slice_axis`); resample
+    every slice in-plane (linear for images, nearest neighbour for labels; the slice axis is never
+    interpolated); stack as slices.
+
+    Args:
+        image: 2D or 3D SimpleITK image. Images may have vector pixels (e.g. RGB); labels must be
+            scalar with integer values in 0..255.
+        target_spacing: (row_mm, col_mm) of the output slices, or None to keep the image's own
+            in-plane spacing (no resampling). Either entry may also be None.
+        axes_code: orientation code to reorient 3D volumes to, e.g. ``"LPS"``.
+        is_label: treat the image as a labelmap (nearest neighbour, uint8 output).
+
+    Returns:
+        ``(slices, geometry)``. Images: float32 ``(S, C, H, W)``, C = number of pixel components,
+        intensities unchanged (not normalised). Labels: uint8 ``(S, H, W)``. ``geometry`` is a
+        :class:`SliceGeometry` for :func:`slices_to_image` / :func:`label_slices_to_image`.
+
+    Raises:
+        ValueError: if the image is not 2D/3D, the axes code or spacing is invalid, or a label image
+            has vector pixels or values outside 0..255.
+    """
+    dim = image.GetDimension()
+    if dim not in (2, 3):
+        raise ValueError(
+            f"Expected a 2D or 3D image, got a {dim}D image of size {image.GetSize()}. "
+            "For 4D (time series) images, extract one frame first."
+        )
+    target = _check_target_spacing(target_spacing)
+    ncomp = image.GetNumberOfComponentsPerPixel()
+    if is_label:
+        if ncomp != 1:
+            raise ValueError(f"A labelmap must have scalar pixels, got {ncomp} components per pixel.")
+        arr = sitk.GetArrayViewFromImage(image)
+        if arr.size and (arr.min() < 0 or arr.max() > 255):
+            raise ValueError(
+                f"Label values must lie in 0..255, got {arr.min()}..{arr.max()}; is this an intensity image?"
+            )
+        work = sitk.Cast(image, sitk.sitkUInt8)
+        interpolator = sitk.sitkNearestNeighbor
+    else:
+        work = sitk.Cast(image, sitk.sitkFloat32 if ncomp == 1 else sitk.sitkVectorFloat32)
+        interpolator = sitk.sitkLinear
+
+    if dim == 3:
+        code = validate_axes_code(axes_code)
+        work = reorient(work, code)
+        slice_axis = choose_slice_axis(work)
+        h_axis, w_axis = _in_plane_axes(slice_axis)
+    else:
+        code, slice_axis = "", -1
+        h_axis, w_axis = 1, 0
+
+    size, spacing = list(work.GetSize()), list(work.GetSpacing())
+    new_size, new_spacing = list(size), list(spacing)
+    new_size[h_axis], new_spacing[h_axis] = _resample_grid(size[h_axis], spacing[h_axis], target[0])
+    new_size[w_axis], new_spacing[w_axis] = _resample_grid(size[w_axis], spacing[w_axis], target[1])
+
+    reoriented = (work.GetSize(), work.GetSpacing(), work.GetOrigin(), work.GetDirection())
+    if new_size != size or not np.allclose(new_spacing, spacing, rtol=1e-6, atol=0):
+        direction = np.asarray(work.GetDirection(), dtype=float).reshape(dim, dim)
+        shift = np.zeros(dim)
+        for a in (h_axis, w_axis):
+            shift[a] = (new_spacing[a] - spacing[a]) / 2.0  # keep the outer edge of the first pixel
+        new_origin = np.asarray(work.GetOrigin(), dtype=float) + direction @ shift
+        resampler = sitk.ResampleImageFilter()
+        resampler.SetSize([int(s) for s in new_size])
+        resampler.SetOutputSpacing([float(s) for s in new_spacing])
+        resampler.SetOutputOrigin(new_origin.tolist())
+        resampler.SetOutputDirection(work.GetDirection())
+        resampler.SetInterpolator(interpolator)
+        resampler.SetDefaultPixelValue(0)
+        resampler.SetUseNearestNeighborExtrapolator(True)
+        resampler.SetOutputPixelType(work.GetPixelID())
+        work = resampler.Execute(work)
+
+    arr = sitk.GetArrayFromImage(work)  # (k, j, i[, C]) or (j, i[, C])
+    if dim == 3:
+        permutation = (2 - slice_axis, 2 - h_axis, 2 - w_axis)
+    else:
+        permutation = (0, 1)  # (H, W); a leading S axis of length 1 is added below
+        arr = arr[None]
+    if dim == 3:
+        spatial = np.transpose(arr, permutation + ((3,) if arr.ndim == 4 else ()))
+    else:
+        spatial = arr
+    if is_label:
+        slices = np.ascontiguousarray(spatial, dtype=np.uint8)
+    elif spatial.ndim == 3:
+        slices = np.ascontiguousarray(spatial[:, None], dtype=np.float32)
+    else:
+        slices = np.ascontiguousarray(np.moveaxis(spatial, -1, 1), dtype=np.float32)
+
+    geometry = SliceGeometry(
+        dimension=dim,
+        size=tuple(image.GetSize()),
+        spacing=tuple(image.GetSpacing()),
+        origin=tuple(image.GetOrigin()),
+        direction=tuple(image.GetDirection()),
+        axes_code=code,
+        slice_axis=slice_axis,
+        permutation=permutation,
+        reoriented_size=tuple(reoriented[0]),
+        reoriented_spacing=tuple(reoriented[1]),
+        reoriented_origin=tuple(reoriented[2]),
+        reoriented_direction=tuple(reoriented[3]),
+        in_plane_shape=(size[h_axis], size[w_axis]),
+        in_plane_spacing=(spacing[h_axis], spacing[w_axis]),
+        slice_shape=(int(new_size[h_axis]), int(new_size[w_axis])),
+        slice_spacing=(float(new_spacing[h_axis]), float(new_spacing[w_axis])),
+        num_slices=int(slices.shape[0]),
+    )
+    logger.debug(
+        "image_to_slices: size %s -> %d slices of %s (axis %d, %s), spacing %s -> %s",
+        image.GetSize(), geometry.num_slices, geometry.slice_shape, slice_axis, code,
+        geometry.in_plane_spacing, geometry.slice_spacing,
+    )
+    return slices, geometry
+
+
+def probabilities_to_label_slices(probabilities: np.ndarray, geometry: SliceGeometry) -> np.ndarray:
+    """Resample slice-grid probabilities back to the image's in-plane grid, then take the argmax.
+
+    Works on any run of slices (e.g. one inference batch), so a whole volume of float probabilities
+    never has to be held at once.
+
+    Args:
+        probabilities: float ``(B, K, H, W)`` with (H, W) = ``geometry.slice_shape``. K >= 2:
+            per-class probabilities (softmax); the label is the argmax channel index. K == 1: the
+            foreground probability of a sigmoid model; the label is 1 where it exceeds 0.5.
+        geometry: from :func:`image_to_slices`.
+
+    Returns:
+        uint8 ``(B, h, w)`` labels with (h, w) = ``geometry.in_plane_shape``.
+
+    Raises:
+        ValueError: on a shape mismatch or more than 256 classes.
+    """
+    probabilities = np.asarray(probabilities)
+    if probabilities.ndim != 4 or tuple(probabilities.shape[2:]) != tuple(geometry.slice_shape):
+        raise ValueError(
+            f"probabilities must have shape (B, K, {geometry.slice_shape[0]}, {geometry.slice_shape[1]}), "
+            f"got {probabilities.shape}."
+        )
+    num_slices, num_classes = probabilities.shape[:2]
+    if num_classes > 256:
+        raise ValueError(f"At most 256 classes fit a uint8 labelmap, got {num_classes}.")
+    h, w = geometry.in_plane_shape
+    if not geometry.resampled:
+        resampled = probabilities
+    else:
+        # Per-slice 2D resampling in in-plane mm coordinates from the first original pixel centre;
+        # identical to resampling the 3D volume, since the slice axis is not interpolated.
+        (sr, sc), (tr, tc) = geometry.in_plane_spacing, geometry.slice_spacing
+        resampler = sitk.ResampleImageFilter()
+        resampler.SetSize([int(w), int(h)])
+        resampler.SetOutputSpacing([float(sc), float(sr)])
+        resampler.SetOutputOrigin([0.0, 0.0])
+        resampler.SetInterpolator(sitk.sitkLinear)
+        resampler.SetUseNearestNeighborExtrapolator(True)
+        resampler.SetOutputPixelType(sitk.sitkVectorFloat32)
+        resampled = np.empty((num_slices, num_classes, h, w), dtype=np.float32)
+        for s in range(num_slices):
+            src = sitk.GetImageFromArray(
+                np.ascontiguousarray(np.moveaxis(probabilities[s], 0, -1), dtype=np.float32), isVector=True
+            )
+            src.SetSpacing([float(tc), float(tr)])
+            src.SetOrigin([(tc - sc) / 2.0, (tr - sr) / 2.0])
+            out = sitk.GetArrayFromImage(resampler.Execute(src))  # (h, w, K)
+            resampled[s] = np.moveaxis(out.reshape(h, w, num_classes), -1, 0)
+    if num_classes == 1:
+        return (resampled[:, 0] > 0.5).astype(np.uint8)
+    return np.argmax(resampled, axis=1).astype(np.uint8)
+
+
+def label_slices_to_image(labels: np.ndarray, geometry: SliceGeometry) -> sitk.Image:
+    """Put labels on the image's in-plane grid back into an image with the original geometry.
+
+    Args:
+        labels: uint8 ``(S, h, w)`` with (h, w) = ``geometry.in_plane_shape`` (as returned by
+            :func:`probabilities_to_label_slices`).
+        geometry: from :func:`image_to_slices`.
+
+    Returns:
+        uint8 labelmap with exactly the original size, spacing, origin and direction.
+
+    Raises:
+        ValueError: on a shape mismatch.
+    """
+    labels = np.asarray(labels)
+    expected = (geometry.num_slices, *geometry.in_plane_shape)
+    if tuple(labels.shape) != expected:
+        raise ValueError(f"labels must have shape {expected}, got {labels.shape}.")
+    labels = labels.astype(np.uint8, copy=False)
+    if geometry.dimension == 2:
+        out = sitk.GetImageFromArray(np.ascontiguousarray(labels[0]))
+        return geometry.copy_geometry_to(out)
+    inverse = tuple(int(i) for i in np.argsort(geometry.permutation))
+    reoriented = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(labels, inverse)))
+    reoriented.SetSpacing(geometry.reoriented_spacing)
+    reoriented.SetOrigin(geometry.reoriented_origin)
+    reoriented.SetDirection(geometry.reoriented_direction)
+    # The reoriented grid is a permutation/flip of the original one, so the nearest neighbour of each
+    # original voxel is that same voxel: this resample is an exact rearrangement.
+    out = sitk.Resample(
+        reoriented,
+        [int(s) for s in geometry.size],
+        sitk.Transform(),
+        sitk.sitkNearestNeighbor,
+        geometry.origin,
+        geometry.spacing,
+        geometry.direction,
+        0,
+        sitk.sitkUInt8,
+    )
+    return out
+
+
+def slices_to_image(probabilities: np.ndarray, geometry: SliceGeometry) -> np.ndarray:
+    """Turn slice-grid probabilities into a labelmap array on the original grid.
+
+    Args:
+        probabilities: float32 ``(S, K, H, W)`` (see :func:`probabilities_to_label_slices`).
+        geometry: from :func:`image_to_slices`.
+
+    Returns:
+        uint8 array in the original image's numpy order: (k, j, i) for 3D, (j, i) for 2D. Use
+        ``sitk.GetImageFromArray`` and :meth:`SliceGeometry.copy_geometry_to` to make an image, or
+        call :func:`label_slices_to_image` on the output of :func:`probabilities_to_label_slices`.
+
+    Raises:
+        ValueError: on a shape mismatch.
+    """
+    if np.asarray(probabilities).shape[0] != geometry.num_slices:
+        raise ValueError(
+            f"Expected probabilities for {geometry.num_slices} slices, got {np.asarray(probabilities).shape[0]}."
+        )
+    labels = probabilities_to_label_slices(probabilities, geometry)
+    return sitk.GetArrayFromImage(label_slices_to_image(labels, geometry))
+
+
+def normalize(slices: np.ndarray, scheme: dict) -> np.ndarray:
+    """Normalise intensities as the model was trained.
+
+    Args:
+        slices: float32 ``(S, C, H, W)`` raw intensities of one case (all its slices).
+        scheme: the ``normalization`` entry of model.json, one of:
+            ``{"type": "zscore"}``: per case and channel, mean/std over the whole volume;
+            ``{"type": "ct", "clip": [lo, hi], "mean": m, "std": s}``: clip (HU), then (x - m) / s;
+            ``{"type": "rgb"}``: divide by 255, then subtract the ImageNet mean and divide by its std
+            (C must be 3);
+            ``{"type": "none"}``: unchanged (float32 copy).
+
+    Returns:
+        float32 ``(S, C, H, W)``, a new array.
+
+    Raises:
+        ValueError: for an unknown scheme, missing fields, a constant image under ``zscore`` (its
+            standard deviation is 0), or ``rgb`` with C != 3.
+    """
+    x = np.asarray(slices, dtype=np.float32)
+    if x.ndim != 4:
+        raise ValueError(f"normalize expects (S, C, H, W) slices, got shape {x.shape}.")
+    kind = (scheme or {}).get("type")
+    if kind == "zscore":
+        out = np.empty_like(x)
+        for c in range(x.shape[1]):
+            channel = x[:, c]
+            mean = float(channel.mean(dtype=np.float64))
+            std = float(channel.std(dtype=np.float64))
+            if not np.isfinite(std) or std < 1e-8:
+                raise ValueError(
+                    f"Cannot z-score normalise channel {c}: the image is constant (every voxel = {mean:g}). "
+                    "Check that the right image was loaded."
+                )
+            out[:, c] = (channel - mean) / std
+        return out
+    if kind == "ct":
+        try:
+            lo, hi = (float(v) for v in scheme["clip"])
+            mean, std = float(scheme["mean"]), float(scheme["std"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(
+                f"CT normalisation needs 'clip': [lo, hi], 'mean' and 'std' numbers, got {scheme!r}."
+            ) from e
+        if std <= 0:
+            raise ValueError(f"CT normalisation 'std' must be positive, got {std}.")
+        return ((np.clip(x, lo, hi) - mean) / std).astype(np.float32)
+    if kind == "rgb":
+        if x.shape[1] != 3:
+            raise ValueError(f"RGB normalisation needs 3 channels, got {x.shape[1]}.")
+        mean = np.asarray(IMAGENET_MEAN, dtype=np.float32).reshape(1, 3, 1, 1)
+        std = np.asarray(IMAGENET_STD, dtype=np.float32).reshape(1, 3, 1, 1)
+        return ((x / 255.0 - mean) / std).astype(np.float32)
+    if kind == "none":
+        return x.copy()
+    raise ValueError(
+        f"Unknown normalisation scheme {scheme!r}: expected 'type' to be one of 'zscore', 'ct', 'rgb', 'none'."
+    )

@@ -1,0 +1,237 @@
+"""Tests of the ``attention-mamba-seg`` subcommands owned by inference: segment, models, doctor, demo.
+
+The CLI runs in-process (``cli.main``) with small fixed-seed packages (TinyConvNet), so every test is
+a real end-to-end run: read -> predict -> write, checked by reading the outputs back."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import slicerio
+
+from _inference_helpers import ACDC_IMAGE, DICOM_DIR, PH2_IMAGE, make_package, require
+from AttentionMambaSegLib import cli, inference, io, package as pkg
+
+
+@pytest.fixture(autouse=True)
+def user_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("ATTENTION_MAMBA_SEG_MODELS_DIR", str(tmp_path / "user-cache"))
+
+
+@pytest.fixture
+def small_acdc(tmp_path):
+    """A 3-slice crop of the ACDC validation volume, written to a path with spaces and accents."""
+    require(ACDC_IMAGE)
+    folder = tmp_path / "données patient"
+    folder.mkdir()
+    path = folder / "cœur 019.nii.gz"
+    sitk.WriteImage(io.read_image(ACDC_IMAGE)[:, :, 4:7], str(path))
+    return path
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    return make_package(tmp_path / "models" / "tiny-cardiac", model_id="tiny-cardiac",
+                        target_spacing=(2.5, 2.5)).path
+
+
+def run_cli(*argv) -> int:
+    return cli.main([str(a) for a in argv])
+
+
+def test_help_lists_subcommands(capsys):
+    with pytest.raises(SystemExit) as e:
+        run_cli("--help")
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for name in ("segment", "models", "doctor", "demo"):
+        assert name in out
+
+
+def test_console_module_runs():
+    result = subprocess.run([sys.executable, "-m", "AttentionMambaSegLib.cli", "segment", "--help"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "--no-tta" in result.stdout and "--batch-size" in result.stdout
+
+
+def test_segment_to_seg_nrrd_non_ascii_paths(tmp_path, small_acdc, model_dir, capsys):
+    out = small_acdc.parent / "résultat final.seg.nrrd"
+    assert run_cli("segment", small_acdc, "-o", out, "--model", model_dir, "--device", "cpu", "--no-tta") == 0
+    assert str(out) in capsys.readouterr().out
+    seg = slicerio.read_segmentation(str(out))
+    assert [s["name"] for s in seg["segments"]] == ["class 1", "class 2", "class 3"]
+    assert [s["labelValue"] for s in seg["segments"]] == [1, 2, 3]
+    image = io.read_image(small_acdc)
+    assert seg["voxels"].shape == image.GetSize()
+    back = sitk.ReadImage(str(out))
+    assert back.GetSpacing() == pytest.approx(image.GetSpacing())
+    assert back.GetOrigin() == pytest.approx(image.GetOrigin())
+    # Same labels as the library call.
+    expected = inference.predict_volume(image, pkg.load_model_package(model_dir), device="cpu", tta=False)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(back), sitk.GetArrayFromImage(expected))
+    assert sorted(p.name for p in small_acdc.parent.iterdir()) == ["cœur 019.nii.gz", "résultat final.seg.nrrd"]
+
+
+def test_segment_many_inputs_into_folder(tmp_path, small_acdc, model_dir):
+    require(DICOM_DIR)
+    dicom = tmp_path / "brain series"
+    shutil.copytree(DICOM_DIR, dicom)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    code = run_cli("segment", small_acdc, dicom, "-o", out_dir, "--model", model_dir, "--device", "cpu",
+                   "--no-tta", "--batch-size", "8", "--output-format", "nii.gz")
+    assert code == 0
+    assert sorted(p.name for p in out_dir.iterdir()) == ["brain series.nii.gz", "cœur 019.nii.gz"]
+    brain = sitk.ReadImage(str(out_dir / "brain series.nii.gz"))
+    ref = io.read_image(DICOM_DIR)
+    assert brain.GetSize() == ref.GetSize()
+    np.testing.assert_allclose(brain.GetDirection(), ref.GetDirection(), atol=1e-6)
+    np.testing.assert_allclose(brain.GetOrigin(), ref.GetOrigin(), atol=1e-3)
+
+
+def test_segment_png_2d(tmp_path):
+    require(PH2_IMAGE)
+    model = make_package(tmp_path / "rgb", model_id="tiny-skin", in_channels=3, num_classes=1,
+                         activation="sigmoid", target_spacing=None)
+    out = tmp_path / "lesion.png"
+    assert run_cli("segment", PH2_IMAGE, "-o", out, "--model", model.path, "--device", "cpu", "--no-tta") == 0
+    mask = sitk.ReadImage(str(out))
+    assert mask.GetSize() == io.read_image(PH2_IMAGE).GetSize()
+    assert set(np.unique(sitk.GetArrayFromImage(mask))) <= {0, 1}
+
+
+def test_many_inputs_need_a_folder(tmp_path, small_acdc, model_dir, capsys):
+    code = run_cli("segment", small_acdc, small_acdc, "-o", tmp_path / "x.seg.nrrd", "--model", model_dir)
+    assert code == 1
+    assert "must be an existing folder" in capsys.readouterr().err
+    assert not (tmp_path / "x.seg.nrrd").exists()
+
+
+def test_unwritable_output_folder_fails_before_inference(tmp_path, small_acdc, model_dir, capsys, monkeypatch):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    calls = []
+    monkeypatch.setattr(inference, "predict_volume", lambda *a, **k: calls.append(1))
+    real_access = io.os.access
+    monkeypatch.setattr(io.os, "access", lambda p, m: False if str(p) == str(locked) else real_access(p, m))
+    assert run_cli("segment", small_acdc, "-o", locked / "a.seg.nrrd", "--model", model_dir) == 1
+    assert "not writable" in capsys.readouterr().err
+    assert calls == [] and list(locked.iterdir()) == []
+    assert run_cli("segment", small_acdc, "-o", tmp_path / "missing" / "a.nii.gz", "--model", model_dir) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_ctrl_c_leaves_no_partial_file(tmp_path, small_acdc, model_dir, capsys, monkeypatch):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    real = inference.predict_volume
+
+    def interrupted(*args, progress=None, **kwargs):
+        def progress_then_interrupt(done, total):
+            if done > 0:
+                raise KeyboardInterrupt
+        return real(*args, progress=progress_then_interrupt, **kwargs)
+
+    monkeypatch.setattr(inference, "predict_volume", interrupted)
+    assert run_cli("segment", small_acdc, "-o", out_dir / "a.seg.nrrd", "--model", model_dir,
+                   "--device", "cpu", "--batch-size", "1", "--no-tta") == 130
+    assert "Interrupted" in capsys.readouterr().err
+    assert list(out_dir.iterdir()) == []
+    # Interrupted while writing: the temporary file is removed too.
+    monkeypatch.setattr(inference, "predict_volume", real)
+
+    def write_then_interrupt(file, segmentation, **kwargs):
+        open(file, "wb").write(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(slicerio, "write_segmentation", write_then_interrupt)
+    assert run_cli("segment", small_acdc, "-o", out_dir / "a.seg.nrrd", "--model", model_dir,
+                   "--device", "cpu", "--no-tta") == 130
+    assert list(out_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", ["constant", "nan", "4d", "missing", "corrupt-model", "rgb"])
+def test_bad_inputs_give_clear_errors_and_no_file(tmp_path, model_dir, capsys, kind):
+    out = tmp_path / "out.seg.nrrd"
+    model = model_dir
+    image = tmp_path / "in.mha"  # (ITK's NIfTI I/O turns NaN into 0)
+    expected = {"constant": "constant", "nan": "NaN or infinite", "4d": "4D", "missing": "does not exist",
+                "corrupt-model": "SHA-256", "rgb": "expects greyscale"}[kind]
+    arr = np.random.default_rng(0).normal(size=(2, 32, 32)).astype(np.float32)
+    if kind == "constant":
+        arr[:] = 0
+    if kind == "nan":
+        arr[0, 0, 0] = np.nan
+    if kind == "4d":
+        sitk.WriteImage(sitk.Image([8, 8, 2, 2], sitk.sitkFloat32), str(image))
+    elif kind == "rgb":
+        require(PH2_IMAGE)
+        image = PH2_IMAGE
+        out = tmp_path / "out.png"
+    elif kind != "missing":
+        sitk.WriteImage(sitk.GetImageFromArray(arr), str(image))
+    if kind == "corrupt-model":
+        model = tmp_path / "corrupt"
+        shutil.copytree(model_dir, model)
+        (model / "model.safetensors").write_bytes((model / "model.safetensors").read_bytes()[:-8] + b"\0" * 8)
+    assert run_cli("segment", image, "-o", out, "--model", model, "--device", "cpu") == 1
+    assert expected in capsys.readouterr().err
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if ".part" in p.name]
+
+
+def test_models_list_info_import(tmp_path, model_dir, capsys):
+    assert run_cli("models", "import", model_dir) == 0
+    assert "Imported model 'tiny-cardiac'" in capsys.readouterr().out
+    assert run_cli("models", "list") == 0
+    listing = capsys.readouterr().out
+    assert "tiny-cardiac" in listing and "imported" in listing
+    assert run_cli("models", "info", "tiny-cardiac", "--verify") == 0
+    info = capsys.readouterr().out
+    assert "class 3" in info and "SHA-256 verified" in info and "[2.5, 2.5]" in info
+    assert run_cli("models", "info", "nope") == 1
+    assert "No model with id 'nope'" in capsys.readouterr().err
+    assert run_cli("models", "remove-imported") == 0
+    assert "tiny-cardiac" in capsys.readouterr().out
+    assert "tiny-cardiac" not in [m.id for m in pkg.list_models()]
+
+
+def test_doctor_reports_device(capsys):
+    assert run_cli("doctor", "--device", "cpu") == 0
+    out = capsys.readouterr().out
+    for key in ("python", "torch", "numba", "mamba-ssm", "device"):
+        assert key in out
+    assert "cpu" in out
+
+
+def test_demo_pipeline_with_a_stand_in_model(tmp_path, model_dir, capsys):
+    # The demo normally uses the bundled cardiac-acdc model; the pipeline is checked with a tiny one.
+    out = tmp_path / "demo out"
+    assert run_cli("demo", "--output-dir", out, "--model", model_dir, "--device", "cpu", "--no-tta") == 0
+    text = capsys.readouterr().out
+    assert "Dice class 1" in text
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["patient019_frame01.seg.nrrd", "patient019_frame01_labels.nii.gz",
+                     "patient019_frame01_montage.png"]
+    seg = slicerio.read_segmentation(str(out / "patient019_frame01.seg.nrrd"))
+    assert seg["voxels"].shape == (216, 256, 11)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("ATTENTION_MAMBA_SEG_SLOW_TESTS"),
+                    reason="the full demo takes minutes on a CPU: set ATTENTION_MAMBA_SEG_SLOW_TESTS=1")
+def test_demo_with_bundled_model(tmp_path, capsys):
+    try:
+        pkg.load_model_package("cardiac-acdc")
+    except FileNotFoundError:
+        pytest.skip("the bundled cardiac-acdc model is not available yet")
+    assert run_cli("demo", "--output-dir", tmp_path / "demo", "--device", "cpu", "--no-tta") == 0
+    text = capsys.readouterr().out
+    scores = [float(line.split()[-1]) for line in text.splitlines() if line.strip().startswith("Dice")]
+    assert len(scores) == 3 and min(scores) > 0.7, text  # RV, MYO, LV on a validation case

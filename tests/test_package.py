@@ -1,0 +1,208 @@
+"""Tests of AttentionMambaSegLib.package: save/load round trip (float16 safetensors, SHA-256), validation
+of model.json, import from folders and zips into the user cache, removal, bundled models."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from _inference_helpers import TinyConvNet, make_config, make_package
+from AttentionMambaSegLib import package as pkg
+
+BUNDLED_IDS = ("cardiac-acdc", "hippocampus-msd", "skin-lesion-ph2")
+
+
+@pytest.fixture(autouse=True)
+def user_cache(tmp_path, monkeypatch):
+    cache = tmp_path / "user-cache" / "models"
+    monkeypatch.setenv("ATTENTION_MAMBA_SEG_MODELS_DIR", str(cache))
+    return cache
+
+
+def test_save_load_roundtrip_float16(tmp_path):
+    config = make_config("roundtrip")
+    net = TinyConvNet(1, 4, seed=3)
+    folder = pkg.save_model_package(net, config, tmp_path / "roundtrip")
+    assert sorted(p.name for p in folder.iterdir()) == ["model.json", "model.safetensors"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # temp folder renamed away
+    saved = json.loads((folder / "model.json").read_text())
+    assert saved["sha256"] == pkg.sha256_of_file(folder / "model.safetensors")
+    assert saved["weights_dtype"] == "float16"
+    with safe_open(str(folder / "model.safetensors"), "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
+    package = pkg.load_model_package(folder)
+    assert (package.id, package.in_channels, package.num_classes) == ("roundtrip", 1, 4)
+    assert [c["label_value"] for c in package.classes] == [1, 2, 3]  # background entry dropped
+    built = package.build_network("cpu")
+    assert not built.training
+    x = torch.randn(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    expected = net.half().float()(x)  # the float16-rounded weights
+    torch.testing.assert_close(built(x), expected, rtol=0, atol=0)
+
+
+def test_save_replaces_existing_package(tmp_path):
+    folder = tmp_path / "m"
+    pkg.save_model_package(TinyConvNet(1, 4, seed=1), make_config("m"), folder)
+    first = pkg.sha256_of_file(folder / "model.safetensors")
+    pkg.save_model_package(TinyConvNet(1, 4, seed=2), {**make_config("m"), "version": "2"}, folder)
+    assert pkg.sha256_of_file(folder / "model.safetensors") != first
+    assert pkg.load_model_package(folder).version == "2"
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]
+
+
+def test_corrupted_weights_fail_sha256(tmp_path):
+    package = make_package(tmp_path / "m")
+    data = bytearray(package.weights_path.read_bytes())
+    data[-1] ^= 0xFF
+    package.weights_path.write_bytes(bytes(data))
+    with pytest.raises(pkg.ModelIntegrityError, match="SHA-256"):
+        package.build_network("cpu")
+    package.weights_path.unlink()
+    with pytest.raises(FileNotFoundError, match="missing"):
+        package.verify()
+
+
+def test_missing_sha256_is_refused(tmp_path):
+    package = make_package(tmp_path / "m")
+    config = json.loads((package.path / "model.json").read_text())
+    del config["sha256"]
+    (package.path / "model.json").write_text(json.dumps(config))
+    with pytest.raises(pkg.ModelIntegrityError, match="no 'sha256'"):
+        pkg.load_model_package(package.path).build_network()
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"patch_size": [64, 60]}, "patch_size"),
+        ({"activation": "relu"}, "activation"),
+        ({"activation": "sigmoid"}, "num_classes"),  # sigmoid needs K = 1
+        ({"target_spacing": [1.0]}, "target_spacing"),
+        ({"normalization": {"type": "minmax"}}, "normalization"),
+        ({"axes_code": "LPR"}, "axes code"),
+        ({"id": "../evil"}, "'id'"),
+        ({"slice_axis_rule": "numpy-first"}, "slice_axis_rule"),
+        ({"classes": [{"label_value": 7, "name": "x", "color": [1, 2, 3]}]}, "label_value"),
+        ({"classes": [{"label_value": 1, "name": "x", "color": [1, 2, 300]}]}, "color"),
+    ],
+)
+def test_validate_config_errors(change, message):
+    with pytest.raises(ValueError, match=message):
+        pkg.validate_config({**make_config(), **change})
+
+
+def test_validate_config_missing_field_and_defaults():
+    config = make_config()
+    del config["patch_size"]
+    with pytest.raises(ValueError, match="'patch_size' is missing"):
+        pkg.validate_config(config)
+    minimal = make_config()
+    for key in ("axes_code", "slice_axis_rule", "target_spacing", "architecture"):
+        minimal.pop(key)
+    filled = pkg.validate_config(minimal)
+    assert (filled["axes_code"], filled["slice_axis_rule"], filled["target_spacing"], filled["architecture"]) == (
+        "LPS", "largest-spacing-else-z", None, "AttentionMamba")
+
+
+def test_invalid_json_is_a_clear_error(tmp_path):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "model.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        pkg.load_model_package(tmp_path / "m")
+
+
+def test_import_folder_then_load_by_id(tmp_path, user_cache):
+    source = make_package(tmp_path / "src", model_id="imported-one")
+    imported = pkg.import_model_package(source.path)
+    assert imported.path == user_cache / "imported-one"
+    assert pkg.load_model_package("imported-one").path == imported.path
+    assert "imported-one" in [m.id for m in pkg.list_models()]
+    with pytest.raises(FileNotFoundError, match="imported-one"):  # the message lists available ids
+        pkg.load_model_package("no-such-model")
+    assert pkg.remove_imported_models() == ["imported-one"]
+    assert not (user_cache / "imported-one").exists()
+
+
+def test_import_zip_and_reimport_new_version(tmp_path, user_cache):
+    source = make_package(tmp_path / "src", model_id="zipped")
+    archive = tmp_path / "zipped.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for name in ("model.json", "model.safetensors"):
+            z.write(source.path / name, f"zipped/{name}")
+    imported = pkg.import_model_package(archive)
+    assert imported.id == "zipped" and imported.version == "0.0.1"
+    imported.verify()
+    newer = pkg.save_model_package(TinyConvNet(1, 4, seed=9), {**make_config("zipped"), "version": "0.0.2"},
+                                   tmp_path / "src2")
+    assert pkg.import_model_package(newer).version == "0.0.2"
+    assert sorted(p.name for p in user_cache.iterdir()) == ["zipped"]  # no leftovers
+    with pytest.raises(ValueError, match="zip archive: import it first"):
+        pkg.load_model_package(archive)
+
+
+def test_import_corrupted_package_copies_nothing(tmp_path, user_cache):
+    source = make_package(tmp_path / "src", model_id="bad")
+    with open(source.weights_path, "r+b") as f:
+        f.seek(100)
+        f.write(b"\x00\x01\x02")
+    with pytest.raises(pkg.ModelIntegrityError, match="SHA-256"):
+        pkg.import_model_package(source.path)
+    assert not (user_cache / "bad").exists()
+    assert [p.name for p in user_cache.iterdir()] == []
+
+
+def test_import_refuses_unsafe_zip(tmp_path, user_cache):
+    archive = tmp_path / "evil.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("../outside.txt", "x")
+    with pytest.raises(ValueError, match="unsafe member"):
+        pkg.import_model_package(archive)
+    assert not (tmp_path / "user-cache" / "outside.txt").exists()
+
+
+def test_unknown_architecture(tmp_path):
+    with pytest.raises(ValueError, match="unknown architecture"):
+        make_package(tmp_path / "m", architecture="NoSuchNet").build_network()
+
+
+def _attention_mamba():
+    try:
+        from AttentionMambaSegLib.model import AttentionMamba
+    except ImportError as e:
+        pytest.skip(f"AttentionMambaSegLib.model is not importable yet: {e}")
+    return AttentionMamba
+
+
+def test_attention_mamba_package_roundtrip(tmp_path):
+    AttentionMamba = _attention_mamba()
+    torch.manual_seed(0)
+    net = AttentionMamba(1, 4).eval()
+    config = make_config("am-test", architecture="AttentionMamba")
+    package = pkg.load_model_package(pkg.save_model_package(net, config, tmp_path / "am"))
+    built = package.build_network("cpu")
+    x = torch.randn(1, 1, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        out = built(x)
+        ref = net.half().float()(x)
+    assert out.shape == (1, 4, 64, 64)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("model_id", BUNDLED_IDS)
+def test_bundled_models_are_valid(model_id):
+    folder = pkg.bundled_models_dir() / model_id
+    if not (folder / "model.json").is_file():
+        pytest.skip(f"bundled model {model_id} is not trained/bundled yet ({folder})")
+    package = pkg.load_model_package(model_id)
+    package.verify()
+    assert package.id == model_id
+    assert package.config["weights_dtype"] == "float16"
+    expected = {"cardiac-acdc": (1, 4), "hippocampus-msd": (1, 3), "skin-lesion-ph2": (3, 1)}[model_id]
+    assert (package.in_channels, package.num_classes) == expected
+    for c in package.classes:
+        assert c["name"] and len(c["color"]) == 3 and "snomed" in c
+    assert "licence" in package.config.get("training", {})

@@ -1,0 +1,142 @@
+"""Extension layout and metadata as the Slicer Extensions Index expects them (no slicer-core needed)."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import struct
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+MODULE_DIR = REPO / "AttentionMambaSeg"
+LIB_DIR = MODULE_DIR / "AttentionMambaSegLib"
+URL = "https://github.com/attention-mamba-seg/SlicerAttentionMambaSeg"
+MODULE_CMAKE = (MODULE_DIR / "CMakeLists.txt").read_text()
+TOP_CMAKE = (REPO / "CMakeLists.txt").read_text()
+
+
+def _cmake_list(text: str, variable: str) -> list[str]:
+    match = re.search(rf"set\({variable}\s+(.*?)\)", text, re.S)
+    assert match, f"set({variable} ...) not found"
+    items = [line.split("#")[0].strip() for line in match.group(1).splitlines()]
+    return [i.replace("${MODULE_NAME}", "AttentionMambaSeg") for i in items if i]
+
+
+def test_every_lib_python_file_is_listed_in_the_module_cmakelists():
+    listed = set(_cmake_list(MODULE_CMAKE, "MODULE_PYTHON_SCRIPTS"))
+    on_disk = {p.relative_to(MODULE_DIR).as_posix() for p in LIB_DIR.rglob("*.py") if "__pycache__" not in p.parts}
+    missing = sorted(on_disk - listed)
+    assert not missing, "add these to MODULE_PYTHON_SCRIPTS in AttentionMambaSeg/CMakeLists.txt:\n" + "\n".join(
+        f"  {m}" for m in missing)
+    stale = sorted(p for p in listed if not (MODULE_DIR / p).is_file())
+    assert not stale, f"listed but missing on disk: {stale}"
+    assert "AttentionMambaSeg.py" in listed
+
+
+def test_every_resource_file_is_listed():
+    listed = set(_cmake_list(MODULE_CMAKE, "MODULE_PYTHON_RESOURCES"))
+    on_disk = {p.relative_to(MODULE_DIR).as_posix() for p in (MODULE_DIR / "Resources").rglob("*")
+               if p.is_file() and not p.name.startswith(".")}
+    assert not sorted(on_disk - listed), f"add to MODULE_PYTHON_RESOURCES: {sorted(on_disk - listed)}"
+    assert not sorted(p for p in listed if not (MODULE_DIR / p).is_file())
+
+
+def test_module_cmakelists_builds_a_scripted_module_with_generic_tests():
+    assert "slicerMacroBuildScriptedModule(" in MODULE_CMAKE
+    assert "WITH_GENERIC_TESTS" in MODULE_CMAKE
+    assert "set(MODULE_NAME AttentionMambaSeg)" in MODULE_CMAKE
+    assert "file(GLOB" not in MODULE_CMAKE
+
+
+def test_only_one_python_file_at_module_level():
+    loose = sorted(p.name for p in MODULE_DIR.glob("*.py"))
+    assert loose == ["AttentionMambaSeg.py"], f"Slicer loads every loose .py as a module: {loose}"
+
+
+def test_top_level_cmakelists_has_extension_metadata():
+    for needle in (
+        "project(AttentionMambaSeg)",
+        f'set(EXTENSION_HOMEPAGE "{URL}")',
+        'set(EXTENSION_CATEGORY "Segmentation")',
+        "set(EXTENSION_CONTRIBUTORS ",
+        "set(EXTENSION_DESCRIPTION ",
+        f'set(EXTENSION_ICONURL "{URL}/',
+        f'set(EXTENSION_SCREENSHOTURLS "{URL}/',
+        'set(EXTENSION_DEPENDS "PyTorch")',
+        "find_package(Slicer REQUIRED)",
+        "include(${Slicer_USE_FILE})",
+        "add_subdirectory(AttentionMambaSeg)",
+        "include(${Slicer_EXTENSION_GENERATE_CONFIG})",
+        "include(${Slicer_EXTENSION_CPACK})",
+    ):
+        assert needle in TOP_CMAKE, needle
+    # The URLs point at files that exist in the repository.
+    for url in re.findall(rf"{re.escape(URL)}/raw/main/([^\"\s]+)", TOP_CMAKE):
+        assert (REPO / url).is_file(), url
+
+
+def test_catalog_entry_and_s4ext():
+    entry = json.loads((REPO / "AttentionMambaSeg.json").read_text())
+    assert re.fullmatch(
+        r"https://raw\.githubusercontent\.com/Slicer/Slicer/main/Schemas/"
+        r"slicer-extension-catalog-entry-schema-v1\.0\.\d+\.json#", entry["$schema"])
+    assert entry["category"] == "Segmentation"
+    assert entry["scm_url"] == URL + ".git"
+    assert entry["scm_revision"] and entry["build_dependencies"] == ["PyTorch"]
+    assert entry["tier"] in (1, 3, 5)
+    allowed = {"$schema", "build_dependencies", "build_subdirectory", "category", "scm_revision", "scm_type",
+               "scm_url", "tier", "enabled"}
+    assert set(entry) <= allowed, "the schema forbids additional properties"
+    s4ext = dict(line.split(" ", 1) for line in (REPO / "AttentionMambaSeg.s4ext").read_text().splitlines()
+                 if line.strip() and not line.startswith("#") and " " in line)
+    assert s4ext["scmurl"] == URL + ".git" and s4ext["homepage"] == URL
+    assert s4ext["depends"] == "PyTorch" and s4ext["category"] == "Segmentation"
+    assert not "AttentionMambaSeg".startswith("Slicer")
+
+
+def test_license_is_apache_2():
+    text = (REPO / "LICENSE").read_text()
+    assert "Apache License" in text and "Version 2.0, January 2004" in text
+
+
+def test_icon_is_a_128x128_png():
+    data = (MODULE_DIR / "Resources" / "Icons" / "AttentionMambaSeg.png").read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", data[16:24])
+    assert (width, height) == (128, 128)
+
+
+def test_extension_text_files_use_lf_line_endings():
+    files = [REPO / "CMakeLists.txt", REPO / "AttentionMambaSeg.s4ext", REPO / "AttentionMambaSeg.json",
+             REPO / "LICENSE", MODULE_DIR / "CMakeLists.txt", MODULE_DIR / "AttentionMambaSeg.py",
+             MODULE_DIR / "Resources" / "UI" / "AttentionMambaSeg.ui", LIB_DIR / "mrml.py"]
+    for path in files:
+        assert b"\r\n" not in path.read_bytes(), path
+
+
+def _top_level_modules(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_only_mrml_imports_slicer_vtk_or_qt_in_the_library():
+    offenders = []
+    for path in LIB_DIR.rglob("*.py"):
+        if path.name == "mrml.py" and path.parent == LIB_DIR:
+            continue
+        bad = _top_level_modules(path) & {"slicer", "vtk", "qt", "ctk", "vtkmodules"}
+        if bad:
+            offenders.append(f"{path.relative_to(REPO)}: {sorted(bad)}")
+    assert not offenders, offenders
+
+
+def test_no_model_weights_in_the_extension_folder_beyond_packages():
+    big = [p for p in REPO.rglob("*") if p.is_file() and ".git" not in p.parts and ".venv" not in p.parts
+           and p.suffix in {".pt", ".pth", ".ckpt", ".pkl"}]
+    assert not big, f"pickled weights must not ship (use safetensors): {big}"

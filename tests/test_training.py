@@ -1,0 +1,194 @@
+"""Tests of training.py: schedule, crops and augmentation, a short real run, bit-identical resume.
+
+The runs use the real network when ``AttentionMambaSegLib.model`` imports; otherwise a tiny stand-in
+with the same contract (9 logits maps in training mode, fused logits in eval mode), so that the
+training machinery is still tested.
+"""
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from AttentionMambaSegLib import data, training
+
+DATASETS = Path("/work/shared/datasets")
+needs_data = pytest.mark.skipif(not DATASETS.is_dir(), reason="shared datasets not available")
+
+try:
+    from AttentionMambaSegLib.model import AttentionMamba  # noqa: F401
+
+    HAVE_MODEL = True
+except ImportError:
+    HAVE_MODEL = False
+
+
+class StandIn(nn.Module):
+    """The network contract in miniature (used only while the real model is missing)."""
+
+    def __init__(self, in_channels, num_classes, **kwargs):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3 if in_channels == 1 else in_channels, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.heads = nn.ModuleList(nn.Conv2d(8, num_classes, 1) for _ in range(9))
+
+    def forward(self, x):
+        if x.shape[1] == 1:
+            x = x.repeat(1, 3, 1, 1)
+        f = self.body(x)
+        outputs = [h(f) for h in self.heads]
+        return outputs if self.training else outputs[0]
+
+
+@pytest.fixture
+def network_available(monkeypatch):
+    if not HAVE_MODEL:
+        from AttentionMambaSegLib import package
+
+        monkeypatch.setattr(training, "_build_network", lambda i, k, b=None: StandIn(i, k))
+        monkeypatch.setitem(package._ARCHITECTURES, "AttentionMamba", StandIn)
+
+
+def make_copy(tmp_path: Path, name: str, train: list[str], val: list[str]) -> Path:
+    src, dst = DATASETS / name, tmp_path / name
+    (dst / "imagesTr").mkdir(parents=True)
+    (dst / "labelsTr").mkdir()
+    meta = json.loads((src / "dataset.json").read_text())
+    (dst / "dataset.json").write_text(json.dumps(meta))
+    (dst / "splits_final.json").write_text(json.dumps([{"train": train, "val": val}]))
+    ending = meta["file_ending"]
+    for case in train + val:
+        for f in (src / "imagesTr").glob(f"{case}_*{ending}"):
+            shutil.copy(f, dst / "imagesTr" / f.name)
+        shutil.copy(src / "labelsTr" / f"{case}{ending}", dst / "labelsTr" / f"{case}{ending}")
+    return dst
+
+
+# ---------------------------------------------------------------------------------------- pure parts
+
+
+def test_cosine_schedule_falls_rises_falls():
+    base, epochs = 5e-4, 150
+    lrs = [base * training.cosine_factor(e, epochs, base) for e in range(epochs + 1)]
+    assert lrs[0] == pytest.approx(base)
+    assert lrs[50] == pytest.approx(1e-5)  # T_max = 50
+    assert lrs[100] == pytest.approx(base)
+    assert lrs[150] == pytest.approx(1e-5)
+    assert lrs[25] == pytest.approx(1e-5 + (base - 1e-5) / 2)
+
+
+def test_plan_schedule_without_and_with_budget():
+    plan = training.plan_schedule(epochs=150, num_train_slices=1700, num_val_slices=200, batch_size=24)
+    assert (plan.epochs, plan.iterations_per_epoch, plan.val_slices) == (150, math.ceil(1700 / 24), 200)
+    # A budget far below the recipe: fewer, shorter epochs; validation near 10 % of the time.
+    plan = training.plan_schedule(
+        epochs=150, num_train_slices=1700, num_val_slices=200, batch_size=24, budget_seconds=3600,
+        seconds_per_iteration=8.0, seconds_per_val_slice=0.5, seconds_per_checkpoint=1.0,
+    )
+    assert 3 <= plan.epochs < 150 and plan.iterations_per_epoch >= 1
+    epoch_time = plan.iterations_per_epoch * 8.0 + plan.val_slices * 0.5 + 1.0
+    assert plan.epochs * epoch_time <= 3600
+    assert plan.val_slices * 0.5 <= 0.2 * epoch_time
+    # A generous budget keeps the 150 epochs and lengthens them to use it.
+    plan = training.plan_schedule(
+        epochs=150, num_train_slices=1700, num_val_slices=200, batch_size=24, budget_seconds=1e6,
+        seconds_per_iteration=0.1, seconds_per_val_slice=0.01,
+    )
+    assert plan.epochs == 150 and plan.iterations_per_epoch >= math.ceil(1700 / 24)
+    # A tiny budget still gives 3 epochs.
+    plan = training.plan_schedule(
+        epochs=150, num_train_slices=1700, num_val_slices=200, batch_size=24, budget_seconds=60,
+        seconds_per_iteration=8.0, seconds_per_val_slice=0.5,
+    )
+    assert plan.epochs == 3 and plan.iterations_per_epoch >= 1
+    with pytest.raises(ValueError, match="step time|seconds per iteration"):
+        training.plan_schedule(epochs=3, num_train_slices=10, num_val_slices=2, batch_size=2, budget_seconds=10)
+
+
+def test_sample_batch_crops_pads_and_is_reproducible():
+    rng = np.random.default_rng(0)
+    slices = data.SliceData(
+        images=[rng.normal(size=(1, 40, 70)).astype(np.float32), rng.normal(size=(1, 100, 90)).astype(np.float32)],
+        labels=[rng.integers(0, 4, (40, 70)).astype(np.uint8), rng.integers(0, 4, (100, 90)).astype(np.uint8)],
+        case_ids=["a", "b"], slice_indices=[0, 0],
+    )
+    x1, y1 = training.sample_batch(slices, [0, 1, 0, 1], 64, torch.Generator().manual_seed(3))
+    x2, y2 = training.sample_batch(slices, [0, 1, 0, 1], 64, torch.Generator().manual_seed(3))
+    assert x1.shape == (4, 1, 64, 64) and x1.dtype == torch.float32
+    assert y1.shape == (4, 64, 64) and y1.dtype == torch.int64
+    assert torch.equal(x1, x2) and torch.equal(y1, y2)
+    assert set(y1.unique().tolist()) <= {0, 1, 2, 3}
+    # Without augmentation a crop of a slice smaller than the patch holds the whole slice, zero-padded.
+    x, y = training.sample_batch(slices, [0], 64, torch.Generator().manual_seed(0), training.NO_AUGMENTATION)
+    assert (x[0, 0] != 0).sum() <= 40 * 64
+    rows = torch.nonzero(x[0, 0].abs().sum(1)).flatten()
+    assert rows.tolist() == list(range(12, 52))  # (64 - 40) / 2 rows of padding above
+    image = torch.from_numpy(slices.images[0][0])
+    matches = [left for left in range(70 - 64 + 1) if torch.equal(x[0, 0, 12:52], image[:, left : left + 64])]
+    assert len(matches) == 1
+    assert torch.equal(y[0, 12:52], torch.from_numpy(slices.labels[0][:, matches[0] : matches[0] + 64]).long())
+
+
+def test_default_classes_carry_snomed_codes():
+    info = data.load_dataset_info(DATASETS / "ACDC") if DATASETS.is_dir() else None
+    if info is None:
+        pytest.skip("shared datasets not available")
+    classes = training.default_classes(info, "softmax")
+    assert [c["label_value"] for c in classes] == [1, 2, 3]
+    assert classes[0]["snomed"]["type"]["code"] == "53085002"
+    assert all(c["snomed"]["category"]["code"] == "123037004" for c in classes)
+    assert "commercial" in training._model_licence(info)
+
+
+# ---------------------------------------------------------------------------------------- real runs
+
+TRAIN_CASES = ["patient001_frame01", "patient004_frame01"]
+VAL_CASES = ["patient019_frame01"]
+TINY = dict(epochs=2, patch_size=64, batch_size=2, iterations_per_epoch=2, val_slices=1, device="cpu",
+            final_evaluation=False, seed=1290)
+
+
+@needs_data
+def test_short_run_lowers_validation_loss(tmp_path, network_available):
+    root = make_copy(tmp_path, "ACDC", TRAIN_CASES, VAL_CASES)
+    out = tmp_path / "run"
+    package_dir = training.train(root, out, **{**TINY, "epochs": 3, "iterations_per_epoch": 3, "lr": 2e-3})
+    assert (package_dir / "model.json").exists() and (package_dir / "model.safetensors").exists()
+    for name in ("training_log.csv", "training_curves.png", "checkpoint_latest.pt", "checkpoint_best.pt", "training_config.json"):
+        assert (out / name).exists(), name
+    config = json.loads((package_dir / "model.json").read_text())
+    assert config["num_classes"] == 4 and config["activation"] == "softmax"
+    assert config["target_spacing"] == [1.5625, 1.5625] and config["patch_size"] == [64, 64]
+    assert "commercial" in config["training"]["licence"]
+    # Validation loss of the trained network vs the untrained one (same seed) on the same slices.
+    info = data.load_dataset_info(root)
+    val = data.load_slices(info, VAL_CASES, (1.5625, 1.5625), "LPS", {"type": "zscore"}).subset([4, 6])
+    torch.manual_seed(1290)
+    untrained = training._build_network(1, 4)
+    trained = training._build_network(1, 4)
+    trained.load_state_dict(torch.load(out / "checkpoint_latest.pt", weights_only=False)["model"])
+    before = training.validate(untrained, val, 4, 64, torch.device("cpu"))["loss"]
+    after = training.validate(trained, val, 4, 64, torch.device("cpu"))["loss"]
+    assert after < before
+
+
+@needs_data
+def test_resume_is_bit_identical(tmp_path, network_available):
+    # Hippocampus: small slices, so validation is cheap.
+    root = make_copy(tmp_path, "Hippocampus", ["hippocampus_001", "hippocampus_003"], ["hippocampus_004"])
+    training.train(root, tmp_path / "whole", **TINY)
+    assert training.train(root, tmp_path / "split", **TINY, stop_after_epoch=1) is None
+    assert not (tmp_path / "split" / "model").exists()
+    training.train(root, tmp_path / "split", **{**TINY, "resume": True})
+    a = torch.load(tmp_path / "whole" / "checkpoint_latest.pt", weights_only=False)
+    b = torch.load(tmp_path / "split" / "checkpoint_latest.pt", weights_only=False)
+    assert a["epoch"] == b["epoch"] == 2
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+    assert [r["train_loss"] for r in a["history"]] == [r["train_loss"] for r in b["history"]]
+    with pytest.raises(FileExistsError, match="resume"):
+        training.train(root, tmp_path / "whole", **TINY)
