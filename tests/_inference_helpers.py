@@ -6,6 +6,7 @@ the geometry tests (the geometry does not depend on the architecture, and it is 
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -15,7 +16,8 @@ import torch
 
 from AttentionMambaSegLib import package as pkg
 
-DATA = Path("/work/shared/datasets")
+# Same location rule as conftest.py: ATTENTION_MAMBA_SEG_SHARED, else the "shared" folder beside the repo.
+DATA = Path(os.environ.get("ATTENTION_MAMBA_SEG_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "datasets"
 ACDC_IMAGE = DATA / "ACDC/imagesTr/patient019_frame01_0000.nii.gz"
 ACDC_LABEL = DATA / "ACDC/labelsTr/patient019_frame01.nii.gz"
 HIPPO_IMAGE = DATA / "Hippocampus/imagesTr/hippocampus_001_0000.nii.gz"

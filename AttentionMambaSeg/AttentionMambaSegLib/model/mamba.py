@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops import selective_scan
+from ..ops.ss2d import ss2d_scan
 
 
 def _dt_bias_init(size: int, dt_min: float = 1e-3, dt_max: float = 1e-1, floor: float = 1e-4) -> torch.Tensor:
@@ -70,25 +71,10 @@ class SS2D(nn.Module):
             self.dt_projs_bias.copy_(_dt_bias_init(K * D).view(K, D))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B_, H, W, _ = x.shape
-        L = H * W
-        K, D, N, R = self.directions, self.d_inner, self.d_state, self.dt_rank
         u, z = self.in_proj(x).chunk(2, dim=-1)
         u = F.silu(self.conv2d(u.permute(0, 3, 1, 2).contiguous()))  # (B, D, H, W)
-        rows = u.flatten(2)  # row-major
-        cols = u.transpose(2, 3).flatten(2)  # column-major
-        xs = torch.stack([rows, cols, rows.flip(-1), cols.flip(-1)], dim=1)  # (B, K, D, L)
-        x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, self.x_proj_weight)
-        dts, Bs, Cs = torch.split(x_dbl, [R, N, N], dim=2)
-        dts = torch.einsum("bkrl,kdr->bkdl", dts, self.dt_projs_weight)
-        y = selective_scan(
-            xs.reshape(B_, K * D, L), dts.reshape(B_, K * D, L), -torch.exp(self.A_log.float()),
-            Bs.contiguous(), Cs.contiguous(), self.D.float(), z=None,
-            delta_bias=self.dt_projs_bias.reshape(-1).float(), delta_softplus=True,
-        ).view(B_, K, D, L)
-        y_rows = y[:, 0] + y[:, 2].flip(-1)
-        y_cols = (y[:, 1] + y[:, 3].flip(-1)).view(B_, D, W, H).transpose(2, 3).reshape(B_, D, L)
-        y = (y_rows + y_cols).transpose(1, 2).reshape(B_, H, W, D)
+        y = ss2d_scan(u, self.x_proj_weight, self.dt_projs_weight, self.dt_projs_bias, self.A_log, self.D)
+        y = y.permute(0, 2, 3, 1)  # (B, H, W, D)
         y = self.out_norm(y) * F.silu(z)
         return self.out_proj(y)
 
