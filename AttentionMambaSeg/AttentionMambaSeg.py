@@ -31,9 +31,11 @@ from slicer.util import VTKObservationMixin
 PROJECT_URL = "https://github.com/attention-mamba-seg/SlicerAttentionMambaSeg"
 
 # Packages installed into Slicer's Python on the first "Segment" (torch comes from the PyTorch extension).
-# numba is deliberately absent: it pins numpy versions and could replace Slicer's numpy; the pure-PyTorch
-# scan needs nothing else. SimpleITK, VTK, numpy and requests are Slicer's own and never reinstalled.
+# SimpleITK, VTK, numpy and requests are Slicer's own and never reinstalled (a constraints file pins them).
 PIP_REQUIREMENTS = ("safetensors>=0.4", "platformdirs>=3")
+# numba gives the fused CPU scan (several times faster Segment without a GPU). It is installed under the
+# same constraints, so pip picks a numba that fits Slicer's numpy; if none fits, the pure-PyTorch scan runs.
+OPTIONAL_PIP_REQUIREMENTS = ("numba>=0.59",)
 TORCH_REQUIREMENT = ">=2.1"
 PROTECTED_PACKAGES = ("numpy", "SimpleITK", "vtk", "requests")
 
@@ -502,6 +504,13 @@ class AttentionMambaSegLogic(ScriptedLoadableModuleLogic):
         requirements = [r for r in PIP_REQUIREMENTS if r.split(">")[0].split("=")[0] in missing]
         if requirements:
             self._pipInstall(requirements)
+        optional = [r for r in OPTIONAL_PIP_REQUIREMENTS if importlib.util.find_spec(r.split(">")[0]) is None]
+        if optional:
+            try:
+                self._pipInstall(optional)
+            except DependencyError as e:
+                logging.warning("Optional %s not installed (%s): the pure-PyTorch scan is used instead.",
+                                ", ".join(optional), e)
 
     @staticmethod
     def _constraints() -> str:

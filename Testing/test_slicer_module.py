@@ -51,7 +51,7 @@ def module(monkeypatch):
 def test_module_file_imports_without_torch_or_third_party_packages():
     script = textwrap.dedent(f"""
         import sys
-        sys.path.insert(0, {str(REPO / 'tests')!r})
+        sys.path.insert(0, {str(REPO / 'Testing')!r})
         import _slicer_helpers as h
         class MP:
             def setitem(self, d, k, v): d[k] = v
