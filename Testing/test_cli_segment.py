@@ -235,3 +235,138 @@ def test_demo_with_bundled_model(tmp_path, capsys):
     text = capsys.readouterr().out
     scores = [float(line.split()[-1]) for line in text.splitlines() if line.strip().startswith("Dice")]
     assert len(scores) == 3 and min(scores) > 0.7, text  # RV, MYO, LV on a validation case
+
+
+# ------------------------------------------------------------------ regressions from the break report
+def _tiny_volume(path, size=(24, 24, 3), spacing=(2.5, 2.5, 8.0)):
+    arr = np.random.default_rng(1).normal(size=size[::-1]).astype(np.float32)
+    image = sitk.GetImageFromArray(arr)
+    image.SetSpacing(spacing)
+    sitk.WriteImage(image, str(path))
+    return path
+
+
+def test_segment_refuses_to_overwrite_an_output_unless_asked(tmp_path, model_dir, capsys, monkeypatch):
+    image = _tiny_volume(tmp_path / "in.nii.gz")
+    out = tmp_path / "out.nii.gz"
+    out.write_bytes(b"precious")
+    calls = []
+    monkeypatch.setattr(pkg.ModelPackage, "build_network",
+                        lambda self, device="cpu": calls.append(1) or pytest.fail("inference started"))
+    assert run_cli("segment", image, "-o", out, "--model", model_dir, "--device", "cpu") == 1
+    err = capsys.readouterr().err
+    assert "error:" in err and str(out) in err and "--overwrite" in err and "Traceback" not in err
+    assert out.read_bytes() == b"precious" and not calls
+    # Folder mode: the same refusal for the file inside the folder.
+    folder = tmp_path / "outs"
+    folder.mkdir()
+    (folder / "in.seg.nrrd").write_bytes(b"precious")
+    assert run_cli("segment", image, "-o", folder, "--model", model_dir, "--device", "cpu") == 1
+    assert "in.seg.nrrd" in capsys.readouterr().err and (folder / "in.seg.nrrd").read_bytes() == b"precious"
+    monkeypatch.undo()
+    monkeypatch.setenv("ATTENTION_MAMBA_SEG_MODELS_DIR", str(tmp_path / "user-cache"))
+    assert run_cli("segment", image, "-o", out, "--model", model_dir, "--device", "cpu", "--no-tta",
+                   "--overwrite") == 0
+    assert sitk.ReadImage(str(out)).GetSize() == (24, 24, 3)
+
+
+def test_segment_never_overwrites_an_input_through_a_link(tmp_path, model_dir, capsys):
+    image = _tiny_volume(tmp_path / "in.nii.gz")
+    link = tmp_path / "link.nii.gz"
+    os.link(image, link)  # hard link: a different path, the same file
+    before = image.read_bytes()
+    assert run_cli("segment", image, "-o", link, "--model", model_dir, "--device", "cpu", "--overwrite") == 1
+    assert "overwrite the input" in capsys.readouterr().err
+    assert image.read_bytes() == before
+
+
+@pytest.mark.parametrize("case", ["output-is-folder", "parent-is-file", "3d-to-png", "model-json-path",
+                                  "model-other-file", "batch-size", "second-input-bad"])
+def test_user_errors_are_clear_and_up_front(tmp_path, model_dir, capsys, monkeypatch, case):
+    image = _tiny_volume(tmp_path / "in.nii.gz")
+    out, model, extra, inputs = tmp_path / "out.seg.nrrd", model_dir, [], [image]
+    built = []
+    original = pkg.ModelPackage.build_network
+    monkeypatch.setattr(pkg.ModelPackage, "build_network",
+                        lambda self, device="cpu": built.append(1) or original(self, device))
+    expected = {"output-is-folder": "is an existing folder", "parent-is-file": "afile is a file, not a folder",
+                "3d-to-png": "PNG (2D only)", "model-json-path": None,
+                "model-other-file": "give the folder that holds model.json",
+                "batch-size": "expected a positive integer, got '0'", "second-input-bad": "bad.mha"}[case]
+    if case == "output-is-folder":  # the output file named in a folder is itself a folder
+        out = tmp_path / "outs"
+        (out / "in.seg.nrrd").mkdir(parents=True)
+    elif case == "parent-is-file":
+        (tmp_path / "afile").write_text("x")
+        out = tmp_path / "afile" / "out.nii.gz"
+    elif case == "3d-to-png":
+        out = tmp_path / "out.png"
+    elif case == "model-json-path":
+        model = model_dir / "model.json"
+    elif case == "model-other-file":
+        model = image
+    elif case == "batch-size":
+        extra = ["--batch-size", "0"]
+    elif case == "second-input-bad":
+        bad = tmp_path / "bad.mha"
+        sitk.WriteImage(sitk.Image([8, 8, 2, 2], sitk.sitkFloat32), str(bad))
+        out = tmp_path / "outs"
+        out.mkdir()
+        inputs = [image, bad]
+    if case == "batch-size":
+        with pytest.raises(SystemExit) as e:
+            run_cli("segment", image, "-o", out, "--model", model, *extra)
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert expected in err and "_positive_int" not in err
+        return
+    code = run_cli("segment", *inputs, "-o", out, "--model", model, "--device", "cpu", "--no-tta", *extra)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    if expected is None:  # accepted: the folder holding model.json
+        assert code == 0 and out.is_file()
+        return
+    assert code == 1 and expected in err, err
+    assert not built, "the error must come before inference"
+    if case == "second-input-bad":
+        assert list(out.iterdir()) == []
+
+
+def test_output_name_for_current_folder_is_not_hidden(tmp_path, monkeypatch):
+    (tmp_path / "case7").mkdir()
+    monkeypatch.chdir(tmp_path / "case7")
+    out = tmp_path / "outs"
+    out.mkdir()
+    assert inference.output_path_for(".", out, "nii.gz") == out / "case7.nii.gz"
+
+
+def test_demo_output_dir_that_is_a_file(tmp_path, model_dir, capsys):
+    target = tmp_path / "afile"
+    target.write_text("x")
+    assert run_cli("demo", "--output-dir", target, "--model", model_dir, "--device", "cpu") == 1
+    err = capsys.readouterr().err
+    assert "is a file, not a folder" in err and "Traceback" not in err
+
+
+def test_oserror_is_reported_without_traceback(monkeypatch, capsys):
+    from AttentionMambaSegLib.cli import models as models_cli
+
+    def boom(args):
+        raise IsADirectoryError(21, "Is a directory", "/some/where")
+
+    monkeypatch.setattr(models_cli, "run_list", boom)
+    assert run_cli("models", "list") == 1
+    assert "error: Is a directory: /some/where" in capsys.readouterr().err
+
+
+def test_remove_imported_keeps_folders_that_are_not_packages(tmp_path, model_dir, capsys):
+    assert run_cli("models", "import", model_dir) == 0
+    cache = pkg.imported_models_dir()
+    (cache / "my notes").mkdir()
+    (cache / "my notes" / "todo.txt").write_text("keep me")
+    (cache / "readme.txt").write_text("keep me too")
+    capsys.readouterr()
+    assert run_cli("models", "remove-imported") == 0
+    assert not (cache / "tiny-cardiac").exists()
+    assert (cache / "my notes" / "todo.txt").read_text() == "keep me"
+    assert (cache / "readme.txt").exists()

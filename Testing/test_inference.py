@@ -364,3 +364,69 @@ def test_trained_cardiac_model_on_validation_case(acdc):
     pred = sitk.GetArrayFromImage(out)
     lv = 2 * np.logical_and(pred == 3, ref == 3).sum() / ((pred == 3).sum() + (ref == 3).sum())
     assert lv > 0.8, f"LV Dice {lv:.3f} on a validation case"
+
+
+# ------------------------------------------------------------------ regressions from the break report
+class _Pkg:
+    """Just what check_input_image reads from a package."""
+
+    def __init__(self, target_spacing=(1.5, 1.5)):
+        self.id, self.in_channels = "stub", 1
+        self.config = {"target_spacing": list(target_spacing) if target_spacing else None}
+
+
+def _noise(size=(64, 64, 3), spacing=(1.0, 1.0, 5.0), dtype=np.float32):
+    image = sitk.GetImageFromArray(np.random.default_rng(0).normal(size=size[::-1]).astype(dtype))
+    image.SetSpacing(spacing)
+    return image
+
+
+@pytest.mark.parametrize("spacing, shown", [((1e-4, 1e-4, 5.0), "0.0001 x 0.0001"),  # 64 px -> 0 px
+                                            ((3000.0, 3000.0, 5.0), "3000 x 3000"),  # 64 px -> 128000 px
+                                            ((0.001, 0.001, 0.005), "0.001 x 0.001")])  # metres, not mm
+def test_implausible_spacing_is_refused(spacing, shown):
+    with pytest.raises(ValueError, match=f"Implausible image spacing {shown} mm.*metres instead of mm"):
+        inference.check_input_image(_noise(spacing=spacing), _Pkg())
+
+
+def test_plausible_spacings_pass():
+    inference.check_input_image(_noise(spacing=(0.5, 0.5, 3.0)), _Pkg())
+    inference.check_input_image(_noise(size=(12, 12, 2), spacing=(4.0, 4.0, 8.0)), _Pkg())  # 12 px -> 32 px
+    inference.check_input_image(_noise(size=(6, 6, 2)), _Pkg())  # small image, unchanged size order
+    inference.check_input_image(_noise(spacing=(1e-4, 1e-4, 5.0)), _Pkg(None))  # no resampling
+
+
+def test_invalid_spacing_is_refused():
+    image = _noise()
+    image.SetSpacing((1.0, float("nan"), 5.0))
+    with pytest.raises(ValueError, match="invalid spacing .* axis 1"):
+        inference.check_input_image(image, _Pkg())
+
+
+def test_float_labelmap_warns(caplog):
+    arr = np.zeros((2, 32, 32), np.float32)
+    arr[:, 8:20, 8:20] = 1.0
+    arr[:, 10:12, 10:12] = 3.0
+    with caplog.at_level("WARNING", logger="AttentionMambaSegLib.inference"):
+        inference.check_input_image(sitk.GetImageFromArray(arr), _Pkg(None))
+    assert "looks like a labelmap" in caplog.text and "[0.0, 1.0, 3.0]" in caplog.text
+    caplog.clear()
+    arr[0, 0, 0] = 0.5  # not integer-valued: an intensity image
+    with caplog.at_level("WARNING", logger="AttentionMambaSegLib.inference"):
+        inference.check_input_image(sitk.GetImageFromArray(arr), _Pkg(None))
+    assert "labelmap" not in caplog.text
+
+
+def test_same_file_guard_sees_links(tmp_path):
+    a = tmp_path / "a.nii.gz"
+    a.write_bytes(b"x")
+    (tmp_path / "sub").mkdir()
+    link = tmp_path / "sub" / "b.nii.gz"
+    link.symlink_to(a)
+    hard = tmp_path / "c.nii.gz"
+    import os
+
+    os.link(a, hard)
+    assert inference._same_file(a, link) and inference._same_file(a, hard)
+    assert inference._same_file(a, tmp_path / "sub" / ".." / "a.nii.gz")
+    assert not inference._same_file(a, tmp_path / "d.nii.gz")

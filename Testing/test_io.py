@@ -201,7 +201,7 @@ def test_unwritable_or_missing_output_folder(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         io.write_labelmap(lab, tmp_path / "missing" / "a.nii.gz")
     (tmp_path / "file").write_text("x")
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(NotADirectoryError, match="file is a file, not a folder"):
         io.write_labelmap(lab, tmp_path / "file" / "a.nii.gz")
     with pytest.raises(ValueError, match="unsupported output extension"):
         io.write_labelmap(lab, tmp_path / "a.jpg")
@@ -259,3 +259,43 @@ def test_overlay_montage(tmp_path):
     tile = png[:, :216]
     assert tile[110, 110, 0] > tile[110, 110, 1] + 50  # red overlay on the label
     assert tile[10, 10, 0] == tile[10, 10, 1] == tile[10, 10, 2]  # grey elsewhere
+
+
+# ------------------------------------------------------------------ regressions from the break report
+def test_empty_file_says_so(tmp_path):
+    path = tmp_path / "empty.nii.gz"
+    path.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"empty\.nii\.gz: the file is empty \(0 bytes\)"):
+        io.read_image(path)
+
+
+def test_zero_spacing_names_the_axis(tmp_path):
+    path = tmp_path / "zero.nrrd"
+    header = ("NRRD0004\ntype: short\ndimension: 3\nsizes: 4 4 2\nkinds: domain domain domain\n"
+              "endian: little\nencoding: raw\nspacings: 0 1 2\n\n")
+    path.write_bytes(header.encode() + bytes(4 * 4 * 2 * 2))
+    with pytest.raises(ValueError) as e:
+        io.read_image(path)
+    message = str(e.value)
+    assert "zero.nrrd" in message and "spacing" in message and "axis 0" in message
+    assert ".cxx" not in message and "[nrrd]" not in message
+
+
+def test_unknown_content_is_short(tmp_path):
+    path = tmp_path / "junk.nii.gz"
+    path.write_bytes(b"this is not an image")
+    with pytest.raises(ValueError, match="could not be read as an image|as an image") as e:
+        io.read_image(path)
+    assert ".cxx" not in str(e.value)
+
+
+def test_dicom_series_with_a_missing_slice_is_refused(tmp_path):
+    require(DICOM_DIR)
+    folder = tmp_path / "series"
+    shutil.copytree(DICOM_DIR, folder)
+    files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder)))
+    assert len(files) >= 5
+    io.read_image(folder)  # complete: accepted
+    os.remove(files[len(files) // 2])
+    with pytest.raises(ValueError, match=r"not evenly spaced: gap of .* mm between files .*slice\(s\) are missing"):
+        io.read_image(folder)

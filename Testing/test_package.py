@@ -4,6 +4,7 @@ of model.json, import from folders and zips into the user cache, removal, bundle
 from __future__ import annotations
 
 import json
+import os
 import zipfile
 
 import pytest
@@ -206,3 +207,79 @@ def test_bundled_models_are_valid(model_id):
     for c in package.classes:
         assert c["name"] and len(c["color"]) == 3 and "snomed" in c
     assert "licence" in package.config.get("training", {})
+
+
+# ------------------------------------------------------------------ regressions from the break report
+def test_save_refuses_to_replace_a_folder_that_is_not_a_package(tmp_path):
+    folder = tmp_path / "my results"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="not a model package"):
+        make_package(folder)
+    assert (folder / "notes.txt").read_text() == "keep me"
+    make_package(tmp_path / "empty-ok")  # a new folder is fine, and so is replacing a package
+    make_package(tmp_path / "empty-ok")
+
+
+def test_saved_weights_are_world_readable(tmp_path):
+    package = make_package(tmp_path / "m")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert package.weights_path.stat().st_mode & 0o777 == 0o644 & ~umask
+
+
+def test_corrupt_weights_with_matching_sha256_are_a_clear_error(tmp_path):
+    package = make_package(tmp_path / "m")
+    package.weights_path.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not a header}")
+    config = json.loads((package.path / "model.json").read_text())
+    config["sha256"] = pkg.sha256_of_file(package.weights_path)
+    (package.path / "model.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="model.safetensors could not be read as safetensors"):
+        pkg.load_model_package(package.path).build_network("cpu")
+
+
+@pytest.mark.parametrize("kwargs, message", [([1, 2], "architecture_kwargs"),
+                                             ({"nope": 1}, "cannot build the 'TinyConvNet' network")])
+def test_bad_architecture_kwargs_are_a_clear_error(tmp_path, kwargs, message):
+    package = make_package(tmp_path / "m")
+    config = json.loads((package.path / "model.json").read_text())
+    config["architecture_kwargs"] = kwargs
+    (package.path / "model.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=message):
+        pkg.load_model_package(package.path).build_network("cpu")
+
+
+def test_non_utf8_model_json_names_the_file(tmp_path):
+    package = make_package(tmp_path / "m")
+    (package.path / "model.json").write_bytes("{\"id\": \"caf\u00e9\"}".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"model\.json is not UTF-8"):
+        pkg.load_model_package(package.path)
+
+
+def test_model_json_or_weights_path_means_its_folder(tmp_path):
+    package = make_package(tmp_path / "m")
+    assert pkg.load_model_package(package.path / "model.json").path == package.path
+    assert pkg.load_model_package(package.path / "model.safetensors").path == package.path
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"classes": [{"label_value": 1, "name": "a", "color": [1, 2, 3]}]}, r"missing \[2, 3\]"),
+    ({"normalization": {"type": "ct"}}, "'clip'"),
+    ({"normalization": {"type": "ct", "clip": [100, -100], "mean": 0, "std": 1}}, "lo < hi"),
+    ({"normalization": {"type": "ct", "clip": [-100, 100], "mean": 0, "std": 0}}, "std"),
+    ({"target_spacing": [True, 1.0]}, "target_spacing"),
+    ({"target_spacing": [float("nan"), 1.0]}, "target_spacing"),
+    ({"target_spacing": [float("inf"), 1.0]}, "target_spacing"),
+    ({"target_spacing": [-1.0, 1.0]}, "target_spacing"),
+])
+def test_validate_config_rejects_more_bad_values(change, message):
+    with pytest.raises(ValueError, match=message):
+        pkg.validate_config({**make_config(), **change})
+
+
+def test_remove_imported_models_deletes_only_packages(tmp_path, user_cache):
+    pkg.import_model_package(make_package(tmp_path / "m", model_id="to-remove").path)
+    (user_cache / "other").mkdir()
+    (user_cache / "other" / "data.bin").write_bytes(b"x")
+    assert pkg.remove_imported_models() == ["to-remove"]
+    assert (user_cache / "other" / "data.bin").exists()

@@ -192,3 +192,45 @@ def test_resume_is_bit_identical(tmp_path, network_available):
     assert [r["train_loss"] for r in a["history"]] == [r["train_loss"] for r in b["history"]]
     with pytest.raises(FileExistsError, match="resume"):
         training.train(root, tmp_path / "whole", **TINY)
+
+
+# ------------------------------------------------------------------ regressions from the break report
+def test_existing_run_without_resume_is_a_clear_error(tmp_path, capsys):
+    from AttentionMambaSegLib import cli
+
+    out = tmp_path / "run"
+    out.mkdir()
+    training._atomic_torch_save({"model": {}}, out / training.CHECKPOINT_LATEST)
+    with pytest.raises(FileExistsError, match=r"--resume.*--output"):
+        training.train(tmp_path / "dataset", out)
+    assert cli.main(["train", str(tmp_path / "dataset"), "--output", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "--resume" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("content, message", [(b"", r"is empty \(0 bytes\)"),
+                                              (b"garbage" * 10, "corrupt"),
+                                              (None, "corrupt or truncated")])
+def test_resume_from_a_bad_checkpoint_is_a_clear_error(tmp_path, content, message):
+    out = tmp_path / "run"
+    out.mkdir()
+    path = out / training.CHECKPOINT_LATEST
+    if content is None:  # a truncated real checkpoint
+        training._atomic_torch_save({"model": {"w": torch.zeros(1000)}, "epoch": 1}, path)
+        content = path.read_bytes()[:600]
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=message):
+        training.train(tmp_path / "dataset", out, resume=True)
+
+
+def test_checkpoints_load_with_weights_only(tmp_path):
+    path = tmp_path / "c.pt"
+    state = {"model": nn.Linear(2, 2).state_dict(), "epoch": np.int64(3), "best": {"mean_dice": np.float32(0.5)},
+             "history": [{"val_dice_1": np.float64(0.25)}], "rng": {"torch": torch.get_rng_state()},
+             "settings": {"augmentation": {"scale": (0.7, 1.4)}, "dataset": tmp_path}}
+    training._atomic_torch_save(state, path)
+    loaded = torch.load(path, map_location="cpu", weights_only=True)  # would raise on numpy / Path objects
+    assert loaded["epoch"] == 3 and loaded["best"]["mean_dice"] == 0.5
+    assert loaded["settings"]["augmentation"]["scale"] == (0.7, 1.4)
+    assert loaded["settings"]["dataset"] == str(tmp_path)
+    assert training.load_checkpoint(path)["history"][0]["val_dice_1"] == 0.25

@@ -158,7 +158,8 @@ def check_input_image(image: sitk.Image, package) -> None:
 
     Raises:
         ValueError: 4D (or 1D) image; channel count differs from the model's (the message names both);
-            NaN or infinite voxels; constant image (e.g. all zero); empty image.
+            invalid or implausible spacing (see :func:`preprocessing.check_resampling`); NaN or infinite
+            voxels; constant image (e.g. all zero); empty image.
     """
     dim = image.GetDimension()
     if dim not in (2, 3):
@@ -174,6 +175,7 @@ def check_input_image(image: sitk.Image, package) -> None:
             f"Model '{package.id}' expects {kind(package.in_channels)} images, but the input image is "
             f"{kind(ncomp)}. Choose a model trained on {kind(ncomp)} images, or convert the image."
         )
+    preprocessing.check_resampling(image, package.config.get("target_spacing"))
     arr = sitk.GetArrayViewFromImage(image)
     if arr.size == 0:
         raise ValueError(f"The input image is empty (size {image.GetSize()}).")
@@ -191,12 +193,13 @@ def check_input_image(image: sitk.Image, package) -> None:
             f"The input image is constant (every voxel = {lo}); there is nothing to segment. Check that the "
             "right image was loaded."
         )
-    if ncomp == 1 and np.issubdtype(arr.dtype, np.integer):
+    if ncomp == 1 and (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
         flat = arr.reshape(-1)
         sample = flat[:: max(1, flat.size // 1_000_000)]
-        if len(np.unique(sample)) <= LABELMAP_MAX_VALUES:
+        sample_values = np.unique(sample)
+        if len(sample_values) <= LABELMAP_MAX_VALUES and np.array_equal(sample_values, np.round(sample_values)):
             values = np.unique(flat)
-            if len(values) <= LABELMAP_MAX_VALUES:
+            if len(values) <= LABELMAP_MAX_VALUES and np.array_equal(values, np.round(values)):
                 logger.warning(
                     "The input looks like a labelmap (%s pixels with only %d distinct values: %s); "
                     "segmenting it anyway. Pass the intensity image, not a segmentation.",
@@ -523,12 +526,47 @@ def output_path_for(input_path, output, output_format: str = "seg.nrrd", many: b
     if output.is_dir():
         source = Path(input_path)
         name = source.name
+        if not name or name in (".", ".."):  # "." or "..": name the output after the folder itself
+            name = source.resolve().name or "segmentation"
         in_ext = io.path_extension(source) if source.is_file() else ""
         stem = name[: len(name) - len(in_ext)] if in_ext else name
         return output / f"{stem}{ext}"
     if many:
+        if output.exists():
+            raise ValueError(f"With several inputs the output must be an existing folder; {output} is a file.")
         raise ValueError(f"With several inputs the output must be an existing folder; {output} is not a folder.")
     return output
+
+
+def _same_file(a, b) -> bool:
+    """True when paths ``a`` and ``b`` name the same file (symlinks, hard links, case-insensitive folders)."""
+    import os
+
+    ra, rb = a.resolve(), b.resolve()
+    if ra == rb or os.path.normcase(str(ra)) == os.path.normcase(str(rb)):
+        return True
+    if a.exists() and b.exists():
+        try:
+            # On a case-insensitive file system "Image.nii.gz" exists when "image.nii.gz" does, and
+            # samefile sees that they are one file.
+            return os.path.samefile(a, b)
+        except OSError:
+            return False
+    return False
+
+
+def _check_input_for_output(image: sitk.Image, src, dst, package) -> None:
+    """Refuse, before any inference, an input the model or the output format cannot take."""
+    from . import io
+
+    check_input_image(image, package)
+    if io.path_extension(dst) == ".png":
+        size = image.GetSize()
+        if image.GetDimension() == 3 and not (1 in size and sum(n > 1 for n in size) <= 2):
+            raise ValueError(
+                f"Input {src} is a 3D volume of size {size}, but the output {dst.name} is a PNG (2D only). "
+                "Write .seg.nrrd, .nii.gz, .nrrd or .mha instead."
+            )
 
 
 def segment_files(
@@ -541,11 +579,13 @@ def segment_files(
     output_format: str = "seg.nrrd",
     progress_factory: Callable[[str], ProgressCallback] | None = None,
     cancel: threading.Event | None = None,
+    overwrite: bool = False,
 ) -> list:
     """Segment image files / DICOM folders and write the results (the ``segment`` subcommand).
 
-    Every output path is checked before any inference; each file is written atomically, so an
-    interrupted run leaves only complete outputs. The network is built once.
+    Every output path and every input (readable, 2D/3D, channels, spacing, format) is checked before
+    any inference; each file is written atomically, so an interrupted run leaves only complete outputs.
+    The network is built once.
 
     Args:
         inputs: image paths or DICOM folders.
@@ -557,13 +597,16 @@ def segment_files(
         progress_factory: ``progress_factory(input_name)`` returns the progress callback of one input
             (the CLI makes a tqdm bar).
         cancel: threading.Event; a cancelled run writes nothing more and returns what was written.
+        overwrite: replace existing output files (never an input).
 
     Returns:
         Paths written, in input order.
 
     Raises:
+        FileExistsError: an output file exists and ``overwrite`` is False (raised before inference).
         FileNotFoundError, PermissionError, ValueError, RuntimeError: as raised by reading, checking
-            the outputs, inference and writing; nothing partial is left behind.
+            the outputs, inference and writing; nothing partial is left behind. A failure after some
+            outputs were written logs which ones.
     """
     from pathlib import Path
 
@@ -576,28 +619,48 @@ def segment_files(
     package = model if isinstance(model, ModelPackage) else load_model_package(model)
     many = len(inputs) > 1
     outputs = [output_path_for(p, output, output_format, many) for p in inputs]
-    for src, dst in zip(inputs, outputs, strict=True):
+    for src in inputs:
         if not src.exists():
             raise FileNotFoundError(f"Input {src} does not exist.")
-        io.check_output_path(dst)
-        if src.resolve() == dst.resolve():
-            raise ValueError(f"Output {dst} would overwrite the input image; choose another output path.")
-    if len(set(outputs)) != len(outputs):
+    for dst in outputs:
+        io.check_output_path(dst, overwrite=overwrite)
+        for src in inputs:
+            if _same_file(src, dst):
+                raise ValueError(f"Output {dst} would overwrite the input image {src}; choose another output path.")
+    if len({str(p.resolve()).lower() for p in outputs}) != len(outputs):
         raise ValueError("Several inputs map to the same output name; segment them into different folders.")
+    # Read and check every input before the first inference, so a bad input late in the list does not
+    # fail the run after hours of work. With one input the image is kept; with several it is re-read.
+    images: dict[int, sitk.Image] = {}
+    for i, (src, dst) in enumerate(zip(inputs, outputs, strict=True)):
+        image = io.read_image(src)
+        try:
+            _check_input_for_output(image, src, dst, package)
+        except ValueError as e:
+            raise ValueError(f"Input {src}: {e}" if many else str(e)) from e
+        if not many:
+            images[i] = image
+        del image
     import torch
 
     chosen, reason = (device, str(device)) if isinstance(device, torch.device) else select_device(device)
     logger.info("Device: %s", reason)
     network = package.build_network(chosen)
     written = []
-    for src, dst in zip(inputs, outputs, strict=True):
-        image = io.read_image(src)
-        progress = progress_factory(src.name) if progress_factory else None
-        labelmap = predict_volume(image, package, device=chosen, tta=tta, batch_size=batch_size,
-                                  progress=progress, cancel=cancel, network=network)
-        if labelmap is None:
-            logger.info("Cancelled; %d of %d outputs written.", len(written), len(inputs))
-            break
-        io.write_labelmap(labelmap, dst, package.config["classes"])
+    for i, (src, dst) in enumerate(zip(inputs, outputs, strict=True)):
+        try:
+            image = images.pop(i) if i in images else io.read_image(src)
+            progress = progress_factory(src.name) if progress_factory else None
+            labelmap = predict_volume(image, package, device=chosen, tta=tta, batch_size=batch_size,
+                                      progress=progress, cancel=cancel, network=network)
+            if labelmap is None:
+                logger.info("Cancelled; %d of %d outputs written.", len(written), len(inputs))
+                break
+            io.write_labelmap(labelmap, dst, package.config["classes"])
+        except BaseException:
+            if written:
+                logger.error("Failed on input %s; outputs written before the failure: %s", src,
+                             ", ".join(str(p) for p in written))
+            raise
         written.append(dst)
     return written

@@ -32,6 +32,7 @@ __all__ = [
     "OUTPUT_EXTENSIONS",
     "atomic_output",
     "check_output_path",
+    "check_slice_positions",
     "path_extension",
     "read_dicom_series",
     "read_image",
@@ -99,12 +100,84 @@ def read_dicom_series(folder: str | os.PathLike) -> sitk.Image:
             "Folder %s holds %d DICOM series; reading the largest, %s (%d files). Others: %s",
             folder, len(series), series_id, count, ", ".join(f"{s[1]} ({s[0]} files)" for s in series[1:]),
         )
+    check_slice_positions(files)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     try:
         return reader.Execute()
     except RuntimeError as e:
-        raise ValueError(f"Could not read DICOM series {series_id} in {folder}: {e}") from e
+        raise ValueError(f"Could not read DICOM series {series_id} in {folder}: {_itk_reason(e)}") from e
+
+
+def check_slice_positions(files: Sequence[str], rtol: float = 0.01, atol_mm: float = 0.01) -> None:
+    """Check that the slices of a DICOM series are evenly spaced along the slice normal.
+
+    The position of each file (ImagePositionPatient projected on the normal of ImageOrientationPatient)
+    is read from its header. A missing or duplicated slice makes the gaps uneven; ITK would then
+    silently use an averaged spacing and every slice after the gap would be misplaced.
+
+    Args:
+        files: the series' files (any order).
+        rtol, atol_mm: a gap may differ from the median gap by ``max(rtol * median, atol_mm)``.
+
+    Raises:
+        ValueError: uneven gaps (the message names the gap and the two files around it) or two
+            slices at the same position.
+    """
+    if len(files) < 3:
+        return
+    positions, normal = [], None
+    for f in files:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(f))
+        try:
+            reader.ReadImageInformation()
+            ipp = [float(v) for v in reader.GetMetaData("0020|0032").split("\\")]
+            if normal is None:
+                iop = [float(v) for v in reader.GetMetaData("0020|0037").split("\\")]
+                normal = np.cross(iop[:3], iop[3:6])
+        except (RuntimeError, ValueError, IndexError) as e:
+            logger.debug("Cannot check the slice positions of %s (%s); skipping the check.", f, e)
+            return
+        if len(ipp) != 3:
+            return
+        positions.append(float(np.dot(ipp, normal)))
+    order = np.argsort(positions)
+    sorted_pos = np.asarray(positions)[order]
+    gaps = np.diff(sorted_pos)
+    median = float(np.median(gaps))
+    names = [Path(files[i]).name for i in order]
+    zero = np.flatnonzero(np.abs(gaps) <= atol_mm)
+    if zero.size:
+        i = int(zero[0])
+        raise ValueError(
+            f"DICOM series: files {names[i]} and {names[i + 1]} are at the same slice position "
+            f"({sorted_pos[i]:.2f} mm): the folder holds duplicate slices or two series; put one series per folder."
+        )
+    tol = max(rtol * median, atol_mm)
+    bad = np.flatnonzero(np.abs(gaps - median) > tol)
+    if bad.size:
+        i = int(bad[np.argmax(np.abs(gaps[bad] - median))])
+        gap = float(gaps[i])
+        hint = (f"about {round(gap / median) - 1} slice(s) are missing" if gap > median
+                else "the slices are unevenly spaced")
+        raise ValueError(
+            f"DICOM series: slice positions are not evenly spaced: gap of {gap:.2f} mm between files "
+            f"{names[i]} and {names[i + 1]}, while the usual gap is {median:.2f} mm; {hint}. "
+            "Re-export the complete series (every slice), or convert it to NIfTI/NRRD yourself."
+        )
+
+
+def _itk_reason(error: BaseException) -> str:
+    """The last meaningful line of an ITK exception (the rest is source file and line noise)."""
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    if not lines:
+        return type(error).__name__
+    last = lines[-1]
+    for prefix in ("sitk::ERROR:", "ITK ERROR:"):
+        if prefix in last:
+            last = last.split(prefix, 1)[1].strip()
+    return last
 
 
 def read_image(path: str | os.PathLike) -> sitk.Image:
@@ -133,10 +206,12 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
             f"Unsupported image file {path.name!r} (extension {ext or 'none'}): supported are "
             f"{', '.join(IMAGE_EXTENSIONS)}, or a DICOM folder."
         )
+    if path.stat().st_size == 0:
+        raise ValueError(f"Could not read image {path}: the file is empty (0 bytes).")
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as e:
-        raise ValueError(f"Could not read image {path}: {e}") from e
+        raise ValueError(f"Could not read {path} as an image: {_read_error_reason(e)}") from e
     if ext in _PHOTO and image.GetDimension() == 2:
         ncomp = image.GetNumberOfComponentsPerPixel()
         if ncomp in (2, 4):
@@ -147,15 +222,42 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
     return image
 
 
-def check_output_path(path: str | os.PathLike, *, allowed: Sequence[str] = OUTPUT_EXTENSIONS) -> Path:
+def _read_error_reason(error: BaseException) -> str:
+    text = str(error)
+    import re
+
+    m = re.search(r"axis (\d+) spacing \((-?[0-9.eE+-]+)\) invalid", text)
+    if m:
+        return f"zero or invalid spacing ({m.group(2)}) on axis {m.group(1)} in the header; fix the header's spacing."
+    m = re.search(r"Zero-valued spacing.*?to \[([^\]]*)\]", text, re.S)
+    if m:
+        values = [v.strip() for v in m.group(1).split(",")]
+        axes = [str(i) for i, v in enumerate(values) if v in ("0", "-0")]
+        return f"zero spacing on axis {', '.join(axes) or '?'} ({m.group(1)}); fix the header's spacing."
+    if "Unable to determine ImageIO reader" in text:
+        return "not a readable image file (unknown or corrupt format)."
+    return _itk_reason(error)
+
+
+def check_output_path(path: str | os.PathLike, *, allowed: Sequence[str] = OUTPUT_EXTENSIONS,
+                      overwrite: bool = True) -> Path:
     """Check, before any work is done, that ``path`` can be written.
 
+    Args:
+        path: the output file.
+        allowed: accepted extensions.
+        overwrite: when False, an existing file at ``path`` is an error.
+
     Raises:
-        ValueError: unsupported extension.
+        ValueError: unsupported extension; ``path`` is an existing folder.
+        NotADirectoryError: a parent of ``path`` is a file.
+        FileExistsError: ``path`` exists and ``overwrite`` is False.
         FileNotFoundError: the destination folder does not exist.
         PermissionError: the destination folder is not writable.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"Output {path} is an existing folder: give a file name inside it (e.g. {path / 'out.seg.nrrd'}).")
     ext = path_extension(path)
     if ext not in allowed:
         raise ValueError(
@@ -164,7 +266,17 @@ def check_output_path(path: str | os.PathLike, *, allowed: Sequence[str] = OUTPU
         )
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
+        for ancestor in (folder, *folder.parents):
+            if ancestor.exists() and not ancestor.is_dir():
+                raise NotADirectoryError(
+                    f"Cannot write {path}: {ancestor} is a file, not a folder. Choose an output in a folder."
+                )
         raise FileNotFoundError(f"Output folder {folder} does not exist: create it first.")
+    if not overwrite and (path.exists() or path.is_symlink()):
+        raise FileExistsError(
+            f"Output {path} already exists; pass --overwrite (overwrite=True) to replace it, or choose another "
+            "output path."
+        )
     if not os.access(folder, os.W_OK | os.X_OK):
         raise PermissionError(f"Output folder {folder} is not writable: choose another output location.")
     return path

@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -63,6 +64,8 @@ SLICE_AXIS_RULES = ("largest-spacing-else-z",)
 NORMALIZATION_TYPES = ("zscore", "ct", "rgb", "none")
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _ARCHITECTURES: dict[str, Callable[..., Any]] = {}
+#: Hidden folders this module creates (interrupted import / save / swap), safe to delete.
+_LEFTOVER_PATTERN = re.compile(r"^\.(import-.+|.+\.(old|tmp)-[0-9a-f]{8})$")
 
 
 class ModelIntegrityError(ValueError):
@@ -99,6 +102,10 @@ def sha256_of_file(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _problem(source: str, field: str, expected: str, got: Any) -> ValueError:
@@ -150,12 +157,29 @@ def validate_config(config: dict, source: str = CONFIG_NAME) -> dict:
     spacing = cfg["target_spacing"]
     if spacing is not None and (
         not isinstance(spacing, (list, tuple)) or len(spacing) != 2
-        or not all(isinstance(s, (int, float)) and s > 0 for s in spacing)
+        or not all(isinstance(s, (int, float)) and not isinstance(s, bool) and math.isfinite(s) and s > 0
+                   for s in spacing)
     ):
         raise _problem(source, "target_spacing", "null or [row_mm, col_mm] positive numbers", spacing)
     norm = cfg["normalization"]
     if not isinstance(norm, dict) or norm.get("type") not in NORMALIZATION_TYPES:
         raise _problem(source, "normalization", f"an object with 'type' in {NORMALIZATION_TYPES}", norm)
+    if norm["type"] == "ct":
+        for key in ("clip", "mean", "std"):
+            if key not in norm:
+                raise _problem(source, "normalization", "for type 'ct', an object with 'clip' [lo, hi], 'mean' "
+                               f"and 'std' (missing '{key}')", norm)
+        clip = norm["clip"]
+        if (not isinstance(clip, (list, tuple)) or len(clip) != 2
+                or not all(_is_number(v) for v in clip) or not clip[0] < clip[1]):
+            raise _problem(source, "normalization.clip", "[lo, hi] numbers with lo < hi", clip)
+        if not _is_number(norm["mean"]):
+            raise _problem(source, "normalization.mean", "a finite number", norm["mean"])
+        if not _is_number(norm["std"]) or norm["std"] <= 0:
+            raise _problem(source, "normalization.std", "a positive number", norm["std"])
+    if not isinstance(cfg["architecture_kwargs"], dict):
+        raise _problem(source, "architecture_kwargs", "an object (keyword arguments of the network)",
+                       cfg["architecture_kwargs"])
     if cfg["slice_axis_rule"] not in SLICE_AXIS_RULES:
         raise _problem(source, "slice_axis_rule", f"one of {SLICE_AXIS_RULES}", cfg["slice_axis_rule"])
     from .preprocessing import validate_axes_code
@@ -185,6 +209,14 @@ def validate_config(config: dict, source: str = CONFIG_NAME) -> dict:
         if (not isinstance(color, (list, tuple)) or len(color) != 3
                 or not all(isinstance(v, int) and 0 <= v <= 255 for v in color)):
             raise _problem(source, f"{where}.color", "[r, g, b] integers 0..255", color)
+    if cfg["activation"] == "softmax":
+        missing = sorted(set(range(1, k)) - seen)
+        if missing:
+            raise _problem(source, "classes", f"an entry for every label value 1..{k - 1} of the {k}-class "
+                           f"softmax model (missing {missing})", [c.get("label_value") for c in classes])
+    elif 1 not in seen:
+        raise _problem(source, "classes", "an entry with label_value 1 for a sigmoid model",
+                       [c.get("label_value") for c in classes])
     if "sha256" in cfg and not (isinstance(cfg["sha256"], str) and re.fullmatch(r"[0-9a-f]{64}", cfg["sha256"])):
         raise _problem(source, "sha256", "64 lower-case hex digits", cfg["sha256"])
     return cfg
@@ -222,6 +254,10 @@ class ModelPackage:
                 config = json.loads((self.path / CONFIG_NAME).read_text(encoding="utf-8"))
             except json.JSONDecodeError as e:
                 raise ValueError(f"{source} is not valid JSON: {e}") from e
+            except UnicodeDecodeError as e:
+                raise ValueError(
+                    f"{source} is not UTF-8 text (byte {e.start}: {e.reason}); save model.json as UTF-8."
+                ) from e
         self.config = validate_config(config, source)
         self.id: str = self.config["id"]
         self.version: str = str(self.config["version"])
@@ -277,7 +313,13 @@ class ModelPackage:
 
         self.verify()
         network = _build_architecture(self.config)
-        state = load_file(str(self.weights_path), device="cpu")
+        try:
+            state = load_file(str(self.weights_path), device="cpu")
+        except Exception as e:  # SafetensorError (header, truncation) and OSError
+            raise ValueError(
+                f"Model '{self.id}': the weights file {self.weights_path} could not be read as safetensors "
+                f"({type(e).__name__}: {e}). Re-export or re-install the model."
+            ) from e
         reference = network.state_dict()
         converted = {}
         for name, tensor in state.items():
@@ -322,7 +364,12 @@ class ModelPackage:
 
 def _build_architecture(config: dict):
     name = config.get("architecture", "AttentionMamba")
-    kwargs = dict(config.get("architecture_kwargs") or {})
+    kwargs = config.get("architecture_kwargs") or {}
+    if not isinstance(kwargs, dict):
+        raise ValueError(
+            f"Model '{config.get('id')}': 'architecture_kwargs' in model.json must be an object, got {kwargs!r}."
+        )
+    kwargs = dict(kwargs)
     if name in _ARCHITECTURES:
         factory = _ARCHITECTURES[name]
     elif name == "AttentionMamba":
@@ -332,7 +379,13 @@ def _build_architecture(config: dict):
             f"Model '{config.get('id')}': unknown architecture {name!r}; this version knows "
             f"{['AttentionMamba', *sorted(_ARCHITECTURES)]}. Update AttentionMambaSeg."
         )
-    return factory(config["in_channels"], config["num_classes"], **kwargs)
+    try:
+        return factory(config["in_channels"], config["num_classes"], **kwargs)
+    except (TypeError, ValueError) as e:
+        raise ValueError(
+            f"Model '{config.get('id')}': cannot build the {name!r} network with architecture_kwargs "
+            f"{kwargs}: {e}. Fix 'architecture_kwargs' in model.json."
+        ) from e
 
 
 def _is_path_like(text: str) -> bool:
@@ -362,6 +415,14 @@ def load_model_package(id_or_path: str | os.PathLike) -> ModelPackage:
             raise ValueError(
                 f"{path} is a zip archive: import it first with `attention-mamba-seg models import {path}` "
                 "(or import_model_package), then use its id."
+            )
+        if path.is_file():
+            if path.name in (CONFIG_NAME, WEIGHTS_NAME) and (path.parent / CONFIG_NAME).is_file():
+                logger.info("Using the model folder %s that holds %s", path.parent, path.name)
+                return ModelPackage(path.parent)
+            raise ValueError(
+                f"{path} is a file, not a model folder: give the folder that holds {CONFIG_NAME} and "
+                f"{WEIGHTS_NAME}."
             )
         if not path.is_dir():
             raise FileNotFoundError(f"Model folder {path} does not exist.")
@@ -420,6 +481,14 @@ def save_model_package(network, config: dict, folder: str | os.PathLike) -> Path
     from safetensors.torch import save_file
 
     folder = Path(folder)
+    if folder.is_dir() and not (folder / CONFIG_NAME).is_file() and any(folder.iterdir()):
+        raise ValueError(
+            f"Cannot save the model package to {folder}: the folder exists, is not empty and holds no "
+            f"{CONFIG_NAME}, so it is not a model package and its contents would be lost. Choose a new folder "
+            "(or an existing model package folder to replace it)."
+        )
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"Cannot save the model package to {folder}: it is a file, not a folder. Choose a new folder.")
     cfg = validate_config({**config, "weights_dtype": "float16"}, source="config")
     cfg.pop("sha256", None)
     state = {}
@@ -432,6 +501,7 @@ def save_model_package(network, config: dict, folder: str | os.PathLike) -> Path
     tmp.mkdir()
     try:
         save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "model_id": cfg["id"]})
+        _make_readable(tmp / WEIGHTS_NAME)
         cfg["sha256"] = sha256_of_file(tmp / WEIGHTS_NAME)
         (tmp / CONFIG_NAME).write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         _swap_folder(tmp, folder)
@@ -440,6 +510,13 @@ def save_model_package(network, config: dict, folder: str | os.PathLike) -> Path
         raise
     logger.info("Saved model package '%s' to %s", cfg["id"], folder)
     return folder
+
+
+def _make_readable(path: Path) -> None:
+    """Give a freshly written file the usual 0o644 permissions, less the umask (safetensors writes 0o600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o644 & ~umask)
 
 
 def _swap_folder(new: Path, target: Path) -> None:
@@ -530,18 +607,31 @@ def import_model_package(folder_or_zip: str | os.PathLike) -> ModelPackage:
 
 
 def remove_imported_models() -> list[str]:
-    """Delete every imported model from the per-user cache.
+    """Delete every imported model package from the per-user cache.
+
+    Only folders holding a model.json (model packages) are deleted, plus leftovers of this module's own
+    interrupted imports (hidden ``.import-*`` / ``.<id>.old-*`` / ``.<id>.tmp-*`` folders); anything
+    else in the cache folder is left in place and reported with a warning.
 
     Returns:
         The ids (folder names) removed.
     """
     cache = imported_models_dir()
-    removed = []
+    removed, kept = [], []
     if cache.is_dir():
         for folder in sorted(cache.iterdir()):
-            if folder.is_dir():
+            if folder.is_dir() and not folder.is_symlink() and (folder / CONFIG_NAME).is_file():
                 shutil.rmtree(folder)
                 if not folder.name.startswith("."):
                     removed.append(folder.name)
+            elif folder.is_dir() and not folder.is_symlink() and _LEFTOVER_PATTERN.match(folder.name):
+                shutil.rmtree(folder, ignore_errors=True)
+            else:
+                kept.append(folder.name)
     logger.info("Removed %d imported model(s) from %s", len(removed), cache)
+    if kept:
+        logger.warning(
+            "Left %d item(s) in %s that are not model packages (no %s): %s", len(kept), cache, CONFIG_NAME,
+            ", ".join(kept),
+        )
     return removed

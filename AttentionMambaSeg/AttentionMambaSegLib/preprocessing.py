@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "SliceGeometry",
+    "check_resampling",
     "choose_slice_axis",
     "image_to_slices",
     "label_slices_to_image",
@@ -196,6 +197,61 @@ class SliceGeometry:
         image.SetOrigin(self.origin)
         image.SetDirection(self.direction)
         return image
+
+
+#: Limits of the in-plane resampling that :func:`check_resampling` accepts.
+MIN_SLICE_PIXELS = 8
+MAX_SLICE_PIXELS = 8192
+MAX_RESAMPLING_FACTOR = 32.0
+
+
+def check_resampling(image: sitk.Image, target_spacing: Sequence[float] | None) -> None:
+    """Refuse images whose spacing is invalid or implausible for resampling to ``target_spacing``.
+
+    A spacing in the wrong unit (metres instead of mm) or a header without spacing would otherwise give
+    slices of 1 x 1 pixel (all background) or of many thousand pixels a side (tens of GB).
+
+    Args:
+        image: 2D or 3D image (only size, spacing and direction are used).
+        target_spacing: the model's (row_mm, col_mm), or None (no resampling: only validity is checked).
+
+    Raises:
+        ValueError: a spacing that is zero, negative or not finite; or in-plane resampling that would
+            make a slice side below :data:`MIN_SLICE_PIXELS` (from a larger one, shrunk over 2x) or above
+            :data:`MAX_SLICE_PIXELS` pixels, or change a side by more than :data:`MAX_RESAMPLING_FACTOR`.
+    """
+    spacing = tuple(float(s) for s in image.GetSpacing())
+    for axis, s in enumerate(spacing):
+        if not np.isfinite(s) or s <= 0:
+            raise ValueError(
+                f"The image has an invalid spacing {spacing} mm: axis {axis} is {s} (zero, negative or not "
+                "finite). Fix the spacing in the image header."
+            )
+    target = _check_target_spacing(target_spacing)
+    if image.GetDimension() == 3:
+        rest = [a for a in (0, 1, 2) if a != choose_slice_axis(image)]
+    elif image.GetDimension() == 2:
+        rest = [0, 1]
+    else:
+        return
+    size = image.GetSize()
+    for a in rest:
+        for t in target:
+            if t is None:
+                continue
+            factor = spacing[a] / float(t)
+            new = max(1, int(round(size[a] * factor)))
+            # A small image shrunk a little is fine; a usable slice shrunk to a few pixels is not.
+            too_small = new < MIN_SLICE_PIXELS <= size[a] and factor < 0.5
+            too_big = new > MAX_SLICE_PIXELS and new > size[a]
+            if too_small or too_big or not 1 / MAX_RESAMPLING_FACTOR <= factor <= MAX_RESAMPLING_FACTOR:
+                in_plane = " x ".join(f"{spacing[b]:g}" for b in rest)
+                raise ValueError(
+                    f"Implausible image spacing {in_plane} mm (in-plane): resampling to the model's "
+                    f"{float(t):g} mm spacing would turn {size[a]} pixels into {new} (factor {factor:.3g}). "
+                    "The spacing is probably wrong (e.g. metres instead of mm, or a header without "
+                    "spacing); fix the spacing in the image header."
+                )
 
 
 def _in_plane_axes(slice_axis: int) -> tuple[int, int]:

@@ -50,6 +50,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import platform
 import re
 import shlex
@@ -579,12 +580,23 @@ def plan_schedule(
 # network, checkpoints, logs
 
 
-def _build_network(in_channels: int, num_classes: int, backbone_checkpoint: str | None = None) -> torch.nn.Module:
+def _build_network(in_channels: int, num_classes: int, backbone_checkpoint: str | None = None,
+                   init_from: str | None = None) -> torch.nn.Module:
     from .model import AttentionMamba
 
-    if backbone_checkpoint:
-        return AttentionMamba(in_channels, num_classes, backbone_checkpoint=backbone_checkpoint)
-    return AttentionMamba(in_channels, num_classes)
+    network = AttentionMamba(in_channels, num_classes, backbone_checkpoint=backbone_checkpoint or None)
+    if init_from:
+        from .package import load_model_package
+
+        source = load_model_package(init_from).build_network("cpu")
+        if (source.in_channels, source.num_classes) != (in_channels, num_classes):
+            raise ValueError(
+                f"--init-from model {init_from} has {source.in_channels} input channel(s) and {source.num_classes} "
+                f"output(s); this dataset needs {in_channels} and {num_classes}"
+            )
+        network.load_state_dict({k: v.float() for k, v in source.state_dict().items()})
+        logger.info("initialised the network from model %s (fine-tuning)", init_from)
+    return network
 
 
 def _rng_state() -> dict:
@@ -600,10 +612,70 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _plain(obj):
+    """``obj`` with numpy scalars/arrays, paths and sets turned into types ``torch.load(weights_only=True)`` accepts."""
+    if type(obj) is dict:  # state_dicts (OrderedDict, with _metadata) are kept as they are
+        return {_plain(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)) and not hasattr(obj, "_fields"):
+        return type(obj)(_plain(v) for v in obj)
+    if isinstance(obj, (set, frozenset)):
+        return [_plain(v) for v in sorted(obj, key=repr)]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(obj))
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    return obj
+
+
 def _atomic_torch_save(obj, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
+    torch.save(_plain(obj), tmp)
     os.replace(tmp, path)
+
+
+def _unpickle_reason(error: BaseException) -> str:
+    text = str(error)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Load a training checkpoint safely (``torch.load(weights_only=True)``: tensors and plain types only).
+
+    Raises:
+        ValueError: the file is empty, truncated or not a checkpoint (the message names it).
+        FileNotFoundError: the file does not exist.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    size = path.stat().st_size
+    if size == 0:
+        raise ValueError(f"checkpoint {path} is empty (0 bytes), probably from an interrupted copy; delete it and "
+                         "start again without --resume, or restore it from a backup")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "Unsupported global" not in str(e):
+            raise ValueError(f"checkpoint {path} ({size} bytes) is corrupt or not a checkpoint "
+                             f"({_unpickle_reason(e)}); delete it and start again without --resume, or restore "
+                             "it from a backup") from e
+        # Written by an older version (before checkpoints held plain types only): this run's own file.
+        logger.warning("checkpoint %s holds non-tensor objects; loading it with weights_only=False", path)
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as e2:
+            raise ValueError(f"checkpoint {path} ({size} bytes) is corrupt: {e2}") from e2
+    except (RuntimeError, EOFError, ValueError, KeyError, IndexError, OSError) as e:
+        raise ValueError(f"checkpoint {path} ({size} bytes) is corrupt or truncated ({_unpickle_reason(e)}); "
+                         "delete it and start again without --resume, or restore it from a backup") from e
+    if not isinstance(checkpoint, dict) or "model" not in checkpoint:
+        raise ValueError(f"{path} is not a training checkpoint of this program (no 'model' entry)")
+    return checkpoint
 
 
 def _write_log(history: list[dict], path: Path) -> None:
@@ -714,6 +786,8 @@ def train(
     val_slices: int | None = None,
     final_evaluation: bool = True,
     backbone_checkpoint: str | None = None,
+    init_from: str | None = None,
+    target_spacing: Sequence[float] | None = None,
     stop_after_epoch: int | None = None,
     augmentation: AugmentationParams = AugmentationParams(),
     command: str | None = None,
@@ -748,6 +822,10 @@ def train(
         final_evaluation: score the selected model per case on the validation cases
             (:func:`evaluation.evaluate`, with TTA) and store the figures in model.json.
         backbone_checkpoint: optional pretrained ResNet-18 deep-stem weights for the backbone.
+        target_spacing: in-plane (row, column) spacing in mm (pixels for 2D photos) that slices are resampled
+            to; default the median of the training cases (the paper's choice).
+        init_from: optional model package (id or folder) whose weights initialise the whole network, to
+            continue training a model with a new schedule (e.g. a longer one on a later session).
         stop_after_epoch: stop (with a checkpoint, without a package) once this many epochs are done;
             resume later. For splitting a run into jobs.
         augmentation: augmentation probabilities and ranges.
@@ -788,6 +866,8 @@ def train(
         "val_slices": val_slices,
         "final_evaluation": bool(final_evaluation),
         "backbone_checkpoint": backbone_checkpoint,
+        "init_from": str(init_from) if init_from else None,
+        "target_spacing": [float(v) for v in target_spacing] if target_spacing else None,
         "augmentation": asdict(augmentation),
         "command": command or " ".join(shlex.quote(a) for a in sys.argv),
     }
@@ -795,7 +875,9 @@ def train(
     if resume:
         if not latest_path.exists():
             raise FileNotFoundError(f"cannot resume: {latest_path} does not exist (start without --resume)")
-        checkpoint = torch.load(latest_path, map_location="cpu", weights_only=False)
+        checkpoint = load_checkpoint(latest_path)
+        if "settings" not in checkpoint or "epoch" not in checkpoint:
+            raise ValueError(f"cannot resume: {latest_path} is not a full training checkpoint (no settings/epoch)")
         stored = checkpoint["settings"]
         changed = {k: (stored.get(k), v) for k, v in settings.items()
                    if k not in ("command", "time_budget_minutes", "final_evaluation") and stored.get(k) != v}
@@ -804,7 +886,8 @@ def train(
         settings = {**stored, "final_evaluation": bool(final_evaluation)}
         augmentation = AugmentationParams(**{k: tuple(v) if isinstance(v, list) else v for k, v in settings["augmentation"].items()})
     elif latest_path.exists():
-        raise FileExistsError(f"{out} already holds a training run ({CHECKPOINT_LATEST}); pass resume=True (--resume) or choose another output folder")
+        raise FileExistsError(f"{out} already holds a training run ({CHECKPOINT_LATEST}); pass resume=True (--resume) to "
+                              "continue it, or choose another output folder (--output)")
 
     if settings["patch_size"] % 32 or settings["patch_size"] < 32:
         raise ValueError(f"patch_size must be a positive multiple of 32, got {settings['patch_size']}")
@@ -827,7 +910,8 @@ def train(
         target_spacing = tuple(checkpoint["target_spacing"])
         normalization = checkpoint["normalization"]
     else:
-        target_spacing = target_inplane_spacing(info, train_cases, settings["axes_code"])
+        target_spacing = (tuple(float(v) for v in settings["target_spacing"]) if settings.get("target_spacing")
+                          else target_inplane_spacing(info, train_cases, settings["axes_code"]))
         normalization = default_normalization(info)
     logger.info(
         "dataset %s fold %d: %d training / %d validation cases; target spacing %s mm; normalisation %s; "
@@ -838,7 +922,8 @@ def train(
     val_all = load_slices(info, val_cases, target_spacing, settings["axes_code"], normalization)
 
     torch.manual_seed(settings["seed"])
-    network = _build_network(info.num_channels, num_classes, settings["backbone_checkpoint"]).to(dev)
+    network = _build_network(info.num_channels, num_classes, settings["backbone_checkpoint"],
+                             settings.get("init_from")).to(dev)
     optimizer_args = {"lr": settings["lr"], "betas": (0.9, 0.999), "weight_decay": settings["weight_decay"]}
     optimizer = torch.optim.AdamW(network.parameters(), **optimizer_args)
     gen = torch.Generator().manual_seed(settings["seed"])
@@ -998,7 +1083,7 @@ def train(
         return None
 
     # The selected network and its package.
-    best_state = torch.load(out / CHECKPOINT_BEST, map_location="cpu", weights_only=False)
+    best_state = load_checkpoint(out / CHECKPOINT_BEST)
     network.load_state_dict(best_state["model"])
     network.eval()
     train_seconds = history[-1]["elapsed_seconds"] if history else 0.0

@@ -54,9 +54,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("Interrupted: no partial output was left behind.", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, PermissionError, RuntimeError) as e:
+    except (ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # FileNotFoundError, PermissionError, IsADirectoryError, disk full, ...
+        print(f"error: {_os_error_message(e)}", file=sys.stderr)
+        return 1
+
+
+def _os_error_message(error: OSError) -> str:
+    """A readable message for an OSError: ours carry a sentence; the system's carry errno and a file name."""
+    if error.filename is None or error.strerror is None:
+        return str(error)
+    target = f"{error.filename}" + (f" -> {error.filename2}" if error.filename2 else "")
+    return f"{error.strerror}: {target}. Check the path and its permissions."
 
 
 if __name__ == "__main__":

@@ -59,16 +59,29 @@ def run(args: argparse.Namespace) -> int:
             f"The demo needs the '{args.model}' model, which is not installed: {e}"
         ) from e
     out = Path(args.output_dir)
+    for folder in (out, *out.parents):
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(
+                f"--output-dir {out}: {folder} is a file, not a folder. Give a folder path (it is created if needed)."
+            )
     out.mkdir(parents=True, exist_ok=True)
     image = io.read_image(image_path)
-    with tqdm(desc=EXAMPLE_CASE, unit="slice", file=sys.stderr) as bar:
-        def progress(done, total):
-            bar.total = total
-            bar.update(done - bar.n)
+    bar = None
 
-        start = time.perf_counter()
+    def progress(done, total):
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(desc=EXAMPLE_CASE, total=total, unit="slice", file=sys.stderr)
+        bar.total = total
+        bar.update(done - bar.n)
+
+    start = time.perf_counter()
+    try:
         labelmap = predict_volume(image, package, device=args.device, tta=args.tta, progress=progress)
-        seconds = time.perf_counter() - start
+    finally:
+        if bar is not None:
+            bar.close()
+    seconds = time.perf_counter() - start
     classes = package.config["classes"]
     written = [
         io.write_segmentation(labelmap, out / f"{EXAMPLE_CASE}.seg.nrrd", classes),

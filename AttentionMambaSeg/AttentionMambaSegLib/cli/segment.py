@@ -24,18 +24,25 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     parser.add_argument("--no-tta", dest="tta", action="store_false",
                         help="skip the 4-flip test-time augmentation (4x faster)")
-    parser.add_argument("--batch-size", type=_positive_int, default=4, help="slices per batch (default 4)")
+    parser.add_argument("--batch-size", type=positive_int, default=4, metavar="N",
+                        help="slices per batch (default 4)")
     parser.add_argument("--output-format", default="seg.nrrd",
                         choices=["seg.nrrd", "nii.gz", "nii", "nrrd", "mha", "png"],
                         help="file type written into an output folder (default seg.nrrd)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace existing output files (an input is never replaced)")
     parser.set_defaults(func=run)
     return parser
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (the error names the value, not this function)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
 
 
@@ -48,10 +55,13 @@ def run(args: argparse.Namespace) -> int:
     bars = []
 
     def progress_factory(name: str):
-        bar = tqdm(desc=name, unit="slice", file=sys.stderr, leave=True, dynamic_ncols=True)
-        bars.append(bar)
+        bar = None  # created on the first progress report, so errors before inference print no empty bar
 
         def progress(done: int, total: int) -> None:
+            nonlocal bar
+            if bar is None:
+                bar = tqdm(desc=name, total=total, unit="slice", file=sys.stderr, leave=True, dynamic_ncols=True)
+                bars.append(bar)
             if bar.total != total:
                 bar.total = total
                 bar.refresh()
@@ -65,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         written = segment_files(
             args.inputs, args.output, args.model, device=args.device, tta=args.tta,
             batch_size=args.batch_size, output_format=args.output_format, progress_factory=progress_factory,
+            overwrite=args.overwrite,
         )
     finally:
         for bar in bars:

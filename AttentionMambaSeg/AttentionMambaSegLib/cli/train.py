@@ -38,6 +38,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="output activation (auto: sigmoid for one foreground label, else softmax)")
     p.add_argument("--axes-code", default="LPS", help="orientation volumes are reoriented to before slicing (default LPS)")
     p.add_argument("--backbone-checkpoint", default=None, help="pretrained deep-stem ResNet-18 weights (optional)")
+    p.add_argument("--target-spacing", type=float, nargs=2, default=None, metavar=("ROW", "COL"),
+                   help="in-plane spacing slices are resampled to (mm; pixels for photos); default: median of the data")
+    p.add_argument("--init-from", default=None, metavar="MODEL",
+                   help="start from this model package's weights (id or folder) instead of random ones")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
     p.add_argument("--no-final-evaluation", dest="final_evaluation", action="store_false",
                    help="skip the per-case evaluation of the final model on the validation cases")
@@ -85,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
             val_slices=args.val_slices,
             final_evaluation=args.final_evaluation,
             backbone_checkpoint=args.backbone_checkpoint,
+            init_from=args.init_from,
+            target_spacing=args.target_spacing,
             stop_after_epoch=args.stop_after_epoch,
             command="attention-mamba-seg " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
             progress=progress,

@@ -16,17 +16,26 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
 import torch
 
 from .dispatch import resolve_backend, selective_scan
 
 
 @functools.lru_cache(maxsize=32)
+def _scan_orders_numpy(H: int, W: int) -> np.ndarray:
+    rows = np.arange(H * W, dtype=np.int32)
+    cols = np.ascontiguousarray(rows.reshape(H, W).T).reshape(-1)
+    return np.ascontiguousarray(np.stack([rows, cols, rows[::-1], cols[::-1]]))
+
+
 def scan_orders(H: int, W: int) -> torch.Tensor:
-    """(4, H*W) int32: the row-major position visited at each step of the four SS2D scan orders."""
-    rows = torch.arange(H * W, dtype=torch.int32)
-    cols = rows.view(H, W).t().reshape(-1)
-    return torch.stack([rows, cols, rows.flip(0), cols.flip(0)]).contiguous()
+    """(4, H*W) int32: the row-major position visited at each step of the four SS2D scan orders.
+
+    A fresh tensor per call (over a cached array), so a table made under ``torch.inference_mode``
+    never reaches a later autograd graph.
+    """
+    return torch.from_numpy(_scan_orders_numpy(H, W))
 
 
 def ss2d_scan_unfused(u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_log, Ds, backend="auto"):

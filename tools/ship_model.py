@@ -1,0 +1,102 @@
+"""Evaluate a trained run and ship its model package into ``AttentionMambaSeg/Resources/Models/<id>``.
+
+Usage:
+    python tools/ship_model.py RUN_DIR DATASET [--tta] [--reference-cases 2] [--fp32-cases 4] [--max-cases N]
+
+1. Scores the float16 package (RUN_DIR/model) on the validation split (Dice and HD95 per class, each
+   case's own spacing; with --tta the paper's 4-flip averaging) and writes ``val_metrics.csv`` and the
+   box plot in RUN_DIR.
+2. Scores the float32 weights of the same epoch (RUN_DIR/checkpoint_best.pt) and the float16 package
+   on the first ``--fp32-cases`` validation cases without TTA: the Dice change from storing float16.
+3. Records in model.json: ``metrics.val`` (per class mean/sd), ``metrics.float16_vs_float32`` and
+   ``metrics.reference_cases`` (per-case Dice without TTA on the first ``--reference-cases`` validation
+   cases, which Testing/test_bundled_models.py reproduces), then copies the package (weights and
+   model.json only) to the bundled models folder, atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from AttentionMambaSegLib.data import load_dataset_info, split_cases
+from AttentionMambaSegLib.evaluation import evaluate, format_summary
+from AttentionMambaSegLib.package import bundled_models_dir, load_model_package, sha256_of_file
+
+
+def per_case_dice(summary: dict) -> dict:
+    out: dict = {}
+    for row in summary["per_case"]:
+        out.setdefault(row["case"], {})[row["class"]] = round(float(row["dice"]), 6)
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("dataset", type=Path)
+    p.add_argument("--tta", action="store_true", help="4-flip TTA for the validation metrics")
+    p.add_argument("--reference-cases", type=int, default=2)
+    p.add_argument("--fp32-cases", type=int, default=4)
+    p.add_argument("--max-cases", type=int, default=None, help="score only the first N validation cases")
+    args = p.parse_args(argv)
+
+    package = load_model_package(args.run_dir / "model")
+    info = load_dataset_info(args.dataset)
+    val_cases = split_cases(info, "val", 0)
+    cases = val_cases[: args.max_cases] if args.max_cases else val_cases
+    summary = evaluate(package, args.dataset, cases=cases, tta=args.tta,
+                       output=args.run_dir / "val_metrics.csv", device="cpu")
+    print(format_summary(summary))
+
+    # float16 (shipped) vs float32 (trained) weights, same epoch, no TTA
+    sub = val_cases[: args.fp32_cases]
+    s16 = evaluate(package, args.dataset, cases=sub, tta=False, device="cpu")
+    state = torch.load(args.run_dir / "checkpoint_best.pt", map_location="cpu", weights_only=True)["model"]
+    net32 = package.build_network("cpu").float()
+    net32.load_state_dict(state)
+    package32 = load_model_package(args.run_dir / "model")
+    package32.build_network = lambda device="cpu": net32.to(device).eval()
+    s32 = evaluate(package32, args.dataset, cases=sub, tta=False, device="cpu")
+    delta = 100 * (s16["mean_dice"] - s32["mean_dice"])
+    print(f"float16 vs float32 on {len(sub)} validation cases (no TTA): mean Dice {100 * s16['mean_dice']:.2f} vs "
+          f"{100 * s32['mean_dice']:.2f} % ({delta:+.3f} points)")
+
+    ref = evaluate(package, args.dataset, cases=val_cases[: args.reference_cases], tta=False, device="cpu")
+    config = dict(package.config)
+    metrics = dict(config.get("metrics") or {})
+    metrics["val"] = {
+        "split": "val" if not args.max_cases else f"first {len(cases)} val cases",
+        "cases": summary["cases"], "tta": bool(args.tta),
+        "mean_dice": round(summary["mean_dice"], 4), "mean_hd95_mm": round(summary["mean_hd95"], 2),
+        "per_class": {k: {m: round(float(v), 4) for m, v in d.items()} for k, d in summary["per_class"].items()},
+        "command": "python " + " ".join([Path(sys.argv[0]).as_posix()] + [str(a) for a in (argv or sys.argv[1:])]),
+    }
+    metrics["float16_vs_float32"] = {"cases": sub, "tta": False, "mean_dice_float16": round(s16["mean_dice"], 5),
+                                     "mean_dice_float32": round(s32["mean_dice"], 5), "difference_points": round(delta, 4)}
+    metrics["reference_cases"] = {"tta": False, "dice": per_case_dice(ref)}
+    config["metrics"] = metrics
+
+    target = bundled_models_dir() / config["id"]
+    with tempfile.TemporaryDirectory(dir=bundled_models_dir()) as tmp:
+        tmp = Path(tmp) / config["id"]
+        tmp.mkdir()
+        shutil.copy2(package.path / "model.safetensors", tmp / "model.safetensors")
+        assert sha256_of_file(tmp / "model.safetensors") == config["sha256"]
+        (tmp / "model.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    print(f"shipped {config['id']} to {target}")
+    load_model_package(config["id"]).verify()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
