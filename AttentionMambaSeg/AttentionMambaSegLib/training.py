@@ -789,6 +789,7 @@ def train(
     init_from: str | None = None,
     target_spacing: Sequence[float] | None = None,
     stop_after_epoch: int | None = None,
+    package_on_stop: bool = False,
     augmentation: AugmentationParams = AugmentationParams(),
     command: str | None = None,
     progress: Callable[[int, int, dict], None] | None = None,
@@ -826,6 +827,8 @@ def train(
             to; default the median of the training cases (the paper's choice).
         init_from: optional model package (id or folder) whose weights initialise the whole network, to
             continue training a model with a new schedule (e.g. a longer one on a later session).
+        package_on_stop: with ``stop_after_epoch``, write the model package of the best epoch so far
+            instead of returning None (model.json records the epochs completed).
         stop_after_epoch: stop (with a checkpoint, without a package) once this many epochs are done;
             resume later. For splitting a run into jobs.
         augmentation: augmentation probabilities and ranges.
@@ -1078,7 +1081,7 @@ def train(
             epoch + 1, plan.epochs, lr_now, row["train_loss"], row["train_loss_fused"], val["loss"], val["mean_dice"],
             " *best*" if improved else "", train_time, val_time,
         )
-    if last_epoch < plan.epochs:
+    if last_epoch < plan.epochs and not package_on_stop:
         logger.info("stopped after epoch %d of %d; continue with resume=True", last_epoch, plan.epochs)
         return None
 
@@ -1110,6 +1113,7 @@ def train(
             "data_licence": info.licence,
             "command": settings["command"],
             "epochs": plan.epochs,
+            "epochs_completed": len(history),
             "iterations_per_epoch": plan.iterations_per_epoch,
             "batch_size": settings["batch_size"],
             "optimizer": {"name": "AdamW", "lr": settings["lr"], "betas": [0.9, 0.999], "weight_decay": settings["weight_decay"]},

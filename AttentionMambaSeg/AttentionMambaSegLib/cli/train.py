@@ -30,6 +30,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--val-slices", type=int, default=None, help="validation slices per epoch (default: all, or the budget's)")
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint_latest.pt")
     p.add_argument("--stop-after-epoch", type=int, default=None, help="stop after this many epochs (resume later)")
+    p.add_argument("--package-on-stop", action="store_true",
+                   help="with --stop-after-epoch: write the model package of the best epoch so far")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     p.add_argument("--seed", type=int, default=1290, help="random seed (default 1290, the paper's)")
     p.add_argument("--model-id", default=None, help="model.json id (default <dataset>-attention-mamba)")
@@ -90,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
             final_evaluation=args.final_evaluation,
             backbone_checkpoint=args.backbone_checkpoint,
             init_from=args.init_from,
+            package_on_stop=args.package_on_stop,
             target_spacing=args.target_spacing,
             stop_after_epoch=args.stop_after_epoch,
             command="attention-mamba-seg " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
