@@ -26,7 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 UI_FILE = REPO / "AttentionMambaSeg" / "Resources" / "UI" / "AttentionMambaSeg.ui"
 OUT_DIR = REPO / "Resources" / "Screenshots"
-DEFAULT_IMAGE = Path("/work/shared/datasets/ACDC/imagesTr/patient001_frame01_0000.nii.gz")
+DEFAULT_IMAGE = REPO / "AttentionMambaSeg" / "Resources" / "Examples" / "patient019_frame01_0000.nii.gz"  # a validation case
 
 _REPLACEMENTS = {"qMRMLWidget": "QWidget", "ctkCollapsibleButton": "QGroupBox", "qMRMLNodeComboBox": "QComboBox"}
 _SLICER_ONLY_PROPERTIES = ("nodeTypes", "hideChildNodeTypes", "showChildNodeTypes", "addEnabled", "removeEnabled",
