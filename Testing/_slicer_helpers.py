@@ -25,7 +25,7 @@ import vtk  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 MODULE_DIR = REPO / "AttentionMambaSeg"
-DATA = Path("/work/shared/datasets")
+from conftest import DATASETS as DATA  # noqa: E402
 ACDC_IMAGE = DATA / "ACDC/imagesTr/patient001_frame01_0000.nii.gz"
 HIPPO_IMAGE = DATA / "Hippocampus/imagesTr/hippocampus_003_0000.nii.gz"
 DICOM_DIR = DATA / "dicom/brain_mr_t1post"

@@ -1,8 +1,6 @@
 """Tests of data.py on tiny copies (in tmp_path) of real cases: reading, slicing, validation errors."""
 
 import json
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,25 +8,11 @@ import SimpleITK as sitk
 
 from AttentionMambaSegLib import data
 
-DATASETS = Path("/work/shared/datasets")
+from _dataset_helpers import make_copy  # noqa: E402
+from conftest import DATASETS  # noqa: E402
 pytestmark = pytest.mark.skipif(not DATASETS.is_dir(), reason="shared datasets not available")
 
 
-def make_copy(tmp_path: Path, name: str, train: list[str], val: list[str]) -> Path:
-    """Copy a few cases of a shared dataset into tmp_path with a one-fold splits_final.json."""
-    src, dst = DATASETS / name, tmp_path / name
-    (dst / "imagesTr").mkdir(parents=True)
-    (dst / "labelsTr").mkdir()
-    meta = json.loads((src / "dataset.json").read_text())
-    meta["numTraining"] = len(train) + len(val)
-    (dst / "dataset.json").write_text(json.dumps(meta))
-    (dst / "splits_final.json").write_text(json.dumps([{"train": train, "val": val}]))
-    ending = meta["file_ending"]
-    for case in train + val:
-        for f in (src / "imagesTr").glob(f"{case}_*{ending}"):
-            shutil.copy(f, dst / "imagesTr" / f.name)
-        shutil.copy(src / "labelsTr" / f"{case}{ending}", dst / "labelsTr" / f"{case}{ending}")
-    return dst
 
 
 ACDC_CASES = (["patient001_frame01"], ["patient019_frame01"])

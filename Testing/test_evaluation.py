@@ -3,7 +3,6 @@
 import csv
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,7 +12,7 @@ from AttentionMambaSegLib.cli import main
 from AttentionMambaSegLib.evaluation import EMPTY_MASK_CONVENTIONS, evaluate, format_summary
 from AttentionMambaSegLib.package import save_model_package
 
-DATASETS = Path("/work/shared/datasets")
+from conftest import DATASETS  # noqa: E402
 pytestmark = pytest.mark.skipif(not DATASETS.is_dir(), reason="shared datasets not available")
 
 try:

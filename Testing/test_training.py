@@ -7,8 +7,6 @@ training machinery is still tested.
 
 import json
 import math
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +15,8 @@ import torch.nn as nn
 
 from AttentionMambaSegLib import data, training
 
-DATASETS = Path("/work/shared/datasets")
+from _dataset_helpers import make_copy  # noqa: E402
+from conftest import DATASETS  # noqa: E402
 needs_data = pytest.mark.skipif(not DATASETS.is_dir(), reason="shared datasets not available")
 
 try:
@@ -53,19 +52,6 @@ def network_available(monkeypatch):
         monkeypatch.setitem(package._ARCHITECTURES, "AttentionMamba", StandIn)
 
 
-def make_copy(tmp_path: Path, name: str, train: list[str], val: list[str]) -> Path:
-    src, dst = DATASETS / name, tmp_path / name
-    (dst / "imagesTr").mkdir(parents=True)
-    (dst / "labelsTr").mkdir()
-    meta = json.loads((src / "dataset.json").read_text())
-    (dst / "dataset.json").write_text(json.dumps(meta))
-    (dst / "splits_final.json").write_text(json.dumps([{"train": train, "val": val}]))
-    ending = meta["file_ending"]
-    for case in train + val:
-        for f in (src / "imagesTr").glob(f"{case}_*{ending}"):
-            shutil.copy(f, dst / "imagesTr" / f.name)
-        shutil.copy(src / "labelsTr" / f"{case}{ending}", dst / "labelsTr" / f"{case}{ending}")
-    return dst
 
 
 # ---------------------------------------------------------------------------------------- pure parts

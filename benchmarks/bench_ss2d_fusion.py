@@ -6,7 +6,6 @@ per slice (batch 8, 224x224). Threads = torch default (cores).
 """
 import torch,time,sys
 from AttentionMambaSegLib.model import AttentionMamba
-from AttentionMambaSegLib.ops import dispatch
 torch.manual_seed(0)
 m=AttentionMamba(1,4)
 mode=sys.argv[1]
