@@ -90,13 +90,14 @@ def run(args: argparse.Namespace) -> int:
     ]
     print(f"Segmented {EXAMPLE_CASE} with '{package.id}' {package.version} in {seconds:.1f} s")
     if label_path.is_file():
-        pred = sitk.GetArrayViewFromImage(labelmap)
-        ref = sitk.GetArrayViewFromImage(sitk.ReadImage(str(label_path)))
+        # copies, not views: a view of the temporary ReadImage result would outlive its image
+        pred = sitk.GetArrayFromImage(labelmap)
+        ref = sitk.GetArrayFromImage(sitk.ReadImage(str(label_path)))
         for c in package.classes:
             p, r = pred == c["label_value"], ref == c["label_value"]
             denom = int(p.sum() + r.sum())
             score = 2.0 * np.logical_and(p, r).sum() / denom if denom else 1.0
-            print(f"  Dice {c['name']:12s} {score:.3f}")
+            print(f"  Dice {c['name']:28s} {score:.3f}")
     for path in written:
         print(path)
     return 0
