@@ -14,6 +14,7 @@ from __future__ import annotations
 import sys
 import types
 import unittest
+import os
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,8 @@ import vtk  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 MODULE_DIR = REPO / "AttentionMambaSeg"
-from conftest import DATASETS as DATA  # noqa: E402
+# the same location rule as conftest.py (which imports torch, so it is not imported here)
+DATA = Path(os.environ.get("ATTENTION_MAMBA_SEG_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "datasets"
 ACDC_IMAGE = DATA / "ACDC/imagesTr/patient001_frame01_0000.nii.gz"
 HIPPO_IMAGE = DATA / "Hippocampus/imagesTr/hippocampus_003_0000.nii.gz"
 DICOM_DIR = DATA / "dicom/brain_mr_t1post"
