@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import functools
 
-import numba
 import numpy as np
 from numba import njit, prange
 
@@ -175,12 +174,3 @@ def kernels(n: int):
                         g_A[bi, d0 + j, k] = gA[j, k]
 
     return forward, backward
-
-
-def numba_info() -> str:
-    """One line naming the numba version, its thread count and threading layer (for ``doctor``)."""
-    try:
-        layer = numba.threading_layer()
-    except ValueError:
-        layer = "not initialised"
-    return f"numba {numba.__version__}, {numba.get_num_threads()} threads, threading layer {layer}"
