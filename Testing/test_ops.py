@@ -174,6 +174,19 @@ def test_auto_picks_fused_on_cpu_after_a_check(caplog):
     assert rel_err(call(selective_scan, inputs, OPTIONS[0]), ref) <= 1e-5
 
 
+def test_first_check_inside_bf16_autocast_still_picks_fused():
+    """Training with --bf16 runs the first forward under autocast: the probe must compare float32 scans
+    (a bf16 probe once measured 8e-4 and silently sent training to the slow torch scan)."""
+    dispatch._verdicts.clear()
+    inputs = make_inputs(1, 8, 16, 50, 2, dtype=torch.float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert dispatch.resolve_backend("cpu", "auto") == "cpu-fused"
+        y = call(selective_scan, inputs, OPTIONS[0])
+    assert y.dtype == torch.float32
+    ref = call(selective_scan_reference, [t.double() for t in inputs], OPTIONS[0])
+    assert rel_err(y, ref) <= 1e-5
+
+
 def test_cuda_backend_falls_back_when_mamba_ssm_is_missing():
     ok, reason = dispatch._check_backend("cuda", torch.device("cpu"))
     if not ok:
@@ -239,3 +252,17 @@ def test_fused_ss2d_matches_the_unfused_reference(B, H, W):
     grads = torch.autograd.grad((got * gout.float()).sum(), leaves)
     for name, a, b in zip(["u", "x_proj", "dt_w", "dt_b", "A_log", "D"], grads, ref_grads):
         assert rel_err(a, b) <= 1e-4, name
+
+
+def test_ss2d_scan_stays_float32_under_bf16_autocast():
+    """The projections may run in bf16 elsewhere, but SS2D's scan (and its input projection) stays
+    float32: same result inside and outside autocast."""
+    from AttentionMambaSegLib.ops.ss2d import ss2d_scan
+
+    params = _ss2d_params(seed=3)
+    u = torch.randn(2, 16, 8, 8, generator=torch.Generator().manual_seed(4))
+    want = ss2d_scan(u, *params)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = ss2d_scan(u, *params)
+    assert got.dtype == torch.float32
+    assert rel_err(got, want) <= 1e-6

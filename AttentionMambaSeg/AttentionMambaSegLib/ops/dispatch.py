@@ -61,7 +61,8 @@ def _check_backend(name: str, device: torch.device) -> tuple[bool, str]:
             fn = _SCANS[name]()
             args = _probe_inputs(device)
             kw = dict(D=args[5], z=args[6], delta_bias=args[7], delta_softplus=True)
-            with torch.no_grad():
+            # the probe may run first inside a caller's bf16 autocast: it must compare float32 scans
+            with torch.no_grad(), torch.autocast("cpu", enabled=False), torch.autocast(device.type, enabled=False):
                 got = fn(*args[:5], **kw)
                 ref = selective_scan_torch(*[a.cpu() for a in args[:5]],
                                            **{k: (v.cpu() if torch.is_tensor(v) else v) for k, v in kw.items()})
@@ -169,7 +170,8 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     if name == "cpu-fused" and dtype == torch.float64:
         name = "torch"  # the fused kernel is float32; float64 (tests, gradcheck) goes to torch
     fn = _SCANS[name]()
-    return fn(*args[:5], D=args[5], z=args[6], delta_bias=args[7], delta_softplus=delta_softplus)
+    with torch.autocast(u.device.type, enabled=False):  # the scan stays float32 under bf16 autocast
+        return fn(*args[:5], D=args[5], z=args[6], delta_bias=args[7], delta_softplus=delta_softplus)
 
 
 __all__ = ["BACKENDS", "selective_scan", "resolve_backend", "scan_backend_report"]

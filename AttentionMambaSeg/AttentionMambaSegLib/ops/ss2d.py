@@ -120,5 +120,6 @@ def ss2d_scan(u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_log, Ds, backe
     unfused composition over :func:`selective_scan` with that backend.
     """
     if resolve_backend(u.device, backend) == "cpu-fused" and u.dtype != torch.float64:
-        return ss2d_scan_fused(u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_log, Ds)
+        with torch.autocast(u.device.type, enabled=False):  # float32 scan under bf16 autocast
+            return ss2d_scan_fused(u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_log, Ds)
     return ss2d_scan_unfused(u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_log, Ds, backend)
