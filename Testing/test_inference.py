@@ -142,6 +142,26 @@ def test_acdc_geometry_and_known_answer(acdc):
     np.testing.assert_array_equal(sitk.GetArrayFromImage(out), expected)
 
 
+def test_window_comes_from_inference_patch_size_or_the_argument(acdc):
+    """The sliding window is model.json's inference_patch_size (default: the training patch), or the
+    ``window`` argument; any window gives the threshold network's exact answer."""
+    image = acdc[:, :, 3:5]  # 2 slices of 154 x 224 (ACDC spacing 1.5625 mm: no resampling)
+    expected = (sitk.GetArrayFromImage(image) > sitk.GetArrayFromImage(image).mean()).astype(np.uint8)
+    package = make_package_for_threshold(image)
+    assert package.config["inference_patch_size"] == [64, 64]
+    for window, sizes in ((None, {(64, 64)}), (256, {(256, 256)}), ((96, 128), {(96, 128)})):
+        net = Threshold()
+        out = inference.predict_volume(image, package, device="cpu", tta=False, network=net, window=window)
+        assert {c[-2:] for c in net.calls} == sizes, window
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(out), expected)
+    package.config["inference_patch_size"] = [128, 128]
+    net = Threshold()
+    inference.predict_volume(image, package, device="cpu", tta=False, network=net)
+    assert {c[-2:] for c in net.calls} == {(128, 128)}
+    with pytest.raises(ValueError, match="multiples of 32"):
+        inference.predict_volume(image, package, device="cpu", tta=False, network=net, window=100)
+
+
 def make_package_for_threshold(image, spacing=None):
     return pkg.ModelPackage(".", make_config("threshold", num_classes=2, target_spacing=spacing,
                                              in_channels=image.GetNumberOfComponentsPerPixel()))

@@ -80,6 +80,8 @@ def test_missing_sha256_is_refused(tmp_path):
     "change, message",
     [
         ({"patch_size": [64, 60]}, "patch_size"),
+        ({"inference_patch_size": [256, 250]}, "inference_patch_size"),
+        ({"inference_patch_size": 256}, "inference_patch_size"),
         ({"activation": "relu"}, "activation"),
         ({"activation": "sigmoid"}, "num_classes"),  # sigmoid needs K = 1
         ({"target_spacing": [1.0]}, "target_spacing"),
@@ -107,6 +109,7 @@ def test_validate_config_missing_field_and_defaults():
     filled = pkg.validate_config(minimal)
     assert (filled["axes_code"], filled["slice_axis_rule"], filled["target_spacing"], filled["architecture"]) == (
         "LPS", "largest-spacing-else-z", None, "AttentionMamba")
+    assert filled["inference_patch_size"] == filled["patch_size"] == [64, 64]
 
 
 def test_invalid_json_is_a_clear_error(tmp_path):

@@ -1,7 +1,8 @@
 """Evaluate a trained run and ship its model package into ``AttentionMambaSeg/Resources/Models/<id>``.
 
 Usage:
-    python tools/ship_model.py RUN_DIR DATASET [--tta] [--reference-cases 2] [--fp32-cases 4] [--max-cases N]
+    python tools/ship_model.py RUN_DIR DATASET [--tta] [--window PIXELS] [--reference-cases 2] [--fp32-cases 4]
+                               [--max-cases N]
 
 1. Scores the float16 package (RUN_DIR/model) on the validation split (Dice and HD95 per class, each
    case's own spacing; with --tta the paper's 4-flip averaging) and writes ``val_metrics.csv`` and the
@@ -10,7 +11,8 @@ Usage:
    on the first ``--fp32-cases`` validation cases without TTA: the Dice change from storing float16.
 3. Records in model.json: ``metrics.val`` (per class mean/sd), ``metrics.float16_vs_float32`` and
    ``metrics.reference_cases`` (per-case Dice without TTA on the first ``--reference-cases`` validation
-   cases, which Testing/test_bundled_models.py reproduces), then copies the package (weights and
+   cases, which Testing/test_bundled_models.py reproduces) and, with --window, ``inference_patch_size``
+   (every score above then uses that sliding window), then copies the package (weights and
    model.json only) to the bundled models folder, atomically.
 """
 
@@ -44,10 +46,14 @@ def main(argv=None) -> int:
     p.add_argument("--tta", action="store_true", help="4-flip TTA for the validation metrics")
     p.add_argument("--reference-cases", type=int, default=2)
     p.add_argument("--fp32-cases", type=int, default=4)
+    p.add_argument("--window", type=int, default=None,
+                   help="sliding window for inference (pixels, multiple of 32), recorded as inference_patch_size")
     p.add_argument("--max-cases", type=int, default=None, help="score only the first N validation cases")
     args = p.parse_args(argv)
 
     package = load_model_package(args.run_dir / "model")
+    if args.window:
+        package.config["inference_patch_size"] = [args.window, args.window]
     info = load_dataset_info(args.dataset)
     val_cases = split_cases(info, "val", 0)
     cases = val_cases[: args.max_cases] if args.max_cases else val_cases
@@ -62,6 +68,7 @@ def main(argv=None) -> int:
     net32 = package.build_network("cpu").float()
     net32.load_state_dict(state)
     package32 = load_model_package(args.run_dir / "model")
+    package32.config["inference_patch_size"] = package.config["inference_patch_size"]
     package32.build_network = lambda device="cpu": net32.to(device).eval()
     s32 = evaluate(package32, args.dataset, cases=sub, tta=False, device="cpu")
     delta = 100 * (s16["mean_dice"] - s32["mean_dice"])

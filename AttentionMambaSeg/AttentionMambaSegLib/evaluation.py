@@ -46,6 +46,7 @@ def evaluate(
     batch_size: int = 4,
     progress: Callable[[int, int], None] | None = None,
     cancel: threading.Event | None = None,
+    window: Sequence[int] | int | None = None,
 ) -> dict | None:
     """Predict every case of a split and score it per class.
 
@@ -62,6 +63,7 @@ def evaluate(
         batch_size: slices per forward pass.
         progress: ``progress(done_cases, total_cases)``.
         cancel: when set, stops before the next case and returns None.
+        window: sliding-window size (pixels, multiples of 32); default the model's inference_patch_size.
 
     Returns:
         summary dict: ``cases`` (int), ``tta``, ``conventions``, ``per_case`` (list of rows: case,
@@ -100,7 +102,8 @@ def evaluate(
         if cancel is not None and cancel.is_set():
             return None
         image, label = read_case(info, case_id)
-        prediction = predict_volume(image, package, device=device, tta=tta, batch_size=batch_size, network=network)
+        prediction = predict_volume(image, package, device=device, tta=tta, batch_size=batch_size, network=network,
+                                    window=window)
         if prediction is None:
             return None
         pred = sitk.GetArrayFromImage(prediction)

@@ -19,7 +19,8 @@ model.json fields (required unless a default is given):
     with label_value 0 (background) is allowed and ignored for segments), normalization (dict, see
     ``preprocessing.normalize``), axes_code (default "LPS"), slice_axis_rule (default
     "largest-spacing-else-z"), target_spacing ([row_mm, col_mm] or null), patch_size ([H, W],
-    multiples of 32), training, metrics (dicts, optional), sha256 (hex of model.safetensors),
+    multiples of 32: the training crop), inference_patch_size ([H, W], multiples of 32, default
+    patch_size: the sliding window used to segment, chosen by validation Dice), training, metrics (dicts, optional), sha256 (hex of model.safetensors),
     weights_dtype (default "float16"), architecture (default "AttentionMamba"), architecture_kwargs
     (dict, default {}).
 
@@ -154,6 +155,11 @@ def validate_config(config: dict, source: str = CONFIG_NAME) -> dict:
     if (not isinstance(patch, (list, tuple)) or len(patch) != 2
             or not all(isinstance(p, int) and p > 0 and p % 32 == 0 for p in patch)):
         raise _problem(source, "patch_size", "[H, W], positive multiples of 32", patch)
+    cfg.setdefault("inference_patch_size", list(patch))
+    window = cfg["inference_patch_size"]
+    if (not isinstance(window, (list, tuple)) or len(window) != 2
+            or not all(isinstance(p, int) and not isinstance(p, bool) and p > 0 and p % 32 == 0 for p in window)):
+        raise _problem(source, "inference_patch_size", "[H, W], positive multiples of 32", window)
     spacing = cfg["target_spacing"]
     if spacing is not None and (
         not isinstance(spacing, (list, tuple)) or len(spacing) != 2

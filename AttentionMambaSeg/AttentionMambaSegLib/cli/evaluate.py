@@ -20,6 +20,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--no-tta", dest="tta", action="store_false", help="no flip test-time augmentation (4x faster)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     p.add_argument("--batch-size", type=int, default=4, help="slices per forward pass (default 4)")
+    p.add_argument("--window", type=int, default=None, metavar="PIXELS",
+                   help="sliding-window size, a multiple of 32 (default: the model's inference_patch_size)")
     p.set_defaults(func=run)
     return p
 
@@ -49,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
             device=args.device,
             batch_size=args.batch_size,
             progress=progress,
+            window=args.window,
         )
     finally:
         if bar is not None:

@@ -26,6 +26,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="skip the 4-flip test-time augmentation (4x faster)")
     parser.add_argument("--batch-size", type=positive_int, default=4, metavar="N",
                         help="slices per batch (default 4)")
+    parser.add_argument("--window", type=positive_int, default=None, metavar="PIXELS",
+                        help="sliding-window size at the model's spacing, a multiple of 32 "
+                             "(default: the model's inference_patch_size)")
     parser.add_argument("--output-format", default="seg.nrrd",
                         choices=["seg.nrrd", "nii.gz", "nii", "nrrd", "mha", "png"],
                         help="file type written into an output folder (default seg.nrrd)")
@@ -75,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         written = segment_files(
             args.inputs, args.output, args.model, device=args.device, tta=args.tta,
             batch_size=args.batch_size, output_format=args.output_format, progress_factory=progress_factory,
-            overwrite=args.overwrite,
+            overwrite=args.overwrite, window=args.window,
         )
     finally:
         for bar in bars:
