@@ -162,6 +162,20 @@ def test_window_comes_from_inference_patch_size_or_the_argument(acdc):
         inference.predict_volume(image, package, device="cpu", tta=False, network=net, window=100)
 
 
+def test_postprocessing_from_model_json_keeps_the_largest_component():
+    """model.json postprocessing.largest_component removes the smaller of two bright blobs."""
+    arr = np.zeros((2, 64, 64), dtype=np.float32)
+    arr[:, 5:25, 5:25] = 100.0  # 2 x 400 voxels
+    arr[:, 40:45, 40:45] = 100.0  # 2 x 25 voxels, apart from the first
+    image = sitk.GetImageFromArray(arr + np.linspace(0, 1, 64, dtype=np.float32))  # not constant per row
+    package = make_package_for_threshold(image)
+    raw = sitk.GetArrayFromImage(inference.predict_volume(image, package, device="cpu", tta=False, network=Threshold()))
+    assert raw.sum() == 850
+    package.config["postprocessing"] = {"largest_component": [1]}
+    out = sitk.GetArrayFromImage(inference.predict_volume(image, package, device="cpu", tta=False, network=Threshold()))
+    assert out.sum() == 800 and out[:, 40:45, 40:45].sum() == 0
+
+
 def make_package_for_threshold(image, spacing=None):
     return pkg.ModelPackage(".", make_config("threshold", num_classes=2, target_spacing=spacing,
                                              in_channels=image.GetNumberOfComponentsPerPixel()))

@@ -82,6 +82,8 @@ def test_missing_sha256_is_refused(tmp_path):
         ({"patch_size": [64, 60]}, "patch_size"),
         ({"inference_patch_size": [256, 250]}, "inference_patch_size"),
         ({"inference_patch_size": 256}, "inference_patch_size"),
+        ({"postprocessing": {"largest_component": [0]}}, "postprocessing"),
+        ({"postprocessing": {"fill_holes": True}}, "postprocessing"),
         ({"activation": "relu"}, "activation"),
         ({"activation": "sigmoid"}, "num_classes"),  # sigmoid needs K = 1
         ({"target_spacing": [1.0]}, "target_spacing"),

@@ -252,3 +252,23 @@ def test_normalize_ct_rgb_known_answers():
         P.normalize(np.ones((1, 1, 2, 2), np.float32), {"type": "rgb"})
     with pytest.raises(ValueError, match="Unknown normalisation"):
         P.normalize(rgb, {"type": "minmax"})
+
+
+def test_keep_largest_component_known_answer():
+    arr = np.zeros((3, 8, 8), dtype=np.uint8)
+    arr[0, 0:2, 0:3] = 1  # 6 voxels of label 1
+    arr[2, 6:8, 6:8] = 1  # 4 voxels of label 1, not connected to the first
+    arr[1, 4, 0:3] = 2  # label 2 in two pieces of 3 and 1 voxels
+    arr[1, 4, 6] = 2
+    image = sitk.GetImageFromArray(arr)
+    image.SetSpacing((0.7, 0.7, 5.0))
+    image.SetOrigin((1.0, -2.0, 3.0))
+    before = sitk.GetArrayFromImage(image).copy()
+    out = P.keep_largest_component(image, [1, 3])  # 3 is absent: skipped
+    expected = arr.copy()
+    expected[2, 6:8, 6:8] = 0
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(out), expected)
+    assert out.GetSpacing() == image.GetSpacing() and out.GetOrigin() == image.GetOrigin()
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(image), before)  # input untouched
+    both = sitk.GetArrayFromImage(P.keep_largest_component(image, [1, 2]))
+    assert (both == 2).sum() == 3 and (both == 1).sum() == 6

@@ -516,6 +516,9 @@ def predict_volume(
             probabilities, geometry
         )
     result = preprocessing.label_slices_to_image(labels, geometry)
+    largest = (config.get("postprocessing") or {}).get("largest_component") or []
+    if largest:
+        result = preprocessing.keep_largest_component(result, largest)
     # Copy the exact geometry (the resampler already used it; this removes any float round-off).
     return geometry.copy_geometry_to(result)
 

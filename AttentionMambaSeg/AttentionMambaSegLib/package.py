@@ -20,7 +20,9 @@ model.json fields (required unless a default is given):
     ``preprocessing.normalize``), axes_code (default "LPS"), slice_axis_rule (default
     "largest-spacing-else-z"), target_spacing ([row_mm, col_mm] or null), patch_size ([H, W],
     multiples of 32: the training crop), inference_patch_size ([H, W], multiples of 32, default
-    patch_size: the sliding window used to segment, chosen by validation Dice), training, metrics (dicts, optional), sha256 (hex of model.safetensors),
+    patch_size: the sliding window used to segment, chosen by validation Dice), postprocessing
+    ({"largest_component": [label values]}, default {}: per label value, keep only the largest
+    connected component; chosen by validation Dice), training, metrics (dicts, optional), sha256 (hex of model.safetensors),
     weights_dtype (default "float16"), architecture (default "AttentionMamba"), architecture_kwargs
     (dict, default {}).
 
@@ -156,6 +158,12 @@ def validate_config(config: dict, source: str = CONFIG_NAME) -> dict:
             or not all(isinstance(p, int) and p > 0 and p % 32 == 0 for p in patch)):
         raise _problem(source, "patch_size", "[H, W], positive multiples of 32", patch)
     cfg.setdefault("inference_patch_size", list(patch))
+    cfg.setdefault("postprocessing", {})
+    post = cfg["postprocessing"]
+    largest = post.get("largest_component", []) if isinstance(post, dict) else None
+    if (not isinstance(post, dict) or set(post) - {"largest_component"} or not isinstance(largest, list)
+            or not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 255 for v in largest)):
+        raise _problem(source, "postprocessing", '{"largest_component": [label values 1..255]} or {}', post)
     window = cfg["inference_patch_size"]
     if (not isinstance(window, (list, tuple)) or len(window) != 2
             or not all(isinstance(p, int) and not isinstance(p, bool) and p > 0 and p % 32 == 0 for p in window)):

@@ -588,3 +588,27 @@ def normalize(slices: np.ndarray, scheme: dict) -> np.ndarray:
     raise ValueError(
         f"Unknown normalisation scheme {scheme!r}: expected 'type' to be one of 'zscore', 'ct', 'rgb', 'none'."
     )
+
+
+def keep_largest_component(labelmap: sitk.Image, label_values) -> sitk.Image:
+    """Keep only the largest connected component of each of ``label_values``; the rest becomes 0.
+
+    nnU-Net's best-known post-processing (Isensee et al., Nature Methods 2021), applied to classes that
+    are one structure per image (e.g. the left ventricle); whether it helps is decided per model on the
+    validation cases and recorded in model.json (``postprocessing.largest_component``).
+
+    Args:
+        labelmap: uint8 labelmap, 2D or 3D, any geometry (face-connected components in index space).
+        label_values: label values to clean; values absent from the labelmap are skipped.
+
+    Returns:
+        A new uint8 labelmap with the same geometry; the input is not modified.
+    """
+    arr = sitk.GetArrayFromImage(labelmap)  # a copy
+    for value in label_values:
+        mask = sitk.GetImageFromArray((arr == value).astype(np.uint8))
+        components = sitk.GetArrayFromImage(sitk.RelabelComponent(sitk.ConnectedComponent(mask), sortByObjectSize=True))
+        arr[(components > 1)] = 0
+    out = sitk.GetImageFromArray(arr.astype(np.uint8))
+    out.CopyInformation(labelmap)
+    return out
