@@ -1,8 +1,8 @@
 """Evaluate a trained run and ship its model package into ``AttentionMambaSeg/Resources/Models/<id>``.
 
 Usage:
-    python tools/ship_model.py RUN_DIR DATASET [--tta] [--window PIXELS] [--reference-cases 2] [--fp32-cases 4]
-                               [--max-cases N]
+    python tools/ship_model.py RUN_DIR DATASET [--tta] [--window PIXELS] [--largest-component LABEL ...]
+                               [--reference-cases 2] [--fp32-cases 4] [--max-cases N]
 
 1. Scores the float16 package (RUN_DIR/model) on the validation split (Dice and HD95 per class, each
    case's own spacing; with --tta the paper's 4-flip averaging) and writes ``val_metrics.csv`` and the
@@ -12,7 +12,8 @@ Usage:
 3. Records in model.json: ``metrics.val`` (per class mean/sd), ``metrics.float16_vs_float32`` and
    ``metrics.reference_cases`` (per-case Dice without TTA on the first ``--reference-cases`` validation
    cases, which Testing/test_bundled_models.py reproduces) and, with --window, ``inference_patch_size``
-   (every score above then uses that sliding window), then copies the package (weights and
+   and, with --largest-component, ``postprocessing`` (every score above then uses that sliding window
+   and post-processing), then copies the package (weights and
    model.json only) to the bundled models folder, atomically.
 """
 
@@ -48,12 +49,17 @@ def main(argv=None) -> int:
     p.add_argument("--fp32-cases", type=int, default=4)
     p.add_argument("--window", type=int, default=None,
                    help="sliding window for inference (pixels, multiple of 32), recorded as inference_patch_size")
+    p.add_argument("--largest-component", type=int, nargs="+", default=None, metavar="LABEL",
+                   help="post-process: keep the largest connected component of these label values "
+                        "(recorded as postprocessing.largest_component)")
     p.add_argument("--max-cases", type=int, default=None, help="score only the first N validation cases")
     args = p.parse_args(argv)
 
     package = load_model_package(args.run_dir / "model")
     if args.window:
         package.config["inference_patch_size"] = [args.window, args.window]
+    if args.largest_component:
+        package.config["postprocessing"] = {"largest_component": sorted(set(args.largest_component))}
     info = load_dataset_info(args.dataset)
     val_cases = split_cases(info, "val", 0)
     cases = val_cases[: args.max_cases] if args.max_cases else val_cases
@@ -69,6 +75,7 @@ def main(argv=None) -> int:
     net32.load_state_dict(state)
     package32 = load_model_package(args.run_dir / "model")
     package32.config["inference_patch_size"] = package.config["inference_patch_size"]
+    package32.config["postprocessing"] = package.config["postprocessing"]
     package32.build_network = lambda device="cpu": net32.to(device).eval()
     s32 = evaluate(package32, args.dataset, cases=sub, tta=False, device="cpu")
     delta = 100 * (s16["mean_dice"] - s32["mean_dice"])
