@@ -363,7 +363,8 @@ class ModelPackage:
             f"num_classes:    {self.num_classes} ({c['activation']})",
             f"axes_code:      {c['axes_code']} ({c['slice_axis_rule']})",
             f"target_spacing: {c['target_spacing']} mm",
-            f"patch_size:     {c['patch_size']}",
+            f"patch_size:     {c['patch_size']} (training), window {c['inference_patch_size']} (inference)",
+            f"postprocessing: {c['postprocessing'] or 'none'}",
             f"normalization:  {c['normalization']}",
             "classes:",
         ]
