@@ -434,13 +434,14 @@ def predict_slices(
 # --------------------------------------------------------------------------------------------- volume
 def _window_size(config: dict, window) -> tuple[int, int]:
     """The sliding window (H, W): ``window`` if given, else model.json's inference_patch_size."""
+    from .package import is_patch_size
+
     if window is None:
-        window = config.get("inference_patch_size") or config["patch_size"]
+        window = config["inference_patch_size"]  # validate_config fills it (default: patch_size)
     if isinstance(window, int) and not isinstance(window, bool):
         window = (window, window)
-    window = tuple(window)
-    if len(window) != 2 or not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 and w % 32 == 0
-                                   for w in window):
+    window = tuple(window) if isinstance(window, (list, tuple)) else window
+    if not is_patch_size(window):
         raise ValueError(f"The sliding window must be (H, W) positive multiples of 32 pixels; got {window}. "
                          "Use for example 128 or 256.")
     return window
@@ -516,7 +517,7 @@ def predict_volume(
             probabilities, geometry
         )
     result = preprocessing.label_slices_to_image(labels, geometry)
-    largest = (config.get("postprocessing") or {}).get("largest_component") or []
+    largest = config["postprocessing"].get("largest_component", [])  # validated, default {}
     if largest:
         result = preprocessing.keep_largest_component(result, largest)
     # Copy the exact geometry (the resampler already used it; this removes any float round-off).

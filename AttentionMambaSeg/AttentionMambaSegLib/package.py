@@ -115,6 +115,12 @@ def _problem(source: str, field: str, expected: str, got: Any) -> ValueError:
     return ValueError(f"{source}: field '{field}' must be {expected}, got {got!r}.")
 
 
+def is_patch_size(value) -> bool:
+    """True for an (H, W) list or tuple of positive integer multiples of 32 (the network's stride)."""
+    return (isinstance(value, (list, tuple)) and len(value) == 2
+            and all(isinstance(p, int) and not isinstance(p, bool) and p > 0 and p % 32 == 0 for p in value))
+
+
 def validate_config(config: dict, source: str = CONFIG_NAME) -> dict:
     """Check a model.json dict and fill in defaults.
 
@@ -154,8 +160,7 @@ def validate_config(config: dict, source: str = CONFIG_NAME) -> dict:
     if cfg["activation"] == "softmax" and not 2 <= k <= 256:
         raise _problem(source, "num_classes", "2..256 for a softmax model (background included)", k)
     patch = cfg["patch_size"]
-    if (not isinstance(patch, (list, tuple)) or len(patch) != 2
-            or not all(isinstance(p, int) and p > 0 and p % 32 == 0 for p in patch)):
+    if not is_patch_size(patch):
         raise _problem(source, "patch_size", "[H, W], positive multiples of 32", patch)
     cfg.setdefault("inference_patch_size", list(patch))
     cfg.setdefault("postprocessing", {})
@@ -164,10 +169,8 @@ def validate_config(config: dict, source: str = CONFIG_NAME) -> dict:
     if (not isinstance(post, dict) or set(post) - {"largest_component"} or not isinstance(largest, list)
             or not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 255 for v in largest)):
         raise _problem(source, "postprocessing", '{"largest_component": [label values 1..255]} or {}', post)
-    window = cfg["inference_patch_size"]
-    if (not isinstance(window, (list, tuple)) or len(window) != 2
-            or not all(isinstance(p, int) and not isinstance(p, bool) and p > 0 and p % 32 == 0 for p in window)):
-        raise _problem(source, "inference_patch_size", "[H, W], positive multiples of 32", window)
+    if not is_patch_size(cfg["inference_patch_size"]):
+        raise _problem(source, "inference_patch_size", "[H, W], positive multiples of 32", cfg["inference_patch_size"])
     spacing = cfg["target_spacing"]
     if spacing is not None and (
         not isinstance(spacing, (list, tuple)) or len(spacing) != 2

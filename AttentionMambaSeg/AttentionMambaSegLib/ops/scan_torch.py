@@ -165,22 +165,18 @@ def _time_major(u, dt, B4, C4, groups):
     return uT, dtT, B4.permute(3, 0, 1, 2).contiguous(), C4.permute(3, 0, 1, 2).contiguous()
 
 
-def _chunk_states(uT, dtT, A5, BT, t0, t1, h0, bufs=None):
+def _chunk_states(uT, dtT, A5, BT, t0, t1, h0, bufs):
     """States of one chunk. Returns dA and H, both (T, b, g, dg, n); H[t] is the state after step t.
 
-    ``bufs`` = (dA, H) buffers of at least T steps, reused across chunks: fresh multi-MB temporaries
-    cost page faults on every chunk.
+    ``bufs`` = (dA, H) buffers of at least T steps (:func:`_buffers`), reused across chunks: fresh
+    multi-MB temporaries cost page faults on every chunk. The results are views into them.
     """
     dt_t = dtT[t0:t1].unsqueeze(-1)  # (T, b, g, dg, 1)
     u_t = uT[t0:t1].unsqueeze(-1)
     Bt = BT[t0:t1].unsqueeze(3)  # (T, b, g, 1, n)
-    if bufs is None:
-        dA = torch.exp(dt_t * A5)
-        H = (dt_t * u_t) * Bt
-    else:
-        dA, H = bufs[0][: t1 - t0], bufs[1][: t1 - t0]
-        torch.mul(dt_t, A5, out=dA).exp_()
-        torch.mul(dt_t * u_t, Bt, out=H)
+    dA, H = bufs[0][: t1 - t0], bufs[1][: t1 - t0]
+    torch.mul(dt_t, A5, out=dA).exp_()
+    torch.mul(dt_t * u_t, Bt, out=H)
     H[0].addcmul_(dA[0], h0)
     for t in range(1, t1 - t0):
         H[t].addcmul_(dA[t], H[t - 1])
