@@ -272,3 +272,48 @@ def test_keep_largest_component_known_answer():
     np.testing.assert_array_equal(sitk.GetArrayFromImage(image), before)  # input untouched
     both = sitk.GetArrayFromImage(P.keep_largest_component(image, [1, 2]))
     assert (both == 2).sum() == 3 and (both == 1).sum() == 6
+
+
+# ----------------------------------------------------------------------------------- SliceSource
+def _streamed_equals_whole(img, target, scheme, atol=2e-4):
+    """SliceSource batches == normalize(image_to_slices(...)) on the same image; geometry identical."""
+    whole, geo = P.image_to_slices(img, target, "LPS")
+    whole = P.normalize(whole, scheme)
+    source = P.SliceSource(img, target, "LPS", scheme)
+    assert source.geometry == geo and len(source) == whole.shape[0]
+    parts = [source[a:a + 3] for a in range(0, len(source), 3)]
+    streamed = np.concatenate(parts)
+    assert streamed.dtype == np.float32 and streamed.shape == whole.shape
+    np.testing.assert_allclose(streamed, whole, atol=atol, rtol=0)
+    return source, geo
+
+
+def test_slice_source_matches_image_to_slices_on_real_volumes():
+    require(ACDC_IMAGE, HIPPO_IMAGE, DICOM_DIR)
+    acdc = sitk.ReadImage(str(ACDC_IMAGE))
+    source, geo = _streamed_equals_whole(acdc, (1.5625, 1.5625), {"type": "zscore"})
+    assert not geo.resampled and source._plan.work is acdc  # already LPS: neither reoriented nor copied
+    _streamed_equals_whole(acdc, (1.2, 2.0), {"type": "zscore"})  # anisotropic in-plane resampling
+    hippo = sitk.ReadImage(str(HIPPO_IMAGE))  # RAS-stored: reoriented first
+    _, geo = _streamed_equals_whole(hippo, (0.7, 0.7), {"type": "zscore"})
+    assert geo.resampled
+    dicom = io.read_image(DICOM_DIR)  # oblique
+    _streamed_equals_whole(dicom, (1.0, 1.0), {"type": "ct", "clip": [-100, 400], "mean": 50.0, "std": 80.0})
+
+
+def test_slice_source_on_permuted_flipped_volume_and_rgb_photo():
+    require(ACDC_IMAGE, PH2_IMAGE)
+    acdc = sitk.ReadImage(str(ACDC_IMAGE))
+    moved = permute_flip(acdc, (2, 0, 1), (True, False, True))
+    a = P.SliceSource(acdc, (1.3, 1.3), "LPS", {"type": "zscore"})[:]
+    b = P.SliceSource(moved, (1.3, 1.3), "LPS", {"type": "zscore"})[:]
+    np.testing.assert_allclose(a, b, atol=2e-4)  # same anatomy, same slices
+    photo = sitk.ReadImage(str(PH2_IMAGE))
+    source, geo = _streamed_equals_whole(photo, (2.0, 2.0), {"type": "rgb"})
+    assert source[0:1].shape == (1, 3, *geo.slice_shape)
+
+
+def test_slice_source_refuses_constant_image_like_normalize():
+    img = image_from(np.full((3, 8, 8), 7, np.int16))
+    with pytest.raises(ValueError, match="constant"):
+        P.SliceSource(img, None, "LPS", {"type": "zscore"})
