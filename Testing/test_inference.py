@@ -324,6 +324,28 @@ def test_constant_image_is_refused(acdc_package, value):
         inference.predict_volume(img, acdc_package, device="cpu")
 
 
+def test_complex_and_out_of_float32_range_images_are_refused(acdc_package):
+    real = sitk.GetImageFromArray(np.random.default_rng(0).normal(size=(2, 40, 40)).astype(np.float32))
+    with pytest.raises(ValueError, match="complex-valued"):
+        inference.predict_volume(sitk.RealAndImaginaryToComplex(real, real), acdc_package, device="cpu")
+    huge = sitk.GetImageFromArray(sitk.GetArrayFromImage(real).astype(np.float64) * 1e300)
+    with pytest.raises(ValueError, match="beyond what the network's float32"):
+        inference.predict_volume(huge, acdc_package, device="cpu")
+
+
+def test_float64_offset_beyond_float32_precision_gives_the_same_labels():
+    """1e12 + x is one float32 value for all small x; the z-score must be computed in float64."""
+    arr = np.random.default_rng(3).normal(size=(3, 40, 40)) * 50
+    small = sitk.GetImageFromArray(arr)
+    offset = sitk.GetImageFromArray(arr + 1e12)
+    package = make_package_for_threshold(small)
+    a = inference.predict_volume(small, package, device="cpu", tta=False, network=Threshold())
+    b = inference.predict_volume(offset, package, device="cpu", tta=False, network=Threshold())
+    expected = (arr > arr.mean()).astype(np.uint8)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(a), expected)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(b), expected)
+
+
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_nan_inf_are_refused(acdc_package, bad):
     arr = np.random.default_rng(0).normal(size=(2, 40, 40)).astype(np.float32)

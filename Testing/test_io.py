@@ -35,6 +35,23 @@ def test_read_nifti_geometry():
     assert img.GetSpacing() == (1.5625, 1.5625, 10.0)
 
 
+def test_truncated_nifti_is_refused(tmp_path):
+    """ITK reads a cut .nii.gz without an error (the missing voxels become 0); read_image must not."""
+    require(ACDC_IMAGE)
+    data = ACDC_IMAGE.read_bytes()
+    cut = tmp_path / "cut.nii.gz"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="truncated"):
+        io.read_image(cut)
+    plain = tmp_path / "plain.nii"
+    sitk.WriteImage(sitk.ReadImage(str(ACDC_IMAGE)), str(plain))
+    assert io.read_image(plain).GetSize() == (216, 256, 11)  # the whole file passes
+    short = tmp_path / "short.nii"
+    short.write_bytes(plain.read_bytes()[:-1000])
+    with pytest.raises(ValueError, match=r"truncated \(1,215,\d{3} of the 1,216,\d{3} bytes"):
+        io.read_image(short)
+
+
 def test_read_dicom_series_folder():
     require(DICOM_DIR)
     img = io.read_image(DICOM_DIR)

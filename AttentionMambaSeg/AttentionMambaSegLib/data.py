@@ -337,8 +337,8 @@ def validate_dataset(
     Checks: dataset.json and the layout (see :func:`load_dataset_info`); every case listed in
     splits_final.json exists; every case has all its channel files (component count = number of
     channel_names), a scalar label, and image/label with the same size, spacing, origin and direction
-    (tolerance 1e-4 relative, 1e-3 absolute); image files without a label; label values all listed in
-    dataset.json.
+    (tolerance 1e-4 relative, 1e-3 absolute); image files without a label; with ``check_label_values``,
+    no truncated file (see :func:`~.io.check_file_complete`) and label values all listed in dataset.json.
 
     Args:
         path: the dataset folder.
@@ -410,6 +410,15 @@ def _case_problems(info: DatasetInfo, case_id: str, allowed: set[int], check_val
         problems.append(f"label has {label_reader.GetNumberOfComponents()} components; it must be a scalar labelmap")
     problems.extend(_geometry_problems(readers[0], label_reader, "label"))
     if check_values and not problems:
+        from .io import check_file_complete
+
+        for file in (*files, label_path):  # ITK reads a truncated .nii.gz silently (missing voxels = 0)
+            try:
+                check_file_complete(file)
+            except ValueError as e:
+                problems.append(str(e))
+        if problems:
+            return problems
         try:
             values = np.unique(sitk.GetArrayFromImage(sitk.ReadImage(str(label_path))))
         except RuntimeError as e:

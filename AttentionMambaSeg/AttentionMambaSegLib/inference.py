@@ -46,6 +46,8 @@ ProgressCallback = Callable[[int, int], None]
 
 #: Integer images with at most this many distinct values trigger the "looks like a labelmap" warning.
 LABELMAP_MAX_VALUES = 8
+#: Largest finite float32 value: inputs beyond it cannot be normalised in the network's arithmetic.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 _probe_cache: dict[str, str | None] = {}
 
@@ -159,9 +161,10 @@ def check_input_image(image: sitk.Image, package) -> None:
         package: :class:`~AttentionMambaSegLib.package.ModelPackage` (uses id, in_channels, channel names).
 
     Raises:
-        ValueError: 4D (or 1D) image; channel count differs from the model's (the message names both);
-            invalid or implausible spacing (see :func:`preprocessing.check_resampling`); NaN or infinite
-            voxels; constant image (e.g. all zero); empty image.
+        ValueError: 4D (or 1D) image; complex pixels; channel count differs from the model's (the
+            message names both); invalid or implausible spacing (see
+            :func:`preprocessing.check_resampling`); NaN or infinite voxels; intensities beyond float32's
+            range; constant image (e.g. all zero); empty image.
     """
     dim = image.GetDimension()
     if dim not in (2, 3):
@@ -177,6 +180,11 @@ def check_input_image(image: sitk.Image, package) -> None:
             f"Model '{package.id}' expects {kind(package.in_channels)} images, but the input image is "
             f"{kind(ncomp)}. Choose a model trained on {kind(ncomp)} images, or convert the image."
         )
+    if image.GetPixelID() in (sitk.sitkComplexFloat32, sitk.sitkComplexFloat64):
+        raise ValueError(
+            "The input image has complex-valued pixels (e.g. raw MR k-space or phase data); convert it to a "
+            "magnitude image first (e.g. SimpleITK's ComplexToModulus)."
+        )
     preprocessing.check_resampling(image, package.config.get("target_spacing"))
     arr = sitk.GetArrayViewFromImage(image)
     if arr.size == 0:
@@ -190,6 +198,11 @@ def check_input_image(image: sitk.Image, package) -> None:
                 "(e.g. replace with the background value) before segmenting."
             )
     lo, hi = arr.min(), arr.max()
+    if max(abs(float(lo)), abs(float(hi))) > FLOAT32_MAX:
+        raise ValueError(
+            f"The input image has intensities up to {max(abs(float(lo)), abs(float(hi))):.3g}, beyond what "
+            "the network's float32 arithmetic holds (3.4e38); rescale the image (e.g. to its physical unit) first."
+        )
     if lo == hi:
         raise ValueError(
             f"The input image is constant (every voxel = {lo}); there is nothing to segment. Check that the "

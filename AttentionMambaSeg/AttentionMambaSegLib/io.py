@@ -212,6 +212,7 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
         image = sitk.ReadImage(str(path))
     except RuntimeError as e:
         raise ValueError(f"Could not read {path} as an image: {_read_error_reason(e)}") from e
+    check_file_complete(path)
     if ext in _PHOTO and image.GetDimension() == 2:
         ncomp = image.GetNumberOfComponentsPerPixel()
         if ncomp in (2, 4):
@@ -220,6 +221,63 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
             parts = [sitk.VectorIndexSelectionCast(image, i) for i in range(keep)]
             image = parts[0] if keep == 1 else sitk.Compose(parts)
     return image
+
+
+def check_file_complete(path: str | os.PathLike) -> None:
+    """Refuse a truncated gzip file or NIfTI file, which ITK reads without an error (missing voxels = 0).
+
+    Gzip files (``.nii.gz``, ``.nrrd.gz``...) must decompress to the end of their stream; NIfTI-1/2 files
+    must hold ``vox_offset + (product of dim) x bitpix / 8`` bytes, as their header says.
+
+    Raises:
+        ValueError: naming the file and what is missing.
+    """
+    import gzip
+    import struct
+    import zlib
+
+    path = Path(path)
+    name = path.name.lower()
+    opener = gzip.open if name.endswith(".gz") else open
+    total, head = 0, b""
+    try:
+        with opener(path, "rb") as f:
+            while True:
+                block = f.read(1 << 20)
+                if not block:
+                    break
+                if len(head) < 544:
+                    head += block[: 544 - len(head)]
+                total += len(block)
+    except (EOFError, OSError, zlib.error) as e:
+        raise ValueError(
+            f"Could not read {path}: the file is truncated or corrupt ({e}). Copy or export it again."
+        ) from e
+    if not (name.endswith(".nii") or name.endswith(".nii.gz")) or len(head) < 348:
+        return
+    for order in "<>":
+        sizeof_hdr = struct.unpack(order + "i", head[:4])[0]
+        if sizeof_hdr == 348:  # NIfTI-1
+            dims = struct.unpack(order + "8h", head[40:56])
+            bitpix = struct.unpack(order + "h", head[72:74])[0]
+            offset = int(struct.unpack(order + "f", head[108:112])[0])
+            break
+        if sizeof_hdr == 540 and len(head) >= 544:  # NIfTI-2
+            bitpix = struct.unpack(order + "h", head[14:16])[0]
+            dims = struct.unpack(order + "8q", head[16:80])
+            offset = struct.unpack(order + "q", head[168:176])[0]
+            break
+    else:
+        return  # not a NIfTI header ITK would accept either
+    voxels = 1
+    for d in dims[1:1 + max(0, min(7, dims[0]))]:
+        voxels *= max(1, int(d))
+    expected = max(offset, 348) + voxels * max(1, bitpix) // 8
+    if total < expected:
+        raise ValueError(
+            f"Could not read {path}: the file is truncated ({total:,} of the {expected:,} bytes its NIfTI header "
+            "announces). Copy or export it again."
+        )
 
 
 def _read_error_reason(error: BaseException) -> str:

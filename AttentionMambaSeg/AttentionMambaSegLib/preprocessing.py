@@ -452,6 +452,10 @@ class SliceSource:
         self.geometry = self._plan.geometry
         self._normalization = normalization
         self._array = self._plan.to_slice_order(sitk.GetArrayViewFromImage(self._plan.work))  # a view
+        # Pixel types float32 cannot hold exactly (e.g. float64 data offset by 1e12) are resampled and
+        # normalised in float64; the slices handed out are float32 either way.
+        wide = self._array.dtype in (np.float64, np.int32, np.uint32, np.int64, np.uint64)
+        self._dtype = np.float64 if wide else np.float32
         self._statistics = None
         if (normalization or {}).get("type") == "zscore":
             self._statistics = self._zscore_statistics()
@@ -468,9 +472,9 @@ class SliceSource:
         return normalize(self._raw(start, stop), self._normalization, statistics=self._statistics)
 
     def _raw(self, start: int, stop: int) -> np.ndarray:
-        """float32 (B, C, H, W) resampled, not normalised."""
+        """float32 or float64 (B, C, H, W) resampled, not normalised."""
         geo = self.geometry
-        chunk = np.asarray(self._array[start:stop], dtype=np.float32)  # (B, h, w[, C])
+        chunk = np.asarray(self._array[start:stop], dtype=self._dtype)  # (B, h, w[, C])
         if chunk.ndim == 3:
             chunk = chunk[..., None]
         if not geo.resampled:
@@ -485,7 +489,7 @@ class SliceSource:
         resampler.SetInterpolator(sitk.sitkLinear)
         resampler.SetDefaultPixelValue(0)
         resampler.SetUseNearestNeighborExtrapolator(True)
-        out = np.empty((chunk.shape[0], ncomp, h, w), dtype=np.float32)
+        out = np.empty((chunk.shape[0], ncomp, h, w), dtype=self._dtype)
         for b in range(chunk.shape[0]):
             src = sitk.GetImageFromArray(chunk[b], isVector=True)  # (h, w, C) -> 2D vector image
             src.SetSpacing([float(sc), float(sr)])
@@ -646,7 +650,8 @@ def normalize(slices: np.ndarray, scheme: dict, statistics=None) -> np.ndarray:
     """Normalise intensities as the model was trained.
 
     Args:
-        slices: float32 ``(S, C, H, W)`` raw intensities of one case (all its slices).
+        slices: float32 (or float64, computed exactly) ``(S, C, H, W)`` raw intensities of one case (all
+            its slices, unless ``statistics`` are given).
         scheme: the ``normalization`` entry of model.json, one of:
             ``{"type": "zscore"}``: per case and channel, mean/std over the whole volume;
             ``{"type": "ct", "clip": [lo, hi], "mean": m, "std": s}``: clip (HU), then (x - m) / s;
@@ -663,12 +668,13 @@ def normalize(slices: np.ndarray, scheme: dict, statistics=None) -> np.ndarray:
         ValueError: for an unknown scheme, missing fields, a constant image under ``zscore`` (its
             standard deviation is 0), or ``rgb`` with C != 3.
     """
-    x = np.asarray(slices, dtype=np.float32)
+    x = np.asarray(slices)
+    x = x.astype(np.float64 if x.dtype == np.float64 else np.float32, copy=False)  # float64 stays exact
     if x.ndim != 4:
         raise ValueError(f"normalize expects (S, C, H, W) slices, got shape {x.shape}.")
     kind = (scheme or {}).get("type")
     if kind == "zscore":
-        out = np.empty_like(x)
+        out = np.empty(x.shape, dtype=np.float32)
         for c in range(x.shape[1]):
             channel = x[:, c]
             if statistics is not None:
@@ -701,7 +707,7 @@ def normalize(slices: np.ndarray, scheme: dict, statistics=None) -> np.ndarray:
         std = np.asarray(IMAGENET_STD, dtype=np.float32).reshape(1, 3, 1, 1)
         return ((x / 255.0 - mean) / std).astype(np.float32)
     if kind == "none":
-        return x.copy()
+        return x.astype(np.float32)  # a copy
     raise ValueError(
         f"Unknown normalisation scheme {scheme!r}: expected 'type' to be one of 'zscore', 'ct', 'rgb', 'none'."
     )
