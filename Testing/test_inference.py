@@ -280,6 +280,18 @@ def test_cancel_stops_within_one_batch(acdc):
                                     network=Threshold()) is None
 
 
+def test_default_batch_is_one_slice_on_cpu_four_on_gpu(acdc):
+    assert inference.default_batch_size("cpu") == 1 and inference.default_batch_size(torch.device("cpu")) == 1
+    assert inference.default_batch_size("cuda:1") == 4 and inference.default_batch_size("mps") == 4
+    small = acdc[:, :, 3:6]
+    default, three = Threshold(), Threshold()
+    inference.predict_volume(small, make_package_for_threshold(small), device="cpu", tta=True, network=default)
+    inference.predict_volume(small, make_package_for_threshold(small), device="cpu", tta=True, network=three,
+                             batch_size=3)
+    assert {c[0] for c in default.calls} == {1} and {c[0] for c in three.calls} == {3}
+    assert len(default.calls) == 3 * len(three.calls)  # every window and flip once per slice
+
+
 def test_oom_halves_the_batch(caplog):
     x = np.random.default_rng(1).normal(size=(7, 1, 64, 64)).astype(np.float32)
     reference = inference.predict_slices(Threshold(), x, (64, 64), 2, tta=True, batch_size=1)

@@ -43,7 +43,7 @@ def evaluate(
     fold: int = 0,
     cases: Sequence[str] | None = None,
     device: str = "auto",
-    batch_size: int = 4,
+    batch_size: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     cancel: threading.Event | None = None,
     window: Sequence[int] | int | None = None,
@@ -60,7 +60,7 @@ def evaluate(
         fold: fold of splits_final.json.
         cases: evaluate these case ids instead of a split.
         device: "auto", "cpu", "cuda", "cuda:N".
-        batch_size: slices per forward pass.
+        batch_size: slices per forward pass (default: 1 on a CPU, 4 on a GPU).
         progress: ``progress(done_cases, total_cases)``.
         cancel: when set, stops before the next case and returns None.
         window: sliding-window size (pixels, multiples of 32); default the model's inference_patch_size.

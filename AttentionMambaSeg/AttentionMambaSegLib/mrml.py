@@ -607,7 +607,7 @@ def segment_volume_node(
     progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
     tta: bool = True,
-    batch_size: int = 4,
+    batch_size: int | None = None,
 ) -> SegmentationResult | None:
     """Segment a volume node with a model and write the result into a segmentation node.
 
@@ -622,7 +622,7 @@ def segment_volume_node(
         progress: called as ``progress(done_slices, total_slices)``.
         cancel: when set, the run stops within one batch of slices.
         tta: test-time augmentation (flip averaging).
-        batch_size: slices per network call.
+        batch_size: slices per network call (default: 1 on a CPU, 4 on a GPU).
 
     Returns:
         SegmentationResult, or None when cancelled (nothing in the scene was created or changed).

@@ -19,7 +19,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--output", default=None, metavar="CSV", help="per-case CSV (box plots go next to it as .png)")
     p.add_argument("--no-tta", dest="tta", action="store_false", help="no flip test-time augmentation (4x faster)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
-    p.add_argument("--batch-size", type=int, default=4, help="slices per forward pass (default 4)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="slices per forward pass (default: 1 on a CPU, 4 on a GPU)")
     p.add_argument("--window", type=int, default=None, metavar="PIXELS",
                    help="sliding-window size, a multiple of 32 (default: the model's inference_patch_size)")
     p.set_defaults(func=run)

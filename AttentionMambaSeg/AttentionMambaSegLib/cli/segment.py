@@ -24,8 +24,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     parser.add_argument("--no-tta", dest="tta", action="store_false",
                         help="skip the 4-flip test-time augmentation (4x faster)")
-    parser.add_argument("--batch-size", type=positive_int, default=4, metavar="N",
-                        help="slices per batch (default 4)")
+    parser.add_argument("--batch-size", type=positive_int, default=None, metavar="N",
+                        help="slices per forward pass (default: 1 on a CPU, 4 on a GPU)")
     parser.add_argument("--window", type=positive_int, default=None, metavar="PIXELS",
                         help="sliding-window size at the model's spacing, a multiple of 32 "
                              "(default: the model's inference_patch_size)")
