@@ -31,6 +31,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "OUTPUT_EXTENSIONS",
     "atomic_output",
+    "check_file_complete",
     "check_output_path",
     "check_slice_positions",
     "path_extension",
