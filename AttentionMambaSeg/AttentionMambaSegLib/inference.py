@@ -203,9 +203,10 @@ def check_input_image(image: sitk.Image, package) -> None:
                 "(e.g. replace with the background value) before segmenting."
             )
     lo, hi = arr.min(), arr.max()
-    if max(abs(float(lo)), abs(float(hi))) > FLOAT32_MAX:
+    magnitude = max(abs(float(lo)), abs(float(hi)))
+    if magnitude > FLOAT32_MAX:
         raise ValueError(
-            f"The input image has intensities up to {max(abs(float(lo)), abs(float(hi))):.3g}, beyond what "
+            f"The input image has intensities up to {magnitude:.3g}, beyond what "
             "the network's float32 arithmetic holds (3.4e38); rescale the image (e.g. to its physical unit) first."
         )
     if lo == hi:
@@ -342,7 +343,7 @@ class _BatchPredictor:
             prob = torch.sigmoid(logits) if self.activation == "sigmoid" else torch.softmax(logits, dim=1)
             prob = prob.flip(f) if f else prob
             total = prob if total is None else total.add_(prob)
-        return total / len(self.flips) if len(self.flips) > 1 else total
+        return total.div_(len(self.flips))
 
 
 def _iter_probabilities(

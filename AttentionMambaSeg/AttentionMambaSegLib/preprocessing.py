@@ -479,24 +479,7 @@ class SliceSource:
             chunk = chunk[..., None]
         if not geo.resampled:
             return np.ascontiguousarray(np.moveaxis(chunk, -1, 1))
-        (sr, sc), (tr, tc) = geo.in_plane_spacing, geo.slice_spacing
-        h, w = geo.slice_shape
-        ncomp = chunk.shape[-1]
-        resampler = sitk.ResampleImageFilter()
-        resampler.SetSize([int(w), int(h)])
-        resampler.SetOutputSpacing([float(tc), float(tr)])
-        resampler.SetOutputOrigin([(tc - sc) / 2.0, (tr - sr) / 2.0])  # keep the first pixel's outer edge
-        resampler.SetInterpolator(sitk.sitkLinear)
-        resampler.SetDefaultPixelValue(0)
-        resampler.SetUseNearestNeighborExtrapolator(True)
-        out = np.empty((chunk.shape[0], ncomp, h, w), dtype=self._dtype)
-        for b in range(chunk.shape[0]):
-            src = sitk.GetImageFromArray(chunk[b], isVector=True)  # (h, w, C) -> 2D vector image
-            src.SetSpacing([float(sc), float(sr)])
-            resampler.SetOutputPixelType(src.GetPixelID())
-            res = sitk.GetArrayFromImage(resampler.Execute(src)).reshape(h, w, ncomp)
-            out[b] = np.moveaxis(res, -1, 0)
-        return out
+        return _resample_in_plane(np.moveaxis(chunk, -1, 1), geo, to_slice_grid=True)
 
     def _zscore_statistics(self, step: int = 4) -> list[tuple[float, float]]:
         """Per-channel (mean, std) over all resampled slices (Chan et al.'s pairwise combination, float64)."""
@@ -516,6 +499,38 @@ class SliceSource:
             count = total
         std = np.sqrt(m2 / count)
         return [(float(m), float(s)) for m, s in zip(mean, std)]
+
+
+def _resample_in_plane(stack: np.ndarray, geometry: SliceGeometry, *, to_slice_grid: bool) -> np.ndarray:
+    """2D linear resampling of every slice of a (B, C, rows, cols) stack between the image's in-plane grid
+    and the model's slice grid of ``geometry`` (either way), keeping the float dtype.
+
+    Coordinates are in-plane mm from the first original pixel centre; the first slice-grid pixel centre
+    lies at (t - s) / 2 (the outer edge of the first pixel is kept, as in :func:`image_to_slices`). Per
+    slice this equals resampling the 3D volume, since the slice axis is never interpolated.
+    """
+    (sr, sc), (tr, tc) = geometry.in_plane_spacing, geometry.slice_spacing
+    image_grid = ([float(sc), float(sr)], [0.0, 0.0])  # SimpleITK (x, y) = (col, row)
+    slice_grid = ([float(tc), float(tr)], [(tc - sc) / 2.0, (tr - sr) / 2.0])
+    (src_spacing, src_origin), (dst_spacing, dst_origin) = (
+        (image_grid, slice_grid) if to_slice_grid else (slice_grid, image_grid)
+    )
+    h, w = geometry.slice_shape if to_slice_grid else geometry.in_plane_shape
+    num, channels = stack.shape[:2]
+    resampler = sitk.ResampleImageFilter()
+    resampler.SetSize([int(w), int(h)])
+    resampler.SetOutputSpacing(dst_spacing)
+    resampler.SetOutputOrigin(dst_origin)
+    resampler.SetInterpolator(sitk.sitkLinear)
+    resampler.SetUseNearestNeighborExtrapolator(True)
+    out = np.empty((num, channels, h, w), dtype=stack.dtype)
+    for b in range(num):
+        src = sitk.GetImageFromArray(np.ascontiguousarray(np.moveaxis(stack[b], 0, -1)), isVector=True)
+        src.SetSpacing(src_spacing)
+        src.SetOrigin(src_origin)
+        resampler.SetOutputPixelType(src.GetPixelID())
+        out[b] = np.moveaxis(sitk.GetArrayFromImage(resampler.Execute(src)).reshape(h, w, channels), -1, 0)
+    return out
 
 
 def probabilities_to_label_slices(probabilities: np.ndarray, geometry: SliceGeometry) -> np.ndarray:
@@ -549,25 +564,7 @@ def probabilities_to_label_slices(probabilities: np.ndarray, geometry: SliceGeom
     if not geometry.resampled:
         resampled = probabilities
     else:
-        # Per-slice 2D resampling in in-plane mm coordinates from the first original pixel centre;
-        # identical to resampling the 3D volume, since the slice axis is not interpolated.
-        (sr, sc), (tr, tc) = geometry.in_plane_spacing, geometry.slice_spacing
-        resampler = sitk.ResampleImageFilter()
-        resampler.SetSize([int(w), int(h)])
-        resampler.SetOutputSpacing([float(sc), float(sr)])
-        resampler.SetOutputOrigin([0.0, 0.0])
-        resampler.SetInterpolator(sitk.sitkLinear)
-        resampler.SetUseNearestNeighborExtrapolator(True)
-        resampler.SetOutputPixelType(sitk.sitkVectorFloat32)
-        resampled = np.empty((num_slices, num_classes, h, w), dtype=np.float32)
-        for s in range(num_slices):
-            src = sitk.GetImageFromArray(
-                np.ascontiguousarray(np.moveaxis(probabilities[s], 0, -1), dtype=np.float32), isVector=True
-            )
-            src.SetSpacing([float(tc), float(tr)])
-            src.SetOrigin([(tc - sc) / 2.0, (tr - sr) / 2.0])
-            out = sitk.GetArrayFromImage(resampler.Execute(src))  # (h, w, K)
-            resampled[s] = np.moveaxis(out.reshape(h, w, num_classes), -1, 0)
+        resampled = _resample_in_plane(probabilities.astype(np.float32, copy=False), geometry, to_slice_grid=False)
     if num_classes == 1:
         return (resampled[:, 0] > 0.5).astype(np.uint8)
     return np.argmax(resampled, axis=1).astype(np.uint8)
@@ -596,14 +593,14 @@ def label_slices_to_image(labels: np.ndarray, geometry: SliceGeometry) -> sitk.I
         out = sitk.GetImageFromArray(np.ascontiguousarray(labels[0]))
         return geometry.copy_geometry_to(out)
     inverse = tuple(int(i) for i in np.argsort(geometry.permutation))
+    reoriented = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(labels, inverse)))
     same_grid = (
         tuple(geometry.reoriented_size) == tuple(geometry.size)
         and tuple(geometry.reoriented_direction) == tuple(geometry.direction)
         and tuple(geometry.reoriented_origin) == tuple(geometry.origin)
     )
     if same_grid:  # the volume was not reoriented: no resampling (and no extra copy) needed
-        return geometry.copy_geometry_to(sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(labels, inverse))))
-    reoriented = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(labels, inverse)))
+        return geometry.copy_geometry_to(reoriented)
     reoriented.SetSpacing(geometry.reoriented_spacing)
     reoriented.SetOrigin(geometry.reoriented_origin)
     reoriented.SetDirection(geometry.reoriented_direction)
