@@ -44,7 +44,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="in-plane spacing slices are resampled to (mm; pixels for photos); default: median of the data")
     p.add_argument("--init-from", default=None, metavar="MODEL",
                    help="start from this model package's weights (id or folder) instead of random ones")
-    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+    p.add_argument("--bf16", action="store_true",
+                   help="bfloat16 autocast (faster on GPUs and CPUs with AVX-512 BF16 or AMX; emulated and much slower on other CPUs)")
     p.add_argument("--no-final-evaluation", dest="final_evaluation", action="store_false",
                    help="skip the per-case evaluation of the final model on the validation cases")
     p.set_defaults(func=run)
