@@ -206,6 +206,20 @@ def test_resume_is_bit_identical(tmp_path, network_available):
         training.train(root, tmp_path / "whole", **TINY)
 
 
+@needs_data
+def test_init_from_keeps_the_models_target_spacing(tmp_path, network_available):
+    # hippocampus-msd is bundled at 0.5 mm; the data's median is 1 mm. A continuation without
+    # --target-spacing must keep 0.5 mm (every structure keeps its size in pixels); an explicit one wins.
+    root = make_copy(tmp_path, "Hippocampus", ["hippocampus_001", "hippocampus_003"], ["hippocampus_004"])
+    info = data.validate_dataset(root)
+    assert data.target_inplane_spacing(info, ["hippocampus_001", "hippocampus_003"], "LPS") == (1.0, 1.0)
+    tiny = {**TINY, "epochs": 1, "iterations_per_epoch": 1}
+    package_dir = training.train(root, tmp_path / "kept", **tiny, init_from="hippocampus-msd")
+    assert json.loads((package_dir / "model.json").read_text())["target_spacing"] == [0.5, 0.5]
+    package_dir = training.train(root, tmp_path / "asked", **tiny, init_from="hippocampus-msd", target_spacing=(0.75, 0.75))
+    assert json.loads((package_dir / "model.json").read_text())["target_spacing"] == [0.75, 0.75]
+
+
 # ------------------------------------------------------------------ regressions from the break report
 def test_existing_run_without_resume_is_a_clear_error(tmp_path, capsys):
     from AttentionMambaSegLib import cli

@@ -636,6 +636,26 @@ def _build_network(in_channels: int, num_classes: int, backbone_checkpoint: str 
     return network
 
 
+def _initial_target_spacing(settings: dict, info, train_cases: list[str]) -> tuple[float, float]:
+    """In-plane (row, column) spacing of a new run: the one asked for, else the ``init_from`` model's, else
+    the median of the training cases (the paper's choice).
+
+    Continuing a model at another spacing than it was trained at changes the size of every structure it
+    sees, so without an explicit ``target_spacing`` a run started from a package keeps the package's.
+    """
+    if settings.get("target_spacing"):
+        return tuple(float(v) for v in settings["target_spacing"])
+    if settings.get("init_from"):
+        from .package import load_model_package
+
+        spacing = load_model_package(settings["init_from"]).config.get("target_spacing")
+        if spacing:
+            logger.info("target spacing %s mm taken from the --init-from model %s (pass --target-spacing to "
+                        "change it)", list(spacing), settings["init_from"])
+            return tuple(float(v) for v in spacing)
+    return target_inplane_spacing(info, train_cases, settings["axes_code"])
+
+
 def _rng_state() -> dict:
     state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -861,7 +881,8 @@ def train(
             (:func:`evaluation.evaluate`, with TTA) and store the figures in model.json.
         backbone_checkpoint: optional pretrained ResNet-18 deep-stem weights for the backbone.
         target_spacing: in-plane (row, column) spacing in mm (pixels for 2D photos) that slices are resampled
-            to; default the median of the training cases (the paper's choice).
+            to; default the ``init_from`` model's target spacing when there is one, else the median of the
+            training cases (the paper's choice).
         init_from: optional model package (id or folder) whose weights initialise the whole network, to
             continue training a model with a new schedule (e.g. a longer one on a later session).
         package_on_stop: with ``stop_after_epoch``, write the model package of the best epoch so far
@@ -951,8 +972,7 @@ def train(
         target_spacing = tuple(checkpoint["target_spacing"])
         normalization = checkpoint["normalization"]
     else:
-        target_spacing = (tuple(float(v) for v in settings["target_spacing"]) if settings.get("target_spacing")
-                          else target_inplane_spacing(info, train_cases, settings["axes_code"]))
+        target_spacing = _initial_target_spacing(settings, info, train_cases)
         normalization = default_normalization(info)
     logger.info(
         "dataset %s fold %d: %d training / %d validation cases; target spacing %s mm; normalisation %s; "

@@ -41,7 +41,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--axes-code", default="LPS", help="orientation volumes are reoriented to before slicing (default LPS)")
     p.add_argument("--backbone-checkpoint", default=None, help="pretrained deep-stem ResNet-18 weights (optional)")
     p.add_argument("--target-spacing", type=float, nargs=2, default=None, metavar=("ROW", "COL"),
-                   help="in-plane spacing slices are resampled to (mm; pixels for photos); default: median of the data")
+                   help="in-plane spacing slices are resampled to (mm; pixels for photos); default: the "
+                        "--init-from model's, else the median of the data")
     p.add_argument("--init-from", default=None, metavar="MODEL",
                    help="start from this model package's weights (id or folder) instead of random ones")
     p.add_argument("--bf16", action="store_true",
