@@ -48,7 +48,7 @@ def network_available(monkeypatch):
     if not HAVE_MODEL:
         from AttentionMambaSegLib import package
 
-        monkeypatch.setattr(training, "_build_network", lambda i, k, b=None: StandIn(i, k))
+        monkeypatch.setattr(training, "_build_network", lambda i, k, *rest: StandIn(i, k))
         monkeypatch.setitem(package._ARCHITECTURES, "AttentionMamba", StandIn)
 
 
