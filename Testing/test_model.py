@@ -125,5 +125,5 @@ def test_two_training_steps_on_a_real_acdc_slice_lower_the_loss(acdc_slice):
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     assert losses[2] < losses[0]
