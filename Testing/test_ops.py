@@ -37,7 +37,8 @@ def make_inputs(b, d, n, L, groups, seed=0, dtype=torch.float64, trained_like=Fa
 
 
 def rel_err(a, b):
-    return float((a.double() - b.double()).abs().max() / b.double().abs().max().clamp_min(1e-30))
+    a, b = a.detach().double(), b.detach().double()
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
 
 
 OPTIONS = [
