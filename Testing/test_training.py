@@ -220,6 +220,19 @@ def test_init_from_keeps_the_models_target_spacing(tmp_path, network_available):
     assert json.loads((package_dir / "model.json").read_text())["target_spacing"] == [0.75, 0.75]
 
 
+@pytest.mark.skipif(not HAVE_MODEL, reason="needs the network")
+def test_init_from_copies_the_packages_weights_and_checks_channels():
+    from AttentionMambaSegLib.package import load_model_package
+
+    package = load_model_package("hippocampus-msd")
+    expected = package.build_network("cpu").state_dict()
+    network = training._build_network(1, 3, init_from=package)
+    for name, tensor in network.state_dict().items():
+        assert torch.equal(tensor, expected[name].float()), name
+    with pytest.raises(ValueError, match=r"hippocampus-msd .*1 input channel\(s\) and 3 output\(s\); this dataset needs 3 and 3"):
+        training._build_network(3, 3, init_from="hippocampus-msd")
+
+
 # ------------------------------------------------------------------ regressions from the break report
 def test_existing_run_without_resume_is_a_clear_error(tmp_path, capsys):
     from AttentionMambaSegLib import cli

@@ -618,25 +618,28 @@ def plan_schedule(
 
 
 def _build_network(in_channels: int, num_classes: int, backbone_checkpoint: str | None = None,
-                   init_from: str | None = None) -> torch.nn.Module:
+                   init_from=None) -> torch.nn.Module:
+    """A new Attention-Mamba; ``init_from`` (a model id, folder or loaded ``ModelPackage``) gives its weights."""
     from .model import AttentionMamba
 
     network = AttentionMamba(in_channels, num_classes, backbone_checkpoint=backbone_checkpoint or None)
     if init_from:
         from .package import load_model_package
 
-        source = load_model_package(init_from).build_network("cpu")
+        package = init_from if hasattr(init_from, "build_network") else load_model_package(init_from)
+        source = package.build_network("cpu")
         if (source.in_channels, source.num_classes) != (in_channels, num_classes):
             raise ValueError(
-                f"--init-from model {init_from} has {source.in_channels} input channel(s) and {source.num_classes} "
-                f"output(s); this dataset needs {in_channels} and {num_classes}"
+                f"--init-from model {package.config.get('id')} ({package.path}) has {source.in_channels} input "
+                f"channel(s) and {source.num_classes} output(s); this dataset needs {in_channels} and {num_classes}"
             )
         network.load_state_dict({k: v.float() for k, v in source.state_dict().items()})
-        logger.info("initialised the network from model %s (fine-tuning)", init_from)
+        logger.info("initialised the network from model %s %s (fine-tuning)", package.config.get("id"),
+                    package.config.get("version"))
     return network
 
 
-def _initial_target_spacing(settings: dict, info, train_cases: list[str]) -> tuple[float, float]:
+def _initial_target_spacing(settings: dict, info, train_cases: list[str], init_package=None) -> tuple[float, float]:
     """In-plane (row, column) spacing of a new run: the one asked for, else the ``init_from`` model's, else
     the median of the training cases (the paper's choice).
 
@@ -645,10 +648,8 @@ def _initial_target_spacing(settings: dict, info, train_cases: list[str]) -> tup
     """
     if settings.get("target_spacing"):
         return tuple(float(v) for v in settings["target_spacing"])
-    if settings.get("init_from"):
-        from .package import load_model_package
-
-        spacing = load_model_package(settings["init_from"]).config.get("target_spacing")
+    if init_package is not None:
+        spacing = init_package.config.get("target_spacing")
         if spacing:
             logger.info("target spacing %s mm taken from the --init-from model %s (pass --target-spacing to "
                         "change it)", list(spacing), settings["init_from"])
@@ -968,11 +969,16 @@ def train(
     num_classes = 1 if act == "sigmoid" else len(info.labels)
     classes = default_classes(info, act)
 
+    init_package = None  # the --init-from model, read once (a resumed run takes its weights from the checkpoint)
     if checkpoint is not None:
         target_spacing = tuple(checkpoint["target_spacing"])
         normalization = checkpoint["normalization"]
     else:
-        target_spacing = _initial_target_spacing(settings, info, train_cases)
+        if settings.get("init_from"):
+            from .package import load_model_package
+
+            init_package = load_model_package(settings["init_from"])
+        target_spacing = _initial_target_spacing(settings, info, train_cases, init_package)
         normalization = default_normalization(info)
     logger.info(
         "dataset %s fold %d: %d training / %d validation cases; target spacing %s mm; normalisation %s; "
@@ -983,8 +989,7 @@ def train(
     val_all = load_slices(info, val_cases, target_spacing, settings["axes_code"], normalization)
 
     torch.manual_seed(settings["seed"])
-    network = _build_network(info.num_channels, num_classes, settings["backbone_checkpoint"],
-                             settings.get("init_from")).to(dev)
+    network = _build_network(info.num_channels, num_classes, settings["backbone_checkpoint"], init_package).to(dev)
     optimizer_args = {"lr": settings["lr"], "betas": (0.9, 0.999), "weight_decay": settings["weight_decay"]}
     optimizer = torch.optim.AdamW(network.parameters(), **optimizer_args)
     gen = torch.Generator().manual_seed(settings["seed"])
