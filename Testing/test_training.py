@@ -215,9 +215,40 @@ def test_init_from_keeps_the_models_target_spacing(tmp_path, network_available):
     assert data.target_inplane_spacing(info, ["hippocampus_001", "hippocampus_003"], "LPS") == (1.0, 1.0)
     tiny = {**TINY, "epochs": 1, "iterations_per_epoch": 1}
     package_dir = training.train(root, tmp_path / "kept", **tiny, init_from="hippocampus-msd")
-    assert json.loads((package_dir / "model.json").read_text())["target_spacing"] == [0.5, 0.5]
+    config = json.loads((package_dir / "model.json").read_text())
+    assert config["target_spacing"] == [0.5, 0.5]
+    # The lineage: the bundled package it started from, and that package's own training appended last.
+    from AttentionMambaSegLib.package import load_model_package
+
+    source = load_model_package("hippocampus-msd").config
+    assert config["training"]["initialised_from"] == {"id": "hippocampus-msd", "version": source["version"],
+                                                      "sha256": source["sha256"]}
+    last = config["training"]["earlier_training"][-1]
+    assert last["version"] == source["version"] and last["command"] == source["training"]["command"]
+    assert last["val_mean_dice"] == source["metrics"]["val"]["mean_dice"]
+    assert len(config["training"]["earlier_training"]) == len(source["training"].get("earlier_training", [])) + 1
     package_dir = training.train(root, tmp_path / "asked", **tiny, init_from="hippocampus-msd", target_spacing=(0.75, 0.75))
     assert json.loads((package_dir / "model.json").read_text())["target_spacing"] == [0.75, 0.75]
+
+
+def test_training_lineage_appends_the_sources_training():
+    from types import SimpleNamespace
+
+    first = {"version": "1.0.0", "command": "attention-mamba-seg train A", "val_mean_dice": 0.7}
+    source = SimpleNamespace(config={
+        "id": "m", "version": "1.1.0", "sha256": "ab" * 32, "patch_size": [96, 96], "target_spacing": [0.5, 0.5],
+        "training": {"command": "attention-mamba-seg train B", "epochs": 9, "epochs_completed": 6,
+                     "iterations_per_epoch": 10, "batch_size": 8, "time": "3.0 min", "selected_epoch": 5,
+                     "earlier_training": [first]},
+        "metrics": {"val": {"mean_dice": 0.8, "cases": 39}},
+    })
+    lineage = training.training_lineage(source)
+    assert lineage["initialised_from"] == {"id": "m", "version": "1.1.0", "sha256": "ab" * 32}
+    assert lineage["earlier_training"] == [first, {
+        "version": "1.1.0", "command": "attention-mamba-seg train B", "epochs": 6, "iterations_per_epoch": 10,
+        "batch_size": 8, "patch_size": [96, 96], "target_spacing": [0.5, 0.5], "time": "3.0 min",
+        "selected_epoch": 5, "val_mean_dice": 0.8, "val_cases": 39}]
+    assert source.config["training"]["earlier_training"] == [first]  # the source is not modified
 
 
 @pytest.mark.skipif(not HAVE_MODEL, reason="needs the network")

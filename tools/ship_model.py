@@ -2,7 +2,7 @@
 
 Usage:
     python tools/ship_model.py RUN_DIR DATASET [--tta] [--window PIXELS] [--largest-component LABEL ...]
-                               [--reference-cases 2] [--fp32-cases 4] [--max-cases N]
+                               [--reference-cases 2] [--fp32-cases 4] [--max-cases N] [--force]
 
 1. Scores the float16 package (RUN_DIR/model) on the validation split (Dice and HD95 per class, each
    case's own spacing; with --tta the paper's 4-flip averaging) and writes ``val_metrics.csv`` and the
@@ -15,6 +15,10 @@ Usage:
    and, with --largest-component, ``postprocessing`` (every score above then uses that sliding window
    and post-processing), then copies the package (weights and
    model.json only) to the bundled models folder, atomically.
+4. A run started with ``--init-from`` by a version of ``train`` that did not yet record it gets its lineage
+   (``training.initialised_from`` and ``training.earlier_training``) from the package it names, read now.
+5. A bundled model of the same id that scored higher on the same validation cases (same TTA setting) is
+   not replaced unless ``--force``: the scored model.json is then left in RUN_DIR/model_scored.json.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import torch
 from AttentionMambaSegLib.data import load_dataset_info, split_cases
 from AttentionMambaSegLib.evaluation import evaluate, format_summary
 from AttentionMambaSegLib.package import bundled_models_dir, load_model_package, sha256_of_file
+from AttentionMambaSegLib.training import training_lineage
 
 
 def per_case_dice(summary: dict) -> dict:
@@ -38,6 +43,23 @@ def per_case_dice(summary: dict) -> dict:
     for row in summary["per_case"]:
         out.setdefault(row["case"], {})[row["class"]] = round(float(row["dice"]), 6)
     return out
+
+
+def add_missing_lineage(package, run_dir: Path) -> None:
+    """Record where a continued run started (runs trained before ``train`` wrote it themselves)."""
+    training = package.config.setdefault("training", {})
+    config_path = run_dir / "training_config.json"
+    init_from = json.loads(config_path.read_text(encoding="utf-8")).get("init_from") if config_path.exists() else None
+    if not init_from or "initialised_from" in training:
+        return
+    source = load_model_package(init_from)
+    if source.config.get("version") == package.config.get("version"):
+        print(f"warning: --init-from {init_from} now resolves to version {source.config.get('version')}, the run's own; "
+              "lineage not recorded")
+        return
+    training.update(training_lineage(source))
+    print(f"lineage: initialised from {source.config.get('id')} {source.config.get('version')} "
+          f"({len(training['earlier_training'])} earlier training steps recorded)")
 
 
 def main(argv=None) -> int:
@@ -53,9 +75,12 @@ def main(argv=None) -> int:
                    help="post-process: keep the largest connected component of these label values "
                         "(recorded as postprocessing.largest_component)")
     p.add_argument("--max-cases", type=int, default=None, help="score only the first N validation cases")
+    p.add_argument("--force", action="store_true",
+                   help="replace the bundled model even if it scored higher on the same validation cases")
     args = p.parse_args(argv)
 
     package = load_model_package(args.run_dir / "model")
+    add_missing_lineage(package, args.run_dir)
     if args.window:
         package.config["inference_patch_size"] = [args.window, args.window]
     if args.largest_component:
@@ -98,6 +123,16 @@ def main(argv=None) -> int:
     config["metrics"] = metrics
 
     target = bundled_models_dir() / config["id"]
+    if target.exists() and not args.force:
+        old_val = (json.loads((target / "model.json").read_text(encoding="utf-8")).get("metrics") or {}).get("val") or {}
+        new_val = metrics["val"]
+        if (old_val.get("cases"), old_val.get("tta"), old_val.get("split")) == (new_val["cases"], new_val["tta"], new_val["split"]) \
+                and old_val.get("mean_dice", -1.0) > new_val["mean_dice"]:
+            scored = args.run_dir / "model_scored.json"
+            scored.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+            print(f"not shipped: the bundled {config['id']} scored {old_val['mean_dice']:.4f} on the same {new_val['cases']} "
+                  f"cases, this run {new_val['mean_dice']:.4f} (--force replaces it anyway); scores in {scored}")
+            return 1
     with tempfile.TemporaryDirectory(dir=bundled_models_dir()) as tmp:
         tmp = Path(tmp) / config["id"]
         tmp.mkdir()

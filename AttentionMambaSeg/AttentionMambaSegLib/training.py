@@ -657,6 +657,42 @@ def _initial_target_spacing(settings: dict, info, train_cases: list[str], init_p
     return target_inplane_spacing(info, train_cases, settings["axes_code"])
 
 
+def training_lineage(source) -> dict:
+    """Where a continued model's weights came from, for its model.json ``training`` block.
+
+    A run started with ``--init-from`` reproduces only from that package's weights, so the new package
+    records the source (``initialised_from``: id, version, SHA-256 of its weights) and the source's own
+    training, appended to the lineage the source already carries (``earlier_training``, oldest first:
+    version, command, steps, time, selection and validation mean Dice of each step).
+
+    Args:
+        source: the loaded ``ModelPackage`` the run started from.
+
+    Returns:
+        ``{"initialised_from": {...}, "earlier_training": [...]}``.
+    """
+    cfg = source.config
+    t = cfg.get("training") or {}
+    val = (cfg.get("metrics") or {}).get("val") or {}
+    step = {
+        "version": cfg.get("version"),
+        "command": t.get("command"),
+        "epochs": t.get("epochs_completed", t.get("epochs")),
+        "iterations_per_epoch": t.get("iterations_per_epoch"),
+        "batch_size": t.get("batch_size"),
+        "patch_size": cfg.get("patch_size"),
+        "target_spacing": cfg.get("target_spacing"),
+        "time": t.get("time"),
+        "selected_epoch": t.get("selected_epoch"),
+        "val_mean_dice": val.get("mean_dice"),
+        "val_cases": val.get("cases"),
+    }
+    return {
+        "initialised_from": {"id": cfg.get("id"), "version": cfg.get("version"), "sha256": cfg.get("sha256")},
+        "earlier_training": list(t.get("earlier_training") or []) + [{k: v for k, v in step.items() if v is not None}],
+    }
+
+
 def _rng_state() -> dict:
     state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -973,11 +1009,14 @@ def train(
     if checkpoint is not None:
         target_spacing = tuple(checkpoint["target_spacing"])
         normalization = checkpoint["normalization"]
+        lineage = checkpoint.get("lineage") or {}
     else:
+        lineage = {}
         if settings.get("init_from"):
             from .package import load_model_package
 
             init_package = load_model_package(settings["init_from"])
+            lineage = training_lineage(init_package)
         target_spacing = _initial_target_spacing(settings, info, train_cases, init_package)
         normalization = default_normalization(info)
     logger.info(
@@ -1133,6 +1172,7 @@ def train(
                 "settings": settings,
                 "target_spacing": list(target_spacing),
                 "normalization": normalization,
+                "lineage": lineage,
                 "train_seconds": previous_time + time.monotonic() - run_start,
             },
             latest_path,
@@ -1190,6 +1230,7 @@ def train(
             "selected_epoch": best["epoch"],
             "selection": f"best mean validation Dice on {plan.val_slices} whole validation slices",
             "software": f"AttentionMambaSeg {__version__}, torch {torch.__version__}, Python {platform.python_version()}",
+            **lineage,
         },
         "metrics": {
             "val_slices_pooled": {
