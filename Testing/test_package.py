@@ -214,6 +214,24 @@ def test_bundled_models_are_valid(model_id):
     assert "licence" in package.config.get("training", {})
 
 
+def test_describe_lists_the_lineage_one_line_per_step(tmp_path):
+    config = make_config()
+    net = TinyConvNet(config["in_channels"], config["num_classes"], **config["architecture_kwargs"])
+    config["training"] = {"command": "attention-mamba-seg train B", "earlier_training": [
+        {"version": "1.0.0", "sha256": "22b8dadb" + "0" * 56, "time": "55.0 min", "epochs": 9, "iterations_per_epoch": 17,
+         "batch_size": 8, "patch_size": [128, 128], "target_spacing": [1.5625, 1.5625], "val_mean_dice": 0.68531,
+         "val_cases": 4},
+        {"version": "1.1.0", "command": "attention-mamba-seg train A"},  # a step with little recorded
+    ]}
+    pkg.save_model_package(net, config, tmp_path / "m")
+    text = pkg.load_model_package(tmp_path / "m").describe()
+    assert ("earlier training (oldest first; each step's weights started the next):\n"
+            "  1.0.0    22b8dadb 55.0 min: 9 epochs x 17 steps x 8 crops 128x128 at 1.5625x1.5625 mm; "
+            "val mean Dice 0.6853 (4 cases)\n"
+            "  1.1.0    -        ?: ? epochs x ? steps x ? crops ? at ? mm; val mean Dice ? (? cases)\n") in text
+    assert '"command": "attention-mamba-seg train B"' in text and "earlier_training" not in text
+
+
 # ------------------------------------------------------------------ regressions from the break report
 def test_save_refuses_to_replace_a_folder_that_is_not_a_package(tmp_path):
     folder = tmp_path / "my results"

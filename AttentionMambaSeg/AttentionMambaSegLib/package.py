@@ -373,11 +373,29 @@ class ModelPackage:
         ]
         for cl in self.classes:
             lines.append(f"  {cl['label_value']:3d} {cl['name']} rgb{tuple(cl['color'])}")
-        for key in ("training", "metrics"):
-            if c.get(key):
-                lines.append(f"{key}: {json.dumps(c[key], indent=2, sort_keys=True)}")
+        training = dict(c.get("training") or {})
+        earlier = training.pop("earlier_training", None) or []
+        if training:
+            lines.append(f"training: {json.dumps(training, indent=2, sort_keys=True)}")
+        if earlier:
+            lines.append("earlier training (oldest first; each step's weights started the next):")
+            lines.extend(f"  {_describe_step(step)}" for step in earlier)
+        if c.get("metrics"):
+            lines.append(f"metrics: {json.dumps(c['metrics'], indent=2, sort_keys=True)}")
         lines.append(f"sha256:         {c.get('sha256', '(missing)')}")
         return "\n".join(lines)
+
+
+def _describe_step(step: dict) -> str:
+    """One line for a step of ``training.earlier_training``: version, weights, budget, validation Dice."""
+    def g(key, fmt="{}"):
+        return fmt.format(step[key]) if step.get(key) is not None else "?"
+
+    patch = "x".join(str(v) for v in step["patch_size"]) if step.get("patch_size") else "?"
+    spacing = "x".join(f"{float(v):g}" for v in step["target_spacing"]) if step.get("target_spacing") else "?"
+    return (f"{g('version'):8} {str(step.get('sha256') or '')[:8] or '-':8} {g('time')}: {g('epochs')} epochs x "
+            f"{g('iterations_per_epoch')} steps x {g('batch_size')} crops {patch} at {spacing} mm; val mean Dice "
+            f"{g('val_mean_dice', '{:.4f}')} ({g('val_cases')} cases)")
 
 
 def _build_architecture(config: dict):
