@@ -245,7 +245,7 @@ def test_training_lineage_appends_the_sources_training():
     lineage = training.training_lineage(source)
     assert lineage["initialised_from"] == {"id": "m", "version": "1.1.0", "sha256": "ab" * 32}
     assert lineage["earlier_training"] == [first, {
-        "version": "1.1.0", "command": "attention-mamba-seg train B", "epochs": 6, "iterations_per_epoch": 10,
+        "version": "1.1.0", "sha256": "ab" * 32, "command": "attention-mamba-seg train B", "epochs": 6, "iterations_per_epoch": 10,
         "batch_size": 8, "patch_size": [96, 96], "target_spacing": [0.5, 0.5], "time": "3.0 min",
         "selected_epoch": 5, "val_mean_dice": 0.8, "val_cases": 39}]
     assert source.config["training"]["earlier_training"] == [first]  # the source is not modified

@@ -676,6 +676,7 @@ def training_lineage(source) -> dict:
     val = (cfg.get("metrics") or {}).get("val") or {}
     step = {
         "version": cfg.get("version"),
+        "sha256": cfg.get("sha256"),
         "command": t.get("command"),
         "epochs": t.get("epochs_completed", t.get("epochs")),
         "iterations_per_epoch": t.get("iterations_per_epoch"),
