@@ -257,11 +257,11 @@ def test_init_from_copies_the_packages_weights_and_checks_channels():
 
     package = load_model_package("hippocampus-msd")
     expected = package.build_network("cpu").state_dict()
-    network = training._build_network(1, 3, init_from=package)
+    network = training._build_network(1, 3, init_package=package)
     for name, tensor in network.state_dict().items():
         assert torch.equal(tensor, expected[name].float()), name
     with pytest.raises(ValueError, match=r"hippocampus-msd .*1 input channel\(s\) and 3 output\(s\); this dataset needs 3 and 3"):
-        training._build_network(3, 3, init_from="hippocampus-msd")
+        training._build_network(3, 3, init_package=package)
 
 
 # ------------------------------------------------------------------ regressions from the break report

@@ -145,7 +145,6 @@ def main(argv=None) -> int:
     config = dict(package.config)
     metrics = dict(config.get("metrics") or {})
     metrics["val"] = new_val
-    metrics.pop("val_tta", None)
     if summary_tta is not None:
         metrics["val_tta"] = record(summary_tta, True)
     metrics["float16_vs_float32"] = {"cases": sub, "tta": False, "mean_dice_float16": round(s16["mean_dice"], 5),

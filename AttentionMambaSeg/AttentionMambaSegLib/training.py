@@ -618,24 +618,21 @@ def plan_schedule(
 
 
 def _build_network(in_channels: int, num_classes: int, backbone_checkpoint: str | None = None,
-                   init_from=None) -> torch.nn.Module:
-    """A new Attention-Mamba; ``init_from`` (a model id, folder or loaded ``ModelPackage``) gives its weights."""
+                   init_package=None) -> torch.nn.Module:
+    """A new Attention-Mamba; ``init_package`` (a loaded ``ModelPackage``, the ``--init-from`` model) gives its weights."""
     from .model import AttentionMamba
 
     network = AttentionMamba(in_channels, num_classes, backbone_checkpoint=backbone_checkpoint or None)
-    if init_from:
-        from .package import load_model_package
-
-        package = init_from if hasattr(init_from, "build_network") else load_model_package(init_from)
-        source = package.build_network("cpu")
+    if init_package is not None:
+        source = init_package.build_network("cpu")
         if (source.in_channels, source.num_classes) != (in_channels, num_classes):
             raise ValueError(
-                f"--init-from model {package.config.get('id')} ({package.path}) has {source.in_channels} input "
+                f"--init-from model {init_package.config.get('id')} ({init_package.path}) has {source.in_channels} input "
                 f"channel(s) and {source.num_classes} output(s); this dataset needs {in_channels} and {num_classes}"
             )
         network.load_state_dict({k: v.float() for k, v in source.state_dict().items()})
-        logger.info("initialised the network from model %s %s (fine-tuning)", package.config.get("id"),
-                    package.config.get("version"))
+        logger.info("initialised the network from model %s %s (fine-tuning)", init_package.config.get("id"),
+                    init_package.config.get("version"))
     return network
 
 
