@@ -30,6 +30,15 @@ SNOMED_TISSUE = {
     "category": {"code": "85756007", "scheme": "SCT", "meaning": "Tissue"},
     "type": {"code": "85756007", "scheme": "SCT", "meaning": "Tissue"},
 }
+#: Distinct SNOMED CT types for the classes of test models (two classes may not share their codes).
+TEST_TYPES = [("85756007", "Tissue"), ("71616004", "Muscle"), ("39937001", "Skin"), ("80891009", "Heart"),
+              ("5366008", "Hippocampus")]
+
+
+def snomed_for_class(i: int) -> dict:
+    """Terminology of the i-th class of a test model (category Tissue, a type of its own)."""
+    code, meaning = TEST_TYPES[i % len(TEST_TYPES)]
+    return {"category": SNOMED_TISSUE["category"], "type": {"code": code, "scheme": "SCT", "meaning": meaning}}
 
 
 def require(*paths: Path) -> None:
@@ -79,7 +88,7 @@ def make_config(model_id="test-model", *, in_channels=1, num_classes=4, activati
             {"label_value": 0, "name": "background", "color": [0, 0, 0]},
             *[
                 {"label_value": i + 1, "name": f"class {i + 1}", "color": list(palette[i % 5]),
-                 "snomed": SNOMED_TISSUE}
+                 "snomed": snomed_for_class(i)}
                 for i in range(k_fg)
             ],
         ],

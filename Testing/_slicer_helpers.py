@@ -24,6 +24,8 @@ slicer = pytest.importorskip("slicer", reason="slicer-core wheel (pip install sl
 import SimpleITK as sitk  # noqa: E402
 import vtk  # noqa: E402
 
+from AttentionMambaSegLib.terminology import ClassEntry  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 MODULE_DIR = REPO / "AttentionMambaSeg"
 # the same location rule as conftest.py (which imports torch, so it is not imported here)
@@ -38,15 +40,18 @@ ACDC_CLASSES = [
     {"label_value": 1, "name": "right ventricle", "color": [80, 170, 240],
      "snomed": {"category": ANATOMY, "type": {"scheme": "SCT", "code": "53085002", "meaning": "Right ventricle"}}},
     {"label_value": 2, "name": "myocardium", "color": [235, 90, 60],
-     "snomed": {"category": ANATOMY, "type": {"scheme": "SCT", "code": "74281007", "meaning": "Myocardium"}}},
+     "snomed": {"category": ANATOMY, "type": {"scheme": "SCT", "code": "74281007", "meaning": "Myocardium"},
+                "region": {"scheme": "SCT", "code": "87878005", "meaning": "Left ventricle"}}},
     {"label_value": 3, "name": "left ventricle", "color": [250, 200, 70],
      "snomed": {"category": ANATOMY, "type": {"scheme": "SCT", "code": "87878005", "meaning": "Left ventricle"}}},
 ]
 HIPPO_CLASSES = [
     {"label_value": 1, "name": "anterior hippocampus", "color": [230, 120, 40],
-     "snomed": {"category": ANATOMY, "type": {"scheme": "SCT", "code": "5366008", "meaning": "Hippocampus"}}},
+     "snomed": {"category": ANATOMY, "type": {"scheme": "SCT", "code": "5366008", "meaning": "Hippocampus"},
+                "type_modifier": {"scheme": "SCT", "code": "255549009", "meaning": "Anterior"}}},
     {"label_value": 2, "name": "posterior hippocampus", "color": [60, 160, 230],
-     "snomed": {"category": ANATOMY, "type": {"scheme": "SCT", "code": "5366008", "meaning": "Hippocampus"}}},
+     "snomed": {"category": ANATOMY, "type": {"scheme": "SCT", "code": "5366008", "meaning": "Hippocampus"},
+                "type_modifier": {"scheme": "SCT", "code": "255551008", "meaning": "Posterior"}}},
 ]
 
 
@@ -129,6 +134,7 @@ class FakePackage:
         self.classes = classes
         self.num_classes = max(c["label_value"] for c in classes) + 1
         self.config = {"id": model_id, "name": "Fake model", "classes": classes}
+        self.class_entries = [ClassEntry.from_dict(c) for c in classes if c["label_value"] >= 1]
 
 
 def fixed_predictor(labels_from_array):
@@ -237,6 +243,18 @@ class _QTimer(_Anything):
         self.active = False
 
 
+class _QSettings:
+    """Process-wide key/value store standing in for qt.QSettings (values come back as strings, as in Qt)."""
+
+    store: dict = {}
+
+    def value(self, key, default=None):
+        return self.store.get(key, default)
+
+    def setValue(self, key, value):
+        self.store[key] = str(value).lower() if isinstance(value, bool) else str(value)
+
+
 class _ScriptedLoadableModule:
     def __init__(self, parent):
         self.parent = parent
@@ -284,6 +302,8 @@ def install_gui_shims(monkeypatch) -> None:
     """Put the stand-in GUI modules into sys.modules for the duration of one test."""
     qt = types.ModuleType("qt")
     qt.QTimer = _QTimer
+    qt.QSettings = _QSettings
+    monkeypatch.setattr(_QSettings, "store", {})
     qt.__getattr__ = _module_getattr
     ctk = types.ModuleType("ctk")
     ctk.__getattr__ = _module_getattr

@@ -10,7 +10,7 @@ import torch
 from AttentionMambaSegLib import training
 from AttentionMambaSegLib.cli import main
 from AttentionMambaSegLib.evaluation import EMPTY_MASK_CONVENTIONS, evaluate, format_summary
-from AttentionMambaSegLib.package import save_model_package
+from AttentionMambaSegLib.package import load_model_package, save_model_package
 
 from conftest import DATASETS  # noqa: E402
 pytestmark = pytest.mark.skipif(not DATASETS.is_dir(), reason="shared datasets not available")
@@ -44,7 +44,7 @@ def model_dir(tmp_path, monkeypatch):
         "in_channels": 1,
         "num_classes": 3,
         "activation": "softmax",
-        "classes": training.default_classes(info, "softmax"),
+        "classes": training.default_classes(info, "softmax", load_model_package("hippocampus-msd").config["classes"]),
         "normalization": {"type": "zscore"},
         "axes_code": "LPS",
         "target_spacing": [1.0, 1.0],

@@ -270,12 +270,24 @@ def test_rerun_saves_an_undo_state_when_the_scene_records_undo(scene, monkeypatc
     package = FakePackage(HIPPO_CLASSES)
     monkeypatch.setattr(mrml, "_predict", fixed_predictor(intensity_bands([0, 1, 2])))
     node = mrml.segment_volume_node(volume, package).segmentation_node
-    assert scene.GetNumberOfUndoLevels() == 0  # undo off: nothing recorded
+    assert scene.GetNumberOfUndoLevels() == 0  # undo off: nothing recorded, nothing enabled
+    assert not node.GetUndoEnabled() and not node.GetLabelmapConversionColorTableNode().GetUndoEnabled()
     scene.SetUndoOn()
     monkeypatch.setattr(mrml, "_predict", fixed_predictor(intensity_bands([0, 2, 1])))
     mrml.segment_volume_node(volume, package, segmentation_node=node)
     assert scene.GetNumberOfUndoLevels() == 1
-    assert node.GetUndoEnabled()
+    assert not node.GetUndoEnabled()  # the user's own node is left as it was
+
+
+def test_nodes_a_run_creates_record_undo_when_the_scene_does(scene, monkeypatch):
+    image = sitk.GetImageFromArray(np.arange(2 * 16 * 16, dtype=np.int16).reshape(2, 16, 16))
+    volume = mrml.add_volume_node_from_image(scene, image, "input")
+    scene.SetUndoOn()
+    monkeypatch.setattr(mrml, "_predict", fixed_predictor(intensity_bands([0, 1, 2])))
+    node = mrml.segment_volume_node(volume, FakePackage(HIPPO_CLASSES)).segmentation_node
+    created = [node, node.GetDisplayNode(), node.GetLabelmapConversionColorTableNode()]
+    assert all(n.GetUndoEnabled() for n in created)
+    assert not volume.GetUndoEnabled()
 
 
 # ------------------------------------------------------------------------------ dtypes and export
@@ -340,6 +352,50 @@ def test_labels_1_2_5_keep_their_values_on_export(scene):
         mrml.write_segmentation(volume, FakePackage(classes), np.full((3, 10, 12), 7, np.uint8))
     with pytest.raises(ValueError, match="shape"):
         mrml.write_segmentation(volume, FakePackage(classes), np.zeros((2, 10, 12), np.uint8))
+
+
+@pytest.mark.parametrize("model_id", ["hippocampus-msd", "cardiac-acdc"])
+def test_bundled_terminology_keeps_label_values_on_export_even_after_renaming(scene, model_id):
+    from AttentionMambaSegLib.package import load_model_package
+
+    package = load_model_package(model_id)
+    image = sitk.GetImageFromArray(np.zeros((2, 8, 3 * len(package.classes)), np.int16))
+    volume = mrml.add_volume_node_from_image(scene, image, "input")
+    labels = np.zeros((2, 8, 3 * len(package.classes)), np.uint8)
+    for entry in package.class_entries:
+        labels[:, :, 3 * (entry.label_value - 1):3 * entry.label_value] = entry.label_value
+    node = mrml.write_segmentation(volume, package, labels).segmentation_node
+    segmentation = node.GetSegmentation()
+    terms = {}
+    for i in range(segmentation.GetNumberOfSegments()):
+        segment = segmentation.GetNthSegment(i)
+        value = int(tag(segment, mrml.TAG_LABEL_VALUE))
+        terms[value] = segment.GetTerminology()
+        entry = next(e for e in package.class_entries if e.label_value == value)
+        assert terms[value] == entry.terminology_string()  # Slicer's serializer agrees with ours
+        segment.SetName(f"renamed {i}")  # so the export cannot match by name
+    assert len(set(terms.values())) == len(package.classes)
+    exported = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "exported")
+    mrml.export_segmentation_to_labelmap_node(node, exported)
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(exported), labels)
+    parsed = slicer.vtkSlicerTerminologyEntry()
+    if model_id == "cardiac-acdc":  # the myocardium keeps its region
+        assert slicer.vtkSlicerTerminologiesModuleLogic.DeserializeTerminologyEntry(terms[2], parsed)
+        assert parsed.GetRegionObject().GetCodeValue() == "87878005"
+        assert parsed.GetTypeObject().GetCodeMeaning() == "Myocardium"
+    else:  # anterior and posterior share the type, and differ in the modifier
+        assert slicer.vtkSlicerTerminologiesModuleLogic.DeserializeTerminologyEntry(terms[1], parsed)
+        assert parsed.GetTypeModifierObject().GetCodeMeaning() == "Anterior"
+        assert slicer.vtkSlicerTerminologiesModuleLogic.DeserializeTerminologyEntry(terms[2], parsed)
+        assert parsed.GetTypeModifierObject().GetCodeMeaning() == "Posterior"
+
+
+def test_zero_spacing_is_an_input_volume_error_naming_the_axis(scene):
+    image = sitk.GetImageFromArray(np.arange(2 * 8 * 8, dtype=np.int16).reshape(2, 8, 8))
+    volume = mrml.add_volume_node_from_image(scene, image, "input")
+    volume.SetSpacing(1.0, 0.0, 2.0)
+    with pytest.raises(mrml.InputVolumeError, match=r"spacing of 0 mm along its J axis.*Volumes module"):
+        mrml.image_from_volume_node(volume)
 
 
 def test_segmentation_joins_the_volume_in_the_subject_hierarchy(scene, monkeypatch):

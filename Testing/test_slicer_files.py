@@ -12,6 +12,7 @@ REPO = Path(__file__).resolve().parents[1]
 MODULE_DIR = REPO / "AttentionMambaSeg"
 LIB_DIR = MODULE_DIR / "AttentionMambaSegLib"
 URL = "https://github.com/attention-mamba-seg/SlicerAttentionMambaSeg"
+RAW = "https://raw.githubusercontent.com/attention-mamba-seg/SlicerAttentionMambaSeg/main/"
 MODULE_CMAKE = (MODULE_DIR / "CMakeLists.txt").read_text()
 TOP_CMAKE = (REPO / "CMakeLists.txt").read_text()
 
@@ -61,8 +62,8 @@ def test_top_level_cmakelists_has_extension_metadata():
         'set(EXTENSION_CATEGORY "Segmentation")',
         "set(EXTENSION_CONTRIBUTORS ",
         "set(EXTENSION_DESCRIPTION ",
-        f'set(EXTENSION_ICONURL "{URL}/',
-        f'set(EXTENSION_SCREENSHOTURLS "{URL}/',
+        f'set(EXTENSION_ICONURL "{RAW}',
+        f'set(EXTENSION_SCREENSHOTURLS "{RAW}',
         'set(EXTENSION_DEPENDS "PyTorch")',
         "find_package(Slicer REQUIRED)",
         "include(${Slicer_USE_FILE})",
@@ -71,9 +72,15 @@ def test_top_level_cmakelists_has_extension_metadata():
         "include(${Slicer_EXTENSION_CPACK})",
     ):
         assert needle in TOP_CMAKE, needle
-    # The URLs point at files that exist in the repository.
-    for url in re.findall(rf"{re.escape(URL)}/raw/main/([^\"\s]+)", TOP_CMAKE):
-        assert (REPO / url).is_file(), url
+    # The icon and screenshot URLs are raw files (not HTML pages) that exist in the repository.
+    urls = re.findall(r"https://\S+?\.png", TOP_CMAKE)
+    assert len(urls) == 3 and all(u.startswith(RAW) for u in urls), urls
+    for url in urls:
+        assert (REPO / url[len(RAW):]).is_file(), url
+    # As the extension templates: minimum from Slicer 5.10's, policy maximum from the current one.
+    assert TOP_CMAKE.startswith("cmake_minimum_required(VERSION 3.20.6...3.28.0 FATAL_ERROR)")
+    contributors = re.search(r'set\(EXTENSION_CONTRIBUTORS "([^"]+)"\)', TOP_CMAKE).group(1)
+    assert all(re.fullmatch(r"[^(),]+ \([^()]+\)", c.strip()) for c in contributors.split("),")), contributors
 
 
 def test_catalog_entry_and_s4ext():
@@ -92,6 +99,10 @@ def test_catalog_entry_and_s4ext():
                  if line.strip() and not line.startswith("#") and " " in line)
     assert s4ext["scmurl"] == URL + ".git" and s4ext["homepage"] == URL
     assert s4ext["depends"] == "PyTorch" and s4ext["category"] == "Segmentation"
+    for key, variable in (("contributors", "CONTRIBUTORS"), ("iconurl", "ICONURL"),
+                          ("screenshoturls", "SCREENSHOTURLS"), ("description", "DESCRIPTION")):
+        assert s4ext[key] == re.search(rf'set\(EXTENSION_{variable} "([^"]+)"\)', TOP_CMAKE).group(1), key
+    assert s4ext["scmrevision"] == entry["scm_revision"] and "5.10" in s4ext["description"]
     assert not "AttentionMambaSeg".startswith("Slicer")
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import ast
 import importlib
+import os
 import re
 import subprocess
 import sys
 import textwrap
-import threading
+import time
 import types
 import xml.etree.ElementTree as ET
 
@@ -17,16 +18,17 @@ import pytest
 
 from _slicer_helpers import (  # noqa: I001
     HIPPO_CLASSES,
+    HIPPO_IMAGE,
     MODULE_DIR,
     REPO,
-    FakePackage,
-    fixed_predictor,
     install_gui_shims,
-    intensity_bands,
     new_scene,
+    require,
+    segment_array,
+    segment_ids,
     segment_names,
     slicer,
-    tiny_package,
+    tag,
 )
 
 import SimpleITK as sitk  # noqa: E402
@@ -72,7 +74,7 @@ def test_module_file_imports_without_torch_or_third_party_packages():
 
 def test_module_file_scope_imports_only_slicer_qt_and_stdlib():
     tree = ast.parse(MODULE_FILE.read_text())
-    allowed = {"importlib", "logging", "os", "queue", "sys", "threading", "typing", "qt", "ctk", "vtk", "slicer"}
+    allowed = {"importlib", "logging", "os", "shutil", "sys", "time", "typing", "qt", "ctk", "vtk", "slicer"}
     for node in tree.body:
         if isinstance(node, ast.Import):
             names = [a.name.split(".")[0] for a in node.names]
@@ -123,63 +125,113 @@ def test_ui_is_valid_and_has_every_widget_the_module_uses(module):
     assert none_display == ["Create new segmentation"]
 
 
-def test_logic_job_runs_in_a_worker_thread_and_writes_on_poll(module, monkeypatch):
+def _hippocampus_volume(scene):
+    require(HIPPO_IMAGE)
+    return mrml.add_volume_node_from_image(scene, sitk.ReadImage(str(HIPPO_IMAGE)), "hippocampus")
+
+
+def _run_segment_command(image_path, output, *extra):
+    env = dict(os.environ, PYTHONPATH=str(MODULE_DIR))
+    done = subprocess.run([sys.executable, "-m", "AttentionMambaSegLib.cli", "segment", str(image_path), "-o",
+                           str(output), "--model", "hippocampus-msd", "--device", "cpu", "--no-tta", *extra],
+                          capture_output=True, text=True, encoding="utf-8", errors="replace", env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_gui_path_runs_in_a_child_process_and_equals_the_segment_command(module, tmp_path):
+    """The Logic's child-process run (real CLI, real model, real volume) vs `attention-mamba-seg segment`."""
     scene = new_scene()
-    image = sitk.GetImageFromArray(np.arange(3 * 20 * 24, dtype=np.int16).reshape(3, 20, 24))
-    volume = mrml.add_volume_node_from_image(scene, image, "input")
-    writer_threads = []
-    original_write = mrml.write_segmentation
-
-    def write(*args, **kwargs):
-        writer_threads.append(threading.current_thread())
-        return original_write(*args, **kwargs)
-
-    monkeypatch.setattr(mrml, "write_segmentation", write)
-    monkeypatch.setattr(mrml, "_predict", fixed_predictor(intensity_bands([0, 1, 2])))
-    inference = types.ModuleType("AttentionMambaSegLib.inference")
-    inference.select_device = lambda device: ("cpu", "CPU (test)")
-    monkeypatch.setitem(sys.modules, "AttentionMambaSegLib.inference", inference)
-
-    progress, finished = [], []
-    logic = module.AttentionMambaSegLogic()
-    job = logic.startSegmentation(volume, FakePackage(HIPPO_CLASSES), None, device="cpu",
-                                  onProgress=lambda d, t: progress.append((d, t)),
-                                  onFinished=lambda r, e: finished.append((r, e)))
-    assert job.wait(timeout=30)
-    assert writer_threads == [threading.main_thread()]
-    (result, error), = finished
-    assert error is None and segment_names(result.segmentation_node) == [c["name"] for c in HIPPO_CLASSES]
-    assert progress[-1] == (3, 3)
-    assert job.deviceDescription == "CPU (test)"
-
-
-def test_logic_job_cancel_leaves_scene_unchanged(module, monkeypatch):
-    scene = new_scene()
-    image = sitk.GetImageFromArray(np.arange(3 * 20 * 24, dtype=np.int16).reshape(3, 20, 24))
-    volume = mrml.add_volume_node_from_image(scene, image, "input")
-    started = threading.Event()
-
-    def slow_predict(image, package, device, tta, batch_size, progress, cancel):
-        started.set()
-        for done in range(1, 100):
-            if cancel.wait(0.01):
-                return None
-            progress(done, 100)
-        raise AssertionError("cancel was not seen")
-
-    monkeypatch.setattr(mrml, "_predict", slow_predict)
-    inference = types.ModuleType("AttentionMambaSegLib.inference")
-    inference.select_device = lambda device: ("cpu", "CPU (test)")
-    monkeypatch.setitem(sys.modules, "AttentionMambaSegLib.inference", inference)
-    nodes = scene.GetNumberOfNodes()
-    finished = []
+    volume = _hippocampus_volume(scene)
+    reference = tmp_path / "reference.nii.gz"
+    _run_segment_command(HIPPO_IMAGE, reference)
+    progress, finished, log = [], [], []
     job = module.AttentionMambaSegLogic().startSegmentation(
-        volume, FakePackage(HIPPO_CLASSES), onFinished=lambda r, e: finished.append((r, e)))
-    assert started.wait(10)
+        volume, "hippocampus-msd", None, device="cpu", useTTA=False,
+        onProgress=lambda d, t: progress.append((d, t)), onFinished=lambda *a: finished.append(a),
+        onLog=log.append)
+    folder = job.process.folder
+    assert job.wait(timeout=600)
+    (result, error, seconds), = finished
+    assert error is None and seconds > 0
+    pids = {e["pid"] for e in job.process.events}
+    assert pids == {job.process.pid} and job.process.pid != os.getpid()
+    slices = volume.GetImageData().GetDimensions()[0]  # the hippocampus crops are sagittal: slices along I
+    expected = sitk.GetArrayFromImage(sitk.ReadImage(str(reference)))
+    assert progress[-1][0] == progress[-1][1] and len(progress) >= progress[-1][1] >= min(expected.shape)
+    assert [d for d, _ in progress] == sorted(d for d, _ in progress)
+    labels = np.zeros(expected.shape, np.uint8)
+    node = result.segmentation_node
+    for segment_id in segment_ids(node):
+        value = int(tag(node.GetSegmentation().GetSegment(segment_id), mrml.TAG_LABEL_VALUE))
+        labels[segment_array(node, segment_id, volume) > 0] = value
+    np.testing.assert_array_equal(labels, expected)
+    assert set(np.unique(expected)) == {0, 1, 2} and slices > 0
+    assert segment_names(node) == ["anterior hippocampus", "posterior hippocampus"]
+    assert any("Device: CPU" in line for line in log) and "CPU" in job.deviceDescription
+    assert not folder.exists()  # temporary files removed
+
+
+def test_cancel_kills_the_child_within_two_seconds_and_leaves_the_scene(module):
+    scene = new_scene()
+    volume = _hippocampus_volume(scene)
+    existing = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "mine")
+    nodes = scene.GetNumberOfNodes()
+    finished, progress = [], []
+    job = module.AttentionMambaSegLogic().startSegmentation(
+        volume, "hippocampus-msd", existing, device="cpu", useTTA=True,
+        onProgress=lambda d, t: progress.append(d), onFinished=lambda *a: finished.append(a))
+    deadline = time.monotonic() + 300
+    while not progress and time.monotonic() < deadline:  # wait until the child is really predicting
+        job.poll()
+        time.sleep(0.05)
+    assert progress and not job.finished
+    pid, folder = job.process.pid, job.process.folder
+    start = time.monotonic()
     job.cancel()
-    assert job.wait(timeout=10)
-    assert finished == [(None, None)]
-    assert scene.GetNumberOfNodes() == nodes
+    assert time.monotonic() - start < 2.0
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert len(finished) == 1 and finished[0][:2] == (None, None)
+    assert scene.GetNumberOfNodes() == nodes and existing.GetSegmentation().GetNumberOfSegments() == 0
+    assert not folder.exists()
+
+
+def _fake_python(tmp_path, body: str) -> str:
+    script = tmp_path / "python"
+    script.write_text(f"#!/bin/sh\n{body}\n")
+    script.chmod(0o755)
+    return str(script)
+
+
+@pytest.mark.skipif(os.name == "nt", reason="the stand-in interpreters are shell scripts")
+@pytest.mark.parametrize("body, message", [
+    (f"exec {sys.executable} -c 'raise RuntimeError(\"simulated failure in the child\")'",
+     r"exited with code 1\. Its last output: .*RuntimeError: simulated failure in the child"),
+    ("kill -9 $$", r"stopped by SIGKILL \(killed: often out of memory\)"),
+])
+def test_a_failing_child_reports_its_own_message(module, tmp_path, body, message):
+    scene = new_scene()
+    image = sitk.GetImageFromArray(np.arange(2 * 8 * 8, dtype=np.int16).reshape(2, 8, 8))
+    volume = mrml.add_volume_node_from_image(scene, image, "input")
+    logic = module.AttentionMambaSegLogic()
+    logic.pythonExecutable = _fake_python(tmp_path, body)
+    finished = []
+    job = logic.startSegmentation(volume, "hippocampus-msd", onFinished=lambda *a: finished.append(a))
+    assert job.wait(timeout=60)
+    (result, error, _), = finished
+    assert result is None and re.search(message, str(error)), error
+    assert not job.process.folder.exists()
+
+
+def test_bad_input_in_the_child_reaches_the_caller_in_its_words(module):
+    scene = new_scene()
+    volume = mrml.add_volume_node_from_image(scene, sitk.GetImageFromArray(np.full((2, 40, 40), 7, np.int16)), "flat")
+    finished = []
+    job = module.AttentionMambaSegLogic().startSegmentation(volume, "hippocampus-msd", device="cpu",
+                                                            onFinished=lambda *a: finished.append(a))
+    assert job.wait(timeout=300)
+    (result, error, _), = finished
+    assert result is None and "constant" in str(error) and "exit" not in str(error)
 
 
 def test_logic_job_reports_bad_input_before_starting(module):
@@ -187,22 +239,131 @@ def test_logic_job_reports_bad_input_before_starting(module):
     labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "labels")
     slicer.util.updateVolumeFromArray(labelmap, np.zeros((2, 4, 4), np.uint8))
     with pytest.raises(mrml.InputVolumeError, match="labelmap"):
-        module.AttentionMambaSegLogic().startSegmentation(labelmap, FakePackage(HIPPO_CLASSES))
+        module.AttentionMambaSegLogic().startSegmentation(labelmap, "hippocampus-msd")
 
 
-def test_missing_dependencies_are_checked_without_importing(module):
-    missing = module.AttentionMambaSegLogic.missingDependencies()
-    assert missing == []  # the test environment has torch, safetensors and platformdirs
-    assert set(module.PIP_REQUIREMENTS).isdisjoint({"numpy", "SimpleITK", "vtk", "requests", "torch"})
-    assert not any(r.lower().startswith(("numpy", "simpleitk", "vtk", "requests", "torch", "numba"))
-                   for r in module.PIP_REQUIREMENTS)
+def test_closing_the_module_cancels_the_child_and_reports_nothing(module):
+    scene = new_scene()
+    volume = _hippocampus_volume(scene)
+    calls = []
+    job = module.AttentionMambaSegLogic().startSegmentation(
+        volume, "hippocampus-msd", device="cpu", onFinished=lambda *a: calls.append(a),
+        onProgress=lambda *a: calls.append(a))
+    widget = types.SimpleNamespace(_job=job)
+    module.AttentionMambaSegWidget._cancelJob(widget)
+    assert widget._job is None and job.finished and calls == []
+    assert job.process.returncode is not None and not job._timer.active
 
 
-def test_module_test_class_runs_the_pipeline_on_the_bundled_sample(module, monkeypatch, tmp_path):
-    pytest.importorskip("torch")
-    package = tiny_package(tmp_path, HIPPO_CLASSES, model_id="sample-test")
+LIST_WITHOUT_OPTIONAL_PACKAGES = textwrap.dedent("""
+    import importlib.abc, os, sys
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split('.')[0] in ('platformdirs', 'numba', 'safetensors', 'torch'):
+                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+    sys.meta_path.insert(0, Block())
+    os.environ.pop('ATTENTION_MAMBA_SEG_MODELS_DIR', None)
+    from AttentionMambaSegLib.package import list_models, load_model_package
+    print(sorted(p.id for p in list_models()), load_model_package('cardiac-acdc').summary())
+""")
+
+
+def test_models_are_listed_without_platformdirs_numba_safetensors_or_torch():
+    env = dict(os.environ, PYTHONPATH=str(MODULE_DIR))
+    env.pop("ATTENTION_MAMBA_SEG_MODELS_DIR", None)
+    done = subprocess.run([sys.executable, "-c", LIST_WITHOUT_OPTIONAL_PACKAGES], capture_output=True, text=True,
+                          encoding="utf-8", errors="replace", env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "['cardiac-acdc', 'hippocampus-msd', 'skin-lesion-ph2']" in done.stdout
+    assert "Licence: CC BY-NC-SA 4.0" in done.stdout and "Validation Dice 0.894 (with flip TTA)" in done.stdout
+
+
+def test_dependency_plan_names_every_package_and_one_prompt_lists_them(module, monkeypatch):
+    logic = module.AttentionMambaSegLogic()
+    monkeypatch.setattr(module.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(module.AttentionMambaSegLogic, "installedTorchVersion", staticmethod(lambda: None))
+    plan = logic.dependencyPlan()
+    assert [item["name"] for item in plan] == ["torch", "safetensors", "numba", "llvmlite"]
+    prompts = []
+    monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay", lambda text, **kw: prompts.append(text) or False,
+                        raising=False)
+    widget = types.SimpleNamespace(logic=logic, ui=types.SimpleNamespace(statusLabel=types.SimpleNamespace(text="")))
+    assert module.AttentionMambaSegWidget._ensureDependencies(widget) is False
+    (text,), = [prompts]
+    assert all(name in text for name in ("torch", "safetensors", "numba", "llvmlite", logic.sitePackagesFolder()))
+    assert widget.ui.statusLabel.text.startswith("Not installed: Segment needs torch, safetensors, numba")
+    monkeypatch.setattr(module.AttentionMambaSegLogic, "installedTorchVersion", staticmethod(lambda: (1, 13)))
+    assert "older than >=2.1" in logic.dependencyPlan()[0]["why"]
+
+
+def test_pip_install_pins_slicers_packages_and_does_not_prompt_again(module, monkeypatch):
+    calls = []
+    packaging = types.ModuleType("slicer.packaging")
+
+    def pip_ensure(requirements, **kwargs):
+        calls.append(([str(r) for r in requirements], kwargs, open(kwargs["constraints"]).read()))
+
+    packaging.pip_ensure = pip_ensure
+    monkeypatch.setitem(sys.modules, "slicer.packaging", packaging)
+    module.AttentionMambaSegLogic()._pipInstall(["safetensors>=0.4", "numba>=0.59"])
+    (requirements, kwargs, constraints), = calls
+    assert requirements == ["safetensors>=0.4", "numba>=0.59"] and kwargs["prompt_install"] is False
+    assert f"numpy=={np.__version__}" in constraints and not os.path.exists(kwargs["constraints"])
+
+
+def test_licences_that_are_not_permissive_are_asked_once_and_remembered(module):
+    from AttentionMambaSegLib.package import load_model_package
+
+    needs = {m: load_model_package(m).licence_needs_acceptance
+             for m in ("cardiac-acdc", "hippocampus-msd", "skin-lesion-ph2")}
+    assert needs == {"cardiac-acdc": True, "hippocampus-msd": False, "skin-lesion-ph2": True}
+    logic = module.AttentionMambaSegLogic()
+    cardiac = load_model_package("cardiac-acdc")
+    assert not logic.licenceAccepted(cardiac)
+    logic.acceptLicence(cardiac)
+    assert module.AttentionMambaSegLogic().licenceAccepted(cardiac)
+    assert not logic.licenceAccepted(load_model_package("skin-lesion-ph2"))
+
+
+def test_module_test_class_without_torch_runs_the_writer_test_and_says_so(module, monkeypatch):
+    new_scene()
+    shown = []
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(module.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "torch" else real_find_spec(name, *a))
+    monkeypatch.delenv(module.FULL_TEST_VARIABLE, raising=False)
+    test = module.AttentionMambaSegTest()
+    monkeypatch.setattr(test, "delayDisplay", lambda message, msec=0: shown.append(message))
+    monkeypatch.setattr(test, "test_AttentionMambaSeg_sample", lambda: pytest.fail("the full test ran"))
+    test.runTest()
+    assert "Writer test passed" in shown and any("full segmentation test was skipped" in m for m in shown)
+
+
+def test_terminology_files_register_with_slicers_terminology_logic(module, monkeypatch):
+    logic = slicer.vtkSlicerTerminologiesModuleLogic()
+    modules = types.SimpleNamespace(terminologies=types.SimpleNamespace(logic=lambda: logic))
+    monkeypatch.setattr(slicer, "modules", modules, raising=False)
+    module.registerTerminology()
+    module.registerTerminology()  # a second call loads nothing twice
+    from AttentionMambaSegLib import terminology
+
+    assert logic.IsTerminologyContextLoaded(terminology.TERMINOLOGY_CONTEXT)
+    assert module._loadedRegionContexts(logic) == [terminology.ANATOMIC_CONTEXT]
+
+
+def test_module_test_class_runs_the_pipeline_on_the_bundled_sample(module):
     new_scene()
     test = module.AttentionMambaSegTest()
-    monkeypatch.setattr(module.AttentionMambaSegTest, "_model", lambda self, tempDir: package)
     slicer.mrmlScene.Clear()
-    test.test_AttentionMambaSeg_sample()
+    test.runTest()
+
+
+def test_supported_slicer_range_is_declared_and_enforced(module, monkeypatch):
+    """The range these tests check: Slicer 5.10 and newer (slicer-core 5.12.4 here)."""
+    assert module.MINIMUM_SLICER_VERSION == (5, 10)
+    for path in ("README.md", "AttentionMambaSeg.s4ext", "CMakeLists.txt"):
+        assert "Slicer 5.10 or newer" in (REPO / path).read_text(), path
+    monkeypatch.setattr(slicer, "app", types.SimpleNamespace(majorVersion=5, minorVersion=8), raising=False)
+    assert "needs Slicer 5.10 or newer; this is Slicer 5.8" in module.AttentionMambaSegLogic.slicerVersionProblem()
+    monkeypatch.setattr(slicer, "app", types.SimpleNamespace(majorVersion=5, minorVersion=10), raising=False)
+    assert module.AttentionMambaSegLogic.slicerVersionProblem() == ""

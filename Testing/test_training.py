@@ -145,14 +145,37 @@ def test_sample_batch_crops_pads_and_is_reproducible():
     assert torch.equal(y[0, 12:52], torch.from_numpy(slices.labels[0][:, matches[0] : matches[0] + 64]).long())
 
 
-def test_default_classes_carry_snomed_codes():
+@needs_data
+def test_class_terminology_comes_from_dataset_json_or_the_init_model_never_the_folder_name(tmp_path, caplog):
+    from AttentionMambaSegLib.package import load_model_package
+
+    root = make_copy(tmp_path, "Hippocampus", ["hippocampus_001"], ["hippocampus_003"])
+    renamed = root.rename(tmp_path / "my-hippocampus-copy")
+    meta = json.loads((renamed / "dataset.json").read_text())
+    meta["name"] = "copy"
+    (renamed / "dataset.json").write_text(json.dumps(meta))
+    info = data.load_dataset_info(renamed)
+    with caplog.at_level("WARNING"):
+        plain = training.default_classes(info, "softmax")
+    assert [c["name"] for c in plain] == ["anterior", "posterior"] and all("snomed" not in c for c in plain)
+    assert "add a 'label_terminology' block" in caplog.text
+    bundled = load_model_package("hippocampus-msd").config["classes"]
+    assert training.default_classes(info, "softmax", bundled) == bundled  # --init-from hippocampus-msd
+    meta["label_terminology"] = {"posterior": {"name": "posterior hippocampus", "color": [144, 238, 144],
+                                               "snomed": bundled[1]["snomed"]}}
+    (renamed / "dataset.json").write_text(json.dumps(meta))
+    classes = training.default_classes(data.load_dataset_info(renamed), "softmax")
+    assert classes[1]["snomed"]["type_modifier"]["meaning"] == "Posterior" and "snomed" not in classes[0]
+    meta["label_terminology"] = {"middle": {"name": "x", "color": [1, 2, 3]}}
+    (renamed / "dataset.json").write_text(json.dumps(meta))
+    with pytest.raises(data.DatasetError, match=r"label_terminology names labels \['middle'\]"):
+        data.load_dataset_info(renamed)
+
+
+def test_model_licence_of_acdc_says_non_commercial():
     info = data.load_dataset_info(DATASETS / "ACDC") if DATASETS.is_dir() else None
     if info is None:
         pytest.skip("shared datasets not available")
-    classes = training.default_classes(info, "softmax")
-    assert [c["label_value"] for c in classes] == [1, 2, 3]
-    assert classes[0]["snomed"]["type"]["code"] == "53085002"
-    assert all(c["snomed"]["category"]["code"] == "123037004" for c in classes)
     assert "commercial" in training._model_licence(info)
 
 

@@ -95,6 +95,7 @@ class DatasetInfo:
     reference: str | None = None
     cases: tuple[str, ...] = ()
     splits: tuple[dict, ...] = field(default_factory=tuple)
+    label_terminology: dict = field(default_factory=dict)
 
     @property
     def num_channels(self) -> int:
@@ -221,7 +222,21 @@ def load_dataset_info(path: str | Path) -> DatasetInfo:
         reference=meta.get("reference"),
         cases=tuple(cases),
         splits=splits,
+        label_terminology=_label_terminology(root, meta, labels),
     )
+
+
+def _label_terminology(root: Path, meta: dict, labels: dict[str, int]) -> dict:
+    """dataset.json's optional ``label_terminology`` block: label name -> {name, color, snomed}."""
+    block = meta.get("label_terminology") or {}
+    if not isinstance(block, dict) or not all(isinstance(v, dict) for v in block.values()):
+        raise DatasetError(root, [(None, "dataset.json label_terminology must map label names to "
+                                         "{name, color, snomed} objects")])
+    unknown = sorted(set(block) - set(labels))
+    if unknown:
+        raise DatasetError(root, [(None, f"dataset.json label_terminology names labels {unknown} that 'labels' "
+                                         f"does not define ({sorted(labels)})")])
+    return {str(k): dict(v) for k, v in block.items()}
 
 
 def split_cases(info: DatasetInfo, split: str = "train", fold: int = 0) -> list[str]:

@@ -519,12 +519,14 @@ def predict_volume(
     config = package.config
     window = _window_size(config, window)
     check_input_image(image, package)
-    if isinstance(device, torch.device):
-        chosen, reason = device, f"{device} (given)"
+    if isinstance(device, torch.device):  # chosen (and logged) by the caller
+        chosen = device
+        logger.debug("Segmenting with model '%s' on %s", package.id, device)
     else:
         chosen, reason = select_device(device)
+        logger.info("Segmenting with model '%s' on %s", package.id, reason,
+                    extra={"event": "device", "device": str(chosen)})
     batch_size = default_batch_size(chosen) if batch_size is None else batch_size
-    logger.info("Segmenting with model '%s' on %s", package.id, reason)
     if network is None:
         network = package.build_network(chosen)
     if cancel is not None and cancel.is_set():
@@ -705,7 +707,7 @@ def segment_files(
     import torch
 
     chosen, reason = (device, str(device)) if isinstance(device, torch.device) else select_device(device)
-    logger.info("Device: %s", reason)
+    logger.info("Device: %s", reason, extra={"event": "device", "device": str(chosen)})
     network = package.build_network(chosen)
     written = []
     for i, (src, dst) in enumerate(zip(inputs, outputs, strict=True)):

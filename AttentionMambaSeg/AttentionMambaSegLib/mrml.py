@@ -44,8 +44,6 @@ TAG_LABEL_VALUE = "AttentionMambaSeg.LabelValue"
 TAG_LABELMAP_HASH = "AttentionMambaSeg.LabelmapHash"
 ATTRIBUTE_MODEL_ID = "AttentionMambaSeg.ModelId"
 
-_ANATOMIC_CONTEXT = "Anatomic codes - DICOM master list"
-_TERMINOLOGY_CONTEXT = "Segmentation category and type - DICOM master list"
 _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
 
 ProgressCallback = Callable[[int, int], None]
@@ -193,7 +191,7 @@ def image_from_volume_node(volume_node) -> sitk.Image:
         an RGB volume gives a 3-component vector image.
 
     Raises:
-        InputVolumeError: from ``check_input_volume``.
+        InputVolumeError: from ``check_input_volume``, or a zero or non-finite spacing along an axis.
     """
     check_input_volume(volume_node)
     image_data = volume_node.GetImageData()
@@ -204,6 +202,13 @@ def image_from_volume_node(volume_node) -> sitk.Image:
     first_voxel_ras = ijk_to_ras @ np.array([extent[0], extent[2], extent[4], 1.0])
     linear = ijk_to_ras[:3, :3]
     spacing = np.linalg.norm(linear, axis=0)
+    for axis, value in zip("IJK", spacing):
+        if not np.isfinite(value) or value <= 1e-9:
+            raise InputVolumeError(
+                f"'{volume_node.GetName()}' has a voxel spacing of {value:g} mm along its {axis} axis, so its "
+                "geometry is undefined: set the correct spacing in the Volumes module (Volume Information > "
+                "Image Spacing) and try again."
+            )
     direction_lps = _RAS_TO_LPS @ (linear / spacing)
     origin_lps = _RAS_TO_LPS @ first_voxel_ras[:3]
     image = sitk.GetImageFromArray(array, isVector=array.ndim == 4)
@@ -333,34 +338,27 @@ def segment_hash(segmentation_node, segment_id: str, reference_ijk_to_ras: np.nd
     return _hash_voxels(rounded)
 
 
-def _terminology_entry(snomed: dict | None) -> str | None:
-    """Serialized Slicer terminology entry (DICOM SNOMED codes) or None when no codes are given."""
-    if not snomed or "category" not in snomed or "type" not in snomed:
-        return None
-    entry = slicer.vtkSlicerTerminologyEntry()
-    entry.SetTerminologyContextName(_TERMINOLOGY_CONTEXT)
-    # Slicer 5.10+ renamed "anatomic" to "region"; keep working on both.
-    set_region_context = getattr(entry, "SetRegionContextName", None) or entry.SetAnatomicContextName
-    set_region_context(_ANATOMIC_CONTEXT)
-    region = (entry.GetRegionObject if hasattr(entry, "GetRegionObject") else entry.GetAnatomicRegionObject)()
-    region_modifier = (
-        entry.GetRegionModifierObject
-        if hasattr(entry, "GetRegionModifierObject")
-        else entry.GetAnatomicRegionModifierObject
-    )()
+def terminology_entry(entry) -> str:
+    """Slicer's serialized terminology entry of a :class:`~AttentionMambaSegLib.terminology.ClassEntry`.
 
-    def fill(obj, code: dict | None) -> None:
-        if code:
-            obj.SetCodingSchemeDesignator(str(code.get("scheme", "SCT")))
-            obj.SetCodeValue(str(code["code"]))
-            obj.SetCodeMeaning(str(code.get("meaning", "")))
+    Built with Slicer's own ``vtkSlicerTerminologyEntry`` and ``SerializeTerminologyEntry`` (every code:
+    category, type, type modifier, region, region modifier); ``""`` for a class without codes.
+    """
+    if not entry.coded:
+        return ""
+    from .terminology import ANATOMIC_CONTEXT, TERMINOLOGY_CONTEXT
 
-    fill(entry.GetCategoryObject(), snomed.get("category"))
-    fill(entry.GetTypeObject(), snomed.get("type"))
-    fill(entry.GetTypeModifierObject(), snomed.get("type_modifier"))
-    fill(region, snomed.get("region"))
-    fill(region_modifier, snomed.get("region_modifier"))
-    return slicer.vtkSlicerTerminologiesModuleLogic.SerializeTerminologyEntry(entry)
+    term = slicer.vtkSlicerTerminologyEntry()
+    term.SetTerminologyContextName(TERMINOLOGY_CONTEXT)
+    term.SetRegionContextName(ANATOMIC_CONTEXT if entry.region is not None else "")
+    for target, code in ((term.GetCategoryObject(), entry.category), (term.GetTypeObject(), entry.type),
+                         (term.GetTypeModifierObject(), entry.type_modifier), (term.GetRegionObject(), entry.region),
+                         (term.GetRegionModifierObject(), entry.region_modifier)):
+        if code is not None:
+            target.SetCodingSchemeDesignator(code.scheme)
+            target.SetCodeValue(code.value)
+            target.SetCodeMeaning(code.meaning)
+    return slicer.vtkSlicerTerminologiesModuleLogic.SerializeTerminologyEntry(term)
 
 
 def _model_name(package) -> str:
@@ -369,9 +367,8 @@ def _model_name(package) -> str:
 
 
 def _color_table_for_model(scene, package):
-    """Find or create the colour table naming the model's label values (used to keep them on export)."""
-    classes = sorted(package.classes, key=lambda c: int(c["label_value"]))
-    number_of_colors = max(int(c["label_value"]) for c in classes) + 1
+    """Find or create the colour table naming and coding the model's label values (kept on export)."""
+    number_of_colors = max(int(c["label_value"]) for c in package.classes) + 1
     existing = scene.GetNodesByClass("vtkMRMLColorTableNode")
     try:
         for i in range(existing.GetNumberOfItems()):
@@ -389,19 +386,13 @@ def _color_table_for_model(scene, package):
     table.SetNumberOfColors(number_of_colors)
     for value in range(number_of_colors):
         table.SetColor(value, "background" if value == 0 else "", 0.0, 0.0, 0.0, 0.0)
-    for cls in classes:
-        r, g, b = (float(x) / 255.0 for x in cls["color"])
-        table.SetColor(int(cls["label_value"]), str(cls["name"]), r, g, b, 1.0)
-        snomed = cls.get("snomed") or {}
-        if hasattr(table, "SetTerminology") and snomed.get("category") and snomed.get("type"):
-            cat, typ = snomed["category"], snomed["type"]
-            table.SetTerminology(
-                int(cls["label_value"]),
-                str(cat.get("scheme", "SCT")), str(cat["code"]), str(cat.get("meaning", "")),
-                str(typ.get("scheme", "SCT")), str(typ["code"]), str(typ.get("meaning", "")),
-            )
+    for entry in package.class_entries:
+        table.SetColor(entry.label_value, entry.name, *entry.color_float(), 1.0)
+        if entry.coded:  # export matches segments to label values by these codes first, then by name
+            table.SetTerminologyFromString(entry.label_value, terminology_entry(entry))
     table.SetAttribute(ATTRIBUTE_MODEL_ID, str(package.id))
     table.SetAttribute("Category", "AttentionMambaSeg")
+    _enable_undo(scene, table)
     return table
 
 
@@ -440,6 +431,68 @@ def _place_like_volume(segmentation_node, volume_node) -> None:
         sh.SetItemParent(segmentation_item, parent)
 
 
+def _enable_undo(scene, *nodes) -> None:
+    """Nodes a run creates record undo exactly when the scene does (the user's own nodes are left as they are)."""
+    if scene.GetUndoFlag():
+        for node in nodes:
+            if node is not None:
+                node.SetUndoEnabled(True)
+
+
+def _new_segmentation_node(volume_node, package):
+    """A segmentation node placed like the volume (transform, study), its geometry the volume's."""
+    scene = volume_node.GetScene()
+    node = scene.AddNewNodeByClass(
+        "vtkMRMLSegmentationNode", scene.GenerateUniqueName(f"{volume_node.GetName()} {_model_name(package)}")
+    )
+    node.CreateDefaultDisplayNodes()
+    node.SetAttribute(ATTRIBUTE_MODEL_ID, str(package.id))
+    _place_like_volume(node, volume_node)
+    node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
+    _enable_undo(scene, node, node.GetDisplayNode())
+    return node
+
+
+def _write_segments(segmentation_node, volume_node, package, labels: np.ndarray):
+    """Add or update one segment per class; return (added, updated, kept-because-edited) segment ids."""
+    model_id = str(package.id)
+    ijk_to_ras = ijk_to_ras_matrix(volume_node)
+    segmentation = segmentation_node.GetSegmentation()
+    logic = slicer.vtkSlicerSegmentationsModuleLogic
+    added, updated, kept = [], [], []
+    was_modifying = segmentation_node.StartModify()
+    try:
+        for entry in sorted(package.class_entries, key=lambda e: e.label_value):
+            mask = (labels == entry.label_value).astype(np.uint8)
+            image = _binary_oriented_image(mask, ijk_to_ras)
+            segment_id = _find_model_segment(segmentation, model_id, entry.label_value)
+            if segment_id is not None:
+                segment = segmentation.GetSegment(segment_id)
+                if _segment_tag(segment, TAG_LABELMAP_HASH) != segment_hash(segmentation_node, segment_id, ijk_to_ras):
+                    kept.append(segment_id)
+                    continue
+                # No segment may be overwritten (empty overwrite list): where the new mask overlaps a
+                # segment the user edited, Slicer moves the segments apart instead of erasing voxels.
+                logic.SetBinaryLabelmapToSegment(image, segmentation_node, segment_id, logic.MODE_REPLACE, None,
+                                                 False, [])
+                updated.append(segment_id)
+            else:
+                segment_id = segmentation_node.AddSegmentFromBinaryLabelmapRepresentation(
+                    image, entry.name, list(entry.color_float())
+                )
+                segment = segmentation.GetSegment(segment_id)
+                segment.SetTag(TAG_MODEL_ID, model_id)
+                segment.SetTag(TAG_LABEL_VALUE, str(entry.label_value))
+                if entry.coded:
+                    segment.SetTerminology(terminology_entry(entry))
+                added.append(segment_id)
+            segment.SetTag(TAG_LABELMAP_HASH, mask_hash(mask))
+            logic.SetSegmentStatus(segment, logic.InProgress)
+    finally:
+        segmentation_node.EndModify(was_modifying)
+    return added, updated, kept
+
+
 def write_segmentation(volume_node, package, labelmap, segmentation_node=None) -> SegmentationResult:
     """Write a predicted labelmap into a segmentation node, protecting segments the user edited.
 
@@ -474,8 +527,7 @@ def write_segmentation(volume_node, package, labelmap, segmentation_node=None) -
     expected = (dims[2], dims[1], dims[0])
     if labels.shape != expected:
         raise ValueError(f"Labelmap shape {labels.shape} (K, J, I) differs from the volume's {expected}.")
-    classes = sorted(package.classes, key=lambda c: int(c["label_value"]))
-    known = {int(c["label_value"]) for c in classes} | {0}
+    known = {int(c["label_value"]) for c in package.classes} | {0}
     present = {int(v) for v in np.unique(labels)}
     if not present <= known:
         raise ValueError(
@@ -483,8 +535,6 @@ def write_segmentation(volume_node, package, labelmap, segmentation_node=None) -
             f"not define (defined: {sorted(known - {0})})."
         )
 
-    model_id = str(package.id)
-    ijk_to_ras = ijk_to_ras_matrix(volume_node)
     messages = []
     if segmentation_node is not None and (
         segmentation_node.GetTransformNodeID() != volume_node.GetTransformNodeID()
@@ -494,66 +544,15 @@ def write_segmentation(volume_node, package, labelmap, segmentation_node=None) -
             "result was written to a new segmentation."
         )
         segmentation_node = None
-
     if scene.GetUndoFlag():
         scene.SaveStateForUndo()
-
     created = segmentation_node is None
     if created:
-        segmentation_node = scene.AddNewNodeByClass(
-            "vtkMRMLSegmentationNode",
-            scene.GenerateUniqueName(f"{volume_node.GetName()} {_model_name(package)}"),
-        )
-        segmentation_node.CreateDefaultDisplayNodes()
-        segmentation_node.SetAttribute(ATTRIBUTE_MODEL_ID, model_id)
-        _place_like_volume(segmentation_node, volume_node)
-        segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
-    if scene.GetUndoFlag():
-        segmentation_node.SetUndoEnabled(True)
+        segmentation_node = _new_segmentation_node(volume_node, package)
     color_table = _color_table_for_model(scene, package)
-    if hasattr(segmentation_node, "SetLabelmapConversionColorTableNodeID"):
-        segmentation_node.SetLabelmapConversionColorTableNodeID(color_table.GetID())
-
+    segmentation_node.SetLabelmapConversionColorTableNodeID(color_table.GetID())
+    added, updated, kept = _write_segments(segmentation_node, volume_node, package, labels)
     segmentation = segmentation_node.GetSegmentation()
-    logic = slicer.vtkSlicerSegmentationsModuleLogic
-    added, updated, kept = [], [], []
-    was_modifying = segmentation_node.StartModify()
-    try:
-        for cls in classes:
-            value = int(cls["label_value"])
-            mask = (labels == value).astype(np.uint8)
-            new_hash = mask_hash(mask)
-            image = _binary_oriented_image(mask, ijk_to_ras)
-            segment_id = _find_model_segment(segmentation, model_id, value)
-            if segment_id is not None:
-                segment = segmentation.GetSegment(segment_id)
-                stored = _segment_tag(segment, TAG_LABELMAP_HASH)
-                if stored != segment_hash(segmentation_node, segment_id, ijk_to_ras):
-                    kept.append(segment_id)
-                    continue
-                # No segment may be overwritten (empty overwrite list): where the new mask overlaps a
-                # segment the user edited, Slicer moves the segments apart instead of erasing voxels.
-                logic.SetBinaryLabelmapToSegment(
-                    image, segmentation_node, segment_id, logic.MODE_REPLACE, None, False, []
-                )
-                updated.append(segment_id)
-            else:
-                r, g, b = (float(x) / 255.0 for x in cls["color"])
-                segment_id = segmentation_node.AddSegmentFromBinaryLabelmapRepresentation(
-                    image, str(cls["name"]), [r, g, b]
-                )
-                segment = segmentation.GetSegment(segment_id)
-                segment.SetTag(TAG_MODEL_ID, model_id)
-                segment.SetTag(TAG_LABEL_VALUE, str(value))
-                terminology = _terminology_entry(cls.get("snomed"))
-                if terminology:
-                    segment.SetTerminology(terminology)
-                added.append(segment_id)
-            segment.SetTag(TAG_LABELMAP_HASH, new_hash)
-            logic.SetSegmentStatus(segment, logic.InProgress)
-    finally:
-        segmentation_node.EndModify(was_modifying)
-
     if kept:
         logger.info("Kept %d edited segment(s) unchanged: %s", len(kept), ", ".join(kept))
     if created:
@@ -654,9 +653,7 @@ def export_segmentation_to_labelmap_node(segmentation_node, labelmap_node, refer
         reference_volume_node = segmentation_node.GetNodeReference(
             segmentation_node.GetReferenceImageGeometryReferenceRole()
         )
-    color_table = None
-    if hasattr(segmentation_node, "GetLabelmapConversionColorTableNode"):
-        color_table = segmentation_node.GetLabelmapConversionColorTableNode()
+    color_table = segmentation_node.GetLabelmapConversionColorTableNode()
     segment_ids = vtk.vtkStringArray()
     segmentation_node.GetSegmentation().GetSegmentIDs(segment_ids)
     logic = slicer.vtkSlicerSegmentationsModuleLogic

@@ -7,16 +7,18 @@ and spacing the slices were trained at, the patch size, training provenance and 
 Safety: weights are stored as float16 safetensors (never a pickle, so a downloaded model cannot run
 code), and the file's SHA-256 recorded in model.json is checked before any weight is loaded and before
 a package is imported. Bundled models live in ``AttentionMambaSeg/Resources/Models/<id>/``; imported
-models in a per-user cache (``platformdirs.user_cache_dir("AttentionMambaSeg")/models``, overridable
-with the environment variable ``ATTENTION_MAMBA_SEG_MODELS_DIR``), removable with
-:func:`remove_imported_models`. An imported model with the id of a bundled one takes precedence.
+models in a per-user cache, removable with :func:`remove_imported_models`: the folder named by the
+environment variable ``ATTENTION_MAMBA_SEG_MODELS_DIR`` (the Slicer module sets it to a folder under
+Slicer's own cache, ``slicer.app.cachePath``), else ``platformdirs.user_cache_dir("AttentionMambaSeg")/models``.
+Listing models needs neither platformdirs nor torch: bundled models are always listed. An imported model with the id of a bundled one takes precedence.
 
 model.json fields (required unless a default is given):
     id (str, letters/digits/``._-``), version (str), task, modality (str, optional),
     in_channels (int), channel_names (list[str], optional), num_classes (int K: softmax outputs incl.
     background, or 1 for a sigmoid model), activation ("softmax" | "sigmoid"),
-    classes (list of {label_value, name, color [r, g, b] 0-255, snomed {category, type}}; an entry
-    with label_value 0 (background) is allowed and ignored for segments), normalization (dict, see
+    classes (list of {label_value, name, color [r, g, b] 0-255, dataset_label, snomed {category, type,
+    type_modifier, region, region_modifier}}, read and checked by :mod:`.terminology`; an entry with
+    label_value 0 (background) is allowed and ignored for segments), normalization (dict, see
     ``preprocessing.normalize``), axes_code (default "LPS"), slice_axis_rule (default
     "largest-spacing-else-z"), target_spacing ([row_mm, col_mm] or null), patch_size ([H, W],
     multiples of 32: the training crop), inference_patch_size ([H, W], multiples of 32, default
@@ -80,14 +82,39 @@ def bundled_models_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "Resources" / "Models"
 
 
+MODELS_DIR_VARIABLE = "ATTENTION_MAMBA_SEG_MODELS_DIR"
+
+
 def imported_models_dir() -> Path:
-    """Per-user folder of imported models (``ATTENTION_MAMBA_SEG_MODELS_DIR`` overrides it). Not created."""
-    override = os.environ.get("ATTENTION_MAMBA_SEG_MODELS_DIR")
+    """Per-user folder of imported models (not created here).
+
+    Returns:
+        ``$ATTENTION_MAMBA_SEG_MODELS_DIR`` when set, else ``platformdirs.user_cache_dir("AttentionMambaSeg")/models``.
+
+    Raises:
+        ModuleNotFoundError: the variable is not set and platformdirs is not installed (the message
+            says what to do).
+    """
+    override = os.environ.get(MODELS_DIR_VARIABLE)
     if override:
         return Path(override)
-    import platformdirs
-
+    try:
+        import platformdirs
+    except ModuleNotFoundError as e:
+        raise ModuleNotFoundError(
+            f"The imported-models folder needs platformdirs (pip install platformdirs) or the environment "
+            f"variable {MODELS_DIR_VARIABLE} naming a folder.", name="platformdirs"
+        ) from e
     return Path(platformdirs.user_cache_dir("AttentionMambaSeg", appauthor=False)) / "models"
+
+
+def _imported_models_dir_if_known() -> Path | None:
+    """:func:`imported_models_dir`, or None (logged at debug level) where it cannot be known."""
+    try:
+        return imported_models_dir()
+    except ModuleNotFoundError as e:
+        logger.debug("Imported models are not listed: %s", e)
+        return None
 
 
 def register_architecture(name: str, factory: Callable[..., Any]) -> None:
@@ -205,35 +232,26 @@ def validate_config(config: dict, source: str = CONFIG_NAME) -> dict:
         cfg["axes_code"] = validate_axes_code(cfg["axes_code"])
     except ValueError as e:
         raise ValueError(f"{source}: {e}") from e
-    classes = cfg["classes"]
-    if not isinstance(classes, list) or not classes:
-        raise _problem(source, "classes", "a non-empty list of {label_value, name, color}", classes)
+    from .terminology import read_classes
+
+    try:
+        entries = read_classes(cfg["classes"], "classes")
+    except ValueError as e:
+        raise ValueError(f"{source}: {e}") from e
     max_label = 1 if cfg["activation"] == "sigmoid" else k - 1
-    seen = set()
-    for i, c in enumerate(classes):
-        where = f"classes[{i}]"
-        if not isinstance(c, dict):
-            raise _problem(source, where, "an object", c)
-        lv = c.get("label_value")
-        if not isinstance(lv, int) or isinstance(lv, bool) or not 0 <= lv <= max_label:
-            raise _problem(source, f"{where}.label_value", f"an integer in 0..{max_label}", lv)
-        if lv in seen:
-            raise _problem(source, f"{where}.label_value", "unique", lv)
-        seen.add(lv)
-        if not isinstance(c.get("name"), str) or not c["name"]:
-            raise _problem(source, f"{where}.name", "a non-empty string", c.get("name"))
-        color = c.get("color")
-        if (not isinstance(color, (list, tuple)) or len(color) != 3
-                or not all(isinstance(v, int) and 0 <= v <= 255 for v in color)):
-            raise _problem(source, f"{where}.color", "[r, g, b] integers 0..255", color)
+    for i, entry in enumerate(entries):
+        if entry.label_value > max_label:
+            raise _problem(source, f"classes[{i}].label_value", f"an integer in 0..{max_label}", entry.label_value)
+    cfg["classes"] = [entry.to_dict() for entry in entries]
+    seen = {entry.label_value for entry in entries}
     if cfg["activation"] == "softmax":
         missing = sorted(set(range(1, k)) - seen)
         if missing:
             raise _problem(source, "classes", f"an entry for every label value 1..{k - 1} of the {k}-class "
-                           f"softmax model (missing {missing})", [c.get("label_value") for c in classes])
+                           f"softmax model (missing {missing})", sorted(seen))
     elif 1 not in seen:
         raise _problem(source, "classes", "an entry with label_value 1 for a sigmoid model",
-                       [c.get("label_value") for c in classes])
+                       sorted(seen))
     if "sha256" in cfg and not (isinstance(cfg["sha256"], str) and re.fullmatch(r"[0-9a-f]{64}", cfg["sha256"])):
         raise _problem(source, "sha256", "64 lower-case hex digits", cfg["sha256"])
     return cfg
@@ -281,6 +299,13 @@ class ModelPackage:
         self.in_channels: int = self.config["in_channels"]
         self.num_classes: int = self.config["num_classes"]
         self.classes: list[dict] = [c for c in self.config["classes"] if c["label_value"] >= 1]
+
+    @property
+    def class_entries(self) -> list:
+        """Foreground classes as :class:`~AttentionMambaSegLib.terminology.ClassEntry` (names, colours, codes)."""
+        from .terminology import ClassEntry
+
+        return [ClassEntry.from_dict(c, f"classes of model '{self.id}'") for c in self.classes]
 
     def __repr__(self) -> str:
         return f"ModelPackage(id={self.id!r}, version={self.version!r}, path={str(self.path)!r})"
@@ -352,6 +377,41 @@ class ModelPackage:
         network = network.to(torch.device(device) if isinstance(device, str) else device)
         network.eval()
         return network
+
+    @property
+    def licence(self) -> str:
+        """The licence of the weights, as model.json states it ("" when it states none)."""
+        return str(self.config.get("licence") or "")
+
+    @property
+    def licence_needs_acceptance(self) -> bool:
+        """True unless the licence is a known permissive one (a model without a licence statement needs it too).
+
+        Non-commercial (``NC``) and research-only licences, and unknown ones, must be accepted by the user
+        before the model is used.
+        """
+        text = self.licence.lower()
+        if not text or "nc" in re.findall(r"[a-z]+", text) or any(
+                word in text for word in ("non-commercial", "noncommercial", "not be used commercially",
+                                          "research")):
+            return True
+        return not any(word in text for word in ("cc by", "cc0", "apache", "mit", "bsd"))
+
+    def validation_dice(self) -> tuple[float | None, bool]:
+        """(mean validation Dice, with flip TTA) from model.json metrics: the TTA figure where recorded."""
+        metrics = self.config.get("metrics") or {}
+        for key, tta in (("val_tta", True), ("val", False)):
+            value = (metrics.get(key) or {}).get("mean_dice")
+            if _is_number(value):
+                return float(value), tta
+        return None, False
+
+    def summary(self) -> str:
+        """One line for a model chooser: licence and validation Dice."""
+        dice, tta = self.validation_dice()
+        figure = (f"validation Dice {dice:.3f}" + (" (with flip TTA)" if tta else "")) if dice is not None \
+            else "no validation figure recorded"
+        return f"Licence: {self.licence or 'not stated'}. {figure[0].upper()}{figure[1:]}."
 
     def describe(self) -> str:
         """Multi-line human-readable summary (for ``models info``)."""
@@ -463,7 +523,9 @@ def load_model_package(id_or_path: str | os.PathLike) -> ModelPackage:
         if not path.is_dir():
             raise FileNotFoundError(f"Model folder {path} does not exist.")
         return ModelPackage(path)
-    for root in (imported_models_dir(), bundled_models_dir()):
+    for root in (_imported_models_dir_if_known(), bundled_models_dir()):
+        if root is None:
+            continue
         candidate = root / text
         if (candidate / CONFIG_NAME).is_file():
             return ModelPackage(candidate)
@@ -480,8 +542,8 @@ def list_models() -> list[ModelPackage]:
     Invalid folders are skipped with a warning. Sorted by id.
     """
     found: dict[str, ModelPackage] = {}
-    for root in (bundled_models_dir(), imported_models_dir()):
-        if not root.is_dir():
+    for root in (bundled_models_dir(), _imported_models_dir_if_known()):
+        if root is None or not root.is_dir():
             continue
         for folder in sorted(root.iterdir()):
             if not (folder / CONFIG_NAME).is_file():

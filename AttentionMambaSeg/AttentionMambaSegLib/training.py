@@ -94,67 +94,6 @@ CHECKPOINT_LATEST = "checkpoint_latest.pt"
 CHECKPOINT_BEST = "checkpoint_best.pt"
 PACKAGE_FOLDER = "model"
 
-# SNOMED CT codes as Slicer's terminologies use them (SCT = SNOMED CT).
-_ANATOMICAL_STRUCTURE = {"code": "123037004", "scheme": "SCT", "meaning": "Anatomical Structure"}
-_ALTERED_STRUCTURE = {"code": "49755003", "scheme": "SCT", "meaning": "Morphologically Altered Structure"}
-_TISSUE = {"code": "85756007", "scheme": "SCT", "meaning": "Tissue"}
-
-
-def _sct(code: str, meaning: str) -> dict:
-    return {"code": code, "scheme": "SCT", "meaning": meaning}
-
-
-#: Class descriptions of the datasets this project ships models for: (dataset name, label name) ->
-#: display name, colour and SNOMED CT category / type (+ modifier, anatomic region where Slicer has one).
-KNOWN_CLASSES: dict[tuple[str, str], dict] = {
-    ("ACDC", "RV"): {
-        "name": "right ventricle cavity",
-        "color": [0, 151, 206],
-        "snomed": {"category": _ANATOMICAL_STRUCTURE, "type": _sct("53085002", "Right ventricle")},
-    },
-    ("ACDC", "MYO"): {
-        "name": "left ventricle myocardium",
-        "color": [216, 101, 79],
-        "snomed": {
-            "category": _ANATOMICAL_STRUCTURE,
-            "type": _sct("74281007", "Myocardium"),
-            "anatomic_region": _sct("87878005", "Left ventricle"),
-        },
-    },
-    ("ACDC", "LV"): {
-        "name": "left ventricle cavity",
-        "color": [221, 130, 101],
-        "snomed": {"category": _ANATOMICAL_STRUCTURE, "type": _sct("87878005", "Left ventricle")},
-    },
-    ("Hippocampus", "anterior"): {
-        "name": "anterior hippocampus",
-        "color": [220, 216, 20],
-        "snomed": {
-            "category": _ANATOMICAL_STRUCTURE,
-            "type": _sct("5366008", "Hippocampus"),
-            "modifier": _sct("255549009", "Anterior"),
-        },
-    },
-    ("Hippocampus", "posterior"): {
-        "name": "posterior hippocampus",
-        "color": [144, 238, 144],
-        "snomed": {
-            "category": _ANATOMICAL_STRUCTURE,
-            "type": _sct("5366008", "Hippocampus"),
-            "modifier": _sct("255551008", "Posterior"),
-        },
-    },
-    ("PH2", "lesion"): {
-        "name": "skin lesion",
-        "color": [128, 174, 128],
-        "snomed": {
-            "category": _ALTERED_STRUCTURE,
-            "type": _sct("52988006", "Lesion"),
-            "anatomic_region": _sct("39937001", "Skin"),
-        },
-    },
-}
-
 #: model.json "task" / "modality" of the shipped datasets.
 KNOWN_DATASETS: dict[str, dict] = {
     "ACDC": {"task": "cardiac cine-MRI segmentation (short axis): RV, LV myocardium, LV", "modality": "MR"},
@@ -162,8 +101,9 @@ KNOWN_DATASETS: dict[str, dict] = {
     "PH2": {"task": "skin lesion segmentation on dermoscopy photographs", "modality": "dermoscopy (RGB)"},
 }
 
-_FALLBACK_COLORS = [[128, 174, 128], [241, 214, 145], [177, 122, 101], [111, 184, 210], [216, 101, 79],
-                    [221, 130, 101], [144, 238, 144], [192, 104, 88], [220, 245, 20], [78, 63, 0]]
+#: Colours of labels without terminology: pairwise at least terminology.MIN_COLOR_DISTANCE apart.
+_FALLBACK_COLORS = [[128, 174, 128], [241, 214, 145], [0, 151, 206], [216, 101, 79], [183, 156, 220],
+                    [250, 210, 80], [60, 60, 200], [200, 60, 160], [20, 120, 60], [120, 70, 30], [90, 200, 200]]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -258,37 +198,42 @@ def _warn_if_bf16_is_emulated(device: torch.device, bf16: bool) -> None:
         )
 
 
-def default_classes(info: DatasetInfo, activation: str) -> list[dict]:
+def default_classes(info: DatasetInfo, activation: str, reference_classes: list[dict] | None = None) -> list[dict]:
     """model.json "classes" for a dataset: names, colours, SNOMED CT codes.
 
-    Known datasets (ACDC, Hippocampus, PH2) get their curated entries (:data:`KNOWN_CLASSES`); other
-    labels get their dataset.json name, a palette colour and the generic SNOMED CT "Tissue" codes (a
-    warning says so; edit model.json to fix them).
+    Each label's entry comes from, in this order: the dataset's own ``dataset.json`` block
+    ``"label_terminology": {label name: {"name", "color", "snomed"}}``; the class of ``reference_classes``
+    (the ``--init-from`` model) with the same ``dataset_label``; else the label's name, a palette colour
+    and no codes, with a warning. The dataset's folder name plays no part.
 
     Args:
         info: the dataset.
         activation: "softmax" (one class per foreground label value) or "sigmoid" (label value 1).
+        reference_classes: model.json classes of the model training starts from, or None.
 
     Returns:
-        one dict per foreground class: label_value, name, color, snomed {category, type, ...}.
+        one dict per foreground class: label_value, name, dataset_label, color, snomed {category, type, ...}.
+
+    Raises:
+        ValueError: an invalid ``label_terminology`` entry (naming it), or classes that are not distinct.
     """
+    from .terminology import ClassEntry, read_classes
+
+    by_label = {c.get("dataset_label"): c for c in reference_classes or [] if c.get("dataset_label")}
     classes = []
     for i, (label_name, value) in enumerate(info.foreground_labels.items()):
-        known = KNOWN_CLASSES.get((info.name, label_name))
+        known = info.label_terminology.get(label_name) or by_label.get(label_name)
         if known is None:
             logger.warning(
-                "no terminology for label '%s' of dataset '%s': using generic SNOMED CT 'Tissue'; edit model.json",
-                label_name, info.name,
+                "no terminology for label '%s' of dataset %s: its segments get a name and colour but no "
+                "SNOMED CT codes; add a 'label_terminology' block to its dataset.json (or edit the model.json "
+                "written)", label_name, info.root,
             )
-            known = {
-                "name": label_name,
-                "color": _FALLBACK_COLORS[i % len(_FALLBACK_COLORS)],
-                "snomed": {"category": _TISSUE, "type": _TISSUE},
-            }
-        entry = {"label_value": int(value), "name": known["name"], "dataset_label": label_name}
-        entry["color"] = list(known["color"])
-        entry["snomed"] = copy.deepcopy(known["snomed"])
-        classes.append(entry)
+            known = {"name": label_name, "color": _FALLBACK_COLORS[i % len(_FALLBACK_COLORS)]}
+        entry = {"label_value": int(value), "name": known.get("name", label_name), "dataset_label": label_name,
+                 "color": known.get("color"), "snomed": copy.deepcopy(known.get("snomed"))}
+        classes.append(ClassEntry.from_dict(entry, f"dataset.json label_terminology.{label_name}").to_dict())
+    read_classes(classes, f"classes of dataset {info.root}")  # distinct codes and colours
     if activation == "sigmoid" and len(classes) != 1:
         raise ValueError(f"a sigmoid model has one foreground class; dataset {info.name} has {len(classes)}")
     return classes
@@ -1001,7 +946,6 @@ def train(
     if act not in ("softmax", "sigmoid"):
         raise ValueError(f"activation must be 'auto', 'softmax' or 'sigmoid', got {act!r}")
     num_classes = 1 if act == "sigmoid" else len(info.labels)
-    classes = default_classes(info, act)
 
     init_package = None  # the --init-from model, read once (a resumed run takes its weights from the checkpoint)
     if checkpoint is not None:
@@ -1017,6 +961,12 @@ def train(
             lineage = training_lineage(init_package)
         target_spacing = _initial_target_spacing(settings, info, train_cases, init_package)
         normalization = default_normalization(info)
+    reference = init_package
+    if reference is None and settings.get("init_from"):  # a resumed run that started from a model
+        from .package import load_model_package
+
+        reference = load_model_package(settings["init_from"])
+    classes = default_classes(info, act, reference.config["classes"] if reference is not None else None)
     logger.info(
         "dataset %s fold %d: %d training / %d validation cases; target spacing %s mm; normalisation %s; "
         "%s with K = %d", info.name, settings["fold"], len(train_cases), len(val_cases), target_spacing,

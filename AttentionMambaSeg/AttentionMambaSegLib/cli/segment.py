@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 
@@ -34,6 +35,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="file type written into an output folder (default seg.nrrd)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace existing output files (an input is never replaced)")
+    parser.add_argument("--progress-format", default="bar", choices=["bar", "jsonl"],
+                        help="bar (default): a progress bar on stderr; jsonl: one JSON object per line on "
+                             "stdout for programs that run this command (events: device, progress, log, "
+                             "written, error; see AttentionMambaSegLib.worker)")
     parser.set_defaults(func=run)
     return parser
 
@@ -51,9 +56,9 @@ def positive_int(text: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``segment``; returns the exit code."""
+    if args.progress_format == "jsonl":
+        return _run_jsonl(args)
     from tqdm import tqdm
-
-    from ..inference import segment_files
 
     bars = []
 
@@ -75,14 +80,48 @@ def run(args: argparse.Namespace) -> int:
         return progress
 
     try:
-        written = segment_files(
-            args.inputs, args.output, args.model, device=args.device, tta=args.tta,
-            batch_size=args.batch_size, output_format=args.output_format, progress_factory=progress_factory,
-            overwrite=args.overwrite, window=args.window,
-        )
+        written = _segment(args, progress_factory)
     finally:
         for bar in bars:
             bar.close()
     for path in written:
         print(path)
+    return 0
+
+
+def _segment(args: argparse.Namespace, progress_factory) -> list:
+    from ..inference import segment_files
+
+    return segment_files(
+        args.inputs, args.output, args.model, device=args.device, tta=args.tta,
+        batch_size=args.batch_size, output_format=args.output_format, progress_factory=progress_factory,
+        overwrite=args.overwrite, window=args.window,
+    )
+
+
+def _run_jsonl(args: argparse.Namespace) -> int:
+    """``--progress-format jsonl``: every message as one JSON line on stdout (the Slicer module reads them)."""
+    from ..worker import JsonLinesHandler, emit_event
+
+    handler = JsonLinesHandler()
+    root = logging.getLogger()
+    for existing in list(root.handlers):  # the plain-text stderr handler would print everything twice
+        root.removeHandler(existing)
+    root.addHandler(handler)
+
+    def progress_factory(name: str):
+        def progress(done: int, total: int) -> None:
+            emit_event("progress", input=name, done=int(done), total=int(total))
+
+        return progress
+
+    try:
+        written = _segment(args, progress_factory)
+    except BaseException as e:
+        emit_event("error", type=type(e).__name__, message=str(e) or type(e).__name__)
+        raise
+    finally:
+        root.removeHandler(handler)
+    for path in written:
+        emit_event("written", path=str(path))
     return 0

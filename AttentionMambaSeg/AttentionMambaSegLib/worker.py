@@ -1,0 +1,274 @@
+"""Segmentation in a child process: the package's own ``segment`` command, watched through JSON lines.
+
+Inside 3D Slicer, prediction must not run in a thread of the Slicer process: PythonQt runs without
+thread support, so the main thread holds the GIL while Qt idles and a Python worker thread barely
+advances. A child process also isolates crashes and out-of-memory errors, makes Cancel a real kill,
+frees GPU memory at the end and keeps the OpenMP runtimes of torch, numba, VTK and ITK apart.
+
+:class:`SegmentProcess` writes the input image to a temporary folder, starts::
+
+    PYTHON -m AttentionMambaSegLib.cli segment INPUT.nrrd -o LABELS.nrrd --model MODEL \\
+        --device DEVICE [--no-tta] --progress-format jsonl
+
+with stdout redirected to a file, and :meth:`SegmentProcess.poll` (called from a timer on the
+caller's thread; it never blocks) reads the complete lines written so far. No thread is started.
+
+Events (one JSON object per line; ``event`` names the kind, ``pid`` is the child's process id):
+
+* ``{"event": "device", "device": "cpu", "message": "Device: CPU: no CUDA ..."}``
+* ``{"event": "progress", "input": "input.nrrd", "done": 3, "total": 11}`` after every batch of slices
+* ``{"event": "log", "level": "WARNING", "message": "..."}`` for each log message (INFO and above)
+* ``{"event": "written", "path": ".../labels.nrrd"}``
+* ``{"event": "error", "type": "ValueError", "message": "..."}`` when the command fails
+
+This module imports only the standard library and SimpleITK: it runs in the Slicer process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["JsonLinesHandler", "SegmentProcess", "SegmentProcessError", "emit_event"]
+
+logger = logging.getLogger(__name__)
+
+#: How long :meth:`SegmentProcess.cancel` waits for the killed process tree, in seconds.
+KILL_TIMEOUT_S = 2.0
+_LIB_PARENT = str(Path(__file__).resolve().parent.parent)
+
+
+def emit_event(event: str, **fields: Any) -> None:
+    """Write one JSON line ``{"event": event, "pid": this process's id, **fields}`` to stdout and flush it."""
+    sys.stdout.write(json.dumps({"event": event, "pid": os.getpid(), **fields}, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+class JsonLinesHandler(logging.Handler):
+    """Logging handler writing INFO and above as ``log`` events (or the record's ``event``, e.g. ``device``)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            fields = {"level": record.levelname, "logger": record.name, "message": record.getMessage()}
+            if getattr(record, "device", None) is not None:
+                fields["device"] = record.device
+            emit_event(getattr(record, "event", "log"), **fields)
+        except Exception:  # logging must never raise
+            self.handleError(record)
+
+
+class SegmentProcessError(RuntimeError):
+    """The child process failed; the message is the child's own (or says how it stopped)."""
+
+
+class SegmentProcess:
+    """The ``segment`` command running in a child process on one image.
+
+    Args:
+        image: the SimpleITK image to segment (written to a temporary .nrrd before the start).
+        model: model id or model folder path, as ``segment --model`` takes it.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        tta: flip test-time augmentation.
+        python: the Python interpreter that runs the command (Slicer's ``PythonSlicer``; default
+            ``sys.executable``).
+        env: environment of the child (default: this process's); the folder holding
+            ``AttentionMambaSegLib`` is put first on its ``PYTHONPATH``.
+        batch_size: slices per forward pass (default: the package's default for the device).
+
+    Raises:
+        OSError: the temporary folder or the input file cannot be written, or the process cannot start.
+
+    Example:
+        >>> job = SegmentProcess(image, "cardiac-acdc", device="cpu")  # doctest: +SKIP
+        >>> while not job.finished:                                      # doctest: +SKIP
+        ...     events = job.poll(); time.sleep(0.1)
+        >>> labelmap = job.result()                                      # doctest: +SKIP
+    """
+
+    def __init__(self, image, model: str, device: str = "auto", tta: bool = True, python: str | None = None,
+                 env: dict | None = None, batch_size: int | None = None) -> None:
+        import SimpleITK as sitk
+
+        self.folder = Path(tempfile.mkdtemp(prefix="AttentionMambaSeg-"))
+        self.input_path = self.folder / "input.nrrd"
+        self.output_path = self.folder / "labels.nrrd"
+        self.events: list[dict] = []
+        self.returncode: int | None = None
+        self.cancelled = False
+        self._buffer = b""
+        self._stdout = self._stderr = self._reader = None
+        try:
+            sitk.WriteImage(image, str(self.input_path), useCompression=False)
+            command = [python or sys.executable, "-m", "AttentionMambaSegLib.cli", "segment", str(self.input_path),
+                       "-o", str(self.output_path), "--model", str(model), "--device", str(device),
+                       "--progress-format", "jsonl"]
+            if not tta:
+                command.append("--no-tta")
+            if batch_size is not None:
+                command += ["--batch-size", str(int(batch_size))]
+            self.command = command
+            child_env = dict(os.environ if env is None else env)
+            child_env["PYTHONPATH"] = os.pathsep.join(p for p in (_LIB_PARENT, child_env.get("PYTHONPATH")) if p)
+            child_env["PYTHONUNBUFFERED"] = "1"
+            child_env.setdefault("PYTHONIOENCODING", "utf-8")
+            self._stdout = open(self.folder / "events.jsonl", "wb")
+            self._stderr = open(self.folder / "stderr.log", "wb")
+            self._reader = open(self.folder / "events.jsonl", "rb")
+            self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=self._stdout,
+                                             stderr=self._stderr, env=child_env, cwd=str(self.folder),
+                                             **_new_process_group())
+        except BaseException:
+            self._close()
+            raise
+        self.pid = self._process.pid
+        logger.info("Started the segmentation process (PID %d): %s", self.pid, " ".join(command))
+
+    @property
+    def finished(self) -> bool:
+        """True once the child has exited (or was killed) and every event was read."""
+        return self.returncode is not None
+
+    def poll(self) -> list[dict]:
+        """Return the events written since the last call (never blocks); sets ``returncode`` at the end."""
+        if self._reader is None:
+            return []
+        exited = self._process.poll() is not None
+        new = self._read_events()
+        if exited:
+            new += self._read_events(final=True)
+            self.returncode = self._process.returncode
+        self.events.extend(new)
+        return new
+
+    def _read_events(self, final: bool = False) -> list[dict]:
+        self._buffer += self._reader.read()
+        *lines, self._buffer = self._buffer.split(b"\n")
+        if final and self._buffer:
+            lines.append(self._buffer)
+            self._buffer = b""
+        events = []
+        for line in lines:
+            text = line.decode("utf-8", errors="replace").strip()
+            if not text:
+                continue
+            try:
+                event = json.loads(text)
+            except json.JSONDecodeError:
+                event = None
+            if not isinstance(event, dict) or "event" not in event:  # a stray print of a library
+                event = {"event": "log", "level": "INFO", "message": text}
+            events.append(event)
+        return events
+
+    def wait(self, timeout: float | None = None, interval: float = 0.05) -> bool:
+        """Poll until the child exits or ``timeout`` seconds pass; return ``finished``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.finished:
+            self.poll()
+            if self.finished or (deadline is not None and time.monotonic() >= deadline):
+                break
+            time.sleep(interval)
+        return self.finished
+
+    def cancel(self) -> None:
+        """Kill the child and its children; returns within :data:`KILL_TIMEOUT_S` and removes the files."""
+        if self._reader is None:
+            return
+        self.cancelled = True
+        if self._process.poll() is None:
+            _kill_tree(self._process)
+            try:
+                self._process.wait(KILL_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                logger.warning("The segmentation process (PID %d) did not stop within %.0f s.", self.pid,
+                               KILL_TIMEOUT_S)
+        self.returncode = self._process.returncode if self._process.returncode is not None else -9
+        self.cleanup()
+
+    def error_message(self) -> str:
+        """What went wrong, in the child's own words (its error event, else its last stderr lines)."""
+        for event in reversed(self.events):
+            if event.get("event") == "error":
+                return str(event.get("message") or event.get("type"))
+        stderr = self._stderr_tail()
+        code = self.returncode
+        if code is not None and code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            how = f"stopped by {name}" + (" (killed: often out of memory)" if name == "SIGKILL" else "")
+        else:
+            how = f"exited with code {code}"
+        return f"The segmentation process {how}." + (f" Its last output: {stderr}" if stderr else "")
+
+    def _stderr_tail(self, lines: int = 5) -> str:
+        try:
+            text = (self.folder / "stderr.log").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+        kept = [ln for ln in text.splitlines() if ln.strip()]
+        return " | ".join(kept[-lines:])
+
+    def result(self):
+        """The labelmap (SimpleITK image on the input grid); removes the temporary files.
+
+        Raises:
+            SegmentProcessError: the child failed, was cancelled or wrote no output.
+            RuntimeError: :meth:`poll` has not seen the child exit yet.
+        """
+        if not self.finished:
+            raise RuntimeError("The segmentation process is still running: poll() until finished.")
+        try:
+            if self.cancelled:
+                raise SegmentProcessError("The segmentation was cancelled.")
+            if self.returncode != 0:
+                raise SegmentProcessError(self.error_message())
+            if not self.output_path.is_file():
+                raise SegmentProcessError(f"The segmentation process ended without writing {self.output_path.name}.")
+            import SimpleITK as sitk
+
+            return sitk.ReadImage(str(self.output_path))
+        finally:
+            self.cleanup()
+
+    def cleanup(self) -> None:
+        """Close the files and remove the temporary folder (safe to call more than once)."""
+        self._close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _close(self) -> None:
+        for handle in (self._stdout, self._stderr, self._reader):
+            if handle is not None:
+                handle.close()
+        self._stdout = self._stderr = self._reader = None
+
+
+def _new_process_group() -> dict:
+    """Popen arguments that put the child in its own process group, so its whole tree can be killed."""
+    if os.name == "nt":
+        return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
+    return {"start_new_session": True}
+
+
+def _kill_tree(process: subprocess.Popen) -> None:
+    """Kill ``process`` and every process it started (Slicer's PythonSlicer launcher starts the real Python)."""
+    if os.name == "nt":
+        subprocess.run(["taskkill", "/F", "/T", "/PID", str(process.pid)], capture_output=True, check=False)
+        return
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        process.kill()
