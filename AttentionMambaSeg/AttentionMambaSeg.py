@@ -43,6 +43,7 @@ MINIMUM_SLICER_VERSION = (5, 10)
 PIP_REQUIREMENTS = (
     ("safetensors", "safetensors>=0.4", "reads the model weights"),
     ("numba", "numba>=0.59", "the fast CPU selective scan (installs llvmlite, its compiler)"),
+    ("pooch", "pooch>=1.8", "downloads models, checking their SHA-256"),
 )
 TORCH_REQUIREMENT = ">=2.1"
 TORCH_MINIMUM = (2, 1)
@@ -327,8 +328,9 @@ class AttentionMambaSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     def onRemoveImportedModels(self) -> None:
         if not slicer.util.confirmOkCancelDisplay(
-            _("Delete every imported model from the model cache ({folder})? Bundled models are kept.")
-            .format(folder=self.logic.importedModelsFolder())
+            _("Delete every imported or downloaded model from the model cache ({folder})? This frees "
+              "{size:.0f} MB. Nothing else is touched.").format(
+                folder=self.logic.importedModelsFolder(), size=self.logic.importedModelsSize() / 1e6)
         ):
             return
         with slicer.util.tryWithErrorDisplay(_("Removing imported models failed."), waitCursor=True):
@@ -377,9 +379,56 @@ class AttentionMambaSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.logic.acceptLicence(package)
         return True
 
+    def _startDownload(self, modelId: str) -> None:
+        """Ask once (model, size, licence), then download in a child process; Segment continues after it."""
+        entry = self.logic.registry().get(modelId)
+        if entry is None:
+            self.ui.statusLabel.text = _("Model '{id}' is not installed: import it.").format(id=modelId)
+            return
+        if not slicer.util.confirmOkCancelDisplay(
+            _("Download model '{id}' {version} ({size:.0f} MB) into the model cache?\n\nLicence: {licence}\n\n"
+              "Without internet access, use Import model... with the file from {url}").format(
+                id=entry.id, version=entry.version, size=entry.size / 1e6, licence=entry.licence,
+                url=entry.urls[0]),
+            windowTitle=_("Download model"),
+        ):
+            self.ui.statusLabel.text = _("Download declined: nothing was done.")
+            return
+        with slicer.util.tryWithErrorDisplay(_("The download failed to start.")):
+            self._job = self.logic.startDownload(modelId, onProgress=self.onDownloadProgress,
+                                                 onFinished=self.onDownloadFinished, onLog=self.onLog)
+            self.setRunning(True)
+            self.ui.statusLabel.text = _("Downloading '{id}'...").format(id=modelId)
+
+    def onDownloadProgress(self, done: int, total: int) -> None:
+        if self._destroyed or self._job is None:
+            return
+        self.ui.progressBar.maximum = 1000
+        self.ui.progressBar.value = int(1000 * done / max(total, 1))
+        self.ui.progressBar.format = _("{done:.1f} / {total:.1f} MB").format(done=done / 1e6, total=total / 1e6)
+
+    def onDownloadFinished(self, result, error, elapsed) -> None:
+        if self._destroyed:
+            return
+        self._job = None
+        self.setRunning(False)
+        self.populateModels()
+        if error is not None:
+            self.ui.statusLabel.text = _("Download failed: {error}").format(error=error)
+            slicer.util.errorDisplay(_("Download failed: {error}").format(error=error))
+        elif result is None:
+            self.ui.statusLabel.text = _("Download cancelled: nothing was changed.")
+        else:
+            self.onSegment()
+
     def onSegment(self) -> None:
         node = self._parameterNode
-        if not self._ensureDependencies() or not self._acceptLicence(node.modelId):
+        if not self._ensureDependencies():
+            return
+        if not self.logic.modelInstalled(node.modelId):
+            self._startDownload(node.modelId)
+            return
+        if not self._acceptLicence(node.modelId):
             return
         self.ui.logTextEdit.clear()
         with slicer.util.tryWithErrorDisplay(_("Segmentation failed to start.")):
@@ -457,26 +506,18 @@ class DependencyError(RuntimeError):
     """A required package could not be installed (the message says what to do, e.g. restart)."""
 
 
-class SegmentationJob:
-    """One segmentation in a child process (``AttentionMambaSegLib.worker.SegmentProcess``).
+class ChildProcessJob:
+    """A child process of the package's CLI (``AttentionMambaSegLib.worker``), polled by a QTimer on the main thread.
 
-    The input volume is read on the main thread when the job is made; a QTimer on the main thread polls
-    the child's progress lines and, when it has exited, reads the labelmap and writes the segmentation.
-    ``cancel()`` kills the child (within 2 s) and leaves the scene unchanged. Temporary files are removed
-    in every outcome.
+    ``onProgress(done, total)`` gets every progress event, ``onLog(line)`` every message, and
+    ``onFinished(result, error, elapsedSeconds)`` the outcome (result None and error None: cancelled).
+    ``cancel()`` kills the child and its children (within 2 s). Temporary files are removed in every outcome.
     """
 
     POLL_INTERVAL_MS = 100
 
-    def __init__(self, volumeNode, package, segmentationNode, device, useTTA, onProgress=None, onFinished=None,
-                 onLog=None, python=None, env=None) -> None:
-        from AttentionMambaSegLib import mrml
-
-        self._mrml = mrml
-        mrml.check_input_volume(volumeNode, package)
-        self.volumeNode = volumeNode
-        self.package = package
-        self.segmentationNode = segmentationNode
+    def __init__(self, process, onProgress=None, onFinished=None, onLog=None) -> None:
+        self.process = process
         self.onProgress = onProgress
         self.onFinished = onFinished
         self.onLog = onLog
@@ -485,10 +526,6 @@ class SegmentationJob:
         self.error = None
         self.deviceDescription = ""
         self._started = time.monotonic()
-        image = mrml.image_from_volume_node(volumeNode)  # main thread: reads MRML
-        from AttentionMambaSegLib.worker import SegmentProcess
-
-        self.process = SegmentProcess(image, str(package.path), device=device, tta=useTTA, python=python, env=env)
         self._timer = qt.QTimer()
         self._timer.setInterval(self.POLL_INTERVAL_MS)
         self._timer.connect("timeout()", self.poll)
@@ -498,7 +535,7 @@ class SegmentationJob:
         return time.monotonic() - self._started
 
     def cancel(self) -> None:
-        """Kill the child process (and its children); the scene is left as it was."""
+        """Kill the child process (and its children); nothing is written."""
         if self.finished:
             return
         self.process.cancel()
@@ -521,12 +558,18 @@ class SegmentationJob:
         if not self.process.finished:
             return False
         try:
-            labelmap = self.process.result()
-            self.result = self._mrml.write_segmentation(self.volumeNode, self.package, labelmap,
-                                                       self.segmentationNode)
+            self.result = self.complete()
         except Exception as e:
             self.error = e
         self._finish()
+        return True
+
+    def complete(self):
+        """The result once the child has exited (runs on the main thread); raises the child's error."""
+        if self.process.returncode != 0:
+            from AttentionMambaSegLib.worker import SegmentProcessError
+
+            raise SegmentProcessError(self.process.error_message())
         return True
 
     def wait(self, timeout: Optional[float] = None) -> bool:
@@ -543,9 +586,35 @@ class SegmentationJob:
         self._timer.stop()
         self.process.cleanup()
         if self.error is not None:
-            logging.error("AttentionMambaSeg segmentation failed: %s", self.error)
+            logging.error("AttentionMambaSeg: %s", self.error)
         if self.onFinished is not None:
             self.onFinished(self.result, self.error, self.elapsedSeconds())
+
+
+class SegmentationJob(ChildProcessJob):
+    """One segmentation in a child process (``AttentionMambaSegLib.worker.SegmentProcess``).
+
+    The input volume is read on the main thread when the job is made; when the child has exited, the
+    labelmap is read back and the segmentation written, on the main thread. Cancel leaves the scene unchanged.
+    """
+
+    def __init__(self, volumeNode, package, segmentationNode, device, useTTA, onProgress=None, onFinished=None,
+                 onLog=None, python=None, env=None) -> None:
+        from AttentionMambaSegLib import mrml
+        from AttentionMambaSegLib.worker import SegmentProcess
+
+        self._mrml = mrml
+        mrml.check_input_volume(volumeNode, package)
+        self.volumeNode = volumeNode
+        self.package = package
+        self.segmentationNode = segmentationNode
+        image = mrml.image_from_volume_node(volumeNode)  # main thread: reads MRML
+        process = SegmentProcess(image, str(package.path), device=device, tta=useTTA, python=python, env=env)
+        ChildProcessJob.__init__(self, process, onProgress, onFinished, onLog)
+
+    def complete(self):
+        labelmap = self.process.result()
+        return self._mrml.write_segmentation(self.volumeNode, self.package, labelmap, self.segmentationNode)
 
 
 class AttentionMambaSegLogic(ScriptedLoadableModuleLogic):
@@ -609,14 +678,32 @@ class AttentionMambaSegLogic(ScriptedLoadableModuleLogic):
     # Models -------------------------------------------------------------------------------------
 
     def availableModels(self) -> list:
-        """[(model id, display title)] of bundled and imported models (needs no optional package)."""
+        """[(model id, display title)]: installed models, then registry models to download (no optional package)."""
         from AttentionMambaSegLib.package import list_models
 
-        models = []
+        models, installed = [], set()
         for package in list_models():
             name = package.config.get("name") or package.id
             models.append((package.id, f"{name} ({package.version})"))
+            installed.add(package.id)
+        for entry in self.registry().values():
+            if entry.id not in installed:
+                models.append((entry.id, _("{id} ({version}, download {size:.0f} MB)").format(
+                    id=entry.id, version=entry.version, size=entry.size / 1e6)))
         return models
+
+    @staticmethod
+    def registry() -> dict:
+        from AttentionMambaSegLib.registry import load_registry
+
+        return load_registry()
+
+    def modelInstalled(self, modelId: str) -> bool:
+        try:
+            self.modelPackage(modelId)
+        except FileNotFoundError:
+            return False
+        return True
 
     def modelPackage(self, modelId: str):
         from AttentionMambaSegLib.package import load_model_package
@@ -629,8 +716,25 @@ class AttentionMambaSegLogic(ScriptedLoadableModuleLogic):
             return ""
         try:
             return self.modelPackage(modelId).summary()
+        except FileNotFoundError:
+            entry = self.registry().get(modelId)
+            if entry is None:
+                return _("Model '{id}' is not installed.").format(id=modelId)
+            return _("Not downloaded yet ({size:.0f} MB). Licence: {licence}. Validation Dice {dice}.").format(
+                size=entry.size / 1e6, licence=entry.licence, dice=entry.val_dice)
         except (OSError, ValueError) as e:
             return str(e)
+
+    def startDownload(self, modelId: str, onProgress=None, onFinished=None, onLog=None) -> ChildProcessJob:
+        """Download a registry model into the model cache in a child process (SHA-256 checked there).
+
+        ``onProgress(doneBytes, totalBytes)``; ``onFinished(result, error, seconds)`` with result True on success.
+        """
+        from AttentionMambaSegLib.worker import CliProcess
+
+        process = CliProcess(["models", "download", str(modelId), "--progress-format", "jsonl"],
+                             python=self.childPython(), env=self.childEnvironment())
+        return ChildProcessJob(process, onProgress, onFinished, onLog)
 
     def importModel(self, path: str) -> str:
         """Verify and copy a model package (folder, its model.json, or a .zip) into the model cache."""
@@ -644,6 +748,12 @@ class AttentionMambaSegLogic(ScriptedLoadableModuleLogic):
         from AttentionMambaSegLib.package import imported_models_dir
 
         return str(imported_models_dir())
+
+    def importedModelsSize(self) -> int:
+        """Bytes the model cache holds (what removing the imported models frees)."""
+        from AttentionMambaSegLib.package import imported_models_size
+
+        return imported_models_size()
 
     def removeImportedModels(self) -> list:
         """Delete all imported models; return their ids."""

@@ -39,6 +39,10 @@ def test_every_resource_file_is_listed():
     listed = set(_cmake_list(MODULE_CMAKE, "MODULE_PYTHON_RESOURCES"))
     on_disk = {p.relative_to(MODULE_DIR).as_posix() for p in (MODULE_DIR / "Resources").rglob("*")
                if p.is_file() and not p.name.startswith(".")}
+    # the model folders are development copies: the extension package carries none of them
+    models = {p for p in on_disk if p.startswith("Resources/Models/") and p.count("/") == 3}
+    assert models and not models & listed, f"model files must not ship: {sorted(models & listed)}"
+    on_disk -= models
     assert not sorted(on_disk - listed), f"add to MODULE_PYTHON_RESOURCES: {sorted(on_disk - listed)}"
     assert not sorted(p for p in listed if not (MODULE_DIR / p).is_file())
 

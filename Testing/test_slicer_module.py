@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import json
 import os
 import re
 import subprocess
@@ -283,14 +284,15 @@ def test_dependency_plan_names_every_package_and_one_prompt_lists_them(module, m
     monkeypatch.setattr(module.importlib.util, "find_spec", lambda name: None)
     monkeypatch.setattr(module.AttentionMambaSegLogic, "installedTorchVersion", staticmethod(lambda: None))
     plan = logic.dependencyPlan()
-    assert [item["name"] for item in plan] == ["torch", "safetensors", "numba", "llvmlite"]
+    assert [item["name"] for item in plan] == ["torch", "safetensors", "numba", "pooch", "llvmlite"]
     prompts = []
     monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay", lambda text, **kw: prompts.append(text) or False,
                         raising=False)
     widget = types.SimpleNamespace(logic=logic, ui=types.SimpleNamespace(statusLabel=types.SimpleNamespace(text="")))
     assert module.AttentionMambaSegWidget._ensureDependencies(widget) is False
     (text,), = [prompts]
-    assert all(name in text for name in ("torch", "safetensors", "numba", "llvmlite", logic.sitePackagesFolder()))
+    assert all(name in text for name in ("torch", "safetensors", "numba", "pooch", "llvmlite",
+                                         logic.sitePackagesFolder()))
     assert widget.ui.statusLabel.text.startswith("Not installed: Segment needs torch, safetensors, numba")
     monkeypatch.setattr(module.AttentionMambaSegLogic, "installedTorchVersion", staticmethod(lambda: (1, 13)))
     assert "older than >=2.1" in logic.dependencyPlan()[0]["why"]
@@ -367,3 +369,53 @@ def test_supported_slicer_range_is_declared_and_enforced(module, monkeypatch):
     assert "needs Slicer 5.10 or newer; this is Slicer 5.8" in module.AttentionMambaSegLogic.slicerVersionProblem()
     monkeypatch.setattr(slicer, "app", types.SimpleNamespace(majorVersion=5, minorVersion=10), raising=False)
     assert module.AttentionMambaSegLogic.slicerVersionProblem() == ""
+
+
+def test_a_model_not_in_the_cache_is_listed_and_downloaded_in_a_child_process(module, tmp_path, monkeypatch):
+    import http.server
+    import shutil
+    import threading
+
+    from AttentionMambaSegLib import package, registry
+
+    source = tmp_path / "hippocampus-online"
+    shutil.copytree(package.bundled_models_dir() / "hippocampus-msd", source)
+    config = json.loads((source / "model.json").read_text())
+    config["id"] = "hippocampus-online"
+    (source / "model.json").write_text(json.dumps(config))
+    entry = registry.build_archive(source, tmp_path / "h.zip")
+    body = (tmp_path / "h.zip").read_bytes()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    published = {**entry.to_dict(), "urls": [f"http://127.0.0.1:{server.server_address[1]}/h.zip"]}
+    (tmp_path / "registry.json").write_text(json.dumps({"format": 1, "models": [published]}))
+    monkeypatch.setenv("ATTENTION_MAMBA_SEG_REGISTRY", str(tmp_path / "registry.json"))
+    monkeypatch.setenv("ATTENTION_MAMBA_SEG_MODELS_DIR", str(tmp_path / "cache"))
+    logic = module.AttentionMambaSegLogic()
+    titles = dict(logic.availableModels())
+    assert "download 28 MB" in titles["hippocampus-online"] and not logic.modelInstalled("hippocampus-online")
+    assert "Not downloaded yet (28 MB)" in logic.modelSummary("hippocampus-online")
+    finished, progress = [], []
+    job = logic.startDownload("hippocampus-online", onProgress=lambda d, t: progress.append((d, t)),
+                              onFinished=lambda *a: finished.append(a))
+    try:
+        assert job.wait(timeout=120)
+    finally:
+        server.shutdown()
+        server.server_close()
+    (result, error, _), = finished
+    assert error is None and result is True and job.process.pid != os.getpid()
+    assert progress and progress[-1] == (entry.size, entry.size)
+    assert logic.modelInstalled("hippocampus-online") and (tmp_path / "cache" / "hippocampus-online").is_dir()
+    assert "hippocampus-online (1.5.0)" in dict(logic.availableModels()).values()

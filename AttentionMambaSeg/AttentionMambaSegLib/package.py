@@ -40,6 +40,7 @@ import math
 import os
 import re
 import shutil
+import stat
 import tempfile
 import uuid
 import zipfile
@@ -57,6 +58,8 @@ __all__ = [
     "list_models",
     "load_model_package",
     "register_architecture",
+    "imported_models_size",
+    "remove_imported_model",
     "remove_imported_models",
     "save_model_package",
     "sha256_of_file",
@@ -67,7 +70,7 @@ CONFIG_NAME = "model.json"
 WEIGHTS_NAME = "model.safetensors"
 SLICE_AXIS_RULES = ("largest-spacing-else-z",)
 NORMALIZATION_TYPES = ("zscore", "ct", "rgb", "none")
-_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # used with fullmatch: no trailing newline
 _ARCHITECTURES: dict[str, Callable[..., Any]] = {}
 #: Hidden folders this module creates (interrupted import / save / swap), safe to delete.
 _LEFTOVER_PATTERN = re.compile(r"^\.(import-.+|.+\.(old|tmp)-[0-9a-f]{8})$")
@@ -174,7 +177,7 @@ def validate_config(config: dict, source: str = CONFIG_NAME) -> dict:
     cfg.setdefault("weights_dtype", "float16")
     cfg.setdefault("architecture", "AttentionMamba")
     cfg.setdefault("architecture_kwargs", {})
-    if not isinstance(cfg["id"], str) or not _ID_PATTERN.match(cfg["id"]):
+    if not isinstance(cfg["id"], str) or not _ID_PATTERN.fullmatch(cfg["id"]):
         raise _problem(source, "id", "letters, digits, '.', '_' or '-' (a folder name)", cfg["id"])
     for key in ("in_channels", "num_classes"):
         if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] < 1:
@@ -336,6 +339,41 @@ class ModelPackage:
                 f"Model '{self.id}': SHA-256 of {self.weights_path} is {actual}, but model.json expects "
                 f"{expected}. The file is corrupted or was modified; re-import or re-install the model."
             )
+
+    def check_weights_fit(self) -> None:
+        """Check, without loading them, that the weights have every tensor of the network with its shape and dtype.
+
+        Reads the safetensors header and builds the architecture on PyTorch's ``meta`` device (no memory).
+
+        Raises:
+            ValueError: the file is not readable as safetensors, or a tensor is missing, extra, or has
+                another shape or dtype than the architecture of model.json needs (each named).
+        """
+        import torch
+        from safetensors import safe_open
+
+        with torch.device("meta"):
+            reference = _build_architecture(self.config).state_dict()
+        try:
+            with safe_open(str(self.weights_path), framework="pt") as f:
+                stored = {name: (tuple(f.get_slice(name).get_shape()), f.get_slice(name).get_dtype())
+                          for name in f.keys()}
+        except Exception as e:  # safetensors raises its own error types for a malformed header
+            raise ValueError(f"Model '{self.id}': {self.weights_path} is not a readable safetensors file "
+                             f"({type(e).__name__}: {e}).") from e
+        problems = [f"missing {n}" for n in sorted(set(reference) - set(stored))]
+        problems += [f"unexpected {n}" for n in sorted(set(stored) - set(reference))]
+        for name, tensor in reference.items():
+            if name not in stored:
+                continue
+            shape, dtype = stored[name]
+            want = "F16" if tensor.is_floating_point() else str(tensor.dtype).replace("torch.", "").upper()
+            want = {"INT64": "I64", "INT32": "I32", "UINT8": "U8", "BOOL": "BOOL"}.get(want, want)
+            if shape != tuple(tensor.shape) or dtype != want:
+                problems.append(f"{name}: {dtype} {list(shape)} where the network needs {want} {list(tensor.shape)}")
+        if problems:
+            raise ValueError(f"Model '{self.id}': the weights do not fit the '{self.config['architecture']}' "
+                             f"network of model.json ({len(problems)} problems: {'; '.join(problems[:5])}).")
 
     def build_network(self, device: Any = "cpu"):
         """Verify the weights and build the network on ``device`` in eval mode (float32).
@@ -640,6 +678,8 @@ def _safe_extract(archive: Path, dest: Path) -> None:
             parts = Path(name).parts
             if name.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
                 raise ValueError(f"Refusing to import {archive}: unsafe member path {name!r}.")
+            if stat.S_ISLNK(member.external_attr >> 16):
+                raise ValueError(f"Refusing to import {archive}: member {name!r} is a symbolic link.")
         z.extractall(dest)
 
 
@@ -655,7 +695,7 @@ def _find_package_root(folder: Path) -> Path:
     )
 
 
-def import_model_package(folder_or_zip: str | os.PathLike) -> ModelPackage:
+def import_model_package(folder_or_zip: str | os.PathLike, expected_id: str | None = None) -> ModelPackage:
     """Verify a model package (folder or .zip) and copy it into the per-user model cache.
 
     The SHA-256 is checked before anything is copied; a previously imported version with the same id
@@ -663,6 +703,7 @@ def import_model_package(folder_or_zip: str | os.PathLike) -> ModelPackage:
 
     Args:
         folder_or_zip: package folder, or a zip archive holding one.
+        expected_id: refuse a package with another id (a download must hold the model it was fetched for).
 
     Returns:
         The imported package (in :func:`imported_models_dir`).
@@ -670,7 +711,8 @@ def import_model_package(folder_or_zip: str | os.PathLike) -> ModelPackage:
     Raises:
         FileNotFoundError: if the path does not exist or lacks model.json / model.safetensors.
         ModelIntegrityError: if the weights do not match model.json's SHA-256.
-        ValueError: invalid model.json or unsafe archive.
+        ValueError: invalid model.json, weights that do not fit its network, a symbolic link for
+            model.json or the weights, or an unsafe archive (paths outside the package, links).
     """
     source = Path(folder_or_zip)
     if not source.exists():
@@ -686,22 +728,65 @@ def import_model_package(folder_or_zip: str | os.PathLike) -> ModelPackage:
             root = _find_package_root(tmp / "unzipped")
         else:
             root = _find_package_root(source)
+        for name in (CONFIG_NAME, WEIGHTS_NAME):
+            if (root / name).is_symlink():
+                raise ValueError(f"Refusing to import {root}: {name} is a symbolic link; give the file itself.")
         package = ModelPackage(root)
+        if expected_id is not None and package.id != expected_id:
+            raise ValueError(f"{source} holds model '{package.id}', not '{expected_id}': nothing was imported.")
         package.verify()
         staged = tmp / "staged"
         staged.mkdir()
         for name in (CONFIG_NAME, WEIGHTS_NAME):
             shutil.copy2(root / name, staged / name)
         for extra in root.iterdir():  # model card, licence
-            if extra.is_file() and extra.suffix.lower() in (".md", ".txt"):
+            if extra.is_symlink():
+                logger.warning("Not importing %s: it is a symbolic link (links are never followed).", extra)
+            elif extra.is_file() and extra.suffix.lower() in (".md", ".txt"):
                 shutil.copy2(extra, staged / extra.name)
-        ModelPackage(staged).verify()  # the copy itself
+        staged_package = ModelPackage(staged)
+        staged_package.verify()  # the copy itself
+        staged_package.check_weights_fit()  # before the swap: a bad package never replaces a good one
         target = cache / package.id
         _swap_folder(staged, target)
     if (bundled_models_dir() / package.id).is_dir():
         logger.info("Imported model '%s' overrides the bundled model with the same id.", package.id)
     logger.info("Imported model '%s' (version %s) into %s", package.id, package.version, target)
     return ModelPackage(target)
+
+
+def _folder_size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def imported_models_size() -> int:
+    """Bytes the imported-models cache holds (what :func:`remove_imported_models` would free)."""
+    cache = _imported_models_dir_if_known()
+    return _folder_size(cache) if cache is not None and cache.is_dir() else 0
+
+
+def remove_imported_model(model_id: str) -> int:
+    """Delete one imported (or downloaded) model from the cache; bundled models are never touched.
+
+    Returns:
+        The bytes freed.
+
+    Raises:
+        FileNotFoundError: no imported model has this id (the message lists those that do).
+        ValueError: ``model_id`` is not a valid model id.
+    """
+    if not isinstance(model_id, str) or not _ID_PATTERN.fullmatch(model_id):
+        raise ValueError(f"{model_id!r} is not a model id (letters, digits, '.', '_' or '-').")
+    cache = imported_models_dir()
+    folder = cache / model_id
+    if folder.is_symlink() or not (folder / CONFIG_NAME).is_file():
+        present = sorted(p.name for p in cache.iterdir() if (p / CONFIG_NAME).is_file()) if cache.is_dir() else []
+        raise FileNotFoundError(f"No imported model {model_id!r} in {cache} (imported: {present or 'none'}); "
+                                "bundled models cannot be removed.")
+    freed = _folder_size(folder)
+    shutil.rmtree(folder)
+    logger.info("Removed imported model '%s' from %s (%.1f MB)", model_id, cache, freed / 1e6)
+    return freed
 
 
 def remove_imported_models() -> list[str]:

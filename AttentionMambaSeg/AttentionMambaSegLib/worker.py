@@ -26,6 +26,7 @@ This module imports only the standard library and SimpleITK: it runs in the Slic
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -35,10 +36,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["JsonLinesHandler", "SegmentProcess", "SegmentProcessError", "emit_event"]
+__all__ = ["CliProcess", "JsonLinesHandler", "SegmentProcess", "SegmentProcessError", "emit_event", "jsonl_events",
+           "run_with_jsonl_events"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,56 +72,66 @@ class JsonLinesHandler(logging.Handler):
             self.handleError(record)
 
 
+@contextlib.contextmanager
+def jsonl_events():
+    """Within the block, log records go to stdout as JSON lines and an exception becomes an ``error`` event.
+
+    The exception is re-raised after its event is written (the exit code stays non-zero).
+    """
+    handler = JsonLinesHandler()
+    root = logging.getLogger()
+    previous = list(root.handlers)
+    for existing in previous:  # a plain-text stderr handler would print everything twice
+        root.removeHandler(existing)
+    root.addHandler(handler)
+    try:
+        yield
+    except BaseException as e:
+        emit_event("error", type=type(e).__name__, message=str(e) or type(e).__name__)
+        raise
+    finally:
+        root.removeHandler(handler)
+        for existing in previous:
+            root.addHandler(existing)
+
+
+def run_with_jsonl_events(function: Callable[[Callable[[int, int], None]], int], unit: str = "slices") -> int:
+    """Run ``function(progress)`` inside :func:`jsonl_events`; progress becomes ``progress`` events."""
+    with jsonl_events():
+        return function(lambda done, total: emit_event("progress", done=int(done), total=int(total), unit=unit))
+
+
 class SegmentProcessError(RuntimeError):
     """The child process failed; the message is the child's own (or says how it stopped)."""
 
 
-class SegmentProcess:
-    """The ``segment`` command running in a child process on one image.
+class CliProcess:
+    """A subcommand of the package's CLI running in a child process, its JSON-lines events read by :meth:`poll`.
 
     Args:
-        image: the SimpleITK image to segment (written to a temporary .nrrd before the start).
-        model: model id or model folder path, as ``segment --model`` takes it.
-        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-        tta: flip test-time augmentation.
+        arguments: the CLI arguments after ``python -m AttentionMambaSegLib.cli`` (they must ask for
+            ``--progress-format jsonl``).
         python: the Python interpreter that runs the command (Slicer's ``PythonSlicer``; default
             ``sys.executable``).
         env: environment of the child (default: this process's); the folder holding
             ``AttentionMambaSegLib`` is put first on its ``PYTHONPATH``.
-        batch_size: slices per forward pass (default: the package's default for the device).
+        folder: temporary folder the child's output files go to (made here when None); removed by
+            :meth:`cleanup`.
 
     Raises:
-        OSError: the temporary folder or the input file cannot be written, or the process cannot start.
-
-    Example:
-        >>> job = SegmentProcess(image, "cardiac-acdc", device="cpu")  # doctest: +SKIP
-        >>> while not job.finished:                                      # doctest: +SKIP
-        ...     events = job.poll(); time.sleep(0.1)
-        >>> labelmap = job.result()                                      # doctest: +SKIP
+        OSError: the temporary folder cannot be made or the process cannot start.
     """
 
-    def __init__(self, image, model: str, device: str = "auto", tta: bool = True, python: str | None = None,
-                 env: dict | None = None, batch_size: int | None = None) -> None:
-        import SimpleITK as sitk
-
-        self.folder = Path(tempfile.mkdtemp(prefix="AttentionMambaSeg-"))
-        self.input_path = self.folder / "input.nrrd"
-        self.output_path = self.folder / "labels.nrrd"
+    def __init__(self, arguments: list[str], python: str | None = None, env: dict | None = None,
+                 folder: Path | None = None) -> None:
+        self.folder = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix="AttentionMambaSeg-"))
         self.events: list[dict] = []
         self.returncode: int | None = None
         self.cancelled = False
         self._buffer = b""
         self._stdout = self._stderr = self._reader = None
+        self.command = [python or sys.executable, "-m", "AttentionMambaSegLib.cli", *arguments]
         try:
-            sitk.WriteImage(image, str(self.input_path), useCompression=False)
-            command = [python or sys.executable, "-m", "AttentionMambaSegLib.cli", "segment", str(self.input_path),
-                       "-o", str(self.output_path), "--model", str(model), "--device", str(device),
-                       "--progress-format", "jsonl"]
-            if not tta:
-                command.append("--no-tta")
-            if batch_size is not None:
-                command += ["--batch-size", str(int(batch_size))]
-            self.command = command
             child_env = dict(os.environ if env is None else env)
             child_env["PYTHONPATH"] = os.pathsep.join(p for p in (_LIB_PARENT, child_env.get("PYTHONPATH")) if p)
             child_env["PYTHONUNBUFFERED"] = "1"
@@ -126,14 +139,14 @@ class SegmentProcess:
             self._stdout = open(self.folder / "events.jsonl", "wb")
             self._stderr = open(self.folder / "stderr.log", "wb")
             self._reader = open(self.folder / "events.jsonl", "rb")
-            self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=self._stdout,
+            self._process = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=self._stdout,
                                              stderr=self._stderr, env=child_env, cwd=str(self.folder),
                                              **_new_process_group())
         except BaseException:
-            self._close()
+            self.cleanup()
             raise
         self.pid = self._process.pid
-        logger.info("Started the segmentation process (PID %d): %s", self.pid, " ".join(command))
+        logger.info("Started process %d: %s", self.pid, " ".join(self.command))
 
     @property
     def finished(self) -> bool:
@@ -212,7 +225,8 @@ class SegmentProcess:
             how = f"stopped by {name}" + (" (killed: often out of memory)" if name == "SIGKILL" else "")
         else:
             how = f"exited with code {code}"
-        return f"The segmentation process {how}." + (f" Its last output: {stderr}" if stderr else "")
+        name = self.command[3] if len(self.command) > 3 else "child"  # the subcommand
+        return f"The {name} process {how}." + (f" Its last output: {stderr}" if stderr else "")
 
     def _stderr_tail(self, lines: int = 5) -> str:
         try:
@@ -222,8 +236,64 @@ class SegmentProcess:
         kept = [ln for ln in text.splitlines() if ln.strip()]
         return " | ".join(kept[-lines:])
 
+    def cleanup(self) -> None:
+        """Close the files and remove the temporary folder (safe to call more than once)."""
+        self._close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _close(self) -> None:
+        for handle in (self._stdout, self._stderr, self._reader):
+            if handle is not None:
+                handle.close()
+        self._stdout = self._stderr = self._reader = None
+
+
+
+
+class SegmentProcess(CliProcess):
+    """The ``segment`` command running in a child process on one image.
+
+    Args:
+        image: the SimpleITK image to segment (written to a temporary .nrrd before the start).
+        model: model id or model folder path, as ``segment --model`` takes it.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        tta: flip test-time augmentation.
+        python, env: as :class:`CliProcess`.
+        batch_size: slices per forward pass (default: the package's default for the device).
+
+    Raises:
+        OSError: the temporary folder or the input file cannot be written, or the process cannot start.
+
+    Example:
+        >>> job = SegmentProcess(image, "cardiac-acdc", device="cpu")  # doctest: +SKIP
+        >>> while not job.finished:                                      # doctest: +SKIP
+        ...     events = job.poll(); time.sleep(0.1)
+        >>> labelmap = job.result()                                      # doctest: +SKIP
+    """
+
+    def __init__(self, image, model: str, device: str = "auto", tta: bool = True, python: str | None = None,
+                 env: dict | None = None, batch_size: int | None = None) -> None:
+        import SimpleITK as sitk
+
+        folder = Path(tempfile.mkdtemp(prefix="AttentionMambaSeg-"))
+        self.input_path = folder / "input.nrrd"
+        self.output_path = folder / "labels.nrrd"
+        arguments = ["segment", str(self.input_path), "-o", str(self.output_path), "--model", str(model),
+                     "--device", str(device), "--progress-format", "jsonl"]
+        if not tta:
+            arguments.append("--no-tta")
+        if batch_size is not None:
+            arguments += ["--batch-size", str(int(batch_size))]
+        try:
+            sitk.WriteImage(image, str(self.input_path), useCompression=False)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        super().__init__(arguments, python=python, env=env, folder=folder)
+
     def result(self):
         """The labelmap (SimpleITK image on the input grid); removes the temporary files.
+
 
         Raises:
             SegmentProcessError: the child failed, was cancelled or wrote no output.
@@ -243,17 +313,6 @@ class SegmentProcess:
             return sitk.ReadImage(str(self.output_path))
         finally:
             self.cleanup()
-
-    def cleanup(self) -> None:
-        """Close the files and remove the temporary folder (safe to call more than once)."""
-        self._close()
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-    def _close(self) -> None:
-        for handle in (self._stdout, self._stderr, self._reader):
-            if handle is not None:
-                handle.close()
-        self._stdout = self._stderr = self._reader = None
 
 
 def _new_process_group() -> dict:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 
@@ -91,9 +90,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _segment(args: argparse.Namespace, progress_factory) -> list:
     from ..inference import segment_files
+    from ..registry import ensure_model
 
+    model = ensure_model(args.model)  # a registry model that is not installed yet is downloaded first
     return segment_files(
-        args.inputs, args.output, args.model, device=args.device, tta=args.tta,
+        args.inputs, args.output, model, device=args.device, tta=args.tta,
         batch_size=args.batch_size, output_format=args.output_format, progress_factory=progress_factory,
         overwrite=args.overwrite, window=args.window,
     )
@@ -101,27 +102,16 @@ def _segment(args: argparse.Namespace, progress_factory) -> list:
 
 def _run_jsonl(args: argparse.Namespace) -> int:
     """``--progress-format jsonl``: every message as one JSON line on stdout (the Slicer module reads them)."""
-    from ..worker import JsonLinesHandler, emit_event
-
-    handler = JsonLinesHandler()
-    root = logging.getLogger()
-    for existing in list(root.handlers):  # the plain-text stderr handler would print everything twice
-        root.removeHandler(existing)
-    root.addHandler(handler)
+    from ..worker import emit_event, jsonl_events
 
     def progress_factory(name: str):
         def progress(done: int, total: int) -> None:
-            emit_event("progress", input=name, done=int(done), total=int(total))
+            emit_event("progress", input=name, done=int(done), total=int(total), unit="slices")
 
         return progress
 
-    try:
+    with jsonl_events():
         written = _segment(args, progress_factory)
-    except BaseException as e:
-        emit_event("error", type=type(e).__name__, message=str(e) or type(e).__name__)
-        raise
-    finally:
-        root.removeHandler(handler)
     for path in written:
         emit_event("written", path=str(path))
     return 0
