@@ -327,18 +327,27 @@ def test_licences_that_are_not_permissive_are_asked_once_and_remembered(module):
     assert not logic.licenceAccepted(load_model_package("skin-lesion-ph2"))
 
 
-def test_module_test_class_without_torch_runs_the_writer_test_and_says_so(module, monkeypatch):
+def test_module_test_methods_without_torch_run_the_writer_test_and_skip_the_full_one(module, monkeypatch):
+    """As on the extension build machines: unittest calls each test_ method, torch is not installed."""
     new_scene()
     shown = []
-    real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(module.importlib.util, "find_spec",
-                        lambda name, *a: None if name == "torch" else real_find_spec(name, *a))
+    monkeypatch.setattr(module.AttentionMambaSegLogic, "installedTorchVersion", staticmethod(lambda: None))
     monkeypatch.delenv(module.FULL_TEST_VARIABLE, raising=False)
+
+    def no_child(*args, **kwargs):
+        raise AssertionError("the full test started a segmentation")
+
+    monkeypatch.setattr(module.AttentionMambaSegLogic, "startSegmentation", no_child)
     test = module.AttentionMambaSegTest()
     monkeypatch.setattr(test, "delayDisplay", lambda message, msec=0: shown.append(message))
-    monkeypatch.setattr(test, "test_AttentionMambaSeg_sample", lambda: pytest.fail("the full test ran"))
-    test.runTest()
-    assert "Writer test passed" in shown and any("full segmentation test was skipped" in m for m in shown)
+    for name in sorted(n for n in dir(test) if n.startswith("test_")):
+        test.setUp()
+        getattr(test, name)()
+    assert "Writer test passed" in shown
+    assert any(m.startswith("torch not installed: the full segmentation test was skipped") for m in shown)
+    monkeypatch.setenv(module.FULL_TEST_VARIABLE, "1")  # asked for: the full test runs (and fails here)
+    with pytest.raises(AssertionError, match="started a segmentation"):
+        test.test_AttentionMambaSeg_sample()
 
 
 def test_terminology_files_register_with_slicers_terminology_logic(module, monkeypatch):

@@ -317,15 +317,16 @@ class SegmentProcess(CliProcess):
 
 def _new_process_group() -> dict:
     """Popen arguments that put the child in its own process group, so its whole tree can be killed."""
-    if os.name == "nt":
-        return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
+    if os.name == "nt":  # PythonSlicer is a console program: no console window either
+        return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.CREATE_NO_WINDOW}
     return {"start_new_session": True}
 
 
 def _kill_tree(process: subprocess.Popen) -> None:
     """Kill ``process`` and every process it started (Slicer's PythonSlicer launcher starts the real Python)."""
     if os.name == "nt":
-        subprocess.run(["taskkill", "/F", "/T", "/PID", str(process.pid)], capture_output=True, check=False)
+        subprocess.run(["taskkill", "/F", "/T", "/PID", str(process.pid)], capture_output=True, check=False,
+                       creationflags=subprocess.CREATE_NO_WINDOW)
         return
     try:
         os.killpg(process.pid, signal.SIGKILL)
