@@ -75,8 +75,10 @@ class AttentionMambaSeg(ScriptedLoadableModule):
             "segmentation (or an update of the selected one: segments you edited by hand are never "
             "overwritten). Segments are marked 'in progress': review them before use. "
             "Prediction runs in a separate process; Cancel stops it at once and leaves the scene unchanged.<br>"
-            "Needs Slicer 5.10 or newer. PyTorch is installed through the PyTorch extension, and safetensors "
-            "and numba into Slicer's Python, on the first run after one confirmation.<br>"
+            "Needs Slicer 5.10 or newer. PyTorch is installed through the PyTorch extension, and safetensors, "
+            "numba and pooch into Slicer's Python, on the first run after one confirmation. A model is "
+            "downloaded (about 28 MB, after a confirmation) the first time it is used; without internet, "
+            "use Import model... with its file.<br>"
             "Not for clinical use. See the <a href=\"{url}\">project page</a>."
         ).format(url=PROJECT_URL)
         self.parent.acknowledgementText = _(
@@ -389,7 +391,8 @@ class AttentionMambaSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self.ui.statusLabel.text = _("Model '{id}' is not installed: import it.").format(id=modelId)
             return
         if not slicer.util.confirmOkCancelDisplay(
-            _("Download model '{id}' {version} ({size:.0f} MB) into the model cache?\n\nLicence: {licence}\n\n"
+            _("Download model '{id}' {version} ({size:.0f} MB) into the model cache?\n\nLicence: {licence}\n"
+              "Downloading it accepts this licence.\n\n"
               "Without internet access, use Import model... with the file from {url}").format(
                 id=entry.id, version=entry.version, size=entry.size / 1e6, licence=entry.licence,
                 url=entry.urls[0]),
@@ -422,6 +425,7 @@ class AttentionMambaSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         elif result is None:
             self.ui.statusLabel.text = _("Download cancelled: nothing was changed.")
         else:
+            self.logic.acceptLicence(self.logic.modelPackage(self._parameterNode.modelId))  # shown when asked
             self.onSegment()
 
     def onSegment(self) -> None:

@@ -574,12 +574,19 @@ def output_path_for(input_path, output, output_format: str = "seg.nrrd", many: b
         ``pathlib.Path`` of the output file.
 
     Raises:
-        ValueError: several inputs but ``output`` is not an existing folder, or an unknown format.
+        ValueError: an empty output path, several inputs but ``output`` is not an existing folder, or an
+            unknown format.
+        FileNotFoundError: ``output`` names a folder (ends with a separator) that does not exist.
     """
     from pathlib import Path
 
     from . import io
 
+    text = str(output)
+    if not text.strip():
+        raise ValueError("The output path is empty: give an output file (e.g. scan.seg.nrrd) or an existing folder.")
+    if text.endswith(("/", "\\")) and not Path(text).is_dir():
+        raise FileNotFoundError(f"Output folder {text} does not exist: create it first.")
     output = Path(output)
     ext = "." + output_format.lstrip(".").lower()
     if ext not in io.OUTPUT_EXTENSIONS:

@@ -18,7 +18,7 @@ that they are safe under bf16 autocast.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -45,7 +45,8 @@ def _check_pair(logits: torch.Tensor, target: torch.Tensor) -> None:
         )
 
 
-def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1e-5) -> torch.Tensor:
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1e-5,
+                   sum_across: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """Multi-class soft Dice loss over the batch (softmax, one-hot, all classes incl. background).
 
     Args:
@@ -69,6 +70,9 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1
     dims = (0, 2, 3)
     intersection = (probabilities * one_hot).sum(dims)
     denominator = probabilities.sum(dims) + one_hot.sum(dims)
+    if sum_across is not None:
+        sums = sum_across(torch.cat([intersection, denominator]))
+        intersection, denominator = sums[:num_classes], sums[num_classes:]
     dice = (2.0 * intersection + smooth) / (denominator + smooth)
     return 1.0 - dice.mean()
 
@@ -97,7 +101,8 @@ def binary_soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: fl
     return 1.0 - dice.mean()
 
 
-def segmentation_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def segmentation_loss(logits: torch.Tensor, target: torch.Tensor,
+                      sum_across: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """Loss of one output map: 0.5 CE + 0.5 soft Dice (K > 1), or BCE + soft Dice (K = 1).
 
     Args:
@@ -120,13 +125,14 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tenso
     if target.numel() and int(target.max()) >= num_classes:
         raise ValueError(f"label {int(target.max())} is out of range for K = {num_classes} classes")
     ce = F.cross_entropy(logits.float(), target.long())
-    return 0.5 * ce + 0.5 * soft_dice_loss(logits, target)
+    return 0.5 * ce + 0.5 * soft_dice_loss(logits, target, sum_across=sum_across)
 
 
 def deep_supervision_loss(
     outputs: Sequence[torch.Tensor] | torch.Tensor,
     target: torch.Tensor,
     weights: Sequence[float] = DEEP_SUPERVISION_WEIGHTS,
+    sum_across: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Weighted sum of :func:`segmentation_loss` over the network's training outputs.
 
@@ -135,6 +141,7 @@ def deep_supervision_loss(
             or a single (B, K, H, W) tensor (then the loss of that map alone, weight 1).
         target: (B, H, W) integer labels.
         weights: one weight per output.
+        sum_across: passed to :func:`soft_dice_loss` (several ranks); the sigmoid loss is per sample.
 
     Returns:
         0-dim float32 tensor ``sum_i w_i * segmentation_loss(outputs[i], target)``.
@@ -143,10 +150,10 @@ def deep_supervision_loss(
         ValueError: if the number of outputs and weights differ.
     """
     if isinstance(outputs, torch.Tensor):
-        return segmentation_loss(outputs, target)
+        return segmentation_loss(outputs, target, sum_across)
     if len(outputs) != len(weights):
         raise ValueError(f"got {len(outputs)} outputs but {len(weights)} loss weights")
     total = outputs[0].new_zeros((), dtype=torch.float32)
     for weight, logits in zip(weights, outputs):
-        total = total + float(weight) * segmentation_loss(logits, target)
+        total = total + float(weight) * segmentation_loss(logits, target, sum_across)
     return total

@@ -179,6 +179,9 @@ def validate_config(config: dict, source: str = CONFIG_NAME) -> dict:
     cfg.setdefault("architecture_kwargs", {})
     if not isinstance(cfg["id"], str) or not _ID_PATTERN.fullmatch(cfg["id"]):
         raise _problem(source, "id", "letters, digits, '.', '_' or '-' (a folder name)", cfg["id"])
+    for key in ("version", "name", "task", "modality", "licence"):
+        if key in cfg and not (isinstance(cfg[key], (str, int, float)) and str(cfg[key]).isprintable()):
+            raise _problem(source, key, "printable text (no line breaks or control characters)", cfg[key])
     for key in ("in_channels", "num_classes"):
         if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] < 1:
             raise _problem(source, key, "a positive integer", cfg[key])
@@ -569,8 +572,9 @@ def load_model_package(id_or_path: str | os.PathLike) -> ModelPackage:
             return ModelPackage(candidate)
     available = sorted({p.id for p in list_models()})
     raise FileNotFoundError(
-        f"No model with id {text!r}. Available: {available or 'none'}. Give a model folder path, or "
-        "import a package with `attention-mamba-seg models import PATH`."
+        f"No model with id {text!r} is installed. Installed: {available or 'none'}. Registry models are "
+        f"downloaded with `attention-mamba-seg models download ID` (in Slicer: press Segment); a package file is "
+        "installed with `attention-mamba-seg models import PATH` (in Slicer: Import model...)."
     )
 
 
@@ -686,7 +690,7 @@ def _safe_extract(archive: Path, dest: Path) -> None:
 def _find_package_root(folder: Path) -> Path:
     if (folder / CONFIG_NAME).is_file():
         return folder
-    candidates = [p.parent for p in folder.glob(f"*/{CONFIG_NAME}")]
+    candidates = [p.parent for p in folder.glob(f"*/{CONFIG_NAME}") if not p.parent.is_symlink()]
     if len(candidates) == 1:
         return candidates[0]
     raise ValueError(
@@ -721,34 +725,19 @@ def import_model_package(folder_or_zip: str | os.PathLike, expected_id: str | No
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache, prefix=".import-") as tmp:
         tmp = Path(tmp)
-        if source.is_file():
-            if not zipfile.is_zipfile(source):
-                raise ValueError(f"{source} is neither a model folder nor a zip archive.")
-            _safe_extract(source, tmp / "unzipped")
-            root = _find_package_root(tmp / "unzipped")
-        else:
-            root = _find_package_root(source)
-        for name in (CONFIG_NAME, WEIGHTS_NAME):
-            if (root / name).is_symlink():
-                raise ValueError(f"Refusing to import {root}: {name} is a symbolic link; give the file itself.")
-        package = ModelPackage(root)
-        if expected_id is not None and package.id != expected_id:
-            raise ValueError(f"{source} holds model '{package.id}', not '{expected_id}': nothing was imported.")
-        package.verify()
-        staged = tmp / "staged"
-        staged.mkdir()
-        for name in (CONFIG_NAME, WEIGHTS_NAME):
-            shutil.copy2(root / name, staged / name)
-        for extra in root.iterdir():  # model card, licence
-            if extra.is_symlink():
-                logger.warning("Not importing %s: it is a symbolic link (links are never followed).", extra)
-            elif extra.is_file() and extra.suffix.lower() in (".md", ".txt"):
-                shutil.copy2(extra, staged / extra.name)
-        staged_package = ModelPackage(staged)
-        staged_package.verify()  # the copy itself
-        staged_package.check_weights_fit()  # before the swap: a bad package never replaces a good one
-        target = cache / package.id
-        _swap_folder(staged, target)
+        try:
+            if source.is_file():
+                if not zipfile.is_zipfile(source):
+                    raise ValueError(f"{source} is neither a model folder nor a zip archive (or the zip is damaged).")
+                _safe_extract(source, tmp / "unzipped")
+                root = _find_package_root(tmp / "unzipped")
+            else:
+                root = _find_package_root(source)
+            package, target = _stage_and_swap(root, tmp, cache, expected_id, source)
+        except (ValueError, OSError) as e:
+            if source.is_file():  # name the archive, not the temporary folder it was unpacked into
+                raise type(e)(str(e).replace(str(tmp / "unzipped"), f"{source} (archive)")) from e
+            raise
     if (bundled_models_dir() / package.id).is_dir():
         logger.info("Imported model '%s' overrides the bundled model with the same id.", package.id)
     logger.info("Imported model '%s' (version %s) into %s", package.id, package.version, target)
@@ -763,6 +752,32 @@ def imported_models_size() -> int:
     """Bytes the imported-models cache holds (what :func:`remove_imported_models` would free)."""
     cache = _imported_models_dir_if_known()
     return _folder_size(cache) if cache is not None and cache.is_dir() else 0
+
+
+def _stage_and_swap(root: Path, tmp: Path, cache: Path, expected_id: str | None, source: Path):
+    """Copy a verified package into ``tmp/staged``, check its weights fit, then swap it into the cache."""
+    for name in (CONFIG_NAME, WEIGHTS_NAME):
+        if (root / name).is_symlink():
+            raise ValueError(f"Refusing to import {root}: {name} is a symbolic link; give the file itself.")
+    package = ModelPackage(root)
+    if expected_id is not None and package.id != expected_id:
+        raise ValueError(f"{source} holds model '{package.id}', not '{expected_id}': nothing was imported.")
+    package.verify()
+    staged = tmp / "staged"
+    staged.mkdir()
+    for name in (CONFIG_NAME, WEIGHTS_NAME):
+        shutil.copy2(root / name, staged / name)
+    for extra in root.iterdir():  # model card, licence
+        if extra.is_symlink():
+            logger.warning("Not importing %s: it is a symbolic link (links are never followed).", extra)
+        elif extra.is_file() and extra.suffix.lower() in (".md", ".txt"):
+            shutil.copy2(extra, staged / extra.name)
+    staged_package = ModelPackage(staged)
+    staged_package.verify()  # the copy itself
+    staged_package.check_weights_fit()  # before the swap: a bad package never replaces a good one
+    target = cache / package.id
+    _swap_folder(staged, target)
+    return package, target
 
 
 def remove_imported_model(model_id: str) -> int:
@@ -785,7 +800,7 @@ def remove_imported_model(model_id: str) -> int:
                                 "bundled models cannot be removed.")
     freed = _folder_size(folder)
     shutil.rmtree(folder)
-    logger.info("Removed imported model '%s' from %s (%.1f MB)", model_id, cache, freed / 1e6)
+    logger.debug("Removed imported model '%s' from %s (%.1f MB)", model_id, cache, freed / 1e6)
     return freed
 
 

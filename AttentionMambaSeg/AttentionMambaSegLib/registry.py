@@ -136,18 +136,20 @@ def load_registry(path: str | Path | None = None) -> dict[str, RegistryEntry]:
 
 
 def installed_entry(entry: RegistryEntry):
-    """The imported package that is exactly this registry version (same weights), or None."""
-    from .package import CONFIG_NAME, ModelPackage, _imported_models_dir_if_known
+    """The installed package (imported, else bundled) that is exactly this registry version, or None."""
+    from .package import CONFIG_NAME, ModelPackage, _imported_models_dir_if_known, bundled_models_dir
 
-    cache = _imported_models_dir_if_known()
-    folder = cache / entry.id if cache is not None else None
-    if folder is None or not (folder / CONFIG_NAME).is_file():
-        return None
-    try:
-        package = ModelPackage(folder)
-    except (OSError, ValueError):
-        return None
-    return package if package.config.get("sha256") == entry.weights_sha256 else None
+    for root in (_imported_models_dir_if_known(), bundled_models_dir()):
+        folder = root / entry.id if root is not None else None
+        if folder is None or not (folder / CONFIG_NAME).is_file():
+            continue
+        try:
+            package = ModelPackage(folder)
+        except (OSError, ValueError):
+            continue
+        if package.config.get("sha256") == entry.weights_sha256 and package.weights_path.is_file():
+            return package
+    return None
 
 
 class _ProgressAdapter:
@@ -155,11 +157,16 @@ class _ProgressAdapter:
 
     def __init__(self, progress: ProgressCallback | None, size: int) -> None:
         self.progress, self.total, self.n = progress, size, 0
+        self._reported = -1
 
     def update(self, count: int) -> None:
+        """Count bytes; report at most every 1 % of the file (pooch updates per 1 KB chunk) and at the end."""
         self.n += int(count)
-        if self.progress is not None:
-            self.progress(min(self.n, self.total or self.n), self.total or self.n)
+        total = self.total or self.n
+        step = max(total // 100, 1)
+        if self.progress is not None and (self.n // step != self._reported or self.n >= total):
+            self._reported = self.n // step
+            self.progress(min(self.n, total), total)
 
     def reset(self) -> None:
         self.n = 0
@@ -205,7 +212,7 @@ def download_model(model_id: str, progress: ProgressCallback | None = None, time
         The installed :class:`~AttentionMambaSegLib.package.ModelPackage`.
 
     Raises:
-        KeyError: the id is not in the registry (the message lists the ids that are).
+        FileNotFoundError: the id is not in the registry (the message lists the ids that are).
         DownloadError: every URL failed (the message names each URL and why, and how to work offline);
             nothing partial is left and an earlier version stays.
         ModelIntegrityError, ValueError: the downloaded package does not verify.
@@ -216,7 +223,8 @@ def download_model(model_id: str, progress: ProgressCallback | None = None, time
 
     registry = load_registry() if registry is None else registry
     if model_id not in registry:
-        raise KeyError(f"Model {model_id!r} is not in the registry; it lists {sorted(registry) or 'nothing'}.")
+        raise FileNotFoundError(f"Model {model_id!r} is not in the registry ({registry_path()}); it lists "
+                                f"{', '.join(sorted(registry)) or 'nothing'}.")
     entry = registry[model_id]
     installed = installed_entry(entry)
     if installed is not None:

@@ -96,6 +96,8 @@ class Code:
         if not isinstance(scheme, str) or not scheme or not isinstance(meaning, str):
             raise ValueError(f"{where}: 'scheme' must be a non-empty string and 'meaning' a string, got {data!r}.")
         for text in (scheme, str(data["code"]), meaning):
+            if not text.isprintable():
+                raise ValueError(f"{where}: codes must be printable text (no line breaks), got {text!r}.")
             if any(ch in text for ch in "~^|"):
                 raise ValueError(f"{where}: the characters '~', '^' and '|' cannot be stored in a code, got {text!r}.")
         return cls(scheme, str(data["code"]), meaning)
@@ -145,8 +147,9 @@ class ClassEntry:
         if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 255:
             raise ValueError(f"{where}.label_value must be an integer 0..255, got {value!r}.")
         name = data.get("name")
-        if not isinstance(name, str) or not name.strip():
-            raise ValueError(f"{where}.name must be a non-empty string, got {name!r}.")
+        if not isinstance(name, str) or not name.strip() or not name.isprintable():
+            raise ValueError(f"{where}.name must be a non-empty string of printable characters (no line breaks "
+                             f"or control characters), got {name!r}.")
         color = data.get("color")
         if (not isinstance(color, (list, tuple)) or len(color) != 3
                 or not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255 for c in color)):

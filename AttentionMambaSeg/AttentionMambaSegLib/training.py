@@ -397,6 +397,7 @@ def validate(
     device: torch.device,
     batch_size: int = 4,
     bf16: bool = False,
+    reduce: Callable[[list[float]], list[float]] | None = None,
 ) -> dict:
     """Loss and Dice of the fused output on whole validation slices (no augmentation, no TTA).
 
@@ -412,6 +413,8 @@ def validate(
         device: where to run.
         batch_size: slices per forward pass.
         bf16: run the forward under bf16 autocast.
+        reduce: sums the pooled counts over ranks (each rank validating its share of the slices);
+            :func:`~AttentionMambaSegLib.distributed.all_reduce_sum`.
 
     Returns:
         ``{"loss": float, "dice": {label_value: float}, "mean_dice": float}`` (mean over foreground).
@@ -444,6 +447,12 @@ def validate(
                     total[v] += int(p.sum()) + int(r.sum())
     finally:
         network.train(was_training)
+    if reduce is not None:
+        sums = reduce([loss_sum, count, *(inter[v] for v in labels_fg), *(total[v] for v in labels_fg)])
+        loss_sum, count = sums[0], int(round(sums[1]))
+        n = len(labels_fg)
+        inter = {v: int(round(x)) for v, x in zip(labels_fg, sums[2:2 + n])}
+        total = {v: int(round(x)) for v, x in zip(labels_fg, sums[2 + n:])}
     dice = {v: (2.0 * inter[v] / total[v] if total[v] else 1.0) for v in labels_fg}
     return {"loss": loss_sum / max(count, 1), "dice": dice, "mean_dice": float(np.mean(list(dice.values())))}
 
@@ -780,16 +789,17 @@ def _time_steps(
     return float(np.median(times))
 
 
-def _train_step(network, optimizer, x, y, device, bf16: bool) -> tuple[float, float]:
+def _train_step(network, optimizer, x, y, device, bf16: bool, sum_across=None) -> tuple[float, float]:
+    """One optimiser step; ``sum_across`` (several ranks) makes the Dice term that of the global batch."""
     optimizer.zero_grad(set_to_none=True)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         outputs = network(x)
     if isinstance(outputs, torch.Tensor):
         outputs = [outputs]
     if len(outputs) == 9:
-        loss = deep_supervision_loss(outputs, y)
+        loss = deep_supervision_loss(outputs, y, sum_across=sum_across)
     else:
-        loss = deep_supervision_loss(list(outputs), y, weights=[1.0] * len(outputs))
+        loss = deep_supervision_loss(list(outputs), y, weights=[1.0] * len(outputs), sum_across=sum_across)
     loss.backward()
     optimizer.step()
     with torch.no_grad():
@@ -876,8 +886,13 @@ def train(
         cancel: when set, training stops after the current step; the last epoch checkpoint is kept
             and None is returned.
 
+    Several processes: under ``torchrun`` each process trains on its shard of every global batch
+    (``batch_size`` is the global batch, divisible by the number of processes) with
+    DistributedDataParallel; see :mod:`AttentionMambaSegLib.distributed`. Rank 0 writes every file.
+
     Returns:
-        the model package folder, or None when stopped early (``stop_after_epoch`` or ``cancel``).
+        the model package folder, or None when stopped early (``stop_after_epoch`` or ``cancel``) and
+        on ranks other than 0.
 
     Raises:
         DatasetError: if the dataset is invalid (checked before anything else).
@@ -932,7 +947,14 @@ def train(
 
     if settings["patch_size"] % 32 or settings["patch_size"] < 32:
         raise ValueError(f"patch_size must be a positive multiple of 32, got {settings['patch_size']}")
-    dev = resolve_device(device)
+    from . import distributed
+
+    ctx = distributed.setup(device)  # torchrun: join the process group (one process: nothing to do)
+    dev = resolve_device(distributed.device_for(ctx, device))
+    if settings["batch_size"] % ctx.world_size:
+        raise ValueError(f"the batch size {settings['batch_size']} (the global batch) must be divisible by the "
+                         f"{ctx.world_size} processes")
+    local_batch = settings["batch_size"] // ctx.world_size
     use_bf16 = settings["bf16"]
     _warn_if_bf16_is_emulated(dev, use_bf16)
     info = validate_dataset(settings["dataset"])
@@ -977,17 +999,21 @@ def train(
 
     torch.manual_seed(settings["seed"])
     network = _build_network(info.num_channels, num_classes, settings["backbone_checkpoint"], init_package).to(dev)
+    if ctx.distributed:  # BatchNorm statistics of the global batch (same parameter names)
+        network = distributed.convert_sync_batchnorm(network, dev)
     optimizer_args = {"lr": settings["lr"], "betas": (0.9, 0.999), "weight_decay": settings["weight_decay"]}
     optimizer = torch.optim.AdamW(network.parameters(), **optimizer_args)
     gen = torch.Generator().manual_seed(settings["seed"])
 
     if checkpoint is not None:
         plan = SchedulePlan(**checkpoint["plan"])
+    elif not ctx.is_main:
+        plan = None  # rank 0 decides (it alone times the steps under a budget)
     else:
         budget = None
         t_it = t_val = t_ck = 0.0
         if settings["time_budget_minutes"] is not None:
-            t_it = _time_steps(network, optimizer_args, train_slices, settings["patch_size"], settings["batch_size"], dev, use_bf16)
+            t_it = _time_steps(network, optimizer_args, train_slices, settings["patch_size"], local_batch, dev, use_bf16)
             probe = val_all.subset(list(range(0, len(val_all), max(1, len(val_all) // 4)))[:4])
             t0 = time.perf_counter()
             validate(network, probe, num_classes, settings["patch_size"], dev, settings["batch_size"], use_bf16)
@@ -1018,6 +1044,7 @@ def train(
             iterations_per_epoch=settings["iterations_per_epoch"],
             val_slices=settings["val_slices"],
         )
+    plan = distributed.broadcast_object(plan)
     logger.info(
         "schedule: %d epochs x %d steps of %d crops %dx%d; validation on %d of %d slices; lr %g, weight decay %g, T_max %.1f epochs",
         plan.epochs, plan.iterations_per_epoch, settings["batch_size"], settings["patch_size"], settings["patch_size"],
@@ -1048,13 +1075,24 @@ def train(
         logger.info("resumed %s at epoch %d of %d", latest_path, start_epoch, plan.epochs)
         checkpoint = None  # free memory
 
-    out.mkdir(parents=True, exist_ok=True)
+    step_network = network
+    if ctx.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        step_network = DistributedDataParallel(network, device_ids=[dev.index] if dev.type == "cuda" else None)
+        # each rank validates its share of the slices; the pooled counts are summed
+        val_slices_data = val_slices_data.subset(list(range(ctx.rank, len(val_slices_data), ctx.world_size)))
+    sum_across = distributed.sum_across_ranks if ctx.distributed else None
+    reduce = distributed.all_reduce_sum if ctx.distributed else None
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
     config_record = {**settings, "plan": asdict(plan), "target_spacing": list(target_spacing),
                      "normalization": normalization, "activation_resolved": act, "num_classes": num_classes,
                      "train_cases": len(train_cases), "val_cases": len(val_cases),
                      "train_slices": len(train_slices), "val_slices_total": len(val_all),
-                     "device": str(dev), "torch": torch.__version__, "version": __version__}
-    (out / "training_config.json").write_text(json.dumps(config_record, indent=2) + "\n", encoding="utf-8")
+                     "device": str(dev), "processes": ctx.world_size, "torch": torch.__version__, "version": __version__}
+    if ctx.is_main:
+        (out / "training_config.json").write_text(json.dumps(config_record, indent=2) + "\n", encoding="utf-8")
 
     label_names = {c["label_value"]: c["dataset_label"] for c in classes}
     total_steps = plan.epochs * plan.iterations_per_epoch
@@ -1071,8 +1109,14 @@ def train(
                 logger.warning("training cancelled during epoch %d; the checkpoint of epoch %d is kept", epoch + 1, epoch)
                 return None
             batch = indices[it * settings["batch_size"] : (it + 1) * settings["batch_size"]]
+            # every rank draws the global batch (the shared generator stays in step) and keeps its shard
             x, y = sample_batch(train_slices, batch, settings["patch_size"], gen, augmentation)
-            loss, fused = _train_step(network, optimizer, x.to(dev), y.to(dev), dev, use_bf16)
+            if ctx.distributed:
+                shard = slice(ctx.rank * local_batch, (ctx.rank + 1) * local_batch)
+                x, y = x[shard], y[shard]
+            loss, fused = _train_step(step_network, optimizer, x.to(dev), y.to(dev), dev, use_bf16, sum_across)
+            if ctx.distributed:  # the mean over ranks, the same on every rank
+                loss, fused = (v / ctx.world_size for v in distributed.all_reduce_sum([loss, fused]))
             if not math.isfinite(loss):
                 raise RuntimeError(
                     f"the training loss became {loss} at epoch {epoch + 1}, step {it + 1}; lower the learning rate "
@@ -1080,12 +1124,12 @@ def train(
                 )
             losses.append(loss)
             fused_losses.append(fused)
-            if progress is not None:
+            if progress is not None and ctx.is_main:
                 progress(epoch * plan.iterations_per_epoch + it + 1, total_steps,
                          {"epoch": epoch + 1, "epochs": plan.epochs, "loss": loss, "lr": lr_now})
         train_time = time.monotonic() - epoch_start
         val_start = time.monotonic()
-        val = validate(network, val_slices_data, num_classes, settings["patch_size"], dev, settings["batch_size"], use_bf16)
+        val = validate(network, val_slices_data, num_classes, settings["patch_size"], dev, local_batch, use_bf16, reduce)
         val_time = time.monotonic() - val_start
         scheduler.step()
         row = {
@@ -1105,6 +1149,9 @@ def train(
         improved = val["mean_dice"] > best["mean_dice"]
         if improved:
             best = {"epoch": epoch + 1, "mean_dice": val["mean_dice"], "dice": {str(k): v for k, v in val["dice"].items()}}
+        if not ctx.is_main:  # rank 0 writes checkpoints, logs and plots
+            continue
+        if improved:
             _atomic_torch_save({"model": network.state_dict(), "epoch": epoch + 1, "val": val}, out / CHECKPOINT_BEST)
         _atomic_torch_save(
             {
@@ -1132,9 +1179,15 @@ def train(
             epoch + 1, plan.epochs, lr_now, row["train_loss"], row["train_loss_fused"], val["loss"], val["mean_dice"],
             " *best*" if improved else "", train_time, val_time,
         )
+    steps_done = (last_epoch - start_epoch) * plan.iterations_per_epoch
+    if ctx.distributed:
+        logger.info("rank %d of %d: %d steps done, stopped at epoch %d", ctx.rank, ctx.world_size, steps_done,
+                    last_epoch)
     if last_epoch < plan.epochs and not package_on_stop:
         logger.info("stopped after epoch %d of %d; continue with resume=True", last_epoch, plan.epochs)
         return None
+    if not ctx.is_main:
+        return None  # rank 0 writes the package
 
     # The selected network and its package.
     best_state = load_checkpoint(out / CHECKPOINT_BEST)

@@ -215,6 +215,8 @@ class CliProcess:
         for event in reversed(self.events):
             if event.get("event") == "error":
                 return str(event.get("message") or event.get("type"))
+        if self.cancelled:
+            return "Cancelled: the process was stopped on request."
         stderr = self._stderr_tail()
         code = self.returncode
         if code is not None and code < 0:

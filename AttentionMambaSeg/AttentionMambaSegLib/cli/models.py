@@ -77,7 +77,12 @@ def run_download(args: argparse.Namespace) -> int:
 
 def _download(args, progress, download_model) -> int:
     package = download_model(args.model, progress=progress, timeout=args.timeout)
-    print(f"Model '{package.id}' (version {package.version}) is in {package.path}")
+    if args.progress_format == "jsonl":
+        from ..worker import emit_event
+
+        emit_event("written", path=str(package.path), model=package.id, version=package.version)
+    else:
+        print(f"Model '{package.id}' (version {package.version}) is in {package.path}")
     return 0
 
 

@@ -113,5 +113,5 @@ def _run_jsonl(args: argparse.Namespace) -> int:
     with jsonl_events():
         written = _segment(args, progress_factory)
     for path in written:
-        emit_event("written", path=str(path))
+        emit_event("written", path=str(path.resolve()))
     return 0

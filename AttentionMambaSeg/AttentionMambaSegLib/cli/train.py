@@ -104,6 +104,12 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
+    from .. import distributed
+
+    main_rank = distributed.context().is_main
+    distributed.teardown()
+    if not main_rank:
+        return 0  # rank 0 reports
     if package is None:
         print(f"stopped before the end; continue with: attention-mamba-seg train {args.dataset} --output {args.output} --resume")
         return 0
