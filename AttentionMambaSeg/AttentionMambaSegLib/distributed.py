@@ -32,7 +32,7 @@ from torch import nn
 logger = logging.getLogger(__name__)
 
 __all__ = ["Context", "DistributedBatchNorm2d", "all_reduce_sum", "broadcast_object", "context",
-           "convert_sync_batchnorm", "device_for", "setup", "sum_across_ranks", "teardown"]
+           "convert_sync_batchnorm", "device_for", "all_gather_objects", "setup", "sum_across_ranks", "teardown"]
 
 #: How long a collective may wait for the slowest rank (rank 0 validates and writes checkpoints).
 TIMEOUT = datetime.timedelta(hours=2)
@@ -113,6 +113,16 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def all_gather_objects(obj: Any) -> list:
+    """Every rank's ``obj`` on every rank, in rank order (``[obj]`` in one process)."""
+    ctx = context()
+    if not ctx.distributed:
+        return [obj]
+    box = [None] * ctx.world_size
+    dist.all_gather_object(box, obj)
+    return box
 
 
 def all_reduce_sum(values: list[float]) -> list[float]:

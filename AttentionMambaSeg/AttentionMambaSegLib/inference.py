@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "check_input_image",
+    "segment_archive",
     "default_batch_size",
     "gaussian_importance_map",
     "predict_slices",
@@ -649,6 +650,7 @@ def segment_files(
     cancel: threading.Event | None = None,
     overwrite: bool = False,
     window: Sequence[int] | int | None = None,
+    network=None,
 ) -> list:
     """Segment image files / DICOM folders and write the results (the ``segment`` subcommand).
 
@@ -667,6 +669,7 @@ def segment_files(
             (the CLI makes a tqdm bar).
         cancel: threading.Event; a cancelled run writes nothing more and returns what was written.
         overwrite: replace existing output files (never an input).
+        network: the package's network, already built (for callers that segment input after input).
 
     Returns:
         Paths written, in input order.
@@ -715,7 +718,7 @@ def segment_files(
 
     chosen, reason = (device, str(device)) if isinstance(device, torch.device) else select_device(device)
     logger.info("Device: %s", reason, extra={"event": "device", "device": str(chosen)})
-    network = package.build_network(chosen)
+    network = package.build_network(chosen) if network is None else network.to(chosen)
     written = []
     for i, (src, dst) in enumerate(zip(inputs, outputs, strict=True)):
         try:
@@ -734,3 +737,53 @@ def segment_files(
             raise
         written.append(dst)
     return written
+
+
+def segment_archive(
+    inputs,
+    output_folder,
+    model,
+    device="auto",
+    progress_factory: Callable[[str], ProgressCallback] | None = None,
+    **options,
+) -> tuple[list, list]:
+    """Segment many inputs one by one into a folder; a failing input is reported and the others go on.
+
+    Under ``torchrun`` each rank calls this with its share of the inputs (see ``segment`` in the CLI).
+
+    Args:
+        inputs: image paths or DICOM folders.
+        output_folder: an existing folder (outputs are named after the inputs).
+        model: model id, folder or ModelPackage.
+        device: as :func:`predict_volume` (a string or ``torch.device``).
+        progress_factory: as :func:`segment_files`.
+        **options: ``tta``, ``batch_size``, ``output_format``, ``overwrite``, ``window`` of :func:`segment_files`.
+
+    Returns:
+        ``(written, failed)``: ``[(input, output path)]`` and ``[(input, "ErrorType: message")]``.
+
+    Raises:
+        ValueError: ``output_folder`` is not an existing folder.
+    """
+    from pathlib import Path
+
+    import torch
+
+    from .package import ModelPackage, load_model_package
+
+    if not Path(output_folder).is_dir():
+        raise ValueError(f"Output {output_folder} must be an existing folder when segmenting many inputs.")
+    package = model if isinstance(model, ModelPackage) else load_model_package(model)
+    chosen = device if isinstance(device, torch.device) else select_device(device)[0]
+    network = package.build_network(chosen)
+    written, failed = [], []
+    for source in inputs:
+        try:
+            paths = segment_files([source], output_folder, package, device=chosen, progress_factory=progress_factory,
+                                  network=network, **options)
+        except Exception as e:  # reported with the input's name; the other inputs go on
+            logger.error("Input %s failed: %s", source, e)
+            failed.append((str(source), f"{type(e).__name__}: {e}"))
+            continue
+        written.extend((str(source), str(p)) for p in paths)
+    return written, failed

@@ -999,8 +999,6 @@ def train(
 
     torch.manual_seed(settings["seed"])
     network = _build_network(info.num_channels, num_classes, settings["backbone_checkpoint"], init_package).to(dev)
-    if ctx.distributed:  # BatchNorm statistics of the global batch (same parameter names)
-        network = distributed.convert_sync_batchnorm(network, dev)
     optimizer_args = {"lr": settings["lr"], "betas": (0.9, 0.999), "weight_decay": settings["weight_decay"]}
     optimizer = torch.optim.AdamW(network.parameters(), **optimizer_args)
     gen = torch.Generator().manual_seed(settings["seed"])
@@ -1045,6 +1043,9 @@ def train(
             val_slices=settings["val_slices"],
         )
     plan = distributed.broadcast_object(plan)
+    if ctx.distributed:  # after rank 0's timing probe (no collectives there): global-batch BatchNorm statistics
+        network = distributed.convert_sync_batchnorm(network, dev)  # the same parameter names
+        optimizer = torch.optim.AdamW(network.parameters(), **optimizer_args)
     logger.info(
         "schedule: %d epochs x %d steps of %d crops %dx%d; validation on %d of %d slices; lr %g, weight decay %g, T_max %.1f epochs",
         plan.epochs, plan.iterations_per_epoch, settings["batch_size"], settings["patch_size"], settings["patch_size"],

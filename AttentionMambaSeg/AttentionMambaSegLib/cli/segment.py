@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -38,6 +40,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="bar (default): a progress bar on stderr; jsonl: one JSON object per line on "
                              "stdout for programs that run this command (events: device, progress, log, "
                              "written, error; see AttentionMambaSegLib.worker)")
+    parser.add_argument("--keep-going", action="store_true",
+                        help="with an output folder: a failing input is reported and the others are still "
+                             "segmented, with a summary at the end (always so under torchrun, where each "
+                             "process segments its share of the inputs)")
     parser.set_defaults(func=run)
     return parser
 
@@ -89,8 +95,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _segment(args: argparse.Namespace, progress_factory) -> list:
-    from ..inference import segment_files
     from ..registry import ensure_model
+
+    if args.keep_going or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return _segment_archive(args, progress_factory)
+    from ..inference import segment_files
 
     model = ensure_model(args.model)  # a registry model that is not installed yet is downloaded first
     return segment_files(
@@ -115,3 +124,58 @@ def _run_jsonl(args: argparse.Namespace) -> int:
     for path in written:
         emit_event("written", path=str(path.resolve()))
     return 0
+
+
+def expand_inputs(inputs: list[str]) -> list[Path]:
+    """Inputs with each folder of image files (no DICOM) replaced by its image files, sorted by name."""
+    from ..io import IMAGE_EXTENSIONS, path_extension
+
+    expanded = []
+    for text in inputs:
+        path = Path(text)
+        files = sorted(p for p in path.iterdir() if p.is_file() and path_extension(p) in IMAGE_EXTENSIONS
+                       and path_extension(p) != ".dcm") if path.is_dir() else []
+        expanded.extend(files or [path])
+    return expanded
+
+
+def _segment_archive(args: argparse.Namespace, progress_factory) -> list:
+    """Each rank (or the only process) segments its share of the inputs; rank 0 prints the summary.
+
+    Raises:
+        RuntimeError: some inputs failed (after every other input was written and the summary printed).
+    """
+    import torch
+
+    from .. import distributed
+    from ..inference import segment_archive
+    from ..registry import ensure_model
+
+    ctx = distributed.setup(args.device)
+    try:
+        inputs = expand_inputs(args.inputs)
+        if ctx.distributed and not str(distributed.device_for(ctx, args.device)).startswith("cuda"):
+            local = int(os.environ.get("LOCAL_WORLD_SIZE", ctx.world_size))
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))  # the CPU cores split between ranks
+        if ctx.is_main:
+            ensure_model(args.model)  # a registry model is downloaded once, by rank 0
+        distributed.broadcast_object(None)  # the others wait for it
+        model = ensure_model(args.model)
+        written, failed = segment_archive(
+            inputs[ctx.rank::ctx.world_size], args.output, model, device=distributed.device_for(ctx, args.device),
+            progress_factory=progress_factory, tta=args.tta, batch_size=args.batch_size,
+            output_format=args.output_format, overwrite=args.overwrite, window=args.window)
+        results = distributed.all_gather_objects((written, failed))
+    finally:
+        distributed.teardown()
+    all_written = [w for part in results for w in part[0]]
+    all_failed = [f for part in results for f in part[1]]
+    if ctx.is_main:
+        print(f"segmented {len(all_written)} of {len(inputs)} inputs" + (f", {len(all_failed)} failed:" if all_failed
+                                                                           else ""), file=sys.stderr)
+        for source, error in sorted(all_failed):
+            print(f"  FAILED {source}: {error}", file=sys.stderr)
+    if all_failed:
+        raise RuntimeError(f"{len(all_failed)} of {len(inputs)} inputs failed: "
+                           + "; ".join(f"{Path(s).name} ({e})" for s, e in sorted(all_failed)))
+    return [Path(p) for _, p in sorted(all_written)] if ctx.is_main else []
