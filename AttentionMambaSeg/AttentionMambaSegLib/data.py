@@ -15,7 +15,7 @@ channel files equals the number of ``channel_names``.
 
 Volumes become 2D slices through :mod:`AttentionMambaSegLib.preprocessing` (the same code inference
 uses): reorientation to the model's ``axes_code``, the slice axis, in-plane resampling to the target
-spacing (the median in-plane spacing of the training cases, design notes section 9) and normalisation.
+spacing (the median in-plane spacing of the training cases, as nnU-Net chooses it) and normalisation.
 The datasets are small (ACDC ~1,900 slices), so :func:`load_slices` keeps every preprocessed slice in
 memory as numpy arrays.
 """
@@ -456,7 +456,7 @@ def default_normalization(info: DatasetInfo, image: sitk.Image | None = None) ->
 
     RGB (3 channels of 8-bit colour, e.g. dermoscopy): ``{"type": "rgb"}``; everything else (MRI):
     ``{"type": "zscore"}`` per case. CT would need ``{"type": "ct", ...}`` statistics of the training
-    foreground (design notes section 9), which none of the shipped datasets needs.
+    foreground (nnU-Net's CT scheme), which none of the shipped datasets needs.
 
     Args:
         info: the dataset.

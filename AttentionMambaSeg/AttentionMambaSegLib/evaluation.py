@@ -3,7 +3,7 @@
 Whole images are predicted exactly as users get them (:func:`inference.predict_volume`: every slice,
 sliding window with Gaussian weighting, optional 4-flip test-time augmentation), on each case's own
 grid; Dice and HD95 (mm, each case's own spacing; :mod:`metrics`) are computed per case and class,
-then averaged over cases, then over classes (design notes section 9). Deviation from the authors'
+then averaged over cases, then over classes. Deviation from the authors'
 evaluation: no resampling of the prediction before scoring, and no shared spacing.
 
 Empty masks: both empty -> Dice 1, HD95 0; exactly one empty -> Dice 0, HD95 = the image diagonal in

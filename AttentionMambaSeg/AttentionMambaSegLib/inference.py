@@ -1,6 +1,6 @@
 """Volume inference with a model package: image in, uint8 labelmap on the same grid out.
 
-Recipe (Attention-Mamba, arXiv 2402.02286, design note section 9): every 2D slice, resampled in-plane
+Recipe (Attention-Mamba, arXiv 2402.02286, Sec. 4): every 2D slice, resampled in-plane
 to the training spacing, is segmented with a sliding window (overlap 0.5, Gaussian weighting) of the
 size model.json gives as ``inference_patch_size``: the training patch unless a larger window scored
 better on the validation cases (the Mamba scans see the wider context; for cardiac-acdc 256 vs 128

@@ -1,4 +1,4 @@
-"""Segmentation losses of Attention-Mamba (arXiv 2402.02286 v4, section 7 of the design notes).
+"""Segmentation losses of Attention-Mamba (arXiv 2402.02286 v4, Sec. 4).
 
 Multi-class models (K > 1 output channels, softmax): each output costs
 ``0.5 * cross-entropy + 0.5 * soft Dice``, where the soft Dice uses softmax probabilities, a one-hot

@@ -1,4 +1,4 @@
-"""Overlap and surface-distance metrics: Dice and HD95 (arXiv 2402.02286 v4, section 9 of the design notes).
+"""Overlap and surface-distance metrics: Dice and HD95 (arXiv 2402.02286 v4, Sec. 4).
 
 Both functions take boolean (or 0/1) masks as numpy arrays of any dimension (2D images, 3D volumes).
 Distances are physical: ``spacing`` gives the size of one voxel along each *array* axis, in mm and in the

@@ -2,7 +2,7 @@
 
 Attention-Mamba (arXiv 2402.02286) is a 2D network: volumes are cut into 2D slices, each slice is
 resampled in-plane only to the model's spacing (the through-plane axis is never interpolated), and
-intensities are normalised per model.json (design note, section 9). This module does that, and the
+intensities are normalised per model.json (nnU-Net's schemes). This module does that, and the
 way back: class probabilities on the slice grid are resampled to the input's own grid, then argmax.
 
 Geometry contract (see docs/CONTRACTS.md):

@@ -1,4 +1,4 @@
-"""Training of Attention-Mamba on an nnU-Net v2 raw dataset (arXiv 2402.02286 v4; design notes section 9).
+"""Training of Attention-Mamba on an nnU-Net v2 raw dataset (arXiv 2402.02286 v4, Sec. 4).
 
 The recipe of the paper, as one function, :func:`train`:
 

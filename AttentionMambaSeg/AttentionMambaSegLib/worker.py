@@ -296,7 +296,6 @@ class SegmentProcess(CliProcess):
     def result(self):
         """The labelmap (SimpleITK image on the input grid); removes the temporary files.
 
-
         Raises:
             SegmentProcessError: the child failed, was cancelled or wrote no output.
             RuntimeError: :meth:`poll` has not seen the child exit yet.

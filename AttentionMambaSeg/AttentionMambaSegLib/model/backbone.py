@@ -1,6 +1,6 @@
 """Backbone: ResNet-18 with a deep stem (He et al. 2019, "Bag of Tricks", ResNet-C).
 
-Attention-Mamba (arXiv 2402.02286, Sec. 3.1; design card section 2) uses the deep-stem ResNet-18:
+Attention-Mamba (arXiv 2402.02286, Sec. 3.1) uses the deep-stem ResNet-18:
 three 3x3 convolutions (3->64 stride 2, 64->64, 64->128) and a 3x3 max-pool, then four stages of two
 BasicBlocks (64/128/256/512 channels, strides 1/2/2/2). The first block of stage 1 maps 128->64 and
 so has a 1x1 projection shortcut. 11,324,992 parameters.

@@ -1,6 +1,6 @@
 """Branches and the Mamba-based attention for multi-scale prediction fusion.
 
-Design card sections 5-6 (paper Sec. 3.3-3.4): four parallel branches of two VSS blocks each, one
+Paper Sec. 3.3-3.4: four parallel branches of two VSS blocks each, one
 per aligned scale, each with a 1x1 score head; channel attention (pooled descriptors of all four
 branches as one 512-token sequence through bidirectional 1-D Mambas) and spatial attention (channel
 mean/max maps of all branches as one sequence of 4 x h x w tokens of width 2) weight each branch's

@@ -1,10 +1,10 @@
 """Mamba layers: SS2D (VMamba's 2-D selective scan) and the plain 1-D Mamba block.
 
-- SS2D (Liu et al. 2024, VMamba, Sec. 3; design card section 5): in_proj, depthwise 3x3 conv + SiLU,
+- SS2D (Liu et al. 2024, VMamba, Sec. 3): in_proj, depthwise 3x3 conv + SiLU,
   four scan orders (row-major, column-major and both reversed) with their own dt/B/C projections, one
   selective scan over the 4 x d_inner channels with B and C grouped by direction, the orders undone
   and summed, LayerNorm, gated by SiLU(z), out_proj.
-- Mamba1D (Gu & Dao 2023, Fig. 3; design card section 6): in_proj, causal depthwise Conv1d (kernel 4,
+- Mamba1D (Gu & Dao 2023, Fig. 3): in_proj, causal depthwise Conv1d (kernel 4,
   a padded ``nn.Conv1d``: no causal-conv1d dependency), x_proj, dt_proj, the scan with z gating,
   out_proj. No norm, no residual.
 

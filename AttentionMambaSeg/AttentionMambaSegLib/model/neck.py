@@ -1,4 +1,4 @@
-"""Neck: lateral 1x1 connections and the dual top-down / bottom-up path (design card section 3).
+"""Neck: lateral 1x1 connections and the dual top-down / bottom-up path (arXiv 2402.02286, Sec. 3.2).
 
 Every resize is bilinear with align_corners=True to the exact target size. 1,305,600 parameters
 (lateral 123,904, top-down 443,136, bottom-up 443,136, merge 295,424).

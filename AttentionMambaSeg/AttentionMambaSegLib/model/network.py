@@ -1,8 +1,8 @@
 """Attention-Mamba (Zhang et al., arXiv 2402.02286 v4): the whole network.
 
 backbone (deep-stem ResNet-18) -> dual-path neck -> Recursive Alignment Module -> four parallel
-Mamba branches with score heads -> Mamba-based attention fusion. See the design card
-``shared/design/attention-mamba.md`` for every layer; parameter counts: 14,054,803 (K = 9),
+Mamba branches with score heads -> Mamba-based attention fusion (paper Sec. 3; each part's module
+describes its layers); parameter counts: 14,054,803 (K = 9),
 14,049,483 (K = 4), 14,046,291 (K = 1), whatever ``in_channels`` is (grayscale is repeated to 3
 channels, paper Sec. 4.2).
 
