@@ -66,6 +66,7 @@ import torch
 import torch.nn.functional as F
 
 from . import __version__
+from .augmentation import NO_AUGMENTATION, PAPER, AugmentationParams, appearance
 from .data import DatasetInfo, SliceData, default_normalization, load_slices, split_cases, target_inplane_spacing, validate_dataset
 from .losses import deep_supervision_loss, segmentation_loss
 
@@ -243,31 +244,6 @@ def default_classes(info: DatasetInfo, activation: str, reference_classes: list[
 # augmentation and batches
 
 
-@dataclass(frozen=True)
-class AugmentationParams:
-    """Probabilities and ranges of the augmentations (defaults: the paper's).
-
-    Attributes:
-        p_rotation: probability of a rotation by an angle uniform in [-pi, pi).
-        p_flip: probability of a horizontal flip, and (independently) of a vertical flip.
-        p_zoom: probability of a zoom; factor uniform in ``zoom_range`` (> 1 magnifies).
-        zoom_range: (min, max) zoom factor.
-        p_gamma: probability of a gamma change of the intensities, gamma uniform in ``gamma_range``;
-            applied per channel on the intensities rescaled to [0, 1] and mapped back to their range.
-        gamma_range: (min, max) gamma.
-    """
-
-    p_rotation: float = 0.2
-    p_flip: float = 0.5
-    p_zoom: float = 0.2
-    zoom_range: tuple[float, float] = (0.7, 1.4)
-    p_gamma: float = 0.3
-    gamma_range: tuple[float, float] = (0.7, 1.5)
-
-
-NO_AUGMENTATION = AugmentationParams(0.0, 0.0, 0.0, (1.0, 1.0), 0.0, (1.0, 1.0))
-
-
 def _uniform(gen: torch.Generator, lo: float = 0.0, hi: float = 1.0) -> float:
     return lo + (hi - lo) * float(torch.rand((), generator=gen, dtype=torch.float64))
 
@@ -284,7 +260,8 @@ def _crop_padded(array: torch.Tensor, top: int, left: int, size: int) -> torch.T
 
 
 def _sample_patch(
-    image: np.ndarray, label: np.ndarray, patch_size: int, gen: torch.Generator, aug: AugmentationParams
+    image: np.ndarray, label: np.ndarray, patch_size: int, gen: torch.Generator, aug: AugmentationParams,
+    rgb: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One augmented random crop: image (C, P, P) float32, label (P, P) int64."""
     img = torch.from_numpy(image)
@@ -330,6 +307,8 @@ def _sample_patch(
             span = hi - lo
             if float(span) > 1e-8:
                 img_out[ch] = ((x - lo) / span).clamp_(0, 1).pow_(gamma) * span + lo
+    if aug.has_appearance:
+        img_out = appearance(img_out, gen, aug, rgb)
     return img_out.contiguous(), lab_out.contiguous()
 
 
@@ -338,7 +317,8 @@ def sample_batch(
     indices: Sequence[int],
     patch_size: int,
     gen: torch.Generator,
-    augmentation: AugmentationParams = AugmentationParams(),
+    augmentation: AugmentationParams = PAPER,
+    rgb: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Random augmented crops of the given slices.
 
@@ -347,12 +327,13 @@ def sample_batch(
         indices: one slice index per batch element.
         patch_size: P, the crop size in pixels (slices smaller than P are zero-padded first).
         gen: the generator all random decisions are drawn from (in a fixed order).
-        augmentation: probabilities and ranges.
+        augmentation: probabilities and ranges (:mod:`augmentation`).
+        rgb: the slices are ImageNet-normalised RGB photographs (for the colour augmentations).
 
     Returns:
         ``(images, labels)``: float32 (B, C, P, P) normalised intensities and int64 (B, P, P) labels.
     """
-    pairs = [_sample_patch(slices.images[i], slices.labels[i], patch_size, gen, augmentation) for i in indices]
+    pairs = [_sample_patch(slices.images[i], slices.labels[i], patch_size, gen, augmentation, rgb) for i in indices]
     return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
 
 
@@ -837,7 +818,7 @@ def train(
     target_spacing: Sequence[float] | None = None,
     stop_after_epoch: int | None = None,
     package_on_stop: bool = False,
-    augmentation: AugmentationParams = AugmentationParams(),
+    augmentation: AugmentationParams = PAPER,
     command: str | None = None,
     progress: Callable[[int, int, dict], None] | None = None,
     cancel: threading.Event | None = None,
@@ -879,7 +860,8 @@ def train(
             instead of returning None (model.json records the epochs completed).
         stop_after_epoch: stop (with a checkpoint, without a package) once this many epochs are done;
             resume later. For splitting a run into jobs.
-        augmentation: augmentation probabilities and ranges.
+        augmentation: augmentation probabilities and ranges (:data:`augmentation.PAPER` or
+            :data:`augmentation.SITE`, or any :class:`~augmentation.AugmentationParams`).
         command: the command line to record in model.json (default: ``sys.argv``).
         progress: called after every step as ``progress(done_steps, total_steps, info)`` with info keys
             epoch, epochs, loss, lr.
@@ -940,7 +922,7 @@ def train(
         if changed:
             logger.warning("resuming with the checkpoint's settings; ignored differing arguments: %s", changed)
         settings = {**stored, "final_evaluation": bool(final_evaluation)}
-        augmentation = AugmentationParams(**{k: tuple(v) if isinstance(v, list) else v for k, v in settings["augmentation"].items()})
+        augmentation = AugmentationParams.from_dict(settings["augmentation"])
     elif latest_path.exists():
         raise FileExistsError(f"{out} already holds a training run ({CHECKPOINT_LATEST}); pass resume=True (--resume) to "
                               "continue it, or choose another output folder (--output)")
@@ -1111,7 +1093,8 @@ def train(
                 return None
             batch = indices[it * settings["batch_size"] : (it + 1) * settings["batch_size"]]
             # every rank draws the global batch (the shared generator stays in step) and keeps its shard
-            x, y = sample_batch(train_slices, batch, settings["patch_size"], gen, augmentation)
+            x, y = sample_batch(train_slices, batch, settings["patch_size"], gen, augmentation,
+                                normalization.get("type") == "rgb")
             if ctx.distributed:
                 shard = slice(ctx.rank * local_batch, (ctx.rank + 1) * local_batch)
                 x, y = x[shard], y[shard]

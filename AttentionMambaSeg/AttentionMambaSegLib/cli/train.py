@@ -47,6 +47,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="start from this model package's weights (id or folder) instead of random ones")
     p.add_argument("--bf16", action="store_true",
                    help="bfloat16 autocast (faster on GPUs and CPUs with AVX-512 BF16 or AMX; emulated and much slower on other CPUs)")
+    p.add_argument("--augmentation", choices=("paper", "site"), default="paper",
+                   help="paper: rotation, flips, zoom, gamma (the paper's); site: also the colour, contrast, blur, "
+                        "noise, resolution, vignette, hair and bias-field changes between sites and devices")
     p.add_argument("--no-final-evaluation", dest="final_evaluation", action="store_false",
                    help="skip the per-case evaluation of the final model on the validation cases")
     p.set_defaults(func=run)
@@ -57,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
     """Run training with a tqdm progress bar; returns the exit code."""
     from tqdm import tqdm
 
+    from ..augmentation import PRESETS
     from ..training import train
 
     bar = None
@@ -97,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
             package_on_stop=args.package_on_stop,
             target_spacing=args.target_spacing,
             stop_after_epoch=args.stop_after_epoch,
+            augmentation=PRESETS[args.augmentation],
             command="attention-mamba-seg " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
             progress=progress,
             cancel=cancel,
