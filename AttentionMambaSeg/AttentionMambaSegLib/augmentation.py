@@ -132,7 +132,8 @@ def vignette_mask(size: int, radius: float, softness: float = 0.05) -> torch.Ten
 
 
 def hair_mask(size: int, strokes: list[tuple[float, ...]]) -> torch.Tensor:
-    """A (size, size) float32 mask of dark strokes: 1 on a stroke, 0 elsewhere.
+    """A (size, size) float32 mask of dark strokes: 1 within ``width / 2`` pixels of a stroke's curve,
+    falling linearly to 0 over the next pixel.
 
     Args:
         size: side in pixels.
@@ -147,7 +148,7 @@ def hair_mask(size: int, strokes: list[tuple[float, ...]]) -> torch.Tensor:
         py = (1 - t) ** 2 * y0 + 2 * (1 - t) * t * cy + t**2 * y1
         px = (1 - t) ** 2 * x0 + 2 * (1 - t) * t * cx + t**2 * x1
         d = torch.sqrt((yy - py) ** 2 + (xx - px) ** 2).amin(dim=0)
-        mask = torch.maximum(mask, (width / 2.0 + 0.5 - d).clamp(0.0, 1.0))
+        mask = torch.maximum(mask, (width / 2.0 + 1.0 - d).clamp(0.0, 1.0))
     return mask
 
 

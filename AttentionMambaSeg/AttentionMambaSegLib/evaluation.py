@@ -25,7 +25,7 @@ import SimpleITK as sitk
 from .data import load_dataset_info, read_case, split_cases
 from .metrics import array_spacing, per_class_metrics
 
-__all__ = ["evaluate", "format_summary", "EMPTY_MASK_CONVENTIONS"]
+__all__ = ["evaluate", "evaluate_shift_suite", "format_summary", "format_shift_suite", "EMPTY_MASK_CONVENTIONS"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +47,8 @@ def evaluate(
     progress: Callable[[int, int], None] | None = None,
     cancel: threading.Event | None = None,
     window: Sequence[int] | int | None = None,
+    shift=None,
+    network=None,
 ) -> dict | None:
     """Predict every case of a split and score it per class.
 
@@ -64,6 +66,9 @@ def evaluate(
         progress: ``progress(done_cases, total_cases)``.
         cancel: when set, stops before the next case and returns None.
         window: sliding-window size (pixels, multiples of 32); default the model's inference_patch_size.
+        shift: a :class:`~AttentionMambaSegLib.shifts.Shift` applied to every case (image and label)
+            before prediction; None scores the cases as they are.
+        network: the package's network already built (to share one between calls); default built here.
 
     Returns:
         summary dict: ``cases`` (int), ``tta``, ``conventions``, ``per_case`` (list of rows: case,
@@ -96,12 +101,15 @@ def evaluate(
             f"model '{package.id}' predicts label value(s) {missing} that dataset {info.name} does not have "
             f"(dataset labels {info.labels})"
         )
-    network = package.build_network("cpu")
+    if network is None:
+        network = package.build_network("cpu")
     rows: list[dict] = []
     for done, case_id in enumerate(case_ids, 1):
         if cancel is not None and cancel.is_set():
             return None
         image, label = read_case(info, case_id)
+        if shift is not None:
+            image, label = shift.apply(image, label, case_id)
         prediction = predict_volume(image, package, device=device, tta=tta, batch_size=batch_size, network=network,
                                     window=window)
         if prediction is None:
@@ -130,11 +138,95 @@ def evaluate(
         if progress is not None:
             progress(done, len(case_ids))
     summary = _summarise(rows, classes, len(case_ids), tta)
-    summary.update({"model": package.id, "dataset": str(info.root), "split": split if cases is None else "cases"})
+    summary.update({"model": package.id, "dataset": str(info.root), "split": split if cases is None else "cases",
+                    "shift": None if shift is None else shift.name})
     if output is not None:
         _write_csv(summary, Path(output))
         _plot_boxes(summary, Path(output).with_suffix(".png"))
     return summary
+
+
+def evaluate_shift_suite(
+    model,
+    dataset: str | os.PathLike,
+    split: str = "val",
+    tta: bool = False,
+    fold: int = 0,
+    cases: Sequence[str] | None = None,
+    device: str = "auto",
+    batch_size: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> dict | None:
+    """Score a model on the clean cases of a split and under every shift of its suite (:mod:`shifts`).
+
+    Args:
+        model: a :class:`~AttentionMambaSegLib.package.ModelPackage`, a model folder or a model id.
+        dataset, split, fold, cases, device, batch_size: as for :func:`evaluate`.
+        tta: 4-flip test-time augmentation (default off: the suite runs 5 evaluations).
+        progress: ``progress(done, total)`` over cases x (1 + number of shifts).
+        cancel: when set, stops before the next case and returns None.
+
+    Returns:
+        ``{"suite": "dermoscopy" | "mri", "cases", "tta", "clean": mean Dice, "shifts": {name: mean Dice},
+        "shift_mean": mean over the shifts, "per_class": {"clean" | name: {class: Dice}},
+        "descriptions": {name: text}}``; None when cancelled.
+
+    Raises:
+        ValueError: no suite for the model's normalisation; the errors of :func:`evaluate`.
+    """
+    from .package import ModelPackage, load_model_package
+    from .shifts import suite_for
+
+    package = model if isinstance(model, ModelPackage) else load_model_package(model)
+    kind, suite = suite_for(package.config["normalization"])
+    info = load_dataset_info(dataset)
+    case_ids = list(cases) if cases is not None else split_cases(info, split, fold)
+    network = package.build_network("cpu")
+    results: dict[str, dict] = {}
+    for run, shift in enumerate((None, *suite)):
+        offset = run * len(case_ids)
+
+        def step(done: int, total: int, offset=offset) -> None:
+            if progress is not None:
+                progress(offset + done, len(case_ids) * (1 + len(suite)))
+
+        summary = evaluate(package, dataset, split=split, tta=tta, fold=fold, cases=case_ids, device=device,
+                           batch_size=batch_size, progress=step, cancel=cancel, shift=shift, network=network)
+        if summary is None:
+            return None
+        name = "clean" if shift is None else shift.name
+        results[name] = summary
+        logger.info("shift suite: %s mean Dice %.4f", name, summary["mean_dice"])
+    shifted = {s.name: results[s.name]["mean_dice"] for s in suite}
+    return {
+        "suite": kind,
+        "model": package.id,
+        "version": package.version,
+        "dataset": str(info.root),
+        "split": split if cases is None else "cases",
+        "cases": len(case_ids),
+        "tta": bool(tta),
+        "clean": results["clean"]["mean_dice"],
+        "shifts": shifted,
+        "shift_mean": float(np.mean(list(shifted.values()))),
+        "per_class": {k: {c: v["dice_mean"] for c, v in r["per_class"].items()} for k, r in results.items()},
+        "descriptions": {s.name: s.description for s in suite},
+    }
+
+
+def format_shift_suite(result: dict) -> str:
+    """Human-readable table of :func:`evaluate_shift_suite`: mean Dice clean and per shift."""
+    lines = [
+        f"model {result['model']} {result.get('version', '')} on {result['cases']} case(s) of {result['dataset']} "
+        f"({result['split']}, TTA {'on' if result['tta'] else 'off'}), {result['suite']} shift suite",
+        f"{'':<14} {'mean Dice':>10}  change",
+        f"{'clean':<14} {result['clean']:>10.4f}",
+    ]
+    for name, dice in result["shifts"].items():
+        lines.append(f"{name:<14} {dice:>10.4f}  {result['descriptions'][name]}")
+    lines.append(f"{'shift mean':<14} {result['shift_mean']:>10.4f}")
+    return "\n".join(lines)
 
 
 def _summarise(rows: list[dict], classes: list[dict], num_cases: int, tta: bool) -> dict:

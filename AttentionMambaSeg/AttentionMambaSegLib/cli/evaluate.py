@@ -23,6 +23,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="slices per forward pass (default: 1 on a CPU, 4 on a GPU)")
     p.add_argument("--window", type=int, default=None, metavar="PIXELS",
                    help="sliding-window size, a multiple of 32 (default: the model's inference_patch_size)")
+    p.add_argument("--shift-suite", action="store_true",
+                   help="also score the cases under the site-like shifts of the model's kind (dermoscopy: colour cast, "
+                        "scale, vignette, blur; MRI: bias field, contrast, noise, coarser resolution); 5 evaluations")
+    p.add_argument("--json", default=None, metavar="FILE", help="write the summary (or the shift-suite table) as JSON")
     p.set_defaults(func=run)
     return p
 
@@ -31,7 +35,10 @@ def run(args: argparse.Namespace) -> int:
     """Evaluate with a tqdm bar over cases and print the summary; returns the exit code."""
     from tqdm import tqdm
 
-    from ..evaluation import evaluate, format_summary
+    import json
+    import os
+
+    from ..evaluation import evaluate, evaluate_shift_suite, format_shift_suite, format_summary
 
     bar = None
 
@@ -42,20 +49,32 @@ def run(args: argparse.Namespace) -> int:
         bar.update(done - bar.n)
 
     try:
-        summary = evaluate(
-            args.model,
-            args.dataset,
-            split=args.split,
-            output=args.output,
-            tta=args.tta,
-            fold=args.fold,
-            device=args.device,
-            batch_size=args.batch_size,
-            progress=progress,
-            window=args.window,
-        )
+        if args.shift_suite:
+            if args.output is not None or args.window is not None:
+                raise SystemExit("error: --shift-suite writes no per-case CSV and uses the model's window: "
+                                 "leave out --output and --window (use --json FILE for the table)")
+            summary = evaluate_shift_suite(args.model, args.dataset, split=args.split, tta=args.tta, fold=args.fold,
+                                           device=args.device, batch_size=args.batch_size, progress=progress)
+        else:
+            summary = evaluate(
+                args.model,
+                args.dataset,
+                split=args.split,
+                output=args.output,
+                tta=args.tta,
+                fold=args.fold,
+                device=args.device,
+                batch_size=args.batch_size,
+                progress=progress,
+                window=args.window,
+            )
     finally:
         if bar is not None:
             bar.close()
-    print(format_summary(summary))
+    print(format_shift_suite(summary) if args.shift_suite else format_summary(summary))
+    if args.json:
+        tmp = f"{args.json}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(summary, f, indent=1)
+        os.replace(tmp, args.json)
     return 0
