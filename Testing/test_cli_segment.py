@@ -117,7 +117,7 @@ def test_unwritable_output_folder_fails_before_inference(tmp_path, small_acdc, m
     locked = tmp_path / "locked"
     locked.mkdir()
     calls = []
-    monkeypatch.setattr(inference, "predict_volume", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(inference.Predictor, "predict", lambda *a, **k: calls.append(1))
     real_access = io.os.access
     monkeypatch.setattr(io.os, "access", lambda p, m: False if str(p) == str(locked) else real_access(p, m))
     assert run_cli("segment", small_acdc, "-o", locked / "a.seg.nrrd", "--model", model_dir) == 1
@@ -130,21 +130,21 @@ def test_unwritable_output_folder_fails_before_inference(tmp_path, small_acdc, m
 def test_ctrl_c_leaves_no_partial_file(tmp_path, small_acdc, model_dir, capsys, monkeypatch):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    real = inference.predict_volume
+    real = inference.Predictor.predict
 
-    def interrupted(*args, progress=None, **kwargs):
+    def interrupted(self, image, progress=None, cancel=None):
         def progress_then_interrupt(done, total):
             if done > 0:
                 raise KeyboardInterrupt
-        return real(*args, progress=progress_then_interrupt, **kwargs)
+        return real(self, image, progress=progress_then_interrupt, cancel=cancel)
 
-    monkeypatch.setattr(inference, "predict_volume", interrupted)
+    monkeypatch.setattr(inference.Predictor, "predict", interrupted)
     assert run_cli("segment", small_acdc, "-o", out_dir / "a.seg.nrrd", "--model", model_dir,
                    "--device", "cpu", "--batch-size", "1", "--no-tta") == 130
     assert "Interrupted" in capsys.readouterr().err
     assert list(out_dir.iterdir()) == []
     # Interrupted while writing: the temporary file is removed too.
-    monkeypatch.setattr(inference, "predict_volume", real)
+    monkeypatch.setattr(inference.Predictor, "predict", real)
 
     def write_then_interrupt(file, segmentation, **kwargs):
         open(file, "wb").write(b"partial")

@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 
-from AttentionMambaSegLib import training
+from AttentionMambaSegLib import data, training
 from AttentionMambaSegLib.cli import main
 from AttentionMambaSegLib.evaluation import EMPTY_MASK_CONVENTIONS, evaluate, format_summary
 from AttentionMambaSegLib.package import load_model_package, save_model_package
@@ -15,28 +15,15 @@ from AttentionMambaSegLib.package import load_model_package, save_model_package
 from conftest import DATASETS  # noqa: E402
 pytestmark = pytest.mark.skipif(not DATASETS.is_dir(), reason="shared datasets not available")
 
-try:
-    from AttentionMambaSegLib.model import AttentionMamba  # noqa: F401
-
-    HAVE_MODEL = True
-except ImportError:
-    HAVE_MODEL = False
-
 CASE = "hippocampus_001"
 
 
 @pytest.fixture
-def model_dir(tmp_path, monkeypatch):
+def model_dir(tmp_path):
     """An untrained (seeded) Hippocampus model package in tmp_path."""
-    if not HAVE_MODEL:
-        from AttentionMambaSegLib import package
-        from test_training import StandIn
-
-        monkeypatch.setattr(training, "_build_network", lambda i, k, b=None: StandIn(i, k))
-        monkeypatch.setitem(package._ARCHITECTURES, "AttentionMamba", StandIn)
     torch.manual_seed(0)
-    network = training._build_network(1, 3).eval()
-    info = training.validate_dataset(DATASETS / "Hippocampus", cases=[CASE], check_label_values=False)
+    network = training.new_network(1, 3).eval()
+    info = data.validate_dataset(DATASETS / "Hippocampus", cases=[CASE], check_label_values=False)
     config = {
         "id": "hippocampus-test",
         "version": "0.0.1",
@@ -91,3 +78,4 @@ def test_train_cli_help(capsys):
     for flag in ("--output", "--fold", "--epochs", "--patch", "--batch-size", "--time-budget", "--resume",
                  "--device", "--seed", "--model-id", "--bf16"):
         assert flag in text
+

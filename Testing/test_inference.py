@@ -13,7 +13,7 @@ import torch
 
 from _inference_helpers import (ACDC_IMAGE, ACDC_LABEL, DICOM_DIR, HIPPO_IMAGE, PH2_IMAGE,
                                 make_config, make_package, permute_flip, require)
-from AttentionMambaSegLib import inference, io, package as pkg
+from AttentionMambaSegLib import devices, inference, io, package as pkg
 
 
 def assert_same_geometry(out: sitk.Image, ref: sitk.Image):
@@ -80,7 +80,7 @@ def test_auto_falls_back_to_cpu_when_gpu_probe_fails(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
-    monkeypatch.setattr(inference, "_probe_device", lambda d: "no kernel image is available for execution")
+    monkeypatch.setattr(devices, "_probe_device", lambda d: "no kernel image is available for execution")
     device, reason = inference.select_device("auto")
     assert device == torch.device("cpu")
     assert "failed the convolution probe" in reason and "no kernel image" in reason
@@ -91,8 +91,8 @@ def test_auto_falls_back_to_cpu_when_gpu_probe_fails(monkeypatch):
 
 
 def test_probe_runs_a_real_convolution_on_cpu():
-    inference._probe_cache.pop("cpu", None)
-    assert inference._probe_device(torch.device("cpu")) is None
+    devices._probe_cache.pop("cpu", None)
+    assert devices._probe_device(torch.device("cpu")) is None
 
 
 # ----------------------------------------------------------------------------------- sliding window
@@ -404,10 +404,8 @@ def test_corrupted_model_is_refused(tmp_path, acdc):
 
 # ------------------------------------------------------------------------------ real Attention-Mamba
 def test_random_attention_mamba_end_to_end(tmp_path, acdc):
-    try:
-        from AttentionMambaSegLib.model import AttentionMamba
-    except ImportError as e:
-        pytest.skip(f"AttentionMambaSegLib.model is not importable yet: {e}")
+    from AttentionMambaSegLib.model import AttentionMamba
+
     torch.manual_seed(0)
     # 6.25 mm pixels: 64 x 54 slices, one (padded) 64 x 64 window each, to keep the CPU time small.
     config = make_config("am-random", architecture="AttentionMamba", target_spacing=(6.25, 6.25))
@@ -496,6 +494,6 @@ def test_same_file_guard_sees_links(tmp_path):
     import os
 
     os.link(a, hard)
-    assert inference._same_file(a, link) and inference._same_file(a, hard)
-    assert inference._same_file(a, tmp_path / "sub" / ".." / "a.nii.gz")
-    assert not inference._same_file(a, tmp_path / "d.nii.gz")
+    assert inference.files._same_file(a, link) and inference.files._same_file(a, hard)
+    assert inference.files._same_file(a, tmp_path / "sub" / ".." / "a.nii.gz")
+    assert not inference.files._same_file(a, tmp_path / "d.nii.gz")

@@ -83,11 +83,24 @@ def test_fused_and_torch_scans_give_the_same_logits_on_a_real_slice(acdc_slice, 
     image, _ = acdc_slice
     torch.manual_seed(0)
     m = AttentionMamba(1, 4).eval()
-    outs = {}
+    from AttentionMambaSegLib.ops import ss2d
+
+    outs, fused_calls = {}, []
+    real_fused = ss2d.ss2d_scan_fused
+
+    def spy(*args, **kwargs):
+        fused_calls.append(1)
+        return real_fused(*args, **kwargs)
+
+    monkeypatch.setattr(ss2d, "ss2d_scan_fused", spy)
     for backend in ("torch", "cpu-fused"):
-        monkeypatch.setattr(dispatch, "resolve_backend", lambda device, b="auto", _n=backend: _n)
+        # SS2D reads ss2d.resolve_backend (its own binding); the unfused path reads dispatch's
+        for module in (ss2d, dispatch):
+            monkeypatch.setattr(module, "resolve_backend", lambda device, b="auto", _n=backend: _n)
+        fused_calls.clear()
         with torch.no_grad():
             outs[backend] = m(image)
+        assert bool(fused_calls) == (backend == "cpu-fused"), backend  # each arm ran its own path
     err = (outs["cpu-fused"] - outs["torch"]).abs().max() / outs["torch"].abs().max()
     assert err <= 1e-4
 

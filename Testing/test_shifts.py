@@ -9,7 +9,8 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from AttentionMambaSegLib import augmentation, shifts
+from AttentionMambaSegLib import shifts
+from AttentionMambaSegLib.training import augmentation
 
 
 def test_colour_cast_multiplies_each_channel_and_clips():

@@ -1,9 +1,4 @@
-"""Tests of training.py: schedule, crops and augmentation, a short real run, bit-identical resume.
-
-The runs use the real network when ``AttentionMambaSegLib.model`` imports; otherwise a tiny stand-in
-with the same contract (9 logits maps in training mode, fused logits in eval mode), so that the
-training machinery is still tested.
-"""
+"""Tests of the training package: schedule, crops and augmentation, short real runs, bit-identical resume."""
 
 import json
 import math
@@ -11,47 +6,12 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
 
-from AttentionMambaSegLib import data, training
+from AttentionMambaSegLib import data, devices, training
 
 from _dataset_helpers import make_copy  # noqa: E402
 from conftest import DATASETS  # noqa: E402
 needs_data = pytest.mark.skipif(not DATASETS.is_dir(), reason="shared datasets not available")
-
-try:
-    from AttentionMambaSegLib.model import AttentionMamba  # noqa: F401
-
-    HAVE_MODEL = True
-except ImportError:
-    HAVE_MODEL = False
-
-
-class StandIn(nn.Module):
-    """The network contract in miniature (used only while the real model is missing)."""
-
-    def __init__(self, in_channels, num_classes, **kwargs):
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(3 if in_channels == 1 else in_channels, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
-        self.heads = nn.ModuleList(nn.Conv2d(8, num_classes, 1) for _ in range(9))
-
-    def forward(self, x):
-        if x.shape[1] == 1:
-            x = x.repeat(1, 3, 1, 1)
-        f = self.body(x)
-        outputs = [h(f) for h in self.heads]
-        return outputs if self.training else outputs[0]
-
-
-@pytest.fixture
-def network_available(monkeypatch):
-    if not HAVE_MODEL:
-        from AttentionMambaSegLib import package
-
-        monkeypatch.setattr(training, "_build_network", lambda i, k, *rest: StandIn(i, k))
-        monkeypatch.setitem(package._ARCHITECTURES, "AttentionMamba", StandIn)
-
-
 
 
 # ---------------------------------------------------------------------------------------- pure parts
@@ -98,7 +58,7 @@ def test_plan_schedule_without_and_with_budget():
 @pytest.mark.parametrize(
     "flags, expected",
     [
-        ("fpu sse2 avx avx2 fma", False),  # session 10's EPYC: bf16 autocast 34.3 s/step vs 4.7 s in float32
+        ("fpu sse2 avx avx2 fma", False),  # a 2-core AVX2 EPYC: bf16 autocast 34.3 s/step vs 4.7 s in float32
         ("fpu avx2 avx512f avx512_bf16", True),
         ("fpu avx2 amx_bf16 amx_tile", True),
         (None, None),  # no flags line: cannot tell
@@ -106,18 +66,18 @@ def test_plan_schedule_without_and_with_budget():
 )
 def test_cpu_has_native_bf16_reads_the_flags_line(flags, expected):
     text = "processor\t: 0\nvendor_id\t: AuthenticAMD\n" + (f"flags\t\t: {flags}\n" if flags else "")
-    assert training.cpu_has_native_bf16(text) is expected
+    assert devices.cpu_has_native_bf16(text) is expected
 
 
 def test_bf16_on_a_cpu_without_native_bf16_is_warned(monkeypatch, caplog):
-    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda cpuinfo=None: False)
-    with caplog.at_level("WARNING", logger=training.logger.name):
-        training._warn_if_bf16_is_emulated(torch.device("cpu"), bf16=True)
-        training._warn_if_bf16_is_emulated(torch.device("cpu"), bf16=False)
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda cpuinfo=None: False)
+    with caplog.at_level("WARNING", logger=devices.logger.name):
+        devices.warn_if_bf16_is_emulated(torch.device("cpu"), bf16=True)
+        devices.warn_if_bf16_is_emulated(torch.device("cpu"), bf16=False)
     assert len(caplog.records) == 1 and "drop --bf16" in caplog.records[0].getMessage()
-    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda cpuinfo=None: True)
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda cpuinfo=None: True)
     caplog.clear()
-    training._warn_if_bf16_is_emulated(torch.device("cpu"), bf16=True)
+    devices.warn_if_bf16_is_emulated(torch.device("cpu"), bf16=True)
     assert not caplog.records
 
 
@@ -176,7 +136,7 @@ def test_model_licence_of_acdc_says_non_commercial():
     info = data.load_dataset_info(DATASETS / "ACDC") if DATASETS.is_dir() else None
     if info is None:
         pytest.skip("shared datasets not available")
-    assert "commercial" in training._model_licence(info)
+    assert "commercial" in training.model_card.model_licence(info)
 
 
 # ---------------------------------------------------------------------------------------- real runs
@@ -187,11 +147,15 @@ TINY = dict(epochs=2, patch_size=64, batch_size=2, iterations_per_epoch=2, val_s
             final_evaluation=False, seed=1290)
 
 
+def run_training(dataset, output, **settings):
+    return training.train(training.TrainingConfig(dataset, output, **settings))
+
+
 @needs_data
-def test_short_run_lowers_validation_loss(tmp_path, network_available):
+def test_short_run_lowers_validation_loss(tmp_path):
     root = make_copy(tmp_path, "ACDC", TRAIN_CASES, VAL_CASES)
     out = tmp_path / "run"
-    package_dir = training.train(root, out, **{**TINY, "epochs": 3, "iterations_per_epoch": 3, "lr": 2e-3})
+    package_dir = run_training(root, out, **{**TINY, "epochs": 3, "iterations_per_epoch": 3, "lr": 2e-3})
     assert (package_dir / "model.json").exists() and (package_dir / "model.safetensors").exists()
     for name in ("training_log.csv", "training_curves.png", "checkpoint_latest.pt", "checkpoint_best.pt", "training_config.json"):
         assert (out / name).exists(), name
@@ -203,8 +167,8 @@ def test_short_run_lowers_validation_loss(tmp_path, network_available):
     info = data.load_dataset_info(root)
     val = data.load_slices(info, VAL_CASES, (1.5625, 1.5625), "LPS", {"type": "zscore"}).subset([4, 6])
     torch.manual_seed(1290)
-    untrained = training._build_network(1, 4)
-    trained = training._build_network(1, 4)
+    untrained = training.new_network(1, 4)
+    trained = training.new_network(1, 4)
     trained.load_state_dict(torch.load(out / "checkpoint_latest.pt", weights_only=False)["model"])
     before = training.validate(untrained, val, 4, 64, torch.device("cpu"))["loss"]
     after = training.validate(trained, val, 4, 64, torch.device("cpu"))["loss"]
@@ -212,13 +176,13 @@ def test_short_run_lowers_validation_loss(tmp_path, network_available):
 
 
 @needs_data
-def test_resume_is_bit_identical(tmp_path, network_available):
+def test_resume_is_bit_identical(tmp_path):
     # Hippocampus: small slices, so validation is cheap.
     root = make_copy(tmp_path, "Hippocampus", ["hippocampus_001", "hippocampus_003"], ["hippocampus_004"])
-    training.train(root, tmp_path / "whole", **TINY)
-    assert training.train(root, tmp_path / "split", **TINY, stop_after_epoch=1) is None
+    run_training(root, tmp_path / "whole", **TINY)
+    assert run_training(root, tmp_path / "split", **TINY, stop_after_epoch=1) is None
     assert not (tmp_path / "split" / "model").exists()
-    training.train(root, tmp_path / "split", **{**TINY, "resume": True})
+    run_training(root, tmp_path / "split", **{**TINY, "resume": True})
     a = torch.load(tmp_path / "whole" / "checkpoint_latest.pt", weights_only=False)
     b = torch.load(tmp_path / "split" / "checkpoint_latest.pt", weights_only=False)
     assert a["epoch"] == b["epoch"] == 2
@@ -226,18 +190,18 @@ def test_resume_is_bit_identical(tmp_path, network_available):
         assert torch.equal(tensor, b["model"][name]), name
     assert [r["train_loss"] for r in a["history"]] == [r["train_loss"] for r in b["history"]]
     with pytest.raises(FileExistsError, match="resume"):
-        training.train(root, tmp_path / "whole", **TINY)
+        run_training(root, tmp_path / "whole", **TINY)
 
 
 @needs_data
-def test_init_from_keeps_the_models_target_spacing(tmp_path, network_available):
+def test_init_from_keeps_the_models_target_spacing(tmp_path):
     # hippocampus-msd is bundled at 0.5 mm; the data's median is 1 mm. A continuation without
     # --target-spacing must keep 0.5 mm (every structure keeps its size in pixels); an explicit one wins.
     root = make_copy(tmp_path, "Hippocampus", ["hippocampus_001", "hippocampus_003"], ["hippocampus_004"])
     info = data.validate_dataset(root)
     assert data.target_inplane_spacing(info, ["hippocampus_001", "hippocampus_003"], "LPS") == (1.0, 1.0)
     tiny = {**TINY, "epochs": 1, "iterations_per_epoch": 1}
-    package_dir = training.train(root, tmp_path / "kept", **tiny, init_from="hippocampus-msd")
+    package_dir = run_training(root, tmp_path / "kept", **tiny, init_from="hippocampus-msd")
     config = json.loads((package_dir / "model.json").read_text())
     assert config["target_spacing"] == [0.5, 0.5]
     # The lineage: the bundled package it started from, and that package's own training appended last.
@@ -250,7 +214,7 @@ def test_init_from_keeps_the_models_target_spacing(tmp_path, network_available):
     assert last["version"] == source["version"] and last["command"] == source["training"]["command"]
     assert last["val_mean_dice"] == source["metrics"]["val"]["mean_dice"]
     assert len(config["training"]["earlier_training"]) == len(source["training"].get("earlier_training", [])) + 1
-    package_dir = training.train(root, tmp_path / "asked", **tiny, init_from="hippocampus-msd", target_spacing=(0.75, 0.75))
+    package_dir = run_training(root, tmp_path / "asked", **tiny, init_from="hippocampus-msd", target_spacing=(0.75, 0.75))
     assert json.loads((package_dir / "model.json").read_text())["target_spacing"] == [0.75, 0.75]
 
 
@@ -274,17 +238,16 @@ def test_training_lineage_appends_the_sources_training():
     assert source.config["training"]["earlier_training"] == [first]  # the source is not modified
 
 
-@pytest.mark.skipif(not HAVE_MODEL, reason="needs the network")
 def test_init_from_copies_the_packages_weights_and_checks_channels():
     from AttentionMambaSegLib.package import load_model_package
 
     package = load_model_package("hippocampus-msd")
     expected = package.build_network("cpu").state_dict()
-    network = training._build_network(1, 3, init_package=package)
+    network = training.new_network(1, 3, init_package=package)
     for name, tensor in network.state_dict().items():
         assert torch.equal(tensor, expected[name].float()), name
     with pytest.raises(ValueError, match=r"hippocampus-msd .*1 input channel\(s\) and 3 output\(s\); this dataset needs 3 and 3"):
-        training._build_network(3, 3, init_package=package)
+        training.new_network(3, 3, init_package=package)
 
 
 # ------------------------------------------------------------------ regressions from the break report
@@ -293,9 +256,9 @@ def test_existing_run_without_resume_is_a_clear_error(tmp_path, capsys):
 
     out = tmp_path / "run"
     out.mkdir()
-    training._atomic_torch_save({"model": {}}, out / training.CHECKPOINT_LATEST)
+    training.checkpoint.save_checkpoint({"model": {}}, out / training.CHECKPOINT_LATEST)
     with pytest.raises(FileExistsError, match=r"--resume.*--output"):
-        training.train(tmp_path / "dataset", out)
+        run_training(tmp_path / "dataset", out)
     assert cli.main(["train", str(tmp_path / "dataset"), "--output", str(out)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error:") and "--resume" in err and "Traceback" not in err
@@ -309,19 +272,19 @@ def test_resume_from_a_bad_checkpoint_is_a_clear_error(tmp_path, content, messag
     out.mkdir()
     path = out / training.CHECKPOINT_LATEST
     if content is None:  # a truncated real checkpoint
-        training._atomic_torch_save({"model": {"w": torch.zeros(1000)}, "epoch": 1}, path)
+        training.checkpoint.save_checkpoint({"model": {"w": torch.zeros(1000)}, "epoch": 1}, path)
         content = path.read_bytes()[:600]
     path.write_bytes(content)
     with pytest.raises(ValueError, match=message):
-        training.train(tmp_path / "dataset", out, resume=True)
+        run_training(tmp_path / "dataset", out, resume=True)
 
 
 def test_checkpoints_load_with_weights_only(tmp_path):
     path = tmp_path / "c.pt"
-    state = {"model": nn.Linear(2, 2).state_dict(), "epoch": np.int64(3), "best": {"mean_dice": np.float32(0.5)},
+    state = {"model": torch.nn.Linear(2, 2).state_dict(), "epoch": np.int64(3), "best": {"mean_dice": np.float32(0.5)},
              "history": [{"val_dice_1": np.float64(0.25)}], "rng": {"torch": torch.get_rng_state()},
              "settings": {"augmentation": {"scale": (0.7, 1.4)}, "dataset": tmp_path}}
-    training._atomic_torch_save(state, path)
+    training.checkpoint.save_checkpoint(state, path)
     loaded = torch.load(path, map_location="cpu", weights_only=True)  # would raise on numpy / Path objects
     assert loaded["epoch"] == 3 and loaded["best"]["mean_dice"] == 0.5
     assert loaded["settings"]["augmentation"]["scale"] == (0.7, 1.4)

@@ -3,7 +3,7 @@
 Usage:  python benchmarks/bench_scan.py [--quick]
 
 Rows: the model's real shapes (L = 49 ... 3,136 tokens, d = 256 x 4 directions, d_state 16) and the
-issue's target shapes: forward (b 8, d 768, L 3,136) and forward + backward (b 8, d 192, L 3,136).
+larger shapes of a wider network: forward (b 8, d 768, L 3,136) and forward + backward (b 8, d 192, L 3,136).
 Columns: milliseconds (min of repeats) per backend; the step-by-step reference only where it takes
 under a minute (forward up to L = 3,136 at b 1; forward + backward, by autograd through its step loop,
 only at L = 196). Threads = cores.

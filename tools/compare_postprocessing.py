@@ -1,7 +1,7 @@
 """Validation Dice and HD95 of a model without and with "keep the largest connected component" per label.
 
 Usage:  python tools/compare_postprocessing.py MODEL DATASET [--tta]
-        e.g. python tools/compare_postprocessing.py cardiac-acdc ../shared/datasets/ACDC
+        e.g. python tools/compare_postprocessing.py cardiac-acdc $DATASETS/ACDC
 
 Predicts every validation case (fold 0) once, with the model's post-processing switched off, then scores
 the raw labelmap, the largest component of each label alone, and of all labels (how model.json's
@@ -20,7 +20,7 @@ from AttentionMambaSegLib.inference import predict_volume
 from AttentionMambaSegLib.io import read_image
 from AttentionMambaSegLib.metrics import array_spacing, dice, hd95
 from AttentionMambaSegLib.package import load_model_package
-from AttentionMambaSegLib.preprocessing import keep_largest_component
+from AttentionMambaSegLib.postprocessing import keep_largest_component
 
 
 def main():

@@ -1,7 +1,7 @@
 """Validation Dice and time of a model for several sliding-window sizes (how inference_patch_size is chosen).
 
 Usage:  python tools/compare_windows.py MODEL DATASET WINDOWS [--cases N] [--tta]
-        e.g. python tools/compare_windows.py cardiac-acdc ../shared/datasets/ACDC 128,256,320 --cases 6
+        e.g. python tools/compare_windows.py cardiac-acdc $DATASETS/ACDC 128,256,320 --cases 6
 
 Predicts the first N validation cases (fold 0) with each window (pixels at the model's spacing) and
 prints per-class and mean Dice and seconds per case. The model's own post-processing is applied.

@@ -16,9 +16,7 @@ Usage:
    and, with --largest-component, ``postprocessing`` (every score above then uses that sliding window
    and post-processing), then copies the package (weights and
    model.json only) to the bundled models folder, atomically.
-4. A run started with ``--init-from`` by a version of ``train`` that did not yet record it gets its lineage
-   (``training.initialised_from`` and ``training.earlier_training``) from the package it names, read now.
-5. A bundled model of the same id that scored higher on the same validation cases (same TTA setting) is
+4. A bundled model of the same id that scored higher on the same validation cases (same TTA setting) is
    not replaced unless ``--force``: the scored model.json is then left in RUN_DIR/model_scored.json.
 """
 
@@ -36,7 +34,6 @@ import torch
 from AttentionMambaSegLib.data import load_dataset_info, split_cases
 from AttentionMambaSegLib.evaluation import evaluate, format_summary
 from AttentionMambaSegLib.package import bundled_models_dir, load_model_package, sha256_of_file
-from AttentionMambaSegLib.training import training_lineage
 
 
 def per_case_dice(summary: dict) -> dict:
@@ -44,23 +41,6 @@ def per_case_dice(summary: dict) -> dict:
     for row in summary["per_case"]:
         out.setdefault(row["case"], {})[row["class"]] = round(float(row["dice"]), 6)
     return out
-
-
-def add_missing_lineage(package, run_dir: Path) -> None:
-    """Record where a continued run started (runs trained before ``train`` wrote it themselves)."""
-    training = package.config.setdefault("training", {})
-    config_path = run_dir / "training_config.json"
-    init_from = json.loads(config_path.read_text(encoding="utf-8")).get("init_from") if config_path.exists() else None
-    if not init_from or "initialised_from" in training:
-        return
-    source = load_model_package(init_from)
-    if source.config.get("version") == package.config.get("version"):
-        print(f"warning: --init-from {init_from} now resolves to version {source.config.get('version')}, the run's own; "
-              "lineage not recorded")
-        return
-    training.update(training_lineage(source))
-    print(f"lineage: initialised from {source.config.get('id')} {source.config.get('version')} "
-          f"({len(training['earlier_training'])} earlier training steps recorded)")
 
 
 def main(argv=None) -> int:
@@ -83,7 +63,6 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     package = load_model_package(args.run_dir / "model")
-    add_missing_lineage(package, args.run_dir)
     if args.window:
         package.config["inference_patch_size"] = [args.window, args.window]
     if args.largest_component:

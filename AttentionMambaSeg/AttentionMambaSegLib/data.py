@@ -84,6 +84,8 @@ class DatasetInfo:
         reference: citation of the data (None if absent).
         cases: the case ids that have a label file, sorted.
         splits: the folds of ``splits_final.json`` (empty if the file is absent).
+        label_terminology: label name -> {name, color, snomed} of the optional ``label_terminology`` block.
+        task, modality: the optional ``task`` and ``modality`` texts of dataset.json (for model.json).
     """
 
     root: Path
@@ -96,6 +98,8 @@ class DatasetInfo:
     cases: tuple[str, ...] = ()
     splits: tuple[dict, ...] = field(default_factory=tuple)
     label_terminology: dict = field(default_factory=dict)
+    task: str | None = None
+    modality: str | None = None
 
     @property
     def num_channels(self) -> int:
@@ -223,6 +227,8 @@ def load_dataset_info(path: str | Path) -> DatasetInfo:
         cases=tuple(cases),
         splits=splits,
         label_terminology=_label_terminology(root, meta, labels),
+        task=meta.get("task") if isinstance(meta.get("task"), str) else None,
+        modality=meta.get("modality") if isinstance(meta.get("modality"), str) else None,
     )
 
 

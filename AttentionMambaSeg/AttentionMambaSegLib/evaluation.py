@@ -25,7 +25,7 @@ import SimpleITK as sitk
 from .data import load_dataset_info, read_case, split_cases
 from .metrics import array_spacing, per_class_metrics
 
-__all__ = ["evaluate", "evaluate_shift_suite", "format_summary", "format_shift_suite", "EMPTY_MASK_CONVENTIONS"]
+__all__ = ["evaluate", "evaluate_shift_suite", "score_files", "format_summary", "format_shift_suite", "EMPTY_MASK_CONVENTIONS"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def evaluate(
     cancel: threading.Event | None = None,
     window: Sequence[int] | int | None = None,
     shift=None,
-    network=None,
+    predictor=None,
 ) -> dict | None:
     """Predict every case of a split and score it per class.
 
@@ -63,12 +63,14 @@ def evaluate(
         cases: evaluate these case ids instead of a split.
         device: "auto", "cpu", "cuda", "cuda:N".
         batch_size: slices per forward pass (default: 1 on a CPU, 4 on a GPU).
-        progress: ``progress(done_cases, total_cases)``.
+        progress: ``progress(done, total_cases)``, ``done`` counting cases with a fraction for the
+            slices of the case being predicted (called after every batch of slices).
         cancel: when set, stops before the next case and returns None.
         window: sliding-window size (pixels, multiples of 32); default the model's inference_patch_size.
         shift: a :class:`~AttentionMambaSegLib.shifts.Shift` applied to every case (image and label)
             before prediction; None scores the cases as they are.
-        network: the package's network already built (to share one between calls); default built here.
+        predictor: an :class:`~AttentionMambaSegLib.inference.Predictor` of the model to use (shared
+            between calls); then ``device``, ``tta``, ``batch_size`` and ``window`` are its own.
 
     Returns:
         summary dict: ``cases`` (int), ``tta``, ``conventions``, ``per_case`` (list of rows: case,
@@ -81,10 +83,11 @@ def evaluate(
         ValueError: the model and dataset do not match (channels, label values).
         FileNotFoundError: unknown model.
     """
-    from .inference import predict_volume
+    from .inference import Predictor
     from .package import ModelPackage, load_model_package
 
-    package = model if isinstance(model, ModelPackage) else load_model_package(model)
+    package = predictor.package if predictor is not None else (
+        model if isinstance(model, ModelPackage) else load_model_package(model))
     info = load_dataset_info(dataset)
     case_ids = list(cases) if cases is not None else split_cases(info, split, fold)
     if not case_ids:
@@ -101,8 +104,8 @@ def evaluate(
             f"model '{package.id}' predicts label value(s) {missing} that dataset {info.name} does not have "
             f"(dataset labels {info.labels})"
         )
-    if network is None:
-        network = package.build_network("cpu")
+    if predictor is None:
+        predictor = Predictor(package, device=device, tta=tta, batch_size=batch_size, window=window)
     rows: list[dict] = []
     for done, case_id in enumerate(case_ids, 1):
         if cancel is not None and cancel.is_set():
@@ -110,8 +113,11 @@ def evaluate(
         image, label = read_case(info, case_id)
         if shift is not None:
             image, label = shift.apply(image, label, case_id)
-        prediction = predict_volume(image, package, device=device, tta=tta, batch_size=batch_size, network=network,
-                                    window=window)
+        def slices_done(done_slices: int, total_slices: int, base=done - 1) -> None:
+            if progress is not None and total_slices:
+                progress(base + done_slices / total_slices, len(case_ids))
+
+        prediction = predictor.predict(image, progress=slices_done, cancel=cancel)
         if prediction is None:
             return None
         pred = sitk.GetArrayFromImage(prediction)
@@ -137,7 +143,7 @@ def evaluate(
         )
         if progress is not None:
             progress(done, len(case_ids))
-    summary = _summarise(rows, classes, len(case_ids), tta)
+    summary = _summarise(rows, classes, len(case_ids), predictor.tta)
     summary.update({"model": package.id, "dataset": str(info.root), "split": split if cases is None else "cases",
                     "shift": None if shift is None else shift.name})
     if output is not None:
@@ -175,6 +181,7 @@ def evaluate_shift_suite(
     Raises:
         ValueError: no suite for the model's normalisation; the errors of :func:`evaluate`.
     """
+    from .inference import Predictor
     from .package import ModelPackage, load_model_package
     from .shifts import suite_for
 
@@ -182,7 +189,7 @@ def evaluate_shift_suite(
     kind, suite = suite_for(package.config["normalization"])
     info = load_dataset_info(dataset)
     case_ids = list(cases) if cases is not None else split_cases(info, split, fold)
-    network = package.build_network("cpu")
+    predictor = Predictor(package, device=device, tta=tta, batch_size=batch_size)
     results: dict[str, dict] = {}
     for run, shift in enumerate((None, *suite)):
         offset = run * len(case_ids)
@@ -191,8 +198,8 @@ def evaluate_shift_suite(
             if progress is not None:
                 progress(offset + done, len(case_ids) * (1 + len(suite)))
 
-        summary = evaluate(package, dataset, split=split, tta=tta, fold=fold, cases=case_ids, device=device,
-                           batch_size=batch_size, progress=step, cancel=cancel, shift=shift, network=network)
+        summary = evaluate(package, dataset, split=split, fold=fold, cases=case_ids, progress=step, cancel=cancel,
+                           shift=shift, predictor=predictor)
         if summary is None:
             return None
         name = "clean" if shift is None else shift.name
@@ -213,6 +220,45 @@ def evaluate_shift_suite(
         "per_class": {k: {c: v["dice_mean"] for c, v in r["per_class"].items()} for k, r in results.items()},
         "descriptions": {s.name: s.description for s in suite},
     }
+
+
+def score_files(prediction, label, label_values: Sequence[int] | None = None) -> dict:
+    """Dice and HD95 of one predicted labelmap file against one reference labelmap file.
+
+    Args:
+        prediction: labelmap file (``.seg.nrrd``, ``.nii.gz``, ``.nrrd``, ``.mha``, ``.png``).
+        label: the reference labelmap on the same grid.
+        label_values: the values to score; default every value > 0 in either file.
+
+    Returns:
+        ``{label value: {"dice", "hd95", "pred_voxels", "ref_voxels"}}``, HD95 in mm (the label's spacing).
+
+    Raises:
+        ValueError: the two files are not on the same grid (size, spacing, origin or direction), or
+            one is not a 2D/3D single-component labelmap.
+    """
+    from . import io
+
+    images = {}
+    for name, path in (("prediction", prediction), ("label", label)):
+        image = io.read_image(path)
+        if image.GetNumberOfComponentsPerPixel() != 1 or image.GetDimension() not in (2, 3):
+            raise ValueError(f"the {name} {path} is not a 2D or 3D labelmap (one value per voxel); export a "
+                             "labelmap (a segmentation with overlapping segments cannot be scored as one)")
+        images[name] = image
+    pred_img, ref_img = images["prediction"], images["label"]
+    for what, a, b in (("size", pred_img.GetSize(), ref_img.GetSize()),
+                       ("spacing", pred_img.GetSpacing(), ref_img.GetSpacing()),
+                       ("origin", pred_img.GetOrigin(), ref_img.GetOrigin()),
+                       ("direction", pred_img.GetDirection(), ref_img.GetDirection())):
+        if len(a) != len(b) or not np.allclose(a, b, atol=1e-4):
+            raise ValueError(f"the prediction and the label differ in {what} ({a} vs {b}): score them on the same "
+                             "grid (resample the prediction to the label first)")
+    pred = sitk.GetArrayFromImage(pred_img)
+    ref = sitk.GetArrayFromImage(ref_img)
+    if label_values is None:
+        label_values = sorted(int(v) for v in set(np.unique(pred)) | set(np.unique(ref)) if v > 0)
+    return per_class_metrics(pred, ref, list(label_values), array_spacing(ref_img))
 
 
 def format_shift_suite(result: dict) -> str:

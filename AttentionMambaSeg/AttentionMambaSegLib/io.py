@@ -16,9 +16,12 @@ place (``os.replace``) only when complete, so an interrupted run never leaves a 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
+import math
 import os
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -59,52 +62,182 @@ def path_extension(path: str | os.PathLike) -> str:
     return Path(name).suffix
 
 
-def read_dicom_series(folder: str | os.PathLike) -> sitk.Image:
-    """Read the largest DICOM series found in ``folder`` (searched recursively).
+#: DICOM tags read for the series listing.
+_TAGS = {"uid": "0020|000e", "description": "0008|103e", "modality": "0008|0060", "image_type": "0008|0008",
+         "orientation": "0020|0037", "rows": "0028|0010", "columns": "0028|0011", "number": "0020|0011"}
 
-    Args:
-        folder: a folder holding one or more DICOM series.
 
-    Returns:
-        The 3D volume (LPS geometry from ImagePositionPatient / ImageOrientationPatient).
+@dataclass(frozen=True)
+class DicomSeries:
+    """One DICOM series of a folder, as listed for the user.
+
+    Attributes:
+        index: 1-based position in the listing (for ``--series N``).
+        uid: SeriesInstanceUID.
+        description: SeriesDescription ("" when absent).
+        modality: the Modality tag (MR, CT, ...; "" when absent).
+        rows, columns: pixels of a slice.
+        files: the series' files, localizers left out.
+        derived: ImageType says DERIVED or SECONDARY (a reformat, a crop, a map).
+        left_out: files of the series left out because their orientation differs (localizers).
+    """
+
+    index: int
+    uid: str
+    description: str
+    modality: str
+    rows: int
+    columns: int
+    files: tuple[str, ...]
+    derived: bool
+    left_out: int = 0
+
+    def describe(self) -> str:
+        """One line: number, description, modality, size and files."""
+        kind = ", derived" if self.derived else ""
+        return (f"{self.index}: {self.description or '(no description)'} [{self.modality or '?'}{kind}] "
+                f"{self.columns}x{self.rows}x{len(self.files)}, {len(self.files)} files (UID {self.uid})")
+
+
+def _header(path: str) -> dict:
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    return {k: (reader.GetMetaData(t).strip() if reader.HasMetaDataKey(t) else "") for k, t in _TAGS.items()}
+
+
+def list_dicom_series(folder: str | os.PathLike) -> list[DicomSeries]:
+    """Every DICOM series under ``folder`` (searched recursively), largest first.
+
+    Within a series, files whose ImageOrientationPatient differs from that of most files (a localizer
+    sharing the series UID) are left out, with one log line.
 
     Raises:
-        FileNotFoundError: if the folder does not exist.
-        ValueError: if it holds no DICOM series, or the series cannot be read.
+        FileNotFoundError: the folder does not exist.
+        ValueError: it holds no DICOM series.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"DICOM folder {folder} does not exist.")
-    series: list[tuple[int, str, list[str]]] = []
+    found: list[tuple[str, list[str]]] = []
     warnings_shown = sitk.ProcessObject.GetGlobalWarningDisplay()
     sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK warns on stderr for every non-DICOM folder
     try:
         for directory, _, _ in os.walk(folder):
             for series_id in sitk.ImageSeriesReader.GetGDCMSeriesIDs(directory) or ():
-                files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(directory, series_id)
-                series.append((len(files), series_id, list(files)))
+                found.append((series_id, list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(directory, series_id))))
     finally:
         sitk.ProcessObject.SetGlobalWarningDisplay(warnings_shown)
-    if not series:
+    if not found:
         sample = sorted(p.name for p in folder.iterdir())[:5]
         raise ValueError(
             f"No DICOM series found in folder {folder} (contents: {sample or 'empty'}). "
             "Give a folder of DICOM files, or the path of an image file (NIfTI, NRRD, MHA, PNG, JPEG)."
         )
-    series.sort(key=lambda s: -s[0])
-    count, series_id, files = series[0]
-    if len(series) > 1:
-        logger.info(
-            "Folder %s holds %d DICOM series; reading the largest, %s (%d files). Others: %s",
-            folder, len(series), series_id, count, ", ".join(f"{s[1]} ({s[0]} files)" for s in series[1:]),
-        )
-    check_slice_positions(files)
+    series = [_series_entry(uid, files) for uid, files in found]
+    series.sort(key=lambda s: -len(s.files))
+    return [dataclasses.replace(s, index=i) for i, s in enumerate(series, 1)]
+
+
+def _series_entry(uid: str, files: list[str]) -> DicomSeries:
+    headers = []
+    for f in files:
+        try:
+            headers.append(_header(f))
+        except RuntimeError:
+            headers.append({k: "" for k in _TAGS})
+
+    def orientation(h):
+        try:
+            return tuple(round(float(v), 3) for v in h["orientation"].split("\\"))
+        except ValueError:
+            return ()
+
+    counts: dict = {}
+    for h in headers:
+        counts[orientation(h)] = counts.get(orientation(h), 0) + 1
+    main = max(counts, key=counts.get)
+    kept = [f for f, h in zip(files, headers) if orientation(h) == main]
+    left_out = len(files) - len(kept)
+    first = headers[files.index(kept[0])]
+    if left_out:
+        logger.info("DICOM series %s: %d file(s) with another orientation left out (a localizer or scout)", uid, left_out)
+
+    def as_int(text):
+        try:
+            return int(float(text))
+        except ValueError:
+            return 0
+
+    image_type = first["image_type"].upper()
+    return DicomSeries(0, uid, first["description"], first["modality"].upper(), as_int(first["rows"]),
+                       as_int(first["columns"]), tuple(kept), "DERIVED" in image_type or "SECONDARY" in image_type,
+                       left_out)
+
+
+def choose_dicom_series(series: Sequence[DicomSeries], choice: str | None = None,
+                        modality: str | None = None) -> DicomSeries:
+    """The series to segment.
+
+    Args:
+        series: :func:`list_dicom_series` of a folder.
+        choice: the user's choice: a listing number, a SeriesInstanceUID, or (part of) a SeriesDescription
+            (case-insensitive; it must name one series).
+        modality: the model's modality code (e.g. "MR"): without a choice, series of that modality come
+            first, then original (not derived) series, then the most files.
+
+    Raises:
+        ValueError: a choice that names no series or several (the message lists them).
+    """
+    listing = "; ".join(s.describe() for s in series)
+    if choice:
+        text = str(choice).strip()
+        hits = [s for s in series if text == str(s.index) or text == s.uid]
+        if not hits:
+            hits = [s for s in series if text.lower() in s.description.lower()]
+        if len(hits) != 1:
+            raise ValueError(f"--series {text!r} names {'no' if not hits else len(hits)} series; give its number, UID "
+                             f"or a unique part of its description. Series: {listing}")
+        return hits[0]
+    code = (modality or "").split()[0].upper() if modality else ""
+
+    def rank(s: DicomSeries):
+        return (bool(code) and s.modality != code, s.derived, -len(s.files))
+
+    return min(series, key=rank)
+
+
+def read_dicom_series(folder: str | os.PathLike, series: str | None = None, modality: str | None = None) -> sitk.Image:
+    """Read one DICOM series of ``folder`` (searched recursively).
+
+    Args:
+        folder: a folder holding one or more DICOM series.
+        series: which one (see :func:`choose_dicom_series`); default chosen by ``modality`` and size.
+        modality: the model's modality code (e.g. "MR"), for the default choice.
+
+    Returns:
+        The 3D volume (LPS geometry from ImagePositionPatient / ImageOrientationPatient); its metadata
+        holds the series' Modality (``0008|0060``) and SeriesInstanceUID (``0020|000e``).
+
+    Raises:
+        FileNotFoundError: if the folder does not exist.
+        ValueError: if it holds no DICOM series, the choice names none, or the series cannot be read.
+    """
+    listed = list_dicom_series(folder)
+    chosen = choose_dicom_series(listed, series, modality)
+    if len(listed) > 1:
+        logger.info("Folder %s holds %d DICOM series; segmenting %s. All: %s", folder, len(listed), chosen.describe(),
+                    "; ".join(s.describe() for s in listed))
+    check_slice_positions(chosen.files)
     reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(files)
+    reader.SetFileNames(list(chosen.files))
     try:
-        return reader.Execute()
+        image = reader.Execute()
     except RuntimeError as e:
-        raise ValueError(f"Could not read DICOM series {series_id} in {folder}: {_itk_reason(e)}") from e
+        raise ValueError(f"Could not read DICOM series {chosen.uid} in {folder}: {_itk_reason(e)}") from e
+    image.SetMetaData("0008|0060", chosen.modality)
+    image.SetMetaData("0020|000e", chosen.uid)
+    return image
 
 
 def check_slice_positions(files: Sequence[str], rtol: float = 0.01, atol_mm: float = 0.01) -> None:
@@ -178,12 +311,13 @@ def _itk_reason(error: BaseException) -> str:
     return last
 
 
-def read_image(path: str | os.PathLike) -> sitk.Image:
+def read_image(path: str | os.PathLike, series: str | None = None, modality: str | None = None) -> sitk.Image:
     """Read an image file or a DICOM series folder.
 
     Args:
         path: NIfTI (``.nii``, ``.nii.gz``), NRRD, MHA/MHD, PNG, JPEG, TIFF, BMP, a single DICOM file,
-            or a folder holding a DICOM series (the largest one when there are several).
+            or a folder holding DICOM series.
+        series, modality: for a DICOM folder, which series (:func:`choose_dicom_series`).
 
     Returns:
         A 2D or 3D (or, for some files, 4D) SimpleITK image in LPS physical space. RGBA photos become
@@ -197,7 +331,7 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
     if not path.exists():
         raise FileNotFoundError(f"Input {path} does not exist.")
     if path.is_dir():
-        return read_dicom_series(path)
+        return read_dicom_series(path, series=series, modality=modality)
     ext = path_extension(path)
     if ext not in IMAGE_EXTENSIONS:
         raise ValueError(
@@ -258,15 +392,26 @@ def check_file_complete(path: str | os.PathLike) -> None:
         if sizeof_hdr == 348:  # NIfTI-1
             dims = struct.unpack(order + "8h", head[40:56])
             bitpix = struct.unpack(order + "h", head[72:74])[0]
+            pixdim = struct.unpack(order + "8f", head[76:108])
             offset = int(struct.unpack(order + "f", head[108:112])[0])
             break
         if sizeof_hdr == 540 and len(head) >= 544:  # NIfTI-2
             bitpix = struct.unpack(order + "h", head[14:16])[0]
             dims = struct.unpack(order + "8q", head[16:80])
+            pixdim = struct.unpack(order + "8d", head[104:168])
             offset = struct.unpack(order + "q", head[168:176])[0]
             break
     else:
         return  # not a NIfTI header ITK would accept either
+    # ITK reads a pixdim of 0 or NaN as 1 mm: the image would be segmented at a made-up scale
+    for axis in range(1, 1 + max(0, min(3, dims[0]))):
+        value = pixdim[axis]
+        if not math.isfinite(value) or value <= 0:
+            raise ValueError(
+                f"{path}: the NIfTI header's pixdim[{axis}] (the voxel size along axis {axis - 1}) is {value}; it must "
+                "be a positive number of millimetres. Fix the header (e.g. nibabel's header.set_zooms) or export "
+                "the image again."
+            )
     voxels = 1
     for d in dims[1:1 + max(0, min(7, dims[0]))]:
         voxels *= max(1, int(d))

@@ -12,21 +12,7 @@ environment variable ``ATTENTION_MAMBA_SEG_MODELS_DIR`` (the Slicer module sets 
 Slicer's own cache, ``slicer.app.cachePath``), else ``platformdirs.user_cache_dir("AttentionMambaSeg")/models``.
 Listing models needs neither platformdirs nor torch: bundled models are always listed. An imported model with the id of a bundled one takes precedence.
 
-model.json fields (required unless a default is given):
-    id (str, letters/digits/``._-``), version (str), task, modality (str, optional),
-    in_channels (int), channel_names (list[str], optional), num_classes (int K: softmax outputs incl.
-    background, or 1 for a sigmoid model), activation ("softmax" | "sigmoid"),
-    classes (list of {label_value, name, color [r, g, b] 0-255, dataset_label, snomed {category, type,
-    type_modifier, region, region_modifier}}, read and checked by :mod:`.terminology`; an entry with
-    label_value 0 (background) is allowed and ignored for segments), normalization (dict, see
-    ``preprocessing.normalize``), axes_code (default "LPS"), slice_axis_rule (default
-    "largest-spacing-else-z"), target_spacing ([row_mm, col_mm] or null), patch_size ([H, W],
-    multiples of 32: the training crop), inference_patch_size ([H, W], multiples of 32, default
-    patch_size: the sliding window used to segment, chosen by validation Dice), postprocessing
-    ({"largest_component": [label values]}, default {}: per label value, keep only the largest
-    connected component; chosen by validation Dice), training, metrics (dicts, optional), sha256 (hex of model.safetensors),
-    weights_dtype (default "float16"), architecture (default "AttentionMamba"), architecture_kwargs
-    (dict, default {}).
+model.json's fields and their checks: :mod:`.model_card`.
 
 Label values: network output channel k is label value k (softmax); a sigmoid model writes label 1.
 """
@@ -36,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import re
 import shutil
@@ -46,6 +31,8 @@ import uuid
 import zipfile
 from pathlib import Path
 from typing import Any, Callable
+
+from .model_card import _ID_PATTERN, NORMALIZATION_TYPES, SLICE_AXIS_RULES, ModelCard, _is_number, is_patch_size  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
@@ -68,9 +55,6 @@ __all__ = [
 
 CONFIG_NAME = "model.json"
 WEIGHTS_NAME = "model.safetensors"
-SLICE_AXIS_RULES = ("largest-spacing-else-z",)
-NORMALIZATION_TYPES = ("zscore", "ct", "rgb", "none")
-_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # used with fullmatch: no trailing newline
 _ARCHITECTURES: dict[str, Callable[..., Any]] = {}
 #: Hidden folders this module creates (interrupted import / save / swap), safe to delete.
 _LEFTOVER_PATTERN = re.compile(r"^\.(import-.+|.+\.(old|tmp)-[0-9a-f]{8})$")
@@ -137,26 +121,8 @@ def sha256_of_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _problem(source: str, field: str, expected: str, got: Any) -> ValueError:
-    return ValueError(f"{source}: field '{field}' must be {expected}, got {got!r}.")
-
-
-def is_patch_size(value) -> bool:
-    """True for an (H, W) list or tuple of positive integer multiples of 32 (the network's stride)."""
-    return (isinstance(value, (list, tuple)) and len(value) == 2
-            and all(isinstance(p, int) and not isinstance(p, bool) and p > 0 and p % 32 == 0 for p in value))
-
-
 def validate_config(config: dict, source: str = CONFIG_NAME) -> dict:
-    """Check a model.json dict and fill in defaults.
-
-    Args:
-        config: parsed model.json.
-        source: where it came from, for error messages.
+    """Check a model.json dict and fill in defaults (:meth:`~.model_card.ModelCard.from_dict`).
 
     Returns:
         A new dict with defaults filled in.
@@ -164,103 +130,7 @@ def validate_config(config: dict, source: str = CONFIG_NAME) -> dict:
     Raises:
         ValueError: naming the file and the field, for any missing or invalid field.
     """
-    if not isinstance(config, dict):
-        raise ValueError(f"{source}: expected a JSON object, got {type(config).__name__}.")
-    cfg = dict(config)
-    for key in ("id", "version", "in_channels", "num_classes", "activation", "classes", "normalization",
-                "patch_size"):
-        if key not in cfg:
-            raise ValueError(f"{source}: required field '{key}' is missing.")
-    cfg.setdefault("axes_code", "LPS")
-    cfg.setdefault("slice_axis_rule", "largest-spacing-else-z")
-    cfg.setdefault("target_spacing", None)
-    cfg.setdefault("weights_dtype", "float16")
-    cfg.setdefault("architecture", "AttentionMamba")
-    cfg.setdefault("architecture_kwargs", {})
-    if not isinstance(cfg["id"], str) or not _ID_PATTERN.fullmatch(cfg["id"]):
-        raise _problem(source, "id", "letters, digits, '.', '_' or '-' (a folder name)", cfg["id"])
-    for key in ("version", "name", "task", "modality", "licence"):
-        if key in cfg and not (isinstance(cfg[key], (str, int, float)) and str(cfg[key]).isprintable()):
-            raise _problem(source, key, "printable text (no line breaks or control characters)", cfg[key])
-    for key in ("in_channels", "num_classes"):
-        if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] < 1:
-            raise _problem(source, key, "a positive integer", cfg[key])
-    if cfg["activation"] not in ("softmax", "sigmoid"):
-        raise _problem(source, "activation", "'softmax' or 'sigmoid'", cfg["activation"])
-    k = cfg["num_classes"]
-    if cfg["activation"] == "sigmoid" and k != 1:
-        raise _problem(source, "num_classes", "1 for a sigmoid model", k)
-    if cfg["activation"] == "softmax" and not 2 <= k <= 256:
-        raise _problem(source, "num_classes", "2..256 for a softmax model (background included)", k)
-    patch = cfg["patch_size"]
-    if not is_patch_size(patch):
-        raise _problem(source, "patch_size", "[H, W], positive multiples of 32", patch)
-    cfg.setdefault("inference_patch_size", list(patch))
-    cfg.setdefault("postprocessing", {})
-    post = cfg["postprocessing"]
-    largest = post.get("largest_component", []) if isinstance(post, dict) else None
-    if (not isinstance(post, dict) or set(post) - {"largest_component"} or not isinstance(largest, list)
-            or not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 255 for v in largest)):
-        raise _problem(source, "postprocessing", '{"largest_component": [label values 1..255]} or {}', post)
-    if not is_patch_size(cfg["inference_patch_size"]):
-        raise _problem(source, "inference_patch_size", "[H, W], positive multiples of 32", cfg["inference_patch_size"])
-    spacing = cfg["target_spacing"]
-    if spacing is not None and (
-        not isinstance(spacing, (list, tuple)) or len(spacing) != 2
-        or not all(isinstance(s, (int, float)) and not isinstance(s, bool) and math.isfinite(s) and s > 0
-                   for s in spacing)
-    ):
-        raise _problem(source, "target_spacing", "null or [row_mm, col_mm] positive numbers", spacing)
-    norm = cfg["normalization"]
-    if not isinstance(norm, dict) or norm.get("type") not in NORMALIZATION_TYPES:
-        raise _problem(source, "normalization", f"an object with 'type' in {NORMALIZATION_TYPES}", norm)
-    if norm["type"] == "ct":
-        for key in ("clip", "mean", "std"):
-            if key not in norm:
-                raise _problem(source, "normalization", "for type 'ct', an object with 'clip' [lo, hi], 'mean' "
-                               f"and 'std' (missing '{key}')", norm)
-        clip = norm["clip"]
-        if (not isinstance(clip, (list, tuple)) or len(clip) != 2
-                or not all(_is_number(v) for v in clip) or not clip[0] < clip[1]):
-            raise _problem(source, "normalization.clip", "[lo, hi] numbers with lo < hi", clip)
-        if not _is_number(norm["mean"]):
-            raise _problem(source, "normalization.mean", "a finite number", norm["mean"])
-        if not _is_number(norm["std"]) or norm["std"] <= 0:
-            raise _problem(source, "normalization.std", "a positive number", norm["std"])
-    if not isinstance(cfg["architecture_kwargs"], dict):
-        raise _problem(source, "architecture_kwargs", "an object (keyword arguments of the network)",
-                       cfg["architecture_kwargs"])
-    if cfg["slice_axis_rule"] not in SLICE_AXIS_RULES:
-        raise _problem(source, "slice_axis_rule", f"one of {SLICE_AXIS_RULES}", cfg["slice_axis_rule"])
-    from .preprocessing import validate_axes_code
-
-    try:
-        cfg["axes_code"] = validate_axes_code(cfg["axes_code"])
-    except ValueError as e:
-        raise ValueError(f"{source}: {e}") from e
-    from .terminology import read_classes
-
-    try:
-        entries = read_classes(cfg["classes"], "classes")
-    except ValueError as e:
-        raise ValueError(f"{source}: {e}") from e
-    max_label = 1 if cfg["activation"] == "sigmoid" else k - 1
-    for i, entry in enumerate(entries):
-        if entry.label_value > max_label:
-            raise _problem(source, f"classes[{i}].label_value", f"an integer in 0..{max_label}", entry.label_value)
-    cfg["classes"] = [entry.to_dict() for entry in entries]
-    seen = {entry.label_value for entry in entries}
-    if cfg["activation"] == "softmax":
-        missing = sorted(set(range(1, k)) - seen)
-        if missing:
-            raise _problem(source, "classes", f"an entry for every label value 1..{k - 1} of the {k}-class "
-                           f"softmax model (missing {missing})", sorted(seen))
-    elif 1 not in seen:
-        raise _problem(source, "classes", "an entry with label_value 1 for a sigmoid model",
-                       sorted(seen))
-    if "sha256" in cfg and not (isinstance(cfg["sha256"], str) and re.fullmatch(r"[0-9a-f]{64}", cfg["sha256"])):
-        raise _problem(source, "sha256", "64 lower-case hex digits", cfg["sha256"])
-    return cfg
+    return ModelCard.from_dict(config, source).to_dict()
 
 
 class ModelPackage:
@@ -299,7 +169,8 @@ class ModelPackage:
                 raise ValueError(
                     f"{source} is not UTF-8 text (byte {e.start}: {e.reason}); save model.json as UTF-8."
                 ) from e
-        self.config = validate_config(config, source)
+        self.card = ModelCard.from_dict(config, source)
+        self.config = self.card.to_dict()
         self.id: str = self.config["id"]
         self.version: str = str(self.config["version"])
         self.in_channels: int = self.config["in_channels"]
@@ -455,36 +326,65 @@ class ModelPackage:
         return f"Licence: {self.licence or 'not stated'}. {figure[0].upper()}{figure[1:]}."
 
     def describe(self) -> str:
-        """Multi-line human-readable summary (for ``models info``)."""
+        """The model card, short and human-readable (``models info``; the Slicer panel's details).
+
+        Task, classes, licence, the data it was trained and validated on and its limits, validation
+        figures (clean and, where measured, under the shift suite and on external data), and how it
+        was trained, one line per step. ``models info --json`` prints the raw model.json instead.
+        """
         c = self.config
-        lines = [
-            f"id:             {self.id}",
-            f"version:        {self.version}",
-            f"path:           {self.path}",
-            f"task:           {c.get('task', '')}",
-            f"modality:       {c.get('modality', '')}",
-            f"in_channels:    {self.in_channels} {c.get('channel_names', '')}",
-            f"num_classes:    {self.num_classes} ({c['activation']})",
-            f"axes_code:      {c['axes_code']} ({c['slice_axis_rule']})",
-            f"target_spacing: {c['target_spacing']} mm",
-            f"patch_size:     {c['patch_size']} (training), window {c['inference_patch_size']} (inference)",
-            f"postprocessing: {c['postprocessing'] or 'none'}",
-            f"normalization:  {c['normalization']}",
-            "classes:",
-        ]
-        for cl in self.classes:
-            lines.append(f"  {cl['label_value']:3d} {cl['name']} rgb{tuple(cl['color'])}")
-        training = dict(c.get("training") or {})
-        earlier = training.pop("earlier_training", None) or []
-        if training:
-            lines.append(f"training: {json.dumps(training, indent=2, sort_keys=True)}")
-        if earlier:
-            lines.append("earlier training (oldest first; each step's weights started the next):")
-            lines.extend(f"  {_describe_step(step)}" for step in earlier)
-        if c.get("metrics"):
-            lines.append(f"metrics: {json.dumps(c['metrics'], indent=2, sort_keys=True)}")
-        lines.append(f"sha256:         {c.get('sha256', '(missing)')}")
+        channels = ", ".join(c.get("channel_names") or []) or f"{self.in_channels} channel(s)"
+        lines = [f"{self.id} {self.version}: {c.get('task', 'segmentation')}",
+                 f"  modality      {c.get('modality', 'not stated')} ({channels})",
+                 f"  licence       {self.licence or 'not stated'}", "  classes"]
+        for entry in self.class_entries:
+            code = f"  ({entry.type.scheme} {entry.type.value} {entry.type.meaning})" if entry.type else ""
+            lines.append(f"    {entry.label_value:3d}  {entry.name}  rgb{tuple(entry.color)}{code}")
+        lines += _describe_figures(c.get("metrics") or {})
+        limits = c.get("limits") or {}
+        for key, title in (("trained_on", "trained on"), ("validated_on", "validated on"),
+                           ("not_validated_on", "not validated on"), ("external", "external figures")):
+            value = limits.get(key)
+            if value:
+                lines.append(f"  {title:<13} " + ("; ".join(value) if isinstance(value, list) else str(value)))
+        training = c.get("training") or {}
+        steps = list(training.get("earlier_training") or [])
+        lines.append("  training      oldest first; each step's weights started the next")
+        lines.extend(f"    {_describe_step(step)}" for step in steps)
+        lines.append(f"    {_describe_step(_this_step(c))}")
+        if training.get("command"):
+            lines.append(f"  command       {training['command']}")
+        lines.append(f"  weights       {self.weights_path} (SHA-256 {str(c.get('sha256', 'missing'))[:16]}...)")
         return "\n".join(lines)
+
+
+def _this_step(config: dict) -> dict:
+    """The current version's own training step, in the form of an ``earlier_training`` entry."""
+    t = config.get("training") or {}
+    val = (config.get("metrics") or {}).get("val") or {}
+    return {"version": config.get("version"), "sha256": config.get("sha256"), "time": t.get("time"),
+            "epochs": t.get("epochs_completed", t.get("epochs")), "iterations_per_epoch": t.get("iterations_per_epoch"),
+            "batch_size": t.get("batch_size"), "patch_size": config.get("patch_size"),
+            "target_spacing": config.get("target_spacing"), "val_mean_dice": val.get("mean_dice"),
+            "val_cases": val.get("cases")}
+
+
+def _describe_figures(metrics: dict) -> list[str]:
+    """The validation lines of the card: per-case Dice (with and without TTA) and the shift suite."""
+    lines = []
+    for key in ("val", "val_tta"):
+        m = metrics.get(key)
+        if isinstance(m, dict) and m.get("mean_dice") is not None:
+            per_class = ", ".join(f"{k} {v:.3f}" for k, v in (m.get("dice") or {}).items())
+            hd = f", HD95 {m['mean_hd95_mm']:.1f} mm" if m.get("mean_hd95_mm") is not None else ""
+            lines.append(f"  validation    Dice {m['mean_dice']:.3f} on {m.get('cases', '?')} cases "
+                         f"({'with' if m.get('tta') else 'without'} flip TTA{hd})" + (f": {per_class}" if per_class else ""))
+    suite = metrics.get("shift_suite")
+    if isinstance(suite, dict) and suite.get("shifts"):
+        shifts = ", ".join(f"{k} {v:.3f}" for k, v in suite["shifts"].items())
+        lines.append(f"  shift suite   Dice {suite['shift_mean']:.3f} mean under site-like shifts ({shifts}; clean "
+                     f"{suite['clean']:.3f}, {suite.get('cases', '?')} cases)")
+    return lines
 
 
 def _describe_step(step: dict) -> str:

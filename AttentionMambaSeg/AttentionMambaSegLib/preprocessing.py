@@ -322,7 +322,7 @@ def image_to_slices(
         work = sitk.Cast(work, sitk.sitkUInt8)
     else:
         work = sitk.Cast(work, sitk.sitkFloat32 if plan.ncomp == 1 else sitk.sitkVectorFloat32)
-    size, spacing, new_size, new_spacing = plan.size, plan.spacing, plan.new_size, plan.new_spacing
+    spacing, new_size, new_spacing = plan.spacing, plan.new_size, plan.new_spacing
     if plan.geometry.resampled:
         direction = np.asarray(work.GetDirection(), dtype=float).reshape(dim, dim)
         shift = np.zeros(dim)
@@ -708,50 +708,3 @@ def normalize(slices: np.ndarray, scheme: dict, statistics=None) -> np.ndarray:
     raise ValueError(
         f"Unknown normalisation scheme {scheme!r}: expected 'type' to be one of 'zscore', 'ct', 'rgb', 'none'."
     )
-
-
-def keep_largest_component(labelmap: sitk.Image, label_values) -> sitk.Image:
-    """Keep only the largest connected component of each of ``label_values``; the rest becomes 0.
-
-    nnU-Net's best-known post-processing (Isensee et al., Nature Methods 2021), applied to classes that
-    are one structure per image (e.g. the left ventricle); whether it helps is decided per model on the
-    validation cases and recorded in model.json (``postprocessing.largest_component``).
-
-    Args:
-        labelmap: uint8 labelmap, 2D or 3D, any geometry (face-connected components in index space).
-        label_values: label values to clean; values absent from the labelmap are skipped.
-
-    Returns:
-        A new uint8 labelmap with the same geometry; the input is not modified.
-    """
-    arr = sitk.GetArrayFromImage(labelmap).astype(np.uint8, copy=False)  # a copy
-    statistics = sitk.LabelShapeStatisticsImageFilter()
-    for value in label_values:
-        # Components are labelled inside the label's bounding box only: the uint32 component image
-        # (4 bytes a voxel) then costs a fraction of the volume for a structure like the heart.
-        box = _bounding_box(arr == value)
-        if box is None:
-            continue
-        sub = arr[box]  # a view: edits below change arr
-        mask = (sub == value).astype(np.uint8)
-        components = sitk.ConnectedComponent(sitk.GetImageFromArray(mask))
-        statistics.Execute(components)
-        found = statistics.GetLabels()
-        if len(found) > 1:  # keep the largest; ties go to the first in index order
-            largest = max(found, key=lambda label: (statistics.GetNumberOfPixels(label), -label))
-            sub[(sitk.GetArrayViewFromImage(components) != largest) & (mask == 1)] = 0
-        del components, mask
-    out = sitk.GetImageFromArray(arr)
-    out.CopyInformation(labelmap)
-    return out
-
-
-def _bounding_box(mask: np.ndarray):
-    """The smallest tuple of slices holding every True voxel of ``mask``, or None if there is none."""
-    box = []
-    for axis in range(mask.ndim):
-        hits = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
-        if hits.size == 0:
-            return None
-        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
-    return tuple(box)

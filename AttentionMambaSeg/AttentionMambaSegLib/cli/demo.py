@@ -37,12 +37,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo; returns the exit code."""
-    import sys
     import time
 
     import numpy as np
     import SimpleITK as sitk
-    from tqdm import tqdm
+
+    from ._progress import Bar
 
     from .. import io
     from ..inference import predict_volume
@@ -66,21 +66,13 @@ def run(args: argparse.Namespace) -> int:
             )
     out.mkdir(parents=True, exist_ok=True)
     image = io.read_image(image_path)
-    bar = None
-
-    def progress(done, total):
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(desc=EXAMPLE_CASE, total=total, unit="slice", file=sys.stderr)
-        bar.total = total
-        bar.update(done - bar.n)
+    bar = Bar("slice", desc=EXAMPLE_CASE)
 
     start = time.perf_counter()
     try:
-        labelmap = predict_volume(image, package, device=args.device, tta=args.tta, progress=progress)
+        labelmap = predict_volume(image, package, device=args.device, tta=args.tta, progress=bar)
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     seconds = time.perf_counter() - start
     classes = package.config["classes"]
     written = [

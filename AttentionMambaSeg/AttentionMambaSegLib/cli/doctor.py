@@ -42,7 +42,7 @@ def _mamba_ssm_version() -> str:
 def run(args: argparse.Namespace) -> int:
     """Print the report; exit code 0 unless the requested device is unusable."""
     from .. import __version__
-    from ..inference import select_device
+    from ..devices import select_device
 
     import torch
 

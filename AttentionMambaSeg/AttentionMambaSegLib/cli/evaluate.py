@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -12,8 +13,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="score a model on a labelled dataset (Dice, HD95 per case and class)",
         description="Predict every case of a split with the model and report Dice and HD95 (mm) per case and class.",
     )
-    p.add_argument("dataset", metavar="DATASET", help="nnU-Net v2 raw dataset folder")
-    p.add_argument("--model", required=True, help="model id or model folder (model.json + model.safetensors)")
+    p.add_argument("dataset", metavar="DATASET", nargs="?", help="nnU-Net v2 raw dataset folder")
+    p.add_argument("--model", help="model id or model folder (model.json + model.safetensors); needed with DATASET")
+    p.add_argument("--prediction", metavar="FILE", help="score this labelmap file against --label (no model needed)")
+    p.add_argument("--label", metavar="FILE", help="the reference labelmap of --prediction (same grid)")
     p.add_argument("--split", choices=("val", "train", "all"), default="val", help="cases to score (default val)")
     p.add_argument("--fold", type=int, default=0, help="fold of splits_final.json (default 0)")
     p.add_argument("--output", default=None, metavar="CSV", help="per-case CSV (box plots go next to it as .png)")
@@ -33,20 +36,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate with a tqdm bar over cases and print the summary; returns the exit code."""
-    from tqdm import tqdm
-
-    import json
+    from ._progress import Bar
     import os
 
     from ..evaluation import evaluate, evaluate_shift_suite, format_shift_suite, format_summary
 
-    bar = None
-
-    def progress(done: int, total: int) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=total, unit="case", dynamic_ncols=True)
-        bar.update(done - bar.n)
+    if args.prediction or args.label:
+        return _score_files(args)
+    if not args.dataset or not args.model:
+        raise SystemExit("error: give DATASET and --model (score a model on a dataset), or --prediction FILE and "
+                         "--label FILE (score one prediction)")
+    progress = Bar("case", fractional=True)
 
     try:
         if args.shift_suite:
@@ -69,12 +69,30 @@ def run(args: argparse.Namespace) -> int:
                 window=args.window,
             )
     finally:
-        if bar is not None:
-            bar.close()
+        progress.close()
     print(format_shift_suite(summary) if args.shift_suite else format_summary(summary))
     if args.json:
         tmp = f"{args.json}.tmp"
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(summary, f, indent=1)
         os.replace(tmp, args.json)
+    return 0
+
+
+def _score_files(args: argparse.Namespace) -> int:
+    """``--prediction P --label L``: Dice and HD95 per label value, one line each."""
+    from ..evaluation import score_files
+
+    if not (args.prediction and args.label) or args.dataset or args.model:
+        raise SystemExit("error: --prediction and --label go together, without DATASET or --model")
+    scores = score_files(args.prediction, args.label)
+    if not scores:
+        print("both labelmaps are empty: nothing to score")
+        return 0
+    print(f"{'label value':>11} {'Dice':>8} {'HD95 mm':>9} {'predicted':>10} {'reference':>10}")
+    for value, s in scores.items():
+        print(f"{value:>11} {s['dice']:>8.4f} {s['hd95']:>9.2f} {s['pred_voxels']:>10} {s['ref_voxels']:>10}")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump({str(k): v for k, v in scores.items()}, f, indent=1)
     return 0

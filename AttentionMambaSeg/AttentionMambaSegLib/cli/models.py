@@ -22,6 +22,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = actions.add_parser("info", help="show a model's classes, preprocessing, training and metrics")
     p.add_argument("model", metavar="ID", help="model id or model folder")
     p.add_argument("--verify", action="store_true", help="also check the weights' SHA-256")
+    p.add_argument("--json", action="store_true", help="print the raw model.json instead of the card")
     p.set_defaults(func=run_info)
     p = actions.add_parser("import", help="verify a model package (folder or .zip) and copy it to the user cache")
     p.add_argument("path", metavar="PATH")
@@ -99,11 +100,17 @@ def run_info(args: argparse.Namespace) -> int:
     """Print the model card of one model."""
     from ..package import load_model_package
 
+    import json
+
     package = load_model_package(args.model)
-    print(package.describe())
     if args.verify:
         package.verify()
-        print("weights:        SHA-256 verified")
+    if args.json:
+        print(json.dumps(package.config, indent=2, ensure_ascii=False))
+        return 0
+    print(package.describe())
+    if args.verify:
+        print("  weights       SHA-256 verified")
     return 0
 
 

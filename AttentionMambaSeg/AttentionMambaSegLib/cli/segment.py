@@ -63,26 +63,13 @@ def run(args: argparse.Namespace) -> int:
     """Run ``segment``; returns the exit code."""
     if args.progress_format == "jsonl":
         return _run_jsonl(args)
-    from tqdm import tqdm
+    from ._progress import Bar
 
-    bars = []
+    bars: list[Bar] = []
 
     def progress_factory(name: str):
-        bar = None  # created on the first progress report, so errors before inference print no empty bar
-
-        def progress(done: int, total: int) -> None:
-            nonlocal bar
-            if bar is None:
-                bar = tqdm(desc=name, total=total, unit="slice", file=sys.stderr, leave=True, dynamic_ncols=True)
-                bars.append(bar)
-            if bar.total != total:
-                bar.total = total
-                bar.refresh()
-            bar.update(done - bar.n)
-            if done >= total:
-                bar.close()
-
-        return progress
+        bars.append(Bar("slice", desc=name))
+        return bars[-1]
 
     try:
         written = _segment(args, progress_factory)

@@ -1,4 +1,8 @@
-"""``attention-mamba-seg train``: train Attention-Mamba on an nnU-Net v2 raw dataset (calls :func:`training.train`)."""
+"""``attention-mamba-seg train``: train Attention-Mamba on an nnU-Net v2 raw dataset.
+
+Every option is a field of :class:`~AttentionMambaSegLib.training.TrainingConfig` of the same name (the one list of
+settings); the command builds the config and calls :func:`~AttentionMambaSegLib.training.train`.
+"""
 
 from __future__ import annotations
 
@@ -58,57 +62,31 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run training with a tqdm progress bar; returns the exit code."""
-    from tqdm import tqdm
+    from dataclasses import fields
 
-    from ..augmentation import PRESETS
-    from ..training import train
+    from ._progress import Bar
 
-    bar = None
+    from ..training import ConfigError, TrainingConfig, train
+
+    bar = Bar("step")
 
     def progress(done: int, total: int, info: dict) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=total, initial=done - 1, unit="step", dynamic_ncols=True)
-        bar.set_description(f"epoch {info['epoch']}/{info['epochs']}")
-        bar.set_postfix(loss=f"{info['loss']:.4f}", lr=f"{info['lr']:.2e}")
-        bar.update(1)
+        bar(done, total)
+        bar.describe(f"epoch {info['epoch']}/{info['epochs']}", loss=f"{info['loss']:.4f}", lr=f"{info['lr']:.2e}")
 
+    settings = {f.name: getattr(args, f.name) for f in fields(TrainingConfig) if hasattr(args, f.name)}
+    settings["command"] = "attention-mamba-seg " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    try:
+        config = TrainingConfig(**settings)
+    except ConfigError as e:
+        raise SystemExit(f"error: {e.for_cli()}") from None
     cancel = threading.Event()
     try:
-        package = train(
-            args.dataset,
-            args.output,
-            fold=args.fold,
-            epochs=args.epochs,
-            patch_size=args.patch_size,
-            batch_size=args.batch_size,
-            time_budget_minutes=args.time_budget_minutes,
-            resume=args.resume,
-            device=args.device,
-            seed=args.seed,
-            lr=args.lr,
-            weight_decay=args.weight_decay,
-            bf16=args.bf16,
-            model_id=args.model_id,
-            model_version=args.model_version,
-            activation=args.activation,
-            axes_code=args.axes_code,
-            iterations_per_epoch=args.iterations_per_epoch,
-            val_slices=args.val_slices,
-            final_evaluation=args.final_evaluation,
-            backbone_checkpoint=args.backbone_checkpoint,
-            init_from=args.init_from,
-            package_on_stop=args.package_on_stop,
-            target_spacing=args.target_spacing,
-            stop_after_epoch=args.stop_after_epoch,
-            augmentation=PRESETS[args.augmentation],
-            command="attention-mamba-seg " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
-            progress=progress,
-            cancel=cancel,
-        )
+        package = train(config, progress=progress, cancel=cancel)
+    except ConfigError as e:
+        raise SystemExit(f"error: {e.for_cli()}") from None
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     from .. import distributed
 
     main_rank = distributed.context().is_main

@@ -1,6 +1,6 @@
 """Recursive Alignment Module (RAM): flow-guided warping of F2..F4 to stage-1 resolution.
 
-Design card section 4 (paper Sec. 3.2). Three flow heads predict sampling grids for the pairs
+arXiv 2402.02286 v4, Sec. 3.2 (docs/NETWORK.md). Three flow heads predict sampling grids for the pairs
 (F1, F2), (F2, F3), (F3, F4) from the un-aligned features; coarser features are then warped step by
 step with ``grid_sample`` (bilinear, zero padding, align_corners=True), each step also upsampling to
 the grid's size. 56,064 parameters.

@@ -8,7 +8,7 @@ the L2 caches; 1, 2, 4 and 8 MB measured 1.00 / 0.76 / 0.71 / 0.78 s forward and
 0.67 s forward + backward at the benchmark shapes on 2 cores), reused across chunks. Within a chunk the decays exp(dt * A) and inputs
 dt * B * u are computed for all T steps at once, and the recurrence h_t = a_t * h_{t-1} + b_t is one
 in-place ``addcmul_`` per step. Only products of decays <= 1 and sums are formed, so it cannot
-overflow (unlike the log-space cumsum form, see ``shared/design/selective-scan.md``).
+overflow (unlike the log-space cumsum form, see ``docs/SCAN.md``).
 
 Forward saves only the inputs and the state at the start of each chunk ((L / T) x batch x channels
 x d_state); backward walks the chunks in reverse, recomputes their states, and runs the reverse-time

@@ -20,15 +20,19 @@ redone), for MRI on the z-scored intensities shifted so that the darkest pixel i
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
+
+import numpy as np
 
 import torch
 import torch.nn.functional as F
 
-from .preprocessing import IMAGENET_MEAN, IMAGENET_STD
+from ..data import SliceData
+from ..preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["AugmentationParams", "PAPER", "SITE", "NO_AUGMENTATION", "PRESETS", "appearance", "hair_mask",
-           "vignette_mask"]
+           "vignette_mask", "sample_batch", "epoch_indices"]
 
 
 @dataclass(frozen=True)
@@ -242,3 +246,104 @@ def appearance(x: torch.Tensor, gen: torch.Generator, aug: AugmentationParams, r
     if rgb:
         return ((y.clamp(0.0, 1.0) - mean) / std).to(torch.float32).contiguous()
     return (y + floor).to(torch.float32).contiguous()
+
+
+# --------------------------------------------------------------------------------------------------
+# crops and batches
+
+
+def _crop_padded(array: torch.Tensor, top: int, left: int, size: int) -> torch.Tensor:
+    """Crop (..., size, size) at (top, left) of the last two axes; outside the array reads 0."""
+    h, w = array.shape[-2:]
+    out = array.new_zeros((*array.shape[:-2], size, size))
+    y0, y1 = max(top, 0), min(top + size, h)
+    x0, x1 = max(left, 0), min(left + size, w)
+    if y1 > y0 and x1 > x0:
+        out[..., y0 - top : y1 - top, x0 - left : x1 - left] = array[..., y0:y1, x0:x1]
+    return out
+
+
+def _sample_patch(
+    image: np.ndarray, label: np.ndarray, patch_size: int, gen: torch.Generator, aug: AugmentationParams,
+    rgb: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One augmented random crop: image (C, P, P) float32, label (P, P) int64."""
+    img = torch.from_numpy(image)
+    lab = torch.from_numpy(label)
+    h, w = lab.shape
+    # The crop of the zero-padded slice (pad first, to at least the patch size, centred).
+    top = int(torch.randint(0, max(h, patch_size) - patch_size + 1, (), generator=gen)) - (max(h, patch_size) - h) // 2
+    left = int(torch.randint(0, max(w, patch_size) - patch_size + 1, (), generator=gen)) - (max(w, patch_size) - w) // 2
+    # Draw every decision, used or not, so that the random stream does not depend on the outcomes.
+    r_rot, angle = _uniform(gen), _uniform(gen, -math.pi, math.pi)
+    r_zoom, zoom = _uniform(gen), _uniform(gen, *aug.zoom_range)
+    r_hflip, r_vflip = _uniform(gen), _uniform(gen)
+    r_gamma, gammas = _uniform(gen), [_uniform(gen, *aug.gamma_range) for _ in range(img.shape[0])]
+    rotate, scale = r_rot < aug.p_rotation, r_zoom < aug.p_zoom
+    if rotate or scale:
+        a = angle if rotate else 0.0
+        z = zoom if scale else 1.0
+        c = (patch_size - 1) / 2.0
+        q = torch.arange(patch_size, dtype=torch.float64) - c
+        qy, qx = torch.meshgrid(q, q, indexing="ij")
+        cos, sin = math.cos(a) / z, math.sin(a) / z
+        # Source pixel (row, col) of every output pixel: rotate and scale about the crop centre.
+        src_y = top + c + cos * qy - sin * qx
+        src_x = left + c + sin * qy + cos * qx
+        grid = torch.stack(
+            [src_x * 2.0 / max(w - 1, 1) - 1.0, src_y * 2.0 / max(h - 1, 1) - 1.0], dim=-1
+        ).to(torch.float32)[None]
+        img_out = F.grid_sample(img[None], grid, mode="bilinear", padding_mode="zeros", align_corners=True)[0]
+        lab_out = F.grid_sample(lab[None, None].float(), grid, mode="nearest", padding_mode="zeros", align_corners=True)[0, 0]
+        lab_out = lab_out.round().long()
+    else:
+        img_out = _crop_padded(img, top, left, patch_size)
+        lab_out = _crop_padded(lab, top, left, patch_size).long()
+    if r_hflip < aug.p_flip:
+        img_out, lab_out = img_out.flip(-1), lab_out.flip(-1)
+    if r_vflip < aug.p_flip:
+        img_out, lab_out = img_out.flip(-2), lab_out.flip(-2)
+    if r_gamma < aug.p_gamma:
+        img_out = img_out.clone()
+        for ch, gamma in enumerate(gammas):
+            x = img_out[ch]
+            lo, hi = x.min(), x.max()
+            span = hi - lo
+            if float(span) > 1e-8:
+                img_out[ch] = ((x - lo) / span).clamp_(0, 1).pow_(gamma) * span + lo
+    if aug.has_appearance:
+        img_out = appearance(img_out, gen, aug, rgb)
+    return img_out.contiguous(), lab_out.contiguous()
+
+
+def sample_batch(
+    slices: SliceData,
+    indices: Sequence[int],
+    patch_size: int,
+    gen: torch.Generator,
+    augmentation: AugmentationParams = PAPER,
+    rgb: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random augmented crops of the given slices.
+
+    Args:
+        slices: the cached training slices.
+        indices: one slice index per batch element.
+        patch_size: P, the crop size in pixels (slices smaller than P are zero-padded first).
+        gen: the generator all random decisions are drawn from (in a fixed order).
+        augmentation: probabilities and ranges (:mod:`augmentation`).
+        rgb: the slices are ImageNet-normalised RGB photographs (for the colour augmentations).
+
+    Returns:
+        ``(images, labels)``: float32 (B, C, P, P) normalised intensities and int64 (B, P, P) labels.
+    """
+    pairs = [_sample_patch(slices.images[i], slices.labels[i], patch_size, gen, augmentation, rgb) for i in indices]
+    return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+
+
+def epoch_indices(num_slices: int, count: int, gen: torch.Generator) -> list[int]:
+    """``count`` slice indices: shuffled passes over all slices, a new permutation per pass."""
+    out: list[int] = []
+    while len(out) < count:
+        out.extend(torch.randperm(num_slices, generator=gen).tolist())
+    return out[:count]

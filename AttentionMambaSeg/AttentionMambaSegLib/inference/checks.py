@@ -1,0 +1,126 @@
+"""Input checks before inference: refuse what the model cannot segment, warn about what looks wrong."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import SimpleITK as sitk
+
+from .. import preprocessing
+
+__all__ = ["check_input_image", "check_direction", "LABELMAP_MAX_VALUES", "FLOAT32_MAX", "DIRECTION_TOLERANCE"]
+
+logger = logging.getLogger(__name__)
+
+#: Integer images with at most this many distinct values trigger the "looks like a labelmap" warning.
+LABELMAP_MAX_VALUES = 8
+#: Largest finite float32 value: inputs beyond it cannot be normalised in the network's arithmetic.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+#: Largest deviation of the direction matrix's D^T D from the identity accepted as orthonormal.
+DIRECTION_TOLERANCE = 1e-3
+
+
+def check_direction(image: sitk.Image) -> None:
+    """Refuse a direction matrix that is not orthonormal (sheared or scaled axes).
+
+    The direction's columns must be unit vectors at right angles: ITK image geometry (origin, spacing,
+    orthonormal direction) cannot hold a shear, and writers would silently straighten it, moving the
+    labels away from the anatomy.
+
+    Raises:
+        ValueError: naming the matrix's defect and the fix.
+    """
+    dim = image.GetDimension()
+    d = np.asarray(image.GetDirection(), dtype=np.float64).reshape(dim, dim)
+    if not np.all(np.isfinite(d)):
+        raise ValueError(f"The image's direction matrix has NaN or infinite entries ({d.tolist()}); fix the header.")
+    lengths = np.linalg.norm(d, axis=0)
+    unit = d / np.where(lengths > 0, lengths, 1.0)
+    cosines = np.abs(unit.T @ unit - np.eye(dim)).max()  # 0 when the axes are at right angles
+    scaled = np.abs(lengths - 1).max() > DIRECTION_TOLERANCE
+    if cosines > DIRECTION_TOLERANCE or scaled:
+        angle = math.degrees(math.asin(min(1.0, float(cosines))))
+        kind = (f"sheared (two axes are {90 - angle:.1f} degrees apart, not 90)" if cosines > DIRECTION_TOLERANCE
+                else "scaled (axis lengths " + ", ".join(f"{v:.4g}" for v in lengths) + ", not 1)")
+        raise ValueError(
+            f"The image's direction matrix is not orthonormal: it is {kind}. The header is inconsistent (a voxel size "
+            "folded into the direction, or a sheared acquisition); fix the header or resample the image to an "
+            "orthonormal grid (e.g. with Slicer's Resample Scalar Volume) before segmenting."
+        )
+
+
+def check_input_image(image: sitk.Image, package, warn: bool = True) -> None:
+    """Refuse images the model cannot segment; warn about images that look like labelmaps.
+
+    Args:
+        image: the input image.
+        package: :class:`~AttentionMambaSegLib.package.ModelPackage` (uses id, in_channels, channel names).
+        warn: log the warnings (a check made ahead of the prediction, which checks again, passes False,
+            so that each warning is said once).
+
+    Raises:
+        ValueError: 4D (or 1D) image; complex pixels; channel count differs from the model's (the
+            message names both); invalid or implausible spacing (see
+            :func:`preprocessing.check_resampling`); NaN or infinite voxels; intensities beyond float32's
+            range; constant image (e.g. all zero); empty image.
+    """
+    dim = image.GetDimension()
+    if dim not in (2, 3):
+        raise ValueError(
+            f"The input is a {dim}D image of size {image.GetSize()}; Attention-Mamba segments 2D or 3D "
+            "images. For a 4D (time series) image, extract one frame first."
+        )
+    ncomp = image.GetNumberOfComponentsPerPixel()
+    if ncomp != package.in_channels:
+        def kind(n):
+            return {1: "greyscale, 1 channel", 3: "RGB, 3 channels"}.get(n, f"{n} channels")
+        raise ValueError(
+            f"Model '{package.id}' expects {kind(package.in_channels)} images, but the input image is "
+            f"{kind(ncomp)}. Choose a model trained on {kind(ncomp)} images, or convert the image."
+        )
+    if image.GetPixelID() in (sitk.sitkComplexFloat32, sitk.sitkComplexFloat64):
+        raise ValueError(
+            "The input image has complex-valued pixels (e.g. raw MR k-space or phase data); convert it to a "
+            "magnitude image first (e.g. SimpleITK's ComplexToModulus)."
+        )
+    check_direction(image)
+    preprocessing.check_resampling(image, package.config.get("target_spacing"))
+    arr = sitk.GetArrayViewFromImage(image)
+    if arr.size == 0:
+        raise ValueError(f"The input image is empty (size {image.GetSize()}).")
+    if np.issubdtype(arr.dtype, np.floating):
+        finite = np.isfinite(arr)
+        if not finite.all():
+            bad = int(arr.size - np.count_nonzero(finite))
+            raise ValueError(
+                f"The input image has {bad} NaN or infinite voxel(s) of {arr.size}; fix or mask them "
+                "(e.g. replace with the background value) before segmenting."
+            )
+    lo, hi = arr.min(), arr.max()
+    magnitude = max(abs(float(lo)), abs(float(hi)))
+    if magnitude > FLOAT32_MAX:
+        raise ValueError(
+            f"The input image has intensities up to {magnitude:.3g}, beyond what "
+            "the network's float32 arithmetic holds (3.4e38); rescale the image (e.g. to its physical unit) first."
+        )
+    if lo == hi:
+        raise ValueError(
+            f"The input image is constant (every voxel = {lo}); there is nothing to segment. Check that the "
+            "right image was loaded."
+        )
+    if warn and ncomp == 1 and (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        flat = arr.reshape(-1)
+        sample = flat[:: max(1, flat.size // 1_000_000)]
+        sample_values = np.unique(sample)
+        if len(sample_values) <= LABELMAP_MAX_VALUES and np.array_equal(sample_values, np.round(sample_values)):
+            values = np.unique(flat)
+            if len(values) <= LABELMAP_MAX_VALUES and np.array_equal(values, np.round(values)):
+                logger.warning(
+                    "The input looks like a labelmap (%s pixels with only %d distinct values: %s); "
+                    "segmenting it anyway. Pass the intensity image, not a segmentation.",
+                    arr.dtype, len(values), values.tolist(),
+                )

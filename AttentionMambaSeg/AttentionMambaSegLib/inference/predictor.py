@@ -1,0 +1,161 @@
+"""The volume predictor: a model package's network on one device, with its window, flip and batch settings.
+
+Recipe (Attention-Mamba, arXiv 2402.02286 v4, Sec. 4): every 2D slice, resampled in-plane to the
+training spacing, is segmented with a sliding window (:mod:`.sliding_window`) of the size model.json
+gives as ``inference_patch_size``; softmax (sigmoid for 1-class models) averaged over 4 flips; the
+probabilities are resampled back to the input grid, then argmax (:mod:`..preprocessing`), then the
+post-processing model.json names (:mod:`..postprocessing`). The geometry contract is in
+``docs/CONTRACTS.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+import SimpleITK as sitk
+
+from .. import preprocessing
+from ..devices import default_batch_size, select_device
+from ..postprocessing import keep_largest_component
+from .checks import check_input_image
+from .sliding_window import BatchPredictor, ProgressCallback, iter_probabilities
+
+__all__ = ["Predictor", "predict_volume", "window_size"]
+
+logger = logging.getLogger(__name__)
+
+
+def window_size(config: dict, window) -> tuple[int, int]:
+    """The sliding window (H, W): ``window`` if given, else model.json's inference_patch_size.
+
+    Raises:
+        ValueError: not positive multiples of 32.
+    """
+    from ..package import is_patch_size
+
+    if window is None:
+        window = config["inference_patch_size"]  # validate_config fills it (default: patch_size)
+    if isinstance(window, int) and not isinstance(window, bool):
+        window = (window, window)
+    window = tuple(window) if isinstance(window, (list, tuple)) else window
+    if not is_patch_size(window):
+        raise ValueError(f"The sliding window must be (H, W) positive multiples of 32 pixels; got {window}. "
+                         "Use for example 128 or 256.")
+    return window
+
+
+class Predictor:
+    """Segments images with one model package; owns the network, the device and the settings.
+
+    Args:
+        package: :class:`~AttentionMambaSegLib.package.ModelPackage`, a model folder or a model id.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` (chosen by
+            :func:`~AttentionMambaSegLib.devices.select_device`, logged once) or a ``torch.device``
+            (used as given).
+        tta: flip test-time augmentation (4 flips); False is 4x faster.
+        batch_size: slices per forward pass; halved automatically on out-of-memory; default
+            :func:`~AttentionMambaSegLib.devices.default_batch_size` of the device (1 on a CPU, 4 on a GPU).
+        window: sliding-window size in pixels at the model's spacing, (H, W) or one int, multiples of
+            32; default: the package's ``inference_patch_size``.
+        network: a network to use instead of ``package.build_network`` (it is moved to the device).
+
+    Raises:
+        ValueError: an invalid window or model.json.
+        ModelIntegrityError: the weights' SHA-256 does not match model.json.
+        RuntimeError: a requested GPU is unusable.
+    """
+
+    def __init__(self, package, device="auto", tta: bool = True, batch_size: int | None = None,
+                 window: Sequence[int] | int | None = None, network=None):
+        import torch
+
+        from ..package import ModelPackage, load_model_package
+
+        self.package = package if isinstance(package, ModelPackage) else load_model_package(package)
+        self.config = self.package.config
+        self.window = window_size(self.config, window)
+        if isinstance(device, torch.device):
+            self.device, self.device_reason = device, str(device)
+        else:
+            self.device, self.device_reason = select_device(device)
+            logger.info("Segmenting with model '%s' on %s", self.package.id, self.device_reason,
+                        extra={"event": "device", "device": str(self.device)})
+        self.tta = bool(tta)
+        self.batch_size = default_batch_size(self.device) if batch_size is None else int(batch_size)
+        self.network = self.package.build_network(self.device) if network is None else network.to(self.device)
+        self.network.eval()
+
+    def __repr__(self) -> str:
+        return (f"Predictor(model={self.package.id!r}, device={str(self.device)!r}, tta={self.tta}, "
+                f"window={self.window}, batch_size={self.batch_size})")
+
+    def predict(self, image: sitk.Image, progress: ProgressCallback | None = None,
+                cancel: threading.Event | None = None) -> sitk.Image | None:
+        """Segment a 2D or 3D image.
+
+        Args:
+            image: SimpleITK image, scalar (grey) or vector (RGB) pixels; any orientation (axial,
+                sagittal, coronal, oblique, flipped), including one-slice volumes. Not modified.
+            progress: ``progress(done_slices, total_slices)``, called at start and after every batch.
+            cancel: ``threading.Event``; when set, the run stops before the next batch and returns None.
+
+        Returns:
+            uint8 labelmap with exactly the input's size, spacing, origin and direction (values are
+            the model's label values, 0 = background), or None if cancelled.
+
+        Raises:
+            ValueError: unsuitable image (see :func:`~.checks.check_input_image`).
+            RuntimeError: out of memory even on the CPU.
+        """
+        check_input_image(image, self.package)
+        if cancel is not None and cancel.is_set():
+            return None
+        config = self.config
+        # Slices are made batch by batch: no float copy of the whole volume is held.
+        slices = preprocessing.SliceSource(image, config["target_spacing"], config["axes_code"],
+                                           config["normalization"])
+        geometry = slices.geometry
+        logger.debug("%d slices of %s px; window %s", geometry.num_slices, geometry.slice_shape, self.window)
+        self.network.to(self.device)
+        batches = BatchPredictor(self.network, self.window, self.package.num_classes, self.tta,
+                                 config["activation"], self.device, 0.5)
+        labels = np.zeros((geometry.num_slices, *geometry.in_plane_shape), dtype=np.uint8)
+        for item in iter_probabilities(batches, slices, self.batch_size, progress, cancel):
+            if item is None:
+                return None
+            start, probabilities = item
+            labels[start:start + probabilities.shape[0]] = preprocessing.probabilities_to_label_slices(
+                probabilities, geometry
+            )
+        if batches.device != self.device:  # the out-of-memory fallback moved the work to the CPU
+            self.device = batches.device
+        result = preprocessing.label_slices_to_image(labels, geometry)
+        largest = config["postprocessing"].get("largest_component", [])  # validated, default {}
+        if largest:
+            result = keep_largest_component(result, largest)
+        # Copy the exact geometry (the resampler already used it; this removes any float round-off).
+        return geometry.copy_geometry_to(result)
+
+
+def predict_volume(
+    image: sitk.Image,
+    package,
+    device="auto",
+    tta: bool = True,
+    batch_size: int | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+    network=None,
+    window: Sequence[int] | int | None = None,
+) -> sitk.Image | None:
+    """Segment one image: ``Predictor(package, device, tta, batch_size, window, network).predict(image)``.
+
+    Arguments, return value and errors: those of :class:`Predictor` and :meth:`Predictor.predict`.
+    To segment several images, make one :class:`Predictor` and call ``predict`` for each: the network
+    is then built once and the device line logged once.
+    """
+    predictor = Predictor(package, device=device, tta=tta, batch_size=batch_size, window=window, network=network)
+    return predictor.predict(image, progress=progress, cancel=cancel)

@@ -1,0 +1,238 @@
+"""The typed model card: model.json read, checked and written in one place.
+
+:meth:`ModelCard.from_dict` is the only reader of a model.json object: every check names the file and
+the field, and the defaults are filled in there. :meth:`ModelCard.to_dict` writes the same object back
+(fields this version does not know are kept). Classes are :class:`~.terminology.ClassEntry` values
+(names, colours, SNOMED CT codes, checked by :mod:`.terminology`). The checks are written out rather
+than taken from a schema library because model.json is read inside Slicer's Python, which ships
+neither pydantic nor jsonschema, on the path that lists models.
+
+Fields (required unless a default is given):
+    id (letters/digits/``._-``), version, task, modality (optional), in_channels (C), channel_names
+    (optional), num_classes (K: softmax outputs incl. background, or 1 for sigmoid), activation
+    ("softmax" | "sigmoid"), classes, normalization ({"type": zscore | ct | rgb | none, ...}),
+    axes_code ("LPS"), slice_axis_rule ("largest-spacing-else-z"), target_spacing ([row_mm, col_mm] or
+    null), patch_size ([H, W], multiples of 32), inference_patch_size (default patch_size),
+    postprocessing ({"largest_component": [label values]} or {}), licence, training, metrics, limits
+    (optional), sha256 (of model.safetensors), weights_dtype ("float16"), architecture
+    ("AttentionMamba"), architecture_kwargs ({}).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+__all__ = ["ModelCard", "is_patch_size", "NORMALIZATION_TYPES", "SLICE_AXIS_RULES"]
+
+SLICE_AXIS_RULES = ("largest-spacing-else-z",)
+NORMALIZATION_TYPES = ("zscore", "ct", "rgb", "none")
+_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # used with fullmatch: no trailing newline
+_REQUIRED = ("id", "version", "in_channels", "num_classes", "activation", "classes", "normalization", "patch_size")
+_TEXT = ("version", "task", "modality", "licence")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_patch_size(value) -> bool:
+    """True for an (H, W) list or tuple of positive integer multiples of 32 (the network's stride)."""
+    return (isinstance(value, (list, tuple)) and len(value) == 2
+            and all(_is_int(p) and p > 0 and p % 32 == 0 for p in value))
+
+
+class _Checker:
+    """Raises ``ValueError("<source>: field '<name>' must be <expected>, got <value>.")``."""
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def require(self, ok: bool, name: str, expected: str, got: Any) -> None:
+        if not ok:
+            raise ValueError(f"{self.source}: field '{name}' must be {expected}, got {got!r}.")
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a model is: model.json as typed fields (see the module docstring for each field)."""
+
+    id: str
+    version: str
+    in_channels: int
+    num_classes: int
+    activation: str
+    classes: tuple
+    normalization: dict
+    patch_size: tuple[int, int]
+    inference_patch_size: tuple[int, int]
+    target_spacing: tuple[float, float] | None = None
+    task: str | None = None
+    modality: str | None = None
+    channel_names: tuple[str, ...] | None = None
+    axes_code: str = "LPS"
+    slice_axis_rule: str = "largest-spacing-else-z"
+    postprocessing: dict = field(default_factory=dict)
+    licence: str | None = None
+    sha256: str | None = None
+    weights_dtype: str = "float16"
+    architecture: str = "AttentionMamba"
+    architecture_kwargs: dict = field(default_factory=dict)
+    training: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def foreground_classes(self) -> list:
+        """The classes with label value >= 1, as :class:`~.terminology.ClassEntry`."""
+        return [c for c in self.classes if c.label_value >= 1]
+
+    @classmethod
+    def from_dict(cls, raw: dict, source: str = "model.json") -> "ModelCard":
+        """Check a parsed model.json object and fill in its defaults.
+
+        Raises:
+            ValueError: naming ``source`` and the field, for any missing or invalid field.
+        """
+        if not isinstance(raw, dict):
+            raise ValueError(f"{source}: expected a JSON object, got {type(raw).__name__}.")
+        for key in _REQUIRED:
+            if key not in raw:
+                raise ValueError(f"{source}: required field '{key}' is missing.")
+        check = _Checker(source)
+        _check_identity(raw, check)
+        _check_outputs(raw, check)
+        _check_geometry(raw, check)
+        _check_normalization(raw.get("normalization"), check)
+        known = {f.name for f in fields(cls)} - {"extra"}
+        values = {k: v for k, v in raw.items() if k in known}
+        values.update(
+            version=str(raw["version"]),
+            classes=tuple(_read_classes(raw, check)),
+            patch_size=tuple(raw["patch_size"]),
+            inference_patch_size=tuple(raw.get("inference_patch_size") or raw["patch_size"]),
+            target_spacing=tuple(float(v) for v in raw["target_spacing"]) if raw.get("target_spacing") else None,
+            channel_names=tuple(raw["channel_names"]) if raw.get("channel_names") else None,
+            axes_code=_axes_code(raw.get("axes_code", "LPS"), source),
+            postprocessing=dict(raw.get("postprocessing") or {}),
+            architecture_kwargs=dict(raw.get("architecture_kwargs") or {}),
+            training=dict(raw.get("training") or {}),
+            metrics=dict(raw.get("metrics") or {}),
+            extra={k: v for k, v in raw.items() if k not in known},
+        )
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        """The model.json object (JSON types; unknown fields kept; None-valued optional text left out)."""
+        out: dict = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "extra":
+                continue
+            if f.name in ("task", "modality", "channel_names", "licence", "sha256") and value is None:
+                continue
+            if f.name in ("training", "metrics") and not value:
+                continue
+            if f.name == "classes":
+                value = [c.to_dict() for c in value]
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        out.update(self.extra)
+        return out
+
+
+def _check_identity(raw: dict, check: _Checker) -> None:
+    check.require(isinstance(raw["id"], str) and bool(_ID_PATTERN.fullmatch(raw["id"])), "id",
+                  "letters, digits, '.', '_' or '-' (a folder name)", raw["id"])
+    for key in _TEXT + ("name",):
+        if key in raw:
+            value = raw[key]
+            check.require(isinstance(value, (str, int, float)) and str(value).isprintable(), key,
+                          "printable text (no line breaks or control characters)", value)
+    if "sha256" in raw:
+        check.require(isinstance(raw["sha256"], str) and bool(re.fullmatch(r"[0-9a-f]{64}", raw["sha256"])),
+                      "sha256", "64 lower-case hex digits", raw["sha256"])
+
+
+def _check_outputs(raw: dict, check: _Checker) -> None:
+    for key in ("in_channels", "num_classes"):
+        check.require(_is_int(raw[key]) and raw[key] >= 1, key, "a positive integer", raw[key])
+    act, k = raw["activation"], raw["num_classes"]
+    check.require(act in ("softmax", "sigmoid"), "activation", "'softmax' or 'sigmoid'", act)
+    if act == "sigmoid":
+        check.require(k == 1, "num_classes", "1 for a sigmoid model", k)
+    else:
+        check.require(2 <= k <= 256, "num_classes", "2..256 for a softmax model (background included)", k)
+    post = raw.get("postprocessing", {})
+    largest = post.get("largest_component", []) if isinstance(post, dict) else None
+    check.require(isinstance(post, dict) and not set(post) - {"largest_component"} and isinstance(largest, list)
+                  and all(_is_int(v) and 1 <= v <= 255 for v in largest), "postprocessing",
+                  '{"largest_component": [label values 1..255]} or {}', post)
+    check.require(isinstance(raw.get("architecture_kwargs", {}), dict), "architecture_kwargs",
+                  "an object (keyword arguments of the network)", raw.get("architecture_kwargs"))
+
+
+def _check_geometry(raw: dict, check: _Checker) -> None:
+    check.require(is_patch_size(raw["patch_size"]), "patch_size", "[H, W], positive multiples of 32", raw["patch_size"])
+    window = raw.get("inference_patch_size", raw["patch_size"])
+    check.require(is_patch_size(window), "inference_patch_size", "[H, W], positive multiples of 32", window)
+    spacing = raw.get("target_spacing")
+    check.require(spacing is None or (isinstance(spacing, (list, tuple)) and len(spacing) == 2
+                                      and all(_is_number(s) and s > 0 for s in spacing)),
+                  "target_spacing", "null or [row_mm, col_mm] positive numbers", spacing)
+    rule = raw.get("slice_axis_rule", "largest-spacing-else-z")
+    check.require(rule in SLICE_AXIS_RULES, "slice_axis_rule", f"one of {SLICE_AXIS_RULES}", rule)
+
+
+def _check_normalization(norm, check: _Checker) -> None:
+    check.require(isinstance(norm, dict) and norm.get("type") in NORMALIZATION_TYPES, "normalization",
+                  f"an object with 'type' in {NORMALIZATION_TYPES}", norm)
+    if norm["type"] != "ct":
+        return
+    for key in ("clip", "mean", "std"):
+        check.require(key in norm, "normalization", "for type 'ct', an object with 'clip' [lo, hi], 'mean' and "
+                      f"'std' (missing '{key}')", norm)
+    clip = norm["clip"]
+    check.require(isinstance(clip, (list, tuple)) and len(clip) == 2 and all(_is_number(v) for v in clip)
+                  and clip[0] < clip[1], "normalization.clip", "[lo, hi] numbers with lo < hi", clip)
+    check.require(_is_number(norm["mean"]), "normalization.mean", "a finite number", norm["mean"])
+    check.require(_is_number(norm["std"]) and norm["std"] > 0, "normalization.std", "a positive number", norm["std"])
+
+
+def _axes_code(code, source: str) -> str:
+    from .preprocessing import validate_axes_code
+
+    try:
+        return validate_axes_code(code)
+    except ValueError as e:
+        raise ValueError(f"{source}: {e}") from e
+
+
+def _read_classes(raw: dict, check: _Checker) -> list:
+    """The classes as ClassEntry values: codes and colours distinct, one per output label value."""
+    from .terminology import read_classes
+
+    try:
+        entries = read_classes(raw["classes"], "classes")
+    except ValueError as e:
+        raise ValueError(f"{check.source}: {e}") from e
+    k, sigmoid = raw["num_classes"], raw["activation"] == "sigmoid"
+    max_label = 1 if sigmoid else k - 1
+    for i, entry in enumerate(entries):
+        check.require(entry.label_value <= max_label, f"classes[{i}].label_value", f"an integer in 0..{max_label}",
+                      entry.label_value)
+    seen = {entry.label_value for entry in entries}
+    if sigmoid:
+        check.require(1 in seen, "classes", "an entry with label_value 1 for a sigmoid model", sorted(seen))
+    else:
+        missing = sorted(set(range(1, k)) - seen)
+        check.require(not missing, "classes", f"an entry for every label value 1..{k - 1} of the {k}-class "
+                      f"softmax model (missing {missing})", sorted(seen))
+    return entries

@@ -1,0 +1,502 @@
+"""The training run: :class:`Trainer` reads as its named steps; :func:`train` runs one."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import platform
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import __version__, distributed
+from ..data import default_normalization, load_slices, split_cases, target_inplane_spacing, validate_dataset
+from ..devices import select_device, warn_if_bf16_is_emulated
+from .augmentation import epoch_indices, sample_batch
+from .checkpoint import CHECKPOINT_BEST, CHECKPOINT_LATEST, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .config import ConfigError, TrainingConfig
+from .model_card import KNOWN_DATASETS, default_classes, model_licence, summary_to_metrics, training_lineage
+from .report import plot_curves, write_log
+from .schedule import ETA_MIN, MIN_EPOCHS, SchedulePlan, cosine_factor, plan_schedule, time_steps
+from .step import train_step
+from .validation import validate
+
+__all__ = ["Trainer", "train", "new_network", "PACKAGE_FOLDER"]
+
+logger = logging.getLogger(__name__)
+
+PACKAGE_FOLDER = "model"
+Progress = Callable[[int, int, dict], None]
+
+
+def train(config: TrainingConfig, progress: Progress | None = None,
+          cancel: threading.Event | None = None) -> Path | None:
+    """Train Attention-Mamba on one fold of an nnU-Net v2 raw dataset and write a model package.
+
+    Args:
+        config: the settings (:class:`~.config.TrainingConfig`).
+        progress: called after every step as ``progress(done_steps, total_steps, info)`` with info keys
+            epoch, epochs, loss, lr.
+        cancel: when set, training stops after the current step; the last epoch checkpoint is kept and
+            None is returned.
+
+    Several processes: under ``torchrun`` each process trains on its shard of every global batch
+    with DistributedDataParallel (:mod:`AttentionMambaSegLib.distributed`); rank 0 writes every file.
+
+    Returns:
+        the model package folder (``config.output/model``), or None when stopped early
+        (``stop_after_epoch``, ``cancel``) and on ranks other than 0.
+
+    Raises:
+        DatasetError: the dataset is invalid (checked before anything else).
+        FileExistsError: ``output`` holds a run and ``resume`` is False.
+        FileNotFoundError: ``resume`` is True and there is no checkpoint.
+        ConfigError: invalid settings, or a time budget too small for the run.
+    """
+    return Trainer(config, progress, cancel).run()
+
+
+class Trainer:
+    """One training run; :meth:`run` is the recipe of arXiv 2402.02286 v4, Sec. 4, in named steps."""
+
+    def __init__(self, config: TrainingConfig, progress: Progress | None = None,
+                 cancel: threading.Event | None = None):
+        self.config = config
+        self.progress = progress
+        self.cancel = cancel
+        self.out = Path(config.output)
+        self.latest_path = self.out / CHECKPOINT_LATEST
+        self.checkpoint: dict | None = None
+        self.created_output = False
+
+    def run(self) -> Path | None:
+        """Train and write the package; None when stopped early or on ranks other than 0."""
+        self.start_time = time.monotonic()
+        try:
+            self.read_checkpoint()
+            self.join_processes()
+            self.load_data()
+            self.build_network()
+            self.plan_run()
+            self.restore_state()
+            self.share_across_processes()
+            self.write_config()
+            if not self.fit():
+                return None
+            return self.write_package() if self.ctx.is_main else None
+        except BaseException:
+            self.remove_empty_output()
+            raise
+
+    # ---------------------------------------------------------------------------------------- setup
+    def read_checkpoint(self) -> None:
+        """Resume: the stored recipe (with this call's run controls); a new run: refuse an existing one."""
+        if not self.config.resume:
+            if self.latest_path.exists():
+                raise FileExistsError(f"{self.out} already holds a training run ({CHECKPOINT_LATEST}); pass "
+                                      "resume=True (--resume) to continue it, or choose another output folder (--output)")
+            return
+        if not self.latest_path.exists():
+            raise FileNotFoundError(f"cannot resume: {self.latest_path} does not exist (start without --resume)")
+        checkpoint = load_checkpoint(self.latest_path)
+        if "settings" not in checkpoint or "epoch" not in checkpoint:
+            raise ValueError(f"cannot resume: {self.latest_path} is not a full training checkpoint (no settings/epoch)")
+        stored = TrainingConfig.from_dict(checkpoint["settings"], defaults=self.config)
+        changed = stored.recipe_differences(self.config)
+        if changed:
+            logger.warning("resuming with the checkpoint's settings; ignored differing arguments: %s", changed)
+        self.config = stored.with_controls_of(self.config)
+        self.checkpoint = checkpoint
+
+    def join_processes(self) -> None:
+        """Join the torchrun process group (one process: nothing to do) and choose the device."""
+        cfg = self.config
+        self.ctx = distributed.setup(cfg.device)
+        self.device, reason = select_device(distributed.device_for(self.ctx, cfg.device))
+        logger.info("device: %s", reason)
+        if cfg.batch_size % self.ctx.world_size:
+            raise ConfigError("batch_size", "{name} " + f"{cfg.batch_size} (the global batch) must be divisible by "
+                              f"the {self.ctx.world_size} processes")
+        self.local_batch = cfg.batch_size // self.ctx.world_size
+        warn_if_bf16_is_emulated(self.device, cfg.bf16)
+
+    def load_data(self) -> None:
+        """Check the dataset, resolve activation, spacing, normalisation and classes, load the slices."""
+        cfg = self.config
+        self.info = info = validate_dataset(cfg.dataset)
+        self.train_cases = split_cases(info, "train", cfg.fold)
+        self.val_cases = split_cases(info, "val", cfg.fold)
+        if not self.train_cases or not self.val_cases:
+            raise ValueError(f"fold {cfg.fold} of {info.root} needs training and validation cases")
+        act = cfg.activation
+        if act == "auto":
+            act = "sigmoid" if len(info.foreground_labels) == 1 else "softmax"
+        self.activation = act
+        self.num_classes = 1 if act == "sigmoid" else len(info.labels)
+        self.init_package = None  # the init_from model; a resumed run takes its weights from the checkpoint
+        reference = None
+        if cfg.init_from:
+            from ..package import load_model_package
+
+            reference = load_model_package(cfg.init_from)
+        if self.checkpoint is not None:
+            self.target_spacing = tuple(self.checkpoint["target_spacing"])
+            self.normalization = self.checkpoint["normalization"]
+            self.lineage = self.checkpoint.get("lineage") or {}
+        else:
+            self.init_package = reference
+            self.lineage = training_lineage(reference) if reference is not None else {}
+            self.target_spacing = self._initial_target_spacing()
+            self.normalization = default_normalization(info)
+        self.classes = default_classes(info, act, reference.config["classes"] if reference is not None else None)
+        logger.info(
+            "dataset %s fold %d: %d training / %d validation cases; target spacing %s mm; normalisation %s; "
+            "%s with K = %d", info.name, cfg.fold, len(self.train_cases), len(self.val_cases), self.target_spacing,
+            self.normalization, act, self.num_classes,
+        )
+        self.train_slices = load_slices(info, self.train_cases, self.target_spacing, cfg.axes_code, self.normalization)
+        self.val_all = load_slices(info, self.val_cases, self.target_spacing, cfg.axes_code, self.normalization)
+
+    def _initial_target_spacing(self) -> tuple[float, float]:
+        """The spacing asked for, else the init_from model's (a model keeps the scale it learnt), else the
+        median of the training cases (the paper's choice)."""
+        cfg = self.config
+        if cfg.target_spacing:
+            return cfg.target_spacing
+        if self.init_package is not None and self.init_package.config.get("target_spacing"):
+            spacing = tuple(float(v) for v in self.init_package.config["target_spacing"])
+            logger.info("target spacing %s mm taken from the --init-from model %s (pass --target-spacing to "
+                        "change it)", list(spacing), cfg.init_from)
+            return spacing
+        return target_inplane_spacing(self.info, self.train_cases, cfg.axes_code)
+
+    def build_network(self) -> None:
+        """A new Attention-Mamba (weights of the init_from model if any), AdamW and the run's generator."""
+        cfg = self.config
+        torch.manual_seed(cfg.seed)
+        network = new_network(self.info.num_channels, self.num_classes, cfg.backbone_checkpoint, self.init_package)
+        self.network = network.to(self.device)
+        self.optimizer_args = {"lr": cfg.lr, "betas": (0.9, 0.999), "weight_decay": cfg.weight_decay}
+        self.optimizer = torch.optim.AdamW(self.network.parameters(), **self.optimizer_args)
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+
+    # ------------------------------------------------------------------------------------- planning
+    def plan_run(self) -> None:
+        """Epochs, steps and validation slices: from the checkpoint, or planned by rank 0 and shared."""
+        if self.checkpoint is not None:
+            plan = SchedulePlan(**self.checkpoint["plan"])
+        elif not self.ctx.is_main:
+            plan = None  # rank 0 decides (it alone times the steps under a budget)
+        else:
+            plan = self._plan_schedule()
+        self.plan = distributed.broadcast_object(plan)
+        cfg, plan = self.config, self.plan
+        logger.info(
+            "schedule: %d epochs x %d steps of %d crops %dx%d; validation on %d of %d slices; lr %g, weight decay "
+            "%g, T_max %.1f epochs", plan.epochs, plan.iterations_per_epoch, cfg.batch_size, cfg.patch_size,
+            cfg.patch_size, plan.val_slices, len(self.val_all), cfg.lr, cfg.weight_decay, plan.epochs / 3,
+        )
+        # A fixed random subset of the validation slices, the same every epoch.
+        order = torch.randperm(len(self.val_all), generator=torch.Generator().manual_seed(cfg.seed + 1)).tolist()
+        self.val_slices = self.val_all.subset(sorted(order[: plan.val_slices]))
+
+    def _plan_schedule(self) -> SchedulePlan:
+        cfg = self.config
+        budget, t_it, t_val, t_ck = None, 0.0, 0.0, 0.0
+        if cfg.time_budget_minutes is not None:
+            self._check_budget_left(60.0 * cfg.time_budget_minutes - (time.monotonic() - self.start_time))
+            t_it, t_val, t_ck = self._time_parts()
+            # Reserve the final per-case evaluation: every validation slice, 4 flips, ~1.5 windows each.
+            reserve = 6.0 * len(self.val_all) * t_val if cfg.final_evaluation else 0.0
+            budget = 0.97 * (60.0 * cfg.time_budget_minutes - (time.monotonic() - self.start_time) - reserve)
+            logger.info("time budget: %.1f s/step, %.2f s/validation slice, %.1f s/checkpoint; %.0f s left for "
+                        "training, %.0f s reserved for the final evaluation", t_it, t_val, t_ck, budget, reserve)
+            smallest = MIN_EPOCHS * (t_it + min(16, len(self.val_all)) * t_val + t_ck)
+            if budget < smallest:
+                needed = (time.monotonic() - self.start_time + reserve + smallest / 0.97) / 60.0
+                raise ConfigError("time_budget_minutes", "{name} " + f"{cfg.time_budget_minutes:g} min cannot hold "
+                                  f"{MIN_EPOCHS} epochs of one step ({t_it:.1f} s a step of {cfg.batch_size} crops of "
+                                  f"{cfg.patch_size} px here): give at least {math.ceil(needed)} min, or a smaller "
+                                  "batch or patch")
+        return plan_schedule(
+            epochs=cfg.epochs, num_train_slices=len(self.train_slices), num_val_slices=len(self.val_all),
+            batch_size=cfg.batch_size, budget_seconds=budget, seconds_per_iteration=t_it,
+            seconds_per_val_slice=t_val, seconds_per_checkpoint=t_ck,
+            iterations_per_epoch=cfg.iterations_per_epoch, val_slices=cfg.val_slices,
+        )
+
+    def _check_budget_left(self, seconds_left: float) -> None:
+        """Before the timing probe: a budget that loading the data already spent cannot hold a run."""
+        if seconds_left <= 0:
+            spent = (time.monotonic() - self.start_time) / 60.0
+            raise ConfigError("time_budget_minutes", "{name} " + f"{self.config.time_budget_minutes:g} min was spent "
+                              f"before training began (checking and loading the data took {spent:.1f} min): give "
+                              "a larger budget")
+
+    def _time_parts(self) -> tuple[float, float, float]:
+        """Measured seconds of a step, of validating one slice and of writing a checkpoint."""
+        cfg = self.config
+        t_it = time_steps(self.network, self.optimizer_args, self.train_slices, cfg.patch_size, self.local_batch,
+                          self.device, cfg.bf16)
+        probe = self.val_all.subset(list(range(0, len(self.val_all), max(1, len(self.val_all) // 4)))[:4])
+        t0 = time.perf_counter()
+        validate(self.network, probe, self.num_classes, cfg.patch_size, self.device, cfg.batch_size, cfg.bf16)
+        t_val = (time.perf_counter() - t0) / max(len(probe), 1)
+        self._make_output()
+        t0 = time.perf_counter()
+        save_checkpoint({"model": self.network.state_dict(), "optimizer": self.optimizer.state_dict()},
+                        self.out / ".timing.pt")
+        t_ck = 3.0 * (time.perf_counter() - t0)  # the real checkpoint also holds AdamW's two moments
+        (self.out / ".timing.pt").unlink(missing_ok=True)
+        return t_it, t_val, t_ck
+
+    def _make_output(self) -> None:
+        if not self.out.exists():
+            self.out.mkdir(parents=True)
+            self.created_output = True
+
+    # -------------------------------------------------------------------------------- state, ranks
+    def restore_state(self) -> None:
+        """The scheduler, and on resume every state of the checkpoint (bit-identical continuation)."""
+        plan, base_lr = self.plan, self.config.lr
+        if self.ctx.distributed:  # after rank 0's timing probe: global-batch BatchNorm statistics
+            self.network = distributed.convert_sync_batchnorm(self.network, self.device)  # same parameter names
+            self.optimizer = torch.optim.AdamW(self.network.parameters(), **self.optimizer_args)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda e: cosine_factor(e, plan.epochs, base_lr, ETA_MIN))
+        self.history: list[dict] = []
+        self.best = {"epoch": 0, "mean_dice": -1.0}
+        self.start_epoch = 0
+        self.previous_time = 0.0
+        ck = self.checkpoint
+        if ck is None:
+            return
+        self.network.load_state_dict(ck["model"])
+        self.optimizer.load_state_dict(ck["optimizer"])
+        self.scheduler.load_state_dict(ck["scheduler"])
+        self.gen.set_state(ck["generator"])
+        set_rng_state(ck["rng"])
+        self.history, self.best, self.start_epoch = ck["history"], ck["best"], ck["epoch"]
+        self.previous_time = ck.get("train_seconds", 0.0)
+        logger.info("resumed %s at epoch %d of %d", self.latest_path, self.start_epoch, plan.epochs)
+        self.checkpoint = None  # free memory
+
+    def share_across_processes(self) -> None:
+        """Under torchrun: DDP for the steps, each rank validates its share, Dice sums all-reduced."""
+        self.step_network = self.network
+        self.sum_across = self.reduce = None
+        if not self.ctx.distributed:
+            return
+        from torch.nn.parallel import DistributedDataParallel
+
+        dev = self.device
+        self.step_network = DistributedDataParallel(self.network, device_ids=[dev.index] if dev.type == "cuda" else None)
+        self.val_slices = self.val_slices.subset(list(range(self.ctx.rank, len(self.val_slices), self.ctx.world_size)))
+        self.sum_across, self.reduce = distributed.sum_across_ranks, distributed.all_reduce_sum
+
+    def write_config(self) -> None:
+        """``training_config.json``: the resolved settings and schedule (rank 0)."""
+        if not self.ctx.is_main:
+            return
+        self._make_output()
+        record = {**self.config.to_dict(), "plan": asdict(self.plan), "target_spacing": list(self.target_spacing),
+                  "normalization": self.normalization, "activation_resolved": self.activation,
+                  "num_classes": self.num_classes, "train_cases": len(self.train_cases),
+                  "val_cases": len(self.val_cases), "train_slices": len(self.train_slices),
+                  "val_slices_total": len(self.val_all), "device": str(self.device),
+                  "processes": self.ctx.world_size, "torch": torch.__version__, "version": __version__}
+        (self.out / "training_config.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+
+    # ------------------------------------------------------------------------------------------ fit
+    def fit(self) -> bool:
+        """Every epoch: train, validate, record, checkpoint. False when stopped before the package."""
+        cfg, plan = self.config, self.plan
+        self.run_start = time.monotonic()
+        self.network.train()
+        last_epoch = plan.epochs if cfg.stop_after_epoch is None else min(plan.epochs, cfg.stop_after_epoch)
+        for epoch in range(self.start_epoch, last_epoch):
+            epoch_start = time.monotonic()
+            lr_now = self.optimizer.param_groups[0]["lr"]
+            losses = self.train_epoch(epoch, lr_now)
+            if losses is None:
+                return False
+            train_time = time.monotonic() - epoch_start
+            val_start = time.monotonic()
+            val = validate(self.network, self.val_slices, self.num_classes, cfg.patch_size, self.device,
+                           self.local_batch, cfg.bf16, self.reduce)
+            self.scheduler.step()
+            self.record_epoch(epoch, lr_now, losses, val, train_time, time.monotonic() - val_start)
+        if self.ctx.distributed:
+            steps = (last_epoch - self.start_epoch) * plan.iterations_per_epoch
+            logger.info("rank %d of %d: %d steps done, stopped at epoch %d", self.ctx.rank, self.ctx.world_size,
+                        steps, last_epoch)
+        if last_epoch < plan.epochs and not cfg.package_on_stop:
+            logger.info("stopped after epoch %d of %d; continue with resume=True", last_epoch, plan.epochs)
+            return False
+        return True
+
+    def train_epoch(self, epoch: int, lr_now: float) -> tuple[list[float], list[float]] | None:
+        """The steps of one epoch: ``(losses, fused-output losses)``, or None when cancelled."""
+        cfg, plan, ctx = self.config, self.plan, self.ctx
+        rgb = self.normalization.get("type") == "rgb"
+        indices = epoch_indices(len(self.train_slices), plan.iterations_per_epoch * cfg.batch_size, self.gen)
+        losses, fused_losses = [], []
+        for it in range(plan.iterations_per_epoch):
+            if self.cancel is not None and self.cancel.is_set():
+                logger.warning("training cancelled during epoch %d; the checkpoint of epoch %d is kept", epoch + 1, epoch)
+                return None
+            batch = indices[it * cfg.batch_size : (it + 1) * cfg.batch_size]
+            # every rank draws the global batch (the shared generator stays in step) and keeps its shard
+            x, y = sample_batch(self.train_slices, batch, cfg.patch_size, self.gen, cfg.augmentation, rgb)
+            if ctx.distributed:
+                shard = slice(ctx.rank * self.local_batch, (ctx.rank + 1) * self.local_batch)
+                x, y = x[shard], y[shard]
+            loss, fused = train_step(self.step_network, self.optimizer, x.to(self.device), y.to(self.device),
+                                     self.device, cfg.bf16, self.sum_across)
+            if ctx.distributed:  # the mean over ranks, the same on every rank
+                loss, fused = (v / ctx.world_size for v in distributed.all_reduce_sum([loss, fused]))
+            if not math.isfinite(loss):
+                raise RuntimeError(f"the training loss became {loss} at epoch {epoch + 1}, step {it + 1}; lower the "
+                                   "learning rate or disable bf16, then resume or restart")
+            losses.append(loss)
+            fused_losses.append(fused)
+            if self.progress is not None and ctx.is_main:
+                self.progress(epoch * plan.iterations_per_epoch + it + 1, plan.epochs * plan.iterations_per_epoch,
+                              {"epoch": epoch + 1, "epochs": plan.epochs, "loss": loss, "lr": lr_now})
+        return losses, fused_losses
+
+    def record_epoch(self, epoch: int, lr_now: float, losses, val: dict, train_time: float, val_time: float) -> None:
+        """The epoch's row, the best epoch so far, and (rank 0) checkpoints, log and curves."""
+        names = {c["label_value"]: c["dataset_label"] for c in self.classes}
+        row = {
+            "epoch": epoch + 1, "steps": (epoch + 1) * self.plan.iterations_per_epoch, "lr": lr_now,
+            "train_loss": float(np.mean(losses[0])), "train_loss_fused": float(np.mean(losses[1])),
+            "val_loss": val["loss"], "val_dice_mean": val["mean_dice"],
+            **{f"val_dice_{names.get(v, v)}": d for v, d in val["dice"].items()},
+            "train_seconds": round(train_time, 2), "val_seconds": round(val_time, 2),
+            "elapsed_seconds": round(self.previous_time + time.monotonic() - self.run_start, 1),
+        }
+        self.history.append(row)
+        improved = val["mean_dice"] > self.best["mean_dice"]
+        if improved:
+            self.best = {"epoch": epoch + 1, "mean_dice": val["mean_dice"],
+                         "dice": {str(k): v for k, v in val["dice"].items()}}
+        if not self.ctx.is_main:  # rank 0 writes checkpoints, logs and plots
+            return
+        if improved:
+            save_checkpoint({"model": self.network.state_dict(), "epoch": epoch + 1, "val": val}, self.out / CHECKPOINT_BEST)
+        save_checkpoint({
+            "model": self.network.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "generator": self.gen.get_state(), "rng": rng_state(),
+            "epoch": epoch + 1, "history": self.history, "best": self.best, "plan": asdict(self.plan),
+            "settings": self.config.to_dict(), "target_spacing": list(self.target_spacing),
+            "normalization": self.normalization, "lineage": self.lineage,
+            "train_seconds": self.previous_time + time.monotonic() - self.run_start,
+        }, self.latest_path)
+        write_log(self.history, self.out / "training_log.csv")
+        plot_curves(self.history, self.out / "training_curves.png")
+        logger.info("epoch %d/%d: lr %.2e, train loss %.4f (fused %.4f), val loss %.4f, val Dice %.4f%s (%.0f s + "
+                    "%.0f s val)", epoch + 1, self.plan.epochs, lr_now, row["train_loss"], row["train_loss_fused"],
+                    val["loss"], val["mean_dice"], " *best*" if improved else "", train_time, val_time)
+
+    # -------------------------------------------------------------------------------------- package
+    def write_package(self) -> Path:
+        """The best epoch's network as a model package, scored per case when ``final_evaluation``."""
+        from ..package import save_model_package
+
+        cfg = self.config
+        self.network.load_state_dict(load_checkpoint(self.out / CHECKPOINT_BEST)["model"])
+        self.network.eval()
+        card = self.model_card()
+        package_dir = self.out / PACKAGE_FOLDER
+        save_model_package(self.network, card, package_dir)
+        if cfg.final_evaluation:
+            from ..evaluation import evaluate
+
+            summary = evaluate(package_dir, cfg.dataset, split="val", fold=cfg.fold, output=self.out / "val_metrics.csv",
+                               tta=True, device=str(self.device))
+            card["metrics"]["val"] = summary_to_metrics(summary)
+            save_model_package(self.network, card, package_dir)
+        logger.info("model package written to %s (%.1f min in all)", package_dir, (time.monotonic() - self.start_time) / 60)
+        return package_dir
+
+    def model_card(self) -> dict:
+        """model.json of the run (before the per-case evaluation)."""
+        cfg, info, plan = self.config, self.info, self.plan
+        names = {c["label_value"]: c["dataset_label"] for c in self.classes}
+        seconds = self.history[-1]["elapsed_seconds"] if self.history else 0.0
+        known = KNOWN_DATASETS.get(info.name, {})
+        return {
+            "id": cfg.model_id or f"{info.name.lower()}-attention-mamba",
+            "version": str(cfg.model_version),
+            "task": info.task or known.get("task", f"{info.name} segmentation"),
+            "modality": info.modality or known.get("modality", ", ".join(info.channel_names)),
+            "in_channels": info.num_channels, "channel_names": list(info.channel_names),
+            "num_classes": self.num_classes, "activation": self.activation, "classes": self.classes,
+            "normalization": self.normalization, "axes_code": cfg.axes_code,
+            "slice_axis_rule": "largest-spacing-else-z", "target_spacing": list(self.target_spacing),
+            "patch_size": [cfg.patch_size, cfg.patch_size], "licence": model_licence(info),
+            "training": {
+                "data": f"{info.name} ({info.reference or 'no reference'}), fold {cfg.fold} of splits_final.json: "
+                        f"{len(self.train_cases)} training cases ({len(self.train_slices)} slices), "
+                        f"{len(self.val_cases)} validation cases",
+                "licence": model_licence(info), "data_licence": info.licence, "command": cfg.command,
+                "epochs": plan.epochs, "epochs_completed": len(self.history),
+                "iterations_per_epoch": plan.iterations_per_epoch, "batch_size": cfg.batch_size,
+                "optimizer": {"name": "AdamW", "lr": cfg.lr, "betas": [0.9, 0.999], "weight_decay": cfg.weight_decay},
+                "schedule": f"cosine annealing per epoch, T_max = epochs/3 = {plan.epochs / 3:.2f}, eta_min {ETA_MIN}",
+                "augmentation": _augmentation_name(cfg.augmentation),
+                "seed": cfg.seed, "bf16": cfg.bf16, "device": str(self.device),
+                "time": f"{seconds / 60:.1f} min", "time_seconds": round(seconds, 1),
+                "time_budget_minutes": cfg.time_budget_minutes, "selected_epoch": self.best["epoch"],
+                "selection": f"best mean validation Dice on {plan.val_slices} whole validation slices",
+                "software": f"AttentionMambaSeg {__version__}, torch {torch.__version__}, Python {platform.python_version()}",
+                **self.lineage,
+            },
+            "metrics": {"val_slices_pooled": {
+                "dice": {names[int(k)]: round(v, 4) for k, v in self.best.get("dice", {}).items()},
+                "mean_dice": round(self.best["mean_dice"], 4), "epoch": self.best["epoch"],
+            }},
+        }
+
+    def remove_empty_output(self) -> None:
+        """Remove the run folder this run created when nothing was written into it."""
+        if self.created_output and self.out.is_dir() and not any(self.out.iterdir()):
+            shutil.rmtree(self.out, ignore_errors=True)
+
+
+def new_network(in_channels: int, num_classes: int, backbone_checkpoint: str | None = None,
+                init_package=None) -> torch.nn.Module:
+    """A new Attention-Mamba; ``init_package`` (a loaded ``ModelPackage``, the init_from model) gives its weights.
+
+    Raises:
+        ValueError: the init_from model has other input channels or outputs than the dataset needs.
+    """
+    from ..model import AttentionMamba
+
+    network = AttentionMamba(in_channels, num_classes, backbone_checkpoint=backbone_checkpoint or None)
+    if init_package is not None:
+        source = init_package.build_network("cpu")
+        if (source.in_channels, source.num_classes) != (in_channels, num_classes):
+            raise ValueError(
+                f"--init-from model {init_package.id} ({init_package.path}) has {source.in_channels} input "
+                f"channel(s) and {source.num_classes} output(s); this dataset needs {in_channels} and {num_classes}")
+        network.load_state_dict({k: v.float() for k, v in source.state_dict().items()})
+        logger.info("initialised the network from model %s %s (fine-tuning)", init_package.id, init_package.version)
+    return network
+
+
+def _augmentation_name(augmentation) -> str:
+    from .augmentation import PRESETS
+
+    for name, preset in PRESETS.items():
+        if augmentation == preset:
+            return name
+    return "custom: " + json.dumps(asdict(augmentation))

@@ -1,0 +1,72 @@
+"""DICOM study folders: series listed by description, modality and size; localizers left out; the choice."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from AttentionMambaSegLib import io
+
+
+def _write_series(folder, uid, description, modality, slices, image_type="ORIGINAL\\PRIMARY\\AXIAL",
+                  orientation=(1, 0, 0, 0, 1, 0), start=0, name="s"):
+    folder.mkdir(parents=True, exist_ok=True)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    rng = np.random.default_rng(len(description))
+    for k in range(slices):
+        image = sitk.GetImageFromArray(rng.integers(0, 400, (1, 12, 10)).astype(np.int16))
+        tags = {"0020|000e": uid, "0008|103e": description, "0008|0060": modality, "0008|0008": image_type,
+                "0020|0037": "\\".join(str(v) for v in orientation), "0020|0032": f"0\\0\\{2.0 * (start + k)}",
+                "0020|0013": str(k + 1), "0010|0010": "TEST^PATIENT", "0020|000d": "1.2.3.4",
+                "0008|0018": f"{uid}.{start + k + 1}"}
+        for tag, value in tags.items():
+            image.SetMetaData(tag, value)
+        writer.SetFileName(str(folder / f"{name}{start + k:03d}.dcm"))
+        writer.Execute(image)
+
+
+@pytest.fixture
+def study(tmp_path):
+    _write_series(tmp_path / "a", "1.2.3.4.1", "T1 axial", "MR", 5)
+    _write_series(tmp_path / "a", "1.2.3.4.1", "T1 axial", "MR", 1, orientation=(0, 1, 0, 0, 0, -1), start=20,
+                  name="loc")  # a localizer sharing the series UID
+    _write_series(tmp_path / "b", "1.2.3.4.2", "T1 crop", "MR", 8, image_type="DERIVED\\SECONDARY")
+    _write_series(tmp_path / "c", "1.2.3.4.3", "CT head", "CT", 6)
+    return tmp_path
+
+
+def test_listing_names_each_series_and_leaves_the_localizer_out(study):
+    listed = io.list_dicom_series(study)
+    assert [(s.index, s.description, s.modality, len(s.files)) for s in listed] == [
+        (1, "T1 crop", "MR", 8), (2, "CT head", "CT", 6), (3, "T1 axial", "MR", 5)]
+    axial = listed[2]
+    assert axial.left_out == 1 and not axial.derived and listed[0].derived
+    assert axial.describe() == "3: T1 axial [MR] 10x12x5, 5 files (UID 1.2.3.4.1)"
+
+
+def test_default_choice_fits_the_model_then_prefers_original_series(study):
+    listed = io.list_dicom_series(study)
+    assert io.choose_dicom_series(listed, modality="MR").description == "T1 axial"  # not the larger derived crop
+    assert io.choose_dicom_series(listed, modality="CT").description == "CT head"
+    assert io.choose_dicom_series(listed).description == "CT head"  # no model modality: original, most files
+
+
+@pytest.mark.parametrize("choice, expected", [("1", "T1 crop"), ("1.2.3.4.3", "CT head"), ("AXIAL", "T1 axial")])
+def test_the_user_chooses_by_number_uid_or_description(study, choice, expected):
+    assert io.choose_dicom_series(io.list_dicom_series(study), choice).description == expected
+
+
+def test_an_ambiguous_or_unknown_choice_lists_the_series(study):
+    with pytest.raises(ValueError, match=r"names 2 series.*1: T1 crop"):
+        io.choose_dicom_series(io.list_dicom_series(study), "T1")
+    with pytest.raises(ValueError, match="names no series"):
+        io.choose_dicom_series(io.list_dicom_series(study), "9")
+
+
+def test_read_image_reads_the_chosen_series_with_its_modality(study):
+    image = io.read_image(study, modality="MR")
+    assert image.GetSize() == (10, 12, 5) and image.GetMetaData("0008|0060") == "MR"
+    assert image.GetSpacing()[2] == pytest.approx(2.0)
+    assert io.read_image(study, series="CT").GetMetaData("0008|0060") == "CT"
