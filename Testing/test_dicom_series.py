@@ -70,3 +70,54 @@ def test_read_image_reads_the_chosen_series_with_its_modality(study):
     assert image.GetSize() == (10, 12, 5) and image.GetMetaData("0008|0060") == "MR"
     assert image.GetSpacing()[2] == pytest.approx(2.0)
     assert io.read_image(study, series="CT").GetMetaData("0008|0060") == "CT"
+
+
+# ------------------------------------------------------------------------------ another modality
+from _inference_helpers import make_package  # noqa: E402
+
+from AttentionMambaSegLib.cli import main  # noqa: E402
+from AttentionMambaSegLib.inference.checks import check_modality  # noqa: E402
+
+
+def _mr_package(tmp_path):
+    package = make_package(tmp_path / "mr-model", model_id="mr-model", target_spacing=(2.0, 2.0))
+    package.config["modality"] = "MR"
+    return package
+
+
+def test_a_ct_series_is_refused_by_an_mr_model_unless_forced(study, tmp_path, caplog):
+    package = _mr_package(tmp_path)
+    ct = io.read_image(study, series="CT")
+    with pytest.raises(ValueError, match=r"looks like CT \(its DICOM Modality is CT\).*trained on MR.*--force"):
+        check_modality(ct, package)
+    check_modality(ct, package, force=True)
+    assert "Segmenting it anyway (forced)" in caplog.text
+    check_modality(io.read_image(study, series="axial"), package)  # MR: accepted
+
+
+def test_hounsfield_intensities_without_a_dicom_tag_look_like_ct(tmp_path):
+    package = _mr_package(tmp_path)
+    arr = np.full((4, 20, 20), -1000, np.int16)
+    arr[:, 5:15, 5:15] = 40  # soft tissue in air
+    with pytest.raises(ValueError, match=r"looks like CT \(75% of its voxels are at or below -500"):
+        check_modality(sitk.GetImageFromArray(arr), package)
+    check_modality(sitk.GetImageFromArray(np.abs(arr)), package)  # the same values as magnitudes: fine
+    package.config["modality"] = "dermoscopy (RGB)"  # no DICOM modality code: nothing to compare
+    check_modality(sitk.GetImageFromArray(arr), package)
+
+
+def test_segment_cli_refuses_then_forces(study, tmp_path, capsys):
+    package = _mr_package(tmp_path)
+    import json
+
+    config_path = package.path / "model.json"
+    config = json.loads(config_path.read_text())
+    config["modality"] = "MR"
+    config_path.write_text(json.dumps(config))
+    out = tmp_path / "ct.nii.gz"
+    assert main(["segment", str(study), "--series", "CT head", "-o", str(out), "--model", str(package.path),
+                 "--device", "cpu", "--no-tta"]) == 1
+    assert "looks like CT" in capsys.readouterr().err and not out.exists()
+    assert main(["segment", str(study), "--series", "CT head", "-o", str(out), "--model", str(package.path),
+                 "--device", "cpu", "--no-tta", "--force"]) == 0
+    assert sitk.ReadImage(str(out)).GetSize() == (10, 12, 6)

@@ -40,6 +40,18 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="bar (default): a progress bar on stderr; jsonl: one JSON object per line on "
                              "stdout for programs that run this command (events: device, progress, log, "
                              "written, error; see AttentionMambaSegLib.worker)")
+    parser.add_argument("--roi", default=None, metavar="ROI",
+                        help="segment only inside this box: a Slicer markups ROI file (.mrk.json, in the "
+                             "coordinate system it states) or CX,CY,CZ,SX,SY,SZ: centre in RAS mm (as Slicer shows "
+                             "coordinates) and size in mm (write --roi=-10,... when the first number is negative); the labels "
+                             "are zero outside it (3D images)")
+    parser.add_argument("--series", default=None, metavar="CHOICE",
+                        help="for a DICOM folder with several series: its number in the listing, its "
+                             "SeriesInstanceUID or part of its SeriesDescription (default: the model's modality, "
+                             "original before derived, then the most files; the log lists them all)")
+    parser.add_argument("--force", action="store_true",
+                        help="segment even an image of another modality than the model's (e.g. a CT with an "
+                             "MR model); the result is then not to be trusted")
     parser.add_argument("--keep-going", action="store_true",
                         help="with an output folder: a failing input is reported and the others are still "
                              "segmented, with a summary at the end (always so under torchrun, where each "
@@ -92,8 +104,19 @@ def _segment(args: argparse.Namespace, progress_factory) -> list:
     return segment_files(
         args.inputs, args.output, model, device=args.device, tta=args.tta,
         batch_size=args.batch_size, output_format=args.output_format, progress_factory=progress_factory,
-        overwrite=args.overwrite, window=args.window,
+        overwrite=args.overwrite, window=args.window, series=args.series, force=args.force, roi=_roi(args.roi),
     )
+
+
+def _roi(text: str | None):
+    """The ``--roi`` argument: a markups file or six numbers (RAS centre, size in mm)."""
+    if not text:
+        return None
+    from ..inference import RegionOfInterest
+
+    if text.lower().endswith(".json") or Path(text).is_file():
+        return RegionOfInterest.from_markups_file(text)
+    return RegionOfInterest.from_text(text)
 
 
 def _run_jsonl(args: argparse.Namespace) -> int:
@@ -151,7 +174,8 @@ def _segment_archive(args: argparse.Namespace, progress_factory) -> list:
         written, failed = segment_archive(
             inputs[ctx.rank::ctx.world_size], args.output, model, device=distributed.device_for(ctx, args.device),
             progress_factory=progress_factory, tta=args.tta, batch_size=args.batch_size,
-            output_format=args.output_format, overwrite=args.overwrite, window=args.window)
+            output_format=args.output_format, overwrite=args.overwrite, window=args.window, series=args.series,
+            force=args.force, roi=_roi(args.roi))
         results = distributed.all_gather_objects((written, failed))
     finally:
         distributed.teardown()

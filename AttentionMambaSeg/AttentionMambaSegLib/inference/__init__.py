@@ -26,10 +26,12 @@ from ..devices import default_batch_size, select_device
 from .checks import check_input_image
 from .files import output_path_for, segment_archive, segment_files
 from .predictor import Predictor, predict_volume, window_size
+from .roi import RegionOfInterest
 from .sliding_window import gaussian_importance_map, predict_slices, sliding_window_starts
 
 __all__ = [
     "Predictor",
+    "RegionOfInterest",
     "check_input_image",
     "default_batch_size",
     "gaussian_importance_map",

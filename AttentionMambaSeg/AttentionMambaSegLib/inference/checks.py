@@ -10,7 +10,7 @@ import SimpleITK as sitk
 
 from .. import preprocessing
 
-__all__ = ["check_input_image", "check_direction", "LABELMAP_MAX_VALUES", "FLOAT32_MAX", "DIRECTION_TOLERANCE"]
+__all__ = ["check_input_image", "check_direction", "check_modality", "LABELMAP_MAX_VALUES", "FLOAT32_MAX", "DIRECTION_TOLERANCE"]
 
 logger = logging.getLogger(__name__)
 
@@ -18,6 +18,51 @@ logger = logging.getLogger(__name__)
 LABELMAP_MAX_VALUES = 8
 #: Largest finite float32 value: inputs beyond it cannot be normalised in the network's arithmetic.
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+#: DICOM Modality codes a model's "modality" may start with.
+DICOM_MODALITIES = ("MR", "CT", "PT", "US", "CR", "DX", "MG", "NM", "XA", "XC", "OT")
+#: An MR model refuses an image with at least this share of voxels at or below -500 (air in
+#: Hounsfield units: a CT), unless forced.
+CT_AIR_SHARE = 0.05
+
+
+def _model_modality(package) -> str | None:
+    words = str(package.config.get("modality") or "").split()
+    code = words[0].upper() if words else ""
+    return code if code in DICOM_MODALITIES else None
+
+
+def check_modality(image: sitk.Image, package, arr=None, force: bool = False) -> None:
+    """Refuse an image of another modality than the model was trained on, unless ``force``.
+
+    The DICOM Modality tag (``0008|0060``, kept by :func:`~AttentionMambaSegLib.io.read_dicom_series`)
+    decides where present; otherwise an MR model refuses an image whose intensities look like
+    Hounsfield units (at least 5 % of the voxels at or below -500, the air of a CT; MR magnitudes are
+    not negative).
+
+    Raises:
+        ValueError: naming both modalities and the way out (another model, or ``--force``).
+    """
+    expected = _model_modality(package)
+    if expected is None:
+        return
+    found = image.GetMetaData("0008|0060").strip().upper() if image.HasMetaDataKey("0008|0060") else ""
+    why = f"its DICOM Modality is {found}"
+    if not found and expected == "MR" and image.GetNumberOfComponentsPerPixel() == 1:
+        values = sitk.GetArrayViewFromImage(image) if arr is None else arr
+        sample = np.asarray(values).reshape(-1)[:: max(1, values.size // 1_000_000)]
+        share = float(np.count_nonzero(sample <= -500)) / max(sample.size, 1)
+        if share >= CT_AIR_SHARE:
+            found, why = "CT", f"{share:.0%} of its voxels are at or below -500, as air in Hounsfield units"
+    if not found or found == expected:
+        return
+    message = (f"The image looks like {found} ({why}), but model '{package.id}' was trained on {expected} images: "
+               f"its labels would not be meaningful. Choose a model for {found} images, or pass --force (force=True) "
+               "to segment it anyway.")
+    if not force:
+        raise ValueError(message)
+    logger.warning("%s Segmenting it anyway (forced).", message.split(": its labels")[0])
 
 
 #: Largest deviation of the direction matrix's D^T D from the identity accepted as orthonormal.
@@ -53,12 +98,13 @@ def check_direction(image: sitk.Image) -> None:
         )
 
 
-def check_input_image(image: sitk.Image, package, warn: bool = True) -> None:
+def check_input_image(image: sitk.Image, package, warn: bool = True, force: bool = False) -> None:
     """Refuse images the model cannot segment; warn about images that look like labelmaps.
 
     Args:
         image: the input image.
         package: :class:`~AttentionMambaSegLib.package.ModelPackage` (uses id, in_channels, channel names).
+        force: segment an image of another modality than the model's (:func:`check_modality`).
         warn: log the warnings (a check made ahead of the prediction, which checks again, passes False,
             so that each warning is said once).
 
@@ -107,6 +153,7 @@ def check_input_image(image: sitk.Image, package, warn: bool = True) -> None:
             f"The input image has intensities up to {magnitude:.3g}, beyond what "
             "the network's float32 arithmetic holds (3.4e38); rescale the image (e.g. to its physical unit) first."
         )
+    check_modality(image, package, arr, force)
     if lo == hi:
         raise ValueError(
             f"The input image is constant (every voxel = {lo}); there is nothing to segment. Check that the "

@@ -77,11 +77,11 @@ def _same_file(a, b) -> bool:
             return False
     return False
 
-def _check_input_for_output(image: sitk.Image, src, dst, package) -> None:
+def _check_input_for_output(image: sitk.Image, src, dst, package, force: bool = False) -> None:
     """Refuse, before any inference, an input the model or the output format cannot take."""
     from .. import io
 
-    check_input_image(image, package, warn=False)  # the prediction checks again and warns
+    check_input_image(image, package, warn=False, force=force)  # the prediction checks again and warns
     if io.path_extension(dst) == ".png":
         size = image.GetSize()
         if image.GetDimension() == 3 and not (1 in size and sum(n > 1 for n in size) <= 2):
@@ -103,6 +103,9 @@ def segment_files(
     overwrite: bool = False,
     window: Sequence[int] | int | None = None,
     predictor: Predictor | None = None,
+    series: str | None = None,
+    force: bool = False,
+    roi=None,
 ) -> list:
     """Segment image files / DICOM folders and write the results (the ``segment`` subcommand).
 
@@ -121,6 +124,9 @@ def segment_files(
             (the CLI makes a tqdm bar).
         cancel: threading.Event; a cancelled run writes nothing more and returns what was written.
         overwrite: replace existing output files (never an input).
+        series: for DICOM folders, which series (:func:`~AttentionMambaSegLib.io.choose_dicom_series`).
+        force: segment images of another modality than the model's (see :func:`~.checks.check_modality`).
+        roi: a :class:`~.roi.RegionOfInterest` applied to every input (labels zero outside it).
         predictor: a :class:`~.predictor.Predictor` of this model to use (for callers that segment input
             after input); then ``device``, ``tta``, ``batch_size`` and ``window`` are its own.
 
@@ -162,22 +168,23 @@ def segment_files(
     # fail the run after hours of work. With one input the image is kept; with several it is re-read.
     images: dict[int, sitk.Image] = {}
     for i, (src, dst) in enumerate(zip(inputs, outputs, strict=True)):
-        image = io.read_image(src)
+        image = io.read_image(src, series=series, modality=package.config.get("modality"))
         try:
-            _check_input_for_output(image, src, dst, package)
+            _check_input_for_output(image, src, dst, package, force)
         except ValueError as e:
             raise ValueError(f"Input {src}: {e}" if many else str(e)) from e
         if not many:
             images[i] = image
         del image
     if predictor is None:
-        predictor = Predictor(package, device=device, tta=tta, batch_size=batch_size, window=window)
+        predictor = Predictor(package, device=device, tta=tta, batch_size=batch_size, window=window, force=force)
     written = []
     for i, (src, dst) in enumerate(zip(inputs, outputs, strict=True)):
         try:
-            image = images.pop(i) if i in images else io.read_image(src)
+            image = images.pop(i) if i in images else io.read_image(src, series=series,
+                                                                     modality=package.config.get("modality"))
             progress = progress_factory(src.name) if progress_factory else None
-            labelmap = predictor.predict(image, progress=progress, cancel=cancel)
+            labelmap = predictor.predict(image, progress=progress, cancel=cancel, roi=roi)
             if labelmap is None:
                 logger.info("Cancelled; %d of %d outputs written.", len(written), len(inputs))
                 break
@@ -208,7 +215,8 @@ def segment_archive(
         model: model id, folder or ModelPackage.
         device: as :class:`~.predictor.Predictor` (a string or ``torch.device``).
         progress_factory: as :func:`segment_files`.
-        **options: ``tta``, ``batch_size``, ``output_format``, ``overwrite``, ``window`` of :func:`segment_files`.
+        **options: ``tta``, ``batch_size``, ``output_format``, ``overwrite``, ``window``, ``series``, ``force``
+            of :func:`segment_files`.
 
     Returns:
         ``(written, failed)``: ``[(input, output path)]`` and ``[(input, "ErrorType: message")]``.
@@ -220,13 +228,13 @@ def segment_archive(
 
     if not Path(output_folder).is_dir():
         raise ValueError(f"Output {output_folder} must be an existing folder when segmenting many inputs.")
-    settings = {k: options.pop(k) for k in ("tta", "batch_size", "window") if k in options}
+    settings = {k: options.pop(k) for k in ("tta", "batch_size", "window", "force") if k in options}
     predictor = Predictor(model, device=device, **settings)
     written, failed = [], []
     for source in inputs:
         try:
             paths = segment_files([source], output_folder, predictor.package, progress_factory=progress_factory,
-                                  predictor=predictor, **options)
+                                  predictor=predictor, force=predictor.force, **options)
         except Exception as e:  # reported with the input's name; the other inputs go on
             logger.error("Input %s failed: %s", source, e)
             failed.append((str(source), f"{type(e).__name__}: {e}"))

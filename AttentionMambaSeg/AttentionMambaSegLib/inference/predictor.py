@@ -61,6 +61,7 @@ class Predictor:
         window: sliding-window size in pixels at the model's spacing, (H, W) or one int, multiples of
             32; default: the package's ``inference_patch_size``.
         network: a network to use instead of ``package.build_network`` (it is moved to the device).
+        force: segment images of another modality than the model's (:func:`~.checks.check_modality`).
 
     Raises:
         ValueError: an invalid window or model.json.
@@ -69,7 +70,7 @@ class Predictor:
     """
 
     def __init__(self, package, device="auto", tta: bool = True, batch_size: int | None = None,
-                 window: Sequence[int] | int | None = None, network=None):
+                 window: Sequence[int] | int | None = None, network=None, force: bool = False):
         import torch
 
         from ..package import ModelPackage, load_model_package
@@ -84,6 +85,7 @@ class Predictor:
             logger.info("Segmenting with model '%s' on %s", self.package.id, self.device_reason,
                         extra={"event": "device", "device": str(self.device)})
         self.tta = bool(tta)
+        self.force = bool(force)
         self.batch_size = default_batch_size(self.device) if batch_size is None else int(batch_size)
         self.network = self.package.build_network(self.device) if network is None else network.to(self.device)
         self.network.eval()
@@ -93,24 +95,37 @@ class Predictor:
                 f"window={self.window}, batch_size={self.batch_size})")
 
     def predict(self, image: sitk.Image, progress: ProgressCallback | None = None,
-                cancel: threading.Event | None = None) -> sitk.Image | None:
-        """Segment a 2D or 3D image.
+                cancel: threading.Event | None = None, roi=None) -> sitk.Image | None:
+        """Segment a 2D or 3D image, or the part of a 3D image inside a region of interest.
 
         Args:
             image: SimpleITK image, scalar (grey) or vector (RGB) pixels; any orientation (axial,
                 sagittal, coronal, oblique, flipped), including one-slice volumes. Not modified.
             progress: ``progress(done_slices, total_slices)``, called at start and after every batch.
             cancel: ``threading.Event``; when set, the run stops before the next batch and returns None.
+            roi: a :class:`~.roi.RegionOfInterest`: only the voxels under it are segmented; the labels
+                are zero elsewhere.
 
         Returns:
             uint8 labelmap with exactly the input's size, spacing, origin and direction (values are
             the model's label values, 0 = background), or None if cancelled.
 
         Raises:
-            ValueError: unsuitable image (see :func:`~.checks.check_input_image`).
+            ValueError: unsuitable image (see :func:`~.checks.check_input_image`); an ROI outside the image.
             RuntimeError: out of memory even on the CPU.
         """
-        check_input_image(image, self.package)
+        check_input_image(image, self.package, force=self.force)
+        if roi is None:
+            return self._predict(image, progress, cancel)
+        from .roi import crop_to_roi, paste_labels
+
+        crop, start = crop_to_roi(image, roi)
+        logger.info("Segmenting inside the region of interest: %s of %s voxels", crop.GetSize(), image.GetSize())
+        labels = self._predict(crop, progress, cancel)
+        return None if labels is None else paste_labels(labels, image, start, roi)
+
+    def _predict(self, image: sitk.Image, progress, cancel) -> sitk.Image | None:
+        """:meth:`predict` of a checked image."""
         if cancel is not None and cancel.is_set():
             return None
         config = self.config
@@ -150,12 +165,13 @@ def predict_volume(
     cancel: threading.Event | None = None,
     network=None,
     window: Sequence[int] | int | None = None,
+    roi=None,
 ) -> sitk.Image | None:
-    """Segment one image: ``Predictor(package, device, tta, batch_size, window, network).predict(image)``.
+    """Segment one image: ``Predictor(package, device, tta, batch_size, window, network).predict(image, roi=roi)``.
 
     Arguments, return value and errors: those of :class:`Predictor` and :meth:`Predictor.predict`.
     To segment several images, make one :class:`Predictor` and call ``predict`` for each: the network
     is then built once and the device line logged once.
     """
     predictor = Predictor(package, device=device, tta=tta, batch_size=batch_size, window=window, network=network)
-    return predictor.predict(image, progress=progress, cancel=cancel)
+    return predictor.predict(image, progress=progress, cancel=cancel, roi=roi)
