@@ -22,7 +22,7 @@ from typing import Optional
 import qt
 import slicer
 import vtk
-from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+from slicer import vtkMRMLMarkupsROINode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
 from slicer.parameterNodeWrapper import parameterNodeWrapper
@@ -128,6 +128,7 @@ class AttentionMambaSegParameterNode:
     """GUI state.
 
     inputVolume: the volume to segment (scalar or RGB vector volume).
+    inputROI: optional markups ROI: only the voxels inside it are segmented.
     outputSegmentation: segmentation to update; None creates a new one.
     modelId: id of a bundled or imported model.
     device: "auto", "cpu" or "cuda".
@@ -135,6 +136,7 @@ class AttentionMambaSegParameterNode:
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
+    inputROI: vtkMRMLMarkupsROINode
     outputSegmentation: vtkMRMLSegmentationNode
     modelId: str = ""
     device: str = "auto"
@@ -284,6 +286,7 @@ class AttentionMambaSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         )
         self.ui.deviceVerdictLabel.text = self._lastDevice or self.logic.deviceVerdict(node.device)
         self.ui.modelInfoLabel.text = self.logic.modelSummary(node.modelId)
+        self.ui.modelInfoLabel.toolTip = self.logic.modelCard(node.modelId)
         self.ui.showIn3DButton.enabled = bool(node.outputSegmentation) and not running
 
     def onModelChanged(self, index: int) -> None:
@@ -448,6 +451,7 @@ class AttentionMambaSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                 onProgress=self.onProgress,
                 onFinished=self.onFinished,
                 onLog=self.onLog,
+                roiNode=node.inputROI,
             )
             self.setRunning(True)
             self.ui.statusLabel.text = _("Segmenting '{name}' in a separate process...").format(
@@ -598,6 +602,27 @@ class ChildProcessJob:
             self.onFinished(self.result, self.error, self.elapsedSeconds())
 
 
+def roiArgument(roiNode) -> str | None:
+    """``segment --roi`` numbers of a markups ROI: the centre and size (mm, RAS) of its world bounding box.
+
+    The world (RAS) bounds include the ROI's parent transforms and rotation; the box segmented is the
+    axis-aligned box around them. None when ``roiNode`` is None.
+
+    Raises:
+        ValueError: the ROI has no extent (not placed yet).
+    """
+    if roiNode is None:
+        return None
+    bounds = [0.0] * 6
+    roiNode.GetRASBounds(bounds)
+    size = [bounds[1] - bounds[0], bounds[3] - bounds[2], bounds[5] - bounds[4]]
+    if min(size) <= 0:
+        raise ValueError(_("The region of interest '{name}' has no extent: place it over the image first, or choose "
+                           "'Whole volume'.").format(name=roiNode.GetName()))
+    center = [(bounds[0] + bounds[1]) / 2, (bounds[2] + bounds[3]) / 2, (bounds[4] + bounds[5]) / 2]
+    return ",".join(f"{v:.4f}" for v in (*center, *size))
+
+
 class SegmentationJob(ChildProcessJob):
     """One segmentation in a child process (``AttentionMambaSegLib.worker.SegmentProcess``).
 
@@ -606,7 +631,7 @@ class SegmentationJob(ChildProcessJob):
     """
 
     def __init__(self, volumeNode, package, segmentationNode, device, useTTA, onProgress=None, onFinished=None,
-                 onLog=None, python=None, env=None) -> None:
+                 onLog=None, python=None, env=None, roiNode=None) -> None:
         from AttentionMambaSegLib import mrml
         from AttentionMambaSegLib.worker import SegmentProcess
 
@@ -616,7 +641,8 @@ class SegmentationJob(ChildProcessJob):
         self.package = package
         self.segmentationNode = segmentationNode
         image = mrml.image_from_volume_node(volumeNode)  # main thread: reads MRML
-        process = SegmentProcess(image, str(package.path), device=device, tta=useTTA, python=python, env=env)
+        process = SegmentProcess(image, str(package.path), device=device, tta=useTTA, python=python, env=env,
+                                 roi=roiArgument(roiNode))
         ChildProcessJob.__init__(self, process, onProgress, onFinished, onLog)
 
     def complete(self):
@@ -716,6 +742,15 @@ class AttentionMambaSegLogic(ScriptedLoadableModuleLogic):
         from AttentionMambaSegLib.package import load_model_package
 
         return load_model_package(modelId)
+
+    def modelCard(self, modelId: str) -> str:
+        """The full model card (data, limits, figures, training) of an installed model, else ""."""
+        if not modelId:
+            return ""
+        try:
+            return self.modelPackage(modelId).describe()
+        except (FileNotFoundError, ValueError):
+            return ""
 
     def modelSummary(self, modelId: str) -> str:
         """Licence and validation Dice of a model, for the panel ("" when none is selected)."""
@@ -932,7 +967,7 @@ class AttentionMambaSegLogic(ScriptedLoadableModuleLogic):
         return env
 
     def startSegmentation(self, volumeNode, modelId, segmentationNode=None, device="auto", useTTA=True,
-                          onProgress=None, onFinished=None, onLog=None) -> SegmentationJob:
+                          onProgress=None, onFinished=None, onLog=None, roiNode=None) -> SegmentationJob:
         """Start segmenting in a child process; MRML is read now and written on the main thread at the end.
 
         Args:
@@ -946,6 +981,8 @@ class AttentionMambaSegLogic(ScriptedLoadableModuleLogic):
                 ``mrml.SegmentationResult``, or None when cancelled or failed (then error says why, in
                 the child's own words).
             onLog: ``onLog(line)`` for every message of the child.
+            roiNode: optional ``vtkMRMLMarkupsROINode``: segment only inside it (its world bounding box,
+                so a parent transform is honoured); the labels are empty outside.
 
         Returns:
             The running SegmentationJob (``cancel()`` to stop it, ``wait()`` to block).
@@ -958,7 +995,7 @@ class AttentionMambaSegLogic(ScriptedLoadableModuleLogic):
 
         return SegmentationJob(volumeNode, resolve_model(modelId), segmentationNode, device, useTTA,
                                onProgress, onFinished, onLog, python=self.childPython(),
-                               env=self.childEnvironment())
+                               env=self.childEnvironment(), roiNode=roiNode)
 
     def process(self, volumeNode, modelId, segmentationNode=None, device="auto", useTTA=True,
                 progress=None, cancel=None):

@@ -98,7 +98,7 @@ def test_module_metadata(module):
 
 def test_parameter_node_fields(module):
     fields = module.AttentionMambaSegParameterNode.fields
-    assert set(fields) == {"inputVolume", "outputSegmentation", "modelId", "device", "useTTA"}
+    assert set(fields) == {"inputVolume", "inputROI", "outputSegmentation", "modelId", "device", "useTTA"}
     node = module.AttentionMambaSegParameterNode()
     assert node.device == "auto" and node.useTTA is True and node.modelId == ""
 
@@ -124,6 +124,29 @@ def test_ui_is_valid_and_has_every_widget_the_module_uses(module):
     none_display = [p.find("string").text for p in widgets["outputSegmentationSelector"].findall("property")
                     if p.get("name") == "noneDisplay"]
     assert none_display == ["Create new segmentation"]
+    roi = {p.get("name"): p for p in widgets["inputROISelector"].findall("property")}
+    assert [s.text for s in roi["nodeTypes"].iter("string")] == ["vtkMRMLMarkupsROINode"]
+    assert roi["addEnabled"].find("bool").text == "true"  # the "create new ROI" shortcut
+    assert roi["noneDisplay"].find("string").text == "Whole volume"
+
+
+def test_roi_argument_is_the_world_box_of_the_roi_with_its_parent_transform(module):
+    scene = new_scene()
+    roi = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "box")
+    roi.SetCenter(10.0, -20.0, 30.0)
+    roi.SetSize(40.0, 50.0, 60.0)
+    assert module.roiArgument(roi) == "10.0000,-20.0000,30.0000,40.0000,50.0000,60.0000"
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    matrix = transform.GetMatrixTransformToParent()
+    matrix.SetElement(0, 3, 5.0)  # 5 mm towards R
+    transform.SetMatrixTransformToParent(matrix)
+    roi.SetAndObserveTransformNodeID(transform.GetID())
+    assert module.roiArgument(roi).startswith("15.0000,-20.0000,30.0000,")
+    assert module.roiArgument(None) is None
+    from AttentionMambaSegLib.inference import RegionOfInterest
+
+    box = RegionOfInterest.from_text(module.roiArgument(roi))
+    assert box.center == (-15.0, 20.0, 30.0) and box.size == (40.0, 50.0, 60.0)  # LPS for the child
 
 
 def _hippocampus_volume(scene):

@@ -319,11 +319,20 @@ class ModelPackage:
         return None, False
 
     def summary(self) -> str:
-        """One line for a model chooser: licence and validation Dice."""
+        """A few lines for a model chooser: licence, validation Dice, the shift suite, what it was not
+        validated on (the card's ``limits``)."""
         dice, tta = self.validation_dice()
         figure = (f"validation Dice {dice:.3f}" + (" (with flip TTA)" if tta else "")) if dice is not None \
             else "no validation figure recorded"
-        return f"Licence: {self.licence or 'not stated'}. {figure[0].upper()}{figure[1:]}."
+        text = f"Licence: {self.licence or 'not stated'}. {figure[0].upper()}{figure[1:]}."
+        suite = (self.config.get("metrics") or {}).get("shift_suite") or {}
+        if suite.get("shift_mean") is not None:
+            text += f" Under site-like changes (colour, scale, noise...): {suite['shift_mean']:.3f}."
+        limits = self.config.get("limits") or {}
+        if limits.get("not_validated_on"):
+            value = limits["not_validated_on"]
+            text += " Not validated on: " + ("; ".join(value) if isinstance(value, list) else str(value)) + "."
+        return text
 
     def describe(self) -> str:
         """The model card, short and human-readable (``models info``; the Slicer panel's details).

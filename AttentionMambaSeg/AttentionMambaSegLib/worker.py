@@ -262,6 +262,7 @@ class SegmentProcess(CliProcess):
         tta: flip test-time augmentation.
         python, env: as :class:`CliProcess`.
         batch_size: slices per forward pass (default: the package's default for the device).
+        roi: ``segment --roi`` numbers (RAS centre and size in mm), or None for the whole image.
 
     Raises:
         OSError: the temporary folder or the input file cannot be written, or the process cannot start.
@@ -274,7 +275,7 @@ class SegmentProcess(CliProcess):
     """
 
     def __init__(self, image, model: str, device: str = "auto", tta: bool = True, python: str | None = None,
-                 env: dict | None = None, batch_size: int | None = None) -> None:
+                 env: dict | None = None, batch_size: int | None = None, roi: str | None = None) -> None:
         import SimpleITK as sitk
 
         folder = Path(tempfile.mkdtemp(prefix="AttentionMambaSeg-"))
@@ -286,6 +287,8 @@ class SegmentProcess(CliProcess):
             arguments.append("--no-tta")
         if batch_size is not None:
             arguments += ["--batch-size", str(int(batch_size))]
+        if roi:
+            arguments.append(f"--roi={roi}")
         try:
             sitk.WriteImage(image, str(self.input_path), useCompression=False)
         except BaseException:

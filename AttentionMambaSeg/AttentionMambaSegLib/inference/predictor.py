@@ -82,8 +82,7 @@ class Predictor:
             self.device, self.device_reason = device, str(device)
         else:
             self.device, self.device_reason = select_device(device)
-            logger.info("Segmenting with model '%s' on %s", self.package.id, self.device_reason,
-                        extra={"event": "device", "device": str(self.device)})
+            logger.info("Device: %s", self.device_reason, extra={"event": "device", "device": str(self.device)})
         self.tta = bool(tta)
         self.force = bool(force)
         self.batch_size = default_batch_size(self.device) if batch_size is None else int(batch_size)
