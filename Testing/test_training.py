@@ -290,3 +290,34 @@ def test_checkpoints_load_with_weights_only(tmp_path):
     assert loaded["settings"]["augmentation"]["scale"] == (0.7, 1.4)
     assert loaded["settings"]["dataset"] == str(tmp_path)
     assert training.load_checkpoint(path)["history"][0]["val_dice_1"] == 0.25
+
+
+# ------------------------------------------------------------------------------ the one list of settings
+def test_config_is_the_one_list_the_cli_builds_and_errors_name_the_flag_or_the_field(tmp_path):
+    from dataclasses import fields
+
+    from AttentionMambaSegLib.cli import build_parser
+
+    args = build_parser().parse_args(["train", str(tmp_path), "--output", str(tmp_path / "run"), "--patch", "96",
+                                      "--augmentation", "site"])
+    names = {f.name for f in fields(training.TrainingConfig)}
+    assert names - {"command"} <= set(vars(args)), "every setting has a train flag"
+    config = training.TrainingConfig(**{n: getattr(args, n) for n in names if hasattr(args, n)})
+    assert config.patch_size == 96 and config.augmentation == training.SITE
+    assert training.TrainingConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(training.ConfigError) as e:
+        training.TrainingConfig(tmp_path, tmp_path / "run", patch_size=100)
+    assert str(e.value) == "patch_size must be a positive multiple of 32, got 100"
+    assert e.value.for_cli() == "--patch must be a positive multiple of 32, got 100"
+    changed = config.recipe_differences(training.TrainingConfig(tmp_path, tmp_path / "other", patch_size=96,
+                                                                augmentation="site", device="cuda"))
+    assert changed == {}  # output and device are run controls, not the recipe
+
+
+@needs_data
+def test_a_budget_spent_before_training_fails_fast_and_leaves_no_run_folder(tmp_path):
+    root = make_copy(tmp_path, "Hippocampus", ["hippocampus_001", "hippocampus_003"], ["hippocampus_004"])
+    out = tmp_path / "run"
+    with pytest.raises(training.ConfigError, match="was spent before training began"):
+        run_training(root, out, **{**TINY, "time_budget_minutes": 1e-4})
+    assert not out.exists()

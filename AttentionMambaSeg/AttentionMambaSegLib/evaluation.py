@@ -152,26 +152,17 @@ def evaluate(
     return summary
 
 
-def evaluate_shift_suite(
-    model,
-    dataset: str | os.PathLike,
-    split: str = "val",
-    tta: bool = False,
-    fold: int = 0,
-    cases: Sequence[str] | None = None,
-    device: str = "auto",
-    batch_size: int | None = None,
-    progress: Callable[[int, int], None] | None = None,
-    cancel: threading.Event | None = None,
-) -> dict | None:
+def evaluate_shift_suite(model, dataset: str | os.PathLike, tta: bool = False, device: str = "auto",
+                         batch_size: int | None = None, progress: Callable[[int, int], None] | None = None,
+                         **selection) -> dict | None:
     """Score a model on the clean cases of a split and under every shift of its suite (:mod:`shifts`).
 
     Args:
         model: a :class:`~AttentionMambaSegLib.package.ModelPackage`, a model folder or a model id.
-        dataset, split, fold, cases, device, batch_size: as for :func:`evaluate`.
+        dataset, device, batch_size: as for :func:`evaluate`.
         tta: 4-flip test-time augmentation (default off: the suite runs 5 evaluations).
         progress: ``progress(done, total)`` over cases x (1 + number of shifts).
-        cancel: when set, stops before the next case and returns None.
+        **selection: ``split`` (default "val"), ``fold`` (default 0), ``cases``, ``cancel`` of :func:`evaluate`.
 
     Returns:
         ``{"suite": "dermoscopy" | "mri", "cases", "tta", "clean": mean Dice, "shifts": {name: mean Dice},
@@ -187,6 +178,7 @@ def evaluate_shift_suite(
 
     package = model if isinstance(model, ModelPackage) else load_model_package(model)
     kind, suite = suite_for(package.config["normalization"])
+    split, fold, cases = selection.get("split", "val"), selection.get("fold", 0), selection.get("cases")
     info = load_dataset_info(dataset)
     case_ids = list(cases) if cases is not None else split_cases(info, split, fold)
     predictor = Predictor(package, device=device, tta=tta, batch_size=batch_size)
@@ -198,8 +190,8 @@ def evaluate_shift_suite(
             if progress is not None:
                 progress(offset + done, len(case_ids) * (1 + len(suite)))
 
-        summary = evaluate(package, dataset, split=split, fold=fold, cases=case_ids, progress=step, cancel=cancel,
-                           shift=shift, predictor=predictor)
+        summary = evaluate(package, dataset, split=split, fold=fold, cases=case_ids, progress=step,
+                           cancel=selection.get("cancel"), shift=shift, predictor=predictor)
         if summary is None:
             return None
         name = "clean" if shift is None else shift.name

@@ -11,7 +11,8 @@ Fields (required unless a default is given):
     id (letters/digits/``._-``), version, task, modality (optional), in_channels (C), channel_names
     (optional), num_classes (K: softmax outputs incl. background, or 1 for sigmoid), activation
     ("softmax" | "sigmoid"), classes, normalization ({"type": zscore | ct | rgb | none, ...}),
-    axes_code ("LPS"), slice_axis_rule ("largest-spacing-else-z"), target_spacing ([row_mm, col_mm] or
+    axes_code ("LPS"), slice_axis_rule ("largest-spacing-else-z"), slicing ("acquisition" | "canonical",
+    see :mod:`.inference.reslice`), target_spacing ([row_mm, col_mm] or
     null), patch_size ([H, W], multiples of 32), inference_patch_size (default patch_size),
     postprocessing ({"largest_component": [label values]} or {}), licence, training, metrics, limits
     (optional), sha256 (of model.safetensors), weights_dtype ("float16"), architecture
@@ -28,6 +29,8 @@ from typing import Any
 __all__ = ["ModelCard", "is_patch_size", "NORMALIZATION_TYPES", "SLICE_AXIS_RULES"]
 
 SLICE_AXIS_RULES = ("largest-spacing-else-z",)
+#: "acquisition": slice the input's own grid; "canonical": resample an oblique input to the patient axes.
+SLICING = ("acquisition", "canonical")
 NORMALIZATION_TYPES = ("zscore", "ct", "rgb", "none")
 _ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # used with fullmatch: no trailing newline
 _REQUIRED = ("id", "version", "in_channels", "num_classes", "activation", "classes", "normalization", "patch_size")
@@ -78,6 +81,7 @@ class ModelCard:
     channel_names: tuple[str, ...] | None = None
     axes_code: str = "LPS"
     slice_axis_rule: str = "largest-spacing-else-z"
+    slicing: str = "acquisition"
     postprocessing: dict = field(default_factory=dict)
     licence: str | None = None
     sha256: str | None = None
@@ -189,6 +193,8 @@ def _check_geometry(raw: dict, check: _Checker) -> None:
                   "target_spacing", "null or [row_mm, col_mm] positive numbers", spacing)
     rule = raw.get("slice_axis_rule", "largest-spacing-else-z")
     check.require(rule in SLICE_AXIS_RULES, "slice_axis_rule", f"one of {SLICE_AXIS_RULES}", rule)
+    slicing = raw.get("slicing", "acquisition")
+    check.require(slicing in SLICING, "slicing", f"one of {SLICING}", slicing)
 
 
 def _check_normalization(norm, check: _Checker) -> None:

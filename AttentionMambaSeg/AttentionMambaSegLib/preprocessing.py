@@ -447,7 +447,7 @@ class SliceSource:
         ValueError: as :func:`image_to_slices` and :func:`normalize` (e.g. a constant image).
     """
 
-    def __init__(self, image: sitk.Image, target_spacing, axes_code: str, normalization: dict):
+    def __init__(self, image: sitk.Image, target_spacing, axes_code: str, normalization: dict, statistics=None):
         self._plan = _SlicePlan(image, target_spacing, axes_code)
         self.geometry = self._plan.geometry
         self._normalization = normalization
@@ -458,11 +458,17 @@ class SliceSource:
         self._dtype = np.float64 if wide else np.float32
         self._statistics = None
         if (normalization or {}).get("type") == "zscore":
-            self._statistics = self._zscore_statistics()
+            # given statistics: those of the image this one was resampled from (no padding counted)
+            self._statistics = statistics if statistics is not None else self._zscore_statistics()
             normalize(self._raw(0, 1), normalization, statistics=self._statistics)  # fail now if constant
 
     def __len__(self) -> int:
         return self.geometry.num_slices
+
+    @property
+    def statistics(self):
+        """Per-channel z-score (mean, std) used, or None for other normalisations."""
+        return self._statistics
 
     def __getitem__(self, index: slice) -> np.ndarray:
         """float32 (B, C, H, W) normalised slices for ``source[start:stop]``."""

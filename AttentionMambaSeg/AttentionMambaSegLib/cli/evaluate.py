@@ -29,6 +29,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--shift-suite", action="store_true",
                    help="also score the cases under the site-like shifts of the model's kind (dermoscopy: colour cast, "
                         "scale, vignette, blur; MRI: bias field, contrast, noise, coarser resolution); 5 evaluations")
+    p.add_argument("--max-cases", type=int, default=None, metavar="N",
+                   help="score only the first N cases of the split (a quicker estimate)")
     p.add_argument("--json", default=None, metavar="FILE", help="write the summary (or the shift-suite table) as JSON")
     p.set_defaults(func=run)
     return p
@@ -54,20 +56,12 @@ def run(args: argparse.Namespace) -> int:
                 raise SystemExit("error: --shift-suite writes no per-case CSV and uses the model's window: "
                                  "leave out --output and --window (use --json FILE for the table)")
             summary = evaluate_shift_suite(args.model, args.dataset, split=args.split, tta=args.tta, fold=args.fold,
-                                           device=args.device, batch_size=args.batch_size, progress=progress)
+                                           device=args.device, batch_size=args.batch_size, progress=progress,
+                                           cases=_first_cases(args))
         else:
-            summary = evaluate(
-                args.model,
-                args.dataset,
-                split=args.split,
-                output=args.output,
-                tta=args.tta,
-                fold=args.fold,
-                device=args.device,
-                batch_size=args.batch_size,
-                progress=progress,
-                window=args.window,
-            )
+            summary = evaluate(args.model, args.dataset, split=args.split, output=args.output, tta=args.tta,
+                               fold=args.fold, device=args.device, batch_size=args.batch_size, progress=progress,
+                               window=args.window, cases=_first_cases(args))
     finally:
         progress.close()
     print(format_shift_suite(summary) if args.shift_suite else format_summary(summary))
@@ -77,6 +71,17 @@ def run(args: argparse.Namespace) -> int:
             json.dump(summary, f, indent=1)
         os.replace(tmp, args.json)
     return 0
+
+
+def _first_cases(args: argparse.Namespace):
+    """The first ``--max-cases`` case ids of the split, or None for all of them."""
+    if args.max_cases is None:
+        return None
+    from ..data import load_dataset_info, split_cases
+
+    if args.max_cases < 1:
+        raise SystemExit("error: --max-cases must be at least 1")
+    return split_cases(load_dataset_info(args.dataset), args.split, args.fold)[: args.max_cases]
 
 
 def _score_files(args: argparse.Namespace) -> int:

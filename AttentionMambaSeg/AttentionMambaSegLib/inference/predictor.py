@@ -124,13 +124,26 @@ class Predictor:
         return None if labels is None else paste_labels(labels, image, start, roi)
 
     def _predict(self, image: sitk.Image, progress, cancel) -> sitk.Image | None:
-        """:meth:`predict` of a checked image."""
+        """:meth:`predict` of a checked image, in the slicing plane the model asks for (:mod:`.reslice`)."""
+        from .reslice import OBLIQUE_DEGREES, labels_back, obliquity_degrees, to_canonical
+
+        if (self.config.get("slicing") == "canonical" and image.GetDimension() == 3
+                and obliquity_degrees(image) > OBLIQUE_DEGREES):
+            # normalised with the input's own statistics: the zeros around the tilted grid do not count
+            source = preprocessing.SliceSource(image, self.config["target_spacing"], self.config["axes_code"],
+                                               self.config["normalization"])
+            labels = self._predict_grid(to_canonical(image), progress, cancel, source.statistics)
+            return None if labels is None else labels_back(labels, image)
+        return self._predict_grid(image, progress, cancel)
+
+    def _predict_grid(self, image: sitk.Image, progress, cancel, statistics=None) -> sitk.Image | None:
+        """Slices of the image's own grid, segmented and put back on it."""
         if cancel is not None and cancel.is_set():
             return None
         config = self.config
         # Slices are made batch by batch: no float copy of the whole volume is held.
         slices = preprocessing.SliceSource(image, config["target_spacing"], config["axes_code"],
-                                           config["normalization"])
+                                           config["normalization"], statistics=statistics)
         geometry = slices.geometry
         logger.debug("%d slices of %s px; window %s", geometry.num_slices, geometry.slice_shape, self.window)
         self.network.to(self.device)
