@@ -5,6 +5,8 @@ a real end-to-end run: read -> predict -> write, checked by reading the outputs 
 
 from __future__ import annotations
 
+import json
+
 import os
 import shutil
 import subprocess
@@ -132,11 +134,11 @@ def test_ctrl_c_leaves_no_partial_file(tmp_path, small_acdc, model_dir, capsys, 
     out_dir.mkdir()
     real = inference.Predictor.predict
 
-    def interrupted(self, image, progress=None, cancel=None):
+    def interrupted(self, image, progress=None, cancel=None, roi=None):
         def progress_then_interrupt(done, total):
             if done > 0:
                 raise KeyboardInterrupt
-        return real(self, image, progress=progress_then_interrupt, cancel=cancel)
+        return real(self, image, progress=progress_then_interrupt, cancel=cancel, roi=roi)
 
     monkeypatch.setattr(inference.Predictor, "predict", interrupted)
     assert run_cli("segment", small_acdc, "-o", out_dir / "a.seg.nrrd", "--model", model_dir,
@@ -194,7 +196,9 @@ def test_models_list_info_import(tmp_path, model_dir, capsys):
     assert "tiny-cardiac" in listing and "imported" in listing
     assert run_cli("models", "info", "tiny-cardiac", "--verify") == 0
     info = capsys.readouterr().out
-    assert "class 3" in info and "SHA-256 verified" in info and "[2.5, 2.5]" in info
+    assert "class 3" in info and "SHA-256 verified" in info and "2D slices at 2.5 x 2.5 mm" in info
+    assert run_cli("models", "info", "tiny-cardiac", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["target_spacing"] == [2.5, 2.5]
     assert run_cli("models", "info", "nope") == 1
     assert "No model with id 'nope'" in capsys.readouterr().err
     assert run_cli("models", "remove-imported") == 0

@@ -72,6 +72,9 @@ def row(model, path, tta, batch, window):
 
 
 def main():
+    from _header import machine_header
+
+    print(machine_header())
     import multiprocessing as mp
 
     p = argparse.ArgumentParser(description=__doc__)

@@ -87,6 +87,9 @@ def row(name, size, batch, bf16, train):
 
 
 def main():
+    from _header import machine_header
+
+    print(machine_header())
     import multiprocessing as mp
 
     p = argparse.ArgumentParser(description=__doc__)

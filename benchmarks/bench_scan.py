@@ -42,6 +42,9 @@ def timed(fn, args, backward=False, repeats=3):
 
 
 def main():
+    from _header import machine_header
+
+    print(machine_header())
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer rows and repeats")
     args = parser.parse_args()

@@ -92,6 +92,42 @@ def evaluate(
     case_ids = list(cases) if cases is not None else split_cases(info, split, fold)
     if not case_ids:
         raise ValueError(f"no case to evaluate in split {split!r} of {info.root}")
+    classes = _classes_to_score(package, info)
+    if predictor is None:
+        predictor = Predictor(package, device=device, tta=tta, batch_size=batch_size, window=window)
+    rows: list[dict] = []
+    for done, case_id in enumerate(case_ids, 1):
+        if cancel is not None and cancel.is_set():
+            return None
+        image, label = read_case(info, case_id)
+        if shift is not None:
+            image, label = shift.apply(image, label, case_id)
+
+        def slices_done(done_slices: int, total_slices: int, base=done - 1) -> None:
+            if progress is not None and total_slices:
+                progress(base + done_slices / total_slices, len(case_ids))
+
+        prediction = predictor.predict(image, progress=slices_done, cancel=cancel)
+        if prediction is None:
+            return None
+        rows.extend(_score_case(case_id, prediction, label, classes))
+        if progress is not None:
+            progress(done, len(case_ids))
+    summary = _summarise(rows, classes, len(case_ids), predictor.tta)
+    summary.update({"model": package.id, "dataset": str(info.root), "split": split if cases is None else "cases",
+                    "shift": None if shift is None else shift.name})
+    if output is not None:
+        _write_csv(summary, Path(output))
+        _plot_boxes(summary, Path(output).with_suffix(".png"))
+    return summary
+
+
+def _classes_to_score(package, info) -> list[dict]:
+    """The model's foreground classes, after checking that model and dataset match.
+
+    Raises:
+        ValueError: other channels, or label values the dataset does not have.
+    """
     if package.in_channels != info.num_channels:
         raise ValueError(
             f"model '{package.id}' takes {package.in_channels} channel(s) but dataset {info.name} has {info.num_channels}"
@@ -104,52 +140,20 @@ def evaluate(
             f"model '{package.id}' predicts label value(s) {missing} that dataset {info.name} does not have "
             f"(dataset labels {info.labels})"
         )
-    if predictor is None:
-        predictor = Predictor(package, device=device, tta=tta, batch_size=batch_size, window=window)
-    rows: list[dict] = []
-    for done, case_id in enumerate(case_ids, 1):
-        if cancel is not None and cancel.is_set():
-            return None
-        image, label = read_case(info, case_id)
-        if shift is not None:
-            image, label = shift.apply(image, label, case_id)
-        def slices_done(done_slices: int, total_slices: int, base=done - 1) -> None:
-            if progress is not None and total_slices:
-                progress(base + done_slices / total_slices, len(case_ids))
+    return classes
 
-        prediction = predictor.predict(image, progress=slices_done, cancel=cancel)
-        if prediction is None:
-            return None
-        pred = sitk.GetArrayFromImage(prediction)
-        ref = sitk.GetArrayFromImage(label)
-        if pred.shape != ref.shape:
-            raise ValueError(f"{case_id}: prediction shape {pred.shape} differs from the label's {ref.shape}")
-        scores = per_class_metrics(pred, ref, [c["label_value"] for c in classes], array_spacing(label))
-        for c in classes:
-            s = scores[c["label_value"]]
-            rows.append(
-                {
-                    "case": case_id,
-                    "class": c["name"],
-                    "label_value": c["label_value"],
-                    "dice": s["dice"],
-                    "hd95_mm": s["hd95"],
-                    "pred_voxels": s["pred_voxels"],
-                    "ref_voxels": s["ref_voxels"],
-                }
-            )
-        logger.info(
-            "%s: %s", case_id, ", ".join(f"{c['name']} Dice {scores[c['label_value']]['dice']:.4f}" for c in classes)
-        )
-        if progress is not None:
-            progress(done, len(case_ids))
-    summary = _summarise(rows, classes, len(case_ids), predictor.tta)
-    summary.update({"model": package.id, "dataset": str(info.root), "split": split if cases is None else "cases",
-                    "shift": None if shift is None else shift.name})
-    if output is not None:
-        _write_csv(summary, Path(output))
-        _plot_boxes(summary, Path(output).with_suffix(".png"))
-    return summary
+
+def _score_case(case_id: str, prediction: sitk.Image, label: sitk.Image, classes: list[dict]) -> list[dict]:
+    """One row per class: Dice, HD95 (mm, the label's spacing) and voxel counts of one case."""
+    pred = sitk.GetArrayFromImage(prediction)
+    ref = sitk.GetArrayFromImage(label)
+    if pred.shape != ref.shape:
+        raise ValueError(f"{case_id}: prediction shape {pred.shape} differs from the label's {ref.shape}")
+    scores = per_class_metrics(pred, ref, [c["label_value"] for c in classes], array_spacing(label))
+    logger.info("%s: %s", case_id, ", ".join(f"{c['name']} Dice {scores[c['label_value']]['dice']:.4f}" for c in classes))
+    return [{"case": case_id, "class": c["name"], "label_value": c["label_value"], "dice": scores[c["label_value"]]["dice"],
+             "hd95_mm": scores[c["label_value"]]["hd95"], "pred_voxels": scores[c["label_value"]]["pred_voxels"],
+             "ref_voxels": scores[c["label_value"]]["ref_voxels"]} for c in classes]
 
 
 def evaluate_shift_suite(model, dataset: str | os.PathLike, tta: bool = False, device: str = "auto",

@@ -610,8 +610,9 @@ def segment_volume_node(
 ) -> SegmentationResult | None:
     """Segment a volume node with a model and write the result into a segmentation node.
 
-    Runs synchronously on the calling thread (the Slicer module runs ``predict_volume`` in a worker
-    thread itself and calls ``write_segmentation`` on the main thread).
+    Runs synchronously on the calling thread, for the Python console and tests. The Slicer module runs
+    the prediction in a child process (``segment`` under Slicer's Python, :mod:`.worker`) and calls
+    :func:`write_segmentation` on the main thread when it has finished.
 
     Args:
         volume_node: scalar or RGB vtkMRMLVolumeNode (not a labelmap, not a 4D frame).

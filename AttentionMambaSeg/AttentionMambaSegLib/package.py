@@ -345,7 +345,13 @@ class ModelPackage:
         channels = ", ".join(c.get("channel_names") or []) or f"{self.in_channels} channel(s)"
         lines = [f"{self.id} {self.version}: {c.get('task', 'segmentation')}",
                  f"  modality      {c.get('modality', 'not stated')} ({channels})",
-                 f"  licence       {self.licence or 'not stated'}", "  classes"]
+                 f"  licence       {self.licence or 'not stated'}"]
+        spacing = " x ".join(f"{float(v):g}" for v in c["target_spacing"]) + " mm" if c.get("target_spacing") else \
+            "the input's own spacing"
+        window = " x ".join(str(v) for v in c["inference_patch_size"])
+        lines.append(f"  input         2D slices at {spacing}, {window} px sliding window, slicing in the "
+                     f"{'patient axes' if c.get('slicing') == 'canonical' else 'acquisition plane'}")
+        lines.append("  classes")
         for entry in self.class_entries:
             code = f"  ({entry.type.scheme} {entry.type.value} {entry.type.meaning})" if entry.type else ""
             lines.append(f"    {entry.label_value:3d}  {entry.name}  rgb{tuple(entry.color)}{code}")

@@ -90,6 +90,28 @@ def _check_input_for_output(image: sitk.Image, src, dst, package, force: bool = 
                 "Write .seg.nrrd, .nii.gz, .nrrd or .mha instead."
             )
 
+def _plan_outputs(inputs: list, output, output_format: str, overwrite: bool) -> list:
+    """The output path of every input, checked: inputs exist, outputs writable, none replaces an input.
+
+    Raises:
+        FileNotFoundError, FileExistsError, PermissionError, ValueError: naming the path.
+    """
+    from .. import io
+
+    outputs = [output_path_for(p, output, output_format, len(inputs) > 1) for p in inputs]
+    for src in inputs:
+        if not src.exists():
+            raise FileNotFoundError(f"Input {src} does not exist.")
+    for dst in outputs:
+        io.check_output_path(dst, overwrite=overwrite)
+        for src in inputs:
+            if _same_file(src, dst):
+                raise ValueError(f"Output {dst} would overwrite the input image {src}; choose another output path.")
+    if len({str(p.resolve()).lower() for p in outputs}) != len(outputs):
+        raise ValueError("Several inputs map to the same output name; segment them into different folders.")
+    return outputs
+
+
 def segment_files(
     inputs,
     output,
@@ -153,17 +175,7 @@ def segment_files(
         package = model if isinstance(model, ModelPackage) else load_model_package(model)
         window_size(package.config, window)  # a bad window fails before any input is read
     many = len(inputs) > 1
-    outputs = [output_path_for(p, output, output_format, many) for p in inputs]
-    for src in inputs:
-        if not src.exists():
-            raise FileNotFoundError(f"Input {src} does not exist.")
-    for dst in outputs:
-        io.check_output_path(dst, overwrite=overwrite)
-        for src in inputs:
-            if _same_file(src, dst):
-                raise ValueError(f"Output {dst} would overwrite the input image {src}; choose another output path.")
-    if len({str(p.resolve()).lower() for p in outputs}) != len(outputs):
-        raise ValueError("Several inputs map to the same output name; segment them into different folders.")
+    outputs = _plan_outputs(inputs, output, output_format, overwrite)
     # Read and check every input before the first inference, so a bad input late in the list does not
     # fail the run after hours of work. With one input the image is kept; with several it is re-read.
     images: dict[int, sitk.Image] = {}
