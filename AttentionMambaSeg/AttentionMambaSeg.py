@@ -472,6 +472,9 @@ class AttentionMambaSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.progressBar.value = done
         self.ui.progressBar.format = _("{done} / {total} slices, {seconds:.0f} s").format(
             done=done, total=total, seconds=self._job.elapsedSeconds())
+        if getattr(self._job, "estimate", ""):
+            self.ui.statusLabel.text = self._job.estimate.replace("--no-tta", _("unticking flip averaging")).replace(
+                "--roi", _("a region of interest"))
 
     def onLog(self, line: str) -> None:
         if not self._destroyed:
@@ -536,6 +539,7 @@ class ChildProcessJob:
         self.result = None
         self.error = None
         self.deviceDescription = ""
+        self.estimate = ""  # "This run will take about ...", when the child expects a long run
         self._started = time.monotonic()
         self._timer = qt.QTimer()
         self._timer.setInterval(self.POLL_INTERVAL_MS)
@@ -564,6 +568,8 @@ class ChildProcessJob:
                 continue
             if kind == "device":
                 self.deviceDescription = str(event.get("message", "")).removeprefix("Device: ")
+            if kind == "estimate":
+                self.estimate = str(event.get("message", ""))
             if self.onLog is not None and event.get("message"):
                 self.onLog(f"{event.get('level', 'INFO')}: {event['message']}")
         if not self.process.finished:

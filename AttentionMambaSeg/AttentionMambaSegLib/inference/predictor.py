@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -23,9 +24,12 @@ from ..postprocessing import keep_largest_component
 from .checks import check_input_image
 from .sliding_window import BatchPredictor, ProgressCallback, iter_probabilities
 
-__all__ = ["Predictor", "predict_volume", "window_size"]
+__all__ = ["Predictor", "predict_volume", "window_size", "LONG_RUN_SECONDS"]
 
 logger = logging.getLogger(__name__)
+
+#: A run the first batch puts above this many seconds is announced, with the quicker options.
+LONG_RUN_SECONDS = 120.0
 
 
 def window_size(config: dict, window) -> tuple[int, int]:
@@ -150,6 +154,7 @@ class Predictor:
         batches = BatchPredictor(self.network, self.window, self.package.num_classes, self.tta,
                                  config["activation"], self.device, 0.5)
         labels = np.zeros((geometry.num_slices, *geometry.in_plane_shape), dtype=np.uint8)
+        progress = self._announcing(progress, image.GetDimension() == 3)
         for item in iter_probabilities(batches, slices, self.batch_size, progress, cancel):
             if item is None:
                 return None
@@ -165,6 +170,30 @@ class Predictor:
             result = keep_largest_component(result, largest)
         # Copy the exact geometry (the resampler already used it; this removes any float round-off).
         return geometry.copy_geometry_to(result)
+
+
+    def _announcing(self, progress, volume: bool):
+        """``progress`` that, at the first finished batch, says how long a long run will take and how to
+        make it quicker (``--no-tta``; ``--roi`` for a volume)."""
+        start = time.monotonic()
+        said = False
+
+        def report(done: int, total: int) -> None:
+            nonlocal said
+            if not said and done > 0:
+                said = True
+                estimate = (time.monotonic() - start) * total / done
+                if estimate > LONG_RUN_SECONDS and done < total:
+                    quicker = (["--no-tta (4x faster)"] if self.tta else []) + \
+                        (["--roi (only a box around the structure)"] if volume else [])
+                    logger.warning("This run will take about %.0f min (%d of %d slices in %.0f s)%s", estimate / 60,
+                                   done, total, time.monotonic() - start,
+                                   "; quicker: " + ", ".join(quicker) if quicker else "",
+                                   extra={"event": "estimate", "seconds": round(estimate)})
+            if progress is not None:
+                progress(done, total)
+
+        return report
 
 
 def predict_volume(
