@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 _DATASET = re.compile(r"(?:\S*/)?datasets/([A-Za-z0-9_-]+)")
-_RUN = re.compile(r"runs/[A-Za-z0-9_.-]+")
+_RUN = re.compile(r"(?:\S*/)?runs/[A-Za-z0-9_.-]+")
 
 
 def neutral(command: str, model_id: str, version: str) -> str:
