@@ -25,7 +25,7 @@ def test_bundled_model_loads_and_its_hash_matches(model_id):
     assert package.id == model_id
     assert sha256_of_file(package.path / "model.safetensors") == package.config["sha256"]
     network = package.build_network("cpu")
-    # 14,046,291 for K = 1, plus 8 x 129 + 32 = 1,064 per further class (design card section 8)
+    # 14,046,291 for K = 1, plus 8 x 129 + 32 = 1,064 per further class (docs/NETWORK.md)
     assert sum(p.numel() for p in network.parameters()) == 14_046_291 + 1_064 * (package.num_classes - 1)
     assert model_id in {m.id for m in list_models()}
 
