@@ -13,8 +13,8 @@ MODULE_DIR = REPO / "AttentionMambaSeg"
 LIB_DIR = MODULE_DIR / "AttentionMambaSegLib"
 URL = "https://github.com/attention-mamba-seg/SlicerAttentionMambaSeg"
 RAW = "https://raw.githubusercontent.com/attention-mamba-seg/SlicerAttentionMambaSeg/main/"
-MODULE_CMAKE = (MODULE_DIR / "CMakeLists.txt").read_text()
-TOP_CMAKE = (REPO / "CMakeLists.txt").read_text()
+MODULE_CMAKE = (MODULE_DIR / "CMakeLists.txt").read_text(encoding="utf-8")
+TOP_CMAKE = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
 
 
 def _cmake_list(text: str, variable: str) -> list[str]:
@@ -88,7 +88,7 @@ def test_top_level_cmakelists_has_extension_metadata():
 
 
 def test_catalog_entry_and_s4ext():
-    entry = json.loads((REPO / "AttentionMambaSeg.json").read_text())
+    entry = json.loads((REPO / "AttentionMambaSeg.json").read_text(encoding="utf-8"))
     assert re.fullmatch(
         r"https://raw\.githubusercontent\.com/Slicer/Slicer/main/Schemas/"
         r"slicer-extension-catalog-entry-schema-v1\.0\.\d+\.json#", entry["$schema"])
@@ -99,7 +99,7 @@ def test_catalog_entry_and_s4ext():
     allowed = {"$schema", "build_dependencies", "build_subdirectory", "category", "scm_revision", "scm_type",
                "scm_url", "tier", "enabled"}
     assert set(entry) <= allowed, "the schema forbids additional properties"
-    s4ext = dict(line.split(" ", 1) for line in (REPO / "AttentionMambaSeg.s4ext").read_text().splitlines()
+    s4ext = dict(line.split(" ", 1) for line in (REPO / "AttentionMambaSeg.s4ext").read_text(encoding="utf-8").splitlines()
                  if line.strip() and not line.startswith("#") and " " in line)
     assert s4ext["scmurl"] == URL + ".git" and s4ext["homepage"] == URL
     assert s4ext["depends"] == "PyTorch" and s4ext["category"] == "Segmentation"
@@ -111,7 +111,7 @@ def test_catalog_entry_and_s4ext():
 
 
 def test_license_is_apache_2():
-    text = (REPO / "LICENSE").read_text()
+    text = (REPO / "LICENSE").read_text(encoding="utf-8")
     assert "Apache License" in text and "Version 2.0, January 2004" in text
 
 
@@ -132,7 +132,7 @@ def test_extension_text_files_use_lf_line_endings():
 
 def _top_level_modules(path: Path) -> set[str]:
     names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             names |= {a.name.split(".")[0] for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:

@@ -74,7 +74,7 @@ def test_module_file_imports_without_torch_or_third_party_packages():
 
 
 def test_module_file_scope_imports_only_slicer_qt_and_stdlib():
-    tree = ast.parse(MODULE_FILE.read_text())
+    tree = ast.parse(MODULE_FILE.read_text(encoding="utf-8"))
     allowed = {"importlib", "logging", "os", "shutil", "sys", "time", "typing", "qt", "ctk", "vtk", "slicer"}
     for node in tree.body:
         if isinstance(node, ast.Import):
@@ -106,7 +106,7 @@ def test_parameter_node_fields(module):
 def test_ui_is_valid_and_has_every_widget_the_module_uses(module):
     root = ET.parse(UI_FILE).getroot()
     widgets = {w.get("name"): w for w in root.iter("widget")}
-    used = set(re.findall(r"self\.ui\.(\w+)", MODULE_FILE.read_text()))
+    used = set(re.findall(r"self\.ui\.(\w+)", MODULE_FILE.read_text(encoding="utf-8")))
     assert used, "the module should use widgets through self.ui"
     missing = used - set(widgets)
     assert not missing, f"widgets used by the module but absent from the .ui: {sorted(missing)}"
@@ -396,7 +396,7 @@ def test_supported_slicer_range_is_declared_and_enforced(module, monkeypatch):
     """The range these tests check: Slicer 5.10 and newer (slicer-core 5.12.4 here)."""
     assert module.MINIMUM_SLICER_VERSION == (5, 10)
     for path in ("README.md", "AttentionMambaSeg.s4ext", "CMakeLists.txt"):
-        assert "Slicer 5.10 or newer" in (REPO / path).read_text(), path
+        assert "Slicer 5.10 or newer" in (REPO / path).read_text(encoding="utf-8"), path
     monkeypatch.setattr(slicer, "app", types.SimpleNamespace(majorVersion=5, minorVersion=8), raising=False)
     assert "needs Slicer 5.10 or newer; this is Slicer 5.8" in module.AttentionMambaSegLogic.slicerVersionProblem()
     monkeypatch.setattr(slicer, "app", types.SimpleNamespace(majorVersion=5, minorVersion=10), raising=False)
@@ -412,7 +412,7 @@ def test_a_model_not_in_the_cache_is_listed_and_downloaded_in_a_child_process(mo
 
     source = tmp_path / "hippocampus-online"
     shutil.copytree(package.bundled_models_dir() / "hippocampus-msd", source)
-    config = json.loads((source / "model.json").read_text())
+    config = json.loads((source / "model.json").read_text(encoding="utf-8"))
     config["id"] = "hippocampus-online"
     (source / "model.json").write_text(json.dumps(config))
     entry = registry.build_archive(source, tmp_path / "h.zip")
