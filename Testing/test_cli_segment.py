@@ -229,10 +229,7 @@ def test_demo_pipeline_with_a_stand_in_model(tmp_path, model_dir, capsys):
 
 @pytest.mark.slow
 def test_demo_with_bundled_model(tmp_path, capsys):
-    try:
-        pkg.load_model_package("cardiac-acdc")
-    except FileNotFoundError:
-        pytest.skip("the bundled cardiac-acdc model is not available yet")
+    pkg.load_model_package("cardiac-acdc")  # a missing bundled model fails here
     assert run_cli("demo", "--output-dir", tmp_path / "demo", "--device", "cpu", "--no-tta") == 0
     text = capsys.readouterr().out
     scores = [float(line.split()[-1]) for line in text.splitlines() if line.strip().startswith("Dice")]

@@ -419,10 +419,7 @@ def test_random_attention_mamba_end_to_end(tmp_path, acdc):
 
 @pytest.mark.slow
 def test_trained_cardiac_model_on_validation_case(acdc):
-    try:
-        package = pkg.load_model_package("cardiac-acdc")
-    except FileNotFoundError:
-        pytest.skip("the bundled cardiac-acdc model is not available yet")
+    package = pkg.load_model_package("cardiac-acdc")  # a missing bundled model fails here
     require(ACDC_LABEL)
     image = acdc[:, :, 4:7]
     out = inference.predict_volume(image, package, device="cpu", tta=False)

@@ -199,8 +199,7 @@ def test_attention_mamba_package_roundtrip(tmp_path):
 @pytest.mark.parametrize("model_id", BUNDLED_IDS)
 def test_bundled_models_are_valid(model_id):
     folder = pkg.bundled_models_dir() / model_id
-    if not (folder / "model.json").is_file():
-        pytest.skip(f"bundled model {model_id} is not trained/bundled yet ({folder})")
+    assert (folder / "model.json").is_file(), f"bundled model {model_id} is missing from {folder}"
     package = pkg.load_model_package(model_id)
     package.verify()
     assert package.id == model_id
