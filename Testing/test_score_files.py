@@ -7,7 +7,6 @@ import pytest
 from AttentionMambaSegLib.cli import main
 
 def test_score_files_known_dice_on_the_bundled_example(tmp_path):
-    import numpy as np
     import SimpleITK as sitk
 
     from AttentionMambaSegLib.evaluation import score_files

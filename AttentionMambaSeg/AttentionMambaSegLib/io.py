@@ -62,6 +62,17 @@ def path_extension(path: str | os.PathLike) -> str:
     return Path(name).suffix
 
 
+#: DICOM Modality codes a model's "modality" text may start with (model.json "modality": "MR").
+DICOM_MODALITIES = ("MR", "CT", "PT", "US", "CR", "DX", "MG", "NM", "XA", "XC", "OT")
+
+
+def modality_code(text: str | None) -> str | None:
+    """The DICOM Modality code a model's modality text starts with ("MR" for "MR"), or None ("dermoscopy")."""
+    words = str(text or "").split()
+    code = words[0].upper() if words else ""
+    return code if code in DICOM_MODALITIES else None
+
+
 #: DICOM tags read for the series listing.
 _TAGS = {"uid": "0020|000e", "description": "0008|103e", "modality": "0008|0060", "image_type": "0008|0008",
          "orientation": "0020|0037", "rows": "0028|0010", "columns": "0028|0011", "number": "0020|0011"}
@@ -183,7 +194,7 @@ def choose_dicom_series(series: Sequence[DicomSeries], choice: str | None = None
         series: :func:`list_dicom_series` of a folder.
         choice: the user's choice: a listing number, a SeriesInstanceUID, or (part of) a SeriesDescription
             (case-insensitive; it must name one series).
-        modality: the model's modality code (e.g. "MR"): without a choice, series of that modality come
+        modality: the model's modality (model.json text, e.g. "MR"): without a choice, series of that modality come
             first, then original (not derived) series, then the most files.
 
     Raises:
@@ -199,7 +210,7 @@ def choose_dicom_series(series: Sequence[DicomSeries], choice: str | None = None
             raise ValueError(f"--series {text!r} names {'no' if not hits else len(hits)} series; give its number, UID "
                              f"or a unique part of its description. Series: {listing}")
         return hits[0]
-    code = (modality or "").split()[0].upper() if modality else ""
+    code = modality_code(modality)
 
     def rank(s: DicomSeries):
         return (bool(code) and s.modality != code, s.derived, -len(s.files))
@@ -213,7 +224,7 @@ def read_dicom_series(folder: str | os.PathLike, series: str | None = None, moda
     Args:
         folder: a folder holding one or more DICOM series.
         series: which one (see :func:`choose_dicom_series`); default chosen by ``modality`` and size.
-        modality: the model's modality code (e.g. "MR"), for the default choice.
+        modality: the model's modality (model.json text, e.g. "MR"), for the default choice.
 
     Returns:
         The 3D volume (LPS geometry from ImagePositionPatient / ImageOrientationPatient); its metadata

@@ -9,6 +9,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .. import preprocessing
+from ..io import modality_code
 
 __all__ = ["check_input_image", "check_direction", "check_modality", "LABELMAP_MAX_VALUES", "FLOAT32_MAX", "DIRECTION_TOLERANCE"]
 
@@ -20,17 +21,9 @@ LABELMAP_MAX_VALUES = 8
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
-#: DICOM Modality codes a model's "modality" may start with.
-DICOM_MODALITIES = ("MR", "CT", "PT", "US", "CR", "DX", "MG", "NM", "XA", "XC", "OT")
 #: An MR model refuses an image with at least this share of voxels at or below -500 (air in
 #: Hounsfield units: a CT), unless forced.
 CT_AIR_SHARE = 0.05
-
-
-def _model_modality(package) -> str | None:
-    words = str(package.config.get("modality") or "").split()
-    code = words[0].upper() if words else ""
-    return code if code in DICOM_MODALITIES else None
 
 
 def check_modality(image: sitk.Image, package, arr=None, force: bool = False) -> None:
@@ -44,7 +37,7 @@ def check_modality(image: sitk.Image, package, arr=None, force: bool = False) ->
     Raises:
         ValueError: naming both modalities and the way out (another model, or ``--force``).
     """
-    expected = _model_modality(package)
+    expected = modality_code(package.config.get("modality"))
     if expected is None:
         return
     found = image.GetMetaData("0008|0060").strip().upper() if image.HasMetaDataKey("0008|0060") else ""
@@ -57,15 +50,15 @@ def check_modality(image: sitk.Image, package, arr=None, force: bool = False) ->
             found, why = "CT", f"{share:.0%} of its voxels are at or below -500, as air in Hounsfield units"
     if not found or found == expected:
         return
-    message = (f"The image looks like {found} ({why}), but model '{package.id}' was trained on {expected} images: "
-               f"its labels would not be meaningful. Choose a model for {found} images, or pass --force (force=True) "
-               "to segment it anyway.")
+    mismatch = f"The image looks like {found} ({why}), but model '{package.id}' was trained on {expected} images"
     if not force:
-        raise ValueError(message)
-    logger.warning("%s Segmenting it anyway (forced).", message.split(": its labels")[0])
+        raise ValueError(f"{mismatch}: its labels would not be meaningful. Choose a model for {found} images, or "
+                         "pass --force (force=True) to segment it anyway.")
+    logger.warning("%s. Segmenting it anyway (forced).", mismatch)
 
 
-#: Largest deviation of the direction matrix's D^T D from the identity accepted as orthonormal.
+#: Largest deviation of an axis length from 1, or of the cosine between two axes from 0, accepted as
+#: orthonormal.
 DIRECTION_TOLERANCE = 1e-3
 
 

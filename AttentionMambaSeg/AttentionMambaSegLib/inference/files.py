@@ -174,13 +174,16 @@ def segment_files(
     else:
         package = model if isinstance(model, ModelPackage) else load_model_package(model)
         window_size(package.config, window)  # a bad window fails before any input is read
+    def read(src):
+        return io.read_image(src, series=series, modality=package.config.get("modality"))
+
     many = len(inputs) > 1
     outputs = _plan_outputs(inputs, output, output_format, overwrite)
     # Read and check every input before the first inference, so a bad input late in the list does not
     # fail the run after hours of work. With one input the image is kept; with several it is re-read.
     images: dict[int, sitk.Image] = {}
     for i, (src, dst) in enumerate(zip(inputs, outputs, strict=True)):
-        image = io.read_image(src, series=series, modality=package.config.get("modality"))
+        image = read(src)
         try:
             _check_input_for_output(image, src, dst, package, force)
         except ValueError as e:
@@ -193,8 +196,7 @@ def segment_files(
     written = []
     for i, (src, dst) in enumerate(zip(inputs, outputs, strict=True)):
         try:
-            image = images.pop(i) if i in images else io.read_image(src, series=series,
-                                                                     modality=package.config.get("modality"))
+            image = images.pop(i) if i in images else read(src)
             progress = progress_factory(src.name) if progress_factory else None
             labelmap = predictor.predict(image, progress=progress, cancel=cancel, roi=roi)
             if labelmap is None:

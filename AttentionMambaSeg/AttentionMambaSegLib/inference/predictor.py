@@ -118,6 +118,7 @@ class Predictor:
             RuntimeError: out of memory even on the CPU.
         """
         check_input_image(image, self.package, force=self.force)
+        progress = self._announcing(progress, suggest_roi=roi is None and image.GetDimension() == 3)
         if roi is None:
             return self._predict(image, progress, cancel)
         from .roi import crop_to_roi, paste_labels
@@ -154,7 +155,6 @@ class Predictor:
         batches = BatchPredictor(self.network, self.window, self.package.num_classes, self.tta,
                                  config["activation"], self.device, 0.5)
         labels = np.zeros((geometry.num_slices, *geometry.in_plane_shape), dtype=np.uint8)
-        progress = self._announcing(progress, image.GetDimension() == 3)
         for item in iter_probabilities(batches, slices, self.batch_size, progress, cancel):
             if item is None:
                 return None
@@ -171,10 +171,9 @@ class Predictor:
         # Copy the exact geometry (the resampler already used it; this removes any float round-off).
         return geometry.copy_geometry_to(result)
 
-
-    def _announcing(self, progress, volume: bool):
+    def _announcing(self, progress, suggest_roi: bool):
         """``progress`` that, at the first finished batch, says how long a long run will take and how to
-        make it quicker (``--no-tta``; ``--roi`` for a volume)."""
+        make it quicker (``--no-tta``; ``--roi`` for a whole volume)."""
         start = time.monotonic()
         said = False
 
@@ -185,7 +184,7 @@ class Predictor:
                 estimate = (time.monotonic() - start) * total / done
                 if estimate > LONG_RUN_SECONDS and done < total:
                     quicker = (["--no-tta (4x faster)"] if self.tta else []) + \
-                        (["--roi (only a box around the structure)"] if volume else [])
+                        (["--roi (only a box around the structure)"] if suggest_roi else [])
                     logger.warning("This run will take about %.0f min (%d of %d slices in %.0f s)%s", estimate / 60,
                                    done, total, time.monotonic() - start,
                                    "; quicker: " + ", ".join(quicker) if quicker else "",

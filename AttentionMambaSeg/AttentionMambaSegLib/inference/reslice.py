@@ -34,7 +34,7 @@ def obliquity_degrees(image: sitk.Image) -> float:
 
 
 def canonical_reference(image: sitk.Image) -> sitk.Image:
-    """An axis-aligned (identity direction) grid that covers the image.
+    """An axis-aligned (identity direction) grid that covers the image (a uint8 image; its grid is what counts).
 
     Each patient axis takes the spacing of the image axis closest to it; the grid covers the physical
     bounding box of the image's corner voxels.
@@ -49,7 +49,7 @@ def canonical_reference(image: sitk.Image) -> sitk.Image:
                         for corner in itertools.product(*[(0, n - 1) for n in size_in])])
     lo, hi = corners.min(axis=0), corners.max(axis=0)
     size = [int(math.floor((h - l) / s + 1e-6)) + 1 for l, h, s in zip(lo, hi, spacing)]
-    reference = sitk.Image(size, image.GetPixelIDValue(), image.GetNumberOfComponentsPerPixel())
+    reference = sitk.Image(size, sitk.sitkUInt8)  # only its grid is used: one byte a voxel
     reference.SetSpacing(tuple(float(v) for v in spacing))
     reference.SetOrigin(tuple(float(v) for v in lo))
     reference.SetDirection(tuple(np.eye(dim).reshape(-1)))

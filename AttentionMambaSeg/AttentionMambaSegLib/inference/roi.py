@@ -109,10 +109,6 @@ class RegionOfInterest:
         return np.all(np.abs(local) <= np.asarray(self.size) / 2.0 + 1e-6, axis=1)
 
 
-def _to_3d_point(image: sitk.Image, point: np.ndarray):
-    return tuple(float(v) for v in point[: image.GetDimension()])
-
-
 def crop_to_roi(image: sitk.Image, roi: RegionOfInterest) -> tuple[sitk.Image, tuple[int, ...]]:
     """The part of ``image`` under the box: ``(crop, start index)``; the crop keeps the input's geometry.
 
@@ -121,21 +117,20 @@ def crop_to_roi(image: sitk.Image, roi: RegionOfInterest) -> tuple[sitk.Image, t
     """
     if image.GetDimension() != 3:
         raise ValueError("A region of interest applies to 3D volumes; a 2D image is segmented whole.")
-    corners = [image.TransformPhysicalPointToContinuousIndex(_to_3d_point(image, c)) for c in roi.corners()]
-    corners = np.asarray(corners)
+    corners = np.asarray([image.TransformPhysicalPointToContinuousIndex(tuple(float(v) for v in c))
+                          for c in roi.corners()])
     size = np.asarray(image.GetSize())
     # voxel i covers [i - 0.5, i + 0.5]: keep every voxel whose centre range the box touches
     lo = np.maximum(np.floor(corners.min(axis=0) + 0.5).astype(int), 0)
     hi = np.minimum(np.ceil(corners.max(axis=0) - 0.5).astype(int), size - 1)
     if np.any(hi < lo):
-        extent = [image.TransformIndexToPhysicalPoint((0, 0, 0)),
-                  image.TransformIndexToPhysicalPoint(tuple(int(v) - 1 for v in size))]
+        first = image.TransformIndexToPhysicalPoint((0, 0, 0))
+        last = image.TransformIndexToPhysicalPoint(tuple(int(v) - 1 for v in size))
         lps = ", ".join(f"{v:.1f}" for v in roi.center)
         raise ValueError(f"The region of interest (centre {lps} mm LPS, size {roi.size} mm) lies outside the image "
-                         f"(from {tuple(round(v, 1) for v in extent[0])} to {tuple(round(v, 1) for v in extent[1])} "
+                         f"(from {tuple(round(v, 1) for v in first)} to {tuple(round(v, 1) for v in last)} "
                          "mm LPS). Place the ROI over the image.")
-    extent = (hi - lo + 1).astype(int)
-    crop = sitk.RegionOfInterest(image, [int(v) for v in extent], [int(v) for v in lo])
+    crop = sitk.RegionOfInterest(image, [int(v) for v in hi - lo + 1], [int(v) for v in lo])
     return crop, tuple(int(v) for v in lo)
 
 
