@@ -77,7 +77,13 @@ def test_segment_to_seg_nrrd_non_ascii_paths(tmp_path, small_acdc, model_dir, ca
     # Same labels as the library call.
     expected = inference.predict_volume(image, pkg.load_model_package(model_dir), device="cpu", tta=False)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(back), sitk.GetArrayFromImage(expected))
-    assert sorted(p.name for p in small_acdc.parent.iterdir()) == ["cœur 019.nii.gz", "résultat final.seg.nrrd"]
+    assert sorted(p.name for p in small_acdc.parent.iterdir()) == [
+        "cœur 019.nii.gz", "résultat final.report.json", "résultat final.seg.nrrd"]
+    report = json.loads((small_acdc.parent / "résultat final.report.json").read_text(encoding="utf-8"))
+    assert report["output"] == str(out) and report["input"] == str(small_acdc)
+    counts = np.bincount(sitk.GetArrayFromImage(back).ravel(), minlength=4)
+    assert [s["voxels"] for s in report["segments"]] == counts[1:4].tolist()
+    assert [s["label_value"] for s in report["segments"]] == [1, 2, 3]
 
 
 def test_segment_many_inputs_into_folder(tmp_path, small_acdc, model_dir):
@@ -89,7 +95,8 @@ def test_segment_many_inputs_into_folder(tmp_path, small_acdc, model_dir):
     code = run_cli("segment", small_acdc, dicom, "-o", out_dir, "--model", model_dir, "--device", "cpu",
                    "--no-tta", "--batch-size", "8", "--output-format", "nii.gz")
     assert code == 0
-    assert sorted(p.name for p in out_dir.iterdir()) == ["brain series.nii.gz", "cœur 019.nii.gz"]
+    assert sorted(p.name for p in out_dir.iterdir()) == [
+        "brain series.nii.gz", "brain series.report.json", "cœur 019.nii.gz", "cœur 019.report.json"]
     brain = sitk.ReadImage(str(out_dir / "brain series.nii.gz"))
     ref = io.read_image(DICOM_DIR)
     assert brain.GetSize() == ref.GetSize()
@@ -119,7 +126,7 @@ def test_unwritable_output_folder_fails_before_inference(tmp_path, small_acdc, m
     locked = tmp_path / "locked"
     locked.mkdir()
     calls = []
-    monkeypatch.setattr(inference.Predictor, "predict", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(inference.Predictor, "segment", lambda *a, **k: calls.append(1))
     real_access = io.os.access
     monkeypatch.setattr(io.os, "access", lambda p, m: False if str(p) == str(locked) else real_access(p, m))
     assert run_cli("segment", small_acdc, "-o", locked / "a.seg.nrrd", "--model", model_dir) == 1
@@ -132,7 +139,7 @@ def test_unwritable_output_folder_fails_before_inference(tmp_path, small_acdc, m
 def test_ctrl_c_leaves_no_partial_file(tmp_path, small_acdc, model_dir, capsys, monkeypatch):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    real = inference.Predictor.predict
+    real = inference.Predictor.segment
 
     def interrupted(self, image, progress=None, cancel=None, roi=None):
         def progress_then_interrupt(done, total):
@@ -140,13 +147,13 @@ def test_ctrl_c_leaves_no_partial_file(tmp_path, small_acdc, model_dir, capsys, 
                 raise KeyboardInterrupt
         return real(self, image, progress=progress_then_interrupt, cancel=cancel, roi=roi)
 
-    monkeypatch.setattr(inference.Predictor, "predict", interrupted)
+    monkeypatch.setattr(inference.Predictor, "segment", interrupted)
     assert run_cli("segment", small_acdc, "-o", out_dir / "a.seg.nrrd", "--model", model_dir,
                    "--device", "cpu", "--batch-size", "1", "--no-tta") == 130
     assert "Interrupted" in capsys.readouterr().err
     assert list(out_dir.iterdir()) == []
     # Interrupted while writing: the temporary file is removed too.
-    monkeypatch.setattr(inference.Predictor, "predict", real)
+    monkeypatch.setattr(inference.Predictor, "segment", real)
 
     def write_then_interrupt(file, segmentation, **kwargs):
         open(file, "wb").write(b"partial")

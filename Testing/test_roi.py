@@ -110,7 +110,7 @@ def test_a_long_run_is_announced_with_the_quicker_options(tmp_path, image, caplo
     inference.Predictor(package, device="cpu", tta=True, batch_size=1).predict(two_slices)
     said = [r for r in caplog.records if "This run will take about" in r.getMessage()]
     assert len(said) == 1 and getattr(said[0], "event", None) == "estimate"
-    assert "quicker: --no-tta (4x faster), --roi" in said[0].getMessage()
+    assert "quicker: --mode fast (fewer network passes), --roi" in said[0].getMessage()
     caplog.clear()
     monkeypatch.setattr(predictor_module.time, "monotonic", lambda: 0.0)  # instantaneous: nothing said
     inference.Predictor(package, device="cpu", tta=False).predict(two_slices)

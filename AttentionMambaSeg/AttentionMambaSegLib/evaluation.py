@@ -16,6 +16,7 @@ import csv
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -49,6 +50,7 @@ def evaluate(
     window: Sequence[int] | int | None = None,
     shift=None,
     predictor=None,
+    mode: str | None = None,
 ) -> dict | None:
     """Predict every case of a split and score it per class.
 
@@ -58,7 +60,7 @@ def evaluate(
         split: "val" or "train" (of ``fold`` in splits_final.json) or "all" (every labelled case).
         output: CSV path for the per-case table (a box plot goes next to it, same name with ``.png``);
             None writes no file.
-        tta: 4-flip test-time augmentation.
+        tta: 4-flip test-time augmentation (True), none (False), or the mode's (None).
         fold: fold of splits_final.json.
         cases: evaluate these case ids instead of a split.
         device: "auto", "cpu", "cuda", "cuda:N".
@@ -70,11 +72,14 @@ def evaluate(
         shift: a :class:`~AttentionMambaSegLib.shifts.Shift` applied to every case (image and label)
             before prediction; None scores the cases as they are.
         predictor: an :class:`~AttentionMambaSegLib.inference.Predictor` of the model to use (shared
-            between calls); then ``device``, ``tta``, ``batch_size`` and ``window`` are its own.
+            between calls); then ``device``, ``tta``, ``batch_size``, ``window`` and ``mode`` are its own.
+        mode: speed mode, ``"fast"`` or ``"accurate"`` (:mod:`~AttentionMambaSegLib.inference.modes`);
+            default the model's for the device.
 
     Returns:
-        summary dict: ``cases`` (int), ``tta``, ``conventions``, ``per_case`` (list of rows: case,
-        class, label_value, dice, hd95_mm, pred_voxels, ref_voxels), ``per_class`` ({class name:
+        summary dict: ``cases`` (int), ``tta``, ``mode``, ``passes``, ``seconds_mean`` (prediction
+        time per case), ``conventions``, ``per_case`` (list of rows: case, class, label_value, dice,
+        hd95_mm, pred_voxels, ref_voxels, confidence, needs_review, seconds), ``per_class`` ({class name:
         {dice_mean, dice_sd, hd95_mean, hd95_sd}}), ``mean_dice`` and ``mean_hd95`` (mean over classes of
         the per-class means); None when cancelled.
 
@@ -94,8 +99,9 @@ def evaluate(
         raise ValueError(f"no case to evaluate in split {split!r} of {info.root}")
     classes = _classes_to_score(package, info)
     if predictor is None:
-        predictor = Predictor(package, device=device, tta=tta, batch_size=batch_size, window=window)
+        predictor = Predictor(package, device=device, tta=tta, batch_size=batch_size, window=window, mode=mode)
     rows: list[dict] = []
+    seconds = []
     for done, case_id in enumerate(case_ids, 1):
         if cancel is not None and cancel.is_set():
             return None
@@ -107,15 +113,22 @@ def evaluate(
             if progress is not None and total_slices:
                 progress(base + done_slices / total_slices, len(case_ids))
 
-        prediction = predictor.predict(image, progress=slices_done, cancel=cancel)
-        if prediction is None:
+        started = time.perf_counter()
+        result = predictor.segment(image, progress=slices_done, cancel=cancel)
+        if result is None:
             return None
-        rows.extend(_score_case(case_id, prediction, label, classes))
+        seconds.append(time.perf_counter() - started)
+        segments = {s.label_value: s for s in result.segments}
+        for row in _score_case(case_id, result.labels, label, classes):
+            segment = segments[row["label_value"]]
+            rows.append({**row, "confidence": segment.confidence, "needs_review": segment.needs_review,
+                         "seconds": round(seconds[-1], 2)})
         if progress is not None:
             progress(done, len(case_ids))
     summary = _summarise(rows, classes, len(case_ids), predictor.tta)
     summary.update({"model": package.id, "dataset": str(info.root), "split": split if cases is None else "cases",
-                    "shift": None if shift is None else shift.name})
+                    "shift": None if shift is None else shift.name, "mode": predictor.mode,
+                    "passes": predictor.plan.describe(), "seconds_mean": float(np.mean(seconds))})
     if output is not None:
         _write_csv(summary, Path(output))
         _plot_boxes(summary, Path(output).with_suffix(".png"))
@@ -166,7 +179,8 @@ def evaluate_shift_suite(model, dataset: str | os.PathLike, tta: bool = False, d
         dataset, device, batch_size: as for :func:`evaluate`.
         tta: 4-flip test-time augmentation (default off: the suite runs 5 evaluations).
         progress: ``progress(done, total)`` over cases x (1 + number of shifts).
-        **selection: ``split`` (default "val"), ``fold`` (default 0), ``cases``, ``cancel`` of :func:`evaluate`.
+        **selection: ``split`` (default "val"), ``fold`` (default 0), ``cases``, ``cancel``, ``mode`` of
+            :func:`evaluate`.
 
     Returns:
         ``{"suite": "dermoscopy" | "mri", "cases", "tta", "clean": mean Dice, "shifts": {name: mean Dice},
@@ -185,7 +199,7 @@ def evaluate_shift_suite(model, dataset: str | os.PathLike, tta: bool = False, d
     split, fold, cases = selection.get("split", "val"), selection.get("fold", 0), selection.get("cases")
     info = load_dataset_info(dataset)
     case_ids = list(cases) if cases is not None else split_cases(info, split, fold)
-    predictor = Predictor(package, device=device, tta=tta, batch_size=batch_size)
+    predictor = Predictor(package, device=device, tta=tta, batch_size=batch_size, mode=selection.get("mode"))
     results: dict[str, dict] = {}
     for run, shift in enumerate((None, *suite)):
         offset = run * len(case_ids)
@@ -310,17 +324,18 @@ def format_summary(summary: dict) -> str:
 def _write_csv(summary: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    fields = ["case", "class", "label_value", "dice", "hd95_mm", "pred_voxels", "ref_voxels"]
+    fields = ["case", "class", "label_value", "dice", "hd95_mm", "pred_voxels", "ref_voxels", "confidence",
+              "needs_review", "seconds"]
     with open(tmp, "w", newline="", encoding="utf-8") as f:
         f.write(f"# model {summary.get('model', '?')}, dataset {summary.get('dataset', '?')}, split {summary.get('split', '?')}, "
-                f"TTA {'on' if summary['tta'] else 'off'}\n")
+                f"TTA {'on' if summary['tta'] else 'off'}, mode {summary.get('mode', '?')}\n")
         f.write("# Dice = 2|P and G| / (|P| + |G|); HD95 = 95th percentile of the pooled symmetric surface distances, "
                 "in mm with each case's own spacing\n")
         f.write(f"# empty masks: {summary['conventions']}\n")
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         for row in summary["per_case"]:
-            writer.writerow({k: (f"{row[k]:.6f}" if isinstance(row[k], float) else row[k]) for k in fields})
+            writer.writerow({k: (f"{row.get(k):.6f}" if isinstance(row.get(k), float) else row.get(k)) for k in fields})
     os.replace(tmp, path)
     logger.info("per-case metrics written to %s", path)
 

@@ -14,7 +14,10 @@ Fields (required unless a default is given):
     axes_code ("LPS"), slice_axis_rule ("largest-spacing-else-z"), slicing ("acquisition" | "canonical",
     see :mod:`.inference.reslice`), target_spacing ([row_mm, col_mm] or
     null), patch_size ([H, W], multiples of 32), inference_patch_size (default patch_size),
-    postprocessing ({"largest_component": [label values]} or {}), licence, training, metrics, limits
+    postprocessing ({"largest_component": [label values]} or {}), inference (speed modes, see
+    :mod:`.inference.modes`; default: sliding windows, ``accurate`` = 4 flips), confidence
+    ({"threshold": t}, see :mod:`.inference.confidence`), appearance (training-image statistics for
+    the plausibility warning, see :mod:`.inference.plausibility`), licence, training, metrics, limits
     (optional), sha256 (of model.safetensors), weights_dtype ("float16"), architecture
     ("AttentionMamba"), architecture_kwargs ({}).
 """
@@ -83,6 +86,9 @@ class ModelCard:
     slice_axis_rule: str = "largest-spacing-else-z"
     slicing: str = "acquisition"
     postprocessing: dict = field(default_factory=dict)
+    inference: dict = field(default_factory=dict)
+    confidence: dict = field(default_factory=dict)
+    appearance: dict = field(default_factory=dict)
     licence: str | None = None
     sha256: str | None = None
     weights_dtype: str = "float16"
@@ -96,6 +102,27 @@ class ModelCard:
     def foreground_classes(self) -> list:
         """The classes with label value >= 1, as :class:`~.terminology.ClassEntry`."""
         return [c for c in self.classes if c.label_value >= 1]
+
+    @property
+    def speed_modes(self):
+        """``inference`` as :class:`~.inference.modes.SpeedModes`."""
+        from .inference.modes import SpeedModes
+
+        return SpeedModes.from_dict(self.inference)
+
+    @property
+    def confidence_rule(self):
+        """``confidence`` as :class:`~.inference.confidence.ConfidenceRule`."""
+        from .inference.confidence import ConfidenceRule
+
+        return ConfidenceRule.from_dict(self.confidence)
+
+    @property
+    def training_appearance(self):
+        """``appearance`` as :class:`~.inference.plausibility.Appearance`."""
+        from .inference.plausibility import Appearance
+
+        return Appearance.from_dict(self.appearance)
 
     @classmethod
     def from_dict(cls, raw: dict, source: str = "model.json") -> "ModelCard":
@@ -114,6 +141,7 @@ class ModelCard:
         _check_outputs(raw, check)
         _check_geometry(raw, check)
         _check_normalization(raw.get("normalization"), check)
+        _check_inference(raw, source)
         known = {f.name for f in fields(cls)} - {"extra"}
         values = {k: v for k, v in raw.items() if k in known}
         values.update(
@@ -128,6 +156,9 @@ class ModelCard:
             architecture_kwargs=dict(raw.get("architecture_kwargs") or {}),
             training=dict(raw.get("training") or {}),
             metrics=dict(raw.get("metrics") or {}),
+            inference=dict(raw.get("inference") or {}),
+            confidence=dict(raw.get("confidence") or {}),
+            appearance=dict(raw.get("appearance") or {}),
             extra={k: v for k, v in raw.items() if k not in known},
         )
         return cls(**values)
@@ -141,7 +172,7 @@ class ModelCard:
                 continue
             if f.name in ("task", "modality", "channel_names", "licence", "sha256") and value is None:
                 continue
-            if f.name in ("training", "metrics") and not value:
+            if f.name in ("training", "metrics", "inference", "confidence", "appearance") and not value:
                 continue
             if f.name == "classes":
                 value = [c.to_dict() for c in value]
@@ -195,6 +226,17 @@ def _check_geometry(raw: dict, check: _Checker) -> None:
     check.require(rule in SLICE_AXIS_RULES, "slice_axis_rule", f"one of {SLICE_AXIS_RULES}", rule)
     slicing = raw.get("slicing", "acquisition")
     check.require(slicing in SLICING, "slicing", f"one of {SLICING}", slicing)
+
+
+def _check_inference(raw: dict, source: str) -> None:
+    """``inference``, ``confidence`` and ``appearance``, read by their own types."""
+    from .inference.confidence import ConfidenceRule
+    from .inference.plausibility import Appearance
+    from .inference.modes import SpeedModes
+
+    SpeedModes.from_dict(raw.get("inference"), source)
+    ConfidenceRule.from_dict(raw.get("confidence"), source)
+    Appearance.from_dict(raw.get("appearance"), source)
 
 
 def _check_normalization(norm, check: _Checker) -> None:

@@ -20,7 +20,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--split", choices=("val", "train", "all"), default="val", help="cases to score (default val)")
     p.add_argument("--fold", type=int, default=0, help="fold of splits_final.json (default 0)")
     p.add_argument("--output", default=None, metavar="CSV", help="per-case CSV (box plots go next to it as .png)")
-    p.add_argument("--no-tta", dest="tta", action="store_false", help="no flip test-time augmentation (4x faster)")
+    p.add_argument("--mode", choices=("fast", "accurate"), default=None,
+                   help="speed mode (default: the model's for the device; see 'models info')")
+    p.add_argument("--no-tta", dest="tta", action="store_false", default=None,
+                   help="no flip test-time augmentation, whatever the mode")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="slices per forward pass (default: 1 on a CPU, 4 on a GPU)")
@@ -57,11 +60,11 @@ def run(args: argparse.Namespace) -> int:
                                  "leave out --output and --window (use --json FILE for the table)")
             summary = evaluate_shift_suite(args.model, args.dataset, split=args.split, tta=args.tta, fold=args.fold,
                                            device=args.device, batch_size=args.batch_size, progress=progress,
-                                           cases=_first_cases(args))
+                                           cases=_first_cases(args), mode=args.mode)
         else:
             summary = evaluate(args.model, args.dataset, split=args.split, output=args.output, tta=args.tta,
                                fold=args.fold, device=args.device, batch_size=args.batch_size, progress=progress,
-                               window=args.window, cases=_first_cases(args))
+                               window=args.window, cases=_first_cases(args), mode=args.mode)
     finally:
         progress.close()
     print(format_shift_suite(summary) if args.shift_suite else format_summary(summary))

@@ -17,15 +17,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "Segment 2D/3D images (NIfTI, NRRD, MHA, PNG, JPEG, or a DICOM series folder). The output "
             "format follows the OUTPUT extension: .seg.nrrd (3D Slicer segmentation with names, colours "
             "and terminology), .nii.gz / .nii / .nrrd / .mha (uint8 labelmap on the input grid), .png (2D). "
-            "With several inputs OUTPUT must be an existing folder."
+            "With several inputs OUTPUT must be an existing folder. Beside each output, NAME.report.json gives "
+            "each segment's volume, confidence and whether it needs review."
         ),
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image file or DICOM folder")
     parser.add_argument("-o", "--output", required=True, help="output file, or an existing folder")
     parser.add_argument("--model", required=True, help="model id (see `models list`) or model folder")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
-    parser.add_argument("--no-tta", dest="tta", action="store_false",
-                        help="skip the 4-flip test-time augmentation (4x faster)")
+    parser.add_argument("--mode", choices=("fast", "accurate"), default=None,
+                        help="fast: fewer network passes; accurate: 4 flips (default: the model's choice for the "
+                             "device, see 'models info')")
+    parser.add_argument("--no-tta", dest="tta", action="store_false", default=None,
+                        help="no flip test-time augmentation, whatever the mode")
     parser.add_argument("--batch-size", type=positive_int, default=None, metavar="N",
                         help="slices per forward pass (default: 1 on a CPU, 4 on a GPU)")
     parser.add_argument("--window", type=positive_int, default=None, metavar="PIXELS",
@@ -105,6 +109,7 @@ def _segment(args: argparse.Namespace, progress_factory) -> list:
         args.inputs, args.output, model, device=args.device, tta=args.tta,
         batch_size=args.batch_size, output_format=args.output_format, progress_factory=progress_factory,
         overwrite=args.overwrite, window=args.window, series=args.series, force=args.force, roi=_roi(args.roi),
+        mode=args.mode,
     )
 
 
@@ -131,8 +136,10 @@ def _run_jsonl(args: argparse.Namespace) -> int:
 
     with jsonl_events():
         written = _segment(args, progress_factory)
+    from ..inference.files import report_path_for
+
     for path in written:
-        emit_event("written", path=str(path.resolve()))
+        emit_event("written", path=str(path.resolve()), report=str(report_path_for(path).resolve()))
     return 0
 
 
@@ -175,7 +182,7 @@ def _segment_archive(args: argparse.Namespace, progress_factory) -> list:
             inputs[ctx.rank::ctx.world_size], args.output, model, device=distributed.device_for(ctx, args.device),
             progress_factory=progress_factory, tta=args.tta, batch_size=args.batch_size,
             output_format=args.output_format, overwrite=args.overwrite, window=args.window, series=args.series,
-            force=args.force, roi=_roi(args.roi))
+            force=args.force, roi=_roi(args.roi), mode=args.mode)
         results = distributed.all_gather_objects((written, failed))
     finally:
         distributed.teardown()

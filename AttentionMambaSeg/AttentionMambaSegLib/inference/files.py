@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import SimpleITK as sitk
 
 from .checks import check_input_image
+from .confidence import REPORT_SUFFIX
 from .predictor import Predictor, window_size
 from .sliding_window import ProgressCallback
 
-__all__ = ["output_path_for", "segment_files", "segment_archive"]
+__all__ = ["output_path_for", "segment_files", "segment_archive", "report_path_for", "write_report"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +38,6 @@ def output_path_for(input_path, output, output_format: str = "seg.nrrd", many: b
             unknown format.
         FileNotFoundError: ``output`` names a folder (ends with a separator) that does not exist.
     """
-    from pathlib import Path
 
     from .. import io
 
@@ -117,7 +120,7 @@ def segment_files(
     output,
     model,
     device="auto",
-    tta: bool = True,
+    tta: bool | None = None,
     batch_size: int | None = None,
     output_format: str = "seg.nrrd",
     progress_factory: Callable[[str], ProgressCallback] | None = None,
@@ -128,19 +131,22 @@ def segment_files(
     series: str | None = None,
     force: bool = False,
     roi=None,
+    mode: str | None = None,
 ) -> list:
     """Segment image files / DICOM folders and write the results (the ``segment`` subcommand).
 
     Every output path and every input (readable, 2D/3D, channels, spacing, format) is checked before
     any inference; each file is written atomically, so an interrupted run leaves only complete outputs.
-    One :class:`~.predictor.Predictor` segments them all (the network is built once).
+    One :class:`~.predictor.Predictor` segments them all (the network is built once). Beside each
+    output goes its report (:func:`report_path_for`): the confidence and review flag of each segment
+    and the warnings (:meth:`~.confidence.Segmentation.report`).
 
     Args:
         inputs: image paths or DICOM folders.
         output: output file (one input; its extension picks the format: ``.seg.nrrd``, ``.nii.gz``,
             ``.nii``, ``.nrrd``, ``.mha``, ``.png``) or an existing folder.
         model: model id or package folder (or a loaded ModelPackage).
-        device, tta, batch_size, window: see :class:`~.predictor.Predictor`.
+        device, tta, batch_size, window, mode: see :class:`~.predictor.Predictor`.
         output_format: extension used for outputs written into a folder.
         progress_factory: ``progress_factory(input_name)`` returns the progress callback of one input
             (the CLI makes a tqdm bar).
@@ -150,10 +156,10 @@ def segment_files(
         force: segment images of another modality than the model's (see :func:`~.checks.check_modality`).
         roi: a :class:`~.roi.RegionOfInterest` applied to every input (labels zero outside it).
         predictor: a :class:`~.predictor.Predictor` of this model to use (for callers that segment input
-            after input); then ``device``, ``tta``, ``batch_size`` and ``window`` are its own.
+            after input); then ``device``, ``tta``, ``batch_size``, ``window`` and ``mode`` are its own.
 
     Returns:
-        Paths written, in input order.
+        Output paths written, in input order (each with its report beside it).
 
     Raises:
         FileExistsError: an output file exists and ``overwrite`` is False (raised before inference).
@@ -161,8 +167,6 @@ def segment_files(
             the outputs, inference and writing; nothing partial is left behind. A failure after some
             outputs were written logs which ones.
     """
-    from pathlib import Path
-
     from .. import io
     from ..package import ModelPackage, load_model_package
 
@@ -192,17 +196,19 @@ def segment_files(
             images[i] = image
         del image
     if predictor is None:
-        predictor = Predictor(package, device=device, tta=tta, batch_size=batch_size, window=window, force=force)
+        predictor = Predictor(package, device=device, tta=tta, batch_size=batch_size, window=window, force=force,
+                              mode=mode)
     written = []
     for i, (src, dst) in enumerate(zip(inputs, outputs, strict=True)):
         try:
             image = images.pop(i) if i in images else read(src)
             progress = progress_factory(src.name) if progress_factory else None
-            labelmap = predictor.predict(image, progress=progress, cancel=cancel, roi=roi)
-            if labelmap is None:
+            result = predictor.segment(image, progress=progress, cancel=cancel, roi=roi)
+            if result is None:
                 logger.info("Cancelled; %d of %d outputs written.", len(written), len(inputs))
                 break
-            io.write_labelmap(labelmap, dst, package.config["classes"])
+            io.write_labelmap(result.labels, dst, package.config["classes"])
+            write_report(result, dst, src)
         except BaseException:
             if written:
                 logger.error("Failed on input %s; outputs written before the failure: %s", src,
@@ -210,6 +216,26 @@ def segment_files(
             raise
         written.append(dst)
     return written
+
+def report_path_for(output) -> Path:
+    """The report beside an output file: ``case.seg.nrrd`` -> ``case.report.json`` (any labelmap extension)."""
+    from ..io import path_extension
+
+    output = Path(output)
+    return output.with_name(output.name[: len(output.name) - len(path_extension(output))] + REPORT_SUFFIX)
+
+
+def write_report(result, output, source) -> Path:
+    """Write ``result.report()`` (with the input and output paths) beside ``output``, atomically."""
+    path = report_path_for(output)
+    report = {"input": str(source), "output": str(output), **result.report()}
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=1)
+        f.write("\n")
+    os.replace(tmp, path)
+    return path
+
 
 def segment_archive(
     inputs,
@@ -229,8 +255,8 @@ def segment_archive(
         model: model id, folder or ModelPackage.
         device: as :class:`~.predictor.Predictor` (a string or ``torch.device``).
         progress_factory: as :func:`segment_files`.
-        **options: ``tta``, ``batch_size``, ``output_format``, ``overwrite``, ``window``, ``series``, ``force``
-            of :func:`segment_files`.
+        **options: ``tta``, ``batch_size``, ``output_format``, ``overwrite``, ``window``, ``series``, ``force``,
+            ``mode`` of :func:`segment_files`.
 
     Returns:
         ``(written, failed)``: ``[(input, output path)]`` and ``[(input, "ErrorType: message")]``.
@@ -238,11 +264,9 @@ def segment_archive(
     Raises:
         ValueError: ``output_folder`` is not an existing folder.
     """
-    from pathlib import Path
-
     if not Path(output_folder).is_dir():
         raise ValueError(f"Output {output_folder} must be an existing folder when segmenting many inputs.")
-    settings = {k: options.pop(k) for k in ("tta", "batch_size", "window", "force") if k in options}
+    settings = {k: options.pop(k) for k in ("tta", "batch_size", "window", "force", "mode") if k in options}
     predictor = Predictor(model, device=device, **settings)
     written, failed = [], []
     for source in inputs:

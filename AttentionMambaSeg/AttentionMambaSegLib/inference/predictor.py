@@ -22,6 +22,8 @@ from .. import preprocessing
 from ..devices import default_batch_size, select_device
 from ..postprocessing import keep_largest_component
 from .checks import check_input_image
+from .confidence import ConfidenceTally, Segmentation, segment_reports
+from .foreground import ForegroundCrop
 from .sliding_window import BatchPredictor, ProgressCallback, iter_probabilities
 
 __all__ = ["Predictor", "predict_volume", "window_size", "LONG_RUN_SECONDS"]
@@ -59,13 +61,16 @@ class Predictor:
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` (chosen by
             :func:`~AttentionMambaSegLib.devices.select_device`, logged once) or a ``torch.device``
             (used as given).
-        tta: flip test-time augmentation (4 flips); False is 4x faster.
+        mode: ``"fast"`` or ``"accurate"`` (:mod:`.modes`: window, flips and foreground crop as model.json
+            ``inference`` states them); default: the model's ``cpu_mode`` on a CPU, ``accurate`` on a GPU.
+        tta: override the mode's flips: True = 4 flips, False = none (4x faster); None keeps the mode's.
         batch_size: slices per forward pass; halved automatically on out-of-memory; default
             :func:`~AttentionMambaSegLib.devices.default_batch_size` of the device (1 on a CPU, 4 on a GPU).
         window: sliding-window size in pixels at the model's spacing, (H, W) or one int, multiples of
-            32; default: the package's ``inference_patch_size``.
+            32; default: the package's ``inference_patch_size``. Giving one selects sliding windows.
         network: a network to use instead of ``package.build_network`` (it is moved to the device).
         force: segment images of another modality than the model's (:func:`~.checks.check_modality`).
+        passes: a :class:`~.modes.PassPlan` to use instead of the mode's (to measure a choice).
 
     Raises:
         ValueError: an invalid window or model.json.
@@ -73,29 +78,39 @@ class Predictor:
         RuntimeError: a requested GPU is unusable.
     """
 
-    def __init__(self, package, device="auto", tta: bool = True, batch_size: int | None = None,
-                 window: Sequence[int] | int | None = None, network=None, force: bool = False):
+    def __init__(self, package, device="auto", tta: bool | None = None, batch_size: int | None = None,
+                 window: Sequence[int] | int | None = None, network=None, force: bool = False,
+                 mode: str | None = None, passes=None):
         import torch
 
         from ..package import ModelPackage, load_model_package
 
         self.package = package if isinstance(package, ModelPackage) else load_model_package(package)
         self.config = self.package.config
+        self.card = self.package.card
         self.window = window_size(self.config, window)
         if isinstance(device, torch.device):
             self.device, self.device_reason = device, str(device)
         else:
             self.device, self.device_reason = select_device(device)
             logger.info("Device: %s", self.device_reason, extra={"event": "device", "device": str(self.device)})
-        self.tta = bool(tta)
+        self.speed_modes = self.card.speed_modes
+        self.mode, self.plan = self.speed_modes.resolve(mode, self.device.type, tta=tta, window=window)
+        if passes is not None:
+            self.mode, self.plan = "custom", passes
         self.force = bool(force)
         self.batch_size = default_batch_size(self.device) if batch_size is None else int(batch_size)
         self.network = self.package.build_network(self.device) if network is None else network.to(self.device)
         self.network.eval()
 
+    @property
+    def tta(self) -> bool:
+        """True when the slices are flipped (test-time augmentation)."""
+        return self.plan.flips > 1
+
     def __repr__(self) -> str:
-        return (f"Predictor(model={self.package.id!r}, device={str(self.device)!r}, tta={self.tta}, "
-                f"window={self.window}, batch_size={self.batch_size})")
+        return (f"Predictor(model={self.package.id!r}, device={str(self.device)!r}, mode={self.mode!r}, "
+                f"passes={self.plan.describe()!r}, window={self.window}, batch_size={self.batch_size})")
 
     def predict(self, image: sitk.Image, progress: ProgressCallback | None = None,
                 cancel: threading.Event | None = None, roi=None) -> sitk.Image | None:
@@ -117,19 +132,59 @@ class Predictor:
             ValueError: unsuitable image (see :func:`~.checks.check_input_image`); an ROI outside the image.
             RuntimeError: out of memory even on the CPU.
         """
+        result = self.segment(image, progress=progress, cancel=cancel, roi=roi)
+        return None if result is None else result.labels
+
+    def segment(self, image: sitk.Image, progress: ProgressCallback | None = None,
+                cancel: threading.Event | None = None, roi=None) -> Segmentation | None:
+        """:meth:`predict`, with a confidence figure and a review flag per segment and the warnings.
+
+        Returns:
+            a :class:`~.confidence.Segmentation` (``labels`` as :meth:`predict` returns them), or None
+            if cancelled. Arguments and errors as :meth:`predict`.
+        """
         check_input_image(image, self.package, force=self.force)
+        warnings = []
+        if image.GetNumberOfComponentsPerPixel() == 3:
+            said = self.card.training_appearance.input_warning(sitk.GetArrayViewFromImage(image))
+            if said:
+                logger.warning(said)
+                warnings.append(said)
         progress = self._announcing(progress, suggest_roi=roi is None and image.GetDimension() == 3)
+        tally = ConfidenceTally(self.package.num_classes, self.config["activation"])
         if roi is None:
-            return self._predict(image, progress, cancel)
-        from .roi import crop_to_roi, paste_labels
+            labels = self._predict(image, progress, cancel, tally)
+        else:
+            from .roi import crop_to_roi, paste_labels
 
-        crop, start = crop_to_roi(image, roi)
-        logger.info("Segmenting inside the region of interest: %s of %s voxels", crop.GetSize(), image.GetSize())
-        labels = self._predict(crop, progress, cancel)
-        return None if labels is None else paste_labels(labels, image, start, roi)
+            crop, start = crop_to_roi(image, roi)
+            logger.info("Segmenting inside the region of interest: %s of %s voxels", crop.GetSize(), image.GetSize())
+            labels = self._predict(crop, progress, cancel, tally)
+            labels = None if labels is None else paste_labels(labels, image, start, roi)
+        if labels is None:
+            return None
+        return self._result(labels, tally, warnings)
 
-    def _predict(self, image: sitk.Image, progress, cancel) -> sitk.Image | None:
-        """:meth:`predict` of a checked image, in the slicing plane the model asks for (:mod:`.reslice`)."""
+    def _result(self, labels: sitk.Image, tally: ConfidenceTally, warnings: list) -> Segmentation:
+        segments = segment_reports(labels, self.card.foreground_classes, tally.confidence(), self.card.confidence_rule)
+        if labels.GetNumberOfComponentsPerPixel() == 1 and self.config["normalization"]["type"] == "rgb":
+            fraction = sum(s.voxels for s in segments) / max(1, int(np.prod(labels.GetSize())))
+            said = self.card.training_appearance.coverage_warning(fraction)
+            if said:
+                logger.warning(said)
+                warnings.append(said)
+        for s in segments:
+            size = f"{s.size_mm / 1000:.1f} mL" if labels.GetDimension() == 3 else f"{s.size_mm:.0f} mm2"
+            logger.info("%s: %s, confidence %s", s.name, size, "-" if s.confidence is None else f"{s.confidence:.3f}",
+                        extra={"event": "segment", "segment": s.name, "confidence": s.confidence})
+            if s.needs_review:
+                logger.warning("Segment '%s' needs review: %s", s.name, s.review_reason,
+                               extra={"event": "review", "segment": s.name})
+        return Segmentation(labels, self.package.id, str(self.config["version"]), self.mode, self.plan.describe(),
+                            self.card.confidence_rule.threshold, segments, tuple(warnings))
+
+    def _predict(self, image: sitk.Image, progress, cancel, tally) -> sitk.Image | None:
+        """Labels of a checked image, in the slicing plane the model asks for (:mod:`.reslice`)."""
         from .reslice import OBLIQUE_DEGREES, labels_back, obliquity_degrees, to_canonical
 
         if (self.config.get("slicing") == "canonical" and image.GetDimension() == 3
@@ -137,11 +192,11 @@ class Predictor:
             # normalised with the input's own statistics: the zeros around the tilted grid do not count
             source = preprocessing.SliceSource(image, self.config["target_spacing"], self.config["axes_code"],
                                                self.config["normalization"])
-            labels = self._predict_grid(to_canonical(image), progress, cancel, source.statistics)
+            labels = self._predict_grid(to_canonical(image), progress, cancel, tally, source.statistics)
             return None if labels is None else labels_back(labels, image)
-        return self._predict_grid(image, progress, cancel)
+        return self._predict_grid(image, progress, cancel, tally)
 
-    def _predict_grid(self, image: sitk.Image, progress, cancel, statistics=None) -> sitk.Image | None:
+    def _predict_grid(self, image: sitk.Image, progress, cancel, tally, statistics=None) -> sitk.Image | None:
         """Slices of the image's own grid, segmented and put back on it."""
         if cancel is not None and cancel.is_set():
             return None
@@ -150,15 +205,24 @@ class Predictor:
         slices = preprocessing.SliceSource(image, config["target_spacing"], config["axes_code"],
                                            config["normalization"], statistics=statistics)
         geometry = slices.geometry
-        logger.debug("%d slices of %s px; window %s", geometry.num_slices, geometry.slice_shape, self.window)
+        logger.debug("%d slices of %s px; %s", geometry.num_slices, geometry.slice_shape, self.plan.describe())
         self.network.to(self.device)
-        batches = BatchPredictor(self.network, self.window, self.package.num_classes, self.tta,
-                                 config["activation"], self.device, 0.5)
+        batches = BatchPredictor(self.network, self.window, self.package.num_classes, self.plan.flips,
+                                 config["activation"], self.device, 0.5, whole_slice=self.plan.window == "slice",
+                                 largest_slice=self.speed_modes.largest_slice)
+        crop = None
+        if self.plan.foreground_crop and geometry.num_slices >= 3:
+            crop = ForegroundCrop.locate(batches, slices, self.plan.crop_margin_mm, config["target_spacing"],
+                                         min_size=self.card.patch_size)
         labels = np.zeros((geometry.num_slices, *geometry.in_plane_shape), dtype=np.uint8)
-        for item in iter_probabilities(batches, slices, self.batch_size, progress, cancel):
+        source = slices if crop is None else crop.view(slices)
+        for item in iter_probabilities(batches, source, self.batch_size, progress, cancel):
             if item is None:
                 return None
             start, probabilities = item
+            if crop is not None:
+                probabilities = crop.uncrop(probabilities, start, batches, slices)
+            tally.add(probabilities)
             labels[start:start + probabilities.shape[0]] = preprocessing.probabilities_to_label_slices(
                 probabilities, geometry
             )
@@ -173,7 +237,7 @@ class Predictor:
 
     def _announcing(self, progress, suggest_roi: bool):
         """``progress`` that, at the first finished batch, says how long a long run will take and how to
-        make it quicker (``--no-tta``; ``--roi`` for a whole volume)."""
+        make it quicker (``--mode fast``, else ``--no-tta``; ``--roi`` for a whole volume)."""
         start = time.monotonic()
         said = False
 
@@ -183,7 +247,8 @@ class Predictor:
                 said = True
                 estimate = (time.monotonic() - start) * total / done
                 if estimate > LONG_RUN_SECONDS and done < total:
-                    quicker = (["--no-tta (4x faster)"] if self.tta else []) + \
+                    quicker = (["--mode fast (fewer network passes)"] if self.mode != "fast" else
+                               [f"--no-tta ({self.plan.flips}x faster)"] if self.tta else []) + \
                         (["--roi (only a box around the structure)"] if suggest_roi else [])
                     logger.warning("This run will take about %.0f min (%d of %d slices in %.0f s)%s", estimate / 60,
                                    done, total, time.monotonic() - start,
@@ -199,19 +264,21 @@ def predict_volume(
     image: sitk.Image,
     package,
     device="auto",
-    tta: bool = True,
+    tta: bool | None = None,
     batch_size: int | None = None,
     progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
     network=None,
     window: Sequence[int] | int | None = None,
     roi=None,
+    mode: str | None = None,
 ) -> sitk.Image | None:
-    """Segment one image: ``Predictor(package, device, tta, batch_size, window, network).predict(image, roi=roi)``.
+    """Segment one image: ``Predictor(package, device, tta, batch_size, window, network, mode=mode).predict(image, roi=roi)``.
 
     Arguments, return value and errors: those of :class:`Predictor` and :meth:`Predictor.predict`.
     To segment several images, make one :class:`Predictor` and call ``predict`` for each: the network
     is then built once and the device line logged once.
     """
-    predictor = Predictor(package, device=device, tta=tta, batch_size=batch_size, window=window, network=network)
+    predictor = Predictor(package, device=device, tta=tta, batch_size=batch_size, window=window, network=network,
+                          mode=mode)
     return predictor.predict(image, progress=progress, cancel=cancel, roi=roi)

@@ -63,21 +63,42 @@ def _is_oom(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
 
 class BatchPredictor:
-    """Predicts probabilities for batches of slices, with OOM back-off and CPU fallback."""
+    """Predicts probabilities for batches of slices, with OOM back-off and CPU fallback.
 
-    def __init__(self, network, patch_size, num_classes, tta, activation, device, overlap):
+    ``patch_size`` is the sliding window (H, W). With ``whole_slice``, a slice is instead padded to
+    the next multiple of 32 and predicted in one window, unless it is larger than ``largest_slice``
+    (H, W), the largest the model was validated at (then the sliding window is used). ``flips`` is
+    1, 2 or 4 (:data:`~.modes.FLIPS`); ``tta`` True means 4, False 1.
+    """
+
+    def __init__(self, network, patch_size, num_classes, tta, activation, device, overlap,
+                 whole_slice: bool = False, largest_slice=None):
         import torch
+
+        from .modes import FLIPS
 
         self.torch = torch
         self.network = network
         self.patch = (int(patch_size[0]), int(patch_size[1]))
         self.num_classes = int(num_classes)
-        self.flips = [(), (3,), (2,), (2, 3)] if tta else [()]
+        flips = tta if isinstance(tta, int) and not isinstance(tta, bool) else (4 if tta else 1)
+        self.flips = FLIPS[flips]
         self.activation = activation
         self.device = torch.device(device)
         self.overlap = overlap
+        self.whole_slice = bool(whole_slice)
+        self.largest_slice = tuple(largest_slice) if largest_slice else None
         self.gauss_cpu = torch.from_numpy(gaussian_importance_map(self.patch))
         self.gauss = self.gauss_cpu.to(self.device)
+
+    def one_window(self, h: int, w: int) -> tuple[int, int] | None:
+        """The padded (H, W) of a slice predicted in one window, or None for sliding windows."""
+        if not self.whole_slice:
+            return None
+        size = (-(-h // 32) * 32, -(-w // 32) * 32)
+        if self.largest_slice and (size[0] > self.largest_slice[0] or size[1] > self.largest_slice[1]):
+            return None
+        return size
 
     def move_to_cpu(self):
         torch = self.torch
@@ -91,23 +112,27 @@ class BatchPredictor:
         """float32 (B, C, H, W) normalised slices -> float32 (B, K, H, W) probabilities."""
         torch = self.torch
         b, _, h, w = batch.shape
-        ph, pw = self.patch
+        whole = self.one_window(h, w)
+        ph, pw = whole or self.patch
         pad_h, pad_w = max(0, ph - h), max(0, pw - w)
         top, left = pad_h // 2, pad_w // 2
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
         if pad_h or pad_w:
             x = torch.nn.functional.pad(x, (left, pad_w - left, top, pad_h - top))
-        hp, wp = x.shape[2:]
-        acc = torch.zeros((b, self.num_classes, hp, wp), dtype=torch.float32)
-        weight = torch.zeros((hp, wp), dtype=torch.float32)
         with torch.inference_mode():
+            if whole is not None:
+                acc = self._tta(x.to(self.device)).float().cpu()
+                return acc[:, :, top:top + h, left:left + w].numpy()
+            hp, wp = x.shape[2:]
+            acc = torch.zeros((b, self.num_classes, hp, wp), dtype=torch.float32)
+            weight = torch.zeros((hp, wp), dtype=torch.float32)
             for y0 in sliding_window_starts(hp, ph, self.overlap):
                 for x0 in sliding_window_starts(wp, pw, self.overlap):
                     crop = x[:, :, y0:y0 + ph, x0:x0 + pw].to(self.device)
                     prob = self._tta(crop) * self.gauss
                     acc[:, :, y0:y0 + ph, x0:x0 + pw] += prob.float().cpu()
                     weight[y0:y0 + ph, x0:x0 + pw] += self.gauss_cpu
-        acc /= weight
+            acc /= weight
         return acc[:, :, top:top + h, left:left + w].numpy()
 
     def _tta(self, crop):

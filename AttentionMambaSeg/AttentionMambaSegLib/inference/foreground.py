@@ -1,0 +1,109 @@
+"""Foreground crop: segment every slice of a stack inside the box a first pass found, not the whole slice.
+
+A cine short-axis slice at 1 mm is about 340 x 400 pixels; the heart fills a fifth of it. The first
+pass segments the central slice whole (no flips); the box around its foreground, widened by the
+model's margin (millimetres) and at least the training patch, is then the window of every slice.
+A slice whose labels reach an edge of the box that is not an edge of the slice is segmented again
+whole, so the crop never cuts a structure off. Used where model.json ``inference`` says
+``"foreground_crop": true`` (:mod:`.modes`).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from .modes import FLIPS
+
+__all__ = ["ForegroundCrop"]
+
+logger = logging.getLogger(__name__)
+
+#: A central slice with fewer foreground pixels than this gives no box.
+MIN_FOREGROUND_PIXELS = 16
+
+
+class ForegroundCrop:
+    """A box (row0, row1, col0, col1) on the model's slice grid, and the slices seen through it."""
+
+    def __init__(self, box: tuple[int, int, int, int], slice_shape: tuple[int, int], sigmoid: bool):
+        self.box = box
+        self.slice_shape = slice_shape
+        self.sigmoid = sigmoid
+        self.redone = 0
+
+    @classmethod
+    def locate(cls, batches, slices, margin_mm: float, target_spacing, min_size=(32, 32)) -> "ForegroundCrop | None":
+        """The box from a first pass on the central slice, or None (no foreground, or no gain).
+
+        Args:
+            batches: the run's :class:`~.sliding_window.BatchPredictor` (its flips are not used here).
+            slices: a :class:`~AttentionMambaSegLib.preprocessing.SliceSource`.
+            margin_mm: added on each side of the foreground, in millimetres.
+            target_spacing: (row_mm, col_mm) of the slice grid, or None (1 mm a pixel).
+            min_size: the smallest box (H, W) in pixels, e.g. the training patch.
+        """
+        middle = len(slices) // 2
+        flips, batches.flips = batches.flips, FLIPS[1]
+        try:
+            probabilities = batches(slices[middle:middle + 1])[0]
+        finally:
+            batches.flips = flips
+        sigmoid = probabilities.shape[0] == 1
+        foreground = probabilities[0] > 0.5 if sigmoid else probabilities.argmax(axis=0) > 0
+        shape = foreground.shape
+        if np.count_nonzero(foreground) < MIN_FOREGROUND_PIXELS:
+            logger.info("No foreground on the central slice: every slice is segmented whole.")
+            return None
+        spacing = target_spacing or (1.0, 1.0)
+        box = []
+        for axis, (n, mm) in enumerate(zip(shape, spacing)):
+            hits = np.flatnonzero(foreground.any(axis=1 - axis))
+            margin = int(np.ceil(margin_mm / mm))
+            lo, hi = max(0, hits[0] - margin), min(n, hits[-1] + 1 + margin)
+            size = min(n, max(-(-(hi - lo) // 32) * 32, min_size[axis]))  # a multiple of 32 where the slice allows
+            lo = min(max(0, (lo + hi - size) // 2), n - size)
+            box += [lo, lo + size]
+        if (box[1] - box[0]) * (box[3] - box[2]) >= 0.8 * shape[0] * shape[1]:
+            return None
+        logger.info("Foreground crop: %d x %d of %d x %d pixels per slice", box[1] - box[0], box[3] - box[2], *shape)
+        return cls(tuple(int(v) for v in box), shape, sigmoid)
+
+    def view(self, slices) -> "_CroppedSlices":
+        """``slices`` seen through the box (``len`` and ``[start:stop]`` as a SliceSource)."""
+        return _CroppedSlices(slices, self.box)
+
+    def uncrop(self, probabilities: np.ndarray, start: int, batches, slices) -> np.ndarray:
+        """Probabilities (B, K, h, w) of the box on the whole slice (B, K, H, W): background outside;
+        slices whose labels reach an inner edge of the box are predicted again whole."""
+        r0, r1, c0, c1 = self.box
+        b, k = probabilities.shape[:2]
+        full = np.zeros((b, k, *self.slice_shape), dtype=np.float32)
+        if not self.sigmoid:
+            full[:, 0] = 1.0
+        full[:, :, r0:r1, c0:c1] = probabilities
+        foreground = probabilities[:, 0] > 0.5 if self.sigmoid else probabilities.argmax(axis=1) > 0
+        inner = [(r0 > 0, foreground[:, 0, :]), (r1 < self.slice_shape[0], foreground[:, -1, :]),
+                 (c0 > 0, foreground[:, :, 0]), (c1 < self.slice_shape[1], foreground[:, :, -1])]
+        touches = np.zeros(b, dtype=bool)
+        for is_inner, edge in inner:
+            if is_inner:
+                touches |= edge.any(axis=1)
+        for i in np.flatnonzero(touches):
+            logger.info("Slice %d: the labels reach the edge of the foreground crop; segmenting it whole.", start + i)
+            full[i] = batches(slices[start + i:start + i + 1])[0]
+            self.redone += 1
+        return full
+
+
+class _CroppedSlices:
+    def __init__(self, slices, box):
+        self.slices, self.box = slices, box
+
+    def __len__(self) -> int:
+        return len(self.slices)
+
+    def __getitem__(self, index: slice) -> np.ndarray:
+        r0, r1, c0, c1 = self.box
+        return self.slices[index][:, :, r0:r1, c0:c1]
