@@ -50,6 +50,8 @@ TORCH_MINIMUM = (2, 1)
 #: Slicer's own packages: pinned to their installed versions while installing, never replaced.
 PROTECTED_PACKAGES = ("numpy", "SimpleITK", "vtk", "requests")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
+#: Speed choices of the panel: "" is the model's own choice for the device (model.json ``inference``).
+SPEED_CHOICES = ("", "fast", "accurate")
 SETTINGS_PREFIX = "AttentionMambaSeg/"
 #: Set to 1 to make the module Test run the whole pipeline (it fails where torch is missing).
 FULL_TEST_VARIABLE = "ATTENTION_MAMBA_SEG_FULL_TEST"
@@ -73,7 +75,10 @@ class AttentionMambaSeg(ScriptedLoadableModule):
             "Segment a volume with an Attention-Mamba network (a 2D network applied slice by slice).<br>"
             "Choose the input volume and a model, then press <b>Segment</b>. The result is a new "
             "segmentation (or an update of the selected one: segments you edited by hand are never "
-            "overwritten). Segments are marked 'in progress': review them before use. "
+            "overwritten). Segments are marked 'in progress': review them before use. Segments the model is "
+            "unsure of (low confidence, or not found) are marked 'flagged' and named '... (needs review)'; the "
+            "status line says why. <b>Speed</b>: Fast needs fewer network passes per slice, Accurate averages "
+            "flipped copies; Model default is the model's own choice for the device. "
             "Prediction runs in a separate process; Cancel stops it at once and leaves the scene unchanged.<br>"
             "Needs Slicer 5.10 or newer. PyTorch is installed through the PyTorch extension, and safetensors, "
             "numba and pooch into Slicer's Python, on the first run after one confirmation. A model is "
@@ -132,7 +137,7 @@ class AttentionMambaSegParameterNode:
     outputSegmentation: segmentation to update; None creates a new one.
     modelId: id of a bundled or imported model.
     device: "auto", "cpu" or "cuda".
-    useTTA: average the prediction over flips (slower, usually a little more accurate).
+    speedMode: "" (the model's default for the device), "fast" or "accurate" (``segment --mode``).
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
@@ -140,7 +145,7 @@ class AttentionMambaSegParameterNode:
     outputSegmentation: vtkMRMLSegmentationNode
     modelId: str = ""
     device: str = "auto"
-    useTTA: bool = True
+    speedMode: str = ""
 
 
 def _settings():
@@ -190,6 +195,9 @@ class AttentionMambaSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.deviceComboBox.clear()
         for device, label in zip(DEVICE_CHOICES, (_("Automatic"), _("CPU"), _("CUDA (NVIDIA GPU)"))):
             self.ui.deviceComboBox.addItem(label, device)
+        self.ui.speedComboBox.clear()
+        for mode, label in zip(SPEED_CHOICES, (_("Model default"), _("Fast"), _("Accurate"))):
+            self.ui.speedComboBox.addItem(label, mode)
         self.ui.progressBar.setVisible(False)
         self.ui.cancelButton.setEnabled(False)
 
@@ -198,7 +206,7 @@ class AttentionMambaSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
         self.ui.deviceComboBox.connect("currentIndexChanged(int)", self.onDeviceChanged)
-        self.ui.useTTACheckBox.connect("toggled(bool)", lambda checked: _writeSetting("useTTA", bool(checked)))
+        self.ui.speedComboBox.connect("currentIndexChanged(int)", self.onSpeedChanged)
         self.ui.importModelButton.connect("clicked(bool)", self.onImportModel)
         self.ui.removeImportedModelsButton.connect("clicked(bool)", self.onRemoveImportedModels)
         self.ui.segmentButton.connect("clicked(bool)", self.onSegment)
@@ -254,7 +262,8 @@ class AttentionMambaSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             elif self.ui.modelComboBox.count > 0:
                 node.modelId = self.ui.modelComboBox.itemData(0)
             node.device = _readSetting("device", "auto")
-            node.useTTA = _readSetting("useTTA", True)
+            speedMode = _readSetting("speedMode", "")
+            node.speedMode = speedMode if speedMode in SPEED_CHOICES else ""
 
     def setParameterNode(self, inputParameterNode: Optional[AttentionMambaSegParameterNode]) -> None:
         if self._parameterNode:
@@ -262,8 +271,8 @@ class AttentionMambaSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
         self._parameterNode = inputParameterNode
         if self._parameterNode:
-            # inputVolume, outputSegmentation and useTTA are bound through SlicerParameterName in the .ui;
-            # model and device combo boxes carry ids as item data and are synchronised below.
+            # inputVolume, inputROI and outputSegmentation are bound through SlicerParameterName in the .ui;
+            # the model, device and speed combo boxes carry ids as item data and are synchronised below.
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
             self.updateGUIFromParameterNode()
@@ -272,8 +281,10 @@ class AttentionMambaSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         node = self._parameterNode
         if node is None or self._destroyed:
             return
-        for combo, value in ((self.ui.modelComboBox, node.modelId), (self.ui.deviceComboBox, node.device)):
-            index = combo.findData(value)
+        speedIndex = SPEED_CHOICES.index(node.speedMode) if node.speedMode in SPEED_CHOICES else 0
+        for combo, index in ((self.ui.modelComboBox, self.ui.modelComboBox.findData(node.modelId)),
+                             (self.ui.deviceComboBox, self.ui.deviceComboBox.findData(node.device)),
+                             (self.ui.speedComboBox, speedIndex)):  # speed items are in SPEED_CHOICES order
             if index >= 0 and combo.currentIndex != index:
                 wasBlocked = combo.blockSignals(True)
                 combo.currentIndex = index
@@ -287,6 +298,8 @@ class AttentionMambaSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.deviceVerdictLabel.text = self._lastDevice or self.logic.deviceVerdict(node.device)
         self.ui.modelInfoLabel.text = self.logic.modelSummary(node.modelId)
         self.ui.modelInfoLabel.toolTip = self.logic.modelCard(node.modelId)
+        self.ui.speedComboBox.setItemText(0, self.logic.defaultSpeedLabel(node.modelId, node.device))
+        self.ui.speedComboBox.toolTip = self.logic.speedDescription(node.modelId)
         self.ui.showIn3DButton.enabled = bool(node.outputSegmentation) and not running
 
     def onModelChanged(self, index: int) -> None:
@@ -299,6 +312,11 @@ class AttentionMambaSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         if self._parameterNode and index >= 0:
             self._parameterNode.device = self.ui.deviceComboBox.itemData(index) or "auto"
             _writeSetting("device", self._parameterNode.device)
+
+    def onSpeedChanged(self, index: int) -> None:
+        if self._parameterNode and index >= 0:
+            self._parameterNode.speedMode = SPEED_CHOICES[index] if index < len(SPEED_CHOICES) else ""
+            _writeSetting("speedMode", self._parameterNode.speedMode)
 
     def populateModels(self) -> None:
         combo = self.ui.modelComboBox
@@ -447,7 +465,7 @@ class AttentionMambaSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                 node.modelId,
                 node.outputSegmentation,
                 device=node.device,
-                useTTA=node.useTTA,
+                mode=node.speedMode or None,
                 onProgress=self.onProgress,
                 onFinished=self.onFinished,
                 onLog=self.onLog,
@@ -473,8 +491,7 @@ class AttentionMambaSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.progressBar.format = _("{done} / {total} slices, {seconds:.0f} s").format(
             done=done, total=total, seconds=self._job.elapsedSeconds())
         if getattr(self._job, "estimate", ""):
-            self.ui.statusLabel.text = self._job.estimate.replace("--no-tta", _("unticking flip averaging")).replace(
-                "--roi", _("a region of interest"))
+            self.ui.statusLabel.text = panelWords(self._job.estimate)
 
     def onLog(self, line: str) -> None:
         if not self._destroyed:
@@ -505,7 +522,8 @@ class AttentionMambaSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         if result is None:
             self.ui.statusLabel.text = _("Cancelled: the scene was left unchanged.")
             return
-        self.ui.statusLabel.text = _("{message} ({seconds:.1f} s)").format(message=result.message, seconds=elapsed)
+        self.ui.statusLabel.text = _("Done in {seconds:.0f} s. {message}").format(seconds=elapsed,
+                                                                                 message=result.message)
         if self._parameterNode is not None:
             self._parameterNode.outputSegmentation = result.segmentation_node
         self.ui.showIn3DButton.checked = False
@@ -629,15 +647,24 @@ def roiArgument(roiNode) -> str | None:
     return ",".join(f"{v:.4f}" for v in (*center, *size))
 
 
+def panelWords(text: str) -> str:
+    """A message of the ``segment`` command with its options named as the panel names them."""
+    return (text.replace("--mode fast", _("Speed 'Fast'"))
+            .replace("--no-tta", _("no flip averaging (useTTA=False in the Python console)"))
+            .replace("--roi", _("a region of interest")))
+
+
 class SegmentationJob(ChildProcessJob):
     """One segmentation in a child process (``AttentionMambaSegLib.worker.SegmentProcess``).
 
     The input volume is read on the main thread when the job is made; when the child has exited, the
-    labelmap is read back and the segmentation written, on the main thread. Cancel leaves the scene unchanged.
+    labelmap and its report (confidence and review flag of each segment) are read back and the segmentation
+    written, on the main thread. A missing or unreadable report is logged and the segments are written
+    without review flags. Cancel leaves the scene unchanged.
     """
 
     def __init__(self, volumeNode, package, segmentationNode, device, useTTA, onProgress=None, onFinished=None,
-                 onLog=None, python=None, env=None, roiNode=None) -> None:
+                 onLog=None, python=None, env=None, roiNode=None, mode=None) -> None:
         from AttentionMambaSegLib import mrml
         from AttentionMambaSegLib.worker import SegmentProcess
 
@@ -648,12 +675,19 @@ class SegmentationJob(ChildProcessJob):
         self.segmentationNode = segmentationNode
         image = mrml.image_from_volume_node(volumeNode)  # main thread: reads MRML
         process = SegmentProcess(image, str(package.path), device=device, tta=useTTA, python=python, env=env,
-                                 roi=roiArgument(roiNode))
+                                 roi=roiArgument(roiNode), mode=mode)
         ChildProcessJob.__init__(self, process, onProgress, onFinished, onLog)
 
     def complete(self):
+        report = None
+        if self.process.returncode == 0 and not self.process.cancelled:
+            report = self.process.read_report()  # before result(), which removes the child's files
+            if report is None and self.onLog is not None:
+                self.onLog(_("WARNING: the confidence report could not be read, so no segment is flagged for "
+                             "review: check every segment."))
         labelmap = self.process.result()
-        return self._mrml.write_segmentation(self.volumeNode, self.package, labelmap, self.segmentationNode)
+        return self._mrml.write_segmentation(self.volumeNode, self.package, labelmap, self.segmentationNode,
+                                             report=report)
 
 
 class AttentionMambaSegLogic(ScriptedLoadableModuleLogic):
@@ -757,6 +791,43 @@ class AttentionMambaSegLogic(ScriptedLoadableModuleLogic):
             return self.modelPackage(modelId).describe()
         except (FileNotFoundError, ValueError):
             return ""
+
+    def speedModes(self, modelId: str):
+        """The model's speed modes (``inference.modes.SpeedModes``, torch-free), or None when it is not installed."""
+        if not modelId:
+            return None
+        try:
+            return self.modelPackage(modelId).card.speed_modes
+        except (FileNotFoundError, OSError, ValueError):
+            return None
+
+    def defaultSpeedLabel(self, modelId: str, device: str) -> str:
+        """What "Model default" resolves to for this model and device, e.g. "Model default (fast on a CPU)"."""
+        modes = self.speedModes(modelId)
+        if modes is None:
+            return _("Model default")
+        names = {"fast": _("fast"), "accurate": _("accurate")}
+        cpu, gpu = names[modes.default_mode("cpu")], names[modes.default_mode("cuda")]
+        if device == "cpu":
+            choice = _("{mode} on a CPU").format(mode=cpu)
+        elif device == "cuda":
+            choice = _("{mode} on a GPU").format(mode=gpu)
+        elif cpu == gpu:
+            choice = cpu
+        else:
+            choice = _("{cpu} on a CPU, {gpu} on a GPU").format(cpu=cpu, gpu=gpu)
+        return _("Model default ({choice})").format(choice=choice)
+
+    def speedDescription(self, modelId: str) -> str:
+        """The speed choices and the network passes each gives a slice with this model (a tooltip)."""
+        text = _("Fast needs fewer network passes per slice; Accurate averages flipped copies (slower, usually "
+                 "a little more accurate). Model default is the model's own choice for the device.")
+        modes = self.speedModes(modelId)
+        if modes is None:
+            return text
+        return text + "\n" + _("Fast: {fast}.\nAccurate: {accurate}.\nModel default: {cpu} on a CPU, {gpu} on a "
+                               "GPU.").format(fast=modes.fast.describe(), accurate=modes.accurate.describe(),
+                                              cpu=modes.default_mode("cpu"), gpu=modes.default_mode("cuda"))
 
     def modelSummary(self, modelId: str) -> str:
         """Licence and validation Dice of a model, for the panel ("" when none is selected)."""
@@ -973,7 +1044,7 @@ class AttentionMambaSegLogic(ScriptedLoadableModuleLogic):
         return env
 
     def startSegmentation(self, volumeNode, modelId, segmentationNode=None, device="auto", useTTA=True,
-                          onProgress=None, onFinished=None, onLog=None, roiNode=None) -> SegmentationJob:
+                          onProgress=None, onFinished=None, onLog=None, roiNode=None, mode=None) -> SegmentationJob:
         """Start segmenting in a child process; MRML is read now and written on the main thread at the end.
 
         Args:
@@ -981,14 +1052,16 @@ class AttentionMambaSegLogic(ScriptedLoadableModuleLogic):
             modelId: model id, model folder path or ModelPackage.
             segmentationNode: segmentation to update (edited segments are kept) or None for a new one.
             device: "auto", "cpu" or "cuda".
-            useTTA: flip test-time augmentation.
+            useTTA: False: no flip test-time augmentation whatever the mode (``--no-tta``); True: the
+                flips of the speed mode.
             onProgress: ``onProgress(doneSlices, totalSlices)`` on the main thread.
             onFinished: ``onFinished(result, error, elapsedSeconds)`` on the main thread; result is a
-                ``mrml.SegmentationResult``, or None when cancelled or failed (then error says why, in
-                the child's own words).
+                ``mrml.SegmentationResult`` (its ``needs_review`` names the flagged segments), or None when
+                cancelled or failed (then error says why, in the child's own words).
             onLog: ``onLog(line)`` for every message of the child.
             roiNode: optional ``vtkMRMLMarkupsROINode``: segment only inside it (its world bounding box,
                 so a parent transform is honoured); the labels are empty outside.
+            mode: speed mode "fast" or "accurate" (``--mode``); None: the model's default for the device.
 
         Returns:
             The running SegmentationJob (``cancel()`` to stop it, ``wait()`` to block).
@@ -999,18 +1072,23 @@ class AttentionMambaSegLogic(ScriptedLoadableModuleLogic):
         """
         from AttentionMambaSegLib.mrml import resolve_model
 
+        if mode not in (None, "fast", "accurate"):
+            raise ValueError(_("Unknown speed mode '{mode}': use 'fast', 'accurate' or None.").format(mode=mode))
         return SegmentationJob(volumeNode, resolve_model(modelId), segmentationNode, device, useTTA,
                                onProgress, onFinished, onLog, python=self.childPython(),
-                               env=self.childEnvironment(), roiNode=roiNode)
+                               env=self.childEnvironment(), roiNode=roiNode, mode=mode)
 
     def process(self, volumeNode, modelId, segmentationNode=None, device="auto", useTTA=True,
-                progress=None, cancel=None):
-        """Segment in this process (Python console, tests); returns SegmentationResult or None if cancelled."""
+                progress=None, cancel=None, mode=None):
+        """Segment in this process (Python console, tests); returns SegmentationResult or None if cancelled.
+
+        ``useTTA`` and ``mode`` as in :meth:`startSegmentation`; no confidence report is made here, so no
+        segment is flagged for review.
+        """
         from AttentionMambaSegLib.mrml import segment_volume_node
 
-        return segment_volume_node(
-            volumeNode, modelId, segmentationNode, device=device, progress=progress, cancel=cancel, tta=useTTA
-        )
+        return segment_volume_node(volumeNode, modelId, segmentationNode, device=device, progress=progress,
+                                   cancel=cancel, tta=None if useTTA else False, mode=mode)
 
     @staticmethod
     def showIn3D(segmentationNode, show: bool = True) -> None:
@@ -1079,8 +1157,19 @@ class AttentionMambaSegTest(ScriptedLoadableModuleTest):
                   "patch_size": [32, 32]}
         return ModelPackage(folder, config=config)
 
+    @staticmethod
+    def _report(package, flagged: int = 0) -> dict:
+        """A ``segment`` report for the test package: class ``flagged`` (0: none) has a low confidence."""
+        segments = []
+        for c in package.classes:
+            low = c["label_value"] == flagged
+            segments.append({"label_value": c["label_value"], "name": c["name"], "confidence": 0.712 if low else 0.97,
+                             "needs_review": low, "reason": "low confidence (0.712 < 0.930)" if low else None})
+        return {"model": package.id, "confidence_threshold": 0.93, "segments": segments, "warnings": []}
+
     def test_AttentionMambaSeg_writer(self):
-        """Torch-free: a fixed labelmap becomes named, coded segments that keep their label values."""
+        """Torch-free: a fixed labelmap becomes named, coded segments that keep their label values; a
+        low-confidence segment is flagged for review, and a later confident run clears the flag."""
         import numpy as np
         from AttentionMambaSegLib import mrml
 
@@ -1091,14 +1180,26 @@ class AttentionMambaSegTest(ScriptedLoadableModuleTest):
         labels = np.zeros((dims[2], dims[1], dims[0]), np.uint8)
         labels[:, : dims[1] // 2, :] = 1
         labels[:, dims[1] // 2:, :] = 2
-        result = mrml.write_segmentation(volumeNode, package, labels)
+        result = mrml.write_segmentation(volumeNode, package, labels, report=self._report(package, flagged=1))
         segmentation = result.segmentation_node.GetSegmentation()
         self.assertEqual(segmentation.GetNumberOfSegments(), 2)
         terms = {segmentation.GetNthSegment(i).GetTerminology() for i in range(2)}
         self.assertEqual(len(terms), 2)  # anterior and posterior stay apart
+        logic = slicer.vtkSlicerSegmentationsModuleLogic
+        first, second = (segmentation.GetNthSegment(i) for i in range(2))
+        names = [c["name"] for c in package.classes]
+        self.assertEqual([first.GetName(), second.GetName()], [names[0] + " (needs review)", names[1]])
+        self.assertEqual([logic.GetSegmentStatus(first), logic.GetSegmentStatus(second)],
+                         [logic.Flagged, logic.InProgress])
+        self.assertIn("Needs review: " + names[0] + " (low confidence 0.712 < 0.930)", result.message)
         labelmapNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
         mrml.export_segmentation_to_labelmap_node(result.segmentation_node, labelmapNode, volumeNode)
-        self.assertTrue((slicer.util.arrayFromVolume(labelmapNode) == labels).all())
+        self.assertTrue((slicer.util.arrayFromVolume(labelmapNode) == labels).all())  # flagged names export too
+        again = mrml.write_segmentation(volumeNode, package, labels, result.segmentation_node,
+                                        report=self._report(package))
+        self.assertEqual([first.GetName(), second.GetName()], names)
+        self.assertEqual(logic.GetSegmentStatus(first), logic.InProgress)
+        self.assertEqual(again.needs_review, {})
         self.delayDisplay("Writer test passed")
 
     def test_AttentionMambaSeg_sample(self):
@@ -1129,8 +1230,12 @@ class AttentionMambaSegTest(ScriptedLoadableModuleTest):
         self.assertIsNone(error)
         segmentation = result.segmentation_node.GetSegmentation()
         self.assertEqual(segmentation.GetNumberOfSegments(), len(package.classes))
-        names = {segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())}
+        from AttentionMambaSegLib.mrml import NEEDS_REVIEW_SUFFIX, TAG_NEEDS_REVIEW
+
+        segments = [segmentation.GetNthSegment(i) for i in range(segmentation.GetNumberOfSegments())]
+        names = {segment.GetName().removesuffix(NEEDS_REVIEW_SUFFIX) for segment in segments}
         self.assertEqual(names, {c["name"] for c in package.classes})
+        self.assertTrue(all(segment.HasTag(TAG_NEEDS_REVIEW) for segment in segments))  # the report was read
         self.assertTrue(progressCalls and progressCalls[-1][0] == progressCalls[-1][1])
         referenceId = result.segmentation_node.GetNodeReferenceID(
             result.segmentation_node.GetReferenceImageGeometryReferenceRole()

@@ -7,6 +7,7 @@
   Written for these tests; they implement only what AttentionMambaSeg.py touches.
 - ``tiny_package()``: a randomly initialised (fixed seed) model package saved in a temporary folder.
 - ``FakePackage`` + ``fixed_predictor()``: deterministic stand-ins for MRML-only tests.
+- ``segment_report()``: a report as the ``segment`` command writes it, with chosen segments flagged.
 """
 
 from __future__ import annotations
@@ -140,7 +141,7 @@ class FakePackage:
 def fixed_predictor(labels_from_array):
     """A stand-in for mrml._predict: labels computed from the input voxels by ``labels_from_array``."""
 
-    def predict(image, package, device, tta, batch_size, progress, cancel):
+    def predict(image, package, device, tta, batch_size, progress, cancel, mode=None):
         array = sitk.GetArrayFromImage(image)
         labels = labels_from_array(array)
         if progress:
@@ -150,6 +151,21 @@ def fixed_predictor(labels_from_array):
         return out
 
     return predict
+
+
+def segment_report(package, flagged=None, warnings=(), model_id=None) -> dict:
+    """A ``segment`` report (``NAME.report.json``) for ``package``: every class confident (0.97) except
+    those in ``flagged`` (label value -> reason); "not found" gives a null confidence, any other reason 0.712."""
+    flagged = flagged or {}
+    segments = []
+    for c in package.classes:
+        reason = flagged.get(c["label_value"])
+        confidence = None if reason == "not found" else 0.712 if reason else 0.97
+        segments.append({"label_value": c["label_value"], "name": c["name"], "voxels": 10, "volume_ml": 0.01,
+                         "confidence": confidence, "needs_review": reason is not None, "reason": reason})
+    return {"input": "input.nrrd", "output": "labels.nrrd", "model": model_id or package.id, "version": "0",
+            "mode": "fast", "passes": "one window per slice, no flips", "confidence_measure": "mean_max_probability",
+            "confidence_threshold": 0.93, "segments": segments, "warnings": list(warnings)}
 
 
 def _copy_geometry(target, source):

@@ -23,6 +23,7 @@ from _slicer_helpers import (  # noqa: I001  (skips the module when slicer-core 
     segment_array,
     segment_ids,
     segment_names,
+    segment_report,
     slicer,
     tag,
     tiny_package,
@@ -262,6 +263,134 @@ def test_manually_edited_segment_survives_rerun(scene, monkeypatch):
     np.testing.assert_array_equal(segment_array(node, ids[1], volume), edited)
 
 
+# ------------------------------------------------------------------------------ review flags
+LOW = "low confidence (0.712 < 0.930)"
+STATUS = slicer.vtkSlicerSegmentationsModuleLogic
+
+
+def _bands_volume(scene):
+    """A 3 x 16 x 18 volume and the labels 0..3 of its four intensity bands."""
+    image = sitk.GetImageFromArray(np.arange(3 * 16 * 18, dtype=np.int16).reshape(3, 16, 18))
+    volume = mrml.add_volume_node_from_image(scene, image, "input")
+    return volume, intensity_bands([0, 1, 2, 3])(sitk.GetArrayFromImage(image))
+
+
+def _review_state(node):
+    """[(name, status, confidence tag, needs-review tag, reason tag)] per segment, in segment order."""
+    segmentation = node.GetSegmentation()
+    out = []
+    for sid in segment_ids(node):
+        segment = segmentation.GetSegment(sid)
+        out.append((segment.GetName(), STATUS.GetSegmentStatus(segment), tag(segment, mrml.TAG_CONFIDENCE),
+                    tag(segment, mrml.TAG_NEEDS_REVIEW), tag(segment, mrml.TAG_REVIEW_REASON)))
+    return out
+
+
+def test_report_flags_a_low_confidence_segment_and_a_confident_rerun_clears_the_flag(scene):
+    volume, labels = _bands_volume(scene)
+    package = FakePackage(ACDC_CLASSES)  # coded classes: export matches them by terminology
+    report = segment_report(package, {1: LOW}, warnings=["The image looks unusually dark."])
+    result = mrml.write_segmentation(volume, package, labels, report=report)
+    node = result.segmentation_node
+    ids = segment_ids(node)
+    assert _review_state(node) == [
+        ("right ventricle (needs review)", STATUS.Flagged, "0.7120", "1", LOW),
+        ("myocardium", STATUS.InProgress, "0.9700", "0", None),
+        ("left ventricle", STATUS.InProgress, "0.9700", "0", None),
+    ]
+    assert tag(node.GetSegmentation().GetSegment(ids[0]), "Segmentation.Status") == "flagged"
+    assert result.needs_review == {ids[0]: LOW}
+    assert result.warnings == ["The image looks unusually dark."]
+    assert result.message == (f"Created '{node.GetName()}' with 3 segments. Needs review: right ventricle "
+                              "(low confidence 0.712 < 0.930). The image looks unusually dark.")
+    exported = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "exported")
+    mrml.export_segmentation_to_labelmap_node(node, exported)  # the renamed segment keeps its label value
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(exported), labels)
+
+    again = mrml.write_segmentation(volume, package, labels, node, report=segment_report(package))
+    assert segment_ids(node) == ids and sorted(again.updated_segment_ids) == sorted(ids)  # found by tags
+    assert _review_state(node) == [
+        ("right ventricle", STATUS.InProgress, "0.9700", "0", None),
+        ("myocardium", STATUS.InProgress, "0.9700", "0", None),
+        ("left ventricle", STATUS.InProgress, "0.9700", "0", None),
+    ]
+    assert again.needs_review == {} and "Needs review" not in again.message
+
+
+def test_a_segment_not_found_is_flagged_without_a_confidence(scene):
+    volume, labels = _bands_volume(scene)
+    labels[labels == 3] = 0
+    package = FakePackage(ACDC_CLASSES)
+    result = mrml.write_segmentation(volume, package, labels, report=segment_report(package, {3: "not found"}))
+    assert _review_state(result.segmentation_node)[2] == (
+        "left ventricle (needs review)", STATUS.Flagged, None, "1", "not found")
+    assert "Needs review: left ventricle (not found)." in result.message
+
+
+def test_segments_the_user_edited_are_neither_renamed_nor_flagged(scene):
+    volume, labels = _bands_volume(scene)
+    package = FakePackage(ACDC_CLASSES)
+    node = mrml.write_segmentation(volume, package, labels, report=segment_report(package, {2: LOW})).segmentation_node
+    ids = segment_ids(node)
+    for sid in (ids[0], ids[1]):  # the user paints slice 0 into the right ventricle and the (flagged) myocardium
+        edited = segment_array(node, sid, volume)
+        edited[0] = 1
+        slicer.util.updateSegmentBinaryLabelmapFromArray(edited, node, sid, volume)
+    before = _review_state(node)
+
+    again = mrml.write_segmentation(volume, package, labels, node, report=segment_report(package, {1: LOW, 3: LOW}))
+    assert again.kept_edited_segment_ids == [ids[0], ids[1]]
+    after = _review_state(node)
+    assert after[:2] == before[:2]  # the edited ones: name, status and tags as they were
+    assert before[0] == ("right ventricle", STATUS.InProgress, "0.9700", "0", None)
+    assert before[1] == ("myocardium (needs review)", STATUS.Flagged, "0.7120", "1", LOW)
+    assert after[2] == ("left ventricle (needs review)", STATUS.Flagged, "0.7120", "1", LOW)
+    assert again.needs_review == {ids[2]: LOW}
+    assert "Needs review: left ventricle (low confidence" in again.message and "right ventricle (" not in again.message
+
+
+def test_a_renamed_or_uncoded_segment_keeps_its_name_when_flagged(scene):
+    volume, labels = _bands_volume(scene)
+    package = FakePackage(ACDC_CLASSES)
+    node = mrml.write_segmentation(volume, package, labels).segmentation_node
+    node.GetSegmentation().GetSegment(segment_ids(node)[0]).SetName("RV")  # the user's own name
+    mrml.write_segmentation(volume, package, labels, node, report=segment_report(package, {1: LOW}))
+    assert _review_state(node)[0] == ("RV", STATUS.Flagged, "0.7120", "1", LOW)
+    mrml.write_segmentation(volume, package, labels, node, report=segment_report(package))
+    assert _review_state(node)[0] == ("RV", STATUS.InProgress, "0.9700", "0", None)
+
+    # A class without codes is matched to its label value by name on export: the name stays.
+    lesion = FakePackage([{"label_value": 1, "name": "lesion", "color": [200, 60, 60]}], model_id="lesions")
+    mask = (labels > 1).astype(np.uint8)
+    result = mrml.write_segmentation(volume, lesion, mask, report=segment_report(lesion, {1: LOW}))
+    assert _review_state(result.segmentation_node) == [("lesion", STATUS.Flagged, "0.7120", "1", LOW)]
+    assert "Needs review: lesion (low confidence 0.712 < 0.930)." in result.message
+    exported = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "exported")
+    mrml.export_segmentation_to_labelmap_node(result.segmentation_node, exported)
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(exported), mask)
+
+
+def test_without_a_usable_report_segments_are_in_progress_and_not_tagged(scene):
+    volume, labels = _bands_volume(scene)
+    package = FakePackage(ACDC_CLASSES)
+    node = mrml.write_segmentation(volume, package, labels, report=segment_report(package, {1: LOW})).segmentation_node
+    # No report (it could not be read): the new prediction carries no flag of the old one.
+    again = mrml.write_segmentation(volume, package, labels, node)
+    assert [s[:2] for s in _review_state(node)] == [("right ventricle", STATUS.InProgress),
+                                                    ("myocardium", STATUS.InProgress),
+                                                    ("left ventricle", STATUS.InProgress)]
+    assert all(s[2:] == (None, None, None) for s in _review_state(node)) and again.needs_review == {}
+    # A report of another model is not applied (its warnings still are shown); broken entries are skipped.
+    other = segment_report(package, {1: LOW}, warnings=["A warning."], model_id="another-model")
+    result = mrml.write_segmentation(volume, package, labels, node, report=other)
+    assert result.needs_review == {} and result.warnings == ["A warning."] and result.message.endswith("A warning.")
+    broken = segment_report(package, {2: LOW})
+    broken["segments"] = [{"label_value": "1"}, "junk", *broken["segments"][1:]]
+    result = mrml.write_segmentation(volume, package, labels, node, report=broken)
+    assert [s[1:4] for s in _review_state(node)] == [
+        (STATUS.InProgress, None, None), (STATUS.Flagged, "0.7120", "1"), (STATUS.InProgress, "0.9700", "0")]
+
+
 def test_rerun_saves_an_undo_state_when_the_scene_records_undo(scene, monkeypatch):
     # Only the recording is checked: restoring a segmentation by scene.Undo() headless (slicer-core
     # 5.12.4) leaves segments that can no longer be exported, so the restore itself is not asserted.
@@ -306,7 +435,7 @@ def test_int64_and_bool_predictions_never_reach_update_volume_from_array(scene, 
     volume = mrml.add_volume_node_from_image(scene, image, "input")
     int64_labels = intensity_bands([0, 1, 2])(sitk.GetArrayFromImage(image)).astype(np.int64)
 
-    def predict_int64(image, *args):
+    def predict_int64(image, *args, **kwargs):
         out = sitk.GetImageFromArray(int64_labels)
         out.CopyInformation(image)
         return out

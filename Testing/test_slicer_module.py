@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 
 from _slicer_helpers import (  # noqa: I001
-    HIPPO_CLASSES,
     HIPPO_IMAGE,
     MODULE_DIR,
     REPO,
@@ -63,6 +62,11 @@ def test_module_file_imports_without_torch_or_third_party_packages():
         h.install_gui_shims(MP())
         before = set(sys.modules)
         import AttentionMambaSeg
+        import os, tempfile
+        os.environ['ATTENTION_MAMBA_SEG_MODELS_DIR'] = tempfile.mkdtemp()  # as inside Slicer (its cache folder)
+        logic = AttentionMambaSeg.AttentionMambaSegLogic()
+        assert logic.defaultSpeedLabel('cardiac-acdc', 'auto').startswith('Model default (')
+        assert 'Fast: ' in logic.speedDescription('cardiac-acdc')
         new = {{m.split('.')[0] for m in set(sys.modules) - before}}
         heavy = sorted(new & {{'torch', 'numba', 'mamba_ssm', 'safetensors', 'platformdirs', 'scipy', 'monai'}})
         assert not heavy, heavy
@@ -98,9 +102,9 @@ def test_module_metadata(module):
 
 def test_parameter_node_fields(module):
     fields = module.AttentionMambaSegParameterNode.fields
-    assert set(fields) == {"inputVolume", "inputROI", "outputSegmentation", "modelId", "device", "useTTA"}
+    assert set(fields) == {"inputVolume", "inputROI", "outputSegmentation", "modelId", "device", "speedMode"}
     node = module.AttentionMambaSegParameterNode()
-    assert node.device == "auto" and node.useTTA is True and node.modelId == ""
+    assert node.device == "auto" and node.speedMode == "" and node.modelId == ""
 
 
 def test_ui_is_valid_and_has_every_widget_the_module_uses(module):
@@ -117,7 +121,10 @@ def test_ui_is_valid_and_has_every_widget_the_module_uses(module):
                 bound[name] = prop.find("string").text
     fields = set(module.AttentionMambaSegParameterNode.fields)
     assert set(bound.values()) <= fields
-    assert {"inputVolume", "outputSegmentation", "useTTA"} <= set(bound.values())
+    assert {"inputVolume", "inputROI", "outputSegmentation"} <= set(bound.values())
+    speed = widgets["speedComboBox"]
+    assert speed.get("class") == "QComboBox" and "useTTACheckBox" not in widgets
+    assert [i.find("property/string").text for i in speed.findall("item")] == ["Model default", "Fast", "Accurate"]
     assert widgets["inputVolumeSelector"].get("class") == "qMRMLNodeComboBox"
     assert widgets["outputSegmentationSelector"].get("class") == "qMRMLNodeComboBox"
     assert widgets["progressBar"].get("class") == "QProgressBar"
@@ -190,7 +197,13 @@ def test_gui_path_runs_in_a_child_process_and_equals_the_segment_command(module,
         labels[segment_array(node, segment_id, volume) > 0] = value
     np.testing.assert_array_equal(labels, expected)
     assert set(np.unique(expected)) == {0, 1, 2} and slices > 0
-    assert segment_names(node) == ["anterior hippocampus", "posterior hippocampus"]
+    names = segment_names(node)
+    assert [n.removesuffix(mrml.NEEDS_REVIEW_SUFFIX) for n in names] == ["anterior hippocampus",
+                                                                         "posterior hippocampus"]
+    segments = [node.GetSegmentation().GetSegment(s) for s in segment_ids(node)]
+    assert all(tag(s, mrml.TAG_NEEDS_REVIEW) in ("0", "1") for s in segments)  # the child's report was read
+    assert {s.GetName() for s in segments if tag(s, mrml.TAG_NEEDS_REVIEW) == "1"} == {
+        n for n in names if n.endswith(mrml.NEEDS_REVIEW_SUFFIX)}
     assert any("Device: CPU" in line for line in log) and "CPU" in job.deviceDescription
     assert not folder.exists()  # temporary files removed
 
@@ -244,6 +257,132 @@ def test_a_failing_child_reports_its_own_message(module, tmp_path, body, message
     assert job.wait(timeout=60)
     (result, error, _), = finished
     assert result is None and re.search(message, str(error)), error
+    assert not job.process.folder.exists()
+
+
+@pytest.mark.skipif(os.name == "nt", reason="the stand-in interpreters are shell scripts")
+@pytest.mark.parametrize("mode, useTTA, expected", [
+    (None, True, []), ("fast", True, ["--mode", "fast"]), ("accurate", True, ["--mode", "accurate"]),
+    (None, False, ["--no-tta"]), ("fast", False, ["--mode", "fast", "--no-tta"]),
+])
+def test_the_speed_mode_reaches_the_child_command_line(module, tmp_path, mode, useTTA, expected):
+    scene = new_scene()
+    volume = mrml.add_volume_node_from_image(scene, sitk.GetImageFromArray(np.zeros((2, 8, 8), np.int16)), "input")
+    logic = module.AttentionMambaSegLogic()
+    logic.pythonExecutable = _fake_python(tmp_path, "exit 3")
+    job = logic.startSegmentation(volume, "hippocampus-msd", device="cpu", useTTA=useTTA, mode=mode)
+    command = job.process.command
+    assert job.wait(timeout=60)
+    options = [a for a in command[command.index("--device") + 2:] if a not in ("--progress-format", "jsonl")]
+    assert options == expected, command
+    with pytest.raises(ValueError, match="Unknown speed mode 'quick'"):
+        logic.startSegmentation(volume, "hippocampus-msd", mode="quick")
+
+
+def test_the_panel_passes_its_speed_choice_and_remembers_it(module):
+    scene = new_scene()
+    volume = mrml.add_volume_node_from_image(scene, sitk.GetImageFromArray(np.zeros((2, 8, 8), np.int16)), "input")
+    started = []
+
+    class Logic:
+        def modelInstalled(self, modelId):
+            return True
+
+        def startSegmentation(self, volumeNode, modelId, segmentationNode=None, **kwargs):
+            started.append(kwargs)
+            return types.SimpleNamespace()
+
+    widget = module.AttentionMambaSegWidget.__new__(module.AttentionMambaSegWidget)
+    widget.logic, widget._job, widget._destroyed = Logic(), None, False
+    widget.ui = types.SimpleNamespace(logTextEdit=types.SimpleNamespace(clear=lambda: None),
+                                      statusLabel=types.SimpleNamespace(text=""))
+    widget._ensureDependencies = lambda: True
+    widget._acceptLicence = lambda modelId: True
+    widget.setRunning = lambda running: None
+    node = widget._parameterNode = module.AttentionMambaSegParameterNode()
+    node.inputVolume, node.modelId = volume, "hippocampus-msd"
+    for index, mode in enumerate((None, "fast", "accurate")):
+        widget.onSpeedChanged(index)
+        assert module._readSetting("speedMode", "") == (mode or "")
+        widget.onSegment()
+        assert started[-1]["mode"] == mode and "useTTA" not in started[-1]
+    assert module.SPEED_CHOICES == ("", "fast", "accurate")
+
+
+def test_model_default_is_labelled_with_what_it_resolves_to(module, monkeypatch):
+    from AttentionMambaSegLib.inference.modes import PassPlan, SpeedModes
+
+    logic = module.AttentionMambaSegLogic()
+    fast_on_cpu = SpeedModes(fast=PassPlan(window="slice", flips=1, foreground_crop=True), cpu_mode="fast")
+    monkeypatch.setattr(logic, "speedModes", lambda modelId: {"m": fast_on_cpu, "a": SpeedModes()}.get(modelId))
+    assert logic.defaultSpeedLabel("m", "cpu") == "Model default (fast on a CPU)"
+    assert logic.defaultSpeedLabel("m", "cuda") == "Model default (accurate on a GPU)"
+    assert logic.defaultSpeedLabel("m", "auto") == "Model default (fast on a CPU, accurate on a GPU)"
+    assert logic.defaultSpeedLabel("a", "auto") == "Model default (accurate)"
+    assert logic.defaultSpeedLabel("missing", "cpu") == "Model default"
+    text = logic.speedDescription("m")
+    assert "Fast: one window per slice, no flips, cropped to the foreground (+24 mm)." in text
+    assert "Accurate: sliding windows, 4 flips." in text and "Model default: fast on a CPU, accurate on a GPU." in text
+    assert module.AttentionMambaSegLogic().speedModes("hippocampus-msd") is not None  # a real model.json
+    assert module.panelWords("quicker: --mode fast (fewer network passes), --roi (only a box)") == (
+        "quicker: Speed 'Fast' (fewer network passes), a region of interest (only a box)")
+
+
+FAKE_SEGMENT_CHILD = textwrap.dedent("""
+    import json, os, sys
+    import numpy as np, SimpleITK as sitk
+    args = sys.argv[1:]  # -m AttentionMambaSegLib.cli segment INPUT -o OUTPUT ...
+    source, output = args[3], args[args.index("-o") + 1]
+    image = sitk.ReadImage(source)
+    labels = np.zeros(sitk.GetArrayViewFromImage(image).shape, np.uint8)
+    labels[0], labels[1] = 1, 2
+    result = sitk.GetImageFromArray(labels)
+    result.CopyInformation(image)
+    sitk.WriteImage(result, output)
+    kind, event = os.environ["FAKE_REPORT"], {"event": "written", "pid": os.getpid(), "path": output}
+    report = {"model": "hippocampus-msd", "warnings": ["The image is unusually small."], "segments": [
+        {"label_value": 1, "name": "anterior hippocampus", "confidence": 0.61, "needs_review": True,
+         "reason": "low confidence (0.610 < 0.900)"},
+        {"label_value": 2, "name": "posterior hippocampus", "confidence": 0.95, "needs_review": False,
+         "reason": None}]}
+    if kind == "event":  # the report where the event says, not beside the output
+        event["report"] = os.path.join(os.path.dirname(output), "elsewhere.json")
+        json.dump(report, open(event["report"], "w"))
+    elif kind == "broken":
+        open(output[:-len(".nrrd")] + ".report.json", "w").write("{not json")
+    print(json.dumps(event), flush=True)
+""")
+
+
+@pytest.mark.skipif(os.name == "nt", reason="the stand-in interpreters are shell scripts")
+@pytest.mark.parametrize("kind", ["event", "missing", "broken"])
+def test_the_job_reads_the_report_and_a_bad_report_does_not_fail_the_run(module, tmp_path, monkeypatch, kind):
+    scene = new_scene()
+    volume = mrml.add_volume_node_from_image(scene, sitk.GetImageFromArray(np.zeros((2, 8, 8), np.int16)), "input")
+    (tmp_path / "child.py").write_text(FAKE_SEGMENT_CHILD)
+    monkeypatch.setenv("FAKE_REPORT", kind)
+    logic = module.AttentionMambaSegLogic()
+    logic.pythonExecutable = _fake_python(tmp_path, f'exec {sys.executable} {tmp_path / "child.py"} "$@"')
+    finished, log = [], []
+    job = logic.startSegmentation(volume, "hippocampus-msd", device="cpu", onFinished=lambda *a: finished.append(a),
+                                  onLog=log.append)
+    assert job.wait(timeout=60)
+    (result, error, _), = finished
+    assert error is None, error
+    node = result.segmentation_node
+    first, second = (node.GetSegmentation().GetSegment(s) for s in segment_ids(node))
+    status = slicer.vtkSlicerSegmentationsModuleLogic
+    if kind == "event":
+        assert first.GetName() == "anterior hippocampus (needs review)"
+        assert status.GetSegmentStatus(first) == status.Flagged and tag(first, mrml.TAG_CONFIDENCE) == "0.6100"
+        assert second.GetName() == "posterior hippocampus" and status.GetSegmentStatus(second) == status.InProgress
+        assert result.message.endswith("Needs review: anterior hippocampus (low confidence 0.610 < 0.900). "
+                                       "The image is unusually small.")
+        assert not log
+    else:
+        assert segment_names(node) == ["anterior hippocampus", "posterior hippocampus"]
+        assert {status.GetSegmentStatus(first), status.GetSegmentStatus(second)} == {status.InProgress}
+        assert result.needs_review == {} and any("confidence report could not be read" in line for line in log)
     assert not job.process.folder.exists()
 
 

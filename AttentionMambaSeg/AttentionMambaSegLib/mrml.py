@@ -17,6 +17,15 @@ Protecting manual edits: every segment written here carries tags with the model 
 a SHA-256 of its voxels at the time it was written. A re-run updates a segment only if that hash still
 matches (nobody edited it); edited segments are left untouched and reported.
 
+Review flags: ``write_segmentation`` takes the run's report (the ``NAME.report.json`` the ``segment``
+command writes beside its output: per segment ``label_value``, ``confidence``, ``needs_review``,
+``reason``, plus ``warnings``). Each segment it writes gets the tags ``AttentionMambaSeg.Confidence``
+(mean largest probability, 0-1, 4 decimals; absent for an empty segment), ``AttentionMambaSeg.NeedsReview``
+("1" or "0") and ``AttentionMambaSeg.ReviewReason`` (only when flagged). A flagged segment gets Slicer's
+"Flagged" status and, when its class is coded (label values are then matched by terminology on export,
+not by name) and the user has not renamed it, the name "NAME (needs review)"; the others get "In progress"
+and their class name back. Segments kept because the user edited them are not touched.
+
 Cancel: ``segment_volume_node`` returns ``None`` and the scene is exactly as before (prediction runs
 before any node is created or modified).
 """
@@ -42,6 +51,11 @@ logger = logging.getLogger(__name__)
 TAG_MODEL_ID = "AttentionMambaSeg.ModelId"
 TAG_LABEL_VALUE = "AttentionMambaSeg.LabelValue"
 TAG_LABELMAP_HASH = "AttentionMambaSeg.LabelmapHash"
+TAG_CONFIDENCE = "AttentionMambaSeg.Confidence"
+TAG_NEEDS_REVIEW = "AttentionMambaSeg.NeedsReview"
+TAG_REVIEW_REASON = "AttentionMambaSeg.ReviewReason"
+#: Appended to the name of a segment the model flags for review.
+NEEDS_REVIEW_SUFFIX = " (needs review)"
 ATTRIBUTE_MODEL_ID = "AttentionMambaSeg.ModelId"
 
 _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
@@ -64,7 +78,11 @@ class SegmentationResult:
         updated_segment_ids: segments of an earlier run that nobody had edited, overwritten by this run.
         kept_edited_segment_ids: segments of an earlier run that were edited by the user and kept as
             they were (the new prediction for them was not written).
-        message: one human-readable sentence summarising the above (for a status label).
+        message: human-readable sentences summarising the above, then the segments that need review
+            and the report's warnings (for a status label).
+        needs_review: segment id -> reason ("low confidence (0.712 < 0.930)", "not found"), for the
+            segments this run wrote and flagged (empty without a report).
+        warnings: the report's warnings (sentences about the input or the result).
     """
 
     segmentation_node: Any
@@ -73,6 +91,8 @@ class SegmentationResult:
     updated_segment_ids: list[str]
     kept_edited_segment_ids: list[str]
     message: str
+    needs_review: dict[str, str] = dataclasses.field(default_factory=dict)
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -453,13 +473,75 @@ def _new_segmentation_node(volume_node, package):
     return node
 
 
-def _write_segments(segmentation_node, volume_node, package, labels: np.ndarray):
-    """Add or update one segment per class; return (added, updated, kept-because-edited) segment ids."""
+def report_reviews(report: dict | None, package) -> tuple[dict[int, dict], list[str]]:
+    """The per-segment entries and the warnings of a ``segment`` report, checked.
+
+    Args:
+        report: the parsed ``NAME.report.json`` (see the module docstring), or None.
+        package: the ModelPackage that made the labelmap.
+
+    Returns:
+        (label value -> that segment's report entry, warnings). Entries without an integer
+        ``label_value`` are skipped; a report of another model gives no entries (both logged).
+    """
+    if not isinstance(report, dict):
+        return {}, []
+    warnings = [str(w) for w in report.get("warnings") or [] if str(w).strip()]
+    if report.get("model") not in (None, str(package.id)):
+        logger.warning("The report is for model '%s', not '%s': its confidence figures were not used.",
+                       report.get("model"), package.id)
+        return {}, warnings
+    reviews = {}
+    for entry in report.get("segments") or []:
+        value = entry.get("label_value") if isinstance(entry, dict) else None
+        if isinstance(value, int) and not isinstance(value, bool):
+            reviews[value] = entry
+        else:
+            logger.warning("Skipped a report entry without a label value: %r", entry)
+    return reviews, warnings
+
+
+def _apply_review(segment, entry, review: dict | None) -> str | None:
+    """Tags, status and name of a segment this run wrote, from its report entry (None: no report, or the
+    report does not list this class: no confidence tags, "In progress").
+
+    Returns:
+        Why the segment needs review, or None.
+    """
+    logic = slicer.vtkSlicerSegmentationsModuleLogic
+    reason = None
+    for name in (TAG_CONFIDENCE, TAG_NEEDS_REVIEW, TAG_REVIEW_REASON):
+        segment.RemoveTag(name)
+    if review is not None:
+        confidence = review.get("confidence")
+        if isinstance(confidence, (int, float)) and not isinstance(confidence, bool):
+            segment.SetTag(TAG_CONFIDENCE, f"{float(confidence):.4f}")
+        if review.get("needs_review"):
+            reason = str(review.get("reason") or "flagged by the model")
+            segment.SetTag(TAG_REVIEW_REASON, reason)
+        segment.SetTag(TAG_NEEDS_REVIEW, "1" if reason else "0")
+    flagged_name = entry.name + NEEDS_REVIEW_SUFFIX
+    name = segment.GetName()
+    if reason:
+        logic.SetSegmentStatus(segment, logic.Flagged)
+        if entry.coded and name == entry.name:  # an uncoded class is matched by name on export
+            segment.SetName(flagged_name)
+    else:
+        logic.SetSegmentStatus(segment, logic.InProgress)
+        if name == flagged_name:
+            segment.SetName(entry.name)
+    return reason
+
+
+def _write_segments(segmentation_node, volume_node, package, labels: np.ndarray, reviews: dict[int, dict]):
+    """Add or update one segment per class (``reviews``: label value -> report entry, see ``report_reviews``);
+    return (added, updated, kept-because-edited, flagged) where flagged maps a written segment's id to why
+    it needs review."""
     model_id = str(package.id)
     ijk_to_ras = ijk_to_ras_matrix(volume_node)
     segmentation = segmentation_node.GetSegmentation()
     logic = slicer.vtkSlicerSegmentationsModuleLogic
-    added, updated, kept = [], [], []
+    added, updated, kept, flagged = [], [], [], {}
     was_modifying = segmentation_node.StartModify()
     try:
         for entry in sorted(package.class_entries, key=lambda e: e.label_value):
@@ -487,13 +569,42 @@ def _write_segments(segmentation_node, volume_node, package, labels: np.ndarray)
                     segment.SetTerminology(terminology_entry(entry))
                 added.append(segment_id)
             segment.SetTag(TAG_LABELMAP_HASH, mask_hash(mask))
-            logic.SetSegmentStatus(segment, logic.InProgress)
+            reason = _apply_review(segment, entry, reviews.get(entry.label_value))
+            if reason:
+                flagged[segment_id] = reason
     finally:
         segmentation_node.EndModify(was_modifying)
-    return added, updated, kept
+    return added, updated, kept, flagged
 
 
-def write_segmentation(volume_node, package, labelmap, segmentation_node=None) -> SegmentationResult:
+def review_sentence(segmentation_node, needs_review: dict[str, str]) -> str:
+    """"Needs review: right ventricle cavity (low confidence 0.712 < 0.930), ..." ("" when none)."""
+    if not needs_review:
+        return ""
+    segmentation = segmentation_node.GetSegmentation()
+    parts = []
+    for segment_id, reason in needs_review.items():
+        name = segmentation.GetSegment(segment_id).GetName().removesuffix(NEEDS_REVIEW_SUFFIX)
+        parts.append(f"{name} ({reason.replace('(', '').replace(')', '')})")
+    return "Needs review: " + ", ".join(parts) + "."
+
+
+def _summary(segmentation_node, created: bool, added: list, updated: list, kept: list) -> str:
+    """"Created 'X' with 3 segments." or "Updated 2 segment(s); kept 1 you edited (myocardium) in 'X'."."""
+    if created:
+        return f"Created '{segmentation_node.GetName()}' with {len(added)} segments."
+    parts = [f"Updated {len(updated)} segment(s)"]
+    if added:
+        parts.append(f"added {len(added)}")
+    if kept:
+        segmentation = segmentation_node.GetSegmentation()
+        names = ", ".join(segmentation.GetSegment(s).GetName() for s in kept)
+        parts.append(f"kept {len(kept)} you edited ({names})")
+    return f"{'; '.join(parts)} in '{segmentation_node.GetName()}'."
+
+
+def write_segmentation(volume_node, package, labelmap, segmentation_node=None,
+                       report: dict | None = None) -> SegmentationResult:
     """Write a predicted labelmap into a segmentation node, protecting segments the user edited.
 
     Must run on the thread that owns the scene (the main thread in Slicer).
@@ -506,9 +617,12 @@ def write_segmentation(volume_node, package, labelmap, segmentation_node=None) -
         segmentation_node: existing vtkMRMLSegmentationNode to update, or None to create one. If it is
             under a different parent transform than the volume, a new node is created instead (and the
             message says so).
+        report: the run's report (parsed ``NAME.report.json``, see the module docstring), or None. It
+            sets each written segment's confidence tags, "Flagged" status and "(needs review)" name;
+            without it the written segments are "In progress" with no confidence tags.
 
     Returns:
-        SegmentationResult.
+        SegmentationResult (``needs_review`` and ``warnings`` from the report).
 
     Raises:
         InputVolumeError: the volume was removed from the scene.
@@ -535,6 +649,7 @@ def write_segmentation(volume_node, package, labelmap, segmentation_node=None) -
             f"not define (defined: {sorted(known - {0})})."
         )
 
+    reviews, warnings = report_reviews(report, package)
     messages = []
     if segmentation_node is not None and (
         segmentation_node.GetTransformNodeID() != volume_node.GetTransformNodeID()
@@ -551,20 +666,14 @@ def write_segmentation(volume_node, package, labelmap, segmentation_node=None) -
         segmentation_node = _new_segmentation_node(volume_node, package)
     color_table = _color_table_for_model(scene, package)
     segmentation_node.SetLabelmapConversionColorTableNodeID(color_table.GetID())
-    added, updated, kept = _write_segments(segmentation_node, volume_node, package, labels)
-    segmentation = segmentation_node.GetSegmentation()
+    added, updated, kept, flagged = _write_segments(segmentation_node, volume_node, package, labels, reviews)
     if kept:
         logger.info("Kept %d edited segment(s) unchanged: %s", len(kept), ", ".join(kept))
-    if created:
-        messages.insert(0, f"Created '{segmentation_node.GetName()}' with {len(added)} segments.")
-    else:
-        parts = [f"Updated {len(updated)} segment(s)"]
-        if added:
-            parts.append(f"added {len(added)}")
-        if kept:
-            names = ", ".join(segmentation.GetSegment(s).GetName() for s in kept)
-            parts.append(f"kept {len(kept)} you edited ({names})")
-        messages.insert(0, f"{'; '.join(parts)} in '{segmentation_node.GetName()}'.")
+    messages.insert(0, _summary(segmentation_node, created, added, updated, kept))
+    for sentence in [review_sentence(segmentation_node, flagged), *warnings]:
+        if sentence:
+            logger.warning("%s", sentence)
+            messages.append(sentence)
     return SegmentationResult(
         segmentation_node=segmentation_node,
         created_node=created,
@@ -572,6 +681,8 @@ def write_segmentation(volume_node, package, labelmap, segmentation_node=None) -
         updated_segment_ids=updated,
         kept_edited_segment_ids=kept,
         message=" ".join(messages),
+        needs_review=flagged,
+        warnings=warnings,
     )
 
 
@@ -589,12 +700,12 @@ def resolve_model(model):
     return model
 
 
-def _predict(image, package, device, tta, batch_size, progress, cancel):
+def _predict(image, package, device, tta, batch_size, progress, cancel, mode=None):
     """Run ``inference.predict_volume`` (imported here: torch is loaded only when a run starts)."""
     from .inference import predict_volume
 
     return predict_volume(
-        image, package, device=device, tta=tta, batch_size=batch_size, progress=progress, cancel=cancel
+        image, package, device=device, tta=tta, batch_size=batch_size, progress=progress, cancel=cancel, mode=mode
     )
 
 
@@ -605,8 +716,9 @@ def segment_volume_node(
     device: str = "auto",
     progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
-    tta: bool = True,
+    tta: bool | None = True,
     batch_size: int | None = None,
+    mode: str | None = None,
 ) -> SegmentationResult | None:
     """Segment a volume node with a model and write the result into a segmentation node.
 
@@ -621,8 +733,10 @@ def segment_volume_node(
         device: "auto", "cpu", "cuda" or "cuda:N".
         progress: called as ``progress(done_slices, total_slices)``.
         cancel: when set, the run stops within one batch of slices.
-        tta: test-time augmentation (flip averaging).
+        tta: flip test-time augmentation: True 4 flips, False none, None the speed mode's own.
         batch_size: slices per network call (default: 1 on a CPU, 4 on a GPU).
+        mode: speed mode, "fast" or "accurate" (None: the model's default for the device; see
+            ``package.card.speed_modes``). Give ``tta=None`` to keep the mode's flips.
 
     Returns:
         SegmentationResult, or None when cancelled (nothing in the scene was created or changed).
@@ -633,7 +747,7 @@ def segment_volume_node(
     package = resolve_model(model)
     check_input_volume(volume_node, package)
     image = image_from_volume_node(volume_node)
-    labelmap = _predict(image, package, device, tta, batch_size, progress, cancel)
+    labelmap = _predict(image, package, device, tta, batch_size, progress, cancel, mode=mode)
     if labelmap is None or (cancel is not None and cancel.is_set()):
         return None
     return write_segmentation(volume_node, package, labelmap, segmentation_node)

@@ -8,7 +8,7 @@ frees GPU memory at the end and keeps the OpenMP runtimes of torch, numba, VTK a
 :class:`SegmentProcess` writes the input image to a temporary folder, starts::
 
     PYTHON -m AttentionMambaSegLib.cli segment INPUT.nrrd -o LABELS.nrrd --model MODEL \\
-        --device DEVICE [--no-tta] --progress-format jsonl
+        --device DEVICE [--mode fast|accurate] [--no-tta] --progress-format jsonl
 
 with stdout redirected to a file, and :meth:`SegmentProcess.poll` (called from a timer on the
 caller's thread; it never blocks) reads the complete lines written so far. No thread is started.
@@ -18,7 +18,8 @@ Events (one JSON object per line; ``event`` names the kind, ``pid`` is the child
 * ``{"event": "device", "device": "cpu", "message": "Device: CPU: no CUDA ..."}``
 * ``{"event": "progress", "input": "input.nrrd", "done": 3, "total": 11}`` after every batch of slices
 * ``{"event": "log", "level": "WARNING", "message": "..."}`` for each log message (INFO and above)
-* ``{"event": "written", "path": ".../labels.nrrd"}``
+* ``{"event": "written", "path": ".../labels.nrrd", "report": ".../labels.report.json"}`` (the report:
+  confidence and review flag of each segment, and warnings; see ``inference.files.write_report``)
 * ``{"event": "error", "type": "ValueError", "message": "..."}`` when the command fails
 
 This module imports only the standard library and SimpleITK: it runs in the Slicer process.
@@ -259,10 +260,11 @@ class SegmentProcess(CliProcess):
         image: the SimpleITK image to segment (written to a temporary .nrrd before the start).
         model: model id or model folder path, as ``segment --model`` takes it.
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-        tta: flip test-time augmentation.
+        tta: False adds ``--no-tta`` (no flips whatever the mode); True leaves the flips to the mode.
         python, env: as :class:`CliProcess`.
         batch_size: slices per forward pass (default: the package's default for the device).
         roi: ``segment --roi`` numbers (RAS centre and size in mm), or None for the whole image.
+        mode: ``segment --mode``: ``"fast"`` or ``"accurate"``; None: the model's default for the device.
 
     Raises:
         OSError: the temporary folder or the input file cannot be written, or the process cannot start.
@@ -275,14 +277,18 @@ class SegmentProcess(CliProcess):
     """
 
     def __init__(self, image, model: str, device: str = "auto", tta: bool = True, python: str | None = None,
-                 env: dict | None = None, batch_size: int | None = None, roi: str | None = None) -> None:
+                 env: dict | None = None, batch_size: int | None = None, roi: str | None = None,
+                 mode: str | None = None) -> None:
         import SimpleITK as sitk
 
         folder = Path(tempfile.mkdtemp(prefix="AttentionMambaSeg-"))
         self.input_path = folder / "input.nrrd"
         self.output_path = folder / "labels.nrrd"
+        self.report_path = folder / "labels.report.json"  # inference.files.report_path_for(output_path)
         arguments = ["segment", str(self.input_path), "-o", str(self.output_path), "--model", str(model),
                      "--device", str(device), "--progress-format", "jsonl"]
+        if mode is not None:
+            arguments += ["--mode", str(mode)]
         if not tta:
             arguments.append("--no-tta")
         if batch_size is not None:
@@ -295,6 +301,30 @@ class SegmentProcess(CliProcess):
             shutil.rmtree(folder, ignore_errors=True)
             raise
         super().__init__(arguments, python=python, env=env, folder=folder)
+
+    def read_report(self) -> dict | None:
+        """The report the child wrote beside the labelmap, parsed; call it before :meth:`result`.
+
+        The path is the ``written`` event's ``report`` (else :attr:`report_path`). Returns None, with a
+        logged warning, when the report is missing, unreadable or not a JSON object: a report never
+        fails the segmentation.
+        """
+        path = self.report_path
+        for event in reversed(self.events):
+            if event.get("event") == "written" and event.get("report"):
+                path = Path(event["report"])
+                break
+        try:
+            with open(path, encoding="utf-8") as f:
+                report = json.load(f)
+        except (OSError, ValueError) as e:
+            logger.warning("The segmentation report %s could not be read (%s): no segment is flagged for review.",
+                           path, e)
+            return None
+        if not isinstance(report, dict):
+            logger.warning("The segmentation report %s is not a JSON object: no segment is flagged for review.", path)
+            return None
+        return report
 
     def result(self):
         """The labelmap (SimpleITK image on the input grid); removes the temporary files.
