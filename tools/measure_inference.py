@@ -144,14 +144,20 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", default=None)
     parser.add_argument("--write-card", nargs=2, metavar=("FAST", "ACCURATE"), default=None)
+    parser.add_argument("--from-json", default=None, metavar="FILE",
+                        help="take the measurements from a --json file of an earlier run of the same plans")
     args = parser.parse_args(argv)
     package = load_model_package(args.model)
     plans = dict(parse_plan(p) for p in args.plan)
     case_ids = split_cases(load_dataset_info(args.dataset), "val", 0)[: args.max_cases]
-    results = measure(package, args.dataset, plans, case_ids, args.threads)
-    largest = largest_slice(package, args.dataset, case_ids)
+    if args.from_json:
+        saved = json.loads(Path(args.from_json).read_text(encoding="utf-8"))
+        results, largest = {k: saved["results"][k] for k in plans}, saved["largest_slice"]
+    else:
+        results = measure(package, args.dataset, plans, case_ids, args.threads)
+        largest = largest_slice(package, args.dataset, case_ids)
     print(f"largest padded slice: {largest}")
-    if args.json:
+    if args.json and not args.from_json:
         Path(args.json).write_text(json.dumps({"largest_slice": largest, "results": results}, indent=1), encoding="utf-8")
     if args.write_card:
         command = "python tools/measure_inference.py " + " ".join(
