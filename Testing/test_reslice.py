@@ -56,14 +56,16 @@ def test_a_30_degree_oblique_hippocampus_is_segmented_in_the_models_axes():
     straight = predictor.predict(image)
     # an oblique acquisition of the same head: the crop, mirrored outwards so that the tilted grid sees
     # tissue everywhere, sampled on a grid rotated by 30 degrees about L
-    tilted = _tilted(sitk.MirrorPad(image, [20, 20, 20], [20, 20, 20]), 30.0, scale=1.3 * 35 / 75)
+    tilted = _tilted(sitk.MirrorPad(image, [20, 20, 20], [20, 20, 20]), 30.0, scale=0.8)
     assert obliquity_degrees(tilted) == pytest.approx(30.0)
-    oblique = predictor.predict(tilted)
+    # the region of interest a radiologist would place: the box of the original crop
+    centre = image.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2 for n in image.GetSize()])
+    roi = inference.RegionOfInterest(tuple(centre), tuple(n * s for n, s in zip(image.GetSize(), image.GetSpacing())))
+    oblique = predictor.predict(tilted, roi=roi)
     assert oblique.GetSize() == tilted.GetSize() and oblique.GetDirection() == tilted.GetDirection()
     # in physical space: the oblique labels brought back to the straight grid. Measured: foreground Dice
-    # 0.68 (two linear resamplings of 1 mm data blur a structure a few millimetres thick); slicing the
-    # tilted grid itself gave 0.08
+    # 0.87 (slicing the tilted grid itself gave 0.08)
     back = sitk.GetArrayFromImage(sitk.Resample(oblique, straight, sitk.Transform(), sitk.sitkNearestNeighbor, 0))
     ref = sitk.GetArrayFromImage(straight)
     fg_dice = 2 * np.count_nonzero((back > 0) & (ref > 0)) / (np.count_nonzero(back > 0) + np.count_nonzero(ref > 0))
-    assert fg_dice >= 0.6, fg_dice
+    assert fg_dice >= 0.85, fg_dice

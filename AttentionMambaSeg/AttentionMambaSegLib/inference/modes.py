@@ -70,7 +70,7 @@ class SpeedModes:
         plans = {}
         for name in MODES:
             entry = (raw.get("modes") or {}).get(name)
-            plans[name] = _DEFAULTS[name] if entry is None else _read_plan(entry, f"{source}: field 'inference.modes.{name}'")
+            plans[name] = _DEFAULTS[name] if entry is None else _read_plan(entry, source, f"inference.modes.{name}")
         cpu_mode = raw.get("cpu_mode", "accurate")
         if cpu_mode not in MODES:
             raise ValueError(f"{source}: field 'inference.cpu_mode' must be one of {MODES}, got {cpu_mode!r}.")
@@ -102,20 +102,23 @@ class SpeedModes:
         return name, plan
 
 
-def _read_plan(entry, field: str) -> PassPlan:
+def _read_plan(entry, source: str, field: str) -> PassPlan:
+    def fail(key: str, expected: str, got) -> ValueError:
+        return ValueError(f"{source}: field '{field}{'.' + key if key else ''}' must be {expected}, got {got!r}.")
+
     if not isinstance(entry, dict):
-        raise ValueError(f"{field} must be an object, got {entry!r}.")
+        raise fail("", "an object", entry)
     unknown = set(entry) - {"window", "flips", "foreground_crop", "crop_margin_mm", "measured"}
     if unknown:
-        raise ValueError(f"{field} has unknown keys {sorted(unknown)}.")
+        raise fail("", f"an object without the unknown keys {sorted(unknown)}", entry)
     window, flips = entry.get("window", "sliding"), entry.get("flips", 4)
     crop, margin = entry.get("foreground_crop", False), entry.get("crop_margin_mm", 24.0)
     if window not in WINDOWS:
-        raise ValueError(f"{field}.window must be one of {WINDOWS}, got {window!r}.")
+        raise fail("window", f"one of {WINDOWS}", window)
     if flips not in FLIPS or isinstance(flips, bool):
-        raise ValueError(f"{field}.flips must be 1, 2 or 4, got {flips!r}.")
+        raise fail("flips", "1, 2 or 4", flips)
     if not isinstance(crop, bool):
-        raise ValueError(f"{field}.foreground_crop must be true or false, got {crop!r}.")
+        raise fail("foreground_crop", "true or false", crop)
     if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin <= 500:
-        raise ValueError(f"{field}.crop_margin_mm must be a number of millimetres (0-500), got {margin!r}.")
+        raise fail("crop_margin_mm", "a number of millimetres (0-500)", margin)
     return PassPlan(window, int(flips), crop, float(margin))

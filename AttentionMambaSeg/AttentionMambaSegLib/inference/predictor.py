@@ -152,27 +152,13 @@ class Predictor:
                 warnings.append(said)
         progress = self._announcing(progress, suggest_roi=roi is None and image.GetDimension() == 3)
         tally = ConfidenceTally(self.package.num_classes, self.config["activation"])
-        if roi is None:
-            labels = self._predict(image, progress, cancel, tally)
-        else:
-            from .roi import crop_to_roi, paste_labels
-
-            crop, start = crop_to_roi(image, roi)
-            logger.info("Segmenting inside the region of interest: %s of %s voxels", crop.GetSize(), image.GetSize())
-            labels = self._predict(crop, progress, cancel, tally)
-            labels = None if labels is None else paste_labels(labels, image, start, roi)
+        labels = self._predict(image, progress, cancel, tally, roi)
         if labels is None:
             return None
         return self._result(labels, tally, warnings)
 
     def _result(self, labels: sitk.Image, tally: ConfidenceTally, warnings: list) -> Segmentation:
         segments = segment_reports(labels, self.card.foreground_classes, tally.confidence(), self.card.confidence_rule)
-        if labels.GetNumberOfComponentsPerPixel() == 1 and self.config["normalization"]["type"] == "rgb":
-            fraction = sum(s.voxels for s in segments) / max(1, int(np.prod(labels.GetSize())))
-            said = self.card.training_appearance.coverage_warning(fraction)
-            if said:
-                logger.warning(said)
-                warnings.append(said)
         for s in segments:
             size = f"{s.size_mm / 1000:.1f} mL" if labels.GetDimension() == 3 else f"{s.size_mm:.0f} mm2"
             logger.info("%s: %s, confidence %s", s.name, size, "-" if s.confidence is None else f"{s.confidence:.3f}",
@@ -183,12 +169,24 @@ class Predictor:
         return Segmentation(labels, self.package.id, str(self.config["version"]), self.mode, self.plan.describe(),
                             self.card.confidence_rule.threshold, segments, tuple(warnings))
 
-    def _predict(self, image: sitk.Image, progress, cancel, tally) -> sitk.Image | None:
-        """Labels of a checked image, in the slicing plane the model asks for (:mod:`.reslice`)."""
+    def _predict(self, image: sitk.Image, progress, cancel, tally, roi=None) -> sitk.Image | None:
+        """Labels of a checked image (inside ``roi`` when given), in the slicing plane the model asks
+        for (:mod:`.reslice`)."""
         from .reslice import OBLIQUE_DEGREES, labels_back, obliquity_degrees, to_canonical
+        from .roi import crop_to_roi, paste_labels
 
-        if (self.config.get("slicing") == "canonical" and image.GetDimension() == 3
-                and obliquity_degrees(image) > OBLIQUE_DEGREES):
+        canonical = (self.config.get("slicing") == "canonical" and image.GetDimension() == 3
+                     and obliquity_degrees(image) > OBLIQUE_DEGREES)
+        if roi is not None:
+            crop, start = crop_to_roi(image, roi)
+            logger.info("Segmenting inside the region of interest: %s of %s voxels", crop.GetSize(), image.GetSize())
+            if canonical:  # the box itself on the patient axes, resampled from the whole input
+                labels = self._predict_grid(to_canonical(image, roi), progress, cancel, tally)
+                labels = None if labels is None else labels_back(labels, crop)
+            else:
+                labels = self._predict(crop, progress, cancel, tally)
+            return None if labels is None else paste_labels(labels, image, start, roi)
+        if canonical:
             # normalised with the input's own statistics: the zeros around the tilted grid do not count
             source = preprocessing.SliceSource(image, self.config["target_spacing"], self.config["axes_code"],
                                                self.config["normalization"])
