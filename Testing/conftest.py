@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
+
+import AttentionMambaSegLib  # noqa: F401  (before torch: it sets torch's OpenMP wait policy)
 import torch
 
 REPO = Path(__file__).resolve().parents[1]

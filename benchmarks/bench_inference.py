@@ -1,7 +1,15 @@
 """Benchmark volume inference (``predict_volume``) on the CPU (prints a Markdown table; not a test).
 
 Usage:  python benchmarks/bench_inference.py [--model cardiac-acdc] [--volumes acdc 256x256x200 512x512x120]
-                                             [--batches 1 4 16] [--tta both|on|off] [--window PIXELS]
+                                             [--batches 1 4 16] [--modes fast accurate sliding]
+                                             [--window PIXELS] [--no-unet]
+
+Modes: ``fast`` and ``accurate`` are the model's speed modes (model.json ``inference``); ``sliding`` is
+overlapping windows of the model's inference_patch_size with 4 flips (the paper's recipe). Every row
+also runs the same pipeline (same windows, flips, batch, foreground crop) with MONAI's ``BasicUNet``
+(2D, features 32-32-64-128-256-32, random weights: its speed does not depend on them) in place of
+Attention-Mamba, in a process of its own, when MONAI is installed: the ``ratio`` column is
+Attention-Mamba's time over the U-Net's, the figure to watch.
 
 Volumes: ``acdc`` is the bundled real ACDC validation volume; ``WxHxS`` are synthetic-intensity volumes
 (smoothed noise, int16, 1.5625 x 1.5625 x 10 mm: the cardiac model's own spacing, so nothing is shrunk),
@@ -23,9 +31,11 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+import AttentionMambaSegLib  # noqa: F401  (first: it sets torch's OpenMP wait policy)
 import torch
 
-from AttentionMambaSegLib.inference import predict_volume
+from AttentionMambaSegLib.inference import Predictor
+from AttentionMambaSegLib.inference.modes import PassPlan
 from AttentionMambaSegLib.package import load_model_package
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "AttentionMambaSeg/Resources/Examples/patient019_frame01_0000.nii.gz"
@@ -53,18 +63,39 @@ def _rss_mb() -> float:
     return float("nan")
 
 
-def row(model, path, tta, batch, window):
-    """One table row in a fresh process: its peak RSS is its own. Returns seconds and MB figures."""
+def passes(package, mode: str) -> PassPlan:
+    """The PassPlan of a table row's mode."""
+    if mode == "sliding":
+        return PassPlan("sliding", 4)
+    return package.card.speed_modes.plan(mode)
+
+
+def basic_unet(package):
+    """MONAI's 2D BasicUNet with the model's channels and classes, or None without MONAI."""
+    try:
+        from monai.networks.nets import BasicUNet
+    except ImportError:
+        return None
+    return BasicUNet(spatial_dims=2, in_channels=package.in_channels, out_channels=package.num_classes).eval()
+
+
+def row(model, path, mode, batch, window, unet=False):
+    """One table row in a fresh process: its peak RSS is its own. Returns seconds and MB figures
+    (None when ``unet`` and MONAI is not installed)."""
     torch.set_num_threads(os.cpu_count())
     torch.zeros(1) + 1  # initialise torch's runtime before the first reading
     runtime = _rss_mb()
     package = load_model_package(model)
-    network = package.build_network("cpu")
+    network = basic_unet(package) if unet else package.build_network("cpu")
+    if network is None:
+        return None
     with_model = _rss_mb()
     img = sitk.ReadImage(str(path))
     before = _rss_mb()
+    predictor = Predictor(package, device="cpu", batch_size=batch, network=network, window=window,
+                          passes=passes(package, mode))
     t0 = time.perf_counter()
-    out = predict_volume(img, package, device="cpu", tta=tta, batch_size=batch, network=network, window=window)
+    out = predictor.predict(img)
     dt = time.perf_counter() - t0
     assert out.GetSize() == img.GetSize()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -81,18 +112,19 @@ def main():
     p.add_argument("--model", default="cardiac-acdc")
     p.add_argument("--volumes", nargs="+", default=["acdc", "256x256x200", "512x512x120"])
     p.add_argument("--batches", type=int, nargs="+", default=[1, 4, 16])
-    p.add_argument("--tta", choices=["both", "on", "off"], default="both")
+    p.add_argument("--modes", nargs="+", choices=["fast", "accurate", "sliding"], default=["fast", "accurate", "sliding"])
     p.add_argument("--window", type=int, default=None, help="sliding window (default: the model's)")
+    p.add_argument("--no-unet", action="store_true", help="leave out the BasicUNet column")
     args = p.parse_args()
     torch.set_num_threads(os.cpu_count())
     package = load_model_package(args.model)
-    window = args.window or package.config["inference_patch_size"][0]
-    ttas = {"both": [False, True], "on": [True], "off": [False]}[args.tta]
-    print(f"model {package.id}, training patch {package.config['patch_size']}, window {window}, "
-          f"threads {torch.get_num_threads()}")
-    print("| volume | size (voxels) | input MB | TTA | batch | s / volume | slices / s | runtime + model MB "
-          "| working MB | peak - runtime MB (budget 2 x input + model) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(f"model {package.id}, training patch {package.config['patch_size']}, sliding window "
+          f"{args.window or package.config['inference_patch_size'][0]}, threads {torch.get_num_threads()}")
+    for mode in args.modes:
+        print(f"- {mode}: {passes(package, mode).describe()}")
+    print("| volume | size (voxels) | input MB | mode | batch | s / volume | slices / s | BasicUNet s / volume | ratio "
+          "| runtime + model MB | working MB | peak - runtime MB (budget 2 x input + model) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     ctx = mp.get_context("spawn")
     with tempfile.TemporaryDirectory() as tmp:
         for spec in args.volumes:
@@ -104,13 +136,19 @@ def main():
             slices = img.GetSize()[2] if img.GetDimension() == 3 else 1
             size = "x".join(str(v) for v in img.GetSize())
             del img
-            for tta in ttas:
+            for mode in args.modes:
                 for batch in args.batches:
                     with ctx.Pool(1) as pool:
-                        dt, runtime, model_mb, working, peak = pool.apply(row, (args.model, path, tta, batch, window))
+                        dt, runtime, model_mb, working, peak = pool.apply(row, (args.model, path, mode, batch, args.window))
+                    unet = None
+                    if not args.no_unet:
+                        with ctx.Pool(1) as pool:
+                            unet = pool.apply(row, (args.model, path, mode, batch, args.window, True))
+                    unet_cells = ("- | - " if args.no_unet else "n/a (MONAI not installed) | - ") if unet is None \
+                        else f"{unet[0]:.2f} | {dt / unet[0]:.1f} "
                     budget = 2 * mb + model_mb
-                    print(f"| {spec} | {size} | {mb:.1f} | {'4 flips' if tta else 'off'} | "
-                          f"{batch} | {dt:.2f} | {slices / dt:.2f} | {runtime:,.0f} + {model_mb:,.0f} | {working:,.0f} | "
+                    print(f"| {spec} | {size} | {mb:.1f} | {mode} | {batch} | {dt:.2f} | {slices / dt:.2f} | {unet_cells}| "
+                          f"{runtime:,.0f} + {model_mb:,.0f} | {working:,.0f} | "
                           f"{peak - runtime:,.0f} (2 x input + model: {budget:,.0f}) |",
                           flush=True)
 

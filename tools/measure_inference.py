@@ -27,6 +27,7 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
+import AttentionMambaSegLib  # noqa: F401  (first: it sets torch's OpenMP wait policy)
 import torch
 
 from AttentionMambaSegLib import preprocessing
@@ -38,6 +39,8 @@ from AttentionMambaSegLib.package import bundled_models_dir, load_model_package
 
 #: Cases whose Dice is below this quantile of the validation Dice (all segments pooled) count as poor.
 POOR_QUANTILE = 0.10
+#: The threshold flags at most this share of the validation segments (a flag on most results means nothing).
+MAX_FLAGGED_SHARE = 0.20
 
 
 def parse_plan(text: str) -> tuple[str, PassPlan]:
@@ -63,7 +66,8 @@ def largest_slice(package, dataset, case_ids) -> list[int]:
 
 
 def calibrate(rows: list[dict]) -> dict:
-    """The confidence threshold that best separates poor segments from good ones (Youden's J).
+    """The confidence threshold that best separates poor segments from good ones (Youden's J), among
+    those that flag at most :data:`MAX_FLAGGED_SHARE` of the segments.
 
     Args:
         rows: per-case rows of :func:`~AttentionMambaSegLib.evaluation.evaluate` (dice, confidence).
@@ -79,6 +83,8 @@ def calibrate(rows: list[dict]) -> dict:
     best = (-1.0, None)
     for t in np.unique(confidence[confidence >= 0]):
         flagged = confidence < t
+        if flagged.mean() > MAX_FLAGGED_SHARE:
+            break
         tpr = flagged[poor].mean() if poor.any() else 0.0
         fpr = flagged[~poor].mean() if (~poor).any() else 0.0
         if tpr - fpr > best[0]:
@@ -107,10 +113,22 @@ def measure(package, dataset, plans: dict, case_ids: list, threads: int) -> dict
     return results
 
 
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (Linux), else the platform's name for it."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def write_card(package, results: dict, fast: str, accurate: str, largest: list, command: str, cases: int) -> Path:
     path = bundled_models_dir() / package.id / "model.json"
     card = json.loads(path.read_text(encoding="utf-8"))
-    machine = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}"
+    machine = f"{cpu_name()}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}"
     modes = {}
     for mode, name in (("fast", fast), ("accurate", accurate)):
         plan = dict(results[name]["plan"])

@@ -29,6 +29,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import AttentionMambaSegLib  # noqa: F401  (first: it sets torch's OpenMP wait policy)
 import torch
 
 from AttentionMambaSegLib.data import load_dataset_info, split_cases

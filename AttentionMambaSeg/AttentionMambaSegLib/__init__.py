@@ -11,3 +11,13 @@ them, and optional kernels load lazily on first use.
 """
 
 __version__ = "0.1.0"
+
+import os as _os
+
+# The network alternates torch's OpenMP regions with the numba selective-scan kernel's threads. With
+# OpenMP's default wait policy torch's idle threads keep spinning on the cores between regions and the
+# scan's threads wait for them: the cardiac demo volume took 35 s instead of 12 s on 2 busy cores
+# (docs/BENCHMARKS.md). Passive waiting yields the cores at once. It only takes effect when set before
+# torch is first imported (the command line and the Slicer module's child process import this package
+# first); an explicit OMP_WAIT_POLICY is kept.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

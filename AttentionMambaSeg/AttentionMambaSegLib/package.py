@@ -349,8 +349,10 @@ class ModelPackage:
         spacing = " x ".join(f"{float(v):g}" for v in c["target_spacing"]) + " mm" if c.get("target_spacing") else \
             "the input's own spacing"
         window = " x ".join(str(v) for v in c["inference_patch_size"])
-        lines.append(f"  input         2D slices at {spacing}, {window} px sliding window, slicing in the "
-                     f"{'patient axes' if c.get('slicing') == 'canonical' else 'acquisition plane'}")
+        lines.append(f"  input         2D slices at {spacing}, slicing in the "
+                     f"{'patient axes' if c.get('slicing') == 'canonical' else 'acquisition plane'}; "
+                     f"sliding windows of {window} px")
+        lines += self._describe_modes()
         lines.append("  classes")
         for entry in self.class_entries:
             code = f"  ({entry.type.scheme} {entry.type.value} {entry.type.meaning})" if entry.type else ""
@@ -371,6 +373,25 @@ class ModelPackage:
             lines.append(f"  command       {training['command']}")
         lines.append(f"  weights       {self.weights_path} (SHA-256 {str(c.get('sha256', 'missing'))[:16]}...)")
         return "\n".join(lines)
+
+
+    def _describe_modes(self) -> list[str]:
+        """The speed modes, their measured validation Dice and time, the CPU default and the review threshold."""
+        modes = self.card.speed_modes
+        measured = {name: (self.card.inference.get("modes") or {}).get(name, {}).get("measured") or {}
+                    for name in ("fast", "accurate")}
+        lines = []
+        for name in ("fast", "accurate"):
+            m = measured[name]
+            figures = (f": validation Dice {m['mean_dice']:.4f}, {m['seconds_per_case']:.1f} s a case"
+                       if m.get("mean_dice") is not None else "")
+            where = [w for w, used in (("CPU", modes.cpu_mode == name), ("GPU", name == "accurate")) if used]
+            default = f" (default on {' and '.join(where)})" if where else ""
+            lines.append(f"  mode {name:<8} {modes.plan(name).describe()}{figures}{default}")
+        threshold = self.card.confidence_rule.threshold
+        lines.append("  review        " + (f"segments with confidence below {threshold:.3f} are flagged 'needs review'"
+                                            if threshold is not None else "only empty segments are flagged 'needs review'"))
+        return lines
 
 
 def _this_step(config: dict) -> dict:

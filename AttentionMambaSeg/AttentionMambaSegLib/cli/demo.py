@@ -29,7 +29,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--output-dir", default="attention-mamba-seg-demo",
                         help="folder for the outputs (created; default ./attention-mamba-seg-demo)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
-    parser.add_argument("--no-tta", dest="tta", action="store_false", help="skip flip test-time augmentation")
+    parser.add_argument("--mode", choices=("fast", "accurate"), default=None,
+                        help="speed mode (default: the model's for the device; see 'models info cardiac-acdc')")
+    parser.add_argument("--no-tta", dest="tta", action="store_false", default=None,
+                        help="no flip test-time augmentation, whatever the mode")
     parser.add_argument("--model", default=DEMO_MODEL, help=argparse.SUPPRESS)
     parser.set_defaults(func=run)
     return parser
@@ -45,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     from ._progress import Bar
 
     from .. import io
-    from ..inference import predict_volume
+    from ..inference import Predictor
+    from ..inference.files import write_report
     from ..package import load_model_package
 
     image_path = examples_dir() / f"{EXAMPLE_CASE}_0000.nii.gz"
@@ -68,19 +72,25 @@ def run(args: argparse.Namespace) -> int:
     image = io.read_image(image_path)
     bar = Bar("slice", desc=EXAMPLE_CASE)
 
+    predictor = Predictor(package, device=args.device, tta=args.tta, mode=args.mode)
     start = time.perf_counter()
     try:
-        labelmap = predict_volume(image, package, device=args.device, tta=args.tta, progress=bar)
+        result = predictor.segment(image, progress=bar)
     finally:
         bar.close()
     seconds = time.perf_counter() - start
+    labelmap = result.labels
     classes = package.config["classes"]
+    segmentation = io.write_segmentation(labelmap, out / f"{EXAMPLE_CASE}.seg.nrrd", classes,
+                                         flagged=[s.label_value for s in result.needs_review])
     written = [
-        io.write_segmentation(labelmap, out / f"{EXAMPLE_CASE}.seg.nrrd", classes),
+        segmentation,
+        write_report(result, segmentation, image_path),
         io.write_labelmap(labelmap, out / f"{EXAMPLE_CASE}_labels.nii.gz"),
         io.write_overlay_montage(image, labelmap, classes, out / f"{EXAMPLE_CASE}_montage.png"),
     ]
-    print(f"Segmented {EXAMPLE_CASE} with '{package.id}' {package.version} in {seconds:.1f} s")
+    print(f"Segmented {EXAMPLE_CASE} with '{package.id}' {package.version} in {seconds:.1f} s "
+          f"(mode {predictor.mode}: {predictor.plan.describe()})")
     if label_path.is_file():
         # copies, not views: a view of the temporary ReadImage result would outlive its image
         pred = sitk.GetArrayFromImage(labelmap)
@@ -89,7 +99,10 @@ def run(args: argparse.Namespace) -> int:
             p, r = pred == c["label_value"], ref == c["label_value"]
             denom = int(p.sum() + r.sum())
             score = 2.0 * np.logical_and(p, r).sum() / denom if denom else 1.0
-            print(f"  Dice {c['name']:28s} {score:.3f}")
+            segment = next(s for s in result.segments if s.label_value == c["label_value"])
+            confidence = "-" if segment.confidence is None else f"{segment.confidence:.3f}"
+            print(f"  Dice {c['name']:28s} {score:.3f}   confidence {confidence}"
+                  + (f"   needs review: {segment.review_reason}" if segment.needs_review else ""))
     for path in written:
         print(path)
     return 0

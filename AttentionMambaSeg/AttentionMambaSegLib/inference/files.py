@@ -207,7 +207,8 @@ def segment_files(
             if result is None:
                 logger.info("Cancelled; %d of %d outputs written.", len(written), len(inputs))
                 break
-            io.write_labelmap(result.labels, dst, package.config["classes"])
+            io.write_labelmap(result.labels, dst, package.config["classes"],
+                              flagged=[s.label_value for s in result.needs_review])
             write_report(result, dst, src)
         except BaseException:
             if written:
