@@ -650,7 +650,7 @@ def roiArgument(roiNode) -> str | None:
 def panelWords(text: str) -> str:
     """A message of the ``segment`` command with its options named as the panel names them."""
     return (text.replace("--mode fast", _("Speed 'Fast'"))
-            .replace("--no-tta", _("no flip averaging (useTTA=False in the Python console)"))
+            .replace("--no-tta", _("no flip averaging"))
             .replace("--roi", _("a region of interest")))
 
 

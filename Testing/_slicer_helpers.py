@@ -139,7 +139,7 @@ class FakePackage:
 
 
 def fixed_predictor(labels_from_array):
-    """A stand-in for mrml._predict: labels computed from the input voxels by ``labels_from_array``."""
+    """A stand-in for mrml._predict: labels computed from the input voxels by ``labels_from_array``, no report."""
 
     def predict(image, package, device, tta, batch_size, progress, cancel, mode=None):
         array = sitk.GetArrayFromImage(image)
@@ -148,7 +148,7 @@ def fixed_predictor(labels_from_array):
             progress(array.shape[0], array.shape[0])
         out = sitk.GetImageFromArray(labels)
         out.CopyInformation(image) if image.GetNumberOfComponentsPerPixel() == 1 else _copy_geometry(out, image)
-        return out
+        return out, None
 
     return predict
 

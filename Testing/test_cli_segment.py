@@ -383,3 +383,21 @@ def test_remove_imported_keeps_folders_that_are_not_packages(tmp_path, model_dir
     assert not (cache / "tiny-cardiac").exists()
     assert (cache / "my notes" / "todo.txt").read_text() == "keep me"
     assert (cache / "readme.txt").exists()
+
+
+def test_reports_are_never_overwritten_silently_nor_left_without_their_output(tmp_path, small_acdc, model_dir, capsys):
+    out = tmp_path / "r"
+    out.mkdir()
+    assert run_cli("segment", small_acdc, "-o", out / "a.nii", "--model", model_dir, "--device", "cpu", "--no-tta") == 0
+    before = (out / "a.report.json").read_text(encoding="utf-8")
+    # another extension, same report name: refused before any work, nothing changed
+    assert run_cli("segment", small_acdc, "-o", out / "a.nii.gz", "--model", model_dir, "--device", "cpu") == 1
+    assert "a.report.json already exists" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["a.nii", "a.report.json"]
+    assert (out / "a.report.json").read_text(encoding="utf-8") == before
+    # a report that cannot be written: the new output is removed with it
+    (out / "b.report.json").mkdir()
+    assert run_cli("segment", small_acdc, "-o", out / "b.nii.gz", "--model", model_dir, "--device", "cpu",
+                   "--overwrite") == 1
+    capsys.readouterr()
+    assert sorted(p.name for p in out.iterdir()) == ["a.nii", "a.report.json", "b.report.json"]

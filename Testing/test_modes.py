@@ -100,11 +100,15 @@ def test_confidence_tally_and_review_rule_known_answers():
     sigmoid = ConfidenceTally(1, "sigmoid")
     sigmoid.add(np.array([[[[0.9, 0.7, 0.2]]]], dtype=np.float32))
     assert sigmoid.confidence() == {1: pytest.approx(0.8)}
-    rule = ConfidenceRule.from_dict({"threshold": 0.85})
-    assert rule.review_reason(0.8) == "low confidence (0.800 < 0.850)"
-    assert rule.review_reason(0.9) is None and rule.review_reason(None) == "not found"
+    rule = ConfidenceRule.from_dict({"threshold": 0.85, "by_mode": {"accurate": 0.9}})
+    assert rule.review_reason(0.8) == "low confidence (0.8000 < 0.8500)"
+    assert rule.review_reason(0.9) is None and rule.review_reason(None, voxels=0) == "not found"
+    assert rule.for_mode("accurate").review_reason(0.88) == "low confidence (0.8800 < 0.9000)"
+    assert rule.for_mode("fast").threshold == 0.85
     with pytest.raises(ValueError, match="confidence.threshold"):
         ConfidenceRule.from_dict({"threshold": 1.5})
+    with pytest.raises(ValueError, match="field 'confidence' must be an object"):
+        ConfidenceRule.from_dict(0.9)
 
 
 def test_segment_reports_confidence_and_flags_per_segment(tmp_path):

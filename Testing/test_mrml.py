@@ -438,7 +438,7 @@ def test_int64_and_bool_predictions_never_reach_update_volume_from_array(scene, 
     def predict_int64(image, *args, **kwargs):
         out = sitk.GetImageFromArray(int64_labels)
         out.CopyInformation(image)
-        return out
+        return out, None
 
     monkeypatch.setattr(mrml, "_predict", predict_int64)
     package = FakePackage(HIPPO_CLASSES)

@@ -11,8 +11,8 @@ spacing) and times the prediction of each case on this machine (``--threads`` CP
 ``--write-card`` the two named candidates become the model's ``fast`` and ``accurate`` modes in its
 bundled model.json: ``inference.modes`` with their measured Dice and seconds, ``cpu_mode`` (``fast``
 when its Dice is within 0.01 of ``accurate``), ``largest_slice`` (the largest padded slice of the
-validation cases), and ``confidence`` (the threshold of :func:`calibrate`, on the per-case
-confidence and Dice of the CPU mode).
+validation cases), and ``confidence`` (the threshold of :func:`calibrate` for each mode, on its
+per-case confidence and Dice; ``threshold`` is the CPU mode's).
 """
 
 from __future__ import annotations
@@ -143,9 +143,10 @@ def write_card(package, results: dict, fast: str, accurate: str, largest: list, 
                          "candidates": {k: {"passes": v["passes"], "mean_dice": v["mean_dice"],
                                             "seconds_per_case": v["seconds_per_case"]} for k, v in results.items()}},
     }
-    calibration = calibrate(results[fast if cpu_mode == "fast" else accurate]["rows"])
-    card["confidence"] = {"measure": "mean_max_probability", "threshold": calibration["threshold"],
-                          "calibration": {"mode": cpu_mode, "cases": cases, **calibration}}
+    calibration = {mode: calibrate(results[name]["rows"]) for mode, name in (("fast", fast), ("accurate", accurate))}
+    card["confidence"] = {"measure": "mean_max_probability", "threshold": calibration[cpu_mode]["threshold"],
+                          "by_mode": {mode: c["threshold"] for mode, c in calibration.items()},
+                          "calibration": {"cases": cases, **calibration}}
     tmp = path.with_name(".model.json.tmp")
     tmp.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     os.replace(tmp, path)

@@ -14,10 +14,14 @@ __version__ = "0.1.0"
 
 import os as _os
 
+import sys as _sys
+
 # The network alternates torch's OpenMP regions with the numba selective-scan kernel's threads. With
 # OpenMP's default wait policy torch's idle threads keep spinning on the cores between regions and the
 # scan's threads wait for them: the cardiac demo volume took 35 s instead of 12 s on 2 busy cores
-# (docs/BENCHMARKS.md). Passive waiting yields the cores at once. It only takes effect when set before
-# torch is first imported (the command line and the Slicer module's child process import this package
-# first); an explicit OMP_WAIT_POLICY is kept.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# (docs/BENCHMARKS.md, "OpenMP wait policy"). Passive waiting yields the cores at once. It only takes
+# effect when set before torch is first imported (the command line, and so the Slicer module's child
+# process, import this package first); an explicit OMP_WAIT_POLICY is kept, and Slicer's own process
+# (which runs no network) is left as it is.
+if "slicer" not in _sys.modules:
+    _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

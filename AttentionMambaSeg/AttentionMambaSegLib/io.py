@@ -504,7 +504,7 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     Raises:
         PermissionError: if the folder is not writable (clear message).
     """
-    path = check_output_path(path, allowed=IMAGE_EXTENSIONS + OUTPUT_EXTENSIONS)
+    path = check_output_path(path, allowed=IMAGE_EXTENSIONS + OUTPUT_EXTENSIONS + (".json",))
     ext = path_extension(path)
     stem = path.name[: len(path.name) - len(ext)] if ext else path.name
     tmp = path.with_name(f".{stem}.{uuid.uuid4().hex[:8]}.part{ext}")

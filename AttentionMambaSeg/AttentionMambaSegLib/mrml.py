@@ -701,12 +701,13 @@ def resolve_model(model):
 
 
 def _predict(image, package, device, tta, batch_size, progress, cancel, mode=None):
-    """Run ``inference.predict_volume`` (imported here: torch is loaded only when a run starts)."""
-    from .inference import predict_volume
+    """``(labels, report)`` of ``inference.Predictor.segment`` (imported here: torch is loaded only when a
+    run starts); ``(None, None)`` when cancelled."""
+    from .inference import Predictor
 
-    return predict_volume(
-        image, package, device=device, tta=tta, batch_size=batch_size, progress=progress, cancel=cancel, mode=mode
-    )
+    predictor = Predictor(package, device=device, tta=tta, batch_size=batch_size, mode=mode)
+    result = predictor.segment(image, progress=progress, cancel=cancel)
+    return (None, None) if result is None else (result.labels, result.report())
 
 
 def segment_volume_node(
@@ -716,7 +717,7 @@ def segment_volume_node(
     device: str = "auto",
     progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
-    tta: bool | None = True,
+    tta: bool | None = None,
     batch_size: int | None = None,
     mode: str | None = None,
 ) -> SegmentationResult | None:
@@ -736,7 +737,7 @@ def segment_volume_node(
         tta: flip test-time augmentation: True 4 flips, False none, None the speed mode's own.
         batch_size: slices per network call (default: 1 on a CPU, 4 on a GPU).
         mode: speed mode, "fast" or "accurate" (None: the model's default for the device; see
-            ``package.card.speed_modes``). Give ``tta=None`` to keep the mode's flips.
+            ``package.card.speed_modes``).
 
     Returns:
         SegmentationResult, or None when cancelled (nothing in the scene was created or changed).
@@ -747,10 +748,10 @@ def segment_volume_node(
     package = resolve_model(model)
     check_input_volume(volume_node, package)
     image = image_from_volume_node(volume_node)
-    labelmap = _predict(image, package, device, tta, batch_size, progress, cancel, mode=mode)
+    labelmap, report = _predict(image, package, device, tta, batch_size, progress, cancel, mode=mode)
     if labelmap is None or (cancel is not None and cancel.is_set()):
         return None
-    return write_segmentation(volume_node, package, labelmap, segmentation_node)
+    return write_segmentation(volume_node, package, labelmap, segmentation_node, report=report)
 
 
 def export_segmentation_to_labelmap_node(segmentation_node, labelmap_node, reference_volume_node=None) -> None:

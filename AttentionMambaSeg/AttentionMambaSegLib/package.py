@@ -388,9 +388,12 @@ class ModelPackage:
             where = [w for w, used in (("CPU", modes.cpu_mode == name), ("GPU", name == "accurate")) if used]
             default = f" (default on {' and '.join(where)})" if where else ""
             lines.append(f"  mode {name:<8} {modes.plan(name).describe()}{figures}{default}")
-        threshold = self.card.confidence_rule.threshold
-        lines.append("  review        " + (f"segments with confidence below {threshold:.3f} are flagged 'needs review'"
-                                            if threshold is not None else "only empty segments are flagged 'needs review'"))
+        rule = self.card.confidence_rule
+        by_mode = ", ".join(f"{mode} {rule.for_mode(mode).threshold:.4f}" for mode in ("fast", "accurate")
+                            if rule.for_mode(mode).threshold is not None)
+        lines.append("  review        " + (f"segments with confidence below the mode's threshold ({by_mode}) and empty "
+                                            "segments are flagged 'needs review'" if by_mode else
+                                            "empty segments are flagged 'needs review'"))
         return lines
 
 

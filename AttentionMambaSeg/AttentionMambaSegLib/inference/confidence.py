@@ -3,9 +3,9 @@
 The confidence of a segment is the mean, over the pixels the model labels with it, of the largest
 class probability there (softmax: the maximum over classes; sigmoid: the probability itself), on
 the model's slice grid before post-processing. A segment whose confidence is below model.json
-``confidence.threshold`` (calibrated on the validation split by ``tools/calibrate_confidence.py`` so
-that the flag marks the cases with poor Dice; ``docs/INFERENCE.md``) or that is empty is flagged
-"needs review".
+``confidence.by_mode[mode]`` (else ``confidence.threshold``; calibrated per speed mode on the
+validation split by ``tools/measure_inference.py --write-card`` so that the flag marks the cases with
+poor Dice; ``docs/INFERENCE.md``) or that is empty is flagged "needs review".
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 
 __all__ = ["ConfidenceTally", "ConfidenceRule", "SegmentReport", "Segmentation", "REPORT_SUFFIX"]
 
-#: The JSON report written beside an output file: ``case.seg.nrrd`` -> ``case.seg.report.json``.
+#: The JSON report written beside an output file: ``case.seg.nrrd`` -> ``case.report.json``.
 REPORT_SUFFIX = ".report.json"
 
 
@@ -54,32 +54,52 @@ class ConfidenceTally:
 
 @dataclass(frozen=True)
 class ConfidenceRule:
-    """model.json ``confidence``: the threshold below which a segment needs review (None: not calibrated)."""
+    """model.json ``confidence``: the threshold below which a segment needs review (None: not calibrated),
+    and the thresholds calibrated for each speed mode (``by_mode``)."""
 
     threshold: float | None = None
     measure: str = "mean_max_probability"
+    by_mode: tuple = ()
 
     @classmethod
     def from_dict(cls, raw: dict | None, source: str = "model.json") -> "ConfidenceRule":
         """Raises ValueError naming ``source`` and the field."""
         if not raw:
             return cls()
-        threshold = raw.get("threshold") if isinstance(raw, dict) else raw
-        if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
-                                      or not math.isfinite(threshold) or not 0.0 < threshold <= 1.0):
-            raise ValueError(f"{source}: field 'confidence.threshold' must be a number in (0, 1], got {threshold!r}.")
+        if not isinstance(raw, dict):
+            raise ValueError(f"{source}: field 'confidence' must be an object such as {{\"threshold\": 0.9}}, "
+                             f"got {raw!r}.")
+        threshold = _threshold(raw.get("threshold"), source, "confidence.threshold")
         measure = raw.get("measure", "mean_max_probability")
         if measure != "mean_max_probability":
             raise ValueError(f"{source}: field 'confidence.measure' must be 'mean_max_probability', got {measure!r}.")
-        return cls(None if threshold is None else float(threshold), measure)
+        by_mode = raw.get("by_mode") or {}
+        if not isinstance(by_mode, dict):
+            raise ValueError(f"{source}: field 'confidence.by_mode' must be an object (mode -> threshold), got {by_mode!r}.")
+        modes = tuple((str(k), _threshold(v, source, f"confidence.by_mode.{k}")) for k, v in by_mode.items())
+        return cls(threshold, measure, modes)
 
-    def review_reason(self, confidence: float | None) -> str | None:
-        """Why a segment with this confidence needs review, or None."""
-        if confidence is None:
+    def for_mode(self, mode: str) -> "ConfidenceRule":
+        """The rule with the threshold calibrated for ``mode`` (this one's where none was)."""
+        threshold = dict(self.by_mode).get(mode, self.threshold)
+        return ConfidenceRule(threshold, self.measure, self.by_mode)
+
+    def review_reason(self, confidence: float | None, voxels: int = 1) -> str | None:
+        """Why a segment with this confidence and size needs review, or None."""
+        if voxels == 0:
             return "not found"
-        if self.threshold is not None and confidence < self.threshold:
-            return f"low confidence ({confidence:.3f} < {self.threshold:.3f})"
+        if confidence is not None and self.threshold is not None and confidence < self.threshold:
+            return f"low confidence ({confidence:.4f} < {self.threshold:.4f})"
         return None
+
+
+def _threshold(value, source: str, field: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not 0.0 < value <= 1.0:
+        raise ValueError(f"{source}: field '{field}' must be a number in (0, 1], got {value!r}.")
+    return float(value)
 
 
 @dataclass(frozen=True)
@@ -146,7 +166,7 @@ def segment_reports(labels, classes, confidence: dict, rule: ConfidenceRule) -> 
     out = []
     for entry in classes:
         k = entry.label_value
-        value = confidence.get(k) if counts[k] else None
+        value = confidence.get(k) if counts[k] else None  # None also where only resampling made the label
         out.append(SegmentReport(k, entry.name, int(counts[k]), float(counts[k]) * voxel, value,
-                                 rule.review_reason(value)))
+                                 rule.review_reason(value, int(counts[k]))))
     return tuple(out)

@@ -66,8 +66,6 @@ def output_path_for(input_path, output, output_format: str = "seg.nrrd", many: b
 
 def _same_file(a, b) -> bool:
     """True when paths ``a`` and ``b`` name the same file (symlinks, hard links, case-insensitive folders)."""
-    import os
-
     ra, rb = a.resolve(), b.resolve()
     if ra == rb or os.path.normcase(str(ra)) == os.path.normcase(str(rb)):
         return True
@@ -112,6 +110,12 @@ def _plan_outputs(inputs: list, output, output_format: str, overwrite: bool) -> 
                 raise ValueError(f"Output {dst} would overwrite the input image {src}; choose another output path.")
     if len({str(p.resolve()).lower() for p in outputs}) != len(outputs):
         raise ValueError("Several inputs map to the same output name; segment them into different folders.")
+    reports = [report_path_for(dst) for dst in outputs]
+    for report in reports:
+        io.check_output_path(report, allowed=(".json",), overwrite=overwrite)
+    if len({str(p.resolve()).lower() for p in reports}) != len(reports):
+        raise ValueError("Several outputs would share one report (NAME.report.json: they differ only in their "
+                         "extension); give them different names or folders.")
     return outputs
 
 
@@ -207,9 +211,15 @@ def segment_files(
             if result is None:
                 logger.info("Cancelled; %d of %d outputs written.", len(written), len(inputs))
                 break
+            report = report_path_for(dst)
+            report.unlink(missing_ok=True)  # an earlier run's report never sits beside this run's output
             io.write_labelmap(result.labels, dst, package.config["classes"],
                               flagged=[s.label_value for s in result.needs_review])
-            write_report(result, dst, src)
+            try:
+                write_report(result, dst, src)
+            except BaseException:
+                dst.unlink(missing_ok=True)  # an output without its report is not left behind
+                raise
         except BaseException:
             if written:
                 logger.error("Failed on input %s; outputs written before the failure: %s", src,
@@ -228,13 +238,12 @@ def report_path_for(output) -> Path:
 
 def write_report(result, output, source) -> Path:
     """Write ``result.report()`` (with the input and output paths) beside ``output``, atomically."""
+    from ..io import atomic_output
+
     path = report_path_for(output)
     report = {"input": str(source), "output": str(output), **result.report()}
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=1)
-        f.write("\n")
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     return path
 
 

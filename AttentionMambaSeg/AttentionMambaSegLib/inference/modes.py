@@ -67,17 +67,22 @@ class SpeedModes:
             return cls()
         if not isinstance(raw, dict):
             raise ValueError(f"{source}: field 'inference' must be an object, got {raw!r}.")
+        modes = raw.get("modes") or {}
+        if not isinstance(modes, dict):
+            raise ValueError(f"{source}: field 'inference.modes' must be an object with 'fast' and 'accurate', "
+                             f"got {modes!r}.")
         plans = {}
         for name in MODES:
-            entry = (raw.get("modes") or {}).get(name)
+            entry = modes.get(name)
             plans[name] = _DEFAULTS[name] if entry is None else _read_plan(entry, source, f"inference.modes.{name}")
         cpu_mode = raw.get("cpu_mode", "accurate")
         if cpu_mode not in MODES:
             raise ValueError(f"{source}: field 'inference.cpu_mode' must be one of {MODES}, got {cpu_mode!r}.")
         largest = raw.get("largest_slice")
-        if largest is not None and not (isinstance(largest, list) and len(largest) == 2
-                                        and all(isinstance(v, int) and v >= 32 for v in largest)):
-            raise ValueError(f"{source}: field 'inference.largest_slice' must be [H, W] pixels, got {largest!r}.")
+        if largest is not None and not (isinstance(largest, list) and len(largest) == 2 and all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 32 and v % 32 == 0 for v in largest)):
+            raise ValueError(f"{source}: field 'inference.largest_slice' must be [H, W] pixels, multiples of 32, "
+                             f"got {largest!r}.")
         return cls(plans["fast"], plans["accurate"], cpu_mode, tuple(largest) if largest else None)
 
     def plan(self, mode: str) -> PassPlan:
@@ -115,8 +120,13 @@ def _read_plan(entry, source: str, field: str) -> PassPlan:
     crop, margin = entry.get("foreground_crop", False), entry.get("crop_margin_mm", 24.0)
     if window not in WINDOWS:
         raise fail("window", f"one of {WINDOWS}", window)
-    if flips not in FLIPS or isinstance(flips, bool):
+    if not isinstance(flips, int) or isinstance(flips, bool) or flips not in FLIPS:
         raise fail("flips", "1, 2 or 4", flips)
+    measured = entry.get("measured", {})
+    if not isinstance(measured, dict) or not all(
+            isinstance(measured.get(k), (int, float)) and not isinstance(measured.get(k), bool)
+            for k in ("mean_dice", "seconds_per_case")) and measured:
+        raise fail("measured", '{"mean_dice": number, "seconds_per_case": number}', measured)
     if not isinstance(crop, bool):
         raise fail("foreground_crop", "true or false", crop)
     if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin <= 500:

@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 import SimpleITK as sitk
@@ -97,7 +98,7 @@ class Predictor:
         self.speed_modes = self.card.speed_modes
         self.mode, self.plan = self.speed_modes.resolve(mode, self.device.type, tta=tta, window=window)
         if passes is not None:
-            self.mode, self.plan = "custom", passes
+            self.mode, self.plan = "custom", passes if window is None else replace(passes, window="sliding")
         self.force = bool(force)
         self.batch_size = default_batch_size(self.device) if batch_size is None else int(batch_size)
         self.network = self.package.build_network(self.device) if network is None else network.to(self.device)
@@ -158,7 +159,8 @@ class Predictor:
         return self._result(labels, tally, warnings)
 
     def _result(self, labels: sitk.Image, tally: ConfidenceTally, warnings: list) -> Segmentation:
-        segments = segment_reports(labels, self.card.foreground_classes, tally.confidence(), self.card.confidence_rule)
+        rule = self.card.confidence_rule.for_mode(self.mode)
+        segments = segment_reports(labels, self.card.foreground_classes, tally.confidence(), rule)
         for s in segments:
             size = f"{s.size_mm / 1000:.1f} mL" if labels.GetDimension() == 3 else f"{s.size_mm:.0f} mm2"
             logger.info("%s: %s, confidence %s", s.name, size, "-" if s.confidence is None else f"{s.confidence:.3f}",
@@ -167,7 +169,7 @@ class Predictor:
                 logger.warning("Segment '%s' needs review: %s", s.name, s.review_reason,
                                extra={"event": "review", "segment": s.name})
         return Segmentation(labels, self.package.id, str(self.config["version"]), self.mode, self.plan.describe(),
-                            self.card.confidence_rule.threshold, segments, tuple(warnings))
+                            rule.threshold, segments, tuple(warnings))
 
     def _predict(self, image: sitk.Image, progress, cancel, tally, roi=None) -> sitk.Image | None:
         """Labels of a checked image (inside ``roi`` when given), in the slicing plane the model asks
@@ -180,8 +182,11 @@ class Predictor:
         if roi is not None:
             crop, start = crop_to_roi(image, roi)
             logger.info("Segmenting inside the region of interest: %s of %s voxels", crop.GetSize(), image.GetSize())
-            if canonical:  # the box itself on the patient axes, resampled from the whole input
-                labels = self._predict_grid(to_canonical(image, roi), progress, cancel, tally)
+            if canonical:  # the box itself on the patient axes, resampled from the whole input,
+                # normalised with the statistics of the voxels under the box (not the zeros outside the image)
+                statistics = preprocessing.SliceSource(crop, self.config["target_spacing"], self.config["axes_code"],
+                                                       self.config["normalization"]).statistics
+                labels = self._predict_grid(to_canonical(image, roi), progress, cancel, tally, statistics)
                 labels = None if labels is None else labels_back(labels, crop)
             else:
                 labels = self._predict(crop, progress, cancel, tally)

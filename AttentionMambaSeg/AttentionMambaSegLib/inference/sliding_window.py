@@ -66,7 +66,7 @@ class BatchPredictor:
     """Predicts probabilities for batches of slices, with OOM back-off and CPU fallback.
 
     ``patch_size`` is the sliding window (H, W). With ``whole_slice``, a slice is instead padded to
-    the next multiple of 32 and predicted in one window, unless it is larger than ``largest_slice``
+    the next multiple of 32 (and at least ``patch_size``) and predicted in one window, unless it is larger than ``largest_slice``
     (H, W), the largest the model was validated at (then the sliding window is used). ``flips`` is
     1, 2 or 4 (:data:`~.modes.FLIPS`); ``tta`` True means 4, False 1.
     """
@@ -95,7 +95,7 @@ class BatchPredictor:
         """The padded (H, W) of a slice predicted in one window, or None for sliding windows."""
         if not self.whole_slice:
             return None
-        size = (-(-h // 32) * 32, -(-w // 32) * 32)
+        size = (max(-(-h // 32) * 32, self.patch[0]), max(-(-w // 32) * 32, self.patch[1]))  # at least the window
         if self.largest_slice and (size[0] > self.largest_slice[0] or size[1] > self.largest_slice[1]):
             return None
         return size
