@@ -44,10 +44,17 @@ class ForegroundCrop:
             target_spacing: (row_mm, col_mm) of the slice grid, or None (1 mm a pixel).
             min_size: the smallest box (H, W) in pixels, e.g. the training patch.
         """
+        from .sliding_window import _is_oom
+
         middle = len(slices) // 2
         flips, batches.flips = batches.flips, FLIPS[1]
         try:
             probabilities = batches(slices[middle:middle + 1])[0]
+        except Exception as e:
+            if not _is_oom(e):
+                raise
+            logger.warning("Out of memory in the first pass of the foreground crop: every slice is segmented whole.")
+            return None
         finally:
             batches.flips = flips
         sigmoid = probabilities.shape[0] == 1
