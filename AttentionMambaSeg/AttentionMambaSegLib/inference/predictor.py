@@ -212,7 +212,7 @@ class Predictor:
         self.network.to(self.device)
         batches = BatchPredictor(self.network, self.window, self.package.num_classes, self.plan.flips,
                                  config["activation"], self.device, 0.5, whole_slice=self.plan.window == "slice",
-                                 largest_slice=self.speed_modes.largest_slice)
+                                 largest_slice=self.speed_modes.largest_slice, smallest_window=self.card.patch_size)
         crop = None
         if self.plan.foreground_crop and geometry.num_slices >= 3:
             crop = ForegroundCrop.locate(batches, slices, self.plan.crop_margin_mm, config["target_spacing"],

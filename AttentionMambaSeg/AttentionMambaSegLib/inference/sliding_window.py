@@ -66,13 +66,14 @@ class BatchPredictor:
     """Predicts probabilities for batches of slices, with OOM back-off and CPU fallback.
 
     ``patch_size`` is the sliding window (H, W). With ``whole_slice``, a slice is instead padded to
-    the next multiple of 32 (and at least ``patch_size``) and predicted in one window, unless it is larger than ``largest_slice``
+    the next multiple of 32 (and at least ``smallest_window``, default ``patch_size``: the model's
+    training patch, as the Predictor passes it) and predicted in one window, unless it is larger than ``largest_slice``
     (H, W), the largest the model was validated at (then the sliding window is used). ``flips`` is
     1, 2 or 4 (:data:`~.modes.FLIPS`); ``tta`` True means 4, False 1.
     """
 
     def __init__(self, network, patch_size, num_classes, tta, activation, device, overlap,
-                 whole_slice: bool = False, largest_slice=None):
+                 whole_slice: bool = False, largest_slice=None, smallest_window=None):
         import torch
 
         from .modes import FLIPS
@@ -88,6 +89,7 @@ class BatchPredictor:
         self.overlap = overlap
         self.whole_slice = bool(whole_slice)
         self.largest_slice = tuple(largest_slice) if largest_slice else None
+        self.smallest_window = tuple(int(v) for v in (smallest_window or self.patch))
         self.gauss_cpu = torch.from_numpy(gaussian_importance_map(self.patch))
         self.gauss = self.gauss_cpu.to(self.device)
 
@@ -95,7 +97,7 @@ class BatchPredictor:
         """The padded (H, W) of a slice predicted in one window, or None for sliding windows."""
         if not self.whole_slice:
             return None
-        size = (max(-(-h // 32) * 32, self.patch[0]), max(-(-w // 32) * 32, self.patch[1]))  # at least the window
+        size = (max(-(-h // 32) * 32, self.smallest_window[0]), max(-(-w // 32) * 32, self.smallest_window[1]))
         if self.largest_slice and (size[0] > self.largest_slice[0] or size[1] > self.largest_slice[1]):
             return None
         return size
