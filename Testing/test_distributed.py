@@ -126,7 +126,7 @@ def test_two_rank_segment_of_a_folder_equals_one_process_and_reports_a_corrupt_i
     common = ["--model", "hippocampus-msd", "--no-tta", "--device", "cpu", "--output-format", "nii.gz"]
     _cli("segment", *sorted(str(p) for p in folder.iterdir()), "-o", str(one), *common)
     _cli("segment", str(folder), "-o", str(two), *common, nproc=2)
-    assert sorted(p.name for p in two.iterdir()) == sorted(f"{n}.nii.gz" for n in names)
+    assert sorted(p.name for p in two.iterdir()) == sorted([f"{n}.nii.gz" for n in names] + [f"{n}.report.json" for n in names])
     for name in names:
         a = sitk.GetArrayFromImage(sitk.ReadImage(str(one / f"{name}.nii.gz")))
         b = sitk.GetArrayFromImage(sitk.ReadImage(str(two / f"{name}.nii.gz")))
@@ -138,4 +138,4 @@ def test_two_rank_segment_of_a_folder_equals_one_process_and_reports_a_corrupt_i
     assert done.returncode != 0
     assert "segmented 4 of 5 inputs, 1 failed:" in done.stderr and "FAILED " in done.stderr
     assert re.search(r"FAILED \S*broken\.nii\.gz: ValueError: .*truncated", done.stderr), done.stderr[-2000:]
-    assert sorted(p.name for p in three.iterdir()) == sorted(f"{n}.nii.gz" for n in names)
+    assert sorted(p.name for p in three.iterdir()) == sorted([f"{n}.nii.gz" for n in names] + [f"{n}.report.json" for n in names])

@@ -1,8 +1,10 @@
 """Foreground crop: segment every slice of a stack inside the box a first pass found, not the whole slice.
 
 A cine short-axis slice at 1 mm is about 340 x 400 pixels; the heart fills a fifth of it. The first
-pass segments the central slice whole (no flips); the box around its foreground, widened by the
-model's margin (millimetres) and at least the training patch, is then the window of every slice.
+pass segments the central slice whole, at half the resolution and without flips (a quarter of the
+work; on the ACDC validation slices its box lies within a few millimetres of the full-resolution
+one); the box around its foreground, widened by the model's margin (millimetres) and at least the
+training patch, is then the window of every slice.
 A slice whose labels reach an edge of the box that is not an edge of the slice is segmented again
 whole, so the crop never cuts a structure off. Used where model.json ``inference`` says
 ``"foreground_crop": true`` (:mod:`.modes`).
@@ -22,6 +24,18 @@ logger = logging.getLogger(__name__)
 
 #: A central slice with fewer foreground pixels than this gives no box.
 MIN_FOREGROUND_PIXELS = 16
+#: The first pass sees the central slice this many times coarser than the model's spacing.
+FIRST_PASS_DOWNSAMPLE = 2.0
+
+
+def _coarser(batch: np.ndarray, factor: float) -> np.ndarray:
+    """float32 (B, C, H, W) slices ``factor`` times coarser (antialiased bilinear); as given for factor 1."""
+    if factor == 1:
+        return batch
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+    return torch.nn.functional.interpolate(x, scale_factor=1.0 / factor, mode="bilinear", antialias=True).numpy()
 
 
 class ForegroundCrop:
@@ -34,7 +48,8 @@ class ForegroundCrop:
         self.redone = 0
 
     @classmethod
-    def locate(cls, batches, slices, margin_mm: float, target_spacing, min_size=(32, 32)) -> "ForegroundCrop | None":
+    def locate(cls, batches, slices, margin_mm: float, target_spacing, min_size=(32, 32),
+               downsample: float = FIRST_PASS_DOWNSAMPLE) -> "ForegroundCrop | None":
         """The box from a first pass on the central slice, or None (no foreground, or no gain).
 
         Args:
@@ -43,13 +58,16 @@ class ForegroundCrop:
             margin_mm: added on each side of the foreground, in millimetres.
             target_spacing: (row_mm, col_mm) of the slice grid, or None (1 mm a pixel).
             min_size: the smallest box (H, W) in pixels, e.g. the training patch.
+            downsample: the first pass sees the slice this many times coarser (1: full resolution).
         """
         from .sliding_window import _is_oom
 
         middle = len(slices) // 2
         flips, batches.flips = batches.flips, FLIPS[1]
+        central = slices[middle:middle + 1]
+        shape = central.shape[2:]
         try:
-            probabilities = batches(slices[middle:middle + 1])[0]
+            probabilities = batches(_coarser(central, downsample))[0]
         except Exception as e:
             if not _is_oom(e):
                 raise
@@ -59,8 +77,8 @@ class ForegroundCrop:
             batches.flips = flips
         sigmoid = probabilities.shape[0] == 1
         foreground = probabilities[0] > 0.5 if sigmoid else probabilities.argmax(axis=0) > 0
-        shape = foreground.shape
-        if np.count_nonzero(foreground) < MIN_FOREGROUND_PIXELS:
+        scale = [n / m for n, m in zip(shape, foreground.shape)]
+        if np.count_nonzero(foreground) * scale[0] * scale[1] < MIN_FOREGROUND_PIXELS:
             logger.info("No foreground on the central slice: every slice is segmented whole.")
             return None
         spacing = target_spacing or (1.0, 1.0)
@@ -68,7 +86,8 @@ class ForegroundCrop:
         for axis, (n, mm) in enumerate(zip(shape, spacing)):
             hits = np.flatnonzero(foreground.any(axis=1 - axis))
             margin = int(np.ceil(margin_mm / mm))
-            lo, hi = max(0, hits[0] - margin), min(n, hits[-1] + 1 + margin)
+            first, last = int(np.floor(hits[0] * scale[axis])), int(np.ceil((hits[-1] + 1) * scale[axis]))
+            lo, hi = max(0, first - margin), min(n, last + margin)
             size = min(n, max(-(-(hi - lo) // 32) * 32, min_size[axis]))  # a multiple of 32 where the slice allows
             lo = min(max(0, (lo + hi - size) // 2), n - size)
             box += [lo, lo + size]
