@@ -10,10 +10,11 @@ poor Dice; ``docs/INFERENCE.md``) or that is empty is flagged "needs review".
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from ..model_card import _is_number
 
 __all__ = ["ConfidenceTally", "ConfidenceRule", "SegmentReport", "Segmentation", "REPORT_SUFFIX"]
 
@@ -96,8 +97,7 @@ class ConfidenceRule:
 def _threshold(value, source: str, field: str) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or not 0.0 < value <= 1.0:
+    if not _is_number(value) or not 0.0 < value <= 1.0:
         raise ValueError(f"{source}: field '{field}' must be a number in (0, 1], got {value!r}.")
     return float(value)
 

@@ -12,10 +12,11 @@ validation images is 3.8 standard deviations (``docs/INFERENCE.md``).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
+
+from ..model_card import _is_number
 
 __all__ = ["Appearance", "FEATURES", "image_features", "Z_LIMIT"]
 
@@ -57,7 +58,7 @@ class Appearance:
         mean, sd = [], []
         for name in FEATURES:
             entry = features.get(name) if isinstance(features, dict) else None
-            ok = (isinstance(entry, dict) and all(_number(entry.get(k)) for k in ("mean", "sd"))
+            ok = (isinstance(entry, dict) and all(_is_number(entry.get(k)) for k in ("mean", "sd"))
                   and entry["sd"] > 0)
             if not ok:
                 raise ValueError(f"{source}: field 'appearance.features.{name}' must be "
@@ -77,7 +78,3 @@ class Appearance:
         return (f"This image is unlike the model's training images: its {FEATURES[worst].replace('_', ' ')} is "
                 f"{abs(z[worst]):.1f} standard deviations from theirs. Check that it is the kind of image the "
                 "model was trained on (see 'models info'); its labels may be meaningless.")
-
-
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -184,8 +184,7 @@ class Predictor:
             logger.info("Segmenting inside the region of interest: %s of %s voxels", crop.GetSize(), image.GetSize())
             if canonical:  # the box itself on the patient axes, resampled from the whole input,
                 # normalised with the statistics of the voxels under the box (not the zeros outside the image)
-                statistics = preprocessing.SliceSource(crop, self.config["target_spacing"], self.config["axes_code"],
-                                                       self.config["normalization"]).statistics
+                statistics = self._slice_source(crop).statistics
                 labels = self._predict_grid(to_canonical(image, roi), progress, cancel, tally, statistics)
                 labels = None if labels is None else labels_back(labels, crop)
             else:
@@ -193,11 +192,15 @@ class Predictor:
             return None if labels is None else paste_labels(labels, image, start, roi)
         if canonical:
             # normalised with the input's own statistics: the zeros around the tilted grid do not count
-            source = preprocessing.SliceSource(image, self.config["target_spacing"], self.config["axes_code"],
-                                               self.config["normalization"])
-            labels = self._predict_grid(to_canonical(image), progress, cancel, tally, source.statistics)
+            statistics = self._slice_source(image).statistics
+            labels = self._predict_grid(to_canonical(image), progress, cancel, tally, statistics)
             return None if labels is None else labels_back(labels, image)
         return self._predict_grid(image, progress, cancel, tally)
+
+    def _slice_source(self, image: sitk.Image, statistics=None) -> preprocessing.SliceSource:
+        """The image's slices on the model's grid, normalised as model.json says (made batch by batch)."""
+        return preprocessing.SliceSource(image, self.config["target_spacing"], self.config["axes_code"],
+                                         self.config["normalization"], statistics=statistics)
 
     def _predict_grid(self, image: sitk.Image, progress, cancel, tally, statistics=None) -> sitk.Image | None:
         """Slices of the image's own grid, segmented and put back on it."""
@@ -205,8 +208,7 @@ class Predictor:
             return None
         config = self.config
         # Slices are made batch by batch: no float copy of the whole volume is held.
-        slices = preprocessing.SliceSource(image, config["target_spacing"], config["axes_code"],
-                                           config["normalization"], statistics=statistics)
+        slices = self._slice_source(image, statistics)
         geometry = slices.geometry
         logger.debug("%d slices of %s px; %s", geometry.num_slices, geometry.slice_shape, self.plan.describe())
         self.network.to(self.device)
