@@ -17,8 +17,9 @@ def make_copy(tmp_path: Path, name: str, train: list[str], val: list[str]) -> Pa
     (dst / "dataset.json").write_text(json.dumps(meta))
     (dst / "splits_final.json").write_text(json.dumps([{"train": train, "val": val}]))
     ending = meta["file_ending"]
+    image_ending = meta.get("image_file_ending", ending)
     for case in train + val:
-        for f in (src / "imagesTr").glob(f"{case}_*{ending}"):
+        for f in (src / "imagesTr").glob(f"{case}_*{image_ending}"):
             shutil.copy(f, dst / "imagesTr" / f.name)
         shutil.copy(src / "labelsTr" / f"{case}{ending}", dst / "labelsTr" / f"{case}{ending}")
     return dst

@@ -114,3 +114,27 @@ def test_dataset_json_errors(tmp_path):
         data.split_cases(info, "val")
     with pytest.raises(ValueError, match="split must be"):
         data.split_cases(info, "test")
+
+
+def test_jpeg_images_with_png_labels(tmp_path):
+    root = make_copy(tmp_path, "ISIC2017", ["ISIC_0000000"], ["ISIC_0000001"])
+    info = data.validate_dataset(root)
+    assert info.image_ending == ".jpg" and info.file_ending == ".png"
+    assert info.channel_path("ISIC_0000000", 0).name == "ISIC_0000000_0000.jpg"
+    image, label = data.read_case(info, "ISIC_0000000")
+    assert image.GetNumberOfComponentsPerPixel() == 3 and tuple(image.GetSize()) == (256, 256)
+    assert set(np.unique(sitk.GetArrayFromImage(label)).tolist()) == {0, 1}
+    (root / "imagesTr" / "ISIC_0000001_0000.jpg").unlink()
+    _expect_problem(root, "ISIC_0000001", "image file missing", "ISIC_0000001_0000.jpg")
+
+
+def test_image_file_ending_is_checked(tmp_path):
+    root = make_copy(tmp_path, "ISIC2017", ["ISIC_0000000"], ["ISIC_0000001"])
+    meta = json.loads((root / "dataset.json").read_text())
+    (root / "dataset.json").write_text(json.dumps({**meta, "image_file_ending": "jpg"}))
+    _expect_problem(root, "image_file_ending must be a file ending", "'jpg'")
+    (root / "dataset.json").write_text(json.dumps({**meta, "file_ending": ".jpg"}))
+    _expect_problem(root, "labels must be stored losslessly", "image_file_ending")
+    meta.pop("image_file_ending")
+    (root / "dataset.json").write_text(json.dumps(meta))  # images looked for as .png: none found
+    _expect_problem(root, "ISIC_0000000", "image file missing", "ISIC_0000000_0000.png")

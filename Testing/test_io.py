@@ -255,7 +255,7 @@ def test_interrupted_write_leaves_nothing_and_keeps_old_file(tmp_path, monkeypat
 
     monkeypatch.setattr(slicerio, "write_segmentation", partial_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
-        io.write_segmentation(lab, target, CLASSES)
+        io.write_segmentation(lab, target, CLASSES, overwrite=True)
     assert files_in(tmp_path) == ["out.seg.nrrd"]
     assert target.read_bytes() == b"previous result"
 

@@ -3,10 +3,16 @@
 Layout (nnU-Net v2 "raw" dataset)::
 
     DATASET/
-      dataset.json          channel_names, labels (name -> value, background 0), file_ending, licence
+      dataset.json          channel_names, labels (name -> value, background 0), file_ending, licence,
+                            optional image_file_ending
       splits_final.json     [{"train": [case ids], "val": [case ids]}, ...] (one entry per fold)
-      imagesTr/<case>_0000<file_ending>, <case>_0001<file_ending>, ...   one file per channel
-      labelsTr/<case><file_ending>                                       integer labelmap
+      imagesTr/<case>_0000<image_file_ending>, <case>_0001<image_file_ending>, ...   one file per channel
+      labelsTr/<case><file_ending>                                                   integer labelmap
+
+``image_file_ending`` extends the nnU-Net v2 layout: the image files may have another ending than the
+labels (dermoscopy photographs are published as JPEG, their masks are PNG: ``"image_file_ending": ".jpg"``
+with ``"file_ending": ".png"``). Without it the images share ``file_ending``. Labels are never JPEG (its
+lossy compression invents label values).
 
 Supported files: whatever SimpleITK reads (3D NIfTI, NRRD, MHA; 2D PNG, JPG, grey or RGB). A colour
 image may hold all its channels in the single ``_0000`` file (PH2 stores one RGB PNG per case while its
@@ -79,7 +85,9 @@ class DatasetInfo:
         name: dataset name (``dataset.json`` "name", else the folder name).
         channel_names: channel names in channel order, e.g. ``["cineMRI"]`` or ``["R", "G", "B"]``.
         labels: label name -> integer value, including background (0); values are 0..N-1.
-        file_ending: e.g. ``".nii.gz"`` or ``".png"``.
+        file_ending: ending of the label files, e.g. ``".nii.gz"`` or ``".png"``.
+        image_file_ending: ending of the image (channel) files; ``file_ending`` unless dataset.json
+            gives ``image_file_ending`` (e.g. ``".jpg"`` photographs with ``".png"`` masks).
         licence: licence text of the data (None if dataset.json has none).
         reference: citation of the data (None if absent).
         cases: the case ids that have a label file, sorted.
@@ -93,6 +101,7 @@ class DatasetInfo:
     channel_names: tuple[str, ...]
     labels: dict[str, int]
     file_ending: str
+    image_file_ending: str = ""
     licence: str | None = None
     reference: str | None = None
     cases: tuple[str, ...] = ()
@@ -117,7 +126,12 @@ class DatasetInfo:
 
     def channel_path(self, case_id: str, channel: int) -> Path:
         """Path of channel file ``channel`` (0-based) of a case."""
-        return self.root / "imagesTr" / f"{case_id}_{channel:04d}{self.file_ending}"
+        return self.root / "imagesTr" / f"{case_id}_{channel:04d}{self.image_ending}"
+
+    @property
+    def image_ending(self) -> str:
+        """Ending of the image files: ``image_file_ending``, else ``file_ending``."""
+        return self.image_file_ending or self.file_ending
 
 
 @dataclass
@@ -210,6 +224,7 @@ def load_dataset_info(path: str | Path) -> DatasetInfo:
             root, [(None, f"dataset.json labels must be 0 (background), 1, ..., N-1 without gaps, got {meta['labels']}")]
         )
     file_ending = str(meta["file_ending"])
+    image_file_ending = _image_file_ending(root, meta, file_ending)
     labels_dir = root / "labelsTr"
     if not labels_dir.is_dir():
         raise DatasetError(root, [(None, f"labelsTr folder not found in {root}")])
@@ -222,6 +237,7 @@ def load_dataset_info(path: str | Path) -> DatasetInfo:
         channel_names=tuple(name for _, name in channel_items),
         labels=labels,
         file_ending=file_ending,
+        image_file_ending=image_file_ending,
         licence=meta.get("licence", meta.get("license")),
         reference=meta.get("reference"),
         cases=tuple(cases),
@@ -230,6 +246,23 @@ def load_dataset_info(path: str | Path) -> DatasetInfo:
         task=meta.get("task") if isinstance(meta.get("task"), str) else None,
         modality=meta.get("modality") if isinstance(meta.get("modality"), str) else None,
     )
+
+
+#: Endings a label file may not have: lossy formats change label values at edges.
+_LOSSY_ENDINGS = (".jpg", ".jpeg")
+
+
+def _image_file_ending(root: Path, meta: dict, file_ending: str) -> str:
+    """dataset.json's optional ``image_file_ending`` (``file_ending`` when absent), checked."""
+    if file_ending.lower().endswith(_LOSSY_ENDINGS):
+        raise DatasetError(root, [(None, f"dataset.json file_ending {file_ending!r} is the labels' ending; labels must "
+                                         "be stored losslessly (.png, .nii.gz, .nrrd); give JPEG images as "
+                                         "\"image_file_ending\": \".jpg\"")])
+    value = meta.get("image_file_ending", file_ending)
+    if not isinstance(value, str) or not value.startswith(".") or len(value) < 2:
+        raise DatasetError(root, [(None, f"dataset.json image_file_ending must be a file ending such as \".jpg\", "
+                                         f"got {value!r}")])
+    return value
 
 
 def _label_terminology(root: Path, meta: dict, labels: dict[str, int]) -> dict:
@@ -385,7 +418,7 @@ def validate_dataset(
     images_dir = info.root / "imagesTr"
     if not images_dir.is_dir():
         raise DatasetError(info.root, [(None, f"imagesTr folder not found in {info.root}")])
-    suffix = f"_0000{info.file_ending}"
+    suffix = f"_0000{info.image_ending}"
     unlabelled = sorted(
         p.name[: -len(suffix)] for p in images_dir.iterdir() if p.name.endswith(suffix) and p.name[: -len(suffix)] not in known
     )

@@ -25,6 +25,7 @@ import SimpleITK as sitk
 
 from .data import load_dataset_info, read_case, split_cases
 from .metrics import array_spacing, per_class_metrics
+from .outputs import check_output_path
 
 __all__ = ["evaluate", "evaluate_shift_suite", "score_files", "format_summary", "format_shift_suite", "EMPTY_MASK_CONVENTIONS"]
 
@@ -51,6 +52,7 @@ def evaluate(
     shift=None,
     predictor=None,
     mode: str | None = None,
+    overwrite: bool = False,
 ) -> dict | None:
     """Predict every case of a split and score it per class.
 
@@ -75,18 +77,23 @@ def evaluate(
             between calls); then ``device``, ``tta``, ``batch_size``, ``window`` and ``mode`` are its own.
         mode: speed mode, ``"fast"`` or ``"accurate"`` (:mod:`~AttentionMambaSegLib.inference.modes`);
             default the model's for the device.
+        overwrite: replace an existing ``output`` CSV and box plot (never a file of the dataset).
 
     Returns:
         summary dict: ``cases`` (int), ``tta``, ``mode``, ``passes``, ``seconds_mean`` (prediction
         time per case), ``conventions``, ``per_case`` (list of rows: case, class, label_value, dice,
         hd95_mm, pred_voxels, ref_voxels, confidence, needs_review, seconds), ``per_class`` ({class name:
         {dice_mean, dice_sd, hd95_mean, hd95_sd}}), ``mean_dice`` and ``mean_hd95`` (mean over classes of
-        the per-class means); None when cancelled.
+        the per-class means), ``label_values_found`` (every value > 0 found in the reference labels, or
+        listed in dataset.json) and ``label_values_not_scored`` ({value: number of cases holding it} for the
+        values the model does not predict, which no figure includes); None when cancelled.
 
     Raises:
         DatasetError: invalid dataset or split.
-        ValueError: the model and dataset do not match (channels, label values).
+        ValueError: the model and dataset do not match (channels, label values); a reference label with
+            non-integer values.
         FileNotFoundError: unknown model.
+        FileExistsError: ``output`` exists and ``overwrite`` is False (before any prediction).
     """
     from .inference import Predictor
     from .package import ModelPackage, load_model_package
@@ -98,6 +105,11 @@ def evaluate(
     if not case_ids:
         raise ValueError(f"no case to evaluate in split {split!r} of {info.root}")
     classes = _classes_to_score(package, info)
+    if output is not None:  # before any prediction: the outputs may be written at the end
+        for path in (Path(output), Path(output).with_suffix(".png")):
+            check_output_path(path, overwrite=overwrite, inputs=[info.root])
+    scored_values = {c["label_value"] for c in classes}
+    found: dict[int, int] = {int(v): 0 for v in info.foreground_labels.values()}
     if predictor is None:
         predictor = Predictor(package, device=device, tta=tta, batch_size=batch_size, window=window, mode=mode)
     rows: list[dict] = []
@@ -119,6 +131,8 @@ def evaluate(
             return None
         seconds.append(time.perf_counter() - started)
         segments = {s.label_value: s for s in result.segments}
+        for value in _label_values(label, f"the reference label of case {case_id}"):
+            found[value] = found.get(value, 0) + 1
         for row in _score_case(case_id, result.labels, label, classes):
             segment = segments[row["label_value"]]
             rows.append({**row, "confidence": segment.confidence, "needs_review": segment.needs_review,
@@ -126,13 +140,42 @@ def evaluate(
         if progress is not None:
             progress(done, len(case_ids))
     summary = _summarise(rows, classes, len(case_ids), predictor.tta)
+    not_scored = {v: n for v, n in sorted(found.items()) if v not in scored_values}
+    if not_scored:
+        logger.warning("Label value(s) %s of the dataset are not predicted by model '%s' (it predicts %s) and are "
+                       "left out of every figure.", ", ".join(f"{v} ({n} case(s))" for v, n in not_scored.items()),
+                       package.id, sorted(scored_values))
     summary.update({"model": package.id, "dataset": str(info.root), "split": split if cases is None else "cases",
                     "shift": None if shift is None else shift.name, "mode": predictor.mode,
-                    "passes": predictor.plan.describe(), "seconds_mean": float(np.mean(seconds))})
+                    "passes": predictor.plan.describe(), "seconds_mean": float(np.mean(seconds)),
+                    "label_values_found": sorted(found), "label_values_not_scored": not_scored})
     if output is not None:
-        _write_csv(summary, Path(output))
-        _plot_boxes(summary, Path(output).with_suffix(".png"))
+        _write_csv(summary, Path(output), overwrite=overwrite, inputs=[info.root])
+        _plot_boxes(summary, Path(output).with_suffix(".png"), overwrite=overwrite, inputs=[info.root])
     return summary
+
+
+def _label_values(label: sitk.Image, what: str) -> list[int]:
+    """The values > 0 of a labelmap, after checking that they are whole numbers.
+
+    Raises:
+        ValueError: vector pixels, or values that are not whole numbers (e.g. a probability map or an
+            interpolated label), naming ``what`` and an example value.
+    """
+    if label.GetNumberOfComponentsPerPixel() != 1:
+        raise ValueError(f"{what} has {label.GetNumberOfComponentsPerPixel()} values per voxel; a labelmap has one.")
+    values = np.unique(sitk.GetArrayViewFromImage(label))
+    if values.dtype.kind == "f":
+        fractional = values[~np.isfinite(values) | (values != np.round(values))]
+        if fractional.size:
+            raise ValueError(
+                f"{what} holds values that are not whole numbers (e.g. {float(fractional[0]):g}; {fractional.size} "
+                "distinct such values): it is not a labelmap (a probability map, or a label resampled with linear "
+                "interpolation?). Give the labelmap itself, with integer label values."
+            )
+    if values.size and values.min() < 0:
+        raise ValueError(f"{what} holds negative values (down to {values.min():g}); label values are 0 or more.")
+    return [int(v) for v in values if v > 0]
 
 
 def _classes_to_score(package, info) -> list[dict]:
@@ -244,8 +287,8 @@ def score_files(prediction, label, label_values: Sequence[int] | None = None) ->
         ``{label value: {"dice", "hd95", "pred_voxels", "ref_voxels"}}``, HD95 in mm (the label's spacing).
 
     Raises:
-        ValueError: the two files are not on the same grid (size, spacing, origin or direction), or
-            one is not a 2D/3D single-component labelmap.
+        ValueError: the two files are not on the same grid (size, spacing, origin or direction), one is
+            not a 2D/3D single-component labelmap, or one holds values that are not whole numbers.
     """
     from . import io
 
@@ -255,6 +298,7 @@ def score_files(prediction, label, label_values: Sequence[int] | None = None) ->
         if image.GetNumberOfComponentsPerPixel() != 1 or image.GetDimension() not in (2, 3):
             raise ValueError(f"the {name} {path} is not a 2D or 3D labelmap (one value per voxel); export a "
                              "labelmap (a segmentation with overlapping segments cannot be scored as one)")
+        _label_values(image, f"the {name} {path}")
         images[name] = image
     pred_img, ref_img = images["prediction"], images["label"]
     for what, a, b in (("size", pred_img.GetSize(), ref_img.GetSize()),
@@ -318,33 +362,46 @@ def format_summary(summary: dict) -> str:
         lines.append(f"{name:<28} {v['dice_mean']:>10.4f} {v['dice_sd']:>8.4f} {v['hd95_mean']:>10.2f} {v['hd95_sd']:>8.2f}")
     lines.append(f"{'mean of classes':<28} {summary['mean_dice']:>10.4f} {'':>8} {summary['mean_hd95']:>10.2f}")
     lines.append(f"({summary['conventions']})")
+    if "label_values_found" in summary:
+        lines.append(f"label values found in the references: {summary['label_values_found']}")
+    not_scored = summary.get("label_values_not_scored") or {}
+    if not_scored:
+        lines.append("not predicted by the model, so in no figure above: "
+                     + ", ".join(f"label value {v} ({n} case(s))" for v, n in not_scored.items()))
     return "\n".join(lines)
 
 
-def _write_csv(summary: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+def _write_csv(summary: dict, path: Path, *, overwrite: bool = False, inputs=()) -> None:
+    """The per-case table as CSV, under the output rule (:mod:`.outputs`)."""
+    import io as text_io
+
+    from .outputs import write_text_output
+
     fields = ["case", "class", "label_value", "dice", "hd95_mm", "pred_voxels", "ref_voxels", "confidence",
               "needs_review", "seconds"]
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        f.write(f"# model {summary.get('model', '?')}, dataset {summary.get('dataset', '?')}, split {summary.get('split', '?')}, "
-                f"TTA {'on' if summary['tta'] else 'off'}, mode {summary.get('mode', '?')}\n")
-        f.write("# Dice = 2|P and G| / (|P| + |G|); HD95 = 95th percentile of the pooled symmetric surface distances, "
-                "in mm with each case's own spacing\n")
-        f.write(f"# empty masks: {summary['conventions']}\n")
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        for row in summary["per_case"]:
-            writer.writerow({k: (f"{row.get(k):.6f}" if isinstance(row.get(k), float) else row.get(k)) for k in fields})
-    os.replace(tmp, path)
-    logger.info("per-case metrics written to %s", path)
+    f = text_io.StringIO(newline="")
+    f.write(f"# model {summary.get('model', '?')}, dataset {summary.get('dataset', '?')}, split {summary.get('split', '?')}, "
+            f"TTA {'on' if summary['tta'] else 'off'}, mode {summary.get('mode', '?')}\n")
+    f.write("# Dice = 2|P and G| / (|P| + |G|); HD95 = 95th percentile of the pooled symmetric surface distances, "
+            "in mm with each case's own spacing\n")
+    f.write(f"# empty masks: {summary['conventions']}\n")
+    if summary.get("label_values_not_scored"):
+        f.write(f"# label values not predicted by the model, in no row: {summary['label_values_not_scored']}\n")
+    writer = csv.DictWriter(f, fieldnames=fields)
+    writer.writeheader()
+    for row in summary["per_case"]:
+        writer.writerow({k: (f"{row.get(k):.6f}" if isinstance(row.get(k), float) else row.get(k)) for k in fields})
+    write_text_output(path, f.getvalue(), overwrite=overwrite, inputs=inputs)
+    logger.info("Wrote per-case metrics %s", path)
 
 
-def _plot_boxes(summary: dict, path: Path) -> None:
+def _plot_boxes(summary: dict, path: Path, *, overwrite: bool = False, inputs=()) -> None:
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
+
+    from .outputs import write_output
 
     names = list(summary["per_class"])
     dice = [[r["dice"] for r in summary["per_case"] if r["class"] == n] for n in names]
@@ -359,8 +416,17 @@ def _plot_boxes(summary: dict, path: Path) -> None:
     ax2.set_ylabel("HD95 (mm)")
     fig.suptitle(f"{summary.get('model', '')}: {summary['cases']} case(s), {summary.get('split', '')}", fontsize=9)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
-    logger.info("box plots written to %s", path)
+    try:
+        with write_output(path, overwrite=overwrite, inputs=inputs, verify=_png_readable) as tmp:
+            fig.savefig(tmp, dpi=100, format="png")
+    finally:
+        plt.close(fig)
+    logger.info("Wrote box plots %s", path)
+
+
+def _png_readable(path: Path) -> None:
+    """Read a written PNG to its end (raises on a truncated file)."""
+    from PIL import Image
+
+    with Image.open(path) as png:
+        png.load()

@@ -29,9 +29,11 @@ import stat
 import tempfile
 import uuid
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any, Callable
 
+from .outputs import explain_write_error
 from .model_card import _ID_PATTERN, NORMALIZATION_TYPES, SLICE_AXIS_RULES, ModelCard, _is_number, is_patch_size  # noqa: F401
 
 logger = logging.getLogger(__name__)
@@ -81,10 +83,17 @@ def imported_models_dir() -> Path:
     Raises:
         ModuleNotFoundError: the variable is not set and platformdirs is not installed (the message
             says what to do).
+        NotADirectoryError: the variable names a file.
     """
     override = os.environ.get(MODELS_DIR_VARIABLE)
     if override:
-        return Path(override)
+        folder = Path(override)
+        if folder.exists() and not folder.is_dir():
+            raise NotADirectoryError(
+                f"The environment variable {MODELS_DIR_VARIABLE} names {folder}, which is a file, not a folder: set "
+                "it to a folder for imported models (it is created if missing), or unset it to use the default."
+            )
+        return folder
     try:
         import platformdirs
     except ModuleNotFoundError as e:
@@ -101,6 +110,9 @@ def _imported_models_dir_if_known() -> Path | None:
         return imported_models_dir()
     except ModuleNotFoundError as e:
         logger.debug("Imported models are not listed: %s", e)
+        return None
+    except NotADirectoryError as e:
+        logger.warning("Imported models are not listed: %s", e)
         return None
 
 
@@ -329,6 +341,8 @@ class ModelPackage:
         if suite.get("shift_mean") is not None:
             text += f" Under site-like changes (colour, scale, noise...): {suite['shift_mean']:.3f}."
         limits = self.config.get("limits") or {}
+        if limits.get("needs"):
+            text += f" Needs {limits['needs']}."
         if limits.get("not_validated_on"):
             value = limits["not_validated_on"]
             text += " Not validated on: " + ("; ".join(value) if isinstance(value, list) else str(value)) + "."
@@ -359,7 +373,7 @@ class ModelPackage:
             lines.append(f"    {entry.label_value:3d}  {entry.name}  rgb{tuple(entry.color)}{code}")
         lines += _describe_figures(c.get("metrics") or {})
         limits = c.get("limits") or {}
-        for key, title in (("trained_on", "trained on"), ("validated_on", "validated on"),
+        for key, title in (("needs", "needs"), ("trained_on", "trained on"), ("validated_on", "validated on"),
                            ("not_validated_on", "not validated on"), ("external", "external figures")):
             value = limits.get(key)
             if value:
@@ -584,9 +598,12 @@ def save_model_package(network, config: dict, folder: str | os.PathLike) -> Path
         cfg["sha256"] = sha256_of_file(tmp / WEIGHTS_NAME)
         (tmp / CONFIG_NAME).write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         _swap_folder(tmp, folder)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        explained = explain_write_error(e, folder)  # a full disk names the package folder
+        if explained is e:
+            raise
+        raise explained from e
     logger.info("Saved model package '%s' to %s", cfg["id"], folder)
     return folder
 
@@ -614,16 +631,95 @@ def _swap_folder(new: Path, target: Path) -> None:
         shutil.rmtree(backup, ignore_errors=True)
 
 
+#: What a model package may hold, by file name or extension, with the largest size of each (bytes).
+PACKAGE_MEMBER_LIMITS = {
+    CONFIG_NAME: 1 << 20,            # model.json: 1 MiB
+    WEIGHTS_NAME: 4 << 30,           # model.safetensors: 4 GiB
+    ".md": 1 << 20, ".txt": 1 << 20,  # model card, readme, licence: 1 MiB each
+    ".png": 8 << 20, ".jpg": 8 << 20, ".jpeg": 8 << 20, ".svg": 1 << 20,  # card figures: 8 MiB each
+}
+#: The largest total (uncompressed) size of a model package.
+PACKAGE_TOTAL_LIMIT = (4 << 30) + (64 << 20)
+
+
+def package_member_limit(name: str) -> int | None:
+    """The largest size (bytes) a model package may hold under file ``name``, or None: not a package file."""
+    base = Path(name).name
+    if base in (CONFIG_NAME, WEIGHTS_NAME):
+        return PACKAGE_MEMBER_LIMITS[base]
+    return PACKAGE_MEMBER_LIMITS.get(Path(base).suffix.lower()) if base not in PACKAGE_MEMBER_LIMITS else None
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1 << 20):,.1f} MiB"
+
+
+def _check_package_files(files: list[tuple[str, int]], where) -> None:
+    """Refuse a package holding a file it may not hold, a file over its limit, or more than the total limit.
+
+    Args:
+        files: (name inside the package, size in bytes) of every file.
+        where: the archive or folder, for the messages.
+
+    Raises:
+        ValueError: naming the file, its size and the limit.
+    """
+    allowed = "model.json, model.safetensors, .md/.txt (card, readme, licence), .png/.jpg/.svg (card figures)"
+    total = 0
+    for name, size in files:
+        limit = package_member_limit(name)
+        if limit is None:
+            raise ValueError(f"Refusing to import {where}: it holds {name!r}, which a model package does not hold "
+                             f"(a package holds {allowed}). Nothing was imported.")
+        if size > limit:
+            raise ValueError(f"Refusing to import {where}: {name!r} is {_mib(size)}, more than the {_mib(limit)} such a "
+                             "file may be in a model package. Nothing was imported.")
+        total += size
+    if total > PACKAGE_TOTAL_LIMIT:
+        raise ValueError(f"Refusing to import {where}: its files add up to {_mib(total)}, more than a model package "
+                         f"may hold ({_mib(PACKAGE_TOTAL_LIMIT)}). Nothing was imported.")
+
+
 def _safe_extract(archive: Path, dest: Path) -> None:
+    """Extract a model package archive after checking every member; a member is never written past its declared size.
+
+    Raises:
+        ValueError: an unsafe member (a path outside the package, a link), a member a package does not
+            hold, a member or total over the limits (:data:`PACKAGE_MEMBER_LIMITS`, a zip bomb), or a
+            member that expands beyond its declared size.
+    """
     with zipfile.ZipFile(archive) as z:
-        for member in z.infolist():
+        members = z.infolist()
+        for member in members:
             name = member.filename
             parts = Path(name).parts
             if name.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
                 raise ValueError(f"Refusing to import {archive}: unsafe member path {name!r}.")
             if stat.S_ISLNK(member.external_attr >> 16):
                 raise ValueError(f"Refusing to import {archive}: member {name!r} is a symbolic link.")
-        z.extractall(dest)
+        files = [m for m in members if not m.is_dir()]
+        _check_package_files([(m.filename, m.file_size) for m in files], archive)
+        for member in members:
+            target = dest.joinpath(*Path(member.filename).parts)
+            if member.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            written = 0
+            try:
+                with z.open(member) as src, open(target, "xb") as out:
+                    while True:
+                        block = src.read(1 << 20)
+                        if not block:
+                            break
+                        written += len(block)
+                        if written > member.file_size:
+                            raise ValueError(f"Refusing to import {archive}: {member.filename!r} expands beyond the "
+                                             f"{member.file_size:,} bytes its header declares. Nothing was imported.")
+                        out.write(block)
+            except (zipfile.BadZipFile, zlib.error, EOFError) as e:  # e.g. more data than declared: the CRC fails
+                raise ValueError(f"Refusing to import {archive}: member {member.filename!r} is damaged or holds other "
+                                 f"data than its header declares ({e}). Nothing was imported.") from e
 
 
 def _find_package_root(folder: Path) -> Path:
@@ -672,7 +768,13 @@ def import_model_package(folder_or_zip: str | os.PathLike, expected_id: str | No
                 root = _find_package_root(tmp / "unzipped")
             else:
                 root = _find_package_root(source)
-            package, target = _stage_and_swap(root, tmp, cache, expected_id, source)
+            try:
+                package, target = _stage_and_swap(root, tmp, cache, expected_id, source)
+            except OSError as e:  # a full disk names the model's folder in the cache
+                explained = explain_write_error(e, cache / (expected_id or root.name))
+                if explained is e:
+                    raise
+                raise explained from e
         except (ValueError, OSError) as e:
             if source.is_file():  # name the archive, not the temporary folder it was unpacked into
                 raise type(e)(str(e).replace(str(tmp / "unzipped"), f"{source} (archive)")) from e
@@ -698,6 +800,10 @@ def _stage_and_swap(root: Path, tmp: Path, cache: Path, expected_id: str | None,
     for name in (CONFIG_NAME, WEIGHTS_NAME):
         if (root / name).is_symlink():
             raise ValueError(f"Refusing to import {root}: {name} is a symbolic link; give the file itself.")
+    extras = [p for p in root.iterdir() if p.name not in (CONFIG_NAME, WEIGHTS_NAME) and p.is_file()
+              and not p.is_symlink() and package_member_limit(p.name) is not None]
+    _check_package_files([(p.name, p.stat().st_size) for p in (root / CONFIG_NAME, root / WEIGHTS_NAME, *extras)
+                          if p.is_file()], source)
     package = ModelPackage(root)
     if expected_id is not None and package.id != expected_id:
         raise ValueError(f"{source} holds model '{package.id}', not '{expected_id}': nothing was imported.")
@@ -706,10 +812,10 @@ def _stage_and_swap(root: Path, tmp: Path, cache: Path, expected_id: str | None,
     staged.mkdir()
     for name in (CONFIG_NAME, WEIGHTS_NAME):
         shutil.copy2(root / name, staged / name)
-    for extra in root.iterdir():  # model card, licence
+    for extra in root.iterdir():  # model card, readme, licence, card figures
         if extra.is_symlink():
             logger.warning("Not importing %s: it is a symbolic link (links are never followed).", extra)
-        elif extra.is_file() and extra.suffix.lower() in (".md", ".txt"):
+        elif extra in extras:
             shutil.copy2(extra, staged / extra.name)
     staged_package = ModelPackage(staged)
     staged_package.verify()  # the copy itself

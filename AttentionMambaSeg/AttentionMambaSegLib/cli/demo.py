@@ -1,8 +1,9 @@
 """``attention-mamba-seg demo``: segment the bundled ACDC validation volume with ``cardiac-acdc``.
 
-Writes ``<case>.seg.nrrd`` (3D Slicer segmentation), ``<case>_labels.nii.gz`` (labelmap) and
-``<case>_montage.png`` (slices with the segments overlaid) and prints the Dice score of each class
-against the bundled manual labels.
+Writes ``<case>.seg.nrrd`` (3D Slicer segmentation), its ``<case>.report.json``, ``<case>_labels.nii.gz``
+(labelmap) and ``<case>_montage.png`` (slices with the segments overlaid) under the output rule of
+:mod:`~AttentionMambaSegLib.outputs` (files of an earlier run are replaced only with ``--overwrite``) and
+prints the Dice score of each class against the bundled manual labels.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="speed mode (default: the model's for the device; see 'models info cardiac-acdc')")
     parser.add_argument("--no-tta", dest="tta", action="store_false", default=None,
                         help="no flip test-time augmentation, whatever the mode")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the outputs of an earlier demo run in --output-dir")
     parser.add_argument("--model", default=DEMO_MODEL, help=argparse.SUPPRESS)
     parser.set_defaults(func=run)
     return parser
@@ -49,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
 
     from .. import io
     from ..inference import Predictor
-    from ..inference.files import write_report
+    from ..inference.files import report_path_for, write_report
+    from ..outputs import check_output_path
     from ..package import load_model_package
 
     image_path = examples_dir() / f"{EXAMPLE_CASE}_0000.nii.gz"
@@ -69,6 +73,12 @@ def run(args: argparse.Namespace) -> int:
                 f"--output-dir {out}: {folder} is a file, not a folder. Give a folder path (it is created if needed)."
             )
     out.mkdir(parents=True, exist_ok=True)
+    names = {"segmentation": out / f"{EXAMPLE_CASE}.seg.nrrd", "labels": out / f"{EXAMPLE_CASE}_labels.nii.gz",
+             "montage": out / f"{EXAMPLE_CASE}_montage.png"}
+    names["report"] = report_path_for(names["segmentation"])
+    inputs = [image_path, label_path]
+    for path in names.values():  # before any work: every output may be written
+        check_output_path(path, overwrite=args.overwrite, inputs=inputs)
     image = io.read_image(image_path)
     bar = Bar("slice", desc=EXAMPLE_CASE)
 
@@ -81,13 +91,14 @@ def run(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - start
     labelmap = result.labels
     classes = package.config["classes"]
-    segmentation = io.write_segmentation(labelmap, out / f"{EXAMPLE_CASE}.seg.nrrd", classes,
-                                         flagged=[s.label_value for s in result.needs_review])
+    rule = {"overwrite": args.overwrite, "inputs": inputs}
+    segmentation = io.write_segmentation(labelmap, names["segmentation"], classes,
+                                         flagged=[s.label_value for s in result.needs_review], **rule)
     written = [
         segmentation,
-        write_report(result, segmentation, image_path),
-        io.write_labelmap(labelmap, out / f"{EXAMPLE_CASE}_labels.nii.gz"),
-        io.write_overlay_montage(image, labelmap, classes, out / f"{EXAMPLE_CASE}_montage.png"),
+        write_report(result, segmentation, image_path, **rule),
+        io.write_labelmap(labelmap, names["labels"], **rule),
+        io.write_overlay_montage(image, labelmap, classes, names["montage"], **rule),
     ]
     print(f"Segmented {EXAMPLE_CASE} with '{package.id}' {package.version} in {seconds:.1f} s "
           f"(mode {predictor.mode}: {predictor.plan.describe()})")

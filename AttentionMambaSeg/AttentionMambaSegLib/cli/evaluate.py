@@ -35,6 +35,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--max-cases", type=int, default=None, metavar="N",
                    help="score only the first N cases of the split (a quicker estimate)")
     p.add_argument("--json", default=None, metavar="FILE", help="write the summary (or the shift-suite table) as JSON")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing --output / --json files (an input is never replaced)")
     p.set_defaults(func=run)
     return p
 
@@ -42,7 +44,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Evaluate with a tqdm bar over cases and print the summary; returns the exit code."""
     from ._progress import Bar
-    import os
 
     from ..evaluation import evaluate, evaluate_shift_suite, format_shift_suite, format_summary
 
@@ -51,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.dataset or not args.model:
         raise SystemExit("error: give DATASET and --model (score a model on a dataset), or --prediction FILE and "
                          "--label FILE (score one prediction)")
+    _check_outputs(args, [args.dataset])
     progress = Bar("case", fractional=True)
 
     try:
@@ -64,16 +66,37 @@ def run(args: argparse.Namespace) -> int:
         else:
             summary = evaluate(args.model, args.dataset, split=args.split, output=args.output, tta=args.tta,
                                fold=args.fold, device=args.device, batch_size=args.batch_size, progress=progress,
-                               window=args.window, cases=_first_cases(args), mode=args.mode)
+                               window=args.window, cases=_first_cases(args), mode=args.mode, overwrite=args.overwrite)
     finally:
         progress.close()
     print(format_shift_suite(summary) if args.shift_suite else format_summary(summary))
-    if args.json:
-        tmp = f"{args.json}.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(summary, f, indent=1)
-        os.replace(tmp, args.json)
+    _write_json(args, summary, [args.dataset])
     return 0
+
+
+def _check_outputs(args: argparse.Namespace, inputs: list) -> None:
+    """Before any work: --output (and its box plot) and --json may be written (never over an input)."""
+    from pathlib import Path
+
+    from ..outputs import check_output_path
+
+    paths = [Path(args.json)] if args.json else []
+    if getattr(args, "output", None) and not args.prediction:
+        paths += [Path(args.output), Path(args.output).with_suffix(".png")]
+    for path in paths:
+        check_output_path(path, overwrite=args.overwrite, inputs=inputs)
+
+
+def _write_json(args: argparse.Namespace, data, inputs: list) -> None:
+    """``--json FILE``: ``data`` as JSON, under the output rule; "Wrote" only once it is in place."""
+    if not args.json:
+        return
+    import logging
+
+    from ..outputs import write_text_output
+
+    write_text_output(args.json, json.dumps(data, indent=1) + "\n", overwrite=args.overwrite, inputs=inputs)
+    logging.getLogger(__name__).info("Wrote %s", args.json)
 
 
 def _first_cases(args: argparse.Namespace):
@@ -93,14 +116,17 @@ def _score_files(args: argparse.Namespace) -> int:
 
     if not (args.prediction and args.label) or args.dataset or args.model:
         raise SystemExit("error: --prediction and --label go together, without DATASET or --model")
+    if args.output:
+        raise SystemExit("error: --output writes the per-case CSV of a dataset evaluation; with --prediction and "
+                         "--label use --json FILE")
+    inputs = [args.prediction, args.label]
+    _check_outputs(args, inputs)
     scores = score_files(args.prediction, args.label)
     if not scores:
         print("both labelmaps are empty: nothing to score")
-        return 0
-    print(f"{'label value':>11} {'Dice':>8} {'HD95 mm':>9} {'predicted':>10} {'reference':>10}")
-    for value, s in scores.items():
-        print(f"{value:>11} {s['dice']:>8.4f} {s['hd95']:>9.2f} {s['pred_voxels']:>10} {s['ref_voxels']:>10}")
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({str(k): v for k, v in scores.items()}, f, indent=1)
+    else:
+        print(f"{'label value':>11} {'Dice':>8} {'HD95 mm':>9} {'predicted':>10} {'reference':>10}")
+        for value, s in scores.items():
+            print(f"{value:>11} {s['dice']:>8.4f} {s['hd95']:>9.2f} {s['pred_voxels']:>10} {s['ref_voxels']:>10}")
+    _write_json(args, {str(k): v for k, v in scores.items()}, inputs)
     return 0
