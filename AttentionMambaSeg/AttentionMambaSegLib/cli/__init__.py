@@ -3,6 +3,10 @@
 Each subcommand lives in its own module of this package and exposes ``add_parser(subparsers)``, which
 registers an argparse sub-parser whose ``func`` default takes the parsed namespace and returns an
 exit code. Subcommands only parse and call the public functions of the library.
+
+A package that is not installed ends any command with one line naming the extra that provides it
+(``evaluate needs scipy: pip install 'attention-mamba-seg[train]'``), read from the package's own
+metadata (pyproject.toml's ``[project.optional-dependencies]``), never with a traceback.
 """
 
 from __future__ import annotations
@@ -10,12 +14,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import re
 import sys
 
 from .. import __version__
 
 # Subcommand modules, in the order ``--help`` lists them.
-_SUBCOMMANDS = ("segment", "demo", "models", "train", "evaluate", "doctor")
+_SUBCOMMANDS = ("segment", "cardiac", "demo", "models", "train", "evaluate", "doctor")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,7 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` and run the chosen subcommand; return the process exit code."""
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except ImportError as e:
+        print(f"error: {missing_package_message(e, None)}", file=sys.stderr)
+        return 1
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -54,6 +63,67 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:  # FileNotFoundError, PermissionError, IsADirectoryError, disk full, ...
         print(f"error: {_os_error_message(e)}", file=sys.stderr)
         return 1
+    except ImportError as e:  # ModuleNotFoundError too: a package of an extra that is not installed
+        print(f"error: {missing_package_message(e, args.command)}", file=sys.stderr)
+        return 1
+
+
+#: Import name -> distribution name, where they differ (the others: "_" read as "-").
+_DISTRIBUTIONS = {"PIL": "pillow", "mamba_ssm": "mamba-ssm", "slicer": "slicer-core", "nrrd": "pynrrd",
+                  "yaml": "pyyaml", "skimage": "scikit-image", "sklearn": "scikit-learn"}
+#: The extras of pyproject.toml, for a source tree run without installing or an install older than the
+#: source (the package metadata is read first).
+_EXTRAS = {"monai": "train", "matplotlib": "train", "scipy": "train", "highdicom": "dicom", "mamba-ssm": "cuda",
+           "pytest": "test", "slicer-core": "test"}
+_DIST = "attention-mamba-seg"
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _requirements() -> tuple[set[str], dict[str, list[str]]]:
+    """(core dependencies, distribution -> extras that add it), from the installed package's metadata."""
+    from importlib import metadata
+
+    try:
+        lines = metadata.requires(_DIST) or []
+    except metadata.PackageNotFoundError:
+        return set(), {}
+    core, extras = set(), {}
+    for line in lines:
+        name = _normalise(re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", line).group(1))
+        extra = re.search(r"extra\s*==\s*[\"']([^\"']+)[\"']", line)
+        if extra:
+            extras.setdefault(name, []).append(extra.group(1))
+        else:
+            core.add(name)
+    return core, extras
+
+
+def missing_package_message(error: ImportError, command: str | None) -> str:
+    """One line for an import that failed: the package, and the extra (or the pip command) that installs it.
+
+    Args:
+        error: the ImportError (ModuleNotFoundError for a package that is not installed).
+        command: the subcommand that needed it (None: the command itself).
+    """
+    who = f"{command}" if command else _DIST
+    module = (error.name or "").split(".")[0]
+    if not isinstance(error, ModuleNotFoundError) or not module:
+        return (f"{who} could not import {error.name or 'a package'} ({error}): the installed version does not fit; "
+                f"upgrade or reinstall it (pip install -U {_DISTRIBUTIONS.get(module, module) or 'PACKAGE'}).")
+    distribution = _normalise(_DISTRIBUTIONS.get(module, module))
+    core, extras = _requirements()
+    found = extras.get(distribution) or ([_EXTRAS[distribution]] if distribution in _EXTRAS else [])
+    found = [e for e in found if e != "test"] or found
+    if found:
+        return (f"{who} needs {distribution}: pip install '{_DIST}[{found[0]}]' (from a clone: "
+                f"pip install -e '.[{found[0]}]')")
+    if distribution in core:
+        return (f"{who} needs {distribution}, which {_DIST} always installs; it is missing from this environment: "
+                f"pip install {distribution} (or reinstall {_DIST}).")
+    return f"{who} needs the Python package {module}, which is not installed: pip install {distribution}"
 
 
 def _os_error_message(error: OSError) -> str:
