@@ -277,3 +277,62 @@ def test_ss2d_scan_stays_float32_under_bf16_autocast():
         got = ss2d_scan(u, *params)
     assert got.dtype == torch.float32
     assert rel_err(got, want) <= 1e-6
+
+
+# --- the torch scan's doubling path (GPUs: a few launches per doubling instead of one per step) -----
+
+def test_linear_scan_by_doubling_matches_the_step_loop():
+    from AttentionMambaSegLib.ops.scan_torch import _linear_scan_
+
+    g = torch.Generator().manual_seed(0)
+    for T in (1, 2, 7, 64, 100):
+        a = torch.rand(T, 3, 5, generator=g, dtype=torch.float64)
+        x = torch.randn(T, 3, 5, generator=g, dtype=torch.float64)
+        fwd, rev = x.clone(), x.clone()
+        for t in range(1, T):
+            fwd[t] += a[t] * fwd[t - 1]
+        for t in range(T - 2, -1, -1):
+            rev[t] += a[t] * rev[t + 1]
+        got_fwd = _linear_scan_(x.clone(), a.clone(), torch.empty_like(x))
+        got_rev = _linear_scan_(x.clone(), a.clone(), torch.empty_like(x), reverse=True)
+        assert rel_err(got_fwd, fwd) <= 1e-14 and rel_err(got_rev, rev) <= 1e-14, T
+
+
+def test_torch_scan_by_doubling_is_exact_and_launches_few_kernels(monkeypatch):
+    """The GPU path of the torch scan, run on the CPU: float64 forward and gradients against the
+    reference, gradcheck, and the number of aten operators does not grow with every time step."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from AttentionMambaSegLib.ops import scan_torch
+
+    monkeypatch.setattr(scan_torch, "DOUBLING_ON_CPU", True)
+    inputs = make_inputs(2, 8, 16, 300, 2, seed=13)
+    leaves = [t.clone().requires_grad_() for t in inputs]
+    mine = [t.clone().requires_grad_() for t in inputs]
+    gout = torch.randn(2, 8, 300, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    (call(selective_scan_reference, leaves, OPTIONS[0]) * gout).sum().backward()
+    y = call(selective_scan_torch, mine, OPTIONS[0])
+    assert rel_err(y, call(selective_scan_reference, inputs, OPTIONS[0])) <= 1e-12
+    (y * gout).sum().backward()
+    for a, b in zip(mine, leaves):
+        assert rel_err(a.grad, b.grad) <= 1e-10
+    u, delta, A, B, C, D, z, bias = make_inputs(1, 4, 3, 9, 2, seed=2)
+    assert torch.autograd.gradcheck(
+        lambda *ts: selective_scan_torch(*ts[:5], D=ts[5], z=ts[6], delta_bias=ts[7], delta_softplus=True),
+        [t.requires_grad_() for t in (u, delta, A, B, C, D, z, bias)])
+
+    class Ops(TorchDispatchMode):
+        count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Ops.count += not func.is_view
+            return func(*args, **(kwargs or {}))
+
+    counts = {}
+    for L in (256, 4096):
+        x = make_inputs(1, 8, 16, L, 2, dtype=torch.float32)
+        Ops.count = 0
+        with torch.no_grad(), Ops():
+            call(selective_scan_torch, x, OPTIONS[0])
+        counts[L] = Ops.count
+    assert counts[4096] < 200 and counts[4096] - counts[256] <= 4 * 4  # four more doublings, not 3,840 steps

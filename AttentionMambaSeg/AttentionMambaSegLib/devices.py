@@ -52,12 +52,32 @@ def _probe_device(device) -> str | None:
     return error
 
 
+def _slower_than_cpu(device) -> str | None:
+    """Why ``device`` would be slower than the CPU, or None.
+
+    A GPU that can run only the step-by-step torch selective scan (one kernel launch per time step)
+    is slower than a CPU running its fused scan (docs/SCAN.md): ``auto`` does not choose it.
+    """
+    from .ops import resolve_backend
+    from .ops.dispatch import scan_backend_report
+
+    try:
+        if resolve_backend(device) != "torch" or resolve_backend("cpu") != "cpu-fused":
+            return None
+    except ValueError as e:  # a scan backend forced for the process that cannot run on this device
+        return str(e)
+    return (f"it would run only the slow torch selective scan ({scan_backend_report(device)}), and the CPU "
+            "runs its fused scan; install Triton (pip install triton, on Windows pip install triton-windows) "
+            "to use this GPU")
+
+
 def select_device(requested: str = "auto"):
     """Choose the torch device for inference, trusting a GPU only after a real convolution ran on it.
 
     Args:
         requested: ``"auto"`` (CUDA if its probe passes, else Apple MPS if its probe passes, else
-            CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
+            CPU; a GPU that would run only the torch selective scan while the CPU runs its fused scan
+            is skipped, and the reason says so), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
 
     Returns:
         ``(torch.device, reason)``; ``reason`` says why this device was chosen (and, for ``auto``, why
@@ -77,9 +97,13 @@ def select_device(requested: str = "auto"):
         if torch.cuda.is_available():
             device = torch.device("cuda", 0)
             error = _probe_device(device)
-            if error is None:
+            slower = _slower_than_cpu(device) if error is None else None
+            if error is None and slower is None:
                 return device, f"CUDA GPU {torch.cuda.get_device_name(0)} (convolution probe passed)"
-            reasons.append(f"CUDA GPU failed the convolution probe ({error})")
+            if error is not None:
+                reasons.append(f"CUDA GPU failed the convolution probe ({error})")
+            else:
+                reasons.append(f"CUDA GPU {torch.cuda.get_device_name(0)} not used: {slower}")
         elif torch.version.cuda is None:
             reasons.append(f"no CUDA: this PyTorch {torch.__version__} is a CPU-only build")
         else:
@@ -88,9 +112,11 @@ def select_device(requested: str = "auto"):
         if mps is not None and mps.is_available():
             device = torch.device("mps")
             error = _probe_device(device)
-            if error is None:
+            slower = _slower_than_cpu(device) if error is None else None
+            if error is None and slower is None:
                 return device, "Apple MPS GPU (convolution probe passed)"
-            reasons.append(f"MPS failed the convolution probe ({error})")
+            reasons.append(f"MPS failed the convolution probe ({error})" if error is not None
+                           else f"Apple MPS GPU not used: {slower}")
         return torch.device("cpu"), "CPU: " + "; ".join(reasons)
     if req == "cuda" or req.startswith("cuda:"):
         if not torch.cuda.is_available():

@@ -15,7 +15,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Report library versions, whether a GPU passes a real convolution test, and which "
                     "selective-scan implementation runs.",
     )
-    parser.add_argument("--device", default="auto", help="device to probe (default auto)")
+    parser.add_argument("--device", default="auto",
+                        help="device to probe and report the scan backend of: auto, cpu, cuda[:N] or mps "
+                             "(default auto)")
     parser.set_defaults(func=run)
     return parser
 
@@ -39,8 +41,20 @@ def _mamba_ssm_version() -> str:
         return "not installed"
 
 
+def _triton_version() -> str:
+    from importlib import metadata
+
+    for name in ("triton", "triton-windows"):  # without importing it
+        try:
+            return f"{metadata.version(name)} ({name})"
+        except metadata.PackageNotFoundError:
+            continue
+    return "not installed"
+
+
 def run(args: argparse.Namespace) -> int:
-    """Print the report; exit code 0 unless the requested device is unusable."""
+    """Print the report for the device that ``--device`` selects, with the selective-scan backend that
+    runs on it; exit code 1 (and a line on stderr saying why) when that device is unusable."""
     from .. import __version__
     from ..devices import select_device
 
@@ -62,25 +76,27 @@ def run(args: argparse.Namespace) -> int:
     for name in ("numpy", "SimpleITK", "numba", "safetensors", "slicerio", "nrrd"):
         lines.append((name, _version(name)))
     lines.append(("mamba-ssm", _mamba_ssm_version()))
-    status = 0
+    lines.append(("triton", _triton_version()))
+    status, error = 0, None
     try:
         device, reason = select_device(args.device)
         lines.append(("device", f"{device}: {reason}"))
     except (RuntimeError, ValueError) as e:
+        device, error = None, f"device {args.device!r} is not usable: {e}"
         lines.append(("device", f"UNUSABLE: {e}"))
         status = 1
-    try:
-        ops = importlib.import_module("AttentionMambaSegLib.ops")
-    except Exception as e:  # the scan line is informative only
-        lines.append(("scan backend", f"ops not importable ({type(e).__name__}: {e})"))
+    if device is None:
+        lines.append(("scan backend", "not checked (no usable device)"))
     else:
-        report = getattr(ops, "scan_backend_report", None)
-        if callable(report):
-            try:
-                lines.append(("scan backend", str(report())))
-            except Exception as e:  # noqa: BLE001 - diagnostic output
-                lines.append(("scan backend", f"report failed ({type(e).__name__}: {e})"))
+        try:
+            ops = importlib.import_module("AttentionMambaSegLib.ops")
+            lines.append((f"scan backend ({device.type})", str(ops.scan_backend_report(device))))
+        except Exception as e:  # noqa: BLE001 - diagnostic output
+            lines.append(("scan backend", f"report failed ({type(e).__name__}: {e})"))
+            status = 1
     width = max(len(k) for k, _ in lines)
     for key, value in lines:
         print(f"{key:{width}s}  {value}")
+    if error is not None:
+        print(f"doctor: {error}", file=sys.stderr)
     return status

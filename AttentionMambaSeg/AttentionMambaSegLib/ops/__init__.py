@@ -3,6 +3,7 @@
 - :mod:`.reference`: step-by-step reference (the legend of every symbol).
 - :mod:`.scan_torch`: blocked pure-PyTorch scan with a state-recomputing backward.
 - :mod:`.scan_numba` / :mod:`.fused`: fused CPU kernels (numba), imported on first use.
+- :mod:`.scan_triton` / :mod:`.triton_kernels`: Triton kernels for NVIDIA GPUs, imported on first use.
 - mamba-ssm's CUDA kernel, imported lazily on first use on a CUDA tensor.
 """
 

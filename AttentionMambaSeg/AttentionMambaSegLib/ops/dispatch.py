@@ -1,12 +1,19 @@
-"""``selective_scan``: one function, several backends that give the same numbers.
+"""``selective_scan``: one function, several backends that give the same numbers (docs/SCAN.md).
 
 Backends (``backend=``):
     "torch"     pure PyTorch, blocked, hand-written backward (:mod:`.scan_torch`); runs everywhere.
     "cpu-fused" numba kernels (:mod:`.scan_numba`); CPU tensors only.
     "cuda"      mamba-ssm's CUDA kernel (``selective_scan_fn``); CUDA tensors only.
-    "auto"      "cuda" for CUDA tensors and "cpu-fused" for CPU tensors when the backend imports and a
-                first small call agrees with "torch" (relative error <= 1e-3 for cuda, <= 1e-5 for
-                cpu-fused); otherwise "torch", with one log line saying why.
+    "triton"    Triton kernels (:mod:`.scan_triton`); CUDA tensors, or CPU tensors in Triton's
+                interpreter (``TRITON_INTERPRET=1``, for tests).
+    "auto"      CUDA tensors: "cuda" when mamba-ssm imports and a first small call agrees with "torch"
+                (relative error <= 1e-3), else "triton" on the same terms, else "torch" with a warning
+                naming the cause. CPU tensors: "cpu-fused" when it agrees (<= 1e-5), else "torch".
+                Other devices: "torch". One log line says which and why.
+
+The environment variable ``ATTENTION_MAMBA_SEG_SCAN_BACKEND`` (auto, torch, cpu-fused, cuda, triton)
+replaces "auto" for every scan of the process (the network never passes another backend), e.g. to
+benchmark or test one backend; a forced backend that cannot run raises ``ValueError``.
 
 Shapes (mamba-ssm's): u, delta, z (batch, channels, L); A (channels, d_state); B, C (batch, d_state,
 L) or (batch, groups, d_state, L); D, delta_bias (channels,). Returns y like u (float32 for float32
@@ -24,10 +31,29 @@ from .scan_torch import selective_scan_torch
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "torch", "cpu-fused", "cuda")
+BACKENDS = ("auto", "torch", "cpu-fused", "cuda", "triton")
+#: Environment variable that replaces "auto" for every scan of the process.
+BACKEND_ENV = "ATTENTION_MAMBA_SEG_SCAN_BACKEND"
+#: Largest relative error against the torch scan on the probe for a backend to be used.
+TOLERANCES = {"cpu-fused": 1e-5, "cuda": 1e-3, "triton": 1e-3}
 
 _lock = threading.Lock()
 _verdicts: dict[str, tuple[bool, str]] = {}
+_warned: set[str] = set()
+
+
+def _device_type(device: torch.device) -> str:
+    """The device type that decides the backend (tests replace it to take the CUDA path on CPU tensors)."""
+    return device.type
+
+
+def _verdict_key(name: str, device: torch.device) -> str:
+    key = f"{name}:{_device_type(device)}"
+    if name == "triton" and device.type == "cpu":
+        from .scan_triton import interpreter_enabled
+
+        key += ":interpreter" if interpreter_enabled() else ":no-interpreter"
+    return key
 
 
 def _relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -50,11 +76,11 @@ def _probe_inputs(device: torch.device, seed: int = 0):
 
 def _check_backend(name: str, device: torch.device) -> tuple[bool, str]:
     """Import ``name`` and compare it with "torch" once per process. Returns (usable, reason)."""
-    key = f"{name}:{device.type}"
+    key = _verdict_key(name, device)
     with _lock:
         if key in _verdicts:
             return _verdicts[key]
-        tolerance = 1e-3 if name == "cuda" else 1e-5
+        tolerance = TOLERANCES[name]
         try:
             if name == "cpu-fused" and os.environ.get("ATTENTION_MAMBA_SEG_NO_NUMBA"):
                 raise ImportError("disabled by ATTENTION_MAMBA_SEG_NO_NUMBA")
@@ -95,37 +121,86 @@ def _load_cuda():
     return run
 
 
-_SCANS = {"torch": lambda: selective_scan_torch, "cpu-fused": _load_cpu_fused, "cuda": _load_cuda}
+def _load_triton():
+    from .scan_triton import selective_scan_triton  # imports triton: optional, loaded on first use
+
+    return selective_scan_triton
+
+
+_SCANS = {"torch": lambda: selective_scan_torch, "cpu-fused": _load_cpu_fused, "cuda": _load_cuda,
+          "triton": _load_triton}
+
+
+def _forced_backend() -> str | None:
+    value = os.environ.get(BACKEND_ENV, "").strip().lower()
+    if not value or value == "auto":
+        return None
+    if value not in BACKENDS:
+        raise ValueError(f"{BACKEND_ENV}={value!r} is not a selective-scan backend; use one of {BACKENDS} "
+                         "or unset it")
+    return value
+
+
+def _auto_choice(device: torch.device) -> tuple[str, str]:
+    """(backend, reason) of "auto" for tensors on ``device``. Each check runs once per process
+    (:func:`_check_backend`); falling back to "torch" on a GPU is logged as a warning once."""
+    device_type = _device_type(device)
+    candidates = {"cuda": ("cuda", "triton"), "cpu": ("cpu-fused",)}.get(device_type, ())
+    reasons = []
+    for name in candidates:
+        ok, reason = _check_backend(name, device)
+        if ok:
+            return name, reason
+        reasons.append(reason)
+    why = "; ".join(reasons) or f"no faster backend for {device_type} tensors"
+    if device_type == "cuda" and device_type not in _warned:
+        _warned.add(device_type)
+        log.warning("selective scan on the GPU runs the slow torch scan (%s). Install Triton "
+                    "(pip install triton; on Windows pip install triton-windows) for the fast GPU scan.", why)
+    return "torch", why
 
 
 def resolve_backend(device: torch.device | str, backend: str = "auto") -> str:
     """The backend that ``selective_scan`` runs for tensors on ``device``.
 
+    "auto" is replaced by ``ATTENTION_MAMBA_SEG_SCAN_BACKEND`` when that is set. An explicit (or forced)
+    backend other than "torch" must pass its check (see the module docstring).
+
     Raises:
-        ValueError: for an unknown backend name, or one that cannot run on ``device``.
+        ValueError: for an unknown backend name (argument or environment variable), one that cannot run
+            on ``device``, or one whose check failed (the message gives the verdict).
     """
     device = torch.device(device)
     if backend not in BACKENDS:
         raise ValueError(f"unknown selective-scan backend {backend!r}; choose one of {BACKENDS}")
     if backend == "auto":
-        preferred = "cuda" if device.type == "cuda" else "cpu-fused" if device.type == "cpu" else "torch"
-        if preferred != "torch" and _check_backend(preferred, device)[0]:
-            return preferred
-        return "torch"
-    if backend == "cpu-fused" and device.type != "cpu":
-        raise ValueError(f"backend 'cpu-fused' needs CPU tensors, got {device.type}; use 'auto' or 'torch'")
-    if backend == "cuda" and device.type != "cuda":
-        raise ValueError(f"backend 'cuda' needs CUDA tensors, got {device.type}; use 'auto' or 'torch'")
+        backend = _forced_backend() or "auto"
+    if backend == "auto":
+        return _auto_choice(device)[0]
+    device_type = _device_type(device)
+    if backend == "cpu-fused" and device_type != "cpu":
+        raise ValueError(f"backend 'cpu-fused' needs CPU tensors, got {device_type}; use 'auto' or 'torch'")
+    if backend == "cuda" and device_type != "cuda":
+        raise ValueError(f"backend 'cuda' needs CUDA tensors, got {device_type}; use 'auto' or 'torch'")
+    if backend == "triton" and device_type != "cuda":
+        from .scan_triton import check_device
+
+        check_device(device)  # the CPU only in Triton's interpreter
+    if backend != "torch":
+        ok, reason = _check_backend(backend, device)
+        if not ok:
+            raise ValueError(f"selective-scan backend {backend!r} is not usable: {reason}")
     return backend
 
 
-def scan_backend_report(device: str = "cpu") -> str:
-    """A line saying which backend ``auto`` picks on ``device`` and why (for ``doctor``)."""
+def scan_backend_report(device: str | torch.device = "cpu") -> str:
+    """A line saying which backend runs on ``device`` and why (for ``doctor``)."""
     device = torch.device(device)
+    forced = _forced_backend()
     name = resolve_backend(device, "auto")
-    key = f"{'cuda' if device.type == 'cuda' else 'cpu-fused'}:{device.type}"
-    reason = _verdicts.get(key, (True, "no faster backend for this device"))[1]
-    return f"{name} ({reason})"
+    if forced:
+        return f"{name} (forced by {BACKEND_ENV}; {_verdicts.get(_verdict_key(name, device), (True, 'no check'))[1]})"
+    return f"{name} ({_auto_choice(device)[1]})"
 
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, backend="auto"):
@@ -141,7 +216,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
         z: optional (batch, channels, L) gate; the output is multiplied by SiLU(z).
         delta_bias: optional (channels,) added to delta.
         delta_softplus: apply softplus to delta + delta_bias.
-        backend: "auto", "torch", "cpu-fused" or "cuda" (see module docstring).
+        backend: "auto", "torch", "cpu-fused", "cuda" or "triton" (see the module docstring).
 
     Returns:
         (batch, channels, L) float32 (float64 for float64 input).
@@ -163,15 +238,17 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     if z is not None and z.shape != u.shape:
         raise ValueError(f"z must be like u {tuple(u.shape)}; got {tuple(z.shape)}")
     dtype = torch.float64 if u.dtype == torch.float64 else torch.float32
-    args = [t.to(dtype) if t is not None else None for t in (u, delta, A, B, C, D, z, delta_bias)]
     name = resolve_backend(u.device, backend)
-    if name != "torch" and backend != "auto" and not _check_backend(name, u.device)[0]:
-        raise ValueError(f"selective-scan backend {name!r} is not usable: {_verdicts[f'{name}:{u.device.type}'][1]}")
-    if name == "cpu-fused" and dtype == torch.float64:
-        name = "torch"  # the fused kernel is float32; float64 (tests, gradcheck) goes to torch
+    if name in ("cpu-fused", "triton") and dtype == torch.float64:
+        name = "torch"  # the fused kernels are float32; float64 (tests, gradcheck) goes to torch
+    if name == "triton":  # reads bfloat16 / float16 inputs itself; the state is float32
+        args = [t if t is None or t.dtype in (torch.float32, torch.bfloat16, torch.float16) else t.float()
+                for t in (u, delta, A, B, C, D, z, delta_bias)]
+    else:
+        args = [t.to(dtype) if t is not None else None for t in (u, delta, A, B, C, D, z, delta_bias)]
     fn = _SCANS[name]()
     with torch.autocast(u.device.type, enabled=False):  # the scan stays float32 under bf16 autocast
         return fn(*args[:5], D=args[5], z=args[6], delta_bias=args[7], delta_softplus=delta_softplus)
 
 
-__all__ = ["BACKENDS", "selective_scan", "resolve_backend", "scan_backend_report"]
+__all__ = ["BACKENDS", "BACKEND_ENV", "selective_scan", "resolve_backend", "scan_backend_report"]

@@ -3,16 +3,24 @@
 The inputs are first copied time-major ((L, batch, channels)), so that a chunk of steps is one
 contiguous block (slicing a few steps out of each long (batch, channels, L) row costs a TLB miss per
 row: measured here 3.2 s vs 1.7 s forward at (8, 768, 3,136)). The sequence is cut into chunks of T
-steps, T chosen so that one (T, batch, channels, d_state) float32 buffer is about 2 MB (it stays in
-the L2 caches; 1, 2, 4 and 8 MB measured 1.00 / 0.76 / 0.71 / 0.78 s forward and 0.53 / 0.50 / 0.57 /
-0.67 s forward + backward at the benchmark shapes on 2 cores), reused across chunks. Within a chunk the decays exp(dt * A) and inputs
-dt * B * u are computed for all T steps at once, and the recurrence h_t = a_t * h_{t-1} + b_t is one
-in-place ``addcmul_`` per step. Only products of decays <= 1 and sums are formed, so it cannot
-overflow (unlike the log-space cumsum form, see ``docs/SCAN.md``).
+steps; within a chunk the decays exp(dt * A) and inputs dt * B * u are computed for all T steps at
+once, then the recurrence h_t = a_t * h_{t-1} + b_t is solved in one of two ways:
+
+- CPUs: T is chosen so that one (T, batch, channels, d_state) float32 buffer is about 2 MB (it stays in
+  the L2 caches; 1, 2, 4 and 8 MB measured 1.00 / 0.76 / 0.71 / 0.78 s forward and 0.53 / 0.50 / 0.57 /
+  0.67 s forward + backward at the benchmark shapes on 2 cores), and the recurrence is one in-place
+  ``addcmul_`` per step.
+- GPUs (CUDA without a faster backend, Apple MPS, AMD): one operation per step would be one kernel
+  launch per step (about 57,000 launches per 224 x 224 slice). There chunks are as long as a 128 MB
+  buffer allows and the recurrence is solved by doubling (:func:`_linear_scan_`, Hillis & Steele): about
+  four operations per doubling, log2(T) doublings per chunk (docs/SCAN.md gives the launch counts).
+
+Both only form products of decays <= 1 and sums, so they cannot overflow (unlike the log-space cumsum
+form, see ``docs/SCAN.md``), and both are exact to rounding (the float64 tests hold for both).
 
 Forward saves only the inputs and the state at the start of each chunk ((L / T) x batch x channels
 x d_state); backward walks the chunks in reverse, recomputes their states, and runs the reverse-time
-recurrence of the state gradient, as mamba-ssm's CUDA kernel does.
+recurrence of the state gradient (step by step, or by doubling on GPUs), as mamba-ssm's CUDA kernel does.
 
 Shapes and meaning are those of :func:`AttentionMambaSegLib.ops.reference.selective_scan_reference`.
 """
@@ -23,11 +31,46 @@ import torch
 import torch.nn.functional as F
 
 _CHUNK_BYTES = 2 * 1024 * 1024
+#: Chunk buffer size on GPUs: one chunk is a few tensor operations per doubling step (``_linear_scan_``),
+#: so longer chunks mean fewer kernel launches; six buffers of this size are alive in the backward pass.
+_CHUNK_BYTES_GPU = 128 * 1024 * 1024
 
 
-def _chunk_length(batch: int, channels: int, d_state: int, element_size: int) -> int:
+#: Use the doubling scan on CPUs too (tests set it to check that path on the CPU; on a CPU the step loop
+#: over cache-sized chunks is faster: 2.2 s vs 4.0 s forward + backward at (8, 192, 3,136), docs/SCAN.md).
+DOUBLING_ON_CPU = False
+
+
+def _doubling(device_type: str) -> bool:
+    """Whether chunks are scanned by doubling steps (GPUs: few launches) or step by step (CPUs)."""
+    return device_type != "cpu" or DOUBLING_ON_CPU
+
+
+def _chunk_length(batch: int, channels: int, d_state: int, element_size: int, device_type: str = "cpu") -> int:
     per_step = batch * channels * d_state * element_size
-    return max(1, _CHUNK_BYTES // max(per_step, 1))
+    budget = _CHUNK_BYTES_GPU if _doubling(device_type) else _CHUNK_BYTES
+    return max(1, budget // max(per_step, 1))
+
+
+def _linear_scan_(x, c, tmp, reverse=False):
+    """Solve a first-order linear recurrence along dim 0 in place, in ceil(log2 T) doubling steps.
+
+    Forward: x_t <- x_t + c_t x_{t-1} for t = 1..T-1 (c_0 unused). Reverse: x_t <- x_t + c_t x_{t+1}
+    for t = T-2..0 (c_{T-1} unused). After the step with offset s, x_t holds the recurrence over the
+    s (then 2s) nearest terms and c_t the product of as many coefficients (Hillis & Steele's prefix
+    scan): about four tensor operations per doubling instead of one per time step, and only products
+    of coefficients (decays <= 1) and sums, so it cannot overflow. ``c`` is overwritten; ``tmp`` is a
+    buffer like ``x``.
+    """
+    T = x.shape[0]
+    s = 1
+    while s < T:
+        dst, src = (slice(0, T - s), slice(s, T)) if reverse else (slice(s, T), slice(0, T - s))
+        x[dst].add_(torch.mul(c[dst], x[src], out=tmp[: T - s]))
+        if 2 * s < T:
+            c[dst].copy_(torch.mul(c[dst], c[src], out=tmp[: T - s]))
+        s *= 2
+    return x
 
 
 def _prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
@@ -51,14 +94,14 @@ class _SelectiveScanTorch(torch.autograd.Function):
         )
         d_state = A.shape[1]
         dg = channels // groups
-        T = _chunk_length(batch, channels, d_state, u.element_size())
+        T = _chunk_length(batch, channels, d_state, u.element_size(), u.device.type)
         n_chunks = (length + T - 1) // T
         A5 = A.view(groups, dg, d_state)
         uT, dtT, BT, CT = _time_major(u, dt, B4, C4, groups)
         starts = u.new_empty(n_chunks, batch, groups, dg, d_state)
         yT = u.new_empty(length, batch, groups, dg)
         h = u.new_zeros(batch, groups, dg, d_state)
-        bufs = _buffers(min(T, length), batch, groups, dg, d_state, u)
+        bufs = _buffers(min(T, length), batch, groups, dg, d_state, u, 4)
         for k in range(n_chunks):
             t0, t1 = k * T, min(length, (k + 1) * T)
             starts[k] = h
@@ -84,7 +127,7 @@ class _SelectiveScanTorch(torch.autograd.Function):
         d_state = A.shape[1]
         dg = channels // groups
         n_chunks = starts.shape[0]
-        T = _chunk_length(batch, channels, d_state, u.element_size())
+        T = _chunk_length(batch, channels, d_state, u.element_size(), u.device.type)
         A5 = A.view(groups, dg, d_state)
         uT, dtT, BT, CT = _time_major(u, dt, B4, C4, groups)
 
@@ -99,8 +142,8 @@ class _SelectiveScanTorch(torch.autograd.Function):
         g_CT = torch.empty_like(CT)
         y_preT = u.new_empty(length, batch, groups, dg) if z is not None else None
         carry = u.new_zeros(batch, groups, dg, d_state)  # dA_{t1} * gh_{t1}, flowing into h_{t1-1}
-        bufs = _buffers(min(T, length), batch, groups, dg, d_state, u)
-        G_buf, Hp_buf = _buffers(min(T, length), batch, groups, dg, d_state, u)
+        bufs = _buffers(min(T, length), batch, groups, dg, d_state, u, 4)
+        G_buf, Hp_buf = _buffers(min(T, length), batch, groups, dg, d_state, u, 2)
         for k in reversed(range(n_chunks)):
             t0, t1 = k * T, min(length, (k + 1) * T)
             h0 = starts[k]
@@ -113,8 +156,13 @@ class _SelectiveScanTorch(torch.autograd.Function):
             # Reverse-time recurrence of the state gradient, in place: G_t += dA_{t+1} * G_{t+1}.
             G = torch.mul(gy_t.unsqueeze(-1), Ct, out=G_buf[: t1 - t0])
             G[-1] += carry
-            for t in range(t1 - t0 - 2, -1, -1):
-                G[t].addcmul_(dA[t + 1], G[t + 1])
+            if _doubling(u.device.type):
+                coef, tmp = bufs[2][: t1 - t0], bufs[3][: t1 - t0]
+                coef[:-1] = dA[1:]
+                _linear_scan_(G, coef, tmp, reverse=True)
+            else:
+                for t in range(t1 - t0 - 2, -1, -1):
+                    G[t].addcmul_(dA[t + 1], G[t + 1])
             carry = dA[0] * G[0]
             # g_C[t] = sum over d of H[t] * gy[t]: (T, b, g, n, dg) @ (T, b, g, dg, 1)
             torch.matmul(H.transpose(-1, -2), gy_t.unsqueeze(-1), out=g_CT[t0:t1].unsqueeze(-1))
@@ -168,23 +216,28 @@ def _time_major(u, dt, B4, C4, groups):
 def _chunk_states(uT, dtT, A5, BT, t0, t1, h0, bufs):
     """States of one chunk. Returns dA and H, both (T, b, g, dg, n); H[t] is the state after step t.
 
-    ``bufs`` = (dA, H) buffers of at least T steps (:func:`_buffers`), reused across chunks: fresh
-    multi-MB temporaries cost page faults on every chunk. The results are views into them.
+    ``bufs`` = four buffers of at least T steps (:func:`_buffers`: dA, H and two scratch buffers for
+    :func:`_linear_scan_`), reused across chunks: fresh multi-MB temporaries cost page faults on every
+    chunk. The results are views into them.
     """
     dt_t = dtT[t0:t1].unsqueeze(-1)  # (T, b, g, dg, 1)
     u_t = uT[t0:t1].unsqueeze(-1)
     Bt = BT[t0:t1].unsqueeze(3)  # (T, b, g, 1, n)
-    dA, H = bufs[0][: t1 - t0], bufs[1][: t1 - t0]
+    dA, H, coef, tmp = (b[: t1 - t0] for b in bufs)
     torch.mul(dt_t, A5, out=dA).exp_()
     torch.mul(dt_t * u_t, Bt, out=H)
     H[0].addcmul_(dA[0], h0)
-    for t in range(1, t1 - t0):
-        H[t].addcmul_(dA[t], H[t - 1])
+    if _doubling(H.device.type):
+        coef.copy_(dA)
+        _linear_scan_(H, coef, tmp)
+    else:
+        for t in range(1, t1 - t0):
+            H[t].addcmul_(dA[t], H[t - 1])
     return dA, H
 
 
-def _buffers(T, batch, groups, dg, d_state, like):
-    return like.new_empty(T, batch, groups, dg, d_state), like.new_empty(T, batch, groups, dg, d_state)
+def _buffers(T, batch, groups, dg, d_state, like, count):
+    return tuple(like.new_empty(T, batch, groups, dg, d_state) for _ in range(count))
 
 
 def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
