@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
+# Triton runs its kernels in its interpreter on CPU tensors; it reads this once, when first imported.
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
 
 import AttentionMambaSegLib  # noqa: F401  (before torch: it sets torch's OpenMP wait policy)
 import torch

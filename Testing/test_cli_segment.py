@@ -97,7 +97,7 @@ def test_segment_many_inputs_into_folder(tmp_path, small_acdc, model_dir):
                    "--no-tta", "--batch-size", "8", "--output-format", "nii.gz")
     assert code == 0
     assert sorted(p.name for p in out_dir.iterdir()) == [
-        "brain series.nii.gz", "brain series.report.json", "cœur 019.nii.gz", "cœur 019.report.json"]
+        "brain series.nii.gz", "brain series.report.json", "cœur 019.nii.gz", "cœur 019.report.json", "summary.csv"]
     brain = sitk.ReadImage(str(out_dir / "brain series.nii.gz"))
     ref = io.read_image(DICOM_DIR)
     assert brain.GetSize() == ref.GetSize()
@@ -113,13 +113,13 @@ def test_segment_png_2d(tmp_path):
     assert run_cli("segment", PH2_IMAGE, "-o", out, "--model", model.path, "--device", "cpu", "--no-tta") == 0
     mask = sitk.ReadImage(str(out))
     assert mask.GetSize() == io.read_image(PH2_IMAGE).GetSize()
-    assert set(np.unique(sitk.GetArrayFromImage(mask))) <= {0, 1}
+    assert set(np.unique(sitk.GetArrayFromImage(mask))) <= {0, 255}  # one class: white on black
 
 
 def test_many_inputs_need_a_folder(tmp_path, small_acdc, model_dir, capsys):
     code = run_cli("segment", small_acdc, small_acdc, "-o", tmp_path / "x.seg.nrrd", "--model", model_dir)
     assert code == 1
-    assert "must be an existing folder" in capsys.readouterr().err
+    assert "must be a folder" in capsys.readouterr().err
     assert not (tmp_path / "x.seg.nrrd").exists()
 
 
@@ -133,8 +133,9 @@ def test_unwritable_output_folder_fails_before_inference(tmp_path, small_acdc, m
     assert run_cli("segment", small_acdc, "-o", locked / "a.seg.nrrd", "--model", model_dir) == 1
     assert "not writable" in capsys.readouterr().err
     assert calls == [] and list(locked.iterdir()) == []
-    assert run_cli("segment", small_acdc, "-o", tmp_path / "missing" / "a.nii.gz", "--model", model_dir) == 1
-    assert "does not exist" in capsys.readouterr().err
+    assert run_cli("segment", small_acdc, "-o", locked / "missing" / "a.nii.gz", "--model", model_dir) == 1
+    assert "cannot be created" in capsys.readouterr().err
+    assert calls == [] and list(locked.iterdir()) == []
 
 
 def test_ctrl_c_leaves_no_partial_file(tmp_path, small_acdc, model_dir, capsys, monkeypatch):

@@ -12,7 +12,7 @@ import SimpleITK as sitk
 import slicerio
 
 from _inference_helpers import ACDC_IMAGE, DICOM_DIR, HIPPO_LABEL, PH2_IMAGE, SNOMED_TISSUE, require
-from AttentionMambaSegLib import io
+from AttentionMambaSegLib import io, masks
 
 CLASSES = [
     {"label_value": 0, "name": "background", "color": [0, 0, 0]},
@@ -150,11 +150,12 @@ def test_write_labelmap_keeps_geometry(tmp_path, ext):
 
 def test_write_png_labelmap(tmp_path):
     lab = sitk.GetImageFromArray(np.array([[0, 1], [2, 1]], np.uint8))
-    io.write_labelmap(lab, tmp_path / "m.png")
-    np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "m.png"))), [[0, 1], [2, 1]])
+    io.write_labelmap(lab, tmp_path / "m.png")  # several values: a palette PNG, index = label value
+    np.testing.assert_array_equal(masks.read_png_labels(tmp_path / "m.png"), [[0, 1], [2, 1]])
     one_slice = sitk.GetImageFromArray(np.ones((1, 3, 4), np.uint8))
-    io.write_labelmap(one_slice, tmp_path / "s.png")
+    io.write_labelmap(one_slice, tmp_path / "s.png")  # one class: 0/255
     assert sitk.ReadImage(str(tmp_path / "s.png")).GetSize() == (4, 3)
+    assert set(np.unique(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "s.png")))).tolist()) == {255}
     with pytest.raises(ValueError, match="PNG output needs a 2D"):
         io.write_labelmap(sitk.GetImageFromArray(np.ones((2, 3, 4), np.uint8)), tmp_path / "v.png")
 
@@ -272,7 +273,8 @@ def test_overlay_montage(tmp_path):
     classes = [{"label_value": 3, "name": "LV", "color": [255, 0, 0]}]
     path = io.write_overlay_montage(img, lab, classes, tmp_path / "m.png", columns=4)
     png = np.asarray(Image.open(path))
-    assert png.shape == (256, 3 * 216, 3)  # the 3 labelled slices, one row
+    assert png.shape[1:] == (3 * 216, 3) and png.shape[0] > 256  # the 3 labelled slices in one row, the legend below
+    assert np.all(png[256:] == (255, 0, 0), axis=2).any()  # the legend names LV in its colour
     tile = png[:, :216]
     assert tile[110, 110, 0] > tile[110, 110, 1] + 50  # red overlay on the label
     assert tile[10, 10, 0] == tile[10, 10, 1] == tile[10, 10, 2]  # grey elsewhere

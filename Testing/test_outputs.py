@@ -87,7 +87,9 @@ def test_evaluate_json_never_overwrites_the_label(tmp_path, capsys):
     assert run_cli("evaluate", "--prediction", pred, "--label", label, "--json", other) == 1
     assert "already exists" in capsys.readouterr().err and other.read_text() == "earlier"
     assert run_cli("evaluate", "--prediction", pred, "--label", label, "--json", other, "--overwrite") == 0
-    assert json.loads(other.read_text())["1"]["dice"] == 1.0
+    scores = json.loads(other.read_text())
+    assert scores["classes"][0]["name"] == "label 1" and scores["classes"][0]["dice"] == 1.0
+    assert scores["mean_dice"] == 1.0
     assert listing(tmp_path) == ["label.nii.gz", "pred.nii.gz", "scores.json"]
 
 

@@ -27,7 +27,8 @@ from .data import load_dataset_info, read_case, split_cases
 from .metrics import array_spacing, per_class_metrics
 from .outputs import check_output_path
 
-__all__ = ["evaluate", "evaluate_shift_suite", "score_files", "format_summary", "format_shift_suite", "EMPTY_MASK_CONVENTIONS"]
+__all__ = ["evaluate", "evaluate_shift_suite", "score_files", "score_label_files", "format_file_scores",
+           "format_summary", "format_shift_suite", "EMPTY_MASK_CONVENTIONS"]
 
 logger = logging.getLogger(__name__)
 
@@ -279,28 +280,145 @@ def score_files(prediction, label, label_values: Sequence[int] | None = None) ->
     """Dice and HD95 of one predicted labelmap file against one reference labelmap file.
 
     Args:
-        prediction: labelmap file (``.seg.nrrd``, ``.nii.gz``, ``.nrrd``, ``.mha``, ``.png``).
+        prediction: labelmap file (``.seg.nrrd``, ``.nii.gz``, ``.nii``, ``.nrrd``, ``.mha``, ``.png``: every
+            format ``segment`` writes; :func:`~AttentionMambaSegLib.masks.read_labelmap`).
         label: the reference labelmap on the same grid.
         label_values: the values to score; default every value > 0 in either file.
 
     Returns:
-        ``{label value: {"dice", "hd95", "pred_voxels", "ref_voxels"}}``, HD95 in mm (the label's spacing).
+        ``{label value: {"dice", "hd95", "pred_voxels", "ref_voxels"}}``, HD95 in mm (the label's spacing;
+        pixels for PNG files).
 
     Raises:
         ValueError: the two files are not on the same grid (size, spacing, origin or direction), one is
-            not a 2D/3D single-component labelmap, or one holds values that are not whole numbers.
+            not a 2D/3D single-component labelmap, a ``.seg.nrrd`` with overlapping segments, or one holds
+            values that are not whole numbers.
     """
-    from . import io
+    pred_img, ref_img, _ = _read_pair(prediction, label)
+    pred = sitk.GetArrayFromImage(pred_img)
+    ref = sitk.GetArrayFromImage(ref_img)
+    if label_values is None:
+        label_values = sorted(int(v) for v in set(np.unique(pred)) | set(np.unique(ref)) if v > 0)
+    return per_class_metrics(pred, ref, list(label_values), array_spacing(ref_img))
 
-    images = {}
+
+def score_label_files(prediction, label, model=None) -> dict:
+    """Dice and HD95 per class of one labelmap file against its reference, with class names and the mean.
+
+    Class names come from the model card when ``model`` is given, else from the segment names of a
+    ``.seg.nrrd`` (the prediction's first, then the label's), else "label N". With a model, its
+    foreground classes are scored (a ``.seg.nrrd``'s segments are matched to them by name) and the
+    other values found are listed as not scored; without one, every value > 0 found in either file.
+
+    Args:
+        prediction: labelmap file in any format ``segment`` writes (:func:`score_files`).
+        label: the reference labelmap file on the same grid.
+        model: a :class:`~AttentionMambaSegLib.package.ModelPackage`, model folder or model id, or None.
+
+    Returns:
+        ``{"prediction", "label", "model" (id or None), "distance_unit" ("mm", or "px" when a file is a
+        PNG, which keeps no pixel size), "classes": [{"label_value", "name", "dice", "hd95", "pred_voxels",
+        "ref_voxels"}], "mean_dice", "mean_hd95" (over the classes; None when none was scored),
+        "label_values_not_scored", "conventions"}``.
+
+    Raises:
+        ValueError, FileNotFoundError: as :func:`score_files` and
+            :func:`~AttentionMambaSegLib.masks.read_labelmap` (a segment named as no class of the model).
+    """
+    from .masks import class_names
+    from .outputs import path_extension
+
+    package = None
+    if model is not None:
+        from .package import ModelPackage, load_model_package
+
+        package = model if isinstance(model, ModelPackage) else load_model_package(model)
+    classes = package.config["classes"] if package is not None else None
+    pred_img, ref_img, names = _read_pair(prediction, label, classes)
+    pred = sitk.GetArrayFromImage(pred_img)
+    ref = sitk.GetArrayFromImage(ref_img)
+    found = sorted(int(v) for v in set(np.unique(pred)) | set(np.unique(ref)) if v > 0)
+    if package is not None:
+        labels = class_names(classes)
+    else:
+        labels = {v: names["prediction"].get(v) or names["label"].get(v) or f"label {v}" for v in found}
+    scores = per_class_metrics(pred, ref, list(labels), array_spacing(ref_img))
+    rows = [{"label_value": v, "name": n, **scores[v]} for v, n in labels.items()]
+    photo = any(path_extension(p) in _PHOTO_EXTENSIONS for p in (prediction, label))
+    return {
+        "prediction": str(prediction),
+        "label": str(label),
+        "model": None if package is None else package.id,
+        "distance_unit": "px" if photo else "mm",
+        "classes": rows,
+        "mean_dice": float(np.mean([r["dice"] for r in rows])) if rows else None,
+        "mean_hd95": float(np.mean([r["hd95"] for r in rows])) if rows else None,
+        "label_values_not_scored": [v for v in found if v not in labels],
+        "conventions": EMPTY_MASK_CONVENTIONS,
+    }
+
+
+def format_file_scores(result: dict) -> str:
+    """Human-readable table of :func:`score_label_files`: one row per class (by name) and the mean."""
+    unit = result["distance_unit"]
+    model = f" (classes of model {result['model']})" if result.get("model") else ""
+    lines = [f"{result['prediction']} against {result['label']}{model}"]
+    if not result["classes"]:
+        lines.append("both labelmaps are empty: nothing to score")
+        return "\n".join(lines)
+    lines.append(f"{'class':<28} {'value':>5} {'Dice':>8} {'HD95 ' + unit:>9} {'predicted':>10} {'reference':>10}")
+    for r in result["classes"]:
+        lines.append(f"{r['name']:<28} {r['label_value']:>5} {r['dice']:>8.4f} {r['hd95']:>9.2f} "
+                     f"{r['pred_voxels']:>10} {r['ref_voxels']:>10}")
+    lines.append(f"{'mean of classes':<28} {'':>5} {result['mean_dice']:>8.4f} {result['mean_hd95']:>9.2f}")
+    lines.append(f"(predicted / reference: {'pixels' if unit == 'px' else 'voxels'}; "
+                 f"{result['conventions'].replace(' in mm', '') if unit == 'px' else result['conventions']})")
+    if result.get("label_values_not_scored"):
+        lines.append(f"label values that are no class of the model, in no figure above: "
+                     f"{result['label_values_not_scored']}")
+    return "\n".join(lines)
+
+
+_PHOTO_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+def _read_pair(prediction, label, classes=None) -> tuple[sitk.Image, sitk.Image, dict]:
+    """Both labelmap files read (:func:`~AttentionMambaSegLib.masks.read_labelmap`) and put on one grid.
+
+    A PNG keeps no geometry, so it takes the other file's; a single-slice volume (a ``.seg.nrrd`` of a
+    2D image) is compared as 2D; a ``.seg.nrrd`` stored on a part of the other file's grid (3D Slicer may
+    crop a segmentation to its extent) is placed back on that grid.
+
+    Returns:
+        ``(prediction, label, {"prediction": names, "label": names})``.
+
+    Raises:
+        ValueError: not 2D/3D single-component labelmaps, values that are not whole numbers, or grids
+            that differ (size, spacing, origin or direction).
+    """
+    from .masks import read_labelmap
+    from .outputs import path_extension
+
+    images, names = {}, {}
     for name, path in (("prediction", prediction), ("label", label)):
-        image = io.read_image(path)
+        image, found = read_labelmap(path, classes)
         if image.GetNumberOfComponentsPerPixel() != 1 or image.GetDimension() not in (2, 3):
             raise ValueError(f"the {name} {path} is not a 2D or 3D labelmap (one value per voxel); export a "
                              "labelmap (a segmentation with overlapping segments cannot be scored as one)")
         _label_values(image, f"the {name} {path}")
-        images[name] = image
+        images[name], names[name] = image, found
     pred_img, ref_img = images["prediction"], images["label"]
+    if pred_img.GetDimension() != ref_img.GetDimension():
+        pred_img, ref_img = _as_2d(pred_img), _as_2d(ref_img)
+    pred_png, ref_png = (path_extension(p) in _PHOTO_EXTENSIONS for p in (prediction, label))
+    if pred_img.GetSize() == ref_img.GetSize() and pred_png != ref_png:  # a PNG takes the other file's geometry
+        (pred_img if pred_png else ref_img).CopyInformation(ref_img if pred_png else pred_img)
+    for which, path in (("prediction", prediction), ("label", label)):
+        if path_extension(path) == ".seg.nrrd" and pred_img.GetSize() != ref_img.GetSize():
+            if which == "prediction":
+                pred_img = _onto_grid(pred_img, ref_img)
+            else:
+                ref_img = _onto_grid(ref_img, pred_img)
     for what, a, b in (("size", pred_img.GetSize(), ref_img.GetSize()),
                        ("spacing", pred_img.GetSpacing(), ref_img.GetSpacing()),
                        ("origin", pred_img.GetOrigin(), ref_img.GetOrigin()),
@@ -308,11 +426,34 @@ def score_files(prediction, label, label_values: Sequence[int] | None = None) ->
         if len(a) != len(b) or not np.allclose(a, b, atol=1e-4):
             raise ValueError(f"the prediction and the label differ in {what} ({a} vs {b}): score them on the same "
                              "grid (resample the prediction to the label first)")
-    pred = sitk.GetArrayFromImage(pred_img)
-    ref = sitk.GetArrayFromImage(ref_img)
-    if label_values is None:
-        label_values = sorted(int(v) for v in set(np.unique(pred)) | set(np.unique(ref)) if v > 0)
-    return per_class_metrics(pred, ref, list(label_values), array_spacing(ref_img))
+    return pred_img, ref_img, names
+
+
+def _as_2d(image: sitk.Image) -> sitk.Image:
+    """A 3D image of one slice as 2D (other images unchanged)."""
+    size = image.GetSize()
+    if image.GetDimension() == 3 and 1 in size and sum(n > 1 for n in size) <= 2:
+        extract = list(size)
+        extract[size.index(1)] = 0
+        return sitk.Extract(image, extract, [0, 0, 0])
+    return image
+
+
+def _onto_grid(part: sitk.Image, grid: sitk.Image) -> sitk.Image:
+    """``part`` placed on ``grid`` (same spacing and direction, whole-voxel offset): zero outside it.
+
+    Returns ``part`` unchanged when the grids do not line up (the caller then reports how they differ)."""
+    if (part.GetDimension() != grid.GetDimension() or not np.allclose(part.GetSpacing(), grid.GetSpacing(), atol=1e-4)
+            or not np.allclose(part.GetDirection(), grid.GetDirection(), atol=1e-4)):
+        return part
+    index = np.asarray(grid.TransformPhysicalPointToContinuousIndex(part.GetOrigin()))
+    if not np.allclose(index, np.round(index), atol=1e-3):
+        return part
+    placed = sitk.Resample(part, grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0, part.GetPixelID())
+    kept, stored = (int(np.count_nonzero(sitk.GetArrayViewFromImage(i))) for i in (placed, part))
+    if kept != stored:
+        return part  # labels outside the other grid: not the same grid
+    return placed
 
 
 def format_shift_suite(result: dict) -> str:

@@ -5,12 +5,18 @@ direction are the file's (NIfTI and NRRD are converted to LPS by ITK, as in 3D S
 (PNG/JPEG/TIFF) are 2D images with scalar (grey) or 3-component (RGB) pixels, spacing 1 unless the
 file stores one; an alpha channel is dropped. A folder is read as a DICOM series.
 
-Writing: every output goes to a temporary file in the destination folder first and is renamed into
-place (``os.replace``) only when complete, so an interrupted run never leaves a partial file:
+Writing: every output follows the rule of :mod:`.outputs` (never over an input, never replacing a file
+unless ``overwrite``, written under a temporary name in the destination folder, read back and checked
+complete, then created exclusively under its final name; "Wrote" is logged only after that):
 
 * labelmaps: ``.nii.gz``, ``.nii``, ``.nrrd``, ``.mha`` (uint8, the input's geometry), ``.png`` (2D);
 * ``.seg.nrrd``: a 3D Slicer segmentation file with one segment per class (name, colour, label value,
   SNOMED CT terminology tag, status "in progress"), written with slicerio.
+
+Reading what the file says: a photograph's EXIF orientation is applied (the image is segmented as
+viewers show it); a 16-bit colour photograph is scaled to 8 bits (logged); a NIfTI file whose qform and
+sform disagree is refused unless ``nifti_transform`` picks one; NaN or infinite voxels of a NIfTI file
+(which ITK reads as 0) are refused; a folder holding one multi-frame DICOM file is read as that file.
 """
 
 from __future__ import annotations
@@ -20,13 +26,15 @@ import dataclasses
 import logging
 import math
 import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import SimpleITK as sitk
+
+from . import outputs
+from .outputs import path_extension
 
 logger = logging.getLogger(__name__)
 
@@ -43,23 +51,16 @@ __all__ = [
     "write_labelmap",
     "write_overlay_montage",
     "write_segmentation",
+    "has_physical_spacing",
 ]
 
 IMAGE_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".png", ".jpg", ".jpeg",
                     ".tif", ".tiff", ".bmp", ".dcm")
 OUTPUT_EXTENSIONS = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha", ".png")
-_COMPOUND = (".seg.nrrd", ".nii.gz")
 _PHOTO = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-
-
-
-def path_extension(path: str | os.PathLike) -> str:
-    """Lower-case extension, recognising ``.seg.nrrd`` and ``.nii.gz`` as one extension."""
-    name = Path(path).name.lower()
-    for ext in _COMPOUND:
-        if name.endswith(ext):
-            return ext
-    return Path(name).suffix
+_NIFTI = (".nii", ".nii.gz")
+#: ``nifti_transform`` choices: which of a NIfTI header's two transforms places the image.
+NIFTI_TRANSFORMS = ("qform", "sform")
 
 
 #: DICOM Modality codes a model's "modality" text may start with (model.json "modality": "MR").
@@ -240,10 +241,13 @@ def read_dicom_series(folder: str | os.PathLike, series: str | None = None, moda
         logger.info("Folder %s holds %d DICOM series; segmenting %s. All: %s", folder, len(listed), chosen.describe(),
                     "; ".join(s.describe() for s in listed))
     check_slice_positions(chosen.files)
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(list(chosen.files))
     try:
-        image = reader.Execute()
+        if len(chosen.files) == 1:  # one file (an enhanced multi-frame file holds the whole volume): read as a file
+            image = sitk.ReadImage(chosen.files[0])
+        else:
+            reader = sitk.ImageSeriesReader()
+            reader.SetFileNames(list(chosen.files))
+            image = reader.Execute()
     except RuntimeError as e:
         raise ValueError(f"Could not read DICOM series {chosen.uid} in {folder}: {_itk_reason(e)}") from e
     image.SetMetaData("0008|0060", chosen.modality)
@@ -322,22 +326,30 @@ def _itk_reason(error: BaseException) -> str:
     return last
 
 
-def read_image(path: str | os.PathLike, series: str | None = None, modality: str | None = None) -> sitk.Image:
-    """Read an image file or a DICOM series folder.
+def read_image(path: str | os.PathLike, series: str | None = None, modality: str | None = None, *,
+               nifti_transform: str | None = None) -> sitk.Image:
+    """Read an image file or a DICOM series folder, as the file says it is to be seen and placed.
 
     Args:
         path: NIfTI (``.nii``, ``.nii.gz``), NRRD, MHA/MHD, PNG, JPEG, TIFF, BMP, a single DICOM file,
             or a folder holding DICOM series.
         series, modality: for a DICOM folder, which series (:func:`choose_dicom_series`).
+        nifti_transform: for a NIfTI file whose qform and sform disagree, the one that places the image
+            (``"qform"`` or ``"sform"``); None refuses such a file.
 
     Returns:
         A 2D or 3D (or, for some files, 4D) SimpleITK image in LPS physical space. RGBA photos become
-        RGB, grey+alpha photos become grey.
+        RGB, grey+alpha photos become grey; a photograph's EXIF orientation is applied (size = the
+        displayed width x height); 16-bit colour photographs are scaled to 8 bits (value / 257).
 
     Raises:
         FileNotFoundError: if the path does not exist.
-        ValueError: for an unsupported extension, an unreadable file or a folder with no DICOM.
+        ValueError: for an unsupported extension, an unreadable, empty or truncated file, a folder with
+            no DICOM, a NIfTI file with NaN or infinite voxels or with disagreeing qform and sform (without
+            ``nifti_transform``), or a colour photograph of another bit depth than 8 or 16.
     """
+    if nifti_transform is not None and nifti_transform not in NIFTI_TRANSFORMS:
+        raise ValueError(f"nifti_transform must be one of {NIFTI_TRANSFORMS} or None, got {nifti_transform!r}.")
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"Input {path} does not exist.")
@@ -355,15 +367,102 @@ def read_image(path: str | os.PathLike, series: str | None = None, modality: str
         image = sitk.ReadImage(str(path))
     except RuntimeError as e:
         raise ValueError(f"Could not read {path} as an image: {_read_error_reason(e)}") from e
-    check_file_complete(path)
+    header = _scan_file(path, count_nonfinite=ext in _NIFTI)
+    if header is not None:
+        if header["nonfinite"]:
+            raise ValueError(
+                f"{path}: {header['nonfinite']} voxel(s) of {header['voxels']} are NaN or infinite (ITK would read "
+                "them as 0); fix or mask them (e.g. replace with the background value) before segmenting."
+            )
+        image = _place_nifti(path, image, header, nifti_transform)
     if ext in _PHOTO and image.GetDimension() == 2:
-        ncomp = image.GetNumberOfComponentsPerPixel()
-        if ncomp in (2, 4):
-            keep = 1 if ncomp == 2 else 3
-            logger.info("Dropping the alpha channel of %s", path.name)
-            parts = [sitk.VectorIndexSelectionCast(image, i) for i in range(keep)]
-            image = parts[0] if keep == 1 else sitk.Compose(parts)
+        image = _read_photo(path, image)
+    if ext in _PHOTO:  # a photograph's pixel size is unknown: sizes are given in pixels (has_physical_spacing)
+        image.SetMetaData(SPACING_KEY, "none")
     return image
+
+
+#: Image metadata key set by :func:`read_image` on photographs (PNG, JPEG, TIFF, BMP), which keep no
+#: physical pixel size (ITK gives them spacing 1, or one from the print resolution): value ``"none"``.
+SPACING_KEY = "AttentionMambaSeg_spacing"
+
+
+def has_physical_spacing(image: sitk.Image) -> bool:
+    """False for an image :func:`read_image` read from a photograph file (sizes in px), True otherwise (mm)."""
+    return not (image.HasMetaDataKey(SPACING_KEY) and image.GetMetaData(SPACING_KEY) == "none")
+
+
+def _read_photo(path: Path, image: sitk.Image) -> sitk.Image:
+    """A 2D photograph as viewers show it: alpha dropped, 16-bit colour scaled to 8 bits, EXIF orientation applied."""
+    ncomp = image.GetNumberOfComponentsPerPixel()
+    if ncomp in (2, 4):
+        keep = 1 if ncomp == 2 else 3
+        logger.info("Dropping the alpha channel of %s", path.name)
+        parts = [sitk.VectorIndexSelectionCast(image, i) for i in range(keep)]
+        image = parts[0] if keep == 1 else sitk.Compose(parts)
+        ncomp = keep
+    if ncomp == 3:
+        array = sitk.GetArrayFromImage(image)
+        if array.dtype in (np.uint16, np.int16):
+            logger.info("%s is a 16-bit colour photograph; scaled to 8 bits (value / 257), as the models' "
+                        "photographs are.", path.name)
+            array = np.clip(np.rint(array.astype(np.float32) / 257.0), 0, 255).astype(np.uint8)
+            image = _with_pixels(array, image)
+        elif array.dtype != np.uint8:
+            raise ValueError(
+                f"{path} is a colour photograph with {array.dtype.itemsize * 8}-bit "
+                f"{'float' if array.dtype.kind == 'f' else 'integer'} pixels; the models take 8-bit (or 16-bit) "
+                "colour. Save it as an 8-bit RGB PNG or JPEG."
+            )
+    orientation = _exif_orientation(path)
+    if orientation not in (None, 1):
+        array = _EXIF_UPRIGHT[orientation](sitk.GetArrayFromImage(image))
+        spacing = image.GetSpacing()
+        upright = _with_pixels(np.ascontiguousarray(array), image)
+        upright.SetSpacing(spacing[::-1] if orientation >= 5 else spacing)
+        logger.info("%s: EXIF orientation %d (%s) applied; segmented as viewers show it, %d x %d px.", path.name,
+                    orientation, _EXIF_NAMES[orientation], *upright.GetSize())
+        image = upright
+    return image
+
+
+def _with_pixels(array: np.ndarray, like: sitk.Image) -> sitk.Image:
+    """A 2D image of ``array`` ((H, W) or (H, W, C)) with the spacing, origin and direction of ``like``."""
+    out = sitk.GetImageFromArray(array, isVector=array.ndim == 3)
+    out.SetSpacing(like.GetSpacing())
+    out.SetOrigin(like.GetOrigin())
+    out.SetDirection(like.GetDirection())
+    return out
+
+
+#: EXIF orientation (tag 0x0112) -> the (H, W[, C]) array as viewers show it (Pillow's ImageOps.exif_transpose).
+_EXIF_UPRIGHT = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1, :],
+    5: lambda a: a.swapaxes(0, 1),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: np.rot90(a, 2).swapaxes(0, 1),
+    8: lambda a: np.rot90(a, 1),
+}
+_EXIF_NAMES = {2: "mirrored", 3: "rotated 180 degrees", 4: "flipped upside down", 5: "transposed",
+               6: "rotated 90 degrees clockwise", 7: "transversed", 8: "rotated 90 degrees counter-clockwise"}
+
+
+def _exif_orientation(path: Path) -> int | None:
+    """The EXIF orientation (1..8) a photograph states, or None (no tag, or Pillow cannot read the file)."""
+    try:
+        from PIL import Image
+    except ModuleNotFoundError:
+        logger.debug("Pillow is not installed: the EXIF orientation of %s is not read.", path.name)
+        return None
+    try:
+        with Image.open(path) as photo:
+            value = photo.getexif().get(0x0112)
+    except (OSError, ValueError, SyntaxError) as e:
+        logger.debug("No EXIF orientation read from %s (%s).", path.name, e)
+        return None
+    return int(value) if value in _EXIF_UPRIGHT else None
 
 
 def check_file_complete(path: str | os.PathLike) -> None:
@@ -375,14 +474,77 @@ def check_file_complete(path: str | os.PathLike) -> None:
     Raises:
         ValueError: naming the file and what is missing.
     """
-    import gzip
+    _scan_file(path)
+
+
+#: NIfTI datatype code -> numpy type of a voxel component (the floating-point ones, which may hold NaN).
+_NIFTI_FLOATS = {16: np.float32, 64: np.float64, 32: np.float32, 1792: np.float64}
+
+
+def _nifti_header(head: bytes) -> dict | None:
+    """The fields of a NIfTI-1 or NIfTI-2 header this module checks, or None (not a NIfTI header)."""
     import struct
+
+    if len(head) < 348:
+        return None
+    for order in "<>":
+        sizeof_hdr = struct.unpack(order + "i", head[:4])[0]
+        if sizeof_hdr == 348:  # NIfTI-1
+            u = lambda fmt, at: struct.unpack(order + fmt, head[at:at + struct.calcsize(order + fmt)])  # noqa: E731
+            return {"order": order, "version": 1, "dims": u("8h", 40), "datatype": u("h", 70)[0],
+                    "bitpix": u("h", 72)[0], "pixdim": u("8f", 76), "offset": int(u("f", 108)[0]),
+                    "qform_code": u("h", 252)[0], "sform_code": u("h", 254)[0], "quatern": u("6f", 256),
+                    "srow": u("12f", 280)}
+        if sizeof_hdr == 540 and len(head) >= 540:  # NIfTI-2
+            u = lambda fmt, at: struct.unpack(order + fmt, head[at:at + struct.calcsize(order + fmt)])  # noqa: E731
+            return {"order": order, "version": 2, "dims": u("8q", 16), "datatype": u("h", 12)[0],
+                    "bitpix": u("h", 14)[0], "pixdim": u("8d", 104), "offset": int(u("q", 168)[0]),
+                    "qform_code": u("i", 344)[0], "sform_code": u("i", 348)[0], "quatern": u("6d", 352),
+                    "srow": u("12d", 400)}
+    return None
+
+
+class _NonFiniteCounter:
+    """Counts NaN and infinite voxels in the raw bytes of a floating-point NIfTI file, block by block."""
+
+    def __init__(self, header: dict):
+        kind = _NIFTI_FLOATS.get(header["datatype"])
+        self.dtype = None if kind is None else np.dtype(kind).newbyteorder(header["order"])
+        self.start = max(header["offset"], 348)
+        self.count = 0
+        self.rest = b""
+
+    def add(self, position: int, block: bytes) -> None:
+        if self.dtype is None:
+            return
+        end = position + len(block)
+        if end <= self.start:
+            return
+        data = self.rest + block[max(0, self.start - position):]
+        usable = len(data) - len(data) % self.dtype.itemsize
+        values = np.frombuffer(data[:usable], dtype=self.dtype)
+        self.count += int(values.size - np.count_nonzero(np.isfinite(values)))
+        self.rest = data[usable:]
+
+
+def _scan_file(path: str | os.PathLike, count_nonfinite: bool = False) -> dict | None:
+    """Read a file to its end (gzip streams decompressed); check a NIfTI file's size against its header.
+
+    Returns:
+        For a NIfTI file, its header fields (:func:`_nifti_header`) plus ``voxels`` and ``nonfinite`` (the
+        NaN or infinite voxel components, counted when ``count_nonfinite``); None for other files.
+
+    Raises:
+        ValueError: a truncated or corrupt file; a NIfTI pixdim that is not a positive number.
+    """
+    import gzip
     import zlib
 
     path = Path(path)
     name = path.name.lower()
+    nifti = name.endswith(".nii") or name.endswith(".nii.gz")
     opener = gzip.open if name.endswith(".gz") else open
-    total, head = 0, b""
+    total, head, header, counter = 0, b"", None, None
     try:
         with opener(path, "rb") as f:
             while True:
@@ -391,29 +553,22 @@ def check_file_complete(path: str | os.PathLike) -> None:
                     break
                 if len(head) < 544:
                     head += block[: 544 - len(head)]
+                    if nifti and count_nonfinite and header is None and len(head) >= 348:
+                        header = _nifti_header(head)
+                        counter = _NonFiniteCounter(header) if header is not None else None
+                if counter is not None:
+                    counter.add(total, block)
                 total += len(block)
     except (EOFError, OSError, zlib.error) as e:
         raise ValueError(
             f"Could not read {path}: the file is truncated or corrupt ({e}). Copy or export it again."
         ) from e
-    if not (name.endswith(".nii") or name.endswith(".nii.gz")) or len(head) < 348:
-        return
-    for order in "<>":
-        sizeof_hdr = struct.unpack(order + "i", head[:4])[0]
-        if sizeof_hdr == 348:  # NIfTI-1
-            dims = struct.unpack(order + "8h", head[40:56])
-            bitpix = struct.unpack(order + "h", head[72:74])[0]
-            pixdim = struct.unpack(order + "8f", head[76:108])
-            offset = int(struct.unpack(order + "f", head[108:112])[0])
-            break
-        if sizeof_hdr == 540 and len(head) >= 544:  # NIfTI-2
-            bitpix = struct.unpack(order + "h", head[14:16])[0]
-            dims = struct.unpack(order + "8q", head[16:80])
-            pixdim = struct.unpack(order + "8d", head[104:168])
-            offset = struct.unpack(order + "q", head[168:176])[0]
-            break
-    else:
-        return  # not a NIfTI header ITK would accept either
+    if not nifti:
+        return None
+    header = _nifti_header(head)
+    if header is None:
+        return None  # not a NIfTI header ITK would accept either
+    dims, pixdim, bitpix, offset = header["dims"], header["pixdim"], header["bitpix"], header["offset"]
     # ITK reads a pixdim of 0 or NaN as 1 mm: the image would be segmented at a made-up scale
     for axis in range(1, 1 + max(0, min(3, dims[0]))):
         value = pixdim[axis]
@@ -432,6 +587,63 @@ def check_file_complete(path: str | os.PathLike) -> None:
             f"Could not read {path}: the file is truncated ({total:,} of the {expected:,} bytes its NIfTI header "
             "announces). Copy or export it again."
         )
+    header["voxels"] = voxels
+    header["nonfinite"] = counter.count if counter is not None else 0
+    return header
+
+
+def _nifti_affines(header: dict) -> dict[str, np.ndarray]:
+    """The header's transforms in use (code > 0), each a 3x4 voxel-to-RAS matrix (mm)."""
+    affines = {}
+    pixdim = header["pixdim"]
+    if header["qform_code"] > 0:
+        b, c, d, *offset = (float(v) for v in header["quatern"])
+        a = math.sqrt(max(0.0, 1.0 - b * b - c * c - d * d))
+        rotation = np.array([[a * a + b * b - c * c - d * d, 2 * (b * c - a * d), 2 * (b * d + a * c)],
+                             [2 * (b * c + a * d), a * a + c * c - b * b - d * d, 2 * (c * d - a * b)],
+                             [2 * (b * d - a * c), 2 * (c * d + a * b), a * a + d * d - c * c - b * b]])
+        qfac = -1.0 if pixdim[0] < 0 else 1.0
+        zooms = [float(v) if v > 0 else 1.0 for v in pixdim[1:4]]
+        affines["qform"] = np.column_stack([rotation @ np.diag([zooms[0], zooms[1], qfac * zooms[2]]), offset])
+    if header["sform_code"] > 0:
+        affines["sform"] = np.asarray(header["srow"], dtype=float).reshape(3, 4)
+    return affines
+
+
+def _place_nifti(path: Path, image: sitk.Image, header: dict, choice: str | None) -> sitk.Image:
+    """The image placed by one transform: refuse a header whose qform and sform disagree unless ``choice`` picks one."""
+    affines = _nifti_affines(header)
+    if len(affines) < 2 or image.GetDimension() not in (2, 3):
+        return image
+    q, s = affines["qform"], affines["sform"]
+    shift = float(np.linalg.norm(q[:, 3] - s[:, 3]))
+    zq, zs = np.linalg.norm(q[:, :3], axis=0), np.linalg.norm(s[:, :3], axis=0)
+    relative = (q[:, :3] / np.where(zq > 0, zq, 1)).T @ (s[:, :3] / np.where(zs > 0, zs, 1))
+    angle = math.degrees(math.acos(max(-1.0, min(1.0, (float(np.trace(relative)) - 1.0) / 2.0))))
+    scale = float(np.max(np.abs(zq - zs) / np.maximum(zq, 1e-6)))
+    if shift <= 0.01 and angle <= 0.01 and scale <= 1e-4:
+        return image
+    if choice is None:
+        raise ValueError(
+            f"{path}: the NIfTI header's two transforms disagree by {angle:.1f} degrees and {shift:.1f} mm"
+            + (f" (voxel sizes {np.round(zq, 4).tolist()} vs {np.round(zs, 4).tolist()} mm)" if scale > 1e-4 else "")
+            + f": the qform (code {header['qform_code']}) puts the first voxel at RAS {np.round(q[:, 3], 2).tolist()}, "
+            f"the sform (code {header['sform_code']}) at RAS {np.round(s[:, 3], 2).tolist()}. Programs differ in which "
+            "one they use, so a segmentation could sit off the image. Say which is right: --nifti-transform qform or "
+            "--nifti-transform sform (nifti_transform=...), or fix the header (e.g. nibabel: img.set_qform(img.get_sform()) "
+            "keeps the sform)."
+        )
+    matrix = np.diag([-1.0, -1.0, 1.0]) @ affines[choice]  # RAS -> LPS
+    dim = image.GetDimension()
+    linear = matrix[:dim, :dim]
+    spacing = np.linalg.norm(linear, axis=0)
+    placed = sitk.Image(image)
+    placed.SetSpacing([float(v) for v in spacing])
+    placed.SetDirection([float(v) for v in (linear / spacing).ravel()])
+    placed.SetOrigin([float(v) for v in matrix[:dim, 3]])
+    logger.info("%s: the NIfTI qform and sform disagree (%.1f degrees, %.1f mm); placed by the %s, as asked.",
+                path.name, angle, shift, choice)
+    return placed
 
 
 def _read_error_reason(error: BaseException) -> str:
@@ -452,73 +664,49 @@ def _read_error_reason(error: BaseException) -> str:
 
 
 def check_output_path(path: str | os.PathLike, *, allowed: Sequence[str] = OUTPUT_EXTENSIONS,
-                      overwrite: bool = True) -> Path:
-    """Check, before any work is done, that ``path`` can be written.
+                      overwrite: bool = True, inputs: Sequence = ()) -> Path:
+    """Check, before any work is done, that ``path`` can be written (:func:`.outputs.check_output_path`).
 
     Args:
         path: the output file.
         allowed: accepted extensions.
         overwrite: when False, an existing file at ``path`` is an error.
+        inputs: files and folders the command reads; ``path`` must not be one of them.
 
     Raises:
-        ValueError: unsupported extension; ``path`` is an existing folder.
+        ValueError: unsupported extension; ``path`` is an existing folder or an input.
         NotADirectoryError: a parent of ``path`` is a file.
         FileExistsError: ``path`` exists and ``overwrite`` is False.
         FileNotFoundError: the destination folder does not exist.
         PermissionError: the destination folder is not writable.
     """
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"Output {path} is an existing folder: give a file name inside it (e.g. {path / 'out.seg.nrrd'}).")
-    ext = path_extension(path)
-    if ext not in allowed:
-        raise ValueError(
-            f"Cannot write {path.name!r}: unsupported output extension {ext or '(none)'}; use one of "
-            f"{', '.join(allowed)}."
-        )
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        for ancestor in (folder, *folder.parents):
-            if ancestor.exists() and not ancestor.is_dir():
-                raise NotADirectoryError(
-                    f"Cannot write {path}: {ancestor} is a file, not a folder. Choose an output in a folder."
-                )
-        raise FileNotFoundError(f"Output folder {folder} does not exist: create it first.")
-    if not overwrite and (path.exists() or path.is_symlink()):
-        raise FileExistsError(
-            f"Output {path} already exists; pass --overwrite (overwrite=True) to replace it, or choose another "
-            "output path."
-        )
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise PermissionError(f"Output folder {folder} is not writable: choose another output location.")
-    return path
+    return outputs.check_output_path(path, allowed=allowed, overwrite=overwrite, inputs=inputs)
 
 
-@contextlib.contextmanager
-def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path`` (same extension); rename it to ``path`` on success.
+def atomic_output(path: str | os.PathLike, *, overwrite: bool = False, inputs: Sequence = (),
+                  verify=None) -> contextlib.AbstractContextManager[Path]:
+    """:func:`.outputs.write_output` for the image, segmentation and JSON extensions of this module.
 
-    On any exception (including KeyboardInterrupt) the temporary file is deleted and ``path`` is left
-    as it was.
+    Yields a temporary path next to ``path``; when the block ends, the file is checked (``verify(tmp)``)
+    and committed (created exclusively, or replacing the earlier file with ``overwrite``). On any
+    exception (including KeyboardInterrupt) the temporary file is deleted and ``path`` is left as it was.
 
     Raises:
-        PermissionError: if the folder is not writable (clear message).
+        As :func:`.outputs.write_output`.
     """
-    path = check_output_path(path, allowed=IMAGE_EXTENSIONS + OUTPUT_EXTENSIONS + (".json",))
-    ext = path_extension(path)
-    stem = path.name[: len(path.name) - len(ext)] if ext else path.name
-    tmp = path.with_name(f".{stem}.{uuid.uuid4().hex[:8]}.part{ext}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except PermissionError as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise PermissionError(f"Cannot write {path}: {e.strerror or e}. Choose another output location.") from e
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    return outputs.write_output(path, overwrite=overwrite, inputs=inputs, verify=verify,
+                                allowed=IMAGE_EXTENSIONS + OUTPUT_EXTENSIONS + (".json",))
+
+
+def _read_back(expected: np.ndarray, *, reader=None):
+    """A verify function: the written file read again (header and voxels) must hold ``expected``."""
+    def verify(tmp: Path) -> None:
+        check_file_complete(tmp)
+        array = reader(tmp) if reader is not None else sitk.GetArrayFromImage(sitk.ReadImage(str(tmp)))
+        if array.shape != expected.shape or not np.array_equal(array, expected):
+            raise ValueError(f"the file read back holds other values or shape ({array.shape}) than those written "
+                             f"({expected.shape})")
+    return verify
 
 
 def _as_2d(labelmap: sitk.Image) -> sitk.Image:
@@ -548,35 +736,46 @@ def _check_labelmap(labelmap: sitk.Image) -> sitk.Image:
 
 
 def write_labelmap(
-    labelmap: sitk.Image, path: str | os.PathLike, classes: Sequence[dict] | None = None, flagged=()
+    labelmap: sitk.Image, path: str | os.PathLike, classes: Sequence[dict] | None = None, flagged=(), *,
+    overwrite: bool = False, inputs: Sequence = (),
 ) -> Path:
-    """Write a labelmap atomically; the format follows the extension.
+    """Write a labelmap under the output rule (:mod:`.outputs`); the format follows the extension.
 
     Args:
         labelmap: uint8 (or integer 0..255) scalar image; its geometry is written as is.
         path: ``.nii.gz``/``.nii``/``.nrrd``/``.mha`` (geometry kept), ``.png`` (2D or one slice; no
-            geometry), or ``.seg.nrrd`` (Slicer segmentation; needs ``classes``).
-        classes: class descriptions as in model.json, required for ``.seg.nrrd``.
+            geometry; grey 0/255 for one class with label value 1, else a palette PNG whose index is the
+            label value, :func:`.masks.png_mask`), or ``.seg.nrrd`` (Slicer segmentation; needs ``classes``).
+        classes: class descriptions as in model.json, required for ``.seg.nrrd`` (and the PNG palette).
         flagged: label values whose ``.seg.nrrd`` segments get the status "flagged" (needs review).
+        overwrite: replace an existing file at ``path`` (never an input).
+        inputs: the files the labelmap was made from (``path`` must not be one of them).
 
     Returns:
         The written path.
 
     Raises:
         ValueError: unsupported extension, vector pixels, values outside 0..255, PNG of a volume,
-            ``.seg.nrrd`` without classes.
+            ``.seg.nrrd`` without classes, ``path`` is an input.
+        FileExistsError: ``path`` exists (before or during the write) and ``overwrite`` is False.
         FileNotFoundError, PermissionError: see :func:`check_output_path`.
+        OSError: :class:`.outputs.OutputError` for a full disk or a file that reads back incomplete.
     """
-    path = check_output_path(path)
+    path = check_output_path(path, overwrite=overwrite, inputs=inputs)
     ext = path_extension(path)
     if ext == ".seg.nrrd":
         if classes is None:
             raise ValueError("Writing a .seg.nrrd needs the class list (names, colours, label values).")
-        return write_segmentation(labelmap, path, classes, flagged=flagged)
+        return write_segmentation(labelmap, path, classes, flagged=flagged, overwrite=overwrite, inputs=inputs)
     labelmap = _check_labelmap(labelmap)
-    if ext == ".png":
-        labelmap = _as_2d(labelmap)
-    with atomic_output(path) as tmp:
+    if ext == ".png":  # 0/255 for one class, else a palette PNG in the class colours (:mod:`.masks`)
+        from .masks import write_png_mask
+
+        write_png_mask(_as_2d(labelmap), path, classes, overwrite=overwrite, inputs=inputs)
+        logger.info("Wrote labelmap %s", path)
+        return path
+    with atomic_output(path, overwrite=overwrite, inputs=inputs,
+                       verify=_read_back(sitk.GetArrayFromImage(labelmap))) as tmp:
         sitk.WriteImage(labelmap, str(tmp), useCompression=ext != ".png")
     logger.info("Wrote labelmap %s", path)
     return path
@@ -603,9 +802,9 @@ def _ijk_to_lps(image: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
 
 def write_segmentation(
     labelmap: sitk.Image, path: str | os.PathLike, classes: Sequence[dict], *, status: str = "inprogress",
-    flagged=(),
+    flagged=(), overwrite: bool = False, inputs: Sequence = (),
 ) -> Path:
-    """Write a 3D Slicer segmentation (``.seg.nrrd``) atomically.
+    """Write a 3D Slicer segmentation (``.seg.nrrd``) under the output rule (:mod:`.outputs`).
 
     All segments share layer 0 with their model label values, so Slicer and slicerio read the same
     numbers back. Every class gets a segment, even when empty.
@@ -618,6 +817,7 @@ def write_segmentation(
         status: segment status tag (``"inprogress"``: a result to review before use).
         flagged: label values whose segments get the status ``"flagged"`` instead (low confidence, or
             not found: :mod:`.inference.confidence`).
+        overwrite, inputs: as :func:`write_labelmap`.
 
     Returns:
         The written path.
@@ -625,10 +825,11 @@ def write_segmentation(
     Raises:
         ValueError: wrong extension, bad labelmap, duplicate label values, or labels present in the
             image but missing from ``classes``.
+        FileExistsError, OSError: as :func:`write_labelmap`.
     """
     import slicerio
 
-    path = check_output_path(path, allowed=(".seg.nrrd",))
+    path = check_output_path(path, allowed=(".seg.nrrd",), overwrite=overwrite, inputs=inputs)
     labelmap = _check_labelmap(labelmap)
     if labelmap.GetDimension() not in (2, 3):
         raise ValueError(f"A segmentation needs a 2D or 3D labelmap, got {labelmap.GetDimension()}D.")
@@ -669,7 +870,8 @@ def write_segmentation(
         "referenceImageExtentOffset": [0, 0, 0],
         "segments": segments,
     }
-    with atomic_output(path) as tmp:
+    layers = np.transpose(voxels, (2, 1, 0))  # (k, j, i): as ITK reads the NRRD back
+    with atomic_output(path, overwrite=overwrite, inputs=inputs, verify=_read_back(layers)) as tmp:
         slicerio.write_segmentation(str(tmp), segmentation)
     logger.info("Wrote segmentation %s (%d segments)", path, len(segments))
     return path
@@ -684,32 +886,38 @@ def write_overlay_montage(
     max_slices: int = 12,
     columns: int = 4,
     alpha: float = 0.45,
+    overwrite: bool = False,
+    inputs: Sequence = (),
 ) -> Path:
-    """Write a PNG montage of slices with the segments overlaid in their colours (atomically).
+    """Write a PNG montage of slices with the segments overlaid in their colours (output rule: :mod:`.outputs`).
 
     Slices are taken along the same axis the models use (LPS orientation, largest-spacing-else-z
     rule), with rows/columns as in the slice arrays; up to ``max_slices`` evenly spaced slices,
-    chosen among those that contain labels when there are any.
+    chosen among those that contain labels when there are any. Each tile of a volume carries its slice
+    number (``k/S``, counted from 1 along the slicing axis); below the tiles a legend gives each class
+    name in its colour (:func:`.masks.add_legend`).
 
     Args:
         image: 2D or 3D grey or RGB image.
         labelmap: integer labelmap on the same grid.
-        classes: ``[{label_value, color [r, g, b]}]``.
+        classes: ``[{label_value, name, color [r, g, b]}]``.
         path: ``.png`` destination.
         max_slices, columns: montage layout.
         alpha: overlay opacity.
+        overwrite, inputs: as :func:`write_labelmap`.
 
     Returns:
         The written path.
 
     Raises:
         ValueError: if image and labelmap sizes differ or the extension is not .png.
+        FileExistsError, OSError: as :func:`write_labelmap`.
     """
     from PIL import Image
 
     from .preprocessing import image_to_slices
 
-    path = check_output_path(path, allowed=(".png",))
+    path = check_output_path(path, allowed=(".png",), overwrite=overwrite, inputs=inputs)
     if image.GetSize() != labelmap.GetSize():
         raise ValueError(f"Image size {image.GetSize()} and labelmap size {labelmap.GetSize()} differ.")
     slices, _ = image_to_slices(image, None, "LPS")  # (S, C, H, W) float32
@@ -725,6 +933,8 @@ def write_overlay_montage(
     lut = np.zeros((256, 3), dtype=np.float32)
     for c in classes:
         lut[int(c["label_value"])] = c["color"]
+    from .masks import add_legend, label_tile
+
     tiles = []
     for s in candidates:
         x = slices[s]
@@ -733,7 +943,8 @@ def write_overlay_montage(
         rgb = np.moveaxis(rgb, 0, -1)
         mask = labels[s] > 0
         rgb[mask] = (1 - alpha) * rgb[mask] + alpha * lut[labels[s][mask]]
-        tiles.append(rgb.astype(np.uint8))
+        tile = rgb.astype(np.uint8)
+        tiles.append(label_tile(tile, f"{s + 1}/{labels.shape[0]}") if labels.shape[0] > 1 else tile)
     h, w = tiles[0].shape[:2]
     columns = max(1, min(columns, len(tiles)))
     rows = int(np.ceil(len(tiles) / columns))
@@ -741,7 +952,14 @@ def write_overlay_montage(
     for n, tile in enumerate(tiles):
         r, c = divmod(n, columns)
         canvas[r * h:(r + 1) * h, c * w:(c + 1) * w] = tile
-    with atomic_output(path) as tmp:
+    canvas = add_legend(canvas, classes, "slice number / slices (along the slicing axis)"
+                        if labels.shape[0] > 1 else "")
+
+    def read_png(tmp: Path) -> np.ndarray:
+        with Image.open(tmp) as png:
+            return np.asarray(png.convert("RGB"))
+
+    with atomic_output(path, overwrite=overwrite, inputs=inputs, verify=_read_back(canvas, reader=read_png)) as tmp:
         Image.fromarray(canvas).save(tmp, format="PNG")
     logger.info("Wrote montage %s (%d slices)", path, len(tiles))
     return path

@@ -34,8 +34,8 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["OutputError", "check_output_path", "explain_write_error", "path_extension", "same_file",
-           "write_bytes_output", "write_output", "write_text_output"]
+__all__ = ["OutputError", "check_output_path", "explain_write_error", "make_output_folder", "path_extension",
+           "same_file", "write_bytes_output", "write_output", "write_text_output"]
 
 #: Extensions made of two suffixes, kept whole in temporary names (ITK and slicerio pick the format from them).
 COMPOUND_EXTENSIONS = (".seg.nrrd", ".nii.gz")
@@ -103,7 +103,7 @@ def _check_not_an_input(path: Path, inputs: Iterable) -> None:
 
 
 def check_output_path(path: str | os.PathLike, *, allowed: Sequence[str] | None = None, overwrite: bool = False,
-                      inputs: Iterable = ()) -> Path:
+                      inputs: Iterable = (), create_folder: bool = False) -> Path:
     """Check, before any work is done, that ``path`` may be written under the rule of this module.
 
     Args:
@@ -112,6 +112,9 @@ def check_output_path(path: str | os.PathLike, *, allowed: Sequence[str] | None 
         overwrite: when False, an existing file (or link) at ``path`` is an error.
         inputs: files and folders the command reads: ``path`` must not be one of them, nor replace a
             file inside an input folder.
+        create_folder: a destination folder that does not exist yet is accepted when it can be created
+            (:func:`make_output_folder` creates it before the write), as nnU-Net and TotalSegmentator
+            create theirs.
 
     Returns:
         ``path`` as a Path.
@@ -120,8 +123,9 @@ def check_output_path(path: str | os.PathLike, *, allowed: Sequence[str] | None 
         ValueError: unsupported extension; ``path`` is an existing folder or names an input.
         NotADirectoryError: a parent of ``path`` is a file.
         FileExistsError: ``path`` exists and ``overwrite`` is False.
-        FileNotFoundError: the destination folder does not exist.
-        PermissionError: the destination folder is not writable.
+        FileNotFoundError: the destination folder does not exist (and ``create_folder`` is False).
+        PermissionError: the destination folder (or, for a folder to create, its nearest existing parent)
+            is not writable.
     """
     path = Path(path)
     if path.is_dir():
@@ -136,7 +140,14 @@ def check_output_path(path: str | os.PathLike, *, allowed: Sequence[str] | None 
             if ancestor.exists() and not ancestor.is_dir():
                 raise NotADirectoryError(f"Cannot write {path}: {ancestor} is a file, not a folder. Choose an output "
                                          "in a folder.")
-        raise FileNotFoundError(f"Output folder {folder} does not exist: create it first.")
+        if not create_folder:
+            raise FileNotFoundError(f"Output folder {folder} does not exist: create it first.")
+        existing = next((a for a in folder.absolute().parents if a.is_dir()), Path("."))
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise PermissionError(f"Output folder {folder} cannot be created: {existing} is not writable. Choose "
+                                  "another output location.")
+        _check_not_an_input(path, inputs)
+        return path
     _check_not_an_input(path, inputs)
     if not overwrite and (path.exists() or path.is_symlink()):
         raise FileExistsError(f"Output {path} already exists; pass --overwrite (overwrite=True) to replace it, or "
@@ -144,6 +155,34 @@ def check_output_path(path: str | os.PathLike, *, allowed: Sequence[str] | None 
     if not os.access(folder, os.W_OK | os.X_OK):
         raise PermissionError(f"Output folder {folder} is not writable: choose another output location.")
     return path
+
+
+def make_output_folder(folder: str | os.PathLike) -> Path:
+    """Create the output folder ``folder`` and its missing parents (nothing when it exists); log each one made.
+
+    Returns:
+        ``folder`` as a Path.
+
+    Raises:
+        NotADirectoryError: ``folder`` or one of its parents is a file.
+        PermissionError, OutputError: the folder cannot be created (the message names it and the cause).
+    """
+    folder = Path(folder)
+    if folder.is_dir():
+        return folder
+    for ancestor in (folder, *folder.parents):
+        if ancestor.exists() and not ancestor.is_dir():
+            raise NotADirectoryError(f"Cannot create the output folder {folder}: {ancestor} is a file, not a folder. "
+                                     "Choose another output location.")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except PermissionError as e:
+        raise PermissionError(f"Cannot create the output folder {folder}: {e.strerror or e}. Choose another output "
+                              "location.") from e
+    except OSError as e:
+        raise _explain(e, folder) from e
+    logger.info("Created output folder %s", folder)
+    return folder
 
 
 def temporary_path(path: str | os.PathLike) -> Path:
@@ -245,7 +284,7 @@ def _explain(error: BaseException, path: Path) -> BaseException:
 @contextlib.contextmanager
 def write_output(path: str | os.PathLike, *, overwrite: bool = False, inputs: Iterable = (),
                  verify: Callable[[Path], None] | None = None, size: int | None = None,
-                 allowed: Sequence[str] | None = None) -> Iterator[Path]:
+                 allowed: Sequence[str] | None = None, create_folder: bool = False) -> Iterator[Path]:
     """Write one output file under the rule of this module: yield a temporary path to write to.
 
     When the ``with`` block ends without an error, the temporary file is checked (not empty, ``size``
@@ -261,6 +300,7 @@ def write_output(path: str | os.PathLike, *, overwrite: bool = False, inputs: It
             OSError when the file is incomplete.
         size: the exact size in bytes the file must have, when the writer knows it.
         allowed: accepted extensions (None: any).
+        create_folder: create the destination folder when it does not exist (:func:`make_output_folder`).
 
     Example:
         >>> with write_output("metrics.json", overwrite=False) as tmp:   # doctest: +SKIP
@@ -272,7 +312,9 @@ def write_output(path: str | os.PathLike, *, overwrite: bool = False, inputs: It
         ENOSPC, "No space left on device while writing PATH") or an incomplete file; PermissionError;
         whatever the ``with`` block raises (OSErrors re-worded to name ``path``).
     """
-    path = check_output_path(path, allowed=allowed, overwrite=overwrite, inputs=inputs)
+    path = check_output_path(path, allowed=allowed, overwrite=overwrite, inputs=inputs, create_folder=create_folder)
+    if create_folder:
+        make_output_folder(path.parent if str(path.parent) else Path("."))
     tmp = temporary_path(path)
     try:
         yield tmp

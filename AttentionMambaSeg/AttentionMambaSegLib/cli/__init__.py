@@ -83,13 +83,27 @@ def _normalise(name: str) -> str:
 
 
 def _requirements() -> tuple[set[str], dict[str, list[str]]]:
-    """(core dependencies, distribution -> extras that add it), from the installed package's metadata."""
+    """(core dependencies, distribution -> extras that add it): from pyproject.toml in a source tree (a clone,
+    an editable install), else from the installed package's metadata; empty when neither is found."""
     from importlib import metadata
+    from pathlib import Path
 
+    lines: list[str] = []
+    pyproject = Path(__file__).resolve().parents[3] / "pyproject.toml"
     try:
-        lines = metadata.requires(_DIST) or []
-    except metadata.PackageNotFoundError:
-        return set(), {}
+        import tomllib
+
+        project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
+        if project.get("name") != _DIST:
+            raise ValueError(f"{pyproject} belongs to another project")
+        lines = list(project.get("dependencies", []))
+        for extra, requirements in project.get("optional-dependencies", {}).items():
+            lines += [f"{r.split(';')[0]}; extra == '{extra}'" for r in requirements]
+    except (ImportError, OSError, KeyError, ValueError):  # no source tree (or Python 3.10): the metadata
+        try:
+            lines = metadata.requires(_DIST) or []
+        except metadata.PackageNotFoundError:
+            return set(), {}
     core, extras = set(), {}
     for line in lines:
         name = _normalise(re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", line).group(1))

@@ -14,8 +14,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Predict every case of a split with the model and report Dice and HD95 (mm) per case and class.",
     )
     p.add_argument("dataset", metavar="DATASET", nargs="?", help="nnU-Net v2 raw dataset folder")
-    p.add_argument("--model", help="model id or model folder (model.json + model.safetensors); needed with DATASET")
-    p.add_argument("--prediction", metavar="FILE", help="score this labelmap file against --label (no model needed)")
+    p.add_argument("--model", help="model id or model folder (model.json + model.safetensors); needed with DATASET; "
+                                   "with --prediction, optional: its class names and label values")
+    p.add_argument("--prediction", metavar="FILE",
+                   help="score this labelmap file against --label (no model needed): any format segment writes "
+                        "(.seg.nrrd, .nii.gz, .nii, .nrrd, .mha, .png)")
     p.add_argument("--label", metavar="FILE", help="the reference labelmap of --prediction (same grid)")
     p.add_argument("--split", choices=("val", "train", "all"), default="val", help="cases to score (default val)")
     p.add_argument("--fold", type=int, default=0, help="fold of splits_final.json (default 0)")
@@ -111,22 +114,23 @@ def _first_cases(args: argparse.Namespace):
 
 
 def _score_files(args: argparse.Namespace) -> int:
-    """``--prediction P --label L``: Dice and HD95 per label value, one line each."""
-    from ..evaluation import score_files
+    """``--prediction P --label L [--model M]``: Dice and HD95 per class (by name) and their mean."""
+    from ..evaluation import format_file_scores, score_label_files
 
-    if not (args.prediction and args.label) or args.dataset or args.model:
-        raise SystemExit("error: --prediction and --label go together, without DATASET or --model")
+    if not (args.prediction and args.label) or args.dataset:
+        raise SystemExit("error: --prediction and --label go together, without DATASET (--model is optional: "
+                         "it names the classes)")
     if args.output:
         raise SystemExit("error: --output writes the per-case CSV of a dataset evaluation; with --prediction and "
                          "--label use --json FILE")
     inputs = [args.prediction, args.label]
     _check_outputs(args, inputs)
-    scores = score_files(args.prediction, args.label)
-    if not scores:
-        print("both labelmaps are empty: nothing to score")
-    else:
-        print(f"{'label value':>11} {'Dice':>8} {'HD95 mm':>9} {'predicted':>10} {'reference':>10}")
-        for value, s in scores.items():
-            print(f"{value:>11} {s['dice']:>8.4f} {s['hd95']:>9.2f} {s['pred_voxels']:>10} {s['ref_voxels']:>10}")
-    _write_json(args, {str(k): v for k, v in scores.items()}, inputs)
+    model = None
+    if args.model:
+        from ..registry import ensure_model
+
+        model = ensure_model(args.model)
+    result = score_label_files(args.prediction, args.label, model)
+    print(format_file_scores(result))
+    _write_json(args, result, inputs)
     return 0

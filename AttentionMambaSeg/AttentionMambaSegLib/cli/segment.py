@@ -16,13 +16,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description=(
             "Segment 2D/3D images (NIfTI, NRRD, MHA, PNG, JPEG, or a DICOM series folder). The output "
             "format follows the OUTPUT extension: .seg.nrrd (3D Slicer segmentation with names, colours "
-            "and terminology), .nii.gz / .nii / .nrrd / .mha (uint8 labelmap on the input grid), .png (2D). "
-            "With several inputs OUTPUT must be an existing folder. Beside each output, NAME.report.json gives "
-            "each segment's volume, confidence and whether it needs review."
+            "and terminology), .nii.gz / .nii / .nrrd / .mha (uint8 labelmap on the input grid), .png (2D: 0 and 255 "
+            "for one class, else a palette PNG in the class colours), .dcm (a "
+            "DICOM Segmentation referencing a DICOM series input, for PACS; needs highdicom). "
+            "With several inputs (or a folder of images) OUTPUT is a folder, created when missing; outputs are "
+            "named after the inputs without the channel suffix _0000, and summary.csv lists each input's "
+            "segment volumes and review flags. Beside each output, NAME.report.json gives each segment's volume "
+            "(mL; area in mm2 for 2D, in px for a photograph), confidence and whether it needs review."
         ),
     )
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image file or DICOM folder")
-    parser.add_argument("-o", "--output", required=True, help="output file, or an existing folder")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="image file, DICOM folder, or folder of image files")
+    parser.add_argument("-o", "--output", required=True,
+                        help="output file, or a folder (created when missing; write out/ for one input)")
     parser.add_argument("--model", required=True, help="model id (see `models list`) or model folder")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     parser.add_argument("--mode", choices=("fast", "accurate"), default=None,
@@ -36,10 +42,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="sliding-window size at the model's spacing, a multiple of 32 "
                              "(default: the model's inference_patch_size)")
     parser.add_argument("--output-format", default="seg.nrrd",
-                        choices=["seg.nrrd", "nii.gz", "nii", "nrrd", "mha", "png"],
-                        help="file type written into an output folder (default seg.nrrd)")
+                        choices=["seg.nrrd", "nii.gz", "nii", "nrrd", "mha", "png", "dicom-seg"],
+                        help="file type written into an output folder (default seg.nrrd; dicom-seg: a DICOM "
+                             "Segmentation .dcm of each DICOM series input)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace existing output files (an input is never replaced)")
+    parser.add_argument("--nifti-transform", choices=("qform", "sform"), default=None,
+                        help="for a NIfTI input whose qform and sform disagree: the one that places the image "
+                             "(default: such a file is refused, naming both)")
     parser.add_argument("--progress-format", default="bar", choices=["bar", "jsonl"],
                         help="bar (default): a progress bar on stderr; jsonl: one JSON object per line on "
                              "stdout for programs that run this command (events: device, progress, log, "
@@ -56,6 +66,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--force", action="store_true",
                         help="segment even an image of another modality than the model's (e.g. a CT with an "
                              "MR model); the result is then not to be trusted")
+    parser.add_argument("--overlay", action="store_true",
+                        help="also write NAME_overlay.png: the input (a photograph or 2D image) with each segment's "
+                             "outline in its class colour")
     parser.add_argument("--keep-going", action="store_true",
                         help="with an output folder: a failing input is reported and the others are still "
                              "segmented, with a summary at the end (always so under torchrun, where each "
@@ -105,11 +118,16 @@ def _segment(args: argparse.Namespace, progress_factory) -> list:
     from ..inference import segment_files
 
     model = ensure_model(args.model)  # a registry model that is not installed yet is downloaded first
+    inputs = expand_inputs(args.inputs)
+    folder_of_images = inputs != [Path(text) for text in args.inputs]
+    output = args.output
+    if folder_of_images and not Path(output).suffix and not Path(output).is_file():
+        output = os.path.join(output, "")  # a folder of images is a batch: OUTPUT is a folder, with summary.csv
     return segment_files(
-        args.inputs, args.output, model, device=args.device, tta=args.tta,
+        inputs, output, model, summary=True if folder_of_images else None, device=args.device, tta=args.tta,
         batch_size=args.batch_size, output_format=args.output_format, progress_factory=progress_factory,
         overwrite=args.overwrite, window=args.window, series=args.series, force=args.force, roi=_roi(args.roi),
-        mode=args.mode,
+        mode=args.mode, nifti_transform=args.nifti_transform, overlay=args.overlay,
     )
 
 
@@ -166,11 +184,16 @@ def _segment_archive(args: argparse.Namespace, progress_factory) -> list:
 
     from .. import distributed
     from ..inference import segment_archive
+    from ..inference.files import SUMMARY_NAME, write_summary
+    from ..outputs import check_output_path
     from ..registry import ensure_model
 
     ctx = distributed.setup(args.device)
     try:
         inputs = expand_inputs(args.inputs)
+        summary = Path(args.output) / SUMMARY_NAME if len(inputs) > 1 else None
+        if summary is not None:  # before any work, on every rank (so that all of them stop)
+            check_output_path(summary, overwrite=args.overwrite, inputs=inputs, create_folder=True)
         if ctx.distributed and not str(distributed.device_for(ctx, args.device)).startswith("cuda"):
             local = int(os.environ.get("LOCAL_WORLD_SIZE", ctx.world_size))
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))  # the CPU cores split between ranks
@@ -182,7 +205,8 @@ def _segment_archive(args: argparse.Namespace, progress_factory) -> list:
             inputs[ctx.rank::ctx.world_size], args.output, model, device=distributed.device_for(ctx, args.device),
             progress_factory=progress_factory, tta=args.tta, batch_size=args.batch_size,
             output_format=args.output_format, overwrite=args.overwrite, window=args.window, series=args.series,
-            force=args.force, roi=_roi(args.roi), mode=args.mode)
+            force=args.force, roi=_roi(args.roi), mode=args.mode, nifti_transform=args.nifti_transform,
+            overlay=args.overlay)
         results = distributed.all_gather_objects((written, failed))
     finally:
         distributed.teardown()
@@ -193,6 +217,8 @@ def _segment_archive(args: argparse.Namespace, progress_factory) -> list:
                                                                            else ""), file=sys.stderr)
         for source, error in sorted(all_failed):
             print(f"  FAILED {source}: {error}", file=sys.stderr)
+        if summary is not None and all_written:
+            write_summary(sorted(all_written), summary, overwrite=args.overwrite, inputs=inputs)
     if all_failed:
         raise RuntimeError(f"{len(all_failed)} of {len(inputs)} inputs failed: "
                            + "; ".join(f"{Path(s).name} ({e})" for s, e in sorted(all_failed)))

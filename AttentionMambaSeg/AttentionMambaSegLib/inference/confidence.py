@@ -117,10 +117,27 @@ class SegmentReport:
     def needs_review(self) -> bool:
         return self.review_reason is not None
 
-    def to_dict(self, dimension: int) -> dict:
-        unit = "volume_ml" if dimension == 3 else "area_mm2"
-        size = self.size_mm / 1000.0 if dimension == 3 else self.size_mm
-        return {"label_value": self.label_value, "name": self.name, "voxels": self.voxels, unit: round(size, 3),
+    def size(self, dimension: int, pixels: bool = False) -> tuple[str, float]:
+        """``(unit, value)``: ``("volume_ml", mL)`` in 3D, ``("area_mm2", mm2)`` in 2D, ``("area_px", pixels)``
+        for an image without a physical pixel size (a photograph: :func:`~AttentionMambaSegLib.io.has_physical_spacing`)."""
+        if pixels:
+            return "area_px" if dimension == 2 else "volume_voxels", float(self.voxels)
+        if dimension == 3:
+            return "volume_ml", self.size_mm / 1000.0
+        return "area_mm2", self.size_mm
+
+    def size_text(self, labels) -> str:
+        """The size for the log: "12.3 mL", "456 mm2" or "7890 px" (``labels``: the result's SimpleITK labelmap)."""
+        from ..io import has_physical_spacing
+
+        unit, value = self.size(labels.GetDimension(), not has_physical_spacing(labels))
+        return {"volume_ml": f"{value:.1f} mL", "area_mm2": f"{value:.0f} mm2"}.get(unit, f"{value:.0f} px")
+
+    def to_dict(self, dimension: int, pixels: bool = False) -> dict:
+        """The report entry; the size under the key of :meth:`size` (``volume_ml``, ``area_mm2`` or ``area_px``)."""
+        unit, size = self.size(dimension, pixels)
+        size = int(size) if pixels else round(size, 3)
+        return {"label_value": self.label_value, "name": self.name, "voxels": self.voxels, unit: size,
                 "confidence": None if self.confidence is None else round(self.confidence, 4),
                 "needs_review": self.needs_review, "reason": self.review_reason}
 
@@ -131,7 +148,9 @@ class Segmentation:
 
     ``labels``: uint8 SimpleITK image on the input's grid. ``segments``: one
     :class:`SegmentReport` per foreground class of the model. ``warnings``: sentences about the
-    input or the result (an unusual photo, a segment that fills the image).
+    input or the result (an unusual photo, an input far outside what the model was trained on, a
+    segment that fills the image). ``timing``: the measured and the estimated seconds
+    (:meth:`~.timing.RunTimer.record`), empty when not timed.
     """
 
     labels: object
@@ -142,6 +161,7 @@ class Segmentation:
     threshold: float | None
     segments: tuple = ()
     warnings: tuple = field(default_factory=tuple)
+    timing: dict = field(default_factory=dict)
 
     @property
     def needs_review(self) -> list:
@@ -150,10 +170,14 @@ class Segmentation:
 
     def report(self) -> dict:
         """The JSON report (see ``docs/CONTRACTS.md``)."""
+        from ..io import has_physical_spacing
+
         dimension = self.labels.GetDimension()
+        pixels = not has_physical_spacing(self.labels)
         return {"model": self.model, "version": self.version, "mode": self.mode, "passes": self.passes,
                 "confidence_measure": "mean_max_probability", "confidence_threshold": self.threshold,
-                "segments": [s.to_dict(dimension) for s in self.segments], "warnings": list(self.warnings)}
+                "segments": [s.to_dict(dimension, pixels) for s in self.segments], "warnings": list(self.warnings),
+                **({"time": dict(self.timing)} if self.timing else {})}
 
 
 def segment_reports(labels, classes, confidence: dict, rule: ConfidenceRule) -> tuple:

@@ -11,12 +11,19 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
+from ..outputs import same_file
 from .checks import check_input_image
 from .confidence import REPORT_SUFFIX
 from .predictor import Predictor, window_size
 from .sliding_window import ProgressCallback
 
-__all__ = ["output_path_for", "segment_files", "segment_archive", "report_path_for", "write_report"]
+__all__ = ["output_path_for", "overlay_path_for", "segment_files", "segment_archive", "report_path_for",
+           "write_report", "write_summary", "SUMMARY_NAME"]
+
+#: The summary of a run with several inputs, in the output folder (:func:`write_summary`).
+SUMMARY_NAME = "summary.csv"
+#: nnU-Net's channel suffix of a single-channel image (``case_0000.nii.gz``), left out of output names.
+CHANNEL_SUFFIX = "_0000"
 
 logger = logging.getLogger(__name__)
 
@@ -26,93 +33,135 @@ def output_path_for(input_path, output, output_format: str = "seg.nrrd", many: b
 
     Args:
         input_path: image file or DICOM folder.
-        output: a file path (one input), or an existing folder.
+        output: a file path (one input), or a folder: an existing one, one written with a trailing
+            separator (``out/``), or, with several inputs, a path without an output extension (a folder
+            that does not exist yet is created before the first output is written).
         output_format: extension (without the leading dot) used inside an output folder.
         many: several inputs (``output`` must then be a folder).
 
     Returns:
-        ``pathlib.Path`` of the output file.
+        ``pathlib.Path`` of the output file. Inside a folder it is named after the input without its
+        extension and without nnU-Net's channel suffix ``_0000`` (``case_0000.nii.gz`` -> ``case.seg.nrrd``).
 
     Raises:
-        ValueError: an empty output path, several inputs but ``output`` is not an existing folder, or an
+        ValueError: an empty output path, several inputs but ``output`` is a file (or a file name), or an
             unknown format.
-        FileNotFoundError: ``output`` names a folder (ends with a separator) that does not exist.
     """
 
     from .. import io
 
     text = str(output)
     if not text.strip():
-        raise ValueError("The output path is empty: give an output file (e.g. scan.seg.nrrd) or an existing folder.")
-    if text.endswith(("/", "\\")) and not Path(text).is_dir():
-        raise FileNotFoundError(f"Output folder {text} does not exist: create it first.")
+        raise ValueError("The output path is empty: give an output file (e.g. scan.seg.nrrd) or a folder.")
     output = Path(output)
-    ext = "." + output_format.lstrip(".").lower()
-    if ext not in io.OUTPUT_EXTENSIONS:
-        raise ValueError(f"Unknown output format {output_format!r}: use one of {', '.join(io.OUTPUT_EXTENSIONS)}.")
-    if output.is_dir():
+    ext = _format_extension(output_format)
+    names_a_file = output.exists() and not output.is_dir()
+    folder = output.is_dir() or (not names_a_file and (text.endswith(("/", "\\")) or (
+        many and io.path_extension(output) not in io.OUTPUT_EXTENSIONS + (".dcm",))))
+    if folder:
         source = Path(input_path)
         name = source.name
         if not name or name in (".", ".."):  # "." or "..": name the output after the folder itself
             name = source.resolve().name or "segmentation"
         in_ext = io.path_extension(source) if source.is_file() else ""
         stem = name[: len(name) - len(in_ext)] if in_ext else name
+        if stem.endswith(CHANNEL_SUFFIX) and len(stem) > len(CHANNEL_SUFFIX):
+            stem = stem[: -len(CHANNEL_SUFFIX)]
         return output / f"{stem}{ext}"
     if many:
-        if output.exists():
-            raise ValueError(f"With several inputs the output must be an existing folder; {output} is a file.")
-        raise ValueError(f"With several inputs the output must be an existing folder; {output} is not a folder.")
+        what = "is a file" if names_a_file else "is a file name"
+        raise ValueError(f"With several inputs the output must be a folder (created when missing); {output} {what}. "
+                         "Give a folder, e.g. -o results/.")
     return output
 
-def _same_file(a, b) -> bool:
-    """True when paths ``a`` and ``b`` name the same file (symlinks, hard links, case-insensitive folders)."""
-    ra, rb = a.resolve(), b.resolve()
-    if ra == rb or os.path.normcase(str(ra)) == os.path.normcase(str(rb)):
-        return True
-    if a.exists() and b.exists():
-        try:
-            # On a case-insensitive file system "Image.nii.gz" exists when "image.nii.gz" does, and
-            # samefile sees that they are one file.
-            return os.path.samefile(a, b)
-        except OSError:
-            return False
-    return False
 
-def _check_input_for_output(image: sitk.Image, src, dst, package, force: bool = False) -> None:
+def overlay_path_for(output) -> Path:
+    """The outline picture beside an output file: ``case.seg.nrrd`` -> ``case_overlay.png``."""
+    from ..io import path_extension
+
+    output = Path(output)
+    return output.with_name(output.name[: len(output.name) - len(path_extension(output))] + "_overlay.png")
+
+def _format_extension(output_format: str) -> str:
+    """The file extension of an ``--output-format`` (``dicom-seg`` -> ``.dcm``).
+
+    Raises:
+        ValueError: an unknown format.
+    """
+    from .. import io
+    from ..dicom_seg import DICOM_SEG_EXTENSION, DICOM_SEG_FORMAT
+
+    if output_format.lstrip(".").lower() == DICOM_SEG_FORMAT:
+        return DICOM_SEG_EXTENSION
+    ext = "." + output_format.lstrip(".").lower()
+    if ext not in io.OUTPUT_EXTENSIONS:
+        raise ValueError(f"Unknown output format {output_format!r}: use one of "
+                         f"{', '.join(io.OUTPUT_EXTENSIONS)} or {DICOM_SEG_FORMAT}.")
+    return ext
+
+
+def _check_input_for_output(image: sitk.Image, src, dst, package, force: bool = False, overlay: bool = False) -> None:
     """Refuse, before any inference, an input the model or the output format cannot take."""
     from .. import io
 
     check_input_image(image, package, warn=False, force=force)  # the prediction checks again and warns
-    if io.path_extension(dst) == ".png":
-        size = image.GetSize()
-        if image.GetDimension() == 3 and not (1 in size and sum(n > 1 for n in size) <= 2):
-            raise ValueError(
-                f"Input {src} is a 3D volume of size {size}, but the output {dst.name} is a PNG (2D only). "
-                "Write .seg.nrrd, .nii.gz, .nrrd or .mha instead."
-            )
+    size = image.GetSize()
+    volume = image.GetDimension() == 3 and not (1 in size and sum(n > 1 for n in size) <= 2)
+    if io.path_extension(dst) == ".png" and volume:
+        raise ValueError(
+            f"Input {src} is a 3D volume of size {size}, but the output {dst.name} is a PNG (2D only). "
+            "Write .seg.nrrd, .nii.gz, .nrrd or .mha instead."
+        )
+    if overlay and volume:
+        raise ValueError(f"Input {src} is a 3D volume of size {size}: --overlay draws the outline on 2D images "
+                         "(photographs, single slices). Leave out --overlay and open the .seg.nrrd in 3D Slicer.")
 
-def _plan_outputs(inputs: list, output, output_format: str, overwrite: bool) -> list:
-    """The output path of every input, checked: inputs exist, outputs writable, none replaces an input.
+def _plan_outputs(inputs: list, output, output_format: str, overwrite: bool, overlay: bool = False,
+                  summary: bool = False) -> list:
+    """The output path of every input, checked: inputs exist, outputs writable (their folder may be created),
+    none replaces an input, no two inputs share an output name.
 
     Raises:
         FileNotFoundError, FileExistsError, PermissionError, ValueError: naming the path.
     """
     from .. import io
+    from .. import outputs as output_rule
+
+    from ..dicom_seg import DICOM_SEG_EXTENSION, check_dicom_seg_input, require_highdicom
 
     outputs = [output_path_for(p, output, output_format, len(inputs) > 1) for p in inputs]
     for src in inputs:
         if not src.exists():
             raise FileNotFoundError(f"Input {src} does not exist.")
+    first: dict[str, Path] = {}
+    for src, dst in zip(inputs, outputs):
+        other = first.setdefault(str(dst.absolute()).lower(), src)
+        if other is not src:
+            raise ValueError(f"Inputs {other} and {src} would both be written to {dst} (outputs are named after the "
+                             f"inputs, without the channel suffix {CHANNEL_SUFFIX}): rename one, or segment them "
+                             "into different output folders.")
     for dst in outputs:
-        io.check_output_path(dst, overwrite=overwrite)
         for src in inputs:
-            if _same_file(src, dst):
+            if same_file(src, dst):
                 raise ValueError(f"Output {dst} would overwrite the input image {src}; choose another output path.")
+        output_rule.check_output_path(dst, allowed=io.OUTPUT_EXTENSIONS + (DICOM_SEG_EXTENSION,), overwrite=overwrite,
+                                      inputs=inputs, create_folder=True)
+        if overlay:
+            output_rule.check_output_path(overlay_path_for(dst), allowed=(".png",), overwrite=overwrite,
+                                          inputs=inputs, create_folder=True)
+    if summary:
+        output_rule.check_output_path(outputs[0].parent / SUMMARY_NAME, allowed=(".csv",), overwrite=overwrite,
+                                      inputs=inputs, create_folder=True)
+    for src, dst in zip(inputs, outputs):
+        if io.path_extension(dst) == DICOM_SEG_EXTENSION:
+            check_dicom_seg_input(src)  # a DICOM SEG references a DICOM series
+            require_highdicom()
     if len({str(p.resolve()).lower() for p in outputs}) != len(outputs):
         raise ValueError("Several inputs map to the same output name; segment them into different folders.")
     reports = [report_path_for(dst) for dst in outputs]
     for report in reports:
-        io.check_output_path(report, allowed=(".json",), overwrite=overwrite)
+        output_rule.check_output_path(report, allowed=(".json",), overwrite=overwrite, inputs=inputs,
+                                      create_folder=True)
     if len({str(p.resolve()).lower() for p in reports}) != len(reports):
         raise ValueError("Several outputs would share one report (NAME.report.json: they differ only in their "
                          "extension); give them different names or folders.")
@@ -136,11 +185,16 @@ def segment_files(
     force: bool = False,
     roi=None,
     mode: str | None = None,
+    nifti_transform: str | None = None,
+    overlay: bool = False,
+    summary: bool | None = None,
 ) -> list:
     """Segment image files / DICOM folders and write the results (the ``segment`` subcommand).
 
     Every output path and every input (readable, 2D/3D, channels, spacing, format) is checked before
-    any inference; each file is written atomically, so an interrupted run leaves only complete outputs.
+    any inference; each file is written under the output rule of :mod:`~AttentionMambaSegLib.outputs`
+    (never over an input, never replacing a file without ``overwrite``, checked complete, created
+    exclusively), so an interrupted or failed run leaves only complete outputs and earlier files intact.
     One :class:`~.predictor.Predictor` segments them all (the network is built once). Beside each
     output goes its report (:func:`report_path_for`): the confidence and review flag of each segment
     and the warnings (:meth:`~.confidence.Segmentation.report`).
@@ -148,10 +202,14 @@ def segment_files(
     Args:
         inputs: image paths or DICOM folders.
         output: output file (one input; its extension picks the format: ``.seg.nrrd``, ``.nii.gz``,
-            ``.nii``, ``.nrrd``, ``.mha``, ``.png``) or an existing folder.
+            ``.nii``, ``.nrrd``, ``.mha``, ``.png`` (0/255 for one class, else a palette PNG in the class
+            colours), or ``.dcm``: a DICOM Segmentation of a DICOM series folder,
+            :func:`~AttentionMambaSegLib.dicom_seg.write_dicom_seg`) or a folder (:func:`output_path_for`
+            names the outputs). A missing output folder, or the missing folder of an output file, is
+            created once every input has been checked.
         model: model id or package folder (or a loaded ModelPackage).
         device, tta, batch_size, window, mode: see :class:`~.predictor.Predictor`.
-        output_format: extension used for outputs written into a folder.
+        output_format: extension used for outputs written into a folder (``dicom-seg``: ``.dcm``).
         progress_factory: ``progress_factory(input_name)`` returns the progress callback of one input
             (the CLI makes a tqdm bar).
         cancel: threading.Event; a cancelled run writes nothing more and returns what was written.
@@ -161,17 +219,26 @@ def segment_files(
         roi: a :class:`~.roi.RegionOfInterest` applied to every input (labels zero outside it).
         predictor: a :class:`~.predictor.Predictor` of this model to use (for callers that segment input
             after input); then ``device``, ``tta``, ``batch_size``, ``window`` and ``mode`` are its own.
+        nifti_transform: for NIfTI inputs whose qform and sform disagree, ``"qform"`` or ``"sform"``
+            (:func:`~AttentionMambaSegLib.io.read_image`); None refuses them.
+        overlay: also write the input with each segment's outline in its class colour,
+            ``NAME_overlay.png`` beside each output (2D inputs;
+            :func:`~AttentionMambaSegLib.masks.write_outline_overlay`).
+        summary: write :data:`SUMMARY_NAME` in the output folder (:func:`write_summary`); None: when there
+            are several inputs.
 
     Returns:
         Output paths written, in input order (each with its report beside it).
 
     Raises:
-        FileExistsError: an output file exists and ``overwrite`` is False (raised before inference).
+        FileExistsError: an output file exists and ``overwrite`` is False (raised before inference), or
+            another process created it while this one was writing.
         FileNotFoundError, PermissionError, ValueError, RuntimeError: as raised by reading, checking
             the outputs, inference and writing; nothing partial is left behind. A failure after some
             outputs were written logs which ones.
     """
     from .. import io
+    from ..dicom_seg import DICOM_SEG_EXTENSION, write_dicom_seg
     from ..package import ModelPackage, load_model_package
 
     inputs = [Path(p) for p in inputs]
@@ -183,17 +250,20 @@ def segment_files(
         package = model if isinstance(model, ModelPackage) else load_model_package(model)
         window_size(package.config, window)  # a bad window fails before any input is read
     def read(src):
-        return io.read_image(src, series=series, modality=package.config.get("modality"))
+        return io.read_image(src, series=series, modality=package.config.get("modality"),
+                             nifti_transform=nifti_transform)
 
     many = len(inputs) > 1
-    outputs = _plan_outputs(inputs, output, output_format, overwrite)
+    summary = many if summary is None else summary
+    outputs = _plan_outputs(inputs, output, output_format, overwrite, overlay, summary)
+    summary_path = outputs[0].parent / SUMMARY_NAME if summary else None
     # Read and check every input before the first inference, so a bad input late in the list does not
     # fail the run after hours of work. With one input the image is kept; with several it is re-read.
     images: dict[int, sitk.Image] = {}
     for i, (src, dst) in enumerate(zip(inputs, outputs, strict=True)):
         image = read(src)
         try:
-            _check_input_for_output(image, src, dst, package, force)
+            _check_input_for_output(image, src, dst, package, force, overlay)
         except ValueError as e:
             raise ValueError(f"Input {src}: {e}" if many else str(e)) from e
         if not many:
@@ -202,6 +272,10 @@ def segment_files(
     if predictor is None:
         predictor = Predictor(package, device=device, tta=tta, batch_size=batch_size, window=window, force=force,
                               mode=mode)
+    from ..outputs import make_output_folder
+
+    for folder in dict.fromkeys(dst.parent for dst in outputs):  # every input is checked: the folders may be made
+        make_output_folder(folder)
     written = []
     for i, (src, dst) in enumerate(zip(inputs, outputs, strict=True)):
         try:
@@ -212,13 +286,30 @@ def segment_files(
                 logger.info("Cancelled; %d of %d outputs written.", len(written), len(inputs))
                 break
             report = report_path_for(dst)
-            report.unlink(missing_ok=True)  # an earlier run's report never sits beside this run's output
-            io.write_labelmap(result.labels, dst, package.config["classes"],
-                              flagged=[s.label_value for s in result.needs_review])
+            replaced = dst.exists()
+            if io.path_extension(dst) == DICOM_SEG_EXTENSION:
+                series_files = io.choose_dicom_series(io.list_dicom_series(src), series,
+                                                      package.config.get("modality")).files
+                write_dicom_seg(result.labels, dst, package.config["classes"], series_files,
+                                segments=result.segments, algorithm_name=package.id,
+                                algorithm_version=str(package.config["version"]), overwrite=overwrite, inputs=inputs)
+            else:
+                io.write_labelmap(result.labels, dst, package.config["classes"],
+                                  flagged=[s.label_value for s in result.needs_review], overwrite=overwrite,
+                                  inputs=inputs)
             try:
-                write_report(result, dst, src)
+                write_report(result, dst, src, overwrite=overwrite, inputs=inputs)
+                if overlay:
+                    from ..masks import write_outline_overlay
+
+                    picture = write_outline_overlay(image, result.labels, package.config["classes"],
+                                                    overlay_path_for(dst), overwrite=overwrite, inputs=inputs)
+                    logger.info("Wrote outline overlay %s", picture)
             except BaseException:
-                dst.unlink(missing_ok=True)  # an output without its report is not left behind
+                if replaced:  # an earlier run's report never sits beside this run's output
+                    report.unlink(missing_ok=True)
+                else:  # an output without its report is not left behind
+                    dst.unlink(missing_ok=True)
                 raise
         except BaseException:
             if written:
@@ -226,7 +317,74 @@ def segment_files(
                              ", ".join(str(p) for p in written))
             raise
         written.append(dst)
+    if summary_path is not None and written:
+        write_summary([(src, dst) for src, dst in zip(inputs, written)], summary_path, overwrite=overwrite,
+                      inputs=inputs)
     return written
+
+
+_SIZE_COLUMNS = {"volume_ml": "volume (mL)", "area_mm2": "area (mm2)", "area_px": "area (px)",
+                 "volume_voxels": "volume (voxels)"}
+
+
+def write_summary(results, path, *, overwrite: bool = False, inputs=()) -> Path:
+    """Write the summary CSV of a run with several inputs, from the report beside each output.
+
+    One row per input, in the order given. Columns: ``input``, ``output``; for each segment (by name, in
+    the order they first appear) its size (``NAME volume (mL)`` in 3D, ``NAME area (mm2)`` in 2D,
+    ``NAME area (px)`` for a photograph, which has no physical pixel size), ``NAME confidence`` and
+    ``NAME needs review`` (``yes`` / ``no``); then ``needs review`` (``yes`` when any segment does),
+    ``reasons`` (``name: reason; ...``) and ``warnings`` (the report's warnings, ``; ``-separated).
+
+    Args:
+        results: ``[(input, output)]`` of the outputs written (each with its report, :func:`report_path_for`).
+        path: the ``.csv`` to write (under the output rule).
+        overwrite, inputs: as :func:`write_report`.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        FileNotFoundError: a report is missing; FileExistsError, OSError: as
+        :func:`~AttentionMambaSegLib.outputs.write_output`.
+    """
+    import csv
+    import io as text_io
+
+    from ..outputs import write_text_output
+
+    rows, columns = [], ["input", "output"]
+
+    def column(name: str) -> str:
+        if name not in columns:
+            columns.append(name)
+        return name
+
+    for source, output in results:
+        report = json.loads(report_path_for(output).read_text(encoding="utf-8"))
+        row = {"input": str(source), "output": str(output)}
+        reasons = []
+        for segment in report.get("segments", []):
+            name = segment["name"]
+            unit = next((k for k in _SIZE_COLUMNS if k in segment), None)
+            if unit is not None:
+                row[column(f"{name} {_SIZE_COLUMNS[unit]}")] = segment[unit]
+            row[column(f"{name} confidence")] = "" if segment.get("confidence") is None else segment["confidence"]
+            row[column(f"{name} needs review")] = "yes" if segment.get("needs_review") else "no"
+            if segment.get("needs_review"):
+                reasons.append(f"{name}: {segment.get('reason')}")
+        row["needs review"] = "yes" if reasons else "no"
+        row["reasons"] = "; ".join(reasons)
+        row["warnings"] = "; ".join(report.get("warnings", []))
+        rows.append(row)
+    columns += ["needs review", "reasons", "warnings"]
+    text = text_io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=columns, restval="")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_output(path, text.getvalue(), overwrite=overwrite, inputs=inputs, allowed=(".csv",))
+    logger.info("Wrote summary %s (%d inputs)", path, len(rows))
+    return Path(path)
 
 def report_path_for(output) -> Path:
     """The report beside an output file: ``case.seg.nrrd`` -> ``case.report.json`` (any labelmap extension)."""
@@ -236,14 +394,29 @@ def report_path_for(output) -> Path:
     return output.with_name(output.name[: len(output.name) - len(path_extension(output))] + REPORT_SUFFIX)
 
 
-def write_report(result, output, source) -> Path:
-    """Write ``result.report()`` (with the input and output paths) beside ``output``, atomically."""
-    from ..io import atomic_output
+def write_report(result, output, source, *, overwrite: bool = False, inputs=()) -> Path:
+    """Write ``result.report()`` (with the input and output paths) beside ``output``, under the output rule.
+
+    Args:
+        result: a :class:`~.confidence.Segmentation`.
+        output: the segmentation file the report describes.
+        source: the input it was made from (never overwritten).
+        overwrite: replace an earlier report.
+        inputs: further files the report must not replace.
+
+    Returns:
+        The report's path (:func:`report_path_for`).
+
+    Raises:
+        FileExistsError: the report exists and ``overwrite`` is False; OSError: see
+        :func:`~AttentionMambaSegLib.outputs.write_output`.
+    """
+    from ..outputs import write_text_output
 
     path = report_path_for(output)
     report = {"input": str(source), "output": str(output), **result.report()}
-    with atomic_output(path) as tmp:
-        tmp.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    write_text_output(path, json.dumps(report, indent=1) + "\n", overwrite=overwrite, inputs=[source, *inputs],
+                      allowed=(".json",))
     return path
 
 
@@ -261,21 +434,24 @@ def segment_archive(
 
     Args:
         inputs: image paths or DICOM folders.
-        output_folder: an existing folder (outputs are named after the inputs).
+        output_folder: a folder (created when missing; outputs are named after the inputs, :func:`output_path_for`).
         model: model id, folder or ModelPackage.
         device: as :class:`~.predictor.Predictor` (a string or ``torch.device``).
         progress_factory: as :func:`segment_files`.
         **options: ``tta``, ``batch_size``, ``output_format``, ``overwrite``, ``window``, ``series``, ``force``,
-            ``mode`` of :func:`segment_files`.
+            ``mode``, ``nifti_transform`` of :func:`segment_files`.
 
     Returns:
         ``(written, failed)``: ``[(input, output path)]`` and ``[(input, "ErrorType: message")]``.
 
     Raises:
-        ValueError: ``output_folder`` is not an existing folder.
+        ValueError: ``output_folder`` is a file.
     """
-    if not Path(output_folder).is_dir():
-        raise ValueError(f"Output {output_folder} must be an existing folder when segmenting many inputs.")
+    from ..outputs import make_output_folder
+
+    if Path(output_folder).exists() and not Path(output_folder).is_dir():
+        raise ValueError(f"Output {output_folder} must be a folder when segmenting many inputs; it is a file.")
+    make_output_folder(output_folder)
     settings = {k: options.pop(k) for k in ("tta", "batch_size", "window", "force", "mode") if k in options}
     predictor = Predictor(model, device=device, **settings)
     written, failed = [], []
