@@ -100,18 +100,17 @@ def test_segment_cli_roi(tmp_path, capsys):
     assert "lies outside the image" in capsys.readouterr().err and not (tmp_path / "far.nii.gz").exists()
 
 
-def test_a_long_run_is_announced_with_the_quicker_options(tmp_path, image, caplog, monkeypatch):
-    from AttentionMambaSegLib.inference import predictor as predictor_module
-
+def test_a_long_run_is_announced_with_the_quicker_options(tmp_path, image, caplog):
     package = make_package(tmp_path / "m")
     clock = iter(range(0, 10_000, 100))  # every reading of the clock is 100 s later
-    monkeypatch.setattr(predictor_module.time, "monotonic", lambda: next(clock))
-    two_slices = image[:, :, 4:6]
-    inference.Predictor(package, device="cpu", tta=True, batch_size=1).predict(two_slices)
+    predictor = inference.Predictor(package, device="cpu", tta=True, batch_size=1)
+    predictor.clock = lambda: next(clock)
+    predictor.predict(image[:, :, 3:8])
     said = [r for r in caplog.records if "This run will take about" in r.getMessage()]
     assert len(said) == 1 and getattr(said[0], "event", None) == "estimate"
     assert "quicker: --mode fast (fewer network passes), --roi" in said[0].getMessage()
     caplog.clear()
-    monkeypatch.setattr(predictor_module.time, "monotonic", lambda: 0.0)  # instantaneous: nothing said
-    inference.Predictor(package, device="cpu", tta=False).predict(two_slices)
+    predictor = inference.Predictor(package, device="cpu", tta=False)
+    predictor.clock = lambda: 0.0  # instantaneous: nothing said
+    predictor.predict(image[:, :, 3:8])
     assert not [r for r in caplog.records if "This run will take" in r.getMessage()]

@@ -163,6 +163,11 @@ def test_short_run_lowers_validation_loss(tmp_path):
     assert config["num_classes"] == 4 and config["activation"] == "softmax"
     assert config["target_spacing"] == [1.5625, 1.5625] and config["patch_size"] == [64, 64]
     assert "commercial" in config["training"]["licence"]
+    # 3 epochs: T_max is the whole run; an unmeasured model segments without flips on a CPU by default
+    assert config["training"]["schedule"].startswith("cosine annealing per epoch, T_max = epochs = 3.00 (one fall)")
+    from AttentionMambaSegLib.package import load_model_package
+
+    assert load_model_package(package_dir).card.speed_modes.default_mode("cpu") == "fast"
     # Validation loss of the trained network vs the untrained one (same seed) on the same slices.
     info = data.load_dataset_info(root)
     val = data.load_slices(info, VAL_CASES, (1.5625, 1.5625), "LPS", {"type": "zscore"}).subset([4, 6])

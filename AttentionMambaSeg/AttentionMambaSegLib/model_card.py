@@ -17,7 +17,11 @@ Fields (required unless a default is given):
     postprocessing ({"largest_component": [label values]} or {}), inference (speed modes, see
     :mod:`.inference.modes`; default: sliding windows, ``accurate`` = 4 flips), confidence
     ({"threshold": t}, see :mod:`.inference.confidence`), appearance (training-image statistics for
-    the plausibility warning, see :mod:`.inference.plausibility`), licence, training, metrics, limits
+    the plausibility warning, see :mod:`.inference.plausibility`), training_geometry (spacing and field
+    of view of the training images, for the warning about inputs far outside them, see
+    :func:`.inference.checks.input_range_warnings`), photo_long_side (2D photograph models: the longer
+    side in pixels of the training photographs; a much larger photograph is brought to that scale, see
+    :mod:`.inference.photo_scale`; optional), licence, training, metrics, limits
     (optional), sha256 (of model.safetensors), weights_dtype ("float16"), architecture
     ("AttentionMamba"), architecture_kwargs ({}).
 """
@@ -89,6 +93,8 @@ class ModelCard:
     inference: dict = field(default_factory=dict)
     confidence: dict = field(default_factory=dict)
     appearance: dict = field(default_factory=dict)
+    training_geometry: dict = field(default_factory=dict)
+    photo_long_side: int | None = None
     licence: str | None = None
     sha256: str | None = None
     weights_dtype: str = "float16"
@@ -123,6 +129,13 @@ class ModelCard:
         from .inference.plausibility import Appearance
 
         return Appearance.from_dict(self.appearance)
+
+    @property
+    def training_geometry_range(self):
+        """``training_geometry`` as :class:`~.inference.checks.TrainingGeometry`."""
+        from .inference.checks import TrainingGeometry
+
+        return TrainingGeometry.from_dict(self.training_geometry)
 
     @classmethod
     def from_dict(cls, raw: dict, source: str = "model.json") -> "ModelCard":
@@ -159,6 +172,7 @@ class ModelCard:
             inference=dict(raw.get("inference") or {}),
             confidence=dict(raw.get("confidence") or {}),
             appearance=dict(raw.get("appearance") or {}),
+            training_geometry=dict(raw.get("training_geometry") or {}),
             extra={k: v for k, v in raw.items() if k not in known},
         )
         return cls(**values)
@@ -170,9 +184,10 @@ class ModelCard:
             value = getattr(self, f.name)
             if f.name == "extra":
                 continue
-            if f.name in ("task", "modality", "channel_names", "licence", "sha256") and value is None:
+            if f.name in ("task", "modality", "channel_names", "licence", "sha256", "photo_long_side") and value is None:
                 continue
-            if f.name in ("training", "metrics", "inference", "confidence", "appearance") and not value:
+            if f.name in ("training", "metrics", "inference", "confidence", "appearance", "training_geometry") \
+                    and not value:
                 continue
             if f.name == "classes":
                 value = [c.to_dict() for c in value]
@@ -226,10 +241,14 @@ def _check_geometry(raw: dict, check: _Checker) -> None:
     check.require(rule in SLICE_AXIS_RULES, "slice_axis_rule", f"one of {SLICE_AXIS_RULES}", rule)
     slicing = raw.get("slicing", "acquisition")
     check.require(slicing in SLICING, "slicing", f"one of {SLICING}", slicing)
+    long_side = raw.get("photo_long_side")
+    check.require(long_side is None or (_is_int(long_side) and 32 <= long_side <= 100_000), "photo_long_side",
+                  "null or the longer side of the training photographs in pixels (an integer, 32..100000)", long_side)
 
 
 def _check_inference(raw: dict, source: str) -> None:
-    """``inference``, ``confidence`` and ``appearance``, read by their own types."""
+    """``inference``, ``confidence``, ``appearance`` and ``training_geometry``, read by their own types."""
+    from .inference.checks import TrainingGeometry
     from .inference.confidence import ConfidenceRule
     from .inference.plausibility import Appearance
     from .inference.modes import SpeedModes
@@ -237,6 +256,7 @@ def _check_inference(raw: dict, source: str) -> None:
     SpeedModes.from_dict(raw.get("inference"), source)
     ConfidenceRule.from_dict(raw.get("confidence"), source)
     Appearance.from_dict(raw.get("appearance"), source)
+    TrainingGeometry.from_dict(raw.get("training_geometry"), source)
 
 
 def _check_normalization(norm, check: _Checker) -> None:

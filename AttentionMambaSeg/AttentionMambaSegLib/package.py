@@ -234,9 +234,16 @@ class ModelPackage:
         Raises:
             ValueError: the file is not readable as safetensors, or a tensor is missing, extra, or has
                 another shape or dtype than the architecture of model.json needs (each named).
+            ModuleNotFoundError: torch or safetensors is not installed (the message says how to install them).
         """
-        import torch
-        from safetensors import safe_open
+        try:
+            import torch
+            from safetensors import safe_open
+        except ModuleNotFoundError as e:
+            raise ModuleNotFoundError(
+                f"Checking the weights of model '{self.id}' needs PyTorch and safetensors, and {e.name} is not "
+                "installed: pip install torch safetensors (in Slicer: press Segment once, which installs them).",
+                name=e.name) from e
 
         with torch.device("meta"):
             reference = _build_architecture(self.config).state_dict()
@@ -734,7 +741,13 @@ def _find_package_root(folder: Path) -> Path:
     )
 
 
-def import_model_package(folder_or_zip: str | os.PathLike, expected_id: str | None = None) -> ModelPackage:
+ImportProgress = Callable[[int, int], None]
+#: Steps of an import reported to ``progress``: unpacked, weights verified, copied, weights checked against the network.
+IMPORT_STEPS = 4
+
+
+def import_model_package(folder_or_zip: str | os.PathLike, expected_id: str | None = None,
+                         progress: ImportProgress | None = None) -> ModelPackage:
     """Verify a model package (folder or .zip) and copy it into the per-user model cache.
 
     The SHA-256 is checked before anything is copied; a previously imported version with the same id
@@ -743,6 +756,7 @@ def import_model_package(folder_or_zip: str | os.PathLike, expected_id: str | No
     Args:
         folder_or_zip: package folder, or a zip archive holding one.
         expected_id: refuse a package with another id (a download must hold the model it was fetched for).
+        progress: ``progress(done_steps, IMPORT_STEPS)`` after each step (unpacked, verified, copied, checked).
 
     Returns:
         The imported package (in :func:`imported_models_dir`).
@@ -768,8 +782,10 @@ def import_model_package(folder_or_zip: str | os.PathLike, expected_id: str | No
                 root = _find_package_root(tmp / "unzipped")
             else:
                 root = _find_package_root(source)
+            if progress is not None:
+                progress(1, IMPORT_STEPS)
             try:
-                package, target = _stage_and_swap(root, tmp, cache, expected_id, source)
+                package, target = _stage_and_swap(root, tmp, cache, expected_id, source, progress)
             except OSError as e:  # a full disk names the model's folder in the cache
                 explained = explain_write_error(e, cache / (expected_id or root.name))
                 if explained is e:
@@ -795,7 +811,8 @@ def imported_models_size() -> int:
     return _folder_size(cache) if cache is not None and cache.is_dir() else 0
 
 
-def _stage_and_swap(root: Path, tmp: Path, cache: Path, expected_id: str | None, source: Path):
+def _stage_and_swap(root: Path, tmp: Path, cache: Path, expected_id: str | None, source: Path,
+                    progress: ImportProgress | None = None):
     """Copy a verified package into ``tmp/staged``, check its weights fit, then swap it into the cache."""
     for name in (CONFIG_NAME, WEIGHTS_NAME):
         if (root / name).is_symlink():
@@ -808,6 +825,8 @@ def _stage_and_swap(root: Path, tmp: Path, cache: Path, expected_id: str | None,
     if expected_id is not None and package.id != expected_id:
         raise ValueError(f"{source} holds model '{package.id}', not '{expected_id}': nothing was imported.")
     package.verify()
+    if progress is not None:
+        progress(2, IMPORT_STEPS)
     staged = tmp / "staged"
     staged.mkdir()
     for name in (CONFIG_NAME, WEIGHTS_NAME):
@@ -819,7 +838,11 @@ def _stage_and_swap(root: Path, tmp: Path, cache: Path, expected_id: str | None,
             shutil.copy2(extra, staged / extra.name)
     staged_package = ModelPackage(staged)
     staged_package.verify()  # the copy itself
+    if progress is not None:
+        progress(3, IMPORT_STEPS)
     staged_package.check_weights_fit()  # before the swap: a bad package never replaces a good one
+    if progress is not None:
+        progress(4, IMPORT_STEPS)
     target = cache / package.id
     _swap_folder(staged, target)
     return package, target

@@ -1,9 +1,16 @@
-"""Input checks before inference: refuse what the model cannot segment, warn about what looks wrong."""
+"""Input checks before inference: refuse what the model cannot segment, warn about what looks wrong.
+
+Refusals (:func:`check_input_image`) raise ``ValueError``. Warnings about an input far outside what the
+model was trained on (:func:`input_range_warnings`: slices or pixels more than twice as coarse as the
+training images', a field of view many times theirs, as a whole head for a model trained on crops) are
+sentences that the predictor logs before the run and keeps in the report's ``warnings``.
+"""
 
 from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import SimpleITK as sitk
@@ -11,7 +18,9 @@ import SimpleITK as sitk
 from .. import preprocessing
 from ..io import modality_code
 
-__all__ = ["check_input_image", "check_direction", "check_modality", "LABELMAP_MAX_VALUES", "FLOAT32_MAX", "DIRECTION_TOLERANCE"]
+__all__ = ["check_input_image", "check_direction", "check_modality", "input_range_warnings", "TrainingGeometry",
+           "LABELMAP_MAX_VALUES", "FLOAT32_MAX", "DIRECTION_TOLERANCE", "COARSER_SPACING_FACTOR",
+           "FIELD_OF_VIEW_FACTOR"]
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +120,8 @@ def check_input_image(image: sitk.Image, package, warn: bool = True, force: bool
     if dim not in (2, 3):
         raise ValueError(
             f"The input is a {dim}D image of size {image.GetSize()}; Attention-Mamba segments 2D or 3D "
-            "images. For a 4D (time series) image, extract one frame first."
+            "images. For a cardiac cine, `attention-mamba-seg cardiac` segments every frame and reports the "
+            "ventricular function; for another 4D (time series) image, extract one frame first."
         )
     ncomp = image.GetNumberOfComponentsPerPixel()
     if ncomp != package.in_channels:
@@ -164,3 +174,130 @@ def check_input_image(image: sitk.Image, package, warn: bool = True, force: bool
                     "segmenting it anyway. Pass the intensity image, not a segmentation.",
                     arr.dtype, len(values), values.tolist(),
                 )
+
+
+#: An input whose slice spacing (or in-plane spacing) is more than this many times the training images'
+#: is warned about.
+COARSER_SPACING_FACTOR = 2.0
+#: An input whose field of view is larger than the training images' largest by more than this factor
+#: along every axis on average (8 times the volume of a 3D box, 4 times the area of a 2D one) is warned
+#: about.
+FIELD_OF_VIEW_FACTOR = 2.0
+
+
+@dataclass(frozen=True)
+class TrainingGeometry:
+    """model.json ``training_geometry``: the voxel spacing and field of view of the training images.
+
+    Attributes:
+        in_plane_spacing_mm: median in-plane spacing of the training images (mm), or None.
+        slice_spacing_mm: median spacing between their slices (mm; the axis the model slices along), or
+            None (2D images).
+        field_of_view_mm: the largest extent of the training images along each axis (mm), 2 or 3
+            numbers, or None.
+    """
+
+    in_plane_spacing_mm: float | None = None
+    slice_spacing_mm: float | None = None
+    field_of_view_mm: tuple[float, ...] | None = None
+
+    @classmethod
+    def from_dict(cls, raw: dict | None, source: str = "model.json") -> "TrainingGeometry":
+        """Raises ValueError naming ``source`` and the field."""
+        if not raw:
+            return cls()
+        if not isinstance(raw, dict):
+            raise ValueError(f"{source}: field 'training_geometry' must be an object, got {raw!r}.")
+        unknown = set(raw) - {"in_plane_spacing_mm", "slice_spacing_mm", "field_of_view_mm", "measured_on"}
+        if unknown:
+            raise ValueError(f"{source}: field 'training_geometry' has unknown keys {sorted(unknown)}; expected "
+                             "in_plane_spacing_mm, slice_spacing_mm, field_of_view_mm, measured_on.")
+
+        def positive(value) -> bool:
+            return (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+                    and value > 0)
+
+        for key in ("in_plane_spacing_mm", "slice_spacing_mm"):
+            if raw.get(key) is not None and not positive(raw[key]):
+                raise ValueError(f"{source}: field 'training_geometry.{key}' must be a positive number of "
+                                 f"millimetres, got {raw[key]!r}.")
+        fov = raw.get("field_of_view_mm")
+        if fov is not None and not (isinstance(fov, list) and len(fov) in (2, 3) and all(positive(v) for v in fov)):
+            raise ValueError(f"{source}: field 'training_geometry.field_of_view_mm' must be 2 or 3 positive numbers "
+                             f"(mm), got {fov!r}.")
+        note = raw.get("measured_on")
+        if note is not None and not isinstance(note, str):
+            raise ValueError(f"{source}: field 'training_geometry.measured_on' must be text, got {note!r}.")
+        return cls(None if raw.get("in_plane_spacing_mm") is None else float(raw["in_plane_spacing_mm"]),
+                   None if raw.get("slice_spacing_mm") is None else float(raw["slice_spacing_mm"]),
+                   None if fov is None else tuple(float(v) for v in fov))
+
+
+def _mm(value: float) -> str:
+    return f"{value:.1f} mm" if value < 10 else f"{value:.0f} mm"
+
+
+def input_range_warnings(image: sitk.Image, card, roi=None) -> list[str]:
+    """Sentences about an input far outside the images the model was trained on (model.json
+    ``training_geometry``; none when the card does not record it).
+
+    - slices more than :data:`COARSER_SPACING_FACTOR` times further apart than the training images'
+      (the slice axis as the model picks it: the largest spacing), naming both spacings;
+    - in-plane pixels more than that factor coarser;
+    - a field of view (the region of interest's, when given) larger than the training images' largest by
+      more than :data:`FIELD_OF_VIEW_FACTOR` along every axis on average.
+
+    Args:
+        image: the input (2D or 3D), checked by :func:`check_input_image`.
+        card: the model's :class:`~AttentionMambaSegLib.model_card.ModelCard`.
+        roi: the :class:`~.roi.RegionOfInterest` that will be segmented, if any.
+
+    Returns:
+        the warnings, in that order (empty when the input is within range).
+    """
+    geometry = card.training_geometry_range
+    if geometry == TrainingGeometry():
+        return []
+    name = card.id
+    region = image
+    if roi is not None and image.GetDimension() == 3:
+        from .roi import crop_to_roi
+
+        region = crop_to_roi(image, roi)[0]
+    size = [int(n) for n in region.GetSize()]
+    spacing = [float(v) for v in region.GetSpacing()]
+    said = []
+    axes = [i for i in range(len(size)) if size[i] > 1] if len(size) == 3 else list(range(len(size)))
+    slice_axis = None
+    if len(axes) == 3:
+        coarsest = max(axes, key=lambda i: spacing[i])
+        slice_axis = coarsest if spacing[coarsest] > min(spacing) * (1 + 1e-3) else 2
+    in_plane = [spacing[i] for i in axes if i != slice_axis]
+    train_slice, train_in_plane = geometry.slice_spacing_mm, geometry.in_plane_spacing_mm
+    if slice_axis is not None and train_slice and spacing[slice_axis] > COARSER_SPACING_FACTOR * train_slice:
+        said.append(
+            f"The image's slices are {_mm(spacing[slice_axis])} apart, more than {COARSER_SPACING_FACTOR:g} times "
+            f"the {_mm(train_slice)} of the images model '{name}' was trained on: structures thinner than a slice "
+            "are blurred or missed, and the result is not to be trusted. Use an acquisition with slices about "
+            f"{_mm(train_slice)} apart."
+        )
+    if in_plane and train_in_plane and max(in_plane) > COARSER_SPACING_FACTOR * train_in_plane:
+        said.append(
+            f"The image's pixels are {_mm(max(in_plane))} wide, more than {COARSER_SPACING_FACTOR:g} times the "
+            f"{_mm(train_in_plane)} of the images model '{name}' was trained on: details are lost, and the result "
+            "is not to be trusted."
+        )
+    fov = geometry.field_of_view_mm
+    extent = [size[i] * spacing[i] for i in range(len(size)) if size[i] > 1]
+    if fov and len(extent) == len(fov):
+        ratio = float(np.prod(extent) / np.prod(fov))
+        if ratio > FIELD_OF_VIEW_FACTOR ** len(fov):
+            what = "region of interest" if region is not image else "image"
+            said.append(
+                f"The {what} covers {' x '.join(f'{v:.0f}' for v in extent)} mm, {ratio:.0f} times the "
+                f"{'volume' if len(fov) == 3 else 'area'} of the largest image model '{name}' was trained on "
+                f"({' x '.join(f'{v:.0f}' for v in fov)} mm): it has not seen so wide a view, and what it labels "
+                "outside the region it knows is not to be trusted. Segment a region of interest around the "
+                "structure (--roi, or a region of interest in Slicer)."
+            )
+    return said

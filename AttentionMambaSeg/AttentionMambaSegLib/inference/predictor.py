@@ -20,19 +20,19 @@ import numpy as np
 import SimpleITK as sitk
 
 from .. import preprocessing
+from ..io import SPACING_KEY
 from ..devices import default_batch_size, select_device
 from ..postprocessing import keep_largest_component
-from .checks import check_input_image
+from .checks import check_input_image, input_range_warnings
 from .confidence import ConfidenceTally, Segmentation, segment_reports
 from .foreground import ForegroundCrop
+from .photo_scale import back_to_input, to_model_scale
 from .sliding_window import BatchPredictor, ProgressCallback, iter_probabilities
+from .timing import LONG_RUN_SECONDS, RunTimer
 
 __all__ = ["Predictor", "predict_volume", "window_size", "LONG_RUN_SECONDS"]
 
 logger = logging.getLogger(__name__)
-
-#: A run the first batch puts above this many seconds is announced, with the quicker options.
-LONG_RUN_SECONDS = 120.0
 
 
 def window_size(config: dict, window) -> tuple[int, int]:
@@ -103,6 +103,8 @@ class Predictor:
         self.batch_size = default_batch_size(self.device) if batch_size is None else int(batch_size)
         self.network = self.package.build_network(self.device) if network is None else network.to(self.device)
         self.network.eval()
+        self.clock = time.monotonic  # the run's clock (:class:`~.timing.RunTimer`)
+        self._timer: RunTimer | None = None
 
     @property
     def tta(self) -> bool:
@@ -151,25 +153,42 @@ class Predictor:
             if said:
                 logger.warning(said)
                 warnings.append(said)
-        progress = self._announcing(progress, suggest_roi=roi is None and image.GetDimension() == 3)
+        for said in input_range_warnings(image, self.card, roi):  # said before the run, kept in the report
+            logger.warning(said)
+            warnings.append(said)
+        self._timer = RunTimer(self.batch_size, self._quicker(roi is None and image.GetDimension() == 3), self.clock)
+        progress = self._timed(progress, self._timer)
         tally = ConfidenceTally(self.package.num_classes, self.config["activation"])
-        labels = self._predict(image, progress, cancel, tally, roi)
-        if labels is None:
-            return None
-        return self._result(labels, tally, warnings)
+        try:
+            scaled = to_model_scale(image, self.card)  # a photograph much larger than the training ones
+            labels = self._predict(scaled, progress, cancel, tally, roi)
+            if labels is None:
+                return None
+            if scaled is not image:  # on the photograph's own full-resolution grid
+                labels = back_to_input(labels, image)
+            if image.HasMetaDataKey(SPACING_KEY):  # a photograph: sizes in pixels (io.has_physical_spacing)
+                labels.SetMetaData(SPACING_KEY, image.GetMetaData(SPACING_KEY))
+            return self._result(labels, tally, warnings, self._timer.record())
+        finally:
+            self._timer = None
 
-    def _result(self, labels: sitk.Image, tally: ConfidenceTally, warnings: list) -> Segmentation:
+    def _result(self, labels: sitk.Image, tally: ConfidenceTally, warnings: list, timing: dict | None = None
+                ) -> Segmentation:
         rule = self.card.confidence_rule.for_mode(self.mode)
         segments = segment_reports(labels, self.card.foreground_classes, tally.confidence(), rule)
         for s in segments:
-            size = f"{s.size_mm / 1000:.1f} mL" if labels.GetDimension() == 3 else f"{s.size_mm:.0f} mm2"
+            size = s.size_text(labels)
             logger.info("%s: %s, confidence %s", s.name, size, "-" if s.confidence is None else f"{s.confidence:.3f}",
                         extra={"event": "segment", "segment": s.name, "confidence": s.confidence})
             if s.needs_review:
                 logger.warning("Segment '%s' needs review: %s", s.name, s.review_reason,
                                extra={"event": "review", "segment": s.name})
+        if timing:
+            estimated = timing.get("estimated_seconds")
+            logger.info("Segmented in %.1f s (estimated after the warm-up: %s)", timing["measured_seconds"],
+                        "-" if estimated is None else f"{estimated:.1f} s")
         return Segmentation(labels, self.package.id, str(self.config["version"]), self.mode, self.plan.describe(),
-                            rule.threshold, segments, tuple(warnings))
+                            rule.threshold, segments, tuple(warnings), dict(timing or {}))
 
     def _predict(self, image: sitk.Image, progress, cancel, tally, roi=None) -> sitk.Image | None:
         """Labels of a checked image (inside ``roi`` when given), in the slicing plane the model asks
@@ -215,6 +234,8 @@ class Predictor:
         batches = BatchPredictor(self.network, self.window, self.package.num_classes, self.plan.flips,
                                  config["activation"], self.device, 0.5, whole_slice=self.plan.window == "slice",
                                  largest_slice=self.speed_modes.largest_slice, smallest_window=self.card.patch_size)
+        if self._timer is not None:
+            batches.on_pass = self._timer.network_pass
         crop = None
         if self.plan.foreground_crop and geometry.num_slices >= 3:
             crop = ForegroundCrop.locate(batches, slices, self.plan.crop_margin_mm, config["target_spacing"],
@@ -240,25 +261,18 @@ class Predictor:
         # Copy the exact geometry (the resampler already used it; this removes any float round-off).
         return geometry.copy_geometry_to(result)
 
-    def _announcing(self, progress, suggest_roi: bool):
-        """``progress`` that, at the first finished batch, says how long a long run will take and how to
-        make it quicker (``--mode fast``, else ``--no-tta``; ``--roi`` for a whole volume)."""
-        start = time.monotonic()
-        said = False
+    def _quicker(self, suggest_roi: bool) -> list[str]:
+        """The options that make a run quicker: ``--mode fast``, else ``--no-tta``; ``--roi`` for a whole volume."""
+        return (["--mode fast (fewer network passes)"] if self.mode != "fast" else
+                [f"--no-tta ({self.plan.flips}x faster)"] if self.tta else []) + \
+            (["--roi (only a box around the structure)"] if suggest_roi else [])
+
+    @staticmethod
+    def _timed(progress, timer: RunTimer):
+        """``progress`` that also feeds the run's timer (estimate after the warm-up, see :mod:`.timing`)."""
 
         def report(done: int, total: int) -> None:
-            nonlocal said
-            if not said and done > 0:
-                said = True
-                estimate = (time.monotonic() - start) * total / done
-                if estimate > LONG_RUN_SECONDS and done < total:
-                    quicker = (["--mode fast (fewer network passes)"] if self.mode != "fast" else
-                               [f"--no-tta ({self.plan.flips}x faster)"] if self.tta else []) + \
-                        (["--roi (only a box around the structure)"] if suggest_roi else [])
-                    logger.warning("This run will take about %.0f min (%d of %d slices in %.0f s)%s", estimate / 60,
-                                   done, total, time.monotonic() - start,
-                                   "; quicker: " + ", ".join(quicker) if quicker else "",
-                                   extra={"event": "estimate", "seconds": round(estimate)})
+            timer.progress(done, total)
             if progress is not None:
                 progress(done, total)
 

@@ -69,7 +69,8 @@ class BatchPredictor:
     the next multiple of 32 (and at least ``smallest_window``, default ``patch_size``: the model's
     training patch, as the Predictor passes it) and predicted in one window, unless it is larger than ``largest_slice``
     (H, W), the largest the model was validated at (then the sliding window is used). ``flips`` is
-    1, 2 or 4 (:data:`~.modes.FLIPS`); ``tta`` True means 4, False 1.
+    1, 2 or 4 (:data:`~.modes.FLIPS`); ``tta`` True means 4, False 1. ``on_pass``, when set, is called
+    as ``on_pass(done, total)`` after every network pass (one window, one flip) of a batch.
     """
 
     def __init__(self, network, patch_size, num_classes, tta, activation, device, overlap,
@@ -92,6 +93,8 @@ class BatchPredictor:
         self.smallest_window = tuple(int(v) for v in (smallest_window or self.patch))
         self.gauss_cpu = torch.from_numpy(gaussian_importance_map(self.patch))
         self.gauss = self.gauss_cpu.to(self.device)
+        self.on_pass: Callable[[int, int], None] | None = None
+        self._passes = [0, 0]  # network passes done and planned in the current batch
 
     def one_window(self, h: int, w: int) -> tuple[int, int] | None:
         """The padded (H, W) of a slice predicted in one window, or None for sliding windows."""
@@ -123,9 +126,12 @@ class BatchPredictor:
             x = torch.nn.functional.pad(x, (left, pad_w - left, top, pad_h - top))
         with torch.inference_mode():
             if whole is not None:
+                self._passes = [0, len(self.flips)]
                 acc = self._tta(x.to(self.device)).float().cpu()
                 return acc[:, :, top:top + h, left:left + w].numpy()
             hp, wp = x.shape[2:]
+            windows = len(sliding_window_starts(hp, ph, self.overlap)) * len(sliding_window_starts(wp, pw, self.overlap))
+            self._passes = [0, windows * len(self.flips)]
             acc = torch.zeros((b, self.num_classes, hp, wp), dtype=torch.float32)
             weight = torch.zeros((hp, wp), dtype=torch.float32)
             for y0 in sliding_window_starts(hp, ph, self.overlap):
@@ -156,6 +162,9 @@ class BatchPredictor:
             prob = torch.sigmoid(logits) if self.activation == "sigmoid" else torch.softmax(logits, dim=1)
             prob = prob.flip(f) if f else prob
             total = prob if total is None else total.add_(prob)
+            if self.on_pass is not None:
+                self._passes[0] += 1
+                self.on_pass(self._passes[0], max(self._passes))
         return total.div_(len(self.flips))
 
 def iter_probabilities(
