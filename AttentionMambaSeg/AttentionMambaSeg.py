@@ -22,7 +22,7 @@ from typing import Optional
 import qt
 import slicer
 import vtk
-from slicer import vtkMRMLMarkupsROINode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+from slicer import vtkMRMLMarkupsROINode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLTableNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
 from slicer.parameterNodeWrapper import parameterNodeWrapper
@@ -99,6 +99,7 @@ class AttentionMambaSeg(ScriptedLoadableModule):
         app = getattr(slicer, "app", None)
         if app is not None:
             app.connect("startupCompleted()", registerTerminology)
+            app.connect("startupCompleted()", registerSampleData)
 
 
 def registerTerminology() -> None:
@@ -115,6 +116,36 @@ def registerTerminology() -> None:
         logic.LoadTerminologyFromFile(str(folder / terminology.TERMINOLOGY_FILE))
     if terminology.ANATOMIC_CONTEXT not in _loadedRegionContexts(logic):
         logic.LoadRegionContextFromFile(str(folder / terminology.ANATOMIC_FILE))
+
+
+#: The Sample Data module's entry for the bundled sample (a hippocampus MRI crop of MSD Task04, CC BY-SA 4.0).
+SAMPLE_CATEGORY = "AttentionMambaSeg"
+SAMPLE_NAME = "AttentionMambaSegHippocampus"
+SAMPLE_FILE = "hippocampus_sample.nrrd"
+
+
+def registerSampleData() -> None:
+    """Register the bundled sample with the Sample Data module (``SampleDataLogic.registerCustomSampleDataSource``).
+
+    The sample ships with the extension, so its URI is a ``file:`` URI: Sample Data copies it into its cache and
+    loads it like a download.
+    """
+    try:
+        import SampleData
+    except ImportError:
+        return  # headless, or the Sample Data module is disabled
+    import pathlib
+
+    resources = pathlib.Path(__file__).resolve().parent / "Resources"
+    SampleData.SampleDataLogic.registerCustomSampleDataSource(
+        category=SAMPLE_CATEGORY,
+        sampleName=SAMPLE_NAME,
+        uris=(resources / "Samples" / SAMPLE_FILE).as_uri(),
+        fileNames=SAMPLE_FILE,
+        nodeNames="HippocampusSample",
+        thumbnailFileName=str(resources / "Icons" / "AttentionMambaSeg.png"),
+        loadFileTypes="VolumeFile",
+    )
 
 
 def _loadedRegionContexts(logic) -> list:
@@ -138,6 +169,8 @@ class AttentionMambaSegParameterNode:
     modelId: id of a bundled or imported model.
     device: "auto", "cpu" or "cuda".
     speedMode: "" (the model's default for the device), "fast" or "accurate" (``segment --mode``).
+    functionTable: the ventricular function table of the last cine segmented (``mrml_cardiac``).
+    edFrame, esFrame: ED and ES frame numbers (from 1) that "Update function" uses.
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
@@ -146,6 +179,9 @@ class AttentionMambaSegParameterNode:
     modelId: str = ""
     device: str = "auto"
     speedMode: str = ""
+    functionTable: vtkMRMLTableNode
+    edFrame: int = 1
+    esFrame: int = 1
 
 
 def _settings():
@@ -172,6 +208,9 @@ def _writeSetting(name: str, value) -> None:
 
 class AttentionMambaSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     """GUI only: reads and writes the parameter node, calls the Logic, shows results and errors."""
+
+    #: True while packages are being installed: the panel is disabled (pip output runs the event loop).
+    _installing = False
 
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
@@ -212,9 +251,12 @@ class AttentionMambaSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.segmentButton.connect("clicked(bool)", self.onSegment)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
         self.ui.showIn3DButton.connect("toggled(bool)", self.onShowIn3D)
+        self.ui.updateFunctionButton.connect("clicked(bool)", self.onUpdateFunction)
+        self.ui.showCurveButton.connect("clicked(bool)", self.onShowCurve)
 
         self.populateModels()
         self.initializeParameterNode()
+        self.ui.modelsFolderLabel.text = self.logic.importedModelsFolder()
         tooOld = self.logic.slicerVersionProblem()
         if tooOld:
             self.ui.statusLabel.text = tooOld
@@ -289,7 +331,7 @@ class AttentionMambaSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                 wasBlocked = combo.blockSignals(True)
                 combo.currentIndex = index
                 combo.blockSignals(wasBlocked)
-        running = self._job is not None
+        running = self._job is not None or self._installing
         ready = bool(node.inputVolume and node.modelId) and not self.logic.slicerVersionProblem()
         self.ui.segmentButton.enabled = ready and not running
         self.ui.segmentButton.toolTip = (
@@ -301,6 +343,12 @@ class AttentionMambaSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.speedComboBox.setItemText(0, self.logic.defaultSpeedLabel(node.modelId, node.device))
         self.ui.speedComboBox.toolTip = self.logic.speedDescription(node.modelId)
         self.ui.showIn3DButton.enabled = bool(node.outputSegmentation) and not running
+        frames = self.logic.cineFrameCount(node.functionTable)
+        for spinBox in (self.ui.edFrameSpinBox, self.ui.esFrameSpinBox):
+            spinBox.maximum = max(frames, 1)
+        self.ui.functionTableView.setMRMLTableNode(node.functionTable)
+        self.ui.updateFunctionButton.enabled = frames > 0 and not running
+        self.ui.showCurveButton.enabled = frames > 0
 
     def onModelChanged(self, index: int) -> None:
         if self._parameterNode and index >= 0:
@@ -337,21 +385,51 @@ class AttentionMambaSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self.updateGUIFromParameterNode()
 
     def onImportModel(self) -> None:
+        """Import a package in a child process (its weights are checked against the network there, with torch)."""
+        if self._job is not None or self._installing:
+            return
         path = qt.QFileDialog.getOpenFileName(
             slicer.util.mainWindow(), _("Import a model: choose its .zip, or the model.json inside its folder"),
             "", _("Model package (*.zip model.json)")
         )
-        if not path:
+        if not path or not self._ensureDependencies():
             return
-        with slicer.util.tryWithErrorDisplay(_("Importing the model failed."), waitCursor=True):
-            modelId = self.logic.importModel(path)
-            self.populateModels()
-            self._parameterNode.modelId = modelId
-            self.ui.statusLabel.text = _("Imported model '{id}'.").format(id=modelId)
+        self.ui.logTextEdit.clear()
+        with slicer.util.tryWithErrorDisplay(_("The import failed to start.")):
+            self._job = self.logic.startImport(path, onProgress=self.onImportProgress,
+                                               onFinished=self.onImportFinished, onLog=self.onLog)
+            self.setRunning(True)
+            self.ui.statusLabel.text = _("Importing '{file}' in a separate process...").format(
+                file=os.path.basename(path))
+
+    def onImportProgress(self, done: int, total: int) -> None:
+        if self._destroyed or self._job is None:
+            return
+        self.ui.progressBar.maximum = max(total, 1)
+        self.ui.progressBar.value = done
+        steps = (_("unpacked"), _("SHA-256 verified"), _("copied"), _("weights checked against the network"))
+        self.ui.progressBar.format = steps[min(max(done, 1), len(steps)) - 1] if done else _("Starting...")
+
+    def onImportFinished(self, result, error, elapsed) -> None:
+        if self._destroyed:
+            return
+        self._job = None
+        self.setRunning(False)
+        self.populateModels()
+        if error is not None:
+            self.ui.statusLabel.text = _("Import failed: {error}").format(error=error)
+            slicer.util.errorDisplay(_("Importing the model failed: {error}").format(error=error))
+        elif result is None:
+            self.ui.statusLabel.text = _("Import cancelled: nothing was changed.")
+        else:
+            if self._parameterNode is not None:
+                self._parameterNode.modelId = result
+            self.ui.statusLabel.text = _("Imported model '{id}' into {folder}.").format(
+                id=result, folder=self.logic.importedModelsFolder())
 
     def onRemoveImportedModels(self) -> None:
         if not slicer.util.confirmOkCancelDisplay(
-            _("Delete every imported or downloaded model from the model cache ({folder})? This frees "
+            _("Delete every imported or downloaded model from the models folder ({folder})? This frees "
               "{size:.0f} MB. Nothing else is touched.").format(
                 folder=self.logic.importedModelsFolder(), size=self.logic.importedModelsSize() / 1e6)
         ):
@@ -380,15 +458,39 @@ class AttentionMambaSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             return False
         self.ui.statusLabel.text = _("Installing {packages}...").format(
             packages=", ".join(item["name"] for item in plan))
-        slicer.app.processEvents()
+        # pip's output runs the event loop (slicer.util.logProcessOutput): nothing may be clicked meanwhile
+        self._setInstalling(True)
         try:
+            slicer.app.processEvents()
             with slicer.util.tryWithErrorDisplay(_("Installing the Python packages failed."), waitCursor=True):
                 self.logic.installDependencies(plan)
         except Exception as e:  # shown in a dialog by tryWithErrorDisplay
             self.ui.statusLabel.text = _("Installing the Python packages failed: {error}").format(error=e)
             return False
+        finally:
+            self._setInstalling(False)
         self.ui.statusLabel.text = _("Installed {packages}.").format(packages=", ".join(item["name"] for item in plan))
         return True
+
+    def _setInstalling(self, installing: bool) -> None:
+        """Disable the whole panel (inputs, Segment, Import model...) while packages are installed."""
+        self._installing = installing
+        self.ui.inputsCollapsibleButton.setEnabled(not installing)
+        self.updateGUIFromParameterNode()
+
+    def _modelReachable(self, modelId: str) -> bool:
+        """For a model that is not installed: True when its download answers; else say so and name Import model...
+
+        Asked before the (long) first-run install, so a user without access learns it first.
+        """
+        if self.logic.modelInstalled(modelId):
+            return True
+        problem = self.logic.modelDownloadProblem(modelId)
+        if not problem:
+            return True
+        self.ui.statusLabel.text = problem
+        slicer.util.warningDisplay(problem, windowTitle=_("Model not reachable"))
+        return False
 
     def _acceptLicence(self, modelId: str) -> bool:
         """Ask once per model and licence text; the answer is remembered."""
@@ -450,8 +552,10 @@ class AttentionMambaSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self.onSegment()
 
     def onSegment(self) -> None:
+        if self._installing:  # a second click while pip runs the event loop
+            return
         node = self._parameterNode
-        if not self._ensureDependencies():
+        if not self._modelReachable(node.modelId) or not self._ensureDependencies():
             return
         if not self.logic.modelInstalled(node.modelId):
             self._startDownload(node.modelId)
@@ -459,6 +563,9 @@ class AttentionMambaSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         if not self._acceptLicence(node.modelId):
             return
         self.ui.logTextEdit.clear()
+        if self.logic.isCine(node.inputVolume):
+            self._startCardiacAnalysis()
+            return
         with slicer.util.tryWithErrorDisplay(_("Segmentation failed to start.")):
             self._job = self.logic.startSegmentation(
                 node.inputVolume,
@@ -474,6 +581,51 @@ class AttentionMambaSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self.setRunning(True)
             self.ui.statusLabel.text = _("Segmenting '{name}' in a separate process...").format(
                 name=node.inputVolume.GetName())
+
+    def _startCardiacAnalysis(self) -> None:
+        """A frame of a cine is selected: segment every frame and measure the ventricular function."""
+        node = self._parameterNode
+        with slicer.util.tryWithErrorDisplay(_("Segmenting the cine failed to start.")):
+            self._job = self.logic.startCardiacAnalysis(node.inputVolume, node.modelId, device=node.device,
+                                                        mode=node.speedMode or None, onProgress=self.onCineProgress,
+                                                        onFinished=self.onFinished, onLog=self.onLog)
+            self.setRunning(True)
+            self.ui.statusLabel.text = _("Segmenting every frame of the cine '{name}' in a separate process...").format(
+                name=self._job.cine.name)
+
+    def onCineProgress(self, done: float, total: int) -> None:
+        if self._destroyed or self._job is None:
+            return
+        self.ui.progressBar.maximum = 1000
+        self.ui.progressBar.value = int(1000 * done / max(total, 1))
+        self.ui.progressBar.format = _("{done:.1f} / {total} frames, {seconds:.0f} s").format(
+            done=done, total=total, seconds=self._job.elapsedSeconds())
+
+    def onUpdateFunction(self) -> None:
+        """Recompute the figures from the segmentations as they are now (no network), with the ED / ES chosen."""
+        from AttentionMambaSegLib.mrml_cardiac import function_summary
+
+        node = self._parameterNode
+        if node is None or not node.functionTable:
+            return
+        with slicer.util.tryWithErrorDisplay(_("Updating the ventricular function failed."), waitCursor=True):
+            analysis = self.logic.updateFunction(node.functionTable, node.edFrame, node.esFrame)
+            self.ui.statusLabel.text = _("Updated from the current segmentations. {message}").format(
+                message=function_summary(analysis))
+
+    def onShowCurve(self) -> None:
+        if self._parameterNode is not None:
+            self.logic.showVolumeCurve(self._parameterNode.functionTable)
+
+    def _showCardiacResult(self, result, elapsed: float) -> None:
+        self.ui.statusLabel.text = _("Done in {seconds:.0f} s. {message}").format(seconds=elapsed,
+                                                                                 message=result.message)
+        if self._parameterNode is not None:
+            self._parameterNode.functionTable = result.table_node
+            self._parameterNode.edFrame = result.analysis.function.ed_frame
+            self._parameterNode.esFrame = result.analysis.function.es_frame
+        self.ui.functionCollapsibleButton.collapsed = False
+        self.logic.showVolumeCurve(result.table_node)
 
     def setRunning(self, running: bool) -> None:
         self.ui.progressBar.setVisible(running)
@@ -521,6 +673,9 @@ class AttentionMambaSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             return
         if result is None:
             self.ui.statusLabel.text = _("Cancelled: the scene was left unchanged.")
+            return
+        if isinstance(job, CardiacJob):
+            self._showCardiacResult(result, elapsed)
             return
         self.ui.statusLabel.text = _("Done in {seconds:.0f} s. {message}").format(seconds=elapsed,
                                                                                  message=result.message)
@@ -582,7 +737,7 @@ class ChildProcessJob:
             kind = event.get("event")
             if kind == "progress":
                 if self.onProgress is not None:
-                    self.onProgress(int(event["done"]), int(event["total"]))
+                    self.onProgress(*self.progressValues(event))
                 continue
             if kind == "device":
                 self.deviceDescription = str(event.get("message", "")).removeprefix("Device: ")
@@ -598,6 +753,11 @@ class ChildProcessJob:
             self.error = e
         self._finish()
         return True
+
+    @staticmethod
+    def progressValues(event: dict) -> tuple:
+        """``(done, total)`` of a progress event as ``onProgress`` gets them: whole slices (or bytes)."""
+        return int(event["done"]), int(event["total"])
 
     def complete(self):
         """The result once the child has exited (runs on the main thread); raises the child's error."""
@@ -626,25 +786,34 @@ class ChildProcessJob:
             self.onFinished(self.result, self.error, self.elapsedSeconds())
 
 
-def roiArgument(roiNode) -> str | None:
-    """``segment --roi`` numbers of a markups ROI: the centre and size (mm, RAS) of its world bounding box.
+def roiArgument(roiNode, volumeNode=None) -> dict | None:
+    """The ``segment --roi`` markups document of a markups ROI, in the volume's own frame (``mrml_roi``).
 
-    The world (RAS) bounds include the ROI's parent transforms and rotation; the box segmented is the
-    axis-aligned box around them. None when ``roiNode`` is None.
+    The ROI's own transform and the volume's parent transform are both applied, as Crop Volume does, so a
+    transformed (registered) volume is cropped around the same anatomy as an untransformed one. None when
+    ``roiNode`` is None.
 
     Raises:
-        ValueError: the ROI has no extent (not placed yet).
+        ValueError: the ROI has no extent (not placed yet), or a transform between the two is not linear.
     """
     if roiNode is None:
         return None
-    bounds = [0.0] * 6
-    roiNode.GetRASBounds(bounds)
-    size = [bounds[1] - bounds[0], bounds[3] - bounds[2], bounds[5] - bounds[4]]
-    if min(size) <= 0:
-        raise ValueError(_("The region of interest '{name}' has no extent: place it over the image first, or choose "
-                           "'Whole volume'.").format(name=roiNode.GetName()))
-    center = [(bounds[0] + bounds[1]) / 2, (bounds[2] + bounds[3]) / 2, (bounds[4] + bounds[5]) / 2]
-    return ",".join(f"{v:.4f}" for v in (*center, *size))
+    from AttentionMambaSegLib.mrml_roi import roi_markups_json
+
+    return roi_markups_json(roiNode, volumeNode)
+
+
+class ImportJob(ChildProcessJob):
+    """``models import`` in a child process: the result is the imported model's id (its ``written`` event)."""
+
+    def complete(self):
+        ChildProcessJob.complete(self)
+        for event in reversed(self.process.events):
+            if event.get("event") == "written" and event.get("model"):
+                return str(event["model"])
+        from AttentionMambaSegLib.worker import SegmentProcessError
+
+        raise SegmentProcessError(_("The import ended without naming the imported model."))
 
 
 def panelWords(text: str) -> str:
@@ -675,7 +844,7 @@ class SegmentationJob(ChildProcessJob):
         self.segmentationNode = segmentationNode
         image = mrml.image_from_volume_node(volumeNode)  # main thread: reads MRML
         process = SegmentProcess(image, str(package.path), device=device, tta=useTTA, python=python, env=env,
-                                 roi=roiArgument(roiNode), mode=mode)
+                                 roi=roiArgument(roiNode, volumeNode), mode=mode)
         ChildProcessJob.__init__(self, process, onProgress, onFinished, onLog)
 
     def complete(self):
@@ -688,6 +857,42 @@ class SegmentationJob(ChildProcessJob):
         labelmap = self.process.result()
         return self._mrml.write_segmentation(self.volumeNode, self.package, labelmap, self.segmentationNode,
                                              report=report)
+
+
+class CardiacJob(ChildProcessJob):
+    """Ventricular function of a whole cine in a child process (``AttentionMambaSegLib.worker.CardiacProcess``).
+
+    The frames are read on the main thread when the job is made. When the child has exited, its labelmaps and
+    ``function.json`` (kept in ``report``) are read back and written on the main thread
+    (``mrml_cardiac.add_cardiac_results``): a segmentation sequence in the cine's browser, the function table and
+    the volume-time curve. ``onProgress(doneFrames, totalFrames)`` gets fractional frames. Cancel leaves the scene
+    unchanged.
+    """
+
+    def __init__(self, cine, package, device, useTTA, onProgress=None, onFinished=None, onLog=None, python=None,
+                 env=None, mode=None, sequencesLogic=None) -> None:
+        from AttentionMambaSegLib import mrml_cardiac
+        from AttentionMambaSegLib.worker import CardiacProcess
+
+        self._mrmlCardiac = mrml_cardiac
+        mrml_cardiac.check_cine(cine, package)
+        self.cine = cine
+        self.package = package
+        self.sequencesLogic = sequencesLogic
+        self.report = None
+        frames = mrml_cardiac.cine_frame_images(cine)  # main thread: reads MRML
+        process = CardiacProcess(frames, str(package.path), device=device, tta=useTTA, python=python, env=env,
+                                 mode=mode)
+        ChildProcessJob.__init__(self, process, onProgress, onFinished, onLog)
+
+    @staticmethod
+    def progressValues(event: dict) -> tuple:
+        return float(event["done"]), int(event["total"])
+
+    def complete(self):
+        self.report, labelmaps = self.process.result()
+        return self._mrmlCardiac.add_cardiac_results(self.cine, self.package, labelmaps, self.report,
+                                                     sequences_logic=self.sequencesLogic)
 
 
 class AttentionMambaSegLogic(ScriptedLoadableModuleLogic):
@@ -703,19 +908,47 @@ class AttentionMambaSegLogic(ScriptedLoadableModuleLogic):
         ScriptedLoadableModuleLogic.__init__(self)
         #: Python that runs the child process; None: Slicer's PythonSlicer (sys.executable outside Slicer).
         self.pythonExecutable = None
-        self._useSlicerModelCache()
+        self._useModelsFolder()
         registerTerminology()
 
     def getParameterNode(self):
         return AttentionMambaSegParameterNode(super().getParameterNode())
 
     @staticmethod
-    def _useSlicerModelCache() -> None:
-        """Inside Slicer, imported models live under Slicer's own cache folder (no platformdirs needed)."""
-        app = getattr(slicer, "app", None)
-        cachePath = getattr(app, "cachePath", None) if app is not None else None
-        if cachePath and not os.environ.get("ATTENTION_MAMBA_SEG_MODELS_DIR"):
-            os.environ["ATTENTION_MAMBA_SEG_MODELS_DIR"] = os.path.join(cachePath, "AttentionMambaSeg", "models")
+    def _useModelsFolder() -> None:
+        """Inside Slicer, downloaded and imported models live in the per-user data folder of :meth:`modelsFolder`
+        (never under Slicer's cache, which Clear cache empties; no platformdirs needed)."""
+        if getattr(slicer, "app", None) is not None and not os.environ.get("ATTENTION_MAMBA_SEG_MODELS_DIR"):
+            os.environ["ATTENTION_MAMBA_SEG_MODELS_DIR"] = AttentionMambaSegLogic.modelsFolder()
+
+    @staticmethod
+    def modelsFolder() -> str:
+        """The models folder: the one remembered in the settings, else ``<per-user app data>/AttentionMambaSeg/models``
+        (remembered from then on)."""
+        folder = _readSetting("modelsFolder", "")
+        if not folder:
+            from AttentionMambaSegLib.slicer_models import default_models_folder
+
+            dataLocation = qt.QStandardPaths.writableLocation(qt.QStandardPaths.AppDataLocation)
+            folder = str(default_models_folder(dataLocation))
+            _writeSetting("modelsFolder", folder)
+        return folder
+
+    @staticmethod
+    def setModelsFolder(folder: str) -> None:
+        """Use (and remember) another models folder; models already in the old one stay there."""
+        _writeSetting("modelsFolder", str(folder))
+        os.environ["ATTENTION_MAMBA_SEG_MODELS_DIR"] = str(folder)
+
+    def modelDownloadProblem(self, modelId: str) -> str:
+        """"" when the registry model ``modelId`` can be downloaded from here (one URL answers within a few
+        seconds; Slicer's ``requests``), else what failed and the offline route (Import model...)."""
+        entry = self.registry().get(modelId)
+        if entry is None:
+            return ""
+        from AttentionMambaSegLib.slicer_models import model_download_problem
+
+        return model_download_problem(entry) or ""
 
     @staticmethod
     def slicerVersionProblem() -> str:
@@ -855,13 +1088,37 @@ class AttentionMambaSegLogic(ScriptedLoadableModuleLogic):
                              python=self.childPython(), env=self.childEnvironment())
         return ChildProcessJob(process, onProgress, onFinished, onLog)
 
-    def importModel(self, path: str) -> str:
-        """Verify and copy a model package (folder, its model.json, or a .zip) into the model cache."""
-        from AttentionMambaSegLib.package import import_model_package
+    def startImport(self, path: str, onProgress=None, onFinished=None, onLog=None) -> ImportJob:
+        """Import a model package (folder, its model.json, or a .zip) into the models folder in a child process.
+
+        The package's own ``models import`` runs under Slicer's Python (PythonSlicer): the weights are checked
+        against the network there, so torch is never loaded into Slicer's process. ``onProgress(doneSteps,
+        totalSteps)``; ``onFinished(result, error, seconds)`` with result the model id, or error in the child's
+        own words.
+        """
+        from AttentionMambaSegLib.worker import CliProcess
 
         if os.path.basename(path) == "model.json":
             path = os.path.dirname(path)
-        return import_model_package(path).id
+        process = CliProcess(["models", "import", str(path), "--progress-format", "jsonl"],
+                             python=self.childPython(), env=self.childEnvironment())
+        return ImportJob(process, onProgress, onFinished, onLog)
+
+    def importModel(self, path: str, timeout: Optional[float] = None) -> str:
+        """:meth:`startImport` and wait (Python console); returns the model id.
+
+        Raises:
+            SegmentProcessError: the child failed (its message), or it did not finish within ``timeout`` seconds.
+        """
+        job = self.startImport(path)
+        if not job.wait(timeout):
+            job.cancel()
+            from AttentionMambaSegLib.worker import SegmentProcessError
+
+            raise SegmentProcessError(_("The import did not finish within {seconds:.0f} s.").format(seconds=timeout))
+        if job.error is not None:
+            raise job.error
+        return job.result
 
     def importedModelsFolder(self) -> str:
         from AttentionMambaSegLib.package import imported_models_dir
@@ -927,7 +1184,73 @@ class AttentionMambaSegLogic(ScriptedLoadableModuleLogic):
                 plan.append({"name": name, "requirement": requirement, "why": why})
         if any(item["name"] == "numba" for item in plan) and importlib.util.find_spec("llvmlite") is None:
             plan.append({"name": "llvmlite", "requirement": "llvmlite", "why": _("numba's compiler")})
+        if torchVersion is not None and self.installedTorchCuda() and importlib.util.find_spec("triton") is None:
+            name, requirement = self.tritonRequirement()
+            plan.append({"name": name, "requirement": requirement,
+                         "why": _("the fast GPU selective scan (this PyTorch has CUDA); needs no compiler")})
+        intelMac = self.intelMacNumpyItem()
+        if intelMac is not None:
+            plan.append(intelMac)
         return plan
+
+    @staticmethod
+    def dataFolder() -> str:
+        """The extension's per-user data folder (the models folder's parent)."""
+        return os.path.dirname(os.path.normpath(os.environ.get("ATTENTION_MAMBA_SEG_MODELS_DIR")
+                                                or AttentionMambaSegLogic.modelsFolder()))
+
+    def intelMacNumpyItem(self):
+        """On an Intel Mac with Slicer's numpy 2: numpy 1.x for the child process only (``slicer_install``), else None."""
+        import importlib.metadata
+
+        from AttentionMambaSegLib.slicer_install import intel_mac_numpy_item, is_intel_mac
+
+        if not is_intel_mac():
+            return None
+        try:
+            numpyVersion = importlib.metadata.version("numpy")
+        except importlib.metadata.PackageNotFoundError:
+            return None
+        return intel_mac_numpy_item(numpyVersion, self.dataFolder())
+
+    @staticmethod
+    def installedTorchCuda():
+        """The CUDA version the installed torch was built with (read from torch/version.py, not imported), or None."""
+        import importlib.metadata
+        import re
+
+        try:
+            text = importlib.metadata.distribution("torch").locate_file("torch/version.py").read_text()
+        except (importlib.metadata.PackageNotFoundError, OSError):
+            return None
+        match = re.search(r"^cuda\b[^=\n]*=\s*['\"]([^'\"]+)['\"]", text, flags=re.MULTILINE)
+        return match.group(1) if match else None
+
+    @staticmethod
+    def tritonRequirement() -> tuple:
+        """(name, pip requirement) of the Triton that fits the installed torch: ``triton-windows`` on Windows,
+        ``triton`` elsewhere, at the version torch's own metadata names when it names one."""
+        import importlib.metadata
+        import platform
+        import re
+
+        version = None
+        try:
+            for line in importlib.metadata.requires("torch") or []:
+                match = re.match(r"^(?:pytorch-)?triton\s*==\s*([0-9]+)\.([0-9]+)(\.[0-9]+)?", line)
+                if match:
+                    version = match.groups()
+                    break
+        except importlib.metadata.PackageNotFoundError:
+            pass
+        if platform.system() == "Windows":
+            if version is None:
+                return "triton-windows", "triton-windows"
+            major, minor = int(version[0]), int(version[1])
+            return "triton-windows", f"triton-windows>={major}.{minor},<{major}.{minor + 1}"
+        if version is None:
+            return "triton", "triton"
+        return "triton", "triton==" + ".".join(v.strip(".") for v in version if v)
 
     @staticmethod
     def sitePackagesFolder() -> str:
@@ -944,9 +1267,22 @@ class AttentionMambaSegLogic(ScriptedLoadableModuleLogic):
         plan = self.dependencyPlan() if plan is None else plan
         if any(item["name"] == "torch" for item in plan):
             self._installTorch()
-        requirements = [item["requirement"] for item in plan if item["name"] not in ("torch", "llvmlite")]
+        requirements = [item["requirement"] for item in plan
+                        if item["name"] not in ("torch", "llvmlite") and not item.get("target")]
         if requirements:
             self._pipInstall(requirements)
+        for item in plan:
+            if item.get("target"):  # packages only the child process sees (slicer_install)
+                self._pipInstallInto(item["requirement"], item["target"])
+
+    @staticmethod
+    def _pipInstallInto(requirement: str, target: str) -> None:
+        """``pip install --target`` into a folder of its own (Slicer's site-packages are not touched)."""
+        try:
+            slicer.util.pip_install(["--target", target, "--no-deps", "--upgrade", requirement])
+        except Exception as e:
+            raise DependencyError(_("Installing {requirement} into {folder} failed: {error}").format(
+                requirement=requirement, folder=target, error=e)) from e
 
     @staticmethod
     def _installTorch() -> None:
@@ -1041,6 +1377,11 @@ class AttentionMambaSegLogic(ScriptedLoadableModuleLogic):
         env = dict(os.environ) if env is None else env
         if os.environ.get("ATTENTION_MAMBA_SEG_MODELS_DIR"):
             env["ATTENTION_MAMBA_SEG_MODELS_DIR"] = os.environ["ATTENTION_MAMBA_SEG_MODELS_DIR"]
+            from AttentionMambaSegLib.slicer_install import child_packages_folder
+
+            childPackages = child_packages_folder(AttentionMambaSegLogic.dataFolder())
+            if childPackages.is_dir():  # numpy 1.x for PyTorch on an Intel Mac, seen by the child only
+                env["PYTHONPATH"] = os.pathsep.join(p for p in (str(childPackages), env.get("PYTHONPATH")) if p)
         return env
 
     def startSegmentation(self, volumeNode, modelId, segmentationNode=None, device="auto", useTTA=True,
@@ -1059,8 +1400,8 @@ class AttentionMambaSegLogic(ScriptedLoadableModuleLogic):
                 ``mrml.SegmentationResult`` (its ``needs_review`` names the flagged segments), or None when
                 cancelled or failed (then error says why, in the child's own words).
             onLog: ``onLog(line)`` for every message of the child.
-            roiNode: optional ``vtkMRMLMarkupsROINode``: segment only inside it (its world bounding box,
-                so a parent transform is honoured); the labels are empty outside.
+            roiNode: optional ``vtkMRMLMarkupsROINode``: segment only inside it (mapped into the volume's frame
+                with both parent transforms, as Crop Volume does); the labels are empty outside.
             mode: speed mode "fast" or "accurate" (``--mode``); None: the model's default for the device.
 
         Returns:
@@ -1099,6 +1440,87 @@ class AttentionMambaSegLogic(ScriptedLoadableModuleLogic):
         if displayNode is not None:
             displayNode.SetVisibility3D(bool(show))
 
+    # Cine: ventricular function ------------------------------------------------------------------
+
+    @staticmethod
+    def isCine(node) -> bool:
+        """True for one frame of a cine (a sequence browser's proxy volume), a volume sequence or a multi-volume."""
+        from AttentionMambaSegLib.mrml_cardiac import find_cine
+
+        return find_cine(node) is not None
+
+    @staticmethod
+    def sequencesLogic():
+        """The Sequences module's logic (it updates proxy nodes when a browser changes frame), or None headless."""
+        modules = getattr(slicer, "modules", None)
+        sequences = getattr(modules, "sequences", None) if modules is not None else None
+        return sequences.logic() if sequences is not None else None
+
+    def startCardiacAnalysis(self, inputNode, modelId="cardiac-acdc", device="auto", useTTA=True, mode=None,
+                             onProgress=None, onFinished=None, onLog=None) -> CardiacJob:
+        """Segment every frame of a cine in a child process and measure the ventricular function.
+
+        Args:
+            inputNode: a frame of the cine (the browser's proxy volume), its volume sequence or browser, or a
+                multi-volume.
+            modelId: a cardiac model (RV and LV cavities, LV myocardium), id, folder or ModelPackage.
+            device, useTTA, mode: as :meth:`startSegmentation`.
+            onProgress: ``onProgress(doneFrames, totalFrames)`` on the main thread (``doneFrames`` fractional).
+            onFinished: ``onFinished(result, error, elapsedSeconds)``; result is a ``mrml_cardiac.CardiacResult``
+                (segmentation sequence in the cine's browser, function table, volume table, chart), or None when
+                cancelled or failed.
+            onLog: ``onLog(line)`` for every message of the child.
+
+        Returns:
+            The running CardiacJob (``cancel()``, ``wait()``).
+
+        Raises:
+            InputVolumeError: not a cine, fewer than two frames, frames of different sizes, or not a cardiac model.
+            FileNotFoundError: unknown model id.
+        """
+        from AttentionMambaSegLib.mrml import InputVolumeError, resolve_model
+        from AttentionMambaSegLib.mrml_cardiac import find_cine
+
+        if mode not in (None, "fast", "accurate"):
+            raise ValueError(_("Unknown speed mode '{mode}': use 'fast', 'accurate' or None.").format(mode=mode))
+        cine = find_cine(inputNode)
+        if cine is None:
+            raise InputVolumeError(_("'{name}' is not a cine: select a frame of a volume sequence (a cine loaded as a "
+                                     "sequence) or a multi-volume.").format(
+                name=inputNode.GetName() if inputNode is not None else ""))
+        return CardiacJob(cine, resolve_model(modelId), device, useTTA, onProgress, onFinished, onLog,
+                          python=self.childPython(), env=self.childEnvironment(), mode=mode,
+                          sequencesLogic=self.sequencesLogic())
+
+    @staticmethod
+    def updateFunction(tableNode, edFrame=None, esFrame=None):
+        """Recompute the function table from the current (possibly hand-edited) segmentations; no network runs.
+
+        ``edFrame`` / ``esFrame`` are frame numbers counted from 1, as in the table (None: keep the table's).
+        Returns the ``clinical.CardiacAnalysis``.
+        """
+        from AttentionMambaSegLib.mrml_cardiac import update_function
+
+        return update_function(tableNode, None if edFrame is None else int(edFrame) - 1,
+                               None if esFrame is None else int(esFrame) - 1)
+
+    @staticmethod
+    def cineFrameCount(tableNode) -> int:
+        """Number of frames of the cine a function table describes (0 when unknown)."""
+        from AttentionMambaSegLib.mrml_cardiac import frame_count
+
+        return frame_count(tableNode)
+
+    @staticmethod
+    def showVolumeCurve(tableNode) -> None:
+        """Show the volume-time curve of a function table in a plot view of the layout."""
+        from AttentionMambaSegLib.mrml_cardiac import ROLE_CHART
+
+        chart = tableNode.GetNodeReference(ROLE_CHART) if tableNode is not None else None
+        plots = getattr(getattr(slicer, "modules", None), "plots", None)
+        if chart is not None and plots is not None:
+            plots.logic().ShowChartInLayout(chart)
+
 
 #
 # Test
@@ -1116,6 +1538,8 @@ class AttentionMambaSegTest(ScriptedLoadableModuleTest):
     def runTest(self):
         self.setUp()
         self.test_AttentionMambaSeg_writer()
+        self.setUp()
+        self.test_AttentionMambaSeg_cine()
         self.setUp()
         self.test_AttentionMambaSeg_sample()
 
@@ -1201,6 +1625,98 @@ class AttentionMambaSegTest(ScriptedLoadableModuleTest):
         self.assertEqual(logic.GetSegmentStatus(first), logic.InProgress)
         self.assertEqual(again.needs_review, {})
         self.delayDisplay("Writer test passed")
+
+    @staticmethod
+    def _cardiacTestPackage():
+        """A weightless package with the classes of the cardiac models (RV and LV cavities, LV myocardium)."""
+        from AttentionMambaSegLib.package import ModelPackage
+
+        def sct(code, meaning):
+            return {"scheme": "SCT", "code": code, "meaning": meaning}
+
+        anatomy = sct("123037004", "Anatomical Structure")
+        classes = [
+            {"label_value": 1, "name": "right ventricle cavity", "color": [0, 151, 206],
+             "snomed": {"category": anatomy, "type": sct("53085002", "Right ventricle")}},
+            {"label_value": 2, "name": "left ventricle myocardium", "color": [188, 65, 28],
+             "snomed": {"category": anatomy, "type": sct("74281007", "Myocardium"),
+                        "region": sct("87878005", "Left ventricle")}},
+            {"label_value": 3, "name": "left ventricle cavity", "color": [250, 210, 80],
+             "snomed": {"category": anatomy, "type": sct("87878005", "Left ventricle")}},
+        ]
+        config = {"id": "cardiac-test", "version": "0", "in_channels": 1, "num_classes": 4, "activation": "softmax",
+                  "classes": classes, "normalization": {"type": "zscore"}, "patch_size": [32, 32]}
+        return ModelPackage(os.path.dirname(__file__), config=config)
+
+    def test_AttentionMambaSeg_cine(self):
+        """Torch-free: a two-frame cine (the bundled ACDC end-diastole, and an end-systole made from it by removing
+        the LV cavity from the first half of the slices) becomes a segmentation sequence in the cine's browser and
+        a function table whose figures equal voxel counts times the voxel volume; erasing more LV cavity in the ES
+        frame and pressing Update function lowers the ESV and raises the EF by the expected amount."""
+        import numpy as np
+        import SimpleITK as sitk
+        from AttentionMambaSegLib import mrml, mrml_cardiac
+
+        self.delayDisplay("Measuring the ventricular function of a two-frame cine")
+        scene = slicer.mrmlScene
+        examples = os.path.join(os.path.dirname(__file__), "Resources", "Examples")
+        image = sitk.ReadImage(os.path.join(examples, "patient019_frame01_0000.nii.gz"))
+        ed = sitk.GetArrayFromImage(sitk.ReadImage(os.path.join(examples, "patient019_frame01_label.nii.gz")))
+        ed = ed.astype(np.uint8)
+        es = ed.copy()
+        half = es.shape[0] // 2
+        es[:half][es[:half] == 3] = 0
+        sequence = scene.AddNewNodeByClass("vtkMRMLSequenceNode", "cine")
+        for t in range(2):
+            frame = mrml.add_volume_node_from_image(scene, image, f"frame {t + 1}")
+            sequence.SetDataNodeAtValue(frame, str(t))
+            scene.RemoveNode(frame.GetDisplayNode())
+            scene.RemoveNode(frame)
+        browser = scene.AddNewNodeByClass("vtkMRMLSequenceBrowserNode", "cine")
+        browser.SetAndObserveMasterSequenceNodeID(sequence.GetID())
+        if browser.GetProxyNode(sequence) is None:  # headless: no Sequences logic makes it
+            proxy = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "cine")
+            browser.AddProxyNode(proxy, sequence, False)
+            proxy.CopyContent(sequence.GetNthDataNode(0), False)
+        logic = AttentionMambaSegLogic()
+        self.assertTrue(logic.isCine(browser.GetProxyNode(sequence)))
+        cine = mrml_cardiac.find_cine(browser.GetProxyNode(sequence))
+        result = mrml_cardiac.add_cardiac_results(cine, self._cardiacTestPackage(), [ed, es],
+                                                  sequences_logic=logic.sequencesLogic())
+        self.assertTrue(browser.IsSynchronizedSequenceNode(result.segmentation_sequence))
+        self.assertEqual(result.segmentation_sequence.GetNumberOfDataNodes(), 2)
+        self.assertIs(browser.GetProxyNode(result.segmentation_sequence), result.segmentation_node)
+        voxel = float(np.prod(image.GetSpacing())) / 1000.0
+        edv, esv = np.count_nonzero(ed == 3) * voxel, np.count_nonzero(es == 3) * voxel
+
+        def figures():
+            table = result.table_node
+            rows = {table.GetCellText(r, 0): r for r in range(table.GetNumberOfRows())}
+            return {name: float(table.GetCellText(rows[name], 1)) for name in
+                    ("End-diastolic volume (EDV)", "End-systolic volume (ESV)", "Ejection fraction (EF)", "ED frame",
+                     "ES frame")}
+
+        got = figures()
+        self.assertEqual((got["ED frame"], got["ES frame"]), (1.0, 2.0))
+        self.assertAlmostEqual(got["End-diastolic volume (EDV)"], edv, delta=0.006)
+        self.assertAlmostEqual(got["End-systolic volume (ESV)"], esv, delta=0.006)
+        self.assertAlmostEqual(got["Ejection fraction (EF)"], 100 * (edv - esv) / edv, delta=0.006)
+
+        self.delayDisplay("Editing the ES frame and updating the function")
+        esSegmentation = result.segmentation_sequence.GetNthDataNode(1)
+        lvId = esSegmentation.GetSegmentation().GetSegmentIdBySegmentName("left ventricle cavity")
+        kept = es == 3
+        kept[max(np.nonzero(kept.any(axis=(1, 2)))[0])] = False  # erase the LV cavity of its last slice
+        slicer.util.updateSegmentBinaryLabelmapFromArray(kept.astype(np.uint8), esSegmentation, lvId,
+                                                         browser.GetProxyNode(sequence))
+        analysis = logic.updateFunction(result.table_node, 1, 2)
+        newEsv = np.count_nonzero(kept) * voxel
+        got = figures()
+        self.assertAlmostEqual(analysis.function.lv_esv_ml, newEsv, places=6)
+        self.assertAlmostEqual(got["End-systolic volume (ESV)"], newEsv, delta=0.006)
+        self.assertAlmostEqual(got["Ejection fraction (EF)"], 100 * (edv - newEsv) / edv, delta=0.006)
+        self.assertLess(newEsv, esv)
+        self.delayDisplay("Cine test passed")
 
     def test_AttentionMambaSeg_sample(self):
         """The child-process run of the Logic on the bundled sample with the hippocampus model.

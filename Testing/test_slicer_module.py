@@ -102,9 +102,11 @@ def test_module_metadata(module):
 
 def test_parameter_node_fields(module):
     fields = module.AttentionMambaSegParameterNode.fields
-    assert set(fields) == {"inputVolume", "inputROI", "outputSegmentation", "modelId", "device", "speedMode"}
+    assert set(fields) == {"inputVolume", "inputROI", "outputSegmentation", "modelId", "device", "speedMode",
+                           "functionTable", "edFrame", "esFrame"}
     node = module.AttentionMambaSegParameterNode()
     assert node.device == "auto" and node.speedMode == "" and node.modelId == ""
+    assert (node.edFrame, node.esFrame) == (1, 1)
 
 
 def test_ui_is_valid_and_has_every_widget_the_module_uses(module):
@@ -121,7 +123,7 @@ def test_ui_is_valid_and_has_every_widget_the_module_uses(module):
                 bound[name] = prop.find("string").text
     fields = set(module.AttentionMambaSegParameterNode.fields)
     assert set(bound.values()) <= fields
-    assert {"inputVolume", "inputROI", "outputSegmentation"} <= set(bound.values())
+    assert {"inputVolume", "inputROI", "outputSegmentation", "edFrame", "esFrame"} <= set(bound.values())
     speed = widgets["speedComboBox"]
     assert speed.get("class") == "QComboBox" and "useTTACheckBox" not in widgets
     assert [i.find("property/string").text for i in speed.findall("item")] == ["Model default", "Fast", "Accurate"]
@@ -137,23 +139,35 @@ def test_ui_is_valid_and_has_every_widget_the_module_uses(module):
     assert roi["noneDisplay"].find("string").text == "Whole volume"
 
 
-def test_roi_argument_is_the_world_box_of_the_roi_with_its_parent_transform(module):
+def test_roi_argument_is_the_roi_in_the_frame_of_the_volume_with_its_own_transform(module, tmp_path):
+    import json
+
     scene = new_scene()
     roi = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "box")
     roi.SetCenter(10.0, -20.0, 30.0)
     roi.SetSize(40.0, 50.0, 60.0)
-    assert module.roiArgument(roi) == "10.0000,-20.0000,30.0000,40.0000,50.0000,60.0000"
+    (markup,) = module.roiArgument(roi)["markups"]
+    assert markup["coordinateSystem"] == "RAS" and markup["type"] == "ROI"
+    np.testing.assert_allclose(markup["center"], [10.0, -20.0, 30.0])
+    np.testing.assert_allclose(markup["size"], [40.0, 50.0, 60.0])
     transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
     matrix = transform.GetMatrixTransformToParent()
     matrix.SetElement(0, 3, 5.0)  # 5 mm towards R
     transform.SetMatrixTransformToParent(matrix)
     roi.SetAndObserveTransformNodeID(transform.GetID())
-    assert module.roiArgument(roi).startswith("15.0000,-20.0000,30.0000,")
+    document = module.roiArgument(roi)
+    np.testing.assert_allclose(document["markups"][0]["center"], [15.0, -20.0, 30.0])
     assert module.roiArgument(None) is None
     from AttentionMambaSegLib.inference import RegionOfInterest
 
-    box = RegionOfInterest.from_text(module.roiArgument(roi))
-    assert box.center == (-15.0, 20.0, 30.0) and box.size == (40.0, 50.0, 60.0)  # LPS for the child
+    (tmp_path / "roi.mrk.json").write_text(json.dumps(document))
+    box = RegionOfInterest.from_markups_file(tmp_path / "roi.mrk.json")
+    np.testing.assert_allclose(box.center, (-15.0, 20.0, 30.0))  # LPS for the child
+    np.testing.assert_allclose(box.size, (40.0, 50.0, 60.0))
+    volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "moved")
+    volume.SetAndObserveTransformNodeID(transform.GetID())  # the same transform: the box is back where it was
+    np.testing.assert_allclose(module.roiArgument(roi, volume)["markups"][0]["center"], [10.0, -20.0, 30.0],
+                               atol=1e-9)
 
 
 def _hippocampus_volume(scene):
@@ -287,6 +301,9 @@ def test_the_panel_passes_its_speed_choice_and_remembers_it(module):
     class Logic:
         def modelInstalled(self, modelId):
             return True
+
+        def isCine(self, node):
+            return False
 
         def startSegmentation(self, volumeNode, modelId, segmentationNode=None, **kwargs):
             started.append(kwargs)
@@ -590,3 +607,24 @@ def test_a_model_not_in_the_cache_is_listed_and_downloaded_in_a_child_process(mo
     assert progress and progress[-1] == (entry.size, entry.size)
     assert logic.modelInstalled("hippocampus-online") and (tmp_path / "cache" / "hippocampus-online").is_dir()
     assert "hippocampus-online (1.5.0)" in dict(logic.availableModels()).values()
+
+
+def test_dependency_plan_adds_triton_when_torch_has_cuda(module, monkeypatch):
+    """A CUDA PyTorch without Triton gets Triton in the same one prompt: triton-windows on Windows, at the
+    version torch's metadata names."""
+    import importlib.metadata
+    import platform
+
+    logic = module.AttentionMambaSegLogic()
+    monkeypatch.setattr(module.AttentionMambaSegLogic, "installedTorchVersion", staticmethod(lambda: (2, 13)))
+    monkeypatch.setattr(module.AttentionMambaSegLogic, "installedTorchCuda", staticmethod(lambda: "12.8"))
+    monkeypatch.setattr(module.importlib.util, "find_spec", lambda name: None if name == "triton" else object())
+    monkeypatch.setattr(importlib.metadata, "requires",
+                        lambda name: ['triton==3.7.1; platform_system == "Linux"'] if name == "torch" else [])
+    monkeypatch.setattr(platform, "system", lambda: "Linux")
+    assert [(i["name"], i["requirement"]) for i in logic.dependencyPlan()] == [("triton", "triton==3.7.1")]
+    monkeypatch.setattr(platform, "system", lambda: "Windows")
+    assert [(i["name"], i["requirement"]) for i in logic.dependencyPlan()] == [
+        ("triton-windows", "triton-windows>=3.7,<3.8")]
+    monkeypatch.setattr(module.AttentionMambaSegLogic, "installedTorchCuda", staticmethod(lambda: None))
+    assert logic.dependencyPlan() == []  # a CPU-only PyTorch needs no Triton

@@ -140,9 +140,10 @@ def check_input_volume(volume_node, package=None) -> None:
         )
     if class_name in ("vtkMRMLMultiVolumeNode",) or _is_sequence_proxy(volume_node):
         raise InputVolumeError(
-            f"'{name}' is one frame of a 4D sequence. Segmenting a whole sequence is not supported: "
-            "copy the frame you want into a standalone volume (Sequences module, 'Save current frame' or "
-            "right-click > Clone in the Data module) and segment that volume."
+            f"'{name}' is one frame of a 4D sequence. A whole cine is segmented with a cardiac model "
+            "(cardiac-acdc), which also measures the ventricular function (mrml_cardiac); to segment one frame "
+            "alone, copy it into a standalone volume (Sequences module, 'Save current frame' or right-click > "
+            "Clone in the Data module) and segment that volume."
         )
     # (vtkMRMLVectorVolumeNode derives from vtkMRMLTensorVolumeNode: test the diffusion classes only.)
     if volume_node.IsA("vtkMRMLDiffusionTensorVolumeNode") or volume_node.IsA("vtkMRMLDiffusionWeightedVolumeNode"):

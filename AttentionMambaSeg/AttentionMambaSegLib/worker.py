@@ -12,6 +12,8 @@ frees GPU memory at the end and keeps the OpenMP runtimes of torch, numba, VTK a
 
 with stdout redirected to a file, and :meth:`SegmentProcess.poll` (called from a timer on the
 caller's thread; it never blocks) reads the complete lines written so far. No thread is started.
+:class:`CardiacProcess` does the same with the ``cardiac`` command on the frames of a cine (progress in
+frames, results in ``function.json`` and one labelmap per frame).
 
 Events (one JSON object per line; ``event`` names the kind, ``pid`` is the child's process id):
 
@@ -41,8 +43,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CliProcess", "JsonLinesHandler", "SegmentProcess", "SegmentProcessError", "emit_event", "jsonl_events",
-           "run_with_jsonl_events"]
+__all__ = ["CardiacProcess", "CliProcess", "JsonLinesHandler", "SegmentProcess", "SegmentProcessError", "emit_event",
+           "jsonl_events", "run_with_jsonl_events"]
 
 logger = logging.getLogger(__name__)
 
@@ -226,6 +228,11 @@ class CliProcess:
             except ValueError:
                 name = f"signal {-code}"
             how = f"stopped by {name}" + (" (killed: often out of memory)" if name == "SIGKILL" else "")
+        elif code == 1 and "exit abnormally" in stderr:
+            # Slicer's PythonSlicer is a launcher (CTK AppLauncher): a Python that crashed or was killed comes back
+            # as exit code 1 and "[...] exit abnormally - Report the problem." on stderr, not as a signal.
+            how = ("crashed (PythonSlicer: exit abnormally), often because memory ran out: try a region of "
+                   "interest, Speed 'Fast' or the CPU device, or close other programs")
         else:
             how = f"exited with code {code}"
         name = self.command[3] if len(self.command) > 3 else "child"  # the subcommand
@@ -263,7 +270,8 @@ class SegmentProcess(CliProcess):
         tta: False adds ``--no-tta`` (no flips whatever the mode); True leaves the flips to the mode.
         python, env: as :class:`CliProcess`.
         batch_size: slices per forward pass (default: the package's default for the device).
-        roi: ``segment --roi`` numbers (RAS centre and size in mm), or None for the whole image.
+        roi: ``segment --roi`` numbers (RAS centre and size in mm) or file, a markups document (a dict, written to
+            ``roi.mrk.json`` in the temporary folder; ``mrml_roi.roi_markups_json``), or None for the whole image.
         mode: ``segment --mode``: ``"fast"`` or ``"accurate"``; None: the model's default for the device.
 
     Raises:
@@ -277,7 +285,7 @@ class SegmentProcess(CliProcess):
     """
 
     def __init__(self, image, model: str, device: str = "auto", tta: bool = True, python: str | None = None,
-                 env: dict | None = None, batch_size: int | None = None, roi: str | None = None,
+                 env: dict | None = None, batch_size: int | None = None, roi: str | dict | None = None,
                  mode: str | None = None) -> None:
         import SimpleITK as sitk
 
@@ -293,9 +301,13 @@ class SegmentProcess(CliProcess):
             arguments.append("--no-tta")
         if batch_size is not None:
             arguments += ["--batch-size", str(int(batch_size))]
-        if roi:
-            arguments.append(f"--roi={roi}")
         try:
+            if isinstance(roi, dict):  # a markups document (the ROI in the volume's frame, mrml_roi)
+                roi_path = folder / "roi.mrk.json"
+                roi_path.write_text(json.dumps(roi), encoding="utf-8")
+                roi = str(roi_path)
+            if roi:
+                arguments.append(f"--roi={roi}")
             sitk.WriteImage(image, str(self.input_path), useCompression=False)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
@@ -345,6 +357,90 @@ class SegmentProcess(CliProcess):
             import SimpleITK as sitk
 
             return sitk.ReadImage(str(self.output_path))
+        finally:
+            self.cleanup()
+
+
+class CardiacProcess(CliProcess):
+    """The ``cardiac`` command on the frames of a cine, running in a child process.
+
+    The frames are written as one NRRD sequence, ``input.seq.nrrd`` (one vector component per frame, as
+    3D Slicer saves a volume sequence; :func:`~AttentionMambaSegLib.clinical.read_cine` reads it back as the
+    frames, and ED / ES then follow the LV volume rule unless ``ed`` / ``es`` name them). The command runs
+    with ``--all-frames --output-format nrrd --progress-format jsonl``: ``progress`` events count frames
+    (``done`` is fractional: the slices of the current frame), and the output folder receives
+    ``function.json`` and ``frames/frameNN.nrrd``.
+
+    Args:
+        frames: 3D SimpleITK images of one grid, in time order (two or more); stored as float32 (lossless
+            for integer scanner values).
+        model, device, tta, python, env, batch_size, mode: as :class:`SegmentProcess`.
+        ed, es: 0-based frame indices passed as ``--ed`` / ``--es`` (None: the command chooses).
+
+    Raises:
+        ValueError: fewer than two frames.
+        OSError: the temporary folder or the input file cannot be written, or the process cannot start.
+    """
+
+    def __init__(self, frames, model: str, device: str = "auto", tta: bool = True, python: str | None = None,
+                 env: dict | None = None, batch_size: int | None = None, mode: str | None = None,
+                 ed: int | None = None, es: int | None = None) -> None:
+        import SimpleITK as sitk
+
+        frames = list(frames)
+        if len(frames) < 2:
+            raise ValueError(f"A cine needs two or more frames; got {len(frames)}.")
+        folder = Path(tempfile.mkdtemp(prefix="AttentionMambaSeg-"))
+        self.input_path = folder / "input.seq.nrrd"
+        self.output_folder = folder / "out"
+        arguments = ["cardiac", str(self.input_path), "-o", str(self.output_folder), "--model", str(model),
+                     "--device", str(device), "--all-frames", "--output-format", "nrrd", "--progress-format", "jsonl"]
+        if mode is not None:
+            arguments += ["--mode", str(mode)]
+        if not tta:
+            arguments.append("--no-tta")
+        if batch_size is not None:
+            arguments += ["--batch-size", str(int(batch_size))]
+        for flag, index in (("--ed", ed), ("--es", es)):
+            if index is not None:
+                arguments += [flag, str(int(index) + 1)]
+        try:
+            sitk.WriteImage(sitk.Compose([sitk.Cast(f, sitk.sitkFloat32) for f in frames]), str(self.input_path),
+                            useCompression=False)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        super().__init__(arguments, python=python, env=env, folder=folder)
+
+    def result(self) -> tuple[dict, list]:
+        """``(report, labelmaps)``: the parsed ``function.json`` and each frame's labelmap (SimpleITK images on
+        the input grid, frame 1 first); removes the temporary files.
+
+        Raises:
+            SegmentProcessError: the child failed, was cancelled, or its outputs are missing or unreadable.
+            RuntimeError: :meth:`poll` has not seen the child exit yet.
+        """
+        if not self.finished:
+            raise RuntimeError("The cardiac process is still running: poll() until finished.")
+        try:
+            if self.cancelled:
+                raise SegmentProcessError("The cardiac analysis was cancelled.")
+            if self.returncode != 0:
+                raise SegmentProcessError(self.error_message())
+            import SimpleITK as sitk
+
+            try:
+                with open(self.output_folder / "function.json", encoding="utf-8") as f:
+                    report = json.load(f)
+                frames = sorted((self.output_folder / "frames").glob("frame*.nrrd"))
+                labelmaps = [sitk.ReadImage(str(p)) for p in frames]
+            except (OSError, ValueError, RuntimeError) as e:
+                raise SegmentProcessError(f"The cardiac process ended without readable results in "
+                                          f"{self.output_folder}: {e}") from e
+            if not isinstance(report, dict) or len(labelmaps) != report.get("frames"):
+                raise SegmentProcessError(f"The cardiac process wrote {len(labelmaps)} frame labelmap(s) for "
+                                          f"{report.get('frames') if isinstance(report, dict) else '?'} frames.")
+            return report, labelmaps
         finally:
             self.cleanup()
 
