@@ -39,10 +39,13 @@ def test_every_resource_file_is_listed():
     listed = set(_cmake_list(MODULE_CMAKE, "MODULE_PYTHON_RESOURCES"))
     on_disk = {p.relative_to(MODULE_DIR).as_posix() for p in (MODULE_DIR / "Resources").rglob("*")
                if p.is_file() and not p.name.startswith(".")}
-    # the model folders are development copies: the extension package carries none of them
+    # the model folders are development copies and Resources/Examples holds the command line's demo case (ACDC,
+    # non-commercial): the extension package carries neither (an exported extension repository has neither)
     models = {p for p in on_disk if p.startswith("Resources/Models/") and p.count("/") == 3}
-    assert models and not models & listed, f"model files must not ship: {sorted(models & listed)}"
-    on_disk -= models
+    assert not models & listed, f"model files must not ship: {sorted(models & listed)}"
+    examples = {p for p in on_disk if p.startswith("Resources/Examples/")}
+    assert not examples & listed and not any(p.startswith("Resources/Examples/") for p in listed), examples & listed
+    on_disk -= models | examples
     assert not sorted(on_disk - listed), f"add to MODULE_PYTHON_RESOURCES: {sorted(on_disk - listed)}"
     assert not sorted(p for p in listed if not (MODULE_DIR / p).is_file())
 
@@ -143,8 +146,8 @@ def _top_level_modules(path: Path) -> set[str]:
 def test_only_mrml_imports_slicer_vtk_or_qt_in_the_library():
     offenders = []
     for path in LIB_DIR.rglob("*.py"):
-        if path.name == "mrml.py" and path.parent == LIB_DIR:
-            continue
+        if path.parent == LIB_DIR and (path.name == "mrml.py" or path.name.startswith("mrml_")):
+            continue  # the MRML layer: mrml.py and its parts (mrml_roi.py, mrml_cardiac.py)
         bad = _top_level_modules(path) & {"slicer", "vtk", "qt", "ctk", "vtkmodules"}
         if bad:
             offenders.append(f"{path.relative_to(REPO)}: {sorted(bad)}")
@@ -155,3 +158,17 @@ def test_no_model_weights_in_the_extension_folder_beyond_packages():
     big = [p for p in (REPO / "AttentionMambaSeg").rglob("*") if p.is_file()
            and p.suffix in {".pt", ".pth", ".ckpt", ".pkl"}]
     assert not big, f"pickled weights must not ship (use safetensors): {big}"
+
+
+def test_s4ext_agrees_with_the_json_catalog_entry():
+    """The Index reads the JSON entry only; the .s4ext carries the same fields and must never disagree with it."""
+    entry = json.loads((REPO / "AttentionMambaSeg.json").read_text(encoding="utf-8"))
+    s4ext = dict(line.split(" ", 1) for line in (REPO / "AttentionMambaSeg.s4ext").read_text(encoding="utf-8").splitlines()
+                 if line.strip() and not line.startswith("#") and " " in line)
+    pairs = {"scm_url": "scmurl", "scm_revision": "scmrevision", "category": "category",
+             "build_subdirectory": "build_subdirectory"}
+    for json_key, s4ext_key in pairs.items():
+        assert s4ext[s4ext_key] == str(entry.get(json_key, ".")), (json_key, s4ext_key)
+    assert s4ext["scm"] == entry.get("scm_type", "git")
+    assert s4ext["depends"].split() == (entry.get("build_dependencies") or ["NA"])
+    assert s4ext.get("enabled", "1") == ("1" if entry.get("enabled", True) else "0")

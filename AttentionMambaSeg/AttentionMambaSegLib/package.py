@@ -8,8 +8,8 @@ Safety: weights are stored as float16 safetensors (never a pickle, so a download
 code), and the file's SHA-256 recorded in model.json is checked before any weight is loaded and before
 a package is imported. Bundled models live in ``AttentionMambaSeg/Resources/Models/<id>/``; imported
 models in a per-user cache, removable with :func:`remove_imported_models`: the folder named by the
-environment variable ``ATTENTION_MAMBA_SEG_MODELS_DIR`` (the Slicer module sets it to a folder under
-Slicer's own cache, ``slicer.app.cachePath``), else ``platformdirs.user_cache_dir("AttentionMambaSeg")/models``.
+environment variable ``ATTENTION_MAMBA_SEG_MODELS_DIR`` (the Slicer module sets it to its per-user data
+folder, ``slicer_models``; never Slicer's cache, which Clear cache empties), else ``platformdirs.user_cache_dir("AttentionMambaSeg")/models``.
 Listing models needs neither platformdirs nor torch: bundled models are always listed. An imported model with the id of a bundled one takes precedence.
 
 model.json's fields and their checks: :mod:`.model_card`.

@@ -26,6 +26,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.set_defaults(func=run_info)
     p = actions.add_parser("import", help="verify a model package (folder or .zip) and copy it to the user cache")
     p.add_argument("path", metavar="PATH")
+    p.add_argument("--progress-format", default="text", choices=["text", "jsonl"],
+                   help="text: one line when done; jsonl: JSON lines on stdout (progress by step, the model "
+                        "written; for the Slicer module)")
     p.set_defaults(func=run_import)
     p = actions.add_parser("remove", help="delete one imported or downloaded model from the user cache")
     p.add_argument("model", metavar="ID")
@@ -118,6 +121,15 @@ def run_import(args: argparse.Namespace) -> int:
     """Import a package; prints its id and location."""
     from ..package import import_model_package
 
+    if args.progress_format == "jsonl":
+        from ..worker import emit_event, run_with_jsonl_events
+
+        def run(progress) -> int:
+            package = import_model_package(args.path, progress=progress)
+            emit_event("written", path=str(package.path), model=package.id, version=package.version)
+            return 0
+
+        return run_with_jsonl_events(run, unit="steps")
     package = import_model_package(args.path)
     print(f"Imported model '{package.id}' (version {package.version}) into {package.path}")
     return 0
