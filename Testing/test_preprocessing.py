@@ -98,10 +98,15 @@ def test_choose_slice_axis_real_volumes():
 
 
 # ----------------------------------------------------------------------------------- image_to_slices
+#: In-plane spacing of the ACDC example (patient019, the original file's pixdim), mm.
+ACDC_SPACING = (1.4453099966049194, 1.4453099966049194)
+
+
 def test_image_to_slices_without_resampling_is_the_array():
     require(ACDC_IMAGE)
     img = sitk.ReadImage(str(ACDC_IMAGE))
-    slices, geo = P.image_to_slices(img, (1.5625, 1.5625), "LPS")
+    assert img.GetSpacing()[:2] == ACDC_SPACING
+    slices, geo = P.image_to_slices(img, ACDC_SPACING, "LPS")
     assert slices.shape == (11, 1, 256, 216) and slices.dtype == np.float32
     np.testing.assert_array_equal(slices[:, 0], sitk.GetArrayFromImage(img).astype(np.float32))
     assert geo.slice_axis == 2 and not geo.resampled
@@ -127,10 +132,11 @@ def test_in_plane_resampling_known_answer():
 def test_image_to_slices_resampled_shapes_and_labels():
     require(ACDC_IMAGE, ACDC_LABEL)
     img, lab = sitk.ReadImage(str(ACDC_IMAGE)), sitk.ReadImage(str(ACDC_LABEL))
-    slices, geo = P.image_to_slices(img, (3.125, 3.125), "LPS")
+    double = (2 * ACDC_SPACING[0], 2 * ACDC_SPACING[1])
+    slices, geo = P.image_to_slices(img, double, "LPS")
     assert slices.shape == (11, 1, 128, 108)
-    assert geo.slice_spacing == (3.125, 3.125)
-    labels, lgeo = P.image_to_slices(lab, (3.125, 3.125), "LPS", is_label=True)
+    assert geo.slice_spacing == double
+    labels, lgeo = P.image_to_slices(lab, double, "LPS", is_label=True)
     assert labels.shape == (11, 128, 108) and labels.dtype == np.uint8
     assert set(np.unique(labels)) == {0, 1, 2, 3}  # nearest neighbour: no new values
     assert lgeo == geo
@@ -149,7 +155,7 @@ def test_permuted_and_flipped_storage_gives_identical_slices():
     np.testing.assert_array_equal(la, lb)
 
 
-@pytest.mark.parametrize("target", [None, (1.5625, 1.5625)])
+@pytest.mark.parametrize("target", [None, ACDC_SPACING])
 def test_roundtrip_is_exact_without_resampling(target):
     require(ACDC_LABEL)
     lab = sitk.ReadImage(str(ACDC_LABEL))
@@ -193,7 +199,7 @@ def test_label_slices_to_image_geometry_oblique_dicom():
 def test_one_slice_volume():
     require(ACDC_IMAGE)
     img = sitk.ReadImage(str(ACDC_IMAGE))[:, :, 5:6]
-    slices, geo = P.image_to_slices(img, (1.5625, 1.5625), "LPS")
+    slices, geo = P.image_to_slices(img, ACDC_SPACING, "LPS")
     assert slices.shape == (1, 1, 256, 216) and geo.slice_axis == 2
     out = P.label_slices_to_image(np.ones((1, 256, 216), np.uint8), geo)
     assert out.GetSize() == (216, 256, 1) and out.GetOrigin() == img.GetOrigin()
@@ -292,7 +298,7 @@ def _streamed_equals_whole(img, target, scheme, atol=2e-4):
 def test_slice_source_matches_image_to_slices_on_real_volumes():
     require(ACDC_IMAGE, HIPPO_IMAGE, DICOM_DIR)
     acdc = sitk.ReadImage(str(ACDC_IMAGE))
-    source, geo = _streamed_equals_whole(acdc, (1.5625, 1.5625), {"type": "zscore"})
+    source, geo = _streamed_equals_whole(acdc, ACDC_SPACING, {"type": "zscore"})
     assert not geo.resampled and source._plan.work is acdc  # already LPS: neither reoriented nor copied
     _streamed_equals_whole(acdc, (1.2, 2.0), {"type": "zscore"})  # anisotropic in-plane resampling
     hippo = sitk.ReadImage(str(HIPPO_IMAGE))  # RAS-stored: reoriented first

@@ -37,13 +37,13 @@ def test_labels_inside_the_roi_are_those_of_the_crop_segmented_alone(tmp_path, i
     assert full.GetSize() == image.GetSize() and full.GetOrigin() == image.GetOrigin()
     assert full.GetSpacing() == image.GetSpacing() and full.GetDirection() == image.GetDirection()
     crop, start = crop_to_roi(image, roi)
-    # voxels whose centres the box covers: 100 / 1.5625 = 64; 80 / 1.5625 = 51.2 about a centre between
-    # two voxels, so 52; 30 / 10 = 3
-    assert crop.GetSize() == (64, 52, 3)
+    # voxels whose centres the box covers (1.4453 mm pixels, the centre between two voxels in-plane):
+    # 100 / 1.4453 = 69.2, so 70; 80 / 1.4453 = 55.4, so 56; 30 / 10 = 3
+    assert crop.GetSize() == (70, 56, 3)
     alone = sitk.GetArrayFromImage(predictor.predict(crop))
     out = sitk.GetArrayFromImage(full)
     x, y, z = start
-    inside = out[z:z + 3, y:y + 52, x:x + 64]
+    inside = out[z:z + 3, y:y + 56, x:x + 70]
     np.testing.assert_array_equal(inside, alone)
     assert out.sum() == inside.sum() and alone.any()  # nothing outside the box
 
@@ -80,18 +80,19 @@ def test_a_rotated_roi_keeps_only_the_voxels_under_it(image):
     ones = sitk.Image(crop.GetSize(), sitk.sitkUInt8) + 1
     ones.CopyInformation(crop)
     pasted = sitk.GetArrayFromImage(paste_labels(ones, image, start, roi))
-    # the box holds 60 x 60 mm in-plane: (60 / 1.5625)^2 = 1,474.56 voxels a slice, on all 11 slices
-    assert pasted[5].sum() == pytest.approx(1474.56, rel=0.03)
-    assert pasted.sum() == pytest.approx(11 * 1474.56, rel=0.03)
-    assert crop.GetSize()[0] > 60 / 1.5625 * 1.35  # the bounding box of the rotated square is wider
+    # the box holds 60 x 60 mm in-plane: (60 / 1.4453)^2 = 1,723.4 voxels a slice, on all 11 slices
+    assert pasted[5].sum() == pytest.approx(1723.4, rel=0.03)
+    assert pasted.sum() == pytest.approx(11 * 1723.4, rel=0.03)
+    assert crop.GetSize()[0] > 60 / 1.4453 * 1.35  # the bounding box of the rotated square is wider
 
 
 def test_segment_cli_roi(tmp_path, capsys):
     package = make_package(tmp_path / "m")
     out = tmp_path / "roi.nii.gz"
-    # the example's centre is (168, 199.2, 50) mm LPS, that is (-168, -199.2, 50) RAS
+    # the example's centre is (107.5 x 1.4453, 127.5 x 1.4453, 50) = (155.4, 184.3, 50) mm LPS, that is
+    # (-155.4, -184.3, 50) RAS
     assert main(["segment", str(EXAMPLE), "-o", str(out), "--model", str(package.path), "--device", "cpu",
-                 "--no-tta", "--roi=-168,-199.2,50,100,80,30"]) == 0
+                 "--no-tta", "--roi=-155.4,-184.3,50,100,80,30"]) == 0
     labels = sitk.GetArrayFromImage(sitk.ReadImage(str(out)))
     assert labels.shape == (11, 256, 216) and labels.any()
     assert not labels[:4].any() and not labels[7:].any()  # 30 mm about z = 50 mm: slices 4-6 only

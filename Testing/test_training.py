@@ -143,6 +143,8 @@ def test_model_licence_of_acdc_says_non_commercial():
 
 TRAIN_CASES = ["patient001_frame01", "patient004_frame01"]
 VAL_CASES = ["patient019_frame01"]
+#: median in-plane spacing of TRAIN_CASES (1.5625 and 1.3671875 mm: the median of two is their mean)
+TRAIN_SPACING = (1.46484375, 1.46484375)
 TINY = dict(epochs=2, patch_size=64, batch_size=2, iterations_per_epoch=2, val_slices=1, device="cpu",
             final_evaluation=False, seed=1290)
 
@@ -161,7 +163,7 @@ def test_short_run_lowers_validation_loss(tmp_path):
         assert (out / name).exists(), name
     config = json.loads((package_dir / "model.json").read_text())
     assert config["num_classes"] == 4 and config["activation"] == "softmax"
-    assert config["target_spacing"] == [1.5625, 1.5625] and config["patch_size"] == [64, 64]
+    assert config["target_spacing"] == pytest.approx(TRAIN_SPACING) and config["patch_size"] == [64, 64]
     assert "commercial" in config["training"]["licence"]
     # 3 epochs: T_max is the whole run; an unmeasured model segments without flips on a CPU by default
     assert config["training"]["schedule"].startswith("cosine annealing per epoch, T_max = epochs = 3.00 (one fall)")
@@ -170,7 +172,7 @@ def test_short_run_lowers_validation_loss(tmp_path):
     assert load_model_package(package_dir).card.speed_modes.default_mode("cpu") == "fast"
     # Validation loss of the trained network vs the untrained one (same seed) on the same slices.
     info = data.load_dataset_info(root)
-    val = data.load_slices(info, VAL_CASES, (1.5625, 1.5625), "LPS", {"type": "zscore"}).subset([4, 6])
+    val = data.load_slices(info, VAL_CASES, tuple(TRAIN_SPACING), "LPS", {"type": "zscore"}).subset([4, 6])
     torch.manual_seed(1290)
     untrained = training.new_network(1, 4)
     trained = training.new_network(1, 4)

@@ -37,6 +37,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from .io import itk_warnings_hidden
+
 __all__ = [
     "DatasetError",
     "DatasetInfo",
@@ -318,7 +320,8 @@ def _channel_files(info: DatasetInfo, case_id: str) -> list[Path]:
 def _read_info(path: Path) -> sitk.ImageFileReader:
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
-    reader.ReadImageInformation()
+    with itk_warnings_hidden():
+        reader.ReadImageInformation()
     return reader
 
 
@@ -342,7 +345,8 @@ def read_case(info: DatasetInfo, case_id: str, *, with_label: bool = True) -> tu
     files = _channel_files(info, case_id)
     if not files:
         raise DatasetError(info.root, [(case_id, f"image file missing: {info.channel_path(case_id, 0)}")])
-    channels = [sitk.ReadImage(str(p)) for p in files]
+    with itk_warnings_hidden():  # "unexpected scales in sform" on the original ACDC files
+        channels = [sitk.ReadImage(str(p)) for p in files]
     components = sum(c.GetNumberOfComponentsPerPixel() for c in channels)
     if components != info.num_channels:
         missing = info.channel_path(case_id, len(files))
@@ -357,7 +361,8 @@ def read_case(info: DatasetInfo, case_id: str, *, with_label: bool = True) -> tu
         for c in scalars[1:]:
             c.CopyInformation(scalars[0])
         image = sitk.Compose(scalars)
-    label = sitk.ReadImage(str(info.label_path(case_id))) if with_label else None
+    with itk_warnings_hidden():
+        label = sitk.ReadImage(str(info.label_path(case_id))) if with_label else None
     return image, label
 
 
@@ -474,7 +479,8 @@ def _case_problems(info: DatasetInfo, case_id: str, allowed: set[int], check_val
         if problems:
             return problems
         try:
-            values = np.unique(sitk.GetArrayFromImage(sitk.ReadImage(str(label_path))))
+            with itk_warnings_hidden():
+                values = np.unique(sitk.GetArrayFromImage(sitk.ReadImage(str(label_path))))
         except RuntimeError as e:
             return [f"unreadable label: {e}".splitlines()[0]]
         if not np.all(np.equal(np.mod(values, 1), 0)):

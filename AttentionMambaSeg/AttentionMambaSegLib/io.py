@@ -67,6 +67,25 @@ NIFTI_TRANSFORMS = ("qform", "sform")
 DICOM_MODALITIES = ("MR", "CT", "PT", "US", "CR", "DX", "MG", "NM", "XA", "XC", "OT")
 
 
+
+@contextlib.contextmanager
+def itk_warnings_hidden(hide: bool = True):
+    """Keep ITK's stderr warnings out of the output while reading (restored afterwards).
+
+    ITK writes warnings such as "unexpected scales in sform" (every original ACDC file) straight to
+    stderr, where a user takes them for errors. The product checks the headers it relies on itself
+    (:func:`read_image`: NIfTI transforms, truncation, NaN) and says what it finds.
+    """
+    if not hide:
+        yield
+        return
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        yield
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
+
 def modality_code(text: str | None) -> str | None:
     """The DICOM Modality code a model's modality text starts with ("MR" for "MR"), or None ("dermoscopy")."""
     words = str(text or "").split()
@@ -132,14 +151,10 @@ def list_dicom_series(folder: str | os.PathLike) -> list[DicomSeries]:
     if not folder.is_dir():
         raise FileNotFoundError(f"DICOM folder {folder} does not exist.")
     found: list[tuple[str, list[str]]] = []
-    warnings_shown = sitk.ProcessObject.GetGlobalWarningDisplay()
-    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK warns on stderr for every non-DICOM folder
-    try:
+    with itk_warnings_hidden():  # ITK warns on stderr for every non-DICOM folder
         for directory, _, _ in os.walk(folder):
             for series_id in sitk.ImageSeriesReader.GetGDCMSeriesIDs(directory) or ():
                 found.append((series_id, list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(directory, series_id))))
-    finally:
-        sitk.ProcessObject.SetGlobalWarningDisplay(warnings_shown)
     if not found:
         sample = sorted(p.name for p in folder.iterdir())[:5]
         raise ValueError(
@@ -364,7 +379,8 @@ def read_image(path: str | os.PathLike, series: str | None = None, modality: str
     if path.stat().st_size == 0:
         raise ValueError(f"Could not read image {path}: the file is empty (0 bytes).")
     try:
-        image = sitk.ReadImage(str(path))
+        with itk_warnings_hidden(ext in _NIFTI):  # the header is checked below (_scan_file, _place_nifti)
+            image = sitk.ReadImage(str(path))
     except RuntimeError as e:
         raise ValueError(f"Could not read {path} as an image: {_read_error_reason(e)}") from e
     header = _scan_file(path, count_nonfinite=ext in _NIFTI)

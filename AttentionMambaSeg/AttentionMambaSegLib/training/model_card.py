@@ -118,7 +118,9 @@ def summary_to_metrics(summary: dict) -> dict:
 
 
 def model_licence(info: DatasetInfo) -> str:
+    """The licence line of a model trained on ``info``: a non-commercial (NC) or research-use-only
+    data licence is carried over to the weights and said so."""
     licence = info.licence or "unknown"
-    if "NC" in re.split(r"[^A-Z0-9]+", licence.upper()):
+    if "NC" in re.split(r"[^A-Z0-9]+", licence.upper()) or "research use" in licence.lower():
         return f"{licence}: the weights derive from {info.name} data and may not be used commercially"
     return f"{licence} (licence of the training data, {info.name})"
