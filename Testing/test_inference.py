@@ -491,6 +491,8 @@ def test_same_file_guard_sees_links(tmp_path):
     import os
 
     os.link(a, hard)
-    assert inference.files._same_file(a, link) and inference.files._same_file(a, hard)
-    assert inference.files._same_file(a, tmp_path / "sub" / ".." / "a.nii.gz")
-    assert not inference.files._same_file(a, tmp_path / "d.nii.gz")
+    from AttentionMambaSegLib.outputs import same_file
+
+    assert same_file(a, link) and same_file(a, hard)
+    assert same_file(a, tmp_path / "sub" / ".." / "a.nii.gz")
+    assert not same_file(a, tmp_path / "d.nii.gz")
