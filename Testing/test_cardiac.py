@@ -19,6 +19,7 @@ import SimpleITK as sitk
 
 from conftest import DATASETS
 from AttentionMambaSegLib import clinical
+from AttentionMambaSegLib.io import read_image
 from AttentionMambaSegLib.package import load_model_package
 
 ACDC = DATASETS / "ACDC"
@@ -104,13 +105,25 @@ def test_plausibility_warnings():
 
 def test_stack_coverage_warnings():
     mask = np.zeros((6, 8, 8), dtype=bool)
-    mask[1:5, 2:6, 2:6] = True
+    mask[0:5, 2:6, 2:6] = True  # basal end slice full (16 pixels), apical end free
     assert clinical.stack_coverage_warnings(mask) == []
-    mask[5, 3:5, 3:5] = True  # 4 of the 16 pixels of the largest cross-section
+    mask[5, 3:6, 3:6] = True  # 9 of 16 pixels (56 %) at the apical end: cut short
     (warning,) = clinical.stack_coverage_warnings(mask)
-    assert "last slice of the stack (slice 6 of 6, 25 %" in warning
+    assert "100 % and 56 %" in warning and "apical end, slice 6" in warning
     assert len(clinical.stack_coverage_warnings(np.moveaxis(np.pad(mask, ((1, 0), (0, 0), (0, 0))), 0, 2),
-                                                slice_axis=2)) == 1
+                                                slice_axis=2)) == 0  # an empty slice beyond the apex
+    mask[5] = False
+    mask[5, 3:5, 3:5] = True  # 4 of 16 (25 %): the small apical cavity of a covered stack
+    assert clinical.stack_coverage_warnings(mask) == []
+
+
+def test_no_coverage_warning_on_the_manual_acdc_labelmaps():
+    """Every manual ED labelmap of ACDC covers the ventricle: none gets the warning."""
+    paths = sorted((ACDC / "labelsTr").glob("*_frame01.nii.gz"))
+    assert len(paths) == 80
+    for path in paths:
+        labels = sitk.GetArrayFromImage(read_image(path))
+        assert clinical.stack_coverage_warnings(labels == 3) == [], path.name
 
 
 # ---------------------------------------------------------------------------------------------------------------
