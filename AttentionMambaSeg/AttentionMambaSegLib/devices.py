@@ -162,7 +162,7 @@ def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool | None:
 
     Without either, PyTorch emulates bf16 on the CPU: on a 2-core AVX2 EPYC the ``--time-budget`` planner
     measured 34.3 s per training step of 8 x 128 x 128 crops under bf16 autocast and 4.7 s in float32
-    ), while on an AVX-512 BF16 machine bf16 was 1.1-1.5x faster than float32 (README, Speed).
+    ), while on an AVX-512 BF16 machine bf16 was 1.1-1.5x faster than float32 (docs/BENCHMARKS.md).
 
     Args:
         cpuinfo: text of ``/proc/cpuinfo`` (read when None).
