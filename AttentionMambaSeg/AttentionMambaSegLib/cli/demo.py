@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     if label_path.is_file():
         # copies, not views: a view of the temporary ReadImage result would outlive its image
         pred = sitk.GetArrayFromImage(labelmap)
-        ref = sitk.GetArrayFromImage(sitk.ReadImage(str(label_path)))
+        ref = sitk.GetArrayFromImage(io.read_image(label_path))
         for c in package.classes:
             p, r = pred == c["label_value"], ref == c["label_value"]
             denom = int(p.sum() + r.sum())

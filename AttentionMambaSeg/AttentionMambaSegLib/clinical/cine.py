@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from ..io import itk_warnings_hidden
+
 __all__ = ["Cine", "read_cine", "read_dicom_cine", "split_frames"]
 
 logger = logging.getLogger(__name__)
@@ -103,7 +105,8 @@ def split_frames(image: sitk.Image) -> list[sitk.Image]:
 def _header(path: str, tags: Sequence[str]) -> dict:
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
-    reader.ReadImageInformation()
+    with itk_warnings_hidden():
+        reader.ReadImageInformation()
     return {t: (reader.GetMetaData(t).strip() if reader.HasMetaDataKey(t) else "") for t in tags}
 
 

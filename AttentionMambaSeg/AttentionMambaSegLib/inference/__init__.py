@@ -4,7 +4,7 @@ Recipe (Attention-Mamba, arXiv 2402.02286, Sec. 4): every 2D slice, resampled in
 to the training spacing, is segmented with a sliding window (overlap 0.5, Gaussian weighting) of the
 size model.json gives as ``inference_patch_size``: the training patch unless a larger window scored
 better on the validation cases (the Mamba scans see the wider context; for cardiac-acdc 256 vs 128
-pixels raised validation Dice and halved the time, see README), softmax (sigmoid for 1-class models) averaged over 4 flips (none, horizontal,
+pixels raised validation Dice and halved the time, see docs/TRAINING.md), softmax (sigmoid for 1-class models) averaged over 4 flips (none, horizontal,
 vertical, both); probabilities are resampled back to the input grid, then argmax.
 
 Robustness beyond the paper:
