@@ -10,7 +10,8 @@ import pytest
 
 from AttentionMambaSegLib.package import bundled_models_dir, list_models, load_model_package, sha256_of_file
 
-EXPECTED = {"cardiac-acdc": "ACDC", "hippocampus-msd": "Hippocampus", "skin-lesion-ph2": "PH2"}
+EXPECTED = {"cardiac-acdc": "ACDC", "hippocampus-msd": "Hippocampus", "skin-lesion-ph2": "PH2",
+            "skin-lesion-isic": "ISIC2017"}
 BUNDLED = sorted(p.name for p in bundled_models_dir().iterdir() if (p / "model.json").is_file()) \
     if bundled_models_dir().is_dir() else []
 

@@ -14,7 +14,7 @@ from safetensors import safe_open
 from _inference_helpers import TinyConvNet, make_config, make_package
 from AttentionMambaSegLib import package as pkg
 
-BUNDLED_IDS = ("cardiac-acdc", "hippocampus-msd", "skin-lesion-ph2")
+BUNDLED_IDS = ("cardiac-acdc", "hippocampus-msd", "skin-lesion-isic", "skin-lesion-ph2")
 
 
 @pytest.fixture(autouse=True)
@@ -204,7 +204,8 @@ def test_bundled_models_are_valid(model_id):
     package.verify()
     assert package.id == model_id
     assert package.config["weights_dtype"] == "float16"
-    expected = {"cardiac-acdc": (1, 4), "hippocampus-msd": (1, 3), "skin-lesion-ph2": (3, 1)}[model_id]
+    expected = {"cardiac-acdc": (1, 4), "hippocampus-msd": (1, 3), "skin-lesion-isic": (3, 1),
+                "skin-lesion-ph2": (3, 1)}[model_id]
     assert (package.in_channels, package.num_classes) == expected
     for c in package.classes:
         assert c["name"] and len(c["color"]) == 3 and "snomed" in c

@@ -145,12 +145,13 @@ def test_refused_connection_is_named(archive, user_cache):
 def test_the_registry_matches_the_bundled_development_copies(tmp_path):
     """Each entry's archive is what tools/publish_model.py makes of the bundled folder (size, SHA-256)."""
     entries = reg.load_registry()
-    assert sorted(entries) == ["cardiac-acdc", "hippocampus-msd", "skin-lesion-ph2"]
+    assert sorted(entries) == ["cardiac-acdc", "hippocampus-msd", "skin-lesion-isic", "skin-lesion-ph2"]
     for model_id, entry in entries.items():
         rebuilt = reg.build_archive(pkg.bundled_models_dir() / model_id, tmp_path / f"{model_id}.zip")
         assert rebuilt.to_dict() == {**entry.to_dict(), "urls": []}, model_id
         assert entry.urls[0].endswith(f"/{model_id}-{entry.version}.zip")
-        assert "non-commercial" not in entry.licence or model_id == "cardiac-acdc"
+        assert ("non-commercial" in entry.licence or "may not be used commercially" in entry.licence) == (
+            model_id in ("cardiac-acdc", "skin-lesion-isic")), model_id
 
 
 def test_extension_cmakelists_installs_no_weights():

@@ -77,7 +77,7 @@ def test_the_export_is_one_small_commit_without_weights_whose_module_imports_wit
     done = subprocess.run([sys.executable, "-c", IMPORT_MODULE_WITHOUT_TORCH, str(clone)], capture_output=True,
                           text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "['cardiac-acdc', 'hippocampus-msd', 'skin-lesion-ph2']" in done.stdout  # from the registry alone
+    assert "['cardiac-acdc', 'hippocampus-msd', 'skin-lesion-isic', 'skin-lesion-ph2']" in done.stdout  # from the registry alone
 
 
 def test_the_export_refuses_a_folder_that_is_not_empty(tmp_path):

@@ -454,7 +454,7 @@ def test_models_are_listed_without_platformdirs_numba_safetensors_or_torch():
     done = subprocess.run([sys.executable, "-c", LIST_WITHOUT_OPTIONAL_PACKAGES], capture_output=True, text=True,
                           encoding="utf-8", errors="replace", env=env, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "['cardiac-acdc', 'hippocampus-msd', 'skin-lesion-ph2']" in done.stdout
+    assert "['cardiac-acdc', 'hippocampus-msd', 'skin-lesion-isic', 'skin-lesion-ph2']" in done.stdout
     assert "Licence: CC BY-NC-SA 4.0" in done.stdout and "Validation Dice 0.894 (with flip TTA)" in done.stdout
 
 

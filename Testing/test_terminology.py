@@ -11,7 +11,7 @@ import SimpleITK as sitk
 from AttentionMambaSegLib import terminology as term
 from AttentionMambaSegLib.package import bundled_models_dir, load_model_package
 
-BUNDLED_IDS = ("cardiac-acdc", "hippocampus-msd", "skin-lesion-ph2")
+BUNDLED_IDS = ("cardiac-acdc", "hippocampus-msd", "skin-lesion-isic", "skin-lesion-ph2")
 HIPPO = {"category": {"scheme": "SCT", "code": "123037004", "meaning": "Anatomical Structure"},
          "type": {"scheme": "SCT", "code": "5366008", "meaning": "Hippocampus"}}
 
