@@ -150,7 +150,7 @@ def check_output_path(path: str | os.PathLike, *, allowed: Sequence[str] | None 
         return path
     _check_not_an_input(path, inputs)
     if not overwrite and (path.exists() or path.is_symlink()):
-        raise FileExistsError(f"Output {path} already exists; pass --overwrite (overwrite=True) to replace it, or "
+        raise FileExistsError(f"Output {path} already exists; pass --overwrite (in Python: overwrite=True) to replace it, or "
                               "choose another output path.")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise PermissionError(f"Output folder {folder} is not writable: choose another output location.")

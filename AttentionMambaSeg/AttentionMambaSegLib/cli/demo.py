@@ -25,7 +25,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "demo", help="segment the bundled cardiac MRI example",
         description="Segment the bundled ACDC validation volume (patient019, end-diastole) with the bundled "
-                    "cardiac-acdc model; write a .seg.nrrd, a labelmap and a PNG montage.",
+                    "cardiac-acdc model; write a .seg.nrrd, a labelmap, a PNG montage and the confidence report.",
     )
     parser.add_argument("--output-dir", default="attention-mamba-seg-demo",
                         help="folder for the outputs (created; default ./attention-mamba-seg-demo)")
