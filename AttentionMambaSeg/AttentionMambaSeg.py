@@ -410,22 +410,30 @@ class AttentionMambaSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         steps = (_("unpacked"), _("SHA-256 verified"), _("copied"), _("weights checked against the network"))
         self.ui.progressBar.format = steps[min(max(done, 1), len(steps)) - 1] if done else _("Starting...")
 
-    def onImportFinished(self, result, error, elapsed) -> None:
+    def _modelJobFinished(self, result, error, failed: str, cancelled: str) -> bool:
+        """Common end of an import or download job: True when it produced a model to go on with."""
         if self._destroyed:
-            return
+            return False
         self._job = None
         self.setRunning(False)
         self.populateModels()
         if error is not None:
-            self.ui.statusLabel.text = _("Import failed: {error}").format(error=error)
-            slicer.util.errorDisplay(_("Importing the model failed: {error}").format(error=error))
-        elif result is None:
-            self.ui.statusLabel.text = _("Import cancelled: nothing was changed.")
-        else:
-            if self._parameterNode is not None:
-                self._parameterNode.modelId = result
-            self.ui.statusLabel.text = _("Imported model '{id}' into {folder}.").format(
-                id=result, folder=self.logic.importedModelsFolder())
+            self.ui.statusLabel.text = failed.format(error=error)
+            slicer.util.errorDisplay(failed.format(error=error))
+            return False
+        if result is None:
+            self.ui.statusLabel.text = cancelled
+            return False
+        return True
+
+    def onImportFinished(self, result, error, elapsed) -> None:
+        if not self._modelJobFinished(result, error, _("Importing the model failed: {error}"),
+                                      _("Import cancelled: nothing was changed.")):
+            return
+        if self._parameterNode is not None:
+            self._parameterNode.modelId = result
+        self.ui.statusLabel.text = _("Imported model '{id}' into {folder}.").format(
+            id=result, folder=self.logic.importedModelsFolder())
 
     def onRemoveImportedModels(self) -> None:
         if not slicer.util.confirmOkCancelDisplay(
@@ -537,17 +545,8 @@ class AttentionMambaSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.progressBar.format = _("{done:.1f} / {total:.1f} MB").format(done=done / 1e6, total=total / 1e6)
 
     def onDownloadFinished(self, result, error, elapsed) -> None:
-        if self._destroyed:
-            return
-        self._job = None
-        self.setRunning(False)
-        self.populateModels()
-        if error is not None:
-            self.ui.statusLabel.text = _("Download failed: {error}").format(error=error)
-            slicer.util.errorDisplay(_("Download failed: {error}").format(error=error))
-        elif result is None:
-            self.ui.statusLabel.text = _("Download cancelled: nothing was changed.")
-        else:
+        if self._modelJobFinished(result, error, _("Download failed: {error}"),
+                                  _("Download cancelled: nothing was changed.")):
             self.logic.acceptLicence(self.logic.modelPackage(self._parameterNode.modelId))  # shown when asked
             self.onSegment()
 

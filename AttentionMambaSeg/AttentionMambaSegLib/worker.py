@@ -213,6 +213,20 @@ class CliProcess:
         self.returncode = self._process.returncode if self._process.returncode is not None else -9
         self.cleanup()
 
+    def _require_success(self, what: str) -> None:
+        """Raise unless the child ended well; after a failure or a cancel the temporary files are removed.
+
+        Raises:
+            RuntimeError: :meth:`poll` has not seen the child exit yet.
+            SegmentProcessError: the child was cancelled or failed (its own message).
+        """
+        if not self.finished:
+            raise RuntimeError(f"The {what} process is still running: poll() until finished.")
+        if self.cancelled or self.returncode != 0:
+            message = f"The {what} was cancelled." if self.cancelled else self.error_message()
+            self.cleanup()
+            raise SegmentProcessError(message)
+
     def error_message(self) -> str:
         """What went wrong, in the child's own words (its error event, else its last stderr lines)."""
         for event in reversed(self.events):
@@ -345,13 +359,8 @@ class SegmentProcess(CliProcess):
             SegmentProcessError: the child failed, was cancelled or wrote no output.
             RuntimeError: :meth:`poll` has not seen the child exit yet.
         """
-        if not self.finished:
-            raise RuntimeError("The segmentation process is still running: poll() until finished.")
+        self._require_success("segmentation")
         try:
-            if self.cancelled:
-                raise SegmentProcessError("The segmentation was cancelled.")
-            if self.returncode != 0:
-                raise SegmentProcessError(self.error_message())
             if not self.output_path.is_file():
                 raise SegmentProcessError(f"The segmentation process ended without writing {self.output_path.name}.")
             import SimpleITK as sitk
@@ -420,13 +429,8 @@ class CardiacProcess(CliProcess):
             SegmentProcessError: the child failed, was cancelled, or its outputs are missing or unreadable.
             RuntimeError: :meth:`poll` has not seen the child exit yet.
         """
-        if not self.finished:
-            raise RuntimeError("The cardiac process is still running: poll() until finished.")
+        self._require_success("cardiac analysis")
         try:
-            if self.cancelled:
-                raise SegmentProcessError("The cardiac analysis was cancelled.")
-            if self.returncode != 0:
-                raise SegmentProcessError(self.error_message())
             import SimpleITK as sitk
 
             try:

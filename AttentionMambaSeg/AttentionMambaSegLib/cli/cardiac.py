@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .segment import positive_int
+from .segment import add_prediction_options, positive_int
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -39,14 +39,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--all-frames", action="store_true", help="also write the labelmap of every frame")
     parser.add_argument("--output-format", default="seg.nrrd", choices=["seg.nrrd", "nii.gz", "nii", "nrrd", "mha"],
                         help="file type of the labelmaps (default seg.nrrd)")
-    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
-    parser.add_argument("--mode", choices=("fast", "accurate"), default=None,
-                        help="fast: fewer network passes; accurate: 4 flips (default: the model's choice for the "
-                             "device, see 'models info')")
-    parser.add_argument("--no-tta", dest="tta", action="store_false", default=None,
-                        help="no flip test-time augmentation, whatever the mode")
-    parser.add_argument("--batch-size", type=positive_int, default=None, metavar="N",
-                        help="slices per forward pass (default: 1 on a CPU, 4 on a GPU)")
+    add_prediction_options(parser)
     parser.add_argument("--series", default=None, metavar="CHOICE",
                         help="for a DICOM folder with several series: its number, UID or part of its description")
     parser.add_argument("--force", action="store_true",

@@ -30,14 +30,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("-o", "--output", required=True,
                         help="output file, or a folder (created when missing; write out/ for one input)")
     parser.add_argument("--model", required=True, help="model id (see `models list`) or model folder")
-    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
-    parser.add_argument("--mode", choices=("fast", "accurate"), default=None,
-                        help="fast: fewer network passes; accurate: 4 flips (default: the model's choice for the "
-                             "device, see 'models info')")
-    parser.add_argument("--no-tta", dest="tta", action="store_false", default=None,
-                        help="no flip test-time augmentation, whatever the mode")
-    parser.add_argument("--batch-size", type=positive_int, default=None, metavar="N",
-                        help="slices per forward pass (default: 1 on a CPU, 4 on a GPU)")
+    add_prediction_options(parser)
     parser.add_argument("--window", type=positive_int, default=None, metavar="PIXELS",
                         help="sliding-window size at the model's spacing, a multiple of 32 "
                              "(default: the model's inference_patch_size)")
@@ -75,6 +68,18 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                              "process segments its share of the inputs)")
     parser.set_defaults(func=run)
     return parser
+
+
+def add_prediction_options(parser: argparse.ArgumentParser) -> None:
+    """The options of every command that runs the network: --device, --mode, --no-tta, --batch-size."""
+    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    parser.add_argument("--mode", choices=("fast", "accurate"), default=None,
+                        help="fast: fewer network passes; accurate: 4 flips (default: the model's choice for the "
+                             "device, see 'models info')")
+    parser.add_argument("--no-tta", dest="tta", action="store_false", default=None,
+                        help="no flip test-time augmentation, whatever the mode")
+    parser.add_argument("--batch-size", type=positive_int, default=None, metavar="N",
+                        help="slices per forward pass (default: 1 on a CPU, 4 on a GPU)")
 
 
 def positive_int(text: str) -> int:
