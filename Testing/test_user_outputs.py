@@ -1,4 +1,4 @@
-"""What a new user gets from `segment` and `evaluate` as the README shows them (issue: a newcomer's first hour).
+"""What a user gets from `segment` and `evaluate` as the README shows them.
 
 `evaluate --prediction` reads every format `segment` writes (.seg.nrrd, .nii.gz, .nrrd, .mha, .png) and
 prints class names and the mean; a missing package names the extra that installs it; output folders are
