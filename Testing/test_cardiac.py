@@ -23,7 +23,6 @@ from AttentionMambaSegLib.io import read_image
 from AttentionMambaSegLib.package import load_model_package
 
 ACDC = DATASETS / "ACDC"
-sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ACDC files: "unexpected scales in sform" (read correctly)
 
 
 def _require_acdc():

@@ -30,7 +30,6 @@ from AttentionMambaSegLib import mrml, mrml_cardiac  # noqa: E402
 from AttentionMambaSegLib.package import load_model_package  # noqa: E402
 
 pytestmark = pytest.mark.slicer
-sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ACDC files: "unexpected scales in sform" (read correctly)
 
 ACDC = DATA / "ACDC"
 PATIENT = "patient019"
