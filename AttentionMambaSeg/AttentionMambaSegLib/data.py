@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from .io import itk_warnings_hidden
+from .io import SPACING_KEY, is_photo_file, itk_warnings_hidden
 
 __all__ = [
     "DatasetError",
@@ -356,6 +356,8 @@ def read_case(info: DatasetInfo, case_id: str, *, with_label: bool = True) -> tu
         )
     if len(channels) == 1:
         image = channels[0]
+        if is_photo_file(files[0]):  # sizes in pixels, as for an image read by io.read_image
+            image.SetMetaData(SPACING_KEY, "none")
     else:
         scalars = [sitk.Cast(c, sitk.sitkFloat32) for c in channels]
         for c in scalars[1:]:

@@ -52,6 +52,7 @@ __all__ = [
     "write_overlay_montage",
     "write_segmentation",
     "has_physical_spacing",
+    "is_photo_file",
 ]
 
 IMAGE_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".png", ".jpg", ".jpeg",
@@ -393,7 +394,7 @@ def read_image(path: str | os.PathLike, series: str | None = None, modality: str
         image = _place_nifti(path, image, header, nifti_transform)
     if ext in _PHOTO and image.GetDimension() == 2:
         image = _read_photo(path, image)
-    if ext in _PHOTO:  # a photograph's pixel size is unknown: sizes are given in pixels (has_physical_spacing)
+    if is_photo_file(path):  # a photograph's pixel size is unknown: sizes are given in pixels (has_physical_spacing)
         image.SetMetaData(SPACING_KEY, "none")
     return image
 
@@ -401,6 +402,11 @@ def read_image(path: str | os.PathLike, series: str | None = None, modality: str
 #: Image metadata key set by :func:`read_image` on photographs (PNG, JPEG, TIFF, BMP), which keep no
 #: physical pixel size (ITK gives them spacing 1, or one from the print resolution): value ``"none"``.
 SPACING_KEY = "AttentionMambaSeg_spacing"
+
+
+def is_photo_file(path: str | os.PathLike) -> bool:
+    """True for the file types whose pixels have no physical size (PNG, JPEG, TIFF, BMP)."""
+    return path_extension(Path(path)) in _PHOTO
 
 
 def has_physical_spacing(image: sitk.Image) -> bool:
