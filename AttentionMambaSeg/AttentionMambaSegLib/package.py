@@ -367,10 +367,11 @@ class ModelPackage:
         lines = [f"{self.id} {self.version}: {c.get('task', 'segmentation')}",
                  f"  modality      {c.get('modality', 'not stated')} ({channels})",
                  f"  licence       {self.licence or 'not stated'}"]
-        spacing = " x ".join(f"{float(v):g}" for v in c["target_spacing"]) + " mm" if c.get("target_spacing") else \
-            "the input's own spacing"
+        unit = "px" if (c.get("normalization") or {}).get("type") == "rgb" else "mm"  # photographs: pixels
+        spacing = " x ".join(f"{float(v):g}" for v in c["target_spacing"]) + f" {unit}" if c.get("target_spacing") \
+            else "the input's own spacing"
         window = " x ".join(str(v) for v in c["inference_patch_size"])
-        lines.append(f"  input         2D slices at {spacing}, slicing in the "
+        lines.append(f"  input         2D slices at {spacing}{' a pixel' if unit == 'px' else ''}, slicing in the "
                      f"{'patient axes' if c.get('slicing') == 'canonical' else 'acquisition plane'}; "
                      f"sliding windows of {window} px")
         lines += self._describe_modes()
@@ -378,7 +379,7 @@ class ModelPackage:
         for entry in self.class_entries:
             code = f"  ({entry.type.scheme} {entry.type.value} {entry.type.meaning})" if entry.type else ""
             lines.append(f"    {entry.label_value:3d}  {entry.name}  rgb{tuple(entry.color)}{code}")
-        lines += _describe_figures(c.get("metrics") or {})
+        lines += _describe_figures(c.get("metrics") or {}, unit)
         limits = c.get("limits") or {}
         for key, title in (("needs", "needs"), ("trained_on", "trained on"), ("validated_on", "validated on"),
                            ("not_validated_on", "not validated on"), ("external", "external figures")):
@@ -429,14 +430,15 @@ def _this_step(config: dict) -> dict:
             "val_cases": val.get("cases")}
 
 
-def _describe_figures(metrics: dict) -> list[str]:
-    """The validation lines of the card: per-case Dice (with and without TTA) and the shift suite."""
+def _describe_figures(metrics: dict, unit: str = "mm") -> list[str]:
+    """The validation lines of the card: per-case Dice (with and without TTA) and the shift suite; HD95 in
+    ``unit`` (mm, or px for photographs)."""
     lines = []
     for key in ("val", "val_tta"):
         m = metrics.get(key)
         if isinstance(m, dict) and m.get("mean_dice") is not None:
             per_class = ", ".join(f"{k} {v:.3f}" for k, v in (m.get("dice") or {}).items())
-            hd = f", HD95 {m['mean_hd95_mm']:.1f} mm" if m.get("mean_hd95_mm") is not None else ""
+            hd = f", HD95 {m['mean_hd95_mm']:.1f} {unit}" if m.get("mean_hd95_mm") is not None else ""
             lines.append(f"  validation    Dice {m['mean_dice']:.3f} on {m.get('cases', '?')} cases "
                          f"({'with' if m.get('tta') else 'without'} flip TTA{hd})" + (f": {per_class}" if per_class else ""))
     suite = metrics.get("shift_suite")
