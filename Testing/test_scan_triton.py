@@ -24,7 +24,6 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 import triton  # noqa: E402,F401  (a test dependency on Linux: pip install -e '.[test]')
 
@@ -251,32 +250,6 @@ def test_doctor_on_cuda_without_cuda_fails_clearly(capsys):
     assert "scan backend (cpu)" in capsys.readouterr().out
 
 
-class KernelOps(TorchDispatchMode):
-    """Counts aten operators that launch a kernel (all but views and allocations), leaving out those that
-    Triton's interpreter issues to emulate a launch (it copies the arguments to and from numpy)."""
-
-    SKIP = {"empty", "empty_strided", "new_empty", "detach", "alias", "lift_fresh"}
-
-    def __init__(self):
-        super().__init__()
-        self.count = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if not func.is_view and func.overloadpacket.__name__ not in self.SKIP and not _inside_interpreter():
-            self.count += 1
-        return func(*args, **(kwargs or {}))
-
-
-def _inside_interpreter() -> bool:
-    frame = sys._getframe(2)
-    while frame is not None:
-        name = frame.f_code.co_filename.replace("\\", "/")
-        if "/triton/runtime/interpreter" in name:
-            return True
-        frame = frame.f_back
-    return False
-
-
 @pytest.mark.slow
 def test_network_forward_on_triton_has_a_fixed_number_of_kernel_launches(monkeypatch):
     from AttentionMambaSegLib.model.network import AttentionMamba
@@ -289,7 +262,7 @@ def test_network_forward_on_triton_has_a_fixed_number_of_kernel_launches(monkeyp
         net(torch.randn(1, 1, 32, 32))  # the backend check runs once, outside the count
         for size in (32, 64):
             before = scan_triton.launch_count()
-            with KernelOps() as ops:
+            with scan_triton.KernelOps() as ops:
                 net(torch.randn(1, 1, size, size))
             counts[size] = (ops.count + scan_triton.launch_count() - before, scan_triton.launch_count() - before)
     assert counts[32][1] == counts[64][1] == 12  # 8 SS2D scans + 4 one-dimensional Mambas, one launch each

@@ -45,7 +45,6 @@ sys.path.insert(0, str(REPO / "AttentionMambaSeg"))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
-from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 from AttentionMambaSegLib.ops import dispatch, scan_triton  # noqa: E402
 from AttentionMambaSegLib.ops.scan_torch import selective_scan_torch  # noqa: E402
@@ -60,35 +59,10 @@ DRY = dict(sizes=(32,), batches=(1,), train=(32, 2), reps=1, scan_batch=1, budge
 
 
 # ------------------------------------------------------------------------------------------- helpers
-class KernelOps(TorchDispatchMode):
-    """Counts aten operators that launch a kernel (all but views and allocations), leaving out those Triton's
-    interpreter issues to emulate a launch; Triton launches are counted by ``scan_triton.launch_count``."""
-
-    SKIP = {"empty", "empty_strided", "new_empty", "detach", "alias", "lift_fresh"}
-
-    def __init__(self):
-        super().__init__()
-        self.count = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if not func.is_view and func.overloadpacket.__name__ not in self.SKIP and not _inside_interpreter():
-            self.count += 1
-        return func(*args, **(kwargs or {}))
-
-
-def _inside_interpreter() -> bool:
-    frame = sys._getframe(2)
-    while frame is not None:
-        if "/triton/runtime/interpreter" in frame.f_code.co_filename.replace("\\", "/"):
-            return True
-        frame = frame.f_back
-    return False
-
-
 def count_launches(fn) -> int:
     """Kernel-launching aten operators plus Triton launches issued by ``fn()``."""
     before = scan_triton.launch_count()
-    with KernelOps() as ops:
+    with scan_triton.KernelOps() as ops:
         fn()
     return ops.count + scan_triton.launch_count() - before
 

@@ -19,6 +19,7 @@ import os
 import sys
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 #: Channels per program and steps per tile on a GPU (registers per thread grow with their product x d_state).
 GPU_BLOCK_D = 4
@@ -40,6 +41,31 @@ FILL_WITH_NAN = False
 def launch_count() -> int:
     """Number of Triton kernel launches of this process so far (forward and backward)."""
     return _launches[0]
+
+class KernelOps(TorchDispatchMode):
+    """Counts the aten operators that launch a kernel (all but views and allocations) while active,
+    leaving out those Triton's interpreter issues to emulate a launch; Triton launches themselves are
+    counted by :func:`launch_count`. Used by the launch-count test and ``benchmarks/gpu_check.py``."""
+
+    SKIP = {"empty", "empty_strided", "new_empty", "detach", "alias", "lift_fresh"}
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if not func.is_view and func.overloadpacket.__name__ not in self.SKIP and not _inside_interpreter():
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def _inside_interpreter() -> bool:
+    frame = sys._getframe(2)
+    while frame is not None:
+        if "/triton/runtime/interpreter" in frame.f_code.co_filename.replace("\\", "/"):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _new(*shape, device):
@@ -260,4 +286,4 @@ def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, de
     return out
 
 
-__all__ = ["selective_scan_triton", "interpreter_enabled", "check_device", "kernels", "launch_count"]
+__all__ = ["selective_scan_triton", "interpreter_enabled", "check_device", "kernels", "launch_count", "KernelOps"]
