@@ -1,4 +1,4 @@
-"""Shared helpers for the inference-side tests (preprocessing, io, package, inference, CLI).
+"""Shared helpers for the inference-side tests (slicing, images, package, inference, CLI).
 
 ``TinyConvNet`` is a fixed-seed two-layer convolutional network: it stands in for Attention-Mamba in
 the geometry tests (the geometry does not depend on the architecture, and it is ~100x faster on CPU).

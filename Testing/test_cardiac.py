@@ -19,7 +19,7 @@ import SimpleITK as sitk
 
 from conftest import DATASETS
 from AttentionMambaSegLib import clinical
-from AttentionMambaSegLib.io import read_image
+from AttentionMambaSegLib.images import read_image
 from AttentionMambaSegLib.package import load_model_package
 
 ACDC = DATASETS / "ACDC"

@@ -10,7 +10,7 @@ import SimpleITK as sitk
 
 from _inference_helpers import DICOM_DIR, HIPPO_IMAGE, TinyConvNet, make_config, require
 
-from AttentionMambaSegLib import io, package as pkg
+from AttentionMambaSegLib import images, package as pkg
 from AttentionMambaSegLib.inference import RegionOfInterest
 from AttentionMambaSegLib.inference.checks import TrainingGeometry, input_range_warnings
 from AttentionMambaSegLib.inference.files import report_path_for, segment_files
@@ -102,7 +102,7 @@ def test_a_training_crop_gets_no_warning_and_the_whole_head_series_gets_both():
     require(DICOM_DIR, HIPPO_IMAGE)
     card = pkg.load_model_package("hippocampus-msd").card
     assert input_range_warnings(sitk.ReadImage(str(HIPPO_IMAGE)), card) == []
-    head = io.read_image(DICOM_DIR, modality="MR")  # 280 x 320 x 22 voxels of 0.69 x 0.69 x 6.5 mm
+    head = images.read_image(DICOM_DIR, modality="MR")  # 280 x 320 x 22 voxels of 0.69 x 0.69 x 6.5 mm
     said = input_range_warnings(head, card)
     assert len(said) == 2
     assert "slices are 6.5 mm apart" in said[0] and "1.0 mm" in said[0]

@@ -19,7 +19,7 @@ import SimpleITK as sitk
 import slicerio
 
 from _inference_helpers import ACDC_IMAGE, DICOM_DIR, PH2_IMAGE, make_package, require
-from AttentionMambaSegLib import cli, inference, io, package as pkg
+from AttentionMambaSegLib import cli, images, inference, package as pkg
 
 
 @pytest.fixture(autouse=True)
@@ -34,7 +34,7 @@ def small_acdc(tmp_path):
     folder = tmp_path / "données patient"
     folder.mkdir()
     path = folder / "cœur 019.nii.gz"
-    sitk.WriteImage(io.read_image(ACDC_IMAGE)[:, :, 4:7], str(path))
+    sitk.WriteImage(images.read_image(ACDC_IMAGE)[:, :, 4:7], str(path))
     return path
 
 
@@ -70,7 +70,7 @@ def test_segment_to_seg_nrrd_non_ascii_paths(tmp_path, small_acdc, model_dir, ca
     seg = slicerio.read_segmentation(str(out))
     assert [s["name"] for s in seg["segments"]] == ["class 1", "class 2", "class 3"]
     assert [s["labelValue"] for s in seg["segments"]] == [1, 2, 3]
-    image = io.read_image(small_acdc)
+    image = images.read_image(small_acdc)
     assert seg["voxels"].shape == image.GetSize()
     back = sitk.ReadImage(str(out))
     assert back.GetSpacing() == pytest.approx(image.GetSpacing())
@@ -99,7 +99,7 @@ def test_segment_many_inputs_into_folder(tmp_path, small_acdc, model_dir):
     assert sorted(p.name for p in out_dir.iterdir()) == [
         "brain series.nii.gz", "brain series.report.json", "cœur 019.nii.gz", "cœur 019.report.json", "summary.csv"]
     brain = sitk.ReadImage(str(out_dir / "brain series.nii.gz"))
-    ref = io.read_image(DICOM_DIR)
+    ref = images.read_image(DICOM_DIR)
     assert brain.GetSize() == ref.GetSize()
     np.testing.assert_allclose(brain.GetDirection(), ref.GetDirection(), atol=1e-6)
     np.testing.assert_allclose(brain.GetOrigin(), ref.GetOrigin(), atol=1e-3)
@@ -112,7 +112,7 @@ def test_segment_png_2d(tmp_path):
     out = tmp_path / "lesion.png"
     assert run_cli("segment", PH2_IMAGE, "-o", out, "--model", model.path, "--device", "cpu", "--no-tta") == 0
     mask = sitk.ReadImage(str(out))
-    assert mask.GetSize() == io.read_image(PH2_IMAGE).GetSize()
+    assert mask.GetSize() == images.read_image(PH2_IMAGE).GetSize()
     assert set(np.unique(sitk.GetArrayFromImage(mask))) <= {0, 255}  # one class: white on black
 
 
@@ -128,8 +128,8 @@ def test_unwritable_output_folder_fails_before_inference(tmp_path, small_acdc, m
     locked.mkdir()
     calls = []
     monkeypatch.setattr(inference.Predictor, "segment", lambda *a, **k: calls.append(1))
-    real_access = io.os.access
-    monkeypatch.setattr(io.os, "access", lambda p, m: False if str(p) == str(locked) else real_access(p, m))
+    real_access = images.os.access
+    monkeypatch.setattr(images.os, "access", lambda p, m: False if str(p) == str(locked) else real_access(p, m))
     assert run_cli("segment", small_acdc, "-o", locked / "a.seg.nrrd", "--model", model_dir) == 1
     assert "not writable" in capsys.readouterr().err
     assert calls == [] and list(locked.iterdir()) == []

@@ -123,7 +123,7 @@ def test_jpeg_images_with_png_labels(tmp_path):
     assert info.channel_path("ISIC_0000000", 0).name == "ISIC_0000000_0000.jpg"
     image, label = data.read_case(info, "ISIC_0000000")
     assert image.GetNumberOfComponentsPerPixel() == 3 and tuple(image.GetSize()) == (256, 256)
-    from AttentionMambaSegLib.io import has_physical_spacing
+    from AttentionMambaSegLib.images import has_physical_spacing
 
     assert not has_physical_spacing(image)  # a photograph: areas are reported in pixels
     assert set(np.unique(sitk.GetArrayFromImage(label)).tolist()) == {0, 1}

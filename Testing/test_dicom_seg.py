@@ -16,7 +16,7 @@ import pytest
 import SimpleITK as sitk
 
 from _inference_helpers import DICOM_DIR, require
-from AttentionMambaSegLib import dicom_seg, io
+from AttentionMambaSegLib import dicom, dicom_seg, images
 from AttentionMambaSegLib.inference.confidence import SegmentReport
 from AttentionMambaSegLib.package import load_model_package
 
@@ -29,9 +29,9 @@ HIPPO_ROI = "-28,-20,-15,40,50,40"
 def series():
     """(image as read, source files, pydicom headers by SOP Instance UID)."""
     require(DICOM_DIR)
-    chosen = io.choose_dicom_series(io.list_dicom_series(DICOM_DIR))
+    chosen = dicom.choose_dicom_series(dicom.list_dicom_series(DICOM_DIR))
     headers = {ds.SOPInstanceUID: ds for ds in (pydicom.dcmread(f, stop_before_pixels=True) for f in chosen.files)}
-    return io.read_image(DICOM_DIR), list(chosen.files), headers
+    return images.read_image(DICOM_DIR), list(chosen.files), headers
 
 
 @pytest.fixture(scope="module")

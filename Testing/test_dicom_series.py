@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from AttentionMambaSegLib import io
+from AttentionMambaSegLib import dicom, images
 
 
 def _write_series(folder, uid, description, modality, slices, image_type="ORIGINAL\\PRIMARY\\AXIAL",
@@ -38,7 +38,7 @@ def study(tmp_path):
 
 
 def test_listing_names_each_series_and_leaves_the_localizer_out(study):
-    listed = io.list_dicom_series(study)
+    listed = dicom.list_dicom_series(study)
     assert [(s.index, s.description, s.modality, len(s.files)) for s in listed] == [
         (1, "T1 crop", "MR", 8), (2, "CT head", "CT", 6), (3, "T1 axial", "MR", 5)]
     axial = listed[2]
@@ -47,29 +47,29 @@ def test_listing_names_each_series_and_leaves_the_localizer_out(study):
 
 
 def test_default_choice_fits_the_model_then_prefers_original_series(study):
-    listed = io.list_dicom_series(study)
-    assert io.choose_dicom_series(listed, modality="MR").description == "T1 axial"  # not the larger derived crop
-    assert io.choose_dicom_series(listed, modality="CT").description == "CT head"
-    assert io.choose_dicom_series(listed).description == "CT head"  # no model modality: original, most files
+    listed = dicom.list_dicom_series(study)
+    assert dicom.choose_dicom_series(listed, modality="MR").description == "T1 axial"  # not the larger derived crop
+    assert dicom.choose_dicom_series(listed, modality="CT").description == "CT head"
+    assert dicom.choose_dicom_series(listed).description == "CT head"  # no model modality: original, most files
 
 
 @pytest.mark.parametrize("choice, expected", [("1", "T1 crop"), ("1.2.3.4.3", "CT head"), ("AXIAL", "T1 axial")])
 def test_the_user_chooses_by_number_uid_or_description(study, choice, expected):
-    assert io.choose_dicom_series(io.list_dicom_series(study), choice).description == expected
+    assert dicom.choose_dicom_series(dicom.list_dicom_series(study), choice).description == expected
 
 
 def test_an_ambiguous_or_unknown_choice_lists_the_series(study):
     with pytest.raises(ValueError, match=r"names 2 series.*1: T1 crop"):
-        io.choose_dicom_series(io.list_dicom_series(study), "T1")
+        dicom.choose_dicom_series(dicom.list_dicom_series(study), "T1")
     with pytest.raises(ValueError, match="names no series"):
-        io.choose_dicom_series(io.list_dicom_series(study), "9")
+        dicom.choose_dicom_series(dicom.list_dicom_series(study), "9")
 
 
 def test_read_image_reads_the_chosen_series_with_its_modality(study):
-    image = io.read_image(study, modality="MR")
+    image = images.read_image(study, modality="MR")
     assert image.GetSize() == (10, 12, 5) and image.GetMetaData("0008|0060") == "MR"
     assert image.GetSpacing()[2] == pytest.approx(2.0)
-    assert io.read_image(study, series="CT").GetMetaData("0008|0060") == "CT"
+    assert images.read_image(study, series="CT").GetMetaData("0008|0060") == "CT"
 
 
 # ------------------------------------------------------------------------------ another modality
@@ -87,12 +87,12 @@ def _mr_package(tmp_path):
 
 def test_a_ct_series_is_refused_by_an_mr_model_unless_forced(study, tmp_path, caplog):
     package = _mr_package(tmp_path)
-    ct = io.read_image(study, series="CT")
+    ct = images.read_image(study, series="CT")
     with pytest.raises(ValueError, match=r"looks like CT \(its DICOM Modality is CT\).*trained on MR.*--force"):
         check_modality(ct, package)
     check_modality(ct, package, force=True)
     assert "Segmenting it anyway (forced)" in caplog.text
-    check_modality(io.read_image(study, series="axial"), package)  # MR: accepted
+    check_modality(images.read_image(study, series="axial"), package)  # MR: accepted
 
 
 def test_hounsfield_intensities_without_a_dicom_tag_look_like_ct(tmp_path):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from AttentionMambaSegLib import io
+from AttentionMambaSegLib import images
 from AttentionMambaSegLib.inference import check_input_image
 from AttentionMambaSegLib.inference.checks import check_direction
 
@@ -58,9 +58,9 @@ def _with_pixdim(tmp_path, axis, value):
 def test_nifti_pixdim_zero_nan_or_negative_is_refused(tmp_path, axis, value):
     path = _with_pixdim(tmp_path, axis, value)
     with pytest.raises(ValueError, match=rf"pixdim\[{axis}\].*positive number of millimetres"):
-        io.read_image(path)
+        images.read_image(path)
 
 
 def test_the_bundled_example_reads_with_its_spacing():
-    image = io.read_image(EXAMPLE)
+    image = images.read_image(EXAMPLE)
     assert image.GetSpacing() == pytest.approx((1.4453, 1.4453, 10.0), abs=1e-4)  # the original ACDC pixdim

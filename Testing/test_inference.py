@@ -13,7 +13,7 @@ import torch
 
 from _inference_helpers import (ACDC_IMAGE, ACDC_LABEL, DICOM_DIR, HIPPO_IMAGE, PH2_IMAGE,
                                 make_config, make_package, permute_flip, require)
-from AttentionMambaSegLib import devices, inference, io, package as pkg
+from AttentionMambaSegLib import devices, images, inference, package as pkg
 
 
 def assert_same_geometry(out: sitk.Image, ref: sitk.Image):
@@ -55,7 +55,7 @@ class OOMNetwork(Threshold):
 @pytest.fixture
 def acdc():
     require(ACDC_IMAGE)
-    return io.read_image(ACDC_IMAGE)
+    return images.read_image(ACDC_IMAGE)
 
 
 @pytest.fixture
@@ -183,7 +183,7 @@ def make_package_for_threshold(image, spacing=None):
 
 def test_resampled_known_answer_on_hippocampus_real_direction():
     require(HIPPO_IMAGE)
-    img = io.read_image(HIPPO_IMAGE)  # RAS-stored, direction diag(-1, -1, 1)
+    img = images.read_image(HIPPO_IMAGE)  # RAS-stored, direction diag(-1, -1, 1)
     out = inference.predict_volume(img, make_package_for_threshold(img, (0.7, 0.7)), device="cpu",
                                    network=Threshold())
     assert_same_geometry(out, img)
@@ -197,7 +197,7 @@ def test_resampled_known_answer_on_hippocampus_real_direction():
 def test_predict_volume_geometry_real_data(tmp_path, which):
     path = {"acdc": ACDC_IMAGE, "hippocampus": HIPPO_IMAGE, "dicom": DICOM_DIR}[which]
     require(path)
-    image = io.read_image(path)
+    image = images.read_image(path)
     if which != "hippocampus":
         image = image[:, :, 3:8]  # 5 slices keep the test fast
     package = make_package(tmp_path / "m", target_spacing=(2.5, 2.0))
@@ -213,7 +213,7 @@ def test_predict_volume_geometry_real_data(tmp_path, which):
 
 def test_ph2_png_rgb_geometry(tmp_path):
     require(PH2_IMAGE)
-    image = io.read_image(PH2_IMAGE)
+    image = images.read_image(PH2_IMAGE)
     package = make_package(tmp_path / "rgb", in_channels=3, num_classes=1, activation="sigmoid",
                            target_spacing=None, patch_size=(96, 96))
     out = inference.predict_volume(image, package, device="cpu", tta=False)
@@ -225,7 +225,7 @@ def test_ph2_png_rgb_geometry(tmp_path):
 @pytest.mark.parametrize("path, spacing", [(ACDC_IMAGE, (2.5, 2.5)), (HIPPO_IMAGE, (0.8, 0.8))])
 def test_permuted_flipped_storage_gives_same_labels_in_physical_space(tmp_path, path, spacing):
     require(path)
-    image = io.read_image(path)
+    image = images.read_image(path)
     if image.GetSize()[2] > 6:
         image = image[:, :, 3:7]
     package = make_package(tmp_path / "m", target_spacing=spacing)
@@ -368,7 +368,7 @@ def test_nan_inf_are_refused(acdc_package, bad):
 
 def test_labelmap_like_input_warns(caplog):
     require(ACDC_LABEL)
-    lab = io.read_image(ACDC_LABEL)[:, :, 4:6]
+    lab = images.read_image(ACDC_LABEL)[:, :, 4:6]
     with caplog.at_level("WARNING", logger="AttentionMambaSegLib.inference"):
         out = inference.predict_volume(lab, make_package_for_threshold(lab), device="cpu", tta=False,
                                        network=Threshold())
@@ -390,7 +390,7 @@ def test_channel_mismatch_names_both(tmp_path, acdc):
     with pytest.raises(ValueError, match=r"'rgb-model' expects RGB, 3 channels.*greyscale, 1 channel"):
         inference.predict_volume(acdc, rgb_package, device="cpu")
     with pytest.raises(ValueError, match=r"'grey-model' expects greyscale, 1 channel.*RGB, 3 channels"):
-        inference.predict_volume(io.read_image(PH2_IMAGE), grey_package, device="cpu")
+        inference.predict_volume(images.read_image(PH2_IMAGE), grey_package, device="cpu")
 
 
 def test_corrupted_model_is_refused(tmp_path, acdc):
@@ -424,7 +424,7 @@ def test_trained_cardiac_model_on_validation_case(acdc):
     image = acdc[:, :, 4:7]
     out = inference.predict_volume(image, package, device="cpu", tta=False)
     assert_same_geometry(out, image)
-    ref = sitk.GetArrayFromImage(io.read_image(ACDC_LABEL))[4:7]
+    ref = sitk.GetArrayFromImage(images.read_image(ACDC_LABEL))[4:7]
     pred = sitk.GetArrayFromImage(out)
     lv = 2 * np.logical_and(pred == 3, ref == 3).sum() / ((pred == 3).sum() + (ref == 3).sum())
     assert lv > 0.8, f"LV Dice {lv:.3f} on a validation case"

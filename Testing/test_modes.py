@@ -11,7 +11,7 @@ import torch
 
 from _inference_helpers import PH2_IMAGE, TinyConvNet, make_package, require
 
-from AttentionMambaSegLib import inference, io
+from AttentionMambaSegLib import images, inference
 from AttentionMambaSegLib.inference.confidence import ConfidenceRule, ConfidenceTally
 from AttentionMambaSegLib.inference.foreground import ForegroundCrop
 from AttentionMambaSegLib.inference.modes import PassPlan, SpeedModes
@@ -132,7 +132,7 @@ def test_segment_reports_confidence_and_flags_per_segment(tmp_path):
 def test_a_photo_unlike_the_training_images_gets_a_warning(caplog):
     require(PH2_IMAGE)
     appearance = load_model_package("skin-lesion-ph2").card.training_appearance
-    photo = sitk.GetArrayFromImage(io.read_image(PH2_IMAGE)).astype(np.float64)
+    photo = sitk.GetArrayFromImage(images.read_image(PH2_IMAGE)).astype(np.float64)
     assert appearance.input_warning(photo) is None
     reddened = np.clip(photo * [1.0, 0.55, 0.55], 0, 255)  # mucosa-red, as an endoscopy photo
     said = appearance.input_warning(reddened)

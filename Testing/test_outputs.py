@@ -23,7 +23,7 @@ import pytest
 import SimpleITK as sitk
 
 from _inference_helpers import make_package
-from AttentionMambaSegLib import cli, io, outputs, package as pkg
+from AttentionMambaSegLib import cli, images, outputs, package as pkg, writers
 from AttentionMambaSegLib.inference import photo_scale
 
 PH2_MODEL = pkg.bundled_models_dir() / "skin-lesion-ph2"
@@ -155,7 +155,7 @@ def test_enospc_after_half_the_bytes_names_the_path(tmp_path, capsys, caplog, mo
 def _race_writer(path, value, barrier, results):
     barrier.wait()
     try:
-        io.write_labelmap(sitk.GetImageFromArray(np.full((4, 32, 32), value, np.uint8)), path)
+        writers.write_labelmap(sitk.GetImageFromArray(np.full((4, 32, 32), value, np.uint8)), path)
         results.put((value, "ok"))
     except Exception as e:  # the loser's error travels back to the test
         results.put((value, f"{type(e).__name__}: {e}"))
@@ -210,7 +210,7 @@ def test_exif_orientation_is_read_as_viewers_show_it(tmp_path, orientation):
     _save_with_orientation(stored, path, orientation)
     with Image.open(path) as photo:
         shown = np.asarray(ImageOps.exif_transpose(photo).convert("RGB"))
-    image = io.read_image(path)
+    image = images.read_image(path)
     assert np.array_equal(sitk.GetArrayFromImage(image), shown)
     assert image.GetSize() == (shown.shape[1], shown.shape[0])
 
@@ -261,7 +261,7 @@ def test_nifti_qform_and_sform_that_disagree_are_refused_then_chosen(tmp_path, t
     assert np.allclose(labels.GetOrigin(), (-srow[0, 3], -srow[1, 3], srow[2, 3]), atol=1e-3)
     turned = np.asarray(labels.GetDirection()).reshape(3, 3)
     assert math.isclose(math.degrees(math.atan2(turned[1, 0], turned[0, 0])), 30.0, abs_tol=0.01)
-    qform = io.read_image(image, nifti_transform="qform")  # the untouched transform: axis-aligned
+    qform = images.read_image(image, nifti_transform="qform")  # the untouched transform: axis-aligned
     assert np.allclose(qform.GetDirection(), np.eye(3).ravel(), atol=1e-6)
     assert image.read_bytes() == source
 
@@ -288,7 +288,7 @@ def test_16_bit_colour_photo_is_scaled_to_8_bits(tmp_path, caplog):
     sitk.WriteImage(sitk.GetImageFromArray(eight.astype(np.uint16) * 257, isVector=True), str(path))
     assert sitk.ReadImage(str(path)).GetPixelID() == sitk.sitkVectorUInt16
     caplog.set_level(logging.INFO)
-    image = io.read_image(path)
+    image = images.read_image(path)
     assert image.GetPixelID() == sitk.sitkVectorUInt8
     assert np.array_equal(sitk.GetArrayFromImage(image), eight)
     assert "16-bit colour photograph; scaled to 8 bits" in caplog.text
@@ -311,7 +311,7 @@ def test_float_colour_photo_is_refused_naming_the_bit_depth(tmp_path):
     path = tmp_path / "float.tif"
     sitk.WriteImage(sitk.GetImageFromArray(lesion_photo(20, 30).astype(np.float32), isVector=True), str(path))
     with pytest.raises(ValueError, match="32-bit float pixels"):
-        io.read_image(path)
+        images.read_image(path)
 
 
 # --------------------------------------------------------------------------- 8: evaluate that cannot lie
@@ -414,7 +414,7 @@ def test_a_large_photo_is_segmented_at_the_models_scale(tmp_path, monkeypatch, c
     big = np.repeat(np.repeat(small, 5, axis=0), 5, axis=1)  # 1910 x 1430 px, the same photo
     sitk.WriteImage(sitk.GetImageFromArray(small, isVector=True), str(tmp_path / "small.png"))
     sitk.WriteImage(sitk.GetImageFromArray(big, isVector=True), str(tmp_path / "big.png"))
-    scaled = photo_scale.to_model_scale(io.read_image(tmp_path / "big.png"), card)
+    scaled = photo_scale.to_model_scale(images.read_image(tmp_path / "big.png"), card)
     assert np.allclose(scaled.GetSpacing(), (0.2, 0.2))
     from AttentionMambaSegLib.inference import sliding_window
 
@@ -442,9 +442,9 @@ def test_folder_with_one_multiframe_dicom_file_is_read_as_that_file(tmp_path):
     frames = sitk.GetImageFromArray((np.random.default_rng(0).random((5, 16, 16)) * 100).astype(np.uint16))
     frames.SetSpacing((0.5, 0.5, 2.0))
     sitk.WriteImage(frames, str(folder / "enhanced.dcm"))
-    image = io.read_image(folder)
+    image = images.read_image(folder)
     assert image.GetDimension() == 3 and image.GetSize() == (16, 16, 5)
-    assert np.array_equal(sitk.GetArrayFromImage(image), sitk.GetArrayFromImage(io.read_image(folder / "enhanced.dcm")))
+    assert np.array_equal(sitk.GetArrayFromImage(image), sitk.GetArrayFromImage(images.read_image(folder / "enhanced.dcm")))
 
 
 def test_models_folder_variable_naming_a_file(tmp_path, monkeypatch, capsys, tiny_model):

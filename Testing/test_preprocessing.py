@@ -9,7 +9,7 @@ import SimpleITK as sitk
 
 from _inference_helpers import (ACDC_IMAGE, ACDC_LABEL, DICOM_DIR, HIPPO_IMAGE, HIPPO_LABEL, PH2_IMAGE,
                                 dice, permute_flip, require)
-from AttentionMambaSegLib import io, preprocessing as P
+from AttentionMambaSegLib import images, preprocessing as P
 from AttentionMambaSegLib.postprocessing import keep_largest_component
 
 
@@ -91,7 +91,7 @@ def test_choose_slice_axis_single_slice_volume():
 def test_choose_slice_axis_real_volumes():
     require(ACDC_IMAGE, DICOM_DIR)
     assert P.choose_slice_axis(P.reorient(sitk.ReadImage(str(ACDC_IMAGE)), "LPS")) == 2
-    dicom = io.read_image(DICOM_DIR)
+    dicom = images.read_image(DICOM_DIR)
     assert P.choose_slice_axis(P.reorient(dicom, "LPS")) == 2  # 6.5 mm slices
     with pytest.raises(ValueError, match="3D"):
         P.choose_slice_axis(sitk.Image([4, 4], sitk.sitkUInt8))
@@ -182,7 +182,7 @@ def test_roundtrip_with_resampling_and_real_direction():
 
 def test_label_slices_to_image_geometry_oblique_dicom():
     require(DICOM_DIR)
-    dicom = io.read_image(DICOM_DIR)
+    dicom = images.read_image(DICOM_DIR)
     slices, geo = P.image_to_slices(dicom, (1.0, 1.0), "LPS")
     assert slices.shape[0] == 22
     labels = np.zeros((geo.num_slices, *geo.in_plane_shape), dtype=np.uint8)
@@ -304,7 +304,7 @@ def test_slice_source_matches_image_to_slices_on_real_volumes():
     hippo = sitk.ReadImage(str(HIPPO_IMAGE))  # RAS-stored: reoriented first
     _, geo = _streamed_equals_whole(hippo, (0.7, 0.7), {"type": "zscore"})
     assert geo.resampled
-    dicom = io.read_image(DICOM_DIR)  # oblique
+    dicom = images.read_image(DICOM_DIR)  # oblique
     _streamed_equals_whole(dicom, (1.0, 1.0), {"type": "ct", "clip": [-100, 400], "mean": 50.0, "std": 80.0})
 
 

@@ -12,7 +12,7 @@ import SimpleITK as sitk
 
 from _inference_helpers import make_package
 
-from AttentionMambaSegLib import inference, io
+from AttentionMambaSegLib import images, inference
 from AttentionMambaSegLib.cli import main
 from AttentionMambaSegLib.inference.roi import RegionOfInterest, crop_to_roi, paste_labels
 
@@ -21,7 +21,7 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "AttentionMambaSeg/Resources/Exa
 
 @pytest.fixture(scope="module")
 def image():
-    return io.read_image(EXAMPLE)
+    return images.read_image(EXAMPLE)
 
 
 def _centre(image):

@@ -102,13 +102,13 @@ def test_every_bundled_class_is_distinct_and_its_codes_are_in_the_shipped_contex
 
 def test_seg_nrrd_keeps_anterior_and_posterior_apart(tmp_path):
     slicerio = pytest.importorskip("slicerio")
-    from AttentionMambaSegLib import io
+    from AttentionMambaSegLib import writers
 
     package = load_model_package("hippocampus-msd")
     labels = np.zeros((2, 6, 8), np.uint8)
     labels[:, :3] = 1
     labels[:, 3:] = 2
-    path = io.write_segmentation(sitk.GetImageFromArray(labels), tmp_path / "h.seg.nrrd", package.config["classes"])
+    path = writers.write_seg_nrrd(sitk.GetImageFromArray(labels), tmp_path / "h.seg.nrrd", package.config["classes"])
     segments = {s["labelValue"]: s for s in slicerio.read_segmentation(str(path))["segments"]}
     assert segments[1]["terminology"]["typeModifier"] == ["SCT", "255549009", "Anterior"]
     assert segments[2]["terminology"]["typeModifier"] == ["SCT", "255551008", "Posterior"]

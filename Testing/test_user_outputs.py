@@ -27,7 +27,8 @@ import slicerio
 from PIL import Image
 
 from _inference_helpers import ACDC_IMAGE, ACDC_LABEL, PH2_IMAGE, PH2_LABEL, make_package, require
-from AttentionMambaSegLib import cli, io, masks, package as pkg
+from AttentionMambaSegLib import cli, images, masks, package as pkg, writers
+from AttentionMambaSegLib.cli.montage import write_overlay_montage
 from AttentionMambaSegLib.inference.files import output_path_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,7 +53,7 @@ def acdc_crop(tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
     image, label = folder / "case_0000.nii.gz", folder / "case_label.nii.gz"
-    sitk.WriteImage(io.read_image(ACDC_IMAGE)[:, :, 4:7], str(image))
+    sitk.WriteImage(images.read_image(ACDC_IMAGE)[:, :, 4:7], str(image))
     sitk.WriteImage(sitk.ReadImage(str(ACDC_LABEL))[:, :, 4:7], str(label))
     return image, label
 
@@ -115,7 +116,7 @@ def test_evaluate_seg_nrrd_of_the_reference_scores_one(tmp_path, acdc_crop, caps
     """The reference written as a Slicer segmentation (names of the bundled cardiac model) scores Dice 1."""
     _, label = acdc_crop
     card = pkg.load_model_package("cardiac-acdc")  # bundled: a missing model fails the test
-    seg = io.write_segmentation(sitk.ReadImage(str(label)), tmp_path / "ref.seg.nrrd", card.config["classes"])
+    seg = writers.write_seg_nrrd(sitk.ReadImage(str(label)), tmp_path / "ref.seg.nrrd", card.config["classes"])
     assert run_cli("evaluate", "--prediction", seg, "--label", label) == 0
     rows = table_rows(capsys.readouterr().out)
     assert list(rows) == ["right ventricle cavity", "left ventricle myocardium", "left ventricle cavity",
@@ -127,7 +128,7 @@ def test_evaluate_seg_nrrd_of_the_reference_scores_one(tmp_path, acdc_crop, caps
     ks, js, is_ = np.nonzero(sitk.GetArrayFromImage(ref))
     crop = ref[int(is_.min()):int(is_.max()) + 1, int(js.min()):int(js.max()) + 1, :]
     assert crop.GetSize() != ref.GetSize()
-    small = io.write_segmentation(crop, tmp_path / "cropped.seg.nrrd", card.config["classes"])
+    small = writers.write_seg_nrrd(crop, tmp_path / "cropped.seg.nrrd", card.config["classes"])
     assert run_cli("evaluate", "--prediction", small, "--label", label) == 0
     assert table_rows(capsys.readouterr().out)["mean of classes"][:2] == ["1.0000", "0.00"]
 
@@ -142,7 +143,7 @@ def test_seg_nrrd_segments_map_to_the_model_by_name(tmp_path, acdc_crop, capsys)
     image.CopyInformation(ref)
     card = pkg.load_model_package("cardiac-acdc")
     classes = [dict(c, label_value=4 - c["label_value"]) if c["label_value"] else c for c in card.config["classes"]]
-    seg = io.write_segmentation(image, tmp_path / "swapped.seg.nrrd", classes)
+    seg = writers.write_seg_nrrd(image, tmp_path / "swapped.seg.nrrd", classes)
     assert run_cli("evaluate", "--prediction", seg, "--label", label, "--model", "cardiac-acdc") == 0
     assert table_rows(capsys.readouterr().out)["mean of classes"][0] == "1.0000"
     # Without the model the stored label values are scored: RV and LV cavity are swapped.
@@ -151,7 +152,7 @@ def test_seg_nrrd_segments_map_to_the_model_by_name(tmp_path, acdc_crop, capsys)
     assert rows["left ventricle cavity"][0] == "1" and float(rows["left ventricle cavity"][1]) == 0.0
     # A segment named as no class of the model: a clear error.
     renamed = [dict(c, name="tumour") if c["label_value"] == 1 else c for c in card.config["classes"]]
-    other = io.write_segmentation(ref, tmp_path / "other.seg.nrrd", renamed)
+    other = writers.write_seg_nrrd(ref, tmp_path / "other.seg.nrrd", renamed)
     assert run_cli("evaluate", "--prediction", other, "--label", label, "--model", "cardiac-acdc") == 1
     err = capsys.readouterr().err
     assert "Segment 'tumour'" in err and "none of the model's classes" in err and "Traceback" not in err
@@ -351,7 +352,7 @@ def test_areas_in_mm2_for_a_2d_image_with_spacing(tmp_path, acdc_crop, model_dir
                    "--no-tta") == 0
     segments = json.loads((tmp_path / "slice.report.json").read_text())["segments"]
     assert all("area_mm2" in s and "area_px" not in s for s in segments)
-    assert io.has_physical_spacing(io.read_image(path)) and not io.has_physical_spacing(io.read_image(PH2_LABEL))
+    assert images.has_physical_spacing(images.read_image(path)) and not images.has_physical_spacing(images.read_image(PH2_LABEL))
 
 
 def test_palette_png_for_several_classes(tmp_path, capsys):
@@ -359,7 +360,7 @@ def test_palette_png_for_several_classes(tmp_path, capsys):
     labels = np.zeros((20, 30), dtype=np.uint8)
     labels[2:8, 3:9], labels[10:15, 5:25], labels[16:19, 1:4] = 1, 2, 3
     image = sitk.GetImageFromArray(labels)
-    png_path = io.write_labelmap(image, tmp_path / "mask.png", classes)
+    png_path = writers.write_labelmap(image, tmp_path / "mask.png", classes)
     with Image.open(png_path) as png:
         assert png.mode == "P"
         palette = np.asarray(png.getpalette()[:12]).reshape(4, 3)
@@ -374,7 +375,7 @@ def test_palette_png_for_several_classes(tmp_path, capsys):
     rows = table_rows(capsys.readouterr().out)
     assert [rows[f"label {k}"][1] for k in (1, 2, 3)] == ["1.0000"] * 3
     # One class with label value 1: grey 0/255, read back as 0/1.
-    one = io.write_labelmap(sitk.GetImageFromArray((labels > 0).astype(np.uint8)), tmp_path / "one.png",
+    one = writers.write_labelmap(sitk.GetImageFromArray((labels > 0).astype(np.uint8)), tmp_path / "one.png",
                             [classes[0], classes[1]])
     assert set(np.unique(np.asarray(Image.open(one))).tolist()) == {0, 255}
     np.testing.assert_array_equal(masks.read_png_labels(one), (labels > 0).astype(np.uint8))
@@ -387,7 +388,7 @@ def test_montage_has_a_legend_and_slice_numbers(tmp_path):
     labels = np.zeros((5, 64, 80), dtype=np.uint8)
     labels[:, 10:20, 10:20], labels[:, 30:40, 30:40], labels[:, 45:55, 50:70] = 1, 2, 3
     labelmap = sitk.GetImageFromArray(labels)
-    path = io.write_overlay_montage(volume, labelmap, classes, tmp_path / "montage.png", columns=5)
+    path = write_overlay_montage(volume, labelmap, classes, tmp_path / "montage.png", columns=5)
     montage = np.asarray(Image.open(path).convert("RGB"))
     assert montage.shape[1] == 5 * 80 and montage.shape[0] > 64  # one row of tiles, then the legend
     legend = montage[64:]

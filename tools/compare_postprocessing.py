@@ -17,7 +17,7 @@ import SimpleITK as sitk
 
 from AttentionMambaSegLib.data import load_dataset_info, split_cases
 from AttentionMambaSegLib.inference import predict_volume
-from AttentionMambaSegLib.io import read_image
+from AttentionMambaSegLib.images import read_image
 from AttentionMambaSegLib.metrics import array_spacing, dice, hd95
 from AttentionMambaSegLib.package import load_model_package
 from AttentionMambaSegLib.postprocessing import keep_largest_component

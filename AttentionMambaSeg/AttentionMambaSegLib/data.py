@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from .io import SPACING_KEY, is_photo_file, itk_warnings_hidden
+from .images import SPACING_KEY, is_photo_file, itk_warnings_hidden
 
 __all__ = [
     "DatasetError",
@@ -356,7 +356,7 @@ def read_case(info: DatasetInfo, case_id: str, *, with_label: bool = True) -> tu
         )
     if len(channels) == 1:
         image = channels[0]
-        if is_photo_file(files[0]):  # sizes in pixels, as for an image read by io.read_image
+        if is_photo_file(files[0]):  # sizes in pixels, as for an image read by images.read_image
             image.SetMetaData(SPACING_KEY, "none")
     else:
         scalars = [sitk.Cast(c, sitk.sitkFloat32) for c in channels]
@@ -399,7 +399,7 @@ def validate_dataset(
     splits_final.json exists; every case has all its channel files (component count = number of
     channel_names), a scalar label, and image/label with the same size, spacing, origin and direction
     (tolerance 1e-4 relative, 1e-3 absolute); image files without a label; with ``check_label_values``,
-    no truncated file (see :func:`~.io.check_file_complete`) and label values all listed in dataset.json.
+    no truncated file (see :func:`~.images.check_file_complete`) and label values all listed in dataset.json.
 
     Args:
         path: the dataset folder.
@@ -471,7 +471,7 @@ def _case_problems(info: DatasetInfo, case_id: str, allowed: set[int], check_val
         problems.append(f"label has {label_reader.GetNumberOfComponents()} components; it must be a scalar labelmap")
     problems.extend(_geometry_problems(readers[0], label_reader, "label"))
     if check_values and not problems:
-        from .io import check_file_complete
+        from .images import check_file_complete
 
         for file in (*files, label_path):  # ITK reads a truncated .nii.gz silently (missing voxels = 0)
             try:

@@ -133,7 +133,7 @@ def write_dicom_seg(labelmap: sitk.Image, path: str | os.PathLike, classes: Sequ
 
     Args:
         labelmap: uint8 (or integer 0..255) 3D labelmap on the source series' grid (as
-            :func:`~AttentionMambaSegLib.io.read_dicom_series` reads it, (S, H, W) = (K, J, I) in numpy).
+            :func:`~AttentionMambaSegLib.dicom.read_dicom_series` reads it, (S, H, W) = (K, J, I) in numpy).
         path: destination ending in ``.dcm``.
         classes: the model's classes (model.json dicts or :class:`~.terminology.ClassEntry`); every
             foreground class becomes a segment, numbered 1..N in label-value order. Each needs SNOMED
@@ -156,16 +156,16 @@ def write_dicom_seg(labelmap: sitk.Image, path: str | os.PathLike, classes: Sequ
             files of several series or a multi-frame source, a source slice off the labelmap's grid, a wrong
             extension.
         FileExistsError: ``path`` exists and ``overwrite`` is False.
-        FileNotFoundError, PermissionError, OSError: see :func:`~AttentionMambaSegLib.io.check_output_path`
-            and :func:`~AttentionMambaSegLib.io.atomic_output`.
+        FileNotFoundError, PermissionError, OSError: see :func:`~AttentionMambaSegLib.images.check_output_path`
+            and :func:`~AttentionMambaSegLib.images.atomic_output`.
     """
-    from . import __version__, io
+    from . import __version__, images
     from .terminology import ClassEntry, check_distinct
 
     hd = require_highdicom()
     from pydicom.sr.codedict import codes
 
-    path = io.check_output_path(path, allowed=(DICOM_SEG_EXTENSION,), overwrite=overwrite, inputs=inputs)
+    path = images.check_output_path(path, allowed=(DICOM_SEG_EXTENSION,), overwrite=overwrite, inputs=inputs)
     if labelmap.GetDimension() != 3 or labelmap.GetNumberOfComponentsPerPixel() != 1:
         raise ValueError(f"A DICOM SEG needs a 3D scalar labelmap, got a {labelmap.GetDimension()}D image with "
                          f"{labelmap.GetNumberOfComponentsPerPixel()} component(s).")
@@ -218,7 +218,7 @@ def write_dicom_seg(labelmap: sitk.Image, path: str | os.PathLike, classes: Sequ
                                 series_description)
     finally:
         hd_logger.setLevel(level)
-    with io.atomic_output(path, overwrite=overwrite, inputs=inputs, verify=_read_back(len(descriptions))) as tmp:
+    with images.atomic_output(path, overwrite=overwrite, inputs=inputs, verify=_read_back(len(descriptions))) as tmp:
         seg.save_as(str(tmp))
     logger.info("Wrote DICOM SEG %s (%d segments, %d frames, source series %s)", path, len(descriptions),
                 int(seg.NumberOfFrames), source.SeriesInstanceUID)

@@ -10,11 +10,11 @@
 * :func:`write_outline_overlay`: a 2D image (a photograph) with the outline of each segment drawn in
   its class colour, as a PNG to look at.
 * :func:`add_legend` and :func:`label_tile`: the colour legend (class names in their colours) and the
-  slice numbers of the montage written by :func:`.io.write_overlay_montage`.
+  slice numbers of the montage written by :func:`.cli.montage.write_overlay_montage`.
 
 Arrays are (H, W) = (rows, columns) as the PNG shows them; RGB arrays are (H, W, 3) uint8. Every file
 is written under the output rule of :mod:`.outputs`. Imports point down only: :mod:`.outputs` at load,
-:mod:`.io` and :mod:`.terminology` inside the functions that need them.
+:mod:`.images` and :mod:`.terminology` inside the functions that need them.
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def write_png_mask(labelmap: sitk.Image, path: str | os.PathLike, classes=None, 
     Args:
         labelmap: 2D scalar SimpleITK labelmap, values 0..255 (a PNG keeps no spacing or origin).
         path: ``.png`` destination.
-        classes, overwrite, inputs: as :func:`png_mask` and :func:`.io.write_labelmap`.
+        classes, overwrite, inputs: as :func:`png_mask` and :func:`.writers.write_labelmap`.
 
     Returns:
         ``path``.
@@ -240,7 +240,7 @@ def read_labelmap(path: str | os.PathLike, classes=None) -> tuple[sitk.Image, di
     Args:
         path: ``.seg.nrrd`` (:func:`read_seg_nrrd`), ``.png`` (:func:`read_png_labels`; spacing 1, origin 0:
             a PNG keeps no geometry), or ``.nii.gz`` / ``.nii`` / ``.nrrd`` / ``.mha`` and the other formats of
-            :func:`.io.read_image`.
+            :func:`.images.read_image`.
         classes: the model's classes, to map ``.seg.nrrd`` segments to label values by name.
 
     Returns:
@@ -249,9 +249,9 @@ def read_labelmap(path: str | os.PathLike, classes=None) -> tuple[sitk.Image, di
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: as :func:`read_seg_nrrd`, :func:`read_png_labels` and :func:`.io.read_image`.
+        ValueError: as :func:`read_seg_nrrd`, :func:`read_png_labels` and :func:`.images.read_image`.
     """
-    from . import io
+    from . import images
 
     path = Path(path)
     if not path.is_file():
@@ -261,7 +261,7 @@ def read_labelmap(path: str | os.PathLike, classes=None) -> tuple[sitk.Image, di
         return read_seg_nrrd(path, classes)
     if ext == ".png":
         return sitk.GetImageFromArray(read_png_labels(path)), {}
-    return io.read_image(path), {}
+    return images.read_image(path), {}
 
 
 # ------------------------------------------------------------------------------------- pictures to look at
@@ -344,7 +344,7 @@ def write_outline_overlay(image: sitk.Image, labelmap: sitk.Image, classes, path
         labelmap: integer labelmap on the same grid.
         classes: the model's classes (colours by label value).
         path: ``.png`` destination.
-        overwrite, inputs: as :func:`.io.write_labelmap`.
+        overwrite, inputs: as :func:`.writers.write_labelmap`.
 
     Returns:
         ``path``. The picture is (H, W, 3) uint8: the image's own pixels (RGB kept, grey windowed), except

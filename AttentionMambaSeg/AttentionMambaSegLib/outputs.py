@@ -18,7 +18,7 @@
    PATH").
 7. Callers log "Wrote ..." after :func:`write_output` returns, that is only after the rename.
 
-This module imports nothing else of the package; :mod:`.io` and every command write through it.
+This module imports nothing else of the package; :mod:`.images`, :mod:`.writers` and every command write through it.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 A model's ``classes`` (model.json) are read and validated here, and every writer takes its names,
 colours and codes from the :class:`ClassEntry` objects made here: the MRML writer
-(:mod:`AttentionMambaSegLib.mrml`), the ``.seg.nrrd`` writer (:mod:`AttentionMambaSegLib.io`) and the
+(:mod:`AttentionMambaSegLib.mrml`), the ``.seg.nrrd`` writer (:mod:`AttentionMambaSegLib.writers`) and the
 model card written by training.
 
 One class entry in model.json::

@@ -49,8 +49,9 @@ def run(args: argparse.Namespace) -> int:
     import SimpleITK as sitk
 
     from ._progress import Bar
+    from .montage import write_overlay_montage
 
-    from .. import io
+    from .. import images, writers
     from ..inference import Predictor
     from ..inference.files import report_path_for, write_report
     from ..outputs import check_output_path
@@ -79,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     inputs = [image_path, label_path]
     for path in names.values():  # before any work: every output may be written
         check_output_path(path, overwrite=args.overwrite, inputs=inputs)
-    image = io.read_image(image_path)
+    image = images.read_image(image_path)
     bar = Bar("slice", desc=EXAMPLE_CASE)
 
     predictor = Predictor(package, device=args.device, tta=args.tta, mode=args.mode)
@@ -92,20 +93,20 @@ def run(args: argparse.Namespace) -> int:
     labelmap = result.labels
     classes = package.config["classes"]
     rule = {"overwrite": args.overwrite, "inputs": inputs}
-    segmentation = io.write_segmentation(labelmap, names["segmentation"], classes,
-                                         flagged=[s.label_value for s in result.needs_review], **rule)
+    segmentation = writers.write_seg_nrrd(labelmap, names["segmentation"], classes,
+                                          flagged=[s.label_value for s in result.needs_review], **rule)
     written = [
         segmentation,
         write_report(result, segmentation, image_path, **rule),
-        io.write_labelmap(labelmap, names["labels"], **rule),
-        io.write_overlay_montage(image, labelmap, classes, names["montage"], **rule),
+        writers.write_labelmap(labelmap, names["labels"], **rule),
+        write_overlay_montage(image, labelmap, classes, names["montage"], **rule),
     ]
     print(f"Segmented {EXAMPLE_CASE} with '{package.id}' {package.version} in {seconds:.1f} s "
           f"(mode {predictor.mode}: {predictor.plan.describe()})")
     if label_path.is_file():
         # copies, not views: a view of the temporary ReadImage result would outlive its image
         pred = sitk.GetArrayFromImage(labelmap)
-        ref = sitk.GetArrayFromImage(io.read_image(label_path))
+        ref = sitk.GetArrayFromImage(images.read_image(label_path))
         for c in package.classes:
             p, r = pred == c["label_value"], ref == c["label_value"]
             denom = int(p.sum() + r.sum())

@@ -168,7 +168,7 @@ def _run_jsonl(args: argparse.Namespace) -> int:
 
 def expand_inputs(inputs: list[str]) -> list[Path]:
     """Inputs with each folder of image files (no DICOM) replaced by its image files, sorted by name."""
-    from ..io import IMAGE_EXTENSIONS, path_extension
+    from ..images import IMAGE_EXTENSIONS, path_extension
 
     expanded = []
     for text in inputs:

@@ -243,14 +243,14 @@ def check_cardiac_outputs(folder: str | os.PathLike, frames: int, output_format:
         FileExistsError: an output exists and ``overwrite`` is False.
         PermissionError: the folder is not writable.
     """
-    from .. import io, outputs
+    from .. import images, outputs
 
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"Output {folder} is a file; the cardiac command writes into a folder (-o OUT_FOLDER).")
     if not folder.exists() and not folder.parent.is_dir():
         raise FileNotFoundError(f"Cannot create the output folder {folder}: {folder.parent} does not exist.")
-    if "." + output_format.lstrip(".") not in io.OUTPUT_EXTENSIONS or output_format == "png":
+    if "." + output_format.lstrip(".") not in images.OUTPUT_EXTENSIONS or output_format == "png":
         raise ValueError(f"Unknown labelmap format {output_format!r}: use seg.nrrd, nii.gz, nii, nrrd or mha.")
     paths = _output_paths(folder, frames, output_format, all_frames)
     for path in paths.values():  # never over an input; the folder writable or creatable
@@ -295,7 +295,7 @@ def write_cardiac_outputs(analysis: CardiacAnalysis, folder: str | os.PathLike, 
     Raises:
         FileExistsError, FileNotFoundError, PermissionError, ValueError: see :func:`check_cardiac_outputs`.
     """
-    from .. import io, outputs
+    from .. import outputs, writers
     from .plot import write_volume_curve
 
     paths = check_cardiac_outputs(folder, len(analysis.labelmaps), output_format, all_frames, overwrite, inputs)
@@ -305,12 +305,13 @@ def write_cardiac_outputs(analysis: CardiacAnalysis, folder: str | os.PathLike, 
     classes = [c.to_dict() if hasattr(c, "to_dict") else c for c in classes]
     written = {}
     for key, index in (("ed", analysis.ed_index), ("es", analysis.es_index)):
-        written[key] = io.write_labelmap(analysis.labelmaps[index], paths[key], classes,
-                                         flagged=analysis.flagged[index], overwrite=overwrite, inputs=inputs)
+        written[key] = writers.write_labelmap(analysis.labelmaps[index], paths[key], classes,
+                                              flagged=analysis.flagged[index], overwrite=overwrite, inputs=inputs)
     if all_frames:
         for t, labelmap in enumerate(analysis.labelmaps):
-            written[f"frame{t}"] = io.write_labelmap(labelmap, paths[f"frame{t}"], classes,
-                                                     flagged=analysis.flagged[t], overwrite=overwrite, inputs=inputs)
+            written[f"frame{t}"] = writers.write_labelmap(labelmap, paths[f"frame{t}"], classes,
+                                                          flagged=analysis.flagged[t], overwrite=overwrite,
+                                                          inputs=inputs)
     written["curve"] = write_volume_curve([v.lv_ml for v in analysis.volumes], [v.rv_ml for v in analysis.volumes],
                                           analysis.function.ed_frame, analysis.function.es_frame, paths["curve"],
                                           title=Path(source.split(" + ")[0]).name if source else "",

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from ..io import itk_warnings_hidden
+from ..images import itk_warnings_hidden
 
 __all__ = ["Cine", "read_cine", "read_dicom_cine", "split_frames"]
 
@@ -156,7 +156,7 @@ def read_dicom_cine(folder: str | os.PathLike, series: str | None = None,
 
     Args:
         folder: a folder with the series (searched recursively).
-        series, modality: which series (:func:`~AttentionMambaSegLib.io.choose_dicom_series`).
+        series, modality: which series (:func:`~AttentionMambaSegLib.dicom.choose_dicom_series`).
 
     Returns:
         3D frames in time order (one, for a series with one file per location); each keeps the
@@ -165,14 +165,14 @@ def read_dicom_cine(folder: str | os.PathLike, series: str | None = None,
     Raises:
         FileNotFoundError, ValueError: no DICOM series, an incomplete cine, unevenly spaced slices.
     """
-    from .. import io
+    from .. import dicom
 
-    listed = io.list_dicom_series(folder)
-    chosen = io.choose_dicom_series(listed, series, modality)
+    listed = dicom.list_dicom_series(folder)
+    chosen = dicom.choose_dicom_series(listed, series, modality)
     frames_files = _dicom_frame_files(chosen.files, f"DICOM series {chosen.uid}")
     frames = []
     for t, files in enumerate(frames_files):
-        io.check_slice_positions(files)
+        dicom.check_slice_positions(files)
         reader = sitk.ImageSeriesReader()
         reader.SetFileNames(files)
         try:
@@ -188,13 +188,13 @@ def read_dicom_cine(folder: str | os.PathLike, series: str | None = None,
 
 def _read_frames(path: Path, series: str | None, modality: str | None) -> list[sitk.Image]:
     """Frames of one input: a cine gives several, a 3D volume one."""
-    from .. import io
+    from .. import images
 
     if path.is_dir():
         return read_dicom_cine(path, series=series, modality=modality)
-    image = io.read_image(path)
+    image = images.read_image(path)
     if image.GetDimension() == 4 or (image.GetDimension() == 3 and image.GetNumberOfComponentsPerPixel() > 1
-                                     and io.path_extension(path) in (".nrrd", ".nhdr")):
+                                     and images.path_extension(path) in (".nrrd", ".nhdr")):
         return split_frames(image)
     if image.GetDimension() == 2:
         raise ValueError(f"{path} is a 2D image; cardiac function needs 3D short-axis stacks.")
@@ -207,7 +207,7 @@ def read_cine(inputs: Sequence[str | os.PathLike], series: str | None = None,
 
     Args:
         inputs: the paths (see the module docstring). Two 3D volumes are taken as ED then ES.
-        series, modality: for DICOM folders (:func:`~AttentionMambaSegLib.io.choose_dicom_series`).
+        series, modality: for DICOM folders (:func:`~AttentionMambaSegLib.dicom.choose_dicom_series`).
 
     Returns:
         :class:`Cine`.

@@ -36,7 +36,7 @@ def write_volume_curve(lv_ml: Sequence[float], rv_ml: Sequence[float], ed_frame:
         ValueError: the two curves have different lengths or the path is not a .png.
         FileExistsError: ``path`` exists and ``overwrite`` is False.
     """
-    from ..io import atomic_output, check_output_path
+    from ..images import atomic_output, check_output_path
 
     path = check_output_path(path, allowed=(".png",), overwrite=overwrite)
     if len(lv_ml) != len(rv_ml) or not lv_ml:

@@ -16,7 +16,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .. import preprocessing
-from ..io import modality_code
+from ..dicom import modality_code
 
 __all__ = ["check_input_image", "check_direction", "check_modality", "input_range_warnings", "TrainingGeometry",
            "LABELMAP_MAX_VALUES", "FLOAT32_MAX", "DIRECTION_TOLERANCE", "COARSER_SPACING_FACTOR",
@@ -38,7 +38,7 @@ CT_AIR_SHARE = 0.05
 def check_modality(image: sitk.Image, package, arr=None, force: bool = False) -> None:
     """Refuse an image of another modality than the model was trained on, unless ``force``.
 
-    The DICOM Modality tag (``0008|0060``, kept by :func:`~AttentionMambaSegLib.io.read_dicom_series`)
+    The DICOM Modality tag (``0008|0060``, kept by :func:`~AttentionMambaSegLib.dicom.read_dicom_series`)
     decides where present; otherwise an MR model refuses an image whose intensities look like
     Hounsfield units (at least 5 % of the voxels at or below -500, the air of a CT; MR magnitudes are
     not negative).

@@ -119,7 +119,8 @@ class SegmentReport:
 
     def size(self, dimension: int, pixels: bool = False) -> tuple[str, float]:
         """``(unit, value)``: ``("volume_ml", mL)`` in 3D, ``("area_mm2", mm2)`` in 2D, ``("area_px", pixels)``
-        for an image without a physical pixel size (a photograph: :func:`~AttentionMambaSegLib.io.has_physical_spacing`)."""
+        for an image without a physical pixel size (a photograph:
+        :func:`~AttentionMambaSegLib.images.has_physical_spacing`)."""
         if pixels:
             return "area_px" if dimension == 2 else "volume_voxels", float(self.voxels)
         if dimension == 3:
@@ -128,7 +129,7 @@ class SegmentReport:
 
     def size_text(self, labels) -> str:
         """The size for the log: "12.3 mL", "456 mm2" or "7890 px" (``labels``: the result's SimpleITK labelmap)."""
-        from ..io import has_physical_spacing
+        from ..images import has_physical_spacing
 
         unit, value = self.size(labels.GetDimension(), not has_physical_spacing(labels))
         return {"volume_ml": f"{value:.1f} mL", "area_mm2": f"{value:.0f} mm2"}.get(unit, f"{value:.0f} px")
@@ -170,7 +171,7 @@ class Segmentation:
 
     def report(self) -> dict:
         """The JSON report (see ``docs/CONTRACTS.md``)."""
-        from ..io import has_physical_spacing
+        from ..images import has_physical_spacing
 
         dimension = self.labels.GetDimension()
         pixels = not has_physical_spacing(self.labels)

@@ -48,7 +48,7 @@ def output_path_for(input_path, output, output_format: str = "seg.nrrd", many: b
             unknown format.
     """
 
-    from .. import io
+    from .. import images
 
     text = str(output)
     if not text.strip():
@@ -57,13 +57,13 @@ def output_path_for(input_path, output, output_format: str = "seg.nrrd", many: b
     ext = _format_extension(output_format)
     names_a_file = output.exists() and not output.is_dir()
     folder = output.is_dir() or (not names_a_file and (text.endswith(("/", "\\")) or (
-        many and io.path_extension(output) not in io.OUTPUT_EXTENSIONS + (".dcm",))))
+        many and images.path_extension(output) not in images.OUTPUT_EXTENSIONS + (".dcm",))))
     if folder:
         source = Path(input_path)
         name = source.name
         if not name or name in (".", ".."):  # "." or "..": name the output after the folder itself
             name = source.resolve().name or "segmentation"
-        in_ext = io.path_extension(source) if source.is_file() else ""
+        in_ext = images.path_extension(source) if source.is_file() else ""
         stem = name[: len(name) - len(in_ext)] if in_ext else name
         if stem.endswith(CHANNEL_SUFFIX) and len(stem) > len(CHANNEL_SUFFIX):
             stem = stem[: -len(CHANNEL_SUFFIX)]
@@ -77,7 +77,7 @@ def output_path_for(input_path, output, output_format: str = "seg.nrrd", many: b
 
 def overlay_path_for(output) -> Path:
     """The outline picture beside an output file: ``case.seg.nrrd`` -> ``case_overlay.png``."""
-    from ..io import path_extension
+    from ..images import path_extension
 
     output = Path(output)
     return output.with_name(output.name[: len(output.name) - len(path_extension(output))] + "_overlay.png")
@@ -88,26 +88,26 @@ def _format_extension(output_format: str) -> str:
     Raises:
         ValueError: an unknown format.
     """
-    from .. import io
+    from .. import images
     from ..dicom_seg import DICOM_SEG_EXTENSION, DICOM_SEG_FORMAT
 
     if output_format.lstrip(".").lower() == DICOM_SEG_FORMAT:
         return DICOM_SEG_EXTENSION
     ext = "." + output_format.lstrip(".").lower()
-    if ext not in io.OUTPUT_EXTENSIONS:
+    if ext not in images.OUTPUT_EXTENSIONS:
         raise ValueError(f"Unknown output format {output_format!r}: use one of "
-                         f"{', '.join(io.OUTPUT_EXTENSIONS)} or {DICOM_SEG_FORMAT}.")
+                         f"{', '.join(images.OUTPUT_EXTENSIONS)} or {DICOM_SEG_FORMAT}.")
     return ext
 
 
 def _check_input_for_output(image: sitk.Image, src, dst, package, force: bool = False, overlay: bool = False) -> None:
     """Refuse, before any inference, an input the model or the output format cannot take."""
-    from .. import io
+    from .. import images
 
     check_input_image(image, package, warn=False, force=force)  # the prediction checks again and warns
     size = image.GetSize()
     volume = image.GetDimension() == 3 and not (1 in size and sum(n > 1 for n in size) <= 2)
-    if io.path_extension(dst) == ".png" and volume:
+    if images.path_extension(dst) == ".png" and volume:
         raise ValueError(
             f"Input {src} is a 3D volume of size {size}, but the output {dst.name} is a PNG (2D only). "
             "Write .seg.nrrd, .nii.gz, .nrrd or .mha instead."
@@ -124,7 +124,7 @@ def _plan_outputs(inputs: list, output, output_format: str, overwrite: bool, ove
     Raises:
         FileNotFoundError, FileExistsError, PermissionError, ValueError: naming the path.
     """
-    from .. import io
+    from .. import images
     from .. import outputs as output_rule
 
     from ..dicom_seg import DICOM_SEG_EXTENSION, check_dicom_seg_input, require_highdicom
@@ -144,8 +144,8 @@ def _plan_outputs(inputs: list, output, output_format: str, overwrite: bool, ove
         for src in inputs:
             if same_file(src, dst):
                 raise ValueError(f"Output {dst} would overwrite the input image {src}; choose another output path.")
-        output_rule.check_output_path(dst, allowed=io.OUTPUT_EXTENSIONS + (DICOM_SEG_EXTENSION,), overwrite=overwrite,
-                                      inputs=inputs, create_folder=True)
+        output_rule.check_output_path(dst, allowed=images.OUTPUT_EXTENSIONS + (DICOM_SEG_EXTENSION,),
+                                      overwrite=overwrite, inputs=inputs, create_folder=True)
         if overlay:
             output_rule.check_output_path(overlay_path_for(dst), allowed=(".png",), overwrite=overwrite,
                                           inputs=inputs, create_folder=True)
@@ -153,7 +153,7 @@ def _plan_outputs(inputs: list, output, output_format: str, overwrite: bool, ove
         output_rule.check_output_path(outputs[0].parent / SUMMARY_NAME, allowed=(".csv",), overwrite=overwrite,
                                       inputs=inputs, create_folder=True)
     for src, dst in zip(inputs, outputs):
-        if io.path_extension(dst) == DICOM_SEG_EXTENSION:
+        if images.path_extension(dst) == DICOM_SEG_EXTENSION:
             check_dicom_seg_input(src)  # a DICOM SEG references a DICOM series
             require_highdicom()
     if len({str(p.resolve()).lower() for p in outputs}) != len(outputs):
@@ -214,13 +214,13 @@ def segment_files(
             (the CLI makes a tqdm bar).
         cancel: threading.Event; a cancelled run writes nothing more and returns what was written.
         overwrite: replace existing output files (never an input).
-        series: for DICOM folders, which series (:func:`~AttentionMambaSegLib.io.choose_dicom_series`).
+        series: for DICOM folders, which series (:func:`~AttentionMambaSegLib.dicom.choose_dicom_series`).
         force: segment images of another modality than the model's (see :func:`~.checks.check_modality`).
         roi: a :class:`~.roi.RegionOfInterest` applied to every input (labels zero outside it).
         predictor: a :class:`~.predictor.Predictor` of this model to use (for callers that segment input
             after input); then ``device``, ``tta``, ``batch_size``, ``window`` and ``mode`` are its own.
         nifti_transform: for NIfTI inputs whose qform and sform disagree, ``"qform"`` or ``"sform"``
-            (:func:`~AttentionMambaSegLib.io.read_image`); None refuses them.
+            (:func:`~AttentionMambaSegLib.images.read_image`); None refuses them.
         overlay: also write the input with each segment's outline in its class colour,
             ``NAME_overlay.png`` beside each output (2D inputs;
             :func:`~AttentionMambaSegLib.masks.write_outline_overlay`).
@@ -237,8 +237,9 @@ def segment_files(
             the outputs, inference and writing; nothing partial is left behind. A failure after some
             outputs were written logs which ones.
     """
-    from .. import io
+    from .. import dicom, writers
     from ..dicom_seg import DICOM_SEG_EXTENSION, write_dicom_seg
+    from ..images import path_extension, read_image
     from ..package import ModelPackage, load_model_package
 
     inputs = [Path(p) for p in inputs]
@@ -250,8 +251,8 @@ def segment_files(
         package = model if isinstance(model, ModelPackage) else load_model_package(model)
         window_size(package.config, window)  # a bad window fails before any input is read
     def read(src):
-        return io.read_image(src, series=series, modality=package.config.get("modality"),
-                             nifti_transform=nifti_transform)
+        return read_image(src, series=series, modality=package.config.get("modality"),
+                          nifti_transform=nifti_transform)
 
     many = len(inputs) > 1
     summary = many if summary is None else summary
@@ -287,16 +288,16 @@ def segment_files(
                 break
             report = report_path_for(dst)
             replaced = dst.exists()
-            if io.path_extension(dst) == DICOM_SEG_EXTENSION:
-                series_files = io.choose_dicom_series(io.list_dicom_series(src), series,
-                                                      package.config.get("modality")).files
+            if path_extension(dst) == DICOM_SEG_EXTENSION:
+                series_files = dicom.choose_dicom_series(dicom.list_dicom_series(src), series,
+                                                         package.config.get("modality")).files
                 write_dicom_seg(result.labels, dst, package.config["classes"], series_files,
                                 segments=result.segments, algorithm_name=package.id,
                                 algorithm_version=str(package.config["version"]), overwrite=overwrite, inputs=inputs)
             else:
-                io.write_labelmap(result.labels, dst, package.config["classes"],
-                                  flagged=[s.label_value for s in result.needs_review], overwrite=overwrite,
-                                  inputs=inputs)
+                writers.write_labelmap(result.labels, dst, package.config["classes"],
+                                       flagged=[s.label_value for s in result.needs_review], overwrite=overwrite,
+                                       inputs=inputs)
             try:
                 write_report(result, dst, src, overwrite=overwrite, inputs=inputs)
                 if overlay:
@@ -388,7 +389,7 @@ def write_summary(results, path, *, overwrite: bool = False, inputs=()) -> Path:
 
 def report_path_for(output) -> Path:
     """The report beside an output file: ``case.seg.nrrd`` -> ``case.report.json`` (any labelmap extension)."""
-    from ..io import path_extension
+    from ..images import path_extension
 
     output = Path(output)
     return output.with_name(output.name[: len(output.name) - len(path_extension(output))] + REPORT_SUFFIX)

@@ -20,7 +20,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .. import preprocessing
-from ..io import SPACING_KEY
+from ..images import SPACING_KEY
 from ..devices import default_batch_size, select_device
 from ..postprocessing import keep_largest_component
 from .checks import check_input_image, input_range_warnings
@@ -166,7 +166,7 @@ class Predictor:
                 return None
             if scaled is not image:  # on the photograph's own full-resolution grid
                 labels = back_to_input(labels, image)
-            if image.HasMetaDataKey(SPACING_KEY):  # a photograph: sizes in pixels (io.has_physical_spacing)
+            if image.HasMetaDataKey(SPACING_KEY):  # a photograph: sizes in pixels (images.has_physical_spacing)
                 labels.SetMetaData(SPACING_KEY, image.GetMetaData(SPACING_KEY))
             return self._result(labels, tally, warnings, self._timer.record())
         finally:
