@@ -1,5 +1,5 @@
-"""Tests of AttentionMambaSegLib.preprocessing: orientation, slice axis, in-plane resampling, inverse,
-normalisation. Known answers on synthetic images and on the shared ACDC / Hippocampus / DICOM / PH2 data."""
+"""Tests of AttentionMambaSegLib.slicing, .stacking and .normalization: orientation, slice axis, in-plane resampling,
+inverse, normalisation. Known answers on synthetic images and on the shared ACDC / Hippocampus / DICOM / PH2 data."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import SimpleITK as sitk
 
 from _inference_helpers import (ACDC_IMAGE, ACDC_LABEL, DICOM_DIR, HIPPO_IMAGE, HIPPO_LABEL, PH2_IMAGE,
                                 dice, permute_flip, require)
-from AttentionMambaSegLib import images, preprocessing as P
+from AttentionMambaSegLib import images, normalization, slicing as P, stacking
 from AttentionMambaSegLib.postprocessing import keep_largest_component
 
 
@@ -160,7 +160,7 @@ def test_roundtrip_is_exact_without_resampling(target):
     require(ACDC_LABEL)
     lab = sitk.ReadImage(str(ACDC_LABEL))
     labels, geo = P.image_to_slices(lab, target, "LPS", is_label=True)
-    back = P.slices_to_image(onehot(labels, 4), geo)
+    back = stacking.slices_to_image(onehot(labels, 4), geo)
     np.testing.assert_array_equal(back, sitk.GetArrayFromImage(lab))
 
 
@@ -170,11 +170,11 @@ def test_roundtrip_with_resampling_and_real_direction():
     labels, geo = P.image_to_slices(lab, (0.5, 0.5), "LPS", is_label=True)
     assert geo.slice_shape == (102, 70)
     # Up-sampling then back: nearest neighbour + linear/argmax recovers the labels exactly.
-    back = P.slices_to_image(onehot(labels, 3), geo)
+    back = stacking.slices_to_image(onehot(labels, 3), geo)
     np.testing.assert_array_equal(back, sitk.GetArrayFromImage(lab))
     # Down-sampling to 2 mm and back loses detail but keeps the structures in place.
     labels2, geo2 = P.image_to_slices(lab, (2.0, 2.0), "LPS", is_label=True)
-    back2 = P.slices_to_image(onehot(labels2, 3), geo2)
+    back2 = stacking.slices_to_image(onehot(labels2, 3), geo2)
     ref = sitk.GetArrayFromImage(lab)
     for c in (1, 2):
         assert dice(back2, ref, c) > 0.6
@@ -187,7 +187,7 @@ def test_label_slices_to_image_geometry_oblique_dicom():
     assert slices.shape[0] == 22
     labels = np.zeros((geo.num_slices, *geo.in_plane_shape), dtype=np.uint8)
     labels[3, 10:20, 30:40] = 1
-    out = P.label_slices_to_image(labels, geo)
+    out = stacking.label_slices_to_image(labels, geo)
     assert out.GetSize() == dicom.GetSize()
     assert out.GetSpacing() == dicom.GetSpacing()
     assert out.GetOrigin() == dicom.GetOrigin()
@@ -201,7 +201,7 @@ def test_one_slice_volume():
     img = sitk.ReadImage(str(ACDC_IMAGE))[:, :, 5:6]
     slices, geo = P.image_to_slices(img, ACDC_SPACING, "LPS")
     assert slices.shape == (1, 1, 256, 216) and geo.slice_axis == 2
-    out = P.label_slices_to_image(np.ones((1, 256, 216), np.uint8), geo)
+    out = stacking.label_slices_to_image(np.ones((1, 256, 216), np.uint8), geo)
     assert out.GetSize() == (216, 256, 1) and out.GetOrigin() == img.GetOrigin()
 
 
@@ -214,7 +214,7 @@ def test_rgb_png_is_one_slice():
     np.testing.assert_array_equal(slices[0], np.moveaxis(arr, -1, 0).astype(np.float32))
     labels = np.zeros((1, *arr.shape[:2]), np.uint8)
     labels[0, 5, 7] = 1
-    out = P.label_slices_to_image(labels, geo)
+    out = stacking.label_slices_to_image(labels, geo)
     assert out.GetSize() == img.GetSize() and sitk.GetArrayFromImage(out)[5, 7] == 1
 
 
@@ -222,7 +222,7 @@ def test_sigmoid_probabilities_threshold_at_half():
     geo = P.image_to_slices(sitk.Image([4, 3], sitk.sitkFloat32), None, "LPS")[1]
     probs = np.full((1, 1, 3, 4), 0.4, np.float32)
     probs[0, 0, 1, 2] = 0.7
-    labels = P.probabilities_to_label_slices(probs, geo)
+    labels = stacking.probabilities_to_label_slices(probs, geo)
     assert labels.sum() == 1 and labels[0, 1, 2] == 1
 
 
@@ -240,25 +240,25 @@ def test_image_to_slices_rejects_bad_input():
 def test_normalize_zscore_and_constant_image():
     rng = np.random.default_rng(0)
     x = (rng.normal(size=(3, 2, 8, 8)) * 5 + 10).astype(np.float32)
-    y = P.normalize(x, {"type": "zscore"})
+    y = normalization.normalize(x, {"type": "zscore"})
     for c in range(2):
         assert abs(y[:, c].mean()) < 1e-5 and abs(y[:, c].std() - 1) < 1e-4
     with pytest.raises(ValueError, match="constant"):
-        P.normalize(np.zeros((2, 1, 4, 4), np.float32), {"type": "zscore"})
+        normalization.normalize(np.zeros((2, 1, 4, 4), np.float32), {"type": "zscore"})
 
 
 def test_normalize_ct_rgb_known_answers():
     x = np.array([-2000.0, 0.0, 71.19, 1000.0], np.float32).reshape(1, 1, 2, 2)
-    y = P.normalize(x, {"type": "ct", "clip": [-956, 277], "mean": 71.19, "std": 127.96})
+    y = normalization.normalize(x, {"type": "ct", "clip": [-956, 277], "mean": 71.19, "std": 127.96})
     np.testing.assert_allclose(y.ravel(), [(-956 - 71.19) / 127.96, -71.19 / 127.96, 0.0, (277 - 71.19) / 127.96],
                                rtol=1e-5, atol=1e-6)
     rgb = np.full((1, 3, 1, 1), 255.0, np.float32)
-    np.testing.assert_allclose(P.normalize(rgb, {"type": "rgb"}).ravel(),
+    np.testing.assert_allclose(normalization.normalize(rgb, {"type": "rgb"}).ravel(),
                                [(1 - 0.485) / 0.229, (1 - 0.456) / 0.224, (1 - 0.406) / 0.225], rtol=1e-5)
     with pytest.raises(ValueError, match="3 channels"):
-        P.normalize(np.ones((1, 1, 2, 2), np.float32), {"type": "rgb"})
+        normalization.normalize(np.ones((1, 1, 2, 2), np.float32), {"type": "rgb"})
     with pytest.raises(ValueError, match="Unknown normalisation"):
-        P.normalize(rgb, {"type": "minmax"})
+        normalization.normalize(rgb, {"type": "minmax"})
 
 
 def test_keep_largest_component_known_answer():
@@ -285,7 +285,7 @@ def test_keep_largest_component_known_answer():
 def _streamed_equals_whole(img, target, scheme, atol=2e-4):
     """SliceSource batches == normalize(image_to_slices(...)) on the same image; geometry identical."""
     whole, geo = P.image_to_slices(img, target, "LPS")
-    whole = P.normalize(whole, scheme)
+    whole = normalization.normalize(whole, scheme)
     source = P.SliceSource(img, target, "LPS", scheme)
     assert source.geometry == geo and len(source) == whole.shape[0]
     parts = [source[a:a + 3] for a in range(0, len(source), 3)]

@@ -30,7 +30,7 @@ import numpy as np
 import AttentionMambaSegLib  # noqa: F401  (first: it sets torch's OpenMP wait policy)
 import torch
 
-from AttentionMambaSegLib import preprocessing
+from AttentionMambaSegLib import slicing
 from AttentionMambaSegLib.data import load_dataset_info, read_case, split_cases
 from AttentionMambaSegLib.evaluation import evaluate
 from AttentionMambaSegLib.inference import Predictor
@@ -59,7 +59,7 @@ def largest_slice(package, dataset, case_ids) -> list[int]:
     largest = [32, 32]
     for case_id in case_ids:
         image, _ = read_case(info, case_id)
-        geometry = preprocessing.SliceSource(image, config["target_spacing"], config["axes_code"],
+        geometry = slicing.SliceSource(image, config["target_spacing"], config["axes_code"],
                                              config["normalization"]).geometry
         largest = [max(a, -(-b // 32) * 32) for a, b in zip(largest, geometry.slice_shape)]
     return largest

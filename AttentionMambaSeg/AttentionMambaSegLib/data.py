@@ -19,7 +19,7 @@ image may hold all its channels in the single ``_0000`` file (PH2 stores one RGB
 dataset.json lists the three channels R, G, B): a case is complete when the number of components over its
 channel files equals the number of ``channel_names``.
 
-Volumes become 2D slices through :mod:`AttentionMambaSegLib.preprocessing` (the same code inference
+Volumes become 2D slices through :mod:`AttentionMambaSegLib.slicing` (the same code inference
 uses): reorientation to the model's ``axes_code``, the slice axis, in-plane resampling to the target
 spacing (the median in-plane spacing of the training cases, as nnU-Net chooses it) and normalisation.
 The datasets are small (ACDC ~1,900 slices), so :func:`load_slices` keeps every preprocessed slice in
@@ -510,7 +510,7 @@ def default_normalization(info: DatasetInfo, image: sitk.Image | None = None) ->
         image: one image of the dataset, to look at its pixel type (optional).
 
     Returns:
-        the scheme dict, as :func:`AttentionMambaSegLib.preprocessing.normalize` takes it.
+        the scheme dict, as :func:`AttentionMambaSegLib.normalization.normalize` takes it.
 
     Raises:
         NotImplementedError: for a CT dataset (channel name "CT").
@@ -530,7 +530,7 @@ def default_normalization(info: DatasetInfo, image: sitk.Image | None = None) ->
 def target_inplane_spacing(info: DatasetInfo, cases: Sequence[str], axes_code: str) -> tuple[float, float]:
     """Median in-plane spacing (row, col) in mm of the slices of the given (training) cases.
 
-    Reads only the headers. The in-plane axes are those :mod:`preprocessing` slices with (after
+    Reads only the headers. The in-plane axes are those :mod:`.slicing` slices with (after
     reorientation to ``axes_code``).
 
     Args:
@@ -544,7 +544,7 @@ def target_inplane_spacing(info: DatasetInfo, cases: Sequence[str], axes_code: s
     Raises:
         ValueError: if ``cases`` is empty.
     """
-    from . import preprocessing
+    from . import slicing
 
     if not cases:
         raise ValueError("target_inplane_spacing needs at least one case")
@@ -556,7 +556,7 @@ def target_inplane_spacing(info: DatasetInfo, cases: Sequence[str], axes_code: s
         stand_in.SetSpacing(reader.GetSpacing())
         stand_in.SetOrigin(reader.GetOrigin())
         stand_in.SetDirection(reader.GetDirection())
-        _, geometry = preprocessing.image_to_slices(stand_in, None, axes_code, is_label=True)
+        _, geometry = slicing.image_to_slices(stand_in, None, axes_code, is_label=True)
         spacings.append(geometry.in_plane_spacing)
     row, col = np.median(np.asarray(spacings, dtype=np.float64), axis=0)
     return float(row), float(col)
@@ -588,19 +588,20 @@ def load_slices(
         DatasetError: if a case is incomplete.
         ValueError: if a case's label does not match its image after slicing.
     """
-    from . import preprocessing
+    from . import slicing
+    from .normalization import normalize
 
     data = SliceData(target_spacing=(float(target_spacing[0]), float(target_spacing[1])))
     for done, case_id in enumerate(cases, 1):
         image, label = read_case(info, case_id)
-        images, _ = preprocessing.image_to_slices(image, tuple(target_spacing), axes_code, is_label=False)
-        labels, _ = preprocessing.image_to_slices(label, tuple(target_spacing), axes_code, is_label=True)
+        images, _ = slicing.image_to_slices(image, tuple(target_spacing), axes_code, is_label=False)
+        labels, _ = slicing.image_to_slices(label, tuple(target_spacing), axes_code, is_label=True)
         if images.shape[0] != labels.shape[0] or images.shape[2:] != labels.shape[1:]:
             raise ValueError(
                 f"{case_id}: image slices {images.shape} and label slices {labels.shape} differ; "
                 "run validate_dataset to find the geometry mismatch"
             )
-        images = preprocessing.normalize(images.astype(np.float32, copy=False), normalization)
+        images = normalize(images.astype(np.float32, copy=False), normalization)
         for s in range(images.shape[0]):
             data.images.append(np.ascontiguousarray(images[s], dtype=np.float32))
             data.labels.append(np.ascontiguousarray(labels[s], dtype=np.uint8))

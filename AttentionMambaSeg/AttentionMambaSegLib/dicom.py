@@ -139,7 +139,8 @@ def _series_entry(uid: str, files: list[str]) -> DicomSeries:
     left_out = len(files) - len(kept)
     first = headers[files.index(kept[0])]
     if left_out:
-        logger.info("DICOM series %s: %d file(s) with another orientation left out (a localizer or scout)", uid, left_out)
+        logger.info("DICOM series %s: %d file(s) with another orientation left out (a localizer or scout)", uid,
+                    left_out)
 
     def as_int(text):
         try:

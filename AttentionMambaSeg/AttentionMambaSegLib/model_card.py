@@ -275,7 +275,7 @@ def _check_normalization(norm, check: _Checker) -> None:
 
 
 def _axes_code(code, source: str) -> str:
-    from .preprocessing import validate_axes_code
+    from .slicing import validate_axes_code
 
     try:
         return validate_axes_code(code)

@@ -1,9 +1,10 @@
-"""Geometry and intensity preprocessing shared by training and inference.
+"""Slice geometry shared by training and inference: volumes cut into 2D slices on the model's grid.
 
 Attention-Mamba (arXiv 2402.02286) is a 2D network: volumes are cut into 2D slices, each slice is
 resampled in-plane only to the model's spacing (the through-plane axis is never interpolated), and
-intensities are normalised per model.json (nnU-Net's schemes). This module does that, and the
-way back: class probabilities on the slice grid are resampled to the input's own grid, then argmax.
+intensities are normalised per model.json (nnU-Net's schemes, :mod:`.normalization`). This module makes
+the slices; :mod:`.stacking` is the way back: class probabilities on the slice grid are resampled to the
+input's own grid, then argmax.
 
 Geometry contract (see docs/CONTRACTS.md):
 
@@ -33,6 +34,8 @@ from typing import Sequence
 import numpy as np
 import SimpleITK as sitk
 
+from .normalization import normalize
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -41,17 +44,10 @@ __all__ = [
     "check_resampling",
     "choose_slice_axis",
     "image_to_slices",
-    "label_slices_to_image",
-    "normalize",
-    "probabilities_to_label_slices",
     "reorient",
-    "slices_to_image",
+    "resample_in_plane",
     "validate_axes_code",
 ]
-
-#: ImageNet channel statistics used by the ``{"type": "rgb"}`` scheme (after division by 255).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 #: The largest spacing must be at least this many times every other spacing to be the slice axis.
 ANISOTROPY_RATIO = 1.5
@@ -309,7 +305,8 @@ def image_to_slices(
     Returns:
         ``(slices, geometry)``. Images: float32 ``(S, C, H, W)``, C = number of pixel components,
         intensities unchanged (not normalised). Labels: uint8 ``(S, H, W)``. ``geometry`` is a
-        :class:`SliceGeometry` for :func:`slices_to_image` / :func:`label_slices_to_image`.
+        :class:`SliceGeometry` for :func:`.stacking.slices_to_image` /
+        :func:`.stacking.label_slices_to_image`.
 
     Raises:
         ValueError: if the image is not 2D/3D, the axes code or spacing is invalid, or a label image
@@ -425,7 +422,7 @@ class _SlicePlan:
 
 class SliceSource:
     """Normalised model-space slices of one image, made batch by batch (the streaming form of
-    :func:`image_to_slices` followed by :func:`normalize`).
+    :func:`image_to_slices` followed by :func:`.normalization.normalize`).
 
     Only the reoriented input (no copy at all when the image already has the model's orientation) and
     one batch of float32 slices exist at a time, so inference memory does not grow with a float copy of
@@ -438,13 +435,13 @@ class SliceSource:
         image: 2D or 3D SimpleITK image, scalar or vector pixels. Kept (not copied, never modified).
         target_spacing: (row_mm, col_mm) of the slices, or None (keep the image's spacing).
         axes_code: orientation 3D volumes are reoriented to, e.g. ``"LPS"``.
-        normalization: model.json ``normalization`` scheme (see :func:`normalize`).
+        normalization: model.json ``normalization`` scheme (see :func:`.normalization.normalize`).
 
     Attributes:
         geometry: the :class:`SliceGeometry` (as :func:`image_to_slices` returns it).
 
     Raises:
-        ValueError: as :func:`image_to_slices` and :func:`normalize` (e.g. a constant image).
+        ValueError: as :func:`image_to_slices` and :func:`.normalization.normalize` (e.g. a constant image).
     """
 
     def __init__(self, image: sitk.Image, target_spacing, axes_code: str, normalization: dict, statistics=None):
@@ -485,7 +482,7 @@ class SliceSource:
             chunk = chunk[..., None]
         if not geo.resampled:
             return np.ascontiguousarray(np.moveaxis(chunk, -1, 1))
-        return _resample_in_plane(np.moveaxis(chunk, -1, 1), geo, to_slice_grid=True)
+        return resample_in_plane(np.moveaxis(chunk, -1, 1), geo, to_slice_grid=True)
 
     def _zscore_statistics(self, step: int = 4) -> list[tuple[float, float]]:
         """Per-channel (mean, std) over all resampled slices (Chan et al.'s pairwise combination, float64)."""
@@ -507,13 +504,23 @@ class SliceSource:
         return [(float(m), float(s)) for m, s in zip(mean, std)]
 
 
-def _resample_in_plane(stack: np.ndarray, geometry: SliceGeometry, *, to_slice_grid: bool) -> np.ndarray:
+def resample_in_plane(stack: np.ndarray, geometry: SliceGeometry, *, to_slice_grid: bool) -> np.ndarray:
     """2D linear resampling of every slice of a (B, C, rows, cols) stack between the image's in-plane grid
     and the model's slice grid of ``geometry`` (either way), keeping the float dtype.
 
     Coordinates are in-plane mm from the first original pixel centre; the first slice-grid pixel centre
     lies at (t - s) / 2 (the outer edge of the first pixel is kept, as in :func:`image_to_slices`). Per
     slice this equals resampling the 3D volume, since the slice axis is never interpolated.
+
+    Args:
+        stack: float32 or float64 ``(B, C, rows, cols)``: (rows, cols) = ``geometry.in_plane_shape`` when
+            ``to_slice_grid``, else ``geometry.slice_shape``.
+        geometry: from :func:`image_to_slices`.
+        to_slice_grid: True for image grid -> slice grid, False for the way back.
+
+    Returns:
+        A new ``(B, C, H, W)`` array of the same dtype on the other grid (``geometry.slice_shape`` when
+        ``to_slice_grid``, else ``geometry.in_plane_shape``).
     """
     (sr, sc), (tr, tc) = geometry.in_plane_spacing, geometry.slice_spacing
     image_grid = ([float(sc), float(sr)], [0.0, 0.0])  # SimpleITK (x, y) = (col, row)
@@ -537,180 +544,3 @@ def _resample_in_plane(stack: np.ndarray, geometry: SliceGeometry, *, to_slice_g
         resampler.SetOutputPixelType(src.GetPixelID())
         out[b] = np.moveaxis(sitk.GetArrayFromImage(resampler.Execute(src)).reshape(h, w, channels), -1, 0)
     return out
-
-
-def probabilities_to_label_slices(probabilities: np.ndarray, geometry: SliceGeometry) -> np.ndarray:
-    """Resample slice-grid probabilities back to the image's in-plane grid, then take the argmax.
-
-    Works on any run of slices (e.g. one inference batch), so a whole volume of float probabilities
-    never has to be held at once.
-
-    Args:
-        probabilities: float ``(B, K, H, W)`` with (H, W) = ``geometry.slice_shape``. K >= 2:
-            per-class probabilities (softmax); the label is the argmax channel index. K == 1: the
-            foreground probability of a sigmoid model; the label is 1 where it exceeds 0.5.
-        geometry: from :func:`image_to_slices`.
-
-    Returns:
-        uint8 ``(B, h, w)`` labels with (h, w) = ``geometry.in_plane_shape``.
-
-    Raises:
-        ValueError: on a shape mismatch or more than 256 classes.
-    """
-    probabilities = np.asarray(probabilities)
-    if probabilities.ndim != 4 or tuple(probabilities.shape[2:]) != tuple(geometry.slice_shape):
-        raise ValueError(
-            f"probabilities must have shape (B, K, {geometry.slice_shape[0]}, {geometry.slice_shape[1]}), "
-            f"got {probabilities.shape}."
-        )
-    num_slices, num_classes = probabilities.shape[:2]
-    if num_classes > 256:
-        raise ValueError(f"At most 256 classes fit a uint8 labelmap, got {num_classes}.")
-    h, w = geometry.in_plane_shape
-    if not geometry.resampled:
-        resampled = probabilities
-    else:
-        resampled = _resample_in_plane(probabilities.astype(np.float32, copy=False), geometry, to_slice_grid=False)
-    if num_classes == 1:
-        return (resampled[:, 0] > 0.5).astype(np.uint8)
-    return np.argmax(resampled, axis=1).astype(np.uint8)
-
-
-def label_slices_to_image(labels: np.ndarray, geometry: SliceGeometry) -> sitk.Image:
-    """Put labels on the image's in-plane grid back into an image with the original geometry.
-
-    Args:
-        labels: uint8 ``(S, h, w)`` with (h, w) = ``geometry.in_plane_shape`` (as returned by
-            :func:`probabilities_to_label_slices`).
-        geometry: from :func:`image_to_slices`.
-
-    Returns:
-        uint8 labelmap with exactly the original size, spacing, origin and direction.
-
-    Raises:
-        ValueError: on a shape mismatch.
-    """
-    labels = np.asarray(labels)
-    expected = (geometry.num_slices, *geometry.in_plane_shape)
-    if tuple(labels.shape) != expected:
-        raise ValueError(f"labels must have shape {expected}, got {labels.shape}.")
-    labels = labels.astype(np.uint8, copy=False)
-    if geometry.dimension == 2:
-        out = sitk.GetImageFromArray(np.ascontiguousarray(labels[0]))
-        return geometry.copy_geometry_to(out)
-    inverse = tuple(int(i) for i in np.argsort(geometry.permutation))
-    reoriented = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(labels, inverse)))
-    same_grid = (
-        tuple(geometry.reoriented_size) == tuple(geometry.size)
-        and tuple(geometry.reoriented_direction) == tuple(geometry.direction)
-        and tuple(geometry.reoriented_origin) == tuple(geometry.origin)
-    )
-    if same_grid:  # the volume was not reoriented: no resampling (and no extra copy) needed
-        return geometry.copy_geometry_to(reoriented)
-    reoriented.SetSpacing(geometry.reoriented_spacing)
-    reoriented.SetOrigin(geometry.reoriented_origin)
-    reoriented.SetDirection(geometry.reoriented_direction)
-    # The reoriented grid is a permutation/flip of the original one, so the nearest neighbour of each
-    # original voxel is that same voxel: this resample is an exact rearrangement.
-    out = sitk.Resample(
-        reoriented,
-        [int(s) for s in geometry.size],
-        sitk.Transform(),
-        sitk.sitkNearestNeighbor,
-        geometry.origin,
-        geometry.spacing,
-        geometry.direction,
-        0,
-        sitk.sitkUInt8,
-    )
-    return out
-
-
-def slices_to_image(probabilities: np.ndarray, geometry: SliceGeometry) -> np.ndarray:
-    """Turn slice-grid probabilities into a labelmap array on the original grid.
-
-    Args:
-        probabilities: float32 ``(S, K, H, W)`` (see :func:`probabilities_to_label_slices`).
-        geometry: from :func:`image_to_slices`.
-
-    Returns:
-        uint8 array in the original image's numpy order: (k, j, i) for 3D, (j, i) for 2D. Use
-        ``sitk.GetImageFromArray`` and :meth:`SliceGeometry.copy_geometry_to` to make an image, or
-        call :func:`label_slices_to_image` on the output of :func:`probabilities_to_label_slices`.
-
-    Raises:
-        ValueError: on a shape mismatch.
-    """
-    if np.asarray(probabilities).shape[0] != geometry.num_slices:
-        raise ValueError(
-            f"Expected probabilities for {geometry.num_slices} slices, got {np.asarray(probabilities).shape[0]}."
-        )
-    labels = probabilities_to_label_slices(probabilities, geometry)
-    return sitk.GetArrayFromImage(label_slices_to_image(labels, geometry))
-
-
-def normalize(slices: np.ndarray, scheme: dict, statistics=None) -> np.ndarray:
-    """Normalise intensities as the model was trained.
-
-    Args:
-        slices: float32 (or float64, computed exactly) ``(S, C, H, W)`` raw intensities of one case (all
-            its slices, unless ``statistics`` are given).
-        scheme: the ``normalization`` entry of model.json, one of:
-            ``{"type": "zscore"}``: per case and channel, mean/std over the whole volume;
-            ``{"type": "ct", "clip": [lo, hi], "mean": m, "std": s}``: clip (HU), then (x - m) / s;
-            ``{"type": "rgb"}``: divide by 255, then subtract the ImageNet mean and divide by its std
-            (C must be 3);
-            ``{"type": "none"}``: unchanged (float32 copy).
-        statistics: ``zscore`` only: per-channel (mean, std) of the whole case when ``slices`` is a
-            part of it (see :class:`SliceSource`); default: computed from ``slices``.
-
-    Returns:
-        float32 ``(S, C, H, W)``, a new array.
-
-    Raises:
-        ValueError: for an unknown scheme, missing fields, a constant image under ``zscore`` (its
-            standard deviation is 0), or ``rgb`` with C != 3.
-    """
-    x = np.asarray(slices)
-    x = x.astype(np.float64 if x.dtype == np.float64 else np.float32, copy=False)  # float64 stays exact
-    if x.ndim != 4:
-        raise ValueError(f"normalize expects (S, C, H, W) slices, got shape {x.shape}.")
-    kind = (scheme or {}).get("type")
-    if kind == "zscore":
-        out = np.empty(x.shape, dtype=np.float32)
-        for c in range(x.shape[1]):
-            channel = x[:, c]
-            if statistics is not None:
-                mean, std = (float(v) for v in statistics[c])
-            else:
-                mean = float(channel.mean(dtype=np.float64))
-                std = float(channel.std(dtype=np.float64))
-            if not np.isfinite(std) or std < 1e-8:
-                raise ValueError(
-                    f"Cannot z-score normalise channel {c}: the image is constant (every voxel = {mean:g}). "
-                    "Check that the right image was loaded."
-                )
-            out[:, c] = (channel - mean) / std
-        return out
-    if kind == "ct":
-        try:
-            lo, hi = (float(v) for v in scheme["clip"])
-            mean, std = float(scheme["mean"]), float(scheme["std"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(
-                f"CT normalisation needs 'clip': [lo, hi], 'mean' and 'std' numbers, got {scheme!r}."
-            ) from e
-        if std <= 0:
-            raise ValueError(f"CT normalisation 'std' must be positive, got {std}.")
-        return ((np.clip(x, lo, hi) - mean) / std).astype(np.float32)
-    if kind == "rgb":
-        if x.shape[1] != 3:
-            raise ValueError(f"RGB normalisation needs 3 channels, got {x.shape[1]}.")
-        mean = np.asarray(IMAGENET_MEAN, dtype=np.float32).reshape(1, 3, 1, 1)
-        std = np.asarray(IMAGENET_STD, dtype=np.float32).reshape(1, 3, 1, 1)
-        return ((x / 255.0 - mean) / std).astype(np.float32)
-    if kind == "none":
-        return x.astype(np.float32)  # a copy
-    raise ValueError(
-        f"Unknown normalisation scheme {scheme!r}: expected 'type' to be one of 'zscore', 'ct', 'rgb', 'none'."
-    )

@@ -1,6 +1,6 @@
 """The PNG overlay montage of the ``demo`` command: slices of an image with the segments overlaid.
 
-Slices are taken along the same axis the models use (:func:`~AttentionMambaSegLib.preprocessing.image_to_slices`,
+Slices are taken along the same axis the models use (:func:`~AttentionMambaSegLib.slicing.image_to_slices`,
 LPS orientation), each tile carries its slice number, and a legend below the tiles names each class in
 its colour (:func:`~AttentionMambaSegLib.masks.add_legend`). The file is written under the output rule of
 :mod:`~AttentionMambaSegLib.outputs`.
@@ -18,7 +18,7 @@ import SimpleITK as sitk
 
 from ..images import atomic_output, check_output_path
 from ..masks import add_legend, label_tile
-from ..preprocessing import image_to_slices
+from ..slicing import image_to_slices
 from ..writers import check_labelmap, read_back_verifier
 
 logger = logging.getLogger(__name__)

@@ -99,7 +99,7 @@ class CardiacAnalysis:
 
 def _slice_array_axis(image: sitk.Image) -> int:
     """The numpy array axis (of ``GetArrayFromImage``, (K, J, I)) along which the stack is cut."""
-    from ..preprocessing import choose_slice_axis
+    from ..slicing import choose_slice_axis
 
     return 2 - choose_slice_axis(image)
 

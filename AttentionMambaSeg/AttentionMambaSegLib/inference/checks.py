@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 
-from .. import preprocessing
+from .. import slicing
 from ..dicom import modality_code
 
 __all__ = ["check_input_image", "check_direction", "check_modality", "input_range_warnings", "TrainingGeometry",
@@ -113,7 +113,7 @@ def check_input_image(image: sitk.Image, package, warn: bool = True, force: bool
     Raises:
         ValueError: 4D (or 1D) image; complex pixels; channel count differs from the model's (the
             message names both); invalid or implausible spacing (see
-            :func:`preprocessing.check_resampling`); NaN or infinite voxels; intensities beyond float32's
+            :func:`..slicing.check_resampling`); NaN or infinite voxels; intensities beyond float32's
             range; constant image (e.g. all zero); empty image.
     """
     dim = image.GetDimension()
@@ -137,7 +137,7 @@ def check_input_image(image: sitk.Image, package, warn: bool = True, force: bool
             "magnitude image first (e.g. SimpleITK's ComplexToModulus)."
         )
     check_direction(image)
-    preprocessing.check_resampling(image, package.config.get("target_spacing"))
+    slicing.check_resampling(image, package.config.get("target_spacing"))
     arr = sitk.GetArrayViewFromImage(image)
     if arr.size == 0:
         raise ValueError(f"The input image is empty (size {image.GetSize()}).")

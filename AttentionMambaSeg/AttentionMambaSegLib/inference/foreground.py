@@ -54,7 +54,7 @@ class ForegroundCrop:
 
         Args:
             batches: the run's :class:`~.sliding_window.BatchPredictor` (its flips are not used here).
-            slices: a :class:`~AttentionMambaSegLib.preprocessing.SliceSource`.
+            slices: a :class:`~AttentionMambaSegLib.slicing.SliceSource`.
             margin_mm: added on each side of the foreground, in millimetres.
             target_spacing: (row_mm, col_mm) of the slice grid, or None (1 mm a pixel).
             min_size: the smallest box (H, W) in pixels, e.g. the training patch.

@@ -7,7 +7,7 @@ would reach the network at a scale 15 times finer than it learned, and take minu
 ``photo_long_side`` records the longer side (pixels) of the training photographs; a 2D input whose
 longer side is more than :data:`PHOTO_SCALE_FACTOR` times that is given the pixel spacing at which its
 longer side spans what the training photographs' did (``photo_long_side`` x 1). The slices are then
-resampled to the model's grid as for any input (:mod:`..preprocessing`), and the labels come back on the
+resampled to the model's grid as for any input (:mod:`..slicing`), and the labels come back on the
 photograph's own full-resolution grid, with its own spacing.
 """
 

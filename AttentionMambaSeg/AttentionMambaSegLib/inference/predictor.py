@@ -3,7 +3,7 @@
 Recipe (Attention-Mamba, arXiv 2402.02286 v4, Sec. 4): every 2D slice, resampled in-plane to the
 training spacing, is segmented with a sliding window (:mod:`.sliding_window`) of the size model.json
 gives as ``inference_patch_size``; softmax (sigmoid for 1-class models) averaged over 4 flips; the
-probabilities are resampled back to the input grid, then argmax (:mod:`..preprocessing`), then the
+probabilities are resampled back to the input grid, then argmax (:mod:`..stacking`), then the
 post-processing model.json names (:mod:`..postprocessing`). The geometry contract is in
 ``docs/CONTRACTS.md``.
 """
@@ -19,7 +19,7 @@ from dataclasses import replace
 import numpy as np
 import SimpleITK as sitk
 
-from .. import preprocessing
+from .. import slicing, stacking
 from ..images import SPACING_KEY
 from ..devices import default_batch_size, select_device
 from ..postprocessing import keep_largest_component
@@ -216,10 +216,10 @@ class Predictor:
             return None if labels is None else labels_back(labels, image)
         return self._predict_grid(image, progress, cancel, tally)
 
-    def _slice_source(self, image: sitk.Image, statistics=None) -> preprocessing.SliceSource:
+    def _slice_source(self, image: sitk.Image, statistics=None) -> slicing.SliceSource:
         """The image's slices on the model's grid, normalised as model.json says (made batch by batch)."""
-        return preprocessing.SliceSource(image, self.config["target_spacing"], self.config["axes_code"],
-                                         self.config["normalization"], statistics=statistics)
+        return slicing.SliceSource(image, self.config["target_spacing"], self.config["axes_code"],
+                                   self.config["normalization"], statistics=statistics)
 
     def _predict_grid(self, image: sitk.Image, progress, cancel, tally, statistics=None) -> sitk.Image | None:
         """Slices of the image's own grid, segmented and put back on it."""
@@ -249,12 +249,12 @@ class Predictor:
             if crop is not None:
                 probabilities = crop.uncrop(probabilities, start, batches, slices)
             tally.add(probabilities)
-            labels[start:start + probabilities.shape[0]] = preprocessing.probabilities_to_label_slices(
+            labels[start:start + probabilities.shape[0]] = stacking.probabilities_to_label_slices(
                 probabilities, geometry
             )
         if batches.device != self.device:  # the out-of-memory fallback moved the work to the CPU
             self.device = batches.device
-        result = preprocessing.label_slices_to_image(labels, geometry)
+        result = stacking.label_slices_to_image(labels, geometry)
         largest = config["postprocessing"].get("largest_component", [])  # validated, default {}
         if largest:
             result = keep_largest_component(result, largest)

@@ -176,7 +176,7 @@ def iter_probabilities(
 ) -> Iterator[tuple[int, np.ndarray] | None]:
     """Yield ``(start, probabilities)`` per batch, or a single ``None`` when cancelled.
 
-    ``slices`` is a float32 (S, C, H, W) array or a :class:`~.preprocessing.SliceSource` (anything with
+    ``slices`` is a float32 (S, C, H, W) array or a :class:`~..slicing.SliceSource` (anything with
     ``len`` and ``slices[start:stop]``)."""
     total = len(slices)
     batch_size = max(1, int(batch_size))

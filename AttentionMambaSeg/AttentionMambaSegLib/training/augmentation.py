@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data import SliceData
-from ..preprocessing import IMAGENET_MEAN, IMAGENET_STD
+from ..normalization import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["AugmentationParams", "PAPER", "SITE", "NO_AUGMENTATION", "PRESETS", "appearance", "hair_mask",
            "vignette_mask", "sample_batch", "epoch_indices"]
