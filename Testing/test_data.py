@@ -1,4 +1,4 @@
-"""Tests of data.py on tiny copies (in tmp_path) of real cases: reading, slicing, validation errors."""
+"""Tests of datasets.py and dataset_validation.py on tiny copies (in tmp_path) of real cases: reading, slicing, validation errors."""
 
 import json
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from AttentionMambaSegLib import data
+from AttentionMambaSegLib import dataset_validation, datasets
 
 from _dataset_helpers import make_copy  # noqa: E402
 from conftest import DATASETS  # noqa: E402
@@ -20,13 +20,13 @@ ACDC_CASES = (["patient001_frame01"], ["patient019_frame01"])
 
 def test_valid_copy_reads_and_slices(tmp_path):
     root = make_copy(tmp_path, "ACDC", *ACDC_CASES)
-    info = data.validate_dataset(root)
+    info = dataset_validation.validate_dataset(root)
     assert info.channel_names == ("cineMRI",) and info.foreground_labels == {"RV": 1, "MYO": 2, "LV": 3}
-    assert data.split_cases(info, "train") == ["patient001_frame01"]
-    assert data.split_cases(info, "all") == sorted(ACDC_CASES[0] + ACDC_CASES[1])
-    spacing = data.target_inplane_spacing(info, data.split_cases(info, "train"), "LPS")
+    assert datasets.split_cases(info, "train") == ["patient001_frame01"]
+    assert datasets.split_cases(info, "all") == sorted(ACDC_CASES[0] + ACDC_CASES[1])
+    spacing = datasets.target_inplane_spacing(info, datasets.split_cases(info, "train"), "LPS")
     assert spacing == pytest.approx((1.5625, 1.5625))
-    slices = data.load_slices(info, ["patient001_frame01"], spacing, "LPS", data.default_normalization(info))
+    slices = datasets.load_slices(info, ["patient001_frame01"], spacing, "LPS", datasets.default_normalization(info))
     assert len(slices) == 10  # 10 short-axis slices, sliced along the 10 mm axis
     assert slices.images[0].shape == (1, 256, 216) and slices.images[0].dtype == np.float32
     assert slices.labels[0].shape == (256, 216) and slices.labels[0].dtype == np.uint8
@@ -37,18 +37,18 @@ def test_valid_copy_reads_and_slices(tmp_path):
 
 def test_rgb_png_holds_all_channels_in_one_file(tmp_path):
     root = make_copy(tmp_path, "PH2", ["IMD002"], ["IMD003"])
-    info = data.validate_dataset(root)
-    image, label = data.read_case(info, "IMD002")
+    info = dataset_validation.validate_dataset(root)
+    image, label = datasets.read_case(info, "IMD002")
     assert image.GetNumberOfComponentsPerPixel() == 3 and image.GetDimension() == 2
-    assert data.default_normalization(info) == {"type": "rgb"}
-    slices = data.load_slices(info, ["IMD002"], (1.0, 1.0), "LPS", {"type": "rgb"})
+    assert datasets.default_normalization(info) == {"type": "rgb"}
+    slices = datasets.load_slices(info, ["IMD002"], (1.0, 1.0), "LPS", {"type": "rgb"})
     assert len(slices) == 1 and slices.images[0].shape[0] == 3
     assert set(np.unique(slices.labels[0]).tolist()) == {0, 1}
 
 
 def _expect_problem(root, *fragments):
-    with pytest.raises(data.DatasetError) as excinfo:
-        data.validate_dataset(root)
+    with pytest.raises(datasets.DatasetError) as excinfo:
+        dataset_validation.validate_dataset(root)
     message = str(excinfo.value)
     for fragment in fragments:
         assert fragment in message, message
@@ -109,19 +109,19 @@ def test_dataset_json_errors(tmp_path):
     _expect_problem(root, "without gaps")
     (root / "dataset.json").unlink()
     _expect_problem(root, "dataset.json not found")
-    info = data.DatasetInfo(root=root, name="x", channel_names=("a",), labels={"background": 0, "a": 1}, file_ending=".nii.gz")
-    with pytest.raises(data.DatasetError, match="splits_final.json not found"):
-        data.split_cases(info, "val")
+    info = datasets.DatasetInfo(root=root, name="x", channel_names=("a",), labels={"background": 0, "a": 1}, file_ending=".nii.gz")
+    with pytest.raises(datasets.DatasetError, match="splits_final.json not found"):
+        datasets.split_cases(info, "val")
     with pytest.raises(ValueError, match="split must be"):
-        data.split_cases(info, "test")
+        datasets.split_cases(info, "test")
 
 
 def test_jpeg_images_with_png_labels(tmp_path):
     root = make_copy(tmp_path, "ISIC2017", ["ISIC_0000000"], ["ISIC_0000001"])
-    info = data.validate_dataset(root)
+    info = dataset_validation.validate_dataset(root)
     assert info.image_ending == ".jpg" and info.file_ending == ".png"
     assert info.channel_path("ISIC_0000000", 0).name == "ISIC_0000000_0000.jpg"
-    image, label = data.read_case(info, "ISIC_0000000")
+    image, label = datasets.read_case(info, "ISIC_0000000")
     assert image.GetNumberOfComponentsPerPixel() == 3 and tuple(image.GetSize()) == (256, 256)
     from AttentionMambaSegLib.images import has_physical_spacing
 

@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 
-from AttentionMambaSegLib import data, training
+from AttentionMambaSegLib import dataset_validation, training
 from AttentionMambaSegLib.cli import main
 from AttentionMambaSegLib.evaluation import EMPTY_MASK_CONVENTIONS, evaluate, format_summary
 from AttentionMambaSegLib.package import load_model_package, save_model_package
@@ -23,7 +23,7 @@ def model_dir(tmp_path):
     """An untrained (seeded) Hippocampus model package in tmp_path."""
     torch.manual_seed(0)
     network = training.new_network(1, 3).eval()
-    info = data.validate_dataset(DATASETS / "Hippocampus", cases=[CASE], check_label_values=False)
+    info = dataset_validation.validate_dataset(DATASETS / "Hippocampus", cases=[CASE], check_label_values=False)
     config = {
         "id": "hippocampus-test",
         "version": "0.0.1",

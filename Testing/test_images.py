@@ -324,11 +324,11 @@ def test_dicom_series_with_a_missing_slice_is_refused(tmp_path):
 def test_original_acdc_files_read_without_itk_warnings(capfd):
     """ITK's 'unexpected scales in sform' warning (every original ACDC file) never reaches the output."""
     require(ACDC_IMAGE)
-    from AttentionMambaSegLib import data
+    from AttentionMambaSegLib import datasets
 
     image = images.read_image(ACDC_IMAGE)
-    info = data.load_dataset_info(ACDC_IMAGE.parents[1])
-    data.read_case(info, "patient019_frame01")
+    info = datasets.load_dataset_info(ACDC_IMAGE.parents[1])
+    datasets.read_case(info, "patient019_frame01")
     captured = capfd.readouterr()
     assert "sform" not in captured.err + captured.out and "WARNING" not in captured.err
     assert image.GetSpacing() == pytest.approx((1.4453, 1.4453, 10.0), abs=1e-4)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from AttentionMambaSegLib import data, devices, training
+from AttentionMambaSegLib import dataset_validation, datasets, devices, training
 
 from _dataset_helpers import make_copy  # noqa: E402
 from conftest import DATASETS  # noqa: E402
@@ -83,7 +83,7 @@ def test_bf16_on_a_cpu_without_native_bf16_is_warned(monkeypatch, caplog):
 
 def test_sample_batch_crops_pads_and_is_reproducible():
     rng = np.random.default_rng(0)
-    slices = data.SliceData(
+    slices = datasets.SliceData(
         images=[rng.normal(size=(1, 40, 70)).astype(np.float32), rng.normal(size=(1, 100, 90)).astype(np.float32)],
         labels=[rng.integers(0, 4, (40, 70)).astype(np.uint8), rng.integers(0, 4, (100, 90)).astype(np.uint8)],
         case_ids=["a", "b"], slice_indices=[0, 0],
@@ -114,7 +114,7 @@ def test_class_terminology_comes_from_dataset_json_or_the_init_model_never_the_f
     meta = json.loads((renamed / "dataset.json").read_text())
     meta["name"] = "copy"
     (renamed / "dataset.json").write_text(json.dumps(meta))
-    info = data.load_dataset_info(renamed)
+    info = datasets.load_dataset_info(renamed)
     with caplog.at_level("WARNING"):
         plain = training.default_classes(info, "softmax")
     assert [c["name"] for c in plain] == ["anterior", "posterior"] and all("snomed" not in c for c in plain)
@@ -124,16 +124,16 @@ def test_class_terminology_comes_from_dataset_json_or_the_init_model_never_the_f
     meta["label_terminology"] = {"posterior": {"name": "posterior hippocampus", "color": [144, 238, 144],
                                                "snomed": bundled[1]["snomed"]}}
     (renamed / "dataset.json").write_text(json.dumps(meta))
-    classes = training.default_classes(data.load_dataset_info(renamed), "softmax")
+    classes = training.default_classes(datasets.load_dataset_info(renamed), "softmax")
     assert classes[1]["snomed"]["type_modifier"]["meaning"] == "Posterior" and "snomed" not in classes[0]
     meta["label_terminology"] = {"middle": {"name": "x", "color": [1, 2, 3]}}
     (renamed / "dataset.json").write_text(json.dumps(meta))
-    with pytest.raises(data.DatasetError, match=r"label_terminology names labels \['middle'\]"):
-        data.load_dataset_info(renamed)
+    with pytest.raises(datasets.DatasetError, match=r"label_terminology names labels \['middle'\]"):
+        datasets.load_dataset_info(renamed)
 
 
 def test_model_licence_of_acdc_says_non_commercial():
-    info = data.load_dataset_info(DATASETS / "ACDC") if DATASETS.is_dir() else None
+    info = datasets.load_dataset_info(DATASETS / "ACDC") if DATASETS.is_dir() else None
     if info is None:
         pytest.skip("shared datasets not available")
     assert "commercial" in training.model_card.model_licence(info)
@@ -171,8 +171,8 @@ def test_short_run_lowers_validation_loss(tmp_path):
 
     assert load_model_package(package_dir).card.speed_modes.default_mode("cpu") == "fast"
     # Validation loss of the trained network vs the untrained one (same seed) on the same slices.
-    info = data.load_dataset_info(root)
-    val = data.load_slices(info, VAL_CASES, tuple(TRAIN_SPACING), "LPS", {"type": "zscore"}).subset([4, 6])
+    info = datasets.load_dataset_info(root)
+    val = datasets.load_slices(info, VAL_CASES, tuple(TRAIN_SPACING), "LPS", {"type": "zscore"}).subset([4, 6])
     torch.manual_seed(1290)
     untrained = training.new_network(1, 4)
     trained = training.new_network(1, 4)
@@ -205,8 +205,8 @@ def test_init_from_keeps_the_models_target_spacing(tmp_path):
     # hippocampus-msd is bundled at 0.5 mm; the data's median is 1 mm. A continuation without
     # --target-spacing must keep 0.5 mm (every structure keeps its size in pixels); an explicit one wins.
     root = make_copy(tmp_path, "Hippocampus", ["hippocampus_001", "hippocampus_003"], ["hippocampus_004"])
-    info = data.validate_dataset(root)
-    assert data.target_inplane_spacing(info, ["hippocampus_001", "hippocampus_003"], "LPS") == (1.0, 1.0)
+    info = dataset_validation.validate_dataset(root)
+    assert datasets.target_inplane_spacing(info, ["hippocampus_001", "hippocampus_003"], "LPS") == (1.0, 1.0)
     tiny = {**TINY, "epochs": 1, "iterations_per_epoch": 1}
     package_dir = run_training(root, tmp_path / "kept", **tiny, init_from="hippocampus-msd")
     config = json.loads((package_dir / "model.json").read_text())

@@ -15,7 +15,7 @@ import time
 import numpy as np
 import SimpleITK as sitk
 
-from AttentionMambaSegLib.data import load_dataset_info, split_cases
+from AttentionMambaSegLib.datasets import load_dataset_info, split_cases
 from AttentionMambaSegLib.inference import predict_volume
 from AttentionMambaSegLib.images import read_image
 from AttentionMambaSegLib.metrics import dice

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from AttentionMambaSegLib.data import load_dataset_info, read_case, split_cases
+from AttentionMambaSegLib.datasets import load_dataset_info, read_case, split_cases
 from AttentionMambaSegLib.inference.plausibility import FEATURES, Appearance, image_features
 from AttentionMambaSegLib.package import bundled_models_dir, load_model_package
 

@@ -31,7 +31,7 @@ import AttentionMambaSegLib  # noqa: F401  (first: it sets torch's OpenMP wait p
 import torch
 
 from AttentionMambaSegLib import slicing
-from AttentionMambaSegLib.data import load_dataset_info, read_case, split_cases
+from AttentionMambaSegLib.datasets import load_dataset_info, read_case, split_cases
 from AttentionMambaSegLib.evaluation import evaluate
 from AttentionMambaSegLib.inference import Predictor
 from AttentionMambaSegLib.inference.modes import FAST_DEFAULT_TOLERANCE, PassPlan

@@ -32,7 +32,7 @@ from pathlib import Path
 import AttentionMambaSegLib  # noqa: F401  (first: it sets torch's OpenMP wait policy)
 import torch
 
-from AttentionMambaSegLib.data import load_dataset_info, split_cases
+from AttentionMambaSegLib.datasets import load_dataset_info, split_cases
 from AttentionMambaSegLib.evaluation import evaluate, format_summary
 from AttentionMambaSegLib.package import bundled_models_dir, load_model_package, sha256_of_file
 

@@ -1,4 +1,4 @@
-"""Training data: nnU-Net v2 raw datasets, their validation, and the in-memory cache of 2D slices.
+"""Training data: nnU-Net v2 raw datasets and the in-memory cache of 2D slices (checks: :mod:`.dataset_validation`).
 
 Layout (nnU-Net v2 "raw" dataset)::
 
@@ -46,7 +46,8 @@ __all__ = [
     "load_dataset_info",
     "split_cases",
     "read_case",
-    "validate_dataset",
+    "channel_files",
+    "read_header",
     "default_normalization",
     "target_inplane_spacing",
     "load_slices",
@@ -54,9 +55,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Geometry tolerances between a case's channel files and its label (mm, and direction cosines).
-_GEOMETRY_RTOL = 1e-4
-_GEOMETRY_ATOL = 1e-3
 #: At most this many problems are listed in one DatasetError message.
 _MAX_LISTED_PROBLEMS = 20
 
@@ -185,7 +183,7 @@ def _read_json(path: Path, what: str):
 def load_dataset_info(path: str | Path) -> DatasetInfo:
     """Read ``dataset.json``, ``splits_final.json`` and the list of cases of a dataset folder.
 
-    This reads no image; :func:`validate_dataset` checks the cases themselves.
+    This reads no image; :func:`.dataset_validation.validate_dataset` checks the cases themselves.
 
     Args:
         path: the dataset folder (the one holding ``dataset.json``).
@@ -212,7 +210,8 @@ def load_dataset_info(path: str | Path) -> DatasetInfo:
     except (AttributeError, ValueError) as e:
         raise DatasetError(root, [(None, f"dataset.json channel_names must map '0', '1', ... to names: {e}")]) from e
     if [k for k, _ in channel_items] != list(range(len(channel_items))) or not channel_items:
-        raise DatasetError(root, [(None, f"dataset.json channel_names keys must be 0..C-1, got {meta['channel_names']}")])
+        raise DatasetError(root, [(None, "dataset.json channel_names keys must be 0..C-1, got "
+                                         f"{meta['channel_names']}")])
     labels: dict[str, int] = {}
     for name, value in meta["labels"].items():
         if not isinstance(value, int) or isinstance(value, bool):
@@ -223,7 +222,8 @@ def load_dataset_info(path: str | Path) -> DatasetInfo:
     values = sorted(labels.values())
     if values != list(range(len(values))) or len(values) < 2:
         raise DatasetError(
-            root, [(None, f"dataset.json labels must be 0 (background), 1, ..., N-1 without gaps, got {meta['labels']}")]
+            root, [(None, "dataset.json labels must be 0 (background), 1, ..., N-1 without gaps, got "
+                          f"{meta['labels']}")]
         )
     file_ending = str(meta["file_ending"])
     image_file_ending = _image_file_ending(root, meta, file_ending)
@@ -302,12 +302,13 @@ def split_cases(info: DatasetInfo, split: str = "train", fold: int = 0) -> list[
     if not info.splits:
         raise DatasetError(info.root, [(None, "splits_final.json not found; use split='all' or add the file")])
     if not 0 <= fold < len(info.splits):
-        raise DatasetError(info.root, [(None, f"fold {fold} requested but splits_final.json has {len(info.splits)} fold(s)")])
+        raise DatasetError(info.root, [(None, f"fold {fold} requested but splits_final.json has "
+                                              f"{len(info.splits)} fold(s)")])
     return [str(c) for c in info.splits[fold][split]]
 
 
-def _channel_files(info: DatasetInfo, case_id: str) -> list[Path]:
-    """The existing channel files of a case, _0000 first, stopping at the first gap."""
+def channel_files(info: DatasetInfo, case_id: str) -> list[Path]:
+    """The existing channel files of a case, _0000 first, stopping at the first gap (possibly none)."""
     files = []
     for channel in range(info.num_channels):
         path = info.channel_path(case_id, channel)
@@ -317,7 +318,12 @@ def _channel_files(info: DatasetInfo, case_id: str) -> list[Path]:
     return files
 
 
-def _read_info(path: Path) -> sitk.ImageFileReader:
+def read_header(path: Path) -> sitk.ImageFileReader:
+    """A reader holding the header of an image file (size, spacing, origin, direction, components; no voxels).
+
+    Raises:
+        RuntimeError: SimpleITK cannot read the file.
+    """
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     with itk_warnings_hidden():
@@ -342,7 +348,7 @@ def read_case(info: DatasetInfo, case_id: str, *, with_label: bool = True) -> tu
         DatasetError: if a channel file is missing or the channel count is wrong.
         RuntimeError: if SimpleITK cannot read a file.
     """
-    files = _channel_files(info, case_id)
+    files = channel_files(info, case_id)
     if not files:
         raise DatasetError(info.root, [(case_id, f"image file missing: {info.channel_path(case_id, 0)}")])
     with itk_warnings_hidden():  # "unexpected scales in sform" on the original ACDC files
@@ -352,7 +358,8 @@ def read_case(info: DatasetInfo, case_id: str, *, with_label: bool = True) -> tu
         missing = info.channel_path(case_id, len(files))
         raise DatasetError(
             info.root,
-            [(case_id, f"{components} channel(s) found but dataset.json lists {info.num_channels}; missing {missing.name}?")],
+            [(case_id, f"{components} channel(s) found but dataset.json lists {info.num_channels}; "
+                       f"missing {missing.name}?")],
         )
     if len(channels) == 1:
         image = channels[0]
@@ -366,132 +373,6 @@ def read_case(info: DatasetInfo, case_id: str, *, with_label: bool = True) -> tu
     with itk_warnings_hidden():
         label = sitk.ReadImage(str(info.label_path(case_id))) if with_label else None
     return image, label
-
-
-# --------------------------------------------------------------------------------------------------
-# validation
-
-
-def _geometry_problems(ref: sitk.ImageFileReader, other: sitk.ImageFileReader, what: str) -> list[str]:
-    problems = []
-    if tuple(ref.GetSize()) != tuple(other.GetSize()):
-        problems.append(f"{what} size {tuple(other.GetSize())} differs from image size {tuple(ref.GetSize())}")
-        return problems
-    for attr in ("GetSpacing", "GetOrigin", "GetDirection"):
-        a = np.asarray(getattr(ref, attr)(), dtype=np.float64)
-        b = np.asarray(getattr(other, attr)(), dtype=np.float64)
-        if a.shape != b.shape or not np.allclose(a, b, rtol=_GEOMETRY_RTOL, atol=_GEOMETRY_ATOL):
-            name = attr[3:].lower()
-            problems.append(f"{what} {name} {tuple(np.round(b, 5))} differs from image {name} {tuple(np.round(a, 5))}")
-    return problems
-
-
-def validate_dataset(
-    path: str | Path,
-    cases: Sequence[str] | None = None,
-    *,
-    check_label_values: bool = True,
-    progress: Callable[[int, int], None] | None = None,
-) -> DatasetInfo:
-    """Check a dataset before training; fail naming every faulty case.
-
-    Checks: dataset.json and the layout (see :func:`load_dataset_info`); every case listed in
-    splits_final.json exists; every case has all its channel files (component count = number of
-    channel_names), a scalar label, and image/label with the same size, spacing, origin and direction
-    (tolerance 1e-4 relative, 1e-3 absolute); image files without a label; with ``check_label_values``,
-    no truncated file (see :func:`~.images.check_file_complete`) and label values all listed in dataset.json.
-
-    Args:
-        path: the dataset folder.
-        cases: check only these case ids (default: every case with a label).
-        check_label_values: read every label's voxels to check its values (the slow part: ~1 s per
-            10 ACDC volumes); headers are always checked.
-        progress: called as ``progress(done, total)`` after each case.
-
-    Returns:
-        the dataset description (as :func:`load_dataset_info`).
-
-    Raises:
-        DatasetError: listing ``case: problem`` lines for every problem found.
-    """
-    info = load_dataset_info(path)
-    problems: list[tuple[str | None, str]] = []
-    known = set(info.cases)
-    for fold, split in enumerate(info.splits):
-        for part in ("train", "val"):
-            for case_id in split.get(part, []):
-                if case_id not in known:
-                    problems.append((case_id, f"listed in splits_final.json (fold {fold}, {part}) but {info.label_path(case_id).name} is missing"))
-    images_dir = info.root / "imagesTr"
-    if not images_dir.is_dir():
-        raise DatasetError(info.root, [(None, f"imagesTr folder not found in {info.root}")])
-    suffix = f"_0000{info.image_ending}"
-    unlabelled = sorted(
-        p.name[: -len(suffix)] for p in images_dir.iterdir() if p.name.endswith(suffix) and p.name[: -len(suffix)] not in known
-    )
-    for case_id in unlabelled:
-        problems.append((case_id, f"image {case_id}{suffix} has no label file labelsTr/{case_id}{info.file_ending}"))
-
-    to_check = list(info.cases if cases is None else cases)
-    allowed = set(info.labels.values())
-    for done, case_id in enumerate(to_check, 1):
-        problems.extend((case_id, msg) for msg in _case_problems(info, case_id, allowed, check_label_values))
-        if progress is not None:
-            progress(done, len(to_check))
-    if problems:
-        raise DatasetError(info.root, problems)
-    logger.info("dataset %s: %d case(s) checked, no problem found", info.root, len(to_check))
-    return info
-
-
-def _case_problems(info: DatasetInfo, case_id: str, allowed: set[int], check_values: bool) -> list[str]:
-    label_path = info.label_path(case_id)
-    if not label_path.exists():
-        return [f"label file missing: {label_path}"]
-    files = _channel_files(info, case_id)
-    if not files:
-        return [f"image file missing: {info.channel_path(case_id, 0)}"]
-    problems: list[str] = []
-    try:
-        readers = [_read_info(p) for p in files]
-        label_reader = _read_info(label_path)
-    except RuntimeError as e:
-        return [f"unreadable file: {e}".splitlines()[0]]
-    components = sum(r.GetNumberOfComponents() for r in readers)
-    if components < info.num_channels:
-        problems.append(
-            f"channel file missing: {info.channel_path(case_id, len(files)).name} "
-            f"({components} of {info.num_channels} channels found)"
-        )
-    elif components > info.num_channels:
-        problems.append(f"{components} image channels but dataset.json lists {info.num_channels}")
-    for channel, reader in enumerate(readers[1:], 1):
-        problems.extend(_geometry_problems(readers[0], reader, f"channel {channel:04d}"))
-    if label_reader.GetNumberOfComponents() != 1:
-        problems.append(f"label has {label_reader.GetNumberOfComponents()} components; it must be a scalar labelmap")
-    problems.extend(_geometry_problems(readers[0], label_reader, "label"))
-    if check_values and not problems:
-        from .images import check_file_complete
-
-        for file in (*files, label_path):  # ITK reads a truncated .nii.gz silently (missing voxels = 0)
-            try:
-                check_file_complete(file)
-            except ValueError as e:
-                problems.append(str(e))
-        if problems:
-            return problems
-        try:
-            with itk_warnings_hidden():
-                values = np.unique(sitk.GetArrayFromImage(sitk.ReadImage(str(label_path))))
-        except RuntimeError as e:
-            return [f"unreadable label: {e}".splitlines()[0]]
-        if not np.all(np.equal(np.mod(values, 1), 0)):
-            problems.append(f"label holds non-integer values {values[np.mod(values, 1) != 0][:5].tolist()}")
-        else:
-            unknown = sorted(int(v) for v in values if int(v) not in allowed)
-            if unknown:
-                problems.append(f"label value(s) {unknown} not in dataset.json labels {sorted(allowed)}")
-    return problems
 
 
 # --------------------------------------------------------------------------------------------------
@@ -550,7 +431,7 @@ def target_inplane_spacing(info: DatasetInfo, cases: Sequence[str], axes_code: s
         raise ValueError("target_inplane_spacing needs at least one case")
     spacings = []
     for case_id in cases:
-        reader = _read_info(info.channel_path(case_id, 0))
+        reader = read_header(info.channel_path(case_id, 0))
         # An empty stand-in with the case's geometry: slicing decisions only look at the geometry.
         stand_in = sitk.Image([int(s) for s in reader.GetSize()], sitk.sitkUInt8)
         stand_in.SetSpacing(reader.GetSpacing())

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from .data import load_dataset_info, read_case, split_cases
+from .datasets import load_dataset_info, read_case, split_cases
 from .metrics import array_spacing, per_class_metrics
 from .outputs import check_output_path
 

@@ -106,7 +106,7 @@ def _first_cases(args: argparse.Namespace):
     """The first ``--max-cases`` case ids of the split, or None for all of them."""
     if args.max_cases is None:
         return None
-    from ..data import load_dataset_info, split_cases
+    from ..datasets import load_dataset_info, split_cases
 
     if args.max_cases < 1:
         raise SystemExit("error: --max-cases must be at least 1")

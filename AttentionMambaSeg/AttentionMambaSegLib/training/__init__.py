@@ -3,7 +3,7 @@
 The recipe of the paper, as one class, :class:`~.trainer.Trainer` (:func:`train` runs it with a
 :class:`~.config.TrainingConfig`):
 
-- 2D slices of the training cases (:mod:`data`, :mod:`preprocessing`), resampled in-plane to the median
+- 2D slices of the training cases (:mod:`..datasets`, :mod:`..slicing`), resampled in-plane to the median
   in-plane spacing of the training cases, normalised per modality (MRI z-score per case, RGB ImageNet);
 - random fixed-size crops of whole slices (zero padding first when a slice is smaller than the patch);
 - augmentation (:mod:`.augmentation`): rotation (p 0.2, any angle), horizontal and vertical flips (p 0.5 each), zoom (p 0.2,

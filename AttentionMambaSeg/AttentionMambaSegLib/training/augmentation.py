@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data import SliceData
+from ..datasets import SliceData
 from ..normalization import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["AugmentationParams", "PAPER", "SITE", "NO_AUGMENTATION", "PRESETS", "appearance", "hair_mask",

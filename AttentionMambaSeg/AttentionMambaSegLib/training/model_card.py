@@ -6,7 +6,7 @@ import copy
 import logging
 import re
 
-from ..data import DatasetInfo
+from ..datasets import DatasetInfo
 
 __all__ = ["default_classes", "training_lineage", "summary_to_metrics", "model_licence", "KNOWN_DATASETS"]
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..data import SliceData
+from ..datasets import SliceData
 from .augmentation import sample_batch
 from .step import train_step
 

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from .. import __version__, distributed
-from ..data import default_normalization, load_slices, split_cases, target_inplane_spacing, validate_dataset
+from ..dataset_validation import validate_dataset
+from ..datasets import default_normalization, load_slices, split_cases, target_inplane_spacing
 from ..devices import select_device, warn_if_bf16_is_emulated
 from ..outputs import write_text_output
 from .augmentation import epoch_indices, sample_batch

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data import SliceData
+from ..datasets import SliceData
 from ..losses import segmentation_loss
 
 __all__ = ["validate"]
