@@ -160,7 +160,6 @@ def write_dicom_seg(labelmap: sitk.Image, path: str | os.PathLike, classes: Sequ
             and :func:`~AttentionMambaSegLib.images.atomic_output`.
     """
     from . import __version__, images
-    from .terminology import ClassEntry, check_distinct
 
     hd = require_highdicom()
     from pydicom.sr.codedict import codes
@@ -169,14 +168,51 @@ def write_dicom_seg(labelmap: sitk.Image, path: str | os.PathLike, classes: Sequ
     if labelmap.GetDimension() != 3 or labelmap.GetNumberOfComponentsPerPixel() != 1:
         raise ValueError(f"A DICOM SEG needs a 3D scalar labelmap, got a {labelmap.GetDimension()}D image with "
                          f"{labelmap.GetNumberOfComponentsPerPixel()} component(s).")
+    foreground = _coded_foreground(classes)
+    labels, lut = _segment_numbers(labelmap, foreground)
+    datasets = _read_sources(source_files)
+    order = [_slice_index_of(ds, labelmap) for ds in datasets]
+    pixels = lut[labels[order]]  # (source slices, rows, columns): segment numbers
+    reports = {s.label_value: s for s in (segments or ())}
+    algorithm = hd.AlgorithmIdentificationSequence(name=algorithm_name, family=codes.cid7162.ArtificialIntelligence,
+                                                   version=algorithm_version or __version__)
+    descriptions = [_segment_description(hd, number, c, algorithm, algorithm_name, reports.get(c.label_value))
+                    for number, c in enumerate(foreground, 1)]
+    source = datasets[0]
+    seg = _quiet_segmentation(hd, datasets, pixels, descriptions, source, algorithm_name, algorithm_version,
+                              series_description)
+    with images.atomic_output(path, overwrite=overwrite, inputs=inputs, verify=_read_back(len(descriptions))) as tmp:
+        seg.save_as(str(tmp))
+    logger.info("Wrote DICOM SEG %s (%d segments, %d frames, source series %s)", path, len(descriptions),
+                int(seg.NumberOfFrames), source.SeriesInstanceUID)
+    return path
+
+
+def _coded_foreground(classes: Sequence) -> list:
+    """The foreground :class:`~.terminology.ClassEntry` objects in label-value order (segment n = the n-th).
+
+    Raises:
+        ValueError: duplicate label values, codes or colours; a class without SNOMED CT category and type.
+    """
+    from .terminology import ClassEntry, check_distinct
+
     entries = sorted((c if isinstance(c, ClassEntry) else ClassEntry.from_dict(c, f"classes[{i}]")
                       for i, c in enumerate(classes)), key=lambda c: c.label_value)
     foreground = [c for c in entries if c.label_value != 0]
     check_distinct(foreground)
     uncoded = [c.name for c in foreground if not c.coded]
     if uncoded:
-        raise ValueError(f"Classes {uncoded} have no SNOMED CT category and type (model.json classes[].snomed); a DICOM "
-                         "SEG segment must carry them.")
+        raise ValueError(f"Classes {uncoded} have no SNOMED CT category and type (model.json classes[].snomed); "
+                         "a DICOM SEG segment must carry them.")
+    return foreground
+
+
+def _segment_numbers(labelmap: sitk.Image, foreground: Sequence) -> tuple[np.ndarray, np.ndarray]:
+    """``(labels, lut)``: the labelmap's (K, J, I) array and the uint8 table label value -> segment number.
+
+    Raises:
+        ValueError: label values in the labelmap that no class has.
+    """
     labels = sitk.GetArrayFromImage(labelmap)
     present = set(np.unique(labels).tolist()) - {0}
     missing = sorted(present - {c.label_value for c in foreground})
@@ -185,28 +221,30 @@ def write_dicom_seg(labelmap: sitk.Image, path: str | os.PathLike, classes: Sequ
     lut = np.zeros(max(256, int(labels.max()) + 1), dtype=np.uint8)
     for number, c in enumerate(foreground, 1):
         lut[c.label_value] = number
-    datasets = _read_sources(source_files)
-    order = [_slice_index_of(ds, labelmap) for ds in datasets]
-    pixels = lut[labels[order]]  # (source slices, rows, columns): segment numbers
-    reports = {s.label_value: s for s in (segments or ())}
-    algorithm = hd.AlgorithmIdentificationSequence(name=algorithm_name, family=codes.cid7162.ArtificialIntelligence,
-                                                   version=algorithm_version or __version__)
-    descriptions = []
-    for number, c in enumerate(foreground, 1):
-        description = hd.seg.SegmentDescription(
-            segment_number=number, segment_label=c.name[:64], segmented_property_category=_code(c.category),
-            segmented_property_type=_code(c.type), algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-            algorithm_identification=algorithm, tracking_uid=hd.UID(), tracking_id=f"{algorithm_name} label {c.label_value}",
-            anatomic_regions=[_code(c.region)] if c.region is not None else None,
-            display_color=hd.color.CIELabColor(*_lab(c.color)))
-        if c.type_modifier is not None:
-            description.SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence = [
-                _code(c.type_modifier)]
-        if c.region is not None and c.region_modifier is not None:
-            description.AnatomicRegionSequence[0].AnatomicRegionModifierSequence = [_code(c.region_modifier)]
-        description.SegmentDescription = _review_text(reports.get(c.label_value))[:64]
-        descriptions.append(description)
-    source = datasets[0]
+    return labels, lut
+
+
+def _segment_description(hd, number: int, c, algorithm, algorithm_name: str, report):
+    """The highdicom SegmentDescription of segment ``number`` (class ``c``; ``report``: its review state or None)."""
+    description = hd.seg.SegmentDescription(
+        segment_number=number, segment_label=c.name[:64], segmented_property_category=_code(c.category),
+        segmented_property_type=_code(c.type), algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=algorithm, tracking_uid=hd.UID(),
+        tracking_id=f"{algorithm_name} label {c.label_value}",
+        anatomic_regions=[_code(c.region)] if c.region is not None else None,
+        display_color=hd.color.CIELabColor(*_lab(c.color)))
+    if c.type_modifier is not None:
+        description.SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence = [
+            _code(c.type_modifier)]
+    if c.region is not None and c.region_modifier is not None:
+        description.AnatomicRegionSequence[0].AnatomicRegionModifierSequence = [_code(c.region_modifier)]
+    description.SegmentDescription = _review_text(report)[:64]
+    return description
+
+
+def _quiet_segmentation(hd, datasets, pixels, descriptions, source, algorithm_name, algorithm_version,
+                        series_description):
+    """:func:`_segmentation` without highdicom's INFO log of every copied module or its person-name warning."""
     hd_logger = logging.getLogger("highdicom")  # it logs every module it copies at INFO
     level = hd_logger.level
     hd_logger.setLevel(max(level, logging.WARNING))
@@ -214,15 +252,10 @@ def write_dicom_seg(labelmap: sitk.Image, path: str | os.PathLike, classes: Sequ
         with warnings.catch_warnings():  # the source's own PatientName, copied as it is, may be a single word
             warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name",
                                     category=UserWarning)
-            seg = _segmentation(hd, datasets, pixels, descriptions, source, algorithm_name, algorithm_version,
-                                series_description)
+            return _segmentation(hd, datasets, pixels, descriptions, source, algorithm_name, algorithm_version,
+                                 series_description)
     finally:
         hd_logger.setLevel(level)
-    with images.atomic_output(path, overwrite=overwrite, inputs=inputs, verify=_read_back(len(descriptions))) as tmp:
-        seg.save_as(str(tmp))
-    logger.info("Wrote DICOM SEG %s (%d segments, %d frames, source series %s)", path, len(descriptions),
-                int(seg.NumberOfFrames), source.SeriesInstanceUID)
-    return path
 
 
 def _segmentation(hd, datasets, pixels, descriptions, source, algorithm_name, algorithm_version, series_description):

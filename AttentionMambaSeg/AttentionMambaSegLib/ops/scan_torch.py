@@ -181,27 +181,40 @@ class _SelectiveScanTorch(torch.autograd.Function):
             # g_B[t] = sum over d of G[t] * dt[t] * u[t]
             torch.matmul(G.transpose(-1, -2), (dt_t * u_t).unsqueeze(-1), out=g_BT[t0:t1].unsqueeze(-1))
 
-        g_u = g_uT.view(length, batch, channels).permute(1, 2, 0)
-        g_dt = g_dtT.view(length, batch, channels).permute(1, 2, 0)
-        g_D = g_z = g_bias = None
-        if D is not None:
-            g_u = g_u + gy * D[None, :, None]
-            g_D = (gy * u).sum(dim=(0, 2))
-        g_u = g_u.contiguous()
-        if z is not None:
-            y_full = y_preT.view(length, batch, channels).permute(1, 2, 0)
-            if D is not None:
-                y_full = y_full + u * D[None, :, None]
-            sz = torch.sigmoid(z)
-            g_z = gout * y_full * sz * (1 + z * (1 - sz))
-        g_delta = g_dt * torch.sigmoid(dt_raw) if ctx.delta_softplus else g_dt.contiguous()
-        if delta_bias is not None:
-            g_bias = g_delta.sum(dim=(0, 2))
-        g_B = g_BT.permute(1, 2, 3, 0)
-        g_C = g_CT.permute(1, 2, 3, 0)
-        g_B = g_B.squeeze(1).contiguous() if ctx.b_was_3d else g_B.contiguous()
-        g_C = g_C.squeeze(1).contiguous() if ctx.c_was_3d else g_C.contiguous()
+        g_u, g_delta, g_D, g_z, g_bias = _pointwise_gradients(gout, gy, u, z, D, y_preT, g_uT, g_dtT, dt_raw,
+                                                              delta_bias, ctx.delta_softplus)
+        g_B, g_C = _bc_gradient(g_BT, ctx.b_was_3d), _bc_gradient(g_CT, ctx.c_was_3d)
         return g_u, g_delta, g_A.view_as(A), g_B, g_C, g_D, g_z, g_bias, None
+
+
+def _pointwise_gradients(gout, gy, u, z, D, y_preT, g_uT, g_dtT, dt_raw, delta_bias, delta_softplus):
+    """Gradients of u, delta, D, z and delta_bias, from the scan's time-major (L, b, g, dg) gradients of u and
+    dt, ``gy`` (the output gradient before gating) and ``y_preT`` (the time-major output before D and the
+    gate; None without ``z``). Returns ``(g_u, g_delta, g_D, g_z, g_bias)`` (None for absent inputs)."""
+    batch, channels, length = u.shape
+    g_u = g_uT.view(length, batch, channels).permute(1, 2, 0)
+    g_dt = g_dtT.view(length, batch, channels).permute(1, 2, 0)
+    g_D = g_z = g_bias = None
+    if D is not None:
+        g_u = g_u + gy * D[None, :, None]
+        g_D = (gy * u).sum(dim=(0, 2))
+    g_u = g_u.contiguous()
+    if z is not None:
+        y_full = y_preT.view(length, batch, channels).permute(1, 2, 0)
+        if D is not None:
+            y_full = y_full + u * D[None, :, None]
+        sz = torch.sigmoid(z)
+        g_z = gout * y_full * sz * (1 + z * (1 - sz))
+    g_delta = g_dt * torch.sigmoid(dt_raw) if delta_softplus else g_dt.contiguous()
+    if delta_bias is not None:
+        g_bias = g_delta.sum(dim=(0, 2))
+    return g_u, g_delta, g_D, g_z, g_bias
+
+
+def _bc_gradient(g_T, was_3d: bool):
+    """The gradient of B or C in the caller's layout from its time-major (L, b, g, n) form."""
+    g = g_T.permute(1, 2, 3, 0)
+    return g.squeeze(1).contiguous() if was_3d else g.contiguous()
 
 
 def _time_major(u, dt, B4, C4, groups):

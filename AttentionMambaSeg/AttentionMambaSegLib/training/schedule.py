@@ -166,31 +166,47 @@ def plan_schedule(
     t_it, t_val, t_ck = seconds_per_iteration, seconds_per_val_slice, seconds_per_checkpoint
     nval_fixed = None if val_slices is None else min(val_slices, all_val)
     overhead_min = (nval_fixed if nval_fixed is not None else min_val) * t_val + t_ck
-    if iterations_per_epoch:
-        ipe = iterations_per_epoch
-        n_epochs = int(budget_seconds // (ipe * t_it + overhead_min))
-        n_epochs = max(1, min(epochs, n_epochs))
-    else:
-        # Shortest epoch that keeps the minimum validation near VALIDATION_SHARE of the epoch.
-        ipe_min = max(1, math.ceil(overhead_min * (1 - VALIDATION_SHARE) / (VALIDATION_SHARE * t_it)))
-        full_epoch = one_pass * t_it + overhead_min
-        if epochs * full_epoch <= budget_seconds:
-            n_epochs = epochs
-        else:
-            n_epochs = int(budget_seconds // (max(ipe_min, 1) * t_it + overhead_min))
-            n_epochs = max(min(MIN_EPOCHS, epochs), min(epochs, n_epochs))
-        per_epoch = budget_seconds / n_epochs
-        ipe = max(1, int((per_epoch - overhead_min) // t_it))
+    n_epochs, ipe = _budget_epochs(epochs, one_pass, budget_seconds, t_it, overhead_min, iterations_per_epoch)
     if nval_fixed is not None:
         nval = nval_fixed
     else:
-        share = VALIDATION_SHARE / (1 - VALIDATION_SHARE) * ipe * t_it
-        nval = all_val if t_val <= 0 else int(max(min_val, min(all_val, share // t_val)))
-        # Validation above the minimum comes out of the steps.
-        extra = (nval - min_val) * t_val
-        if not iterations_per_epoch and extra > 0:
-            ipe = max(1, ipe - int(math.ceil(extra / t_it)))
+        nval, ipe = _budget_validation(ipe, t_it, t_val, all_val, min_val, bool(iterations_per_epoch))
     return SchedulePlan(n_epochs, ipe, nval, t_it, t_val, t_max_epochs(n_epochs, ipe))
+
+
+def _budget_epochs(epochs: int, one_pass: int, budget_seconds: float, t_it: float, overhead_min: float,
+                   iterations_per_epoch: int | None) -> tuple[int, int]:
+    """``(epochs, iterations per epoch)`` that fit ``budget_seconds`` (:func:`plan_schedule`'s budget rule).
+
+    ``overhead_min`` is the seconds of each epoch's minimum validation and its checkpoint; ``t_it`` the
+    seconds of one step.
+    """
+    if iterations_per_epoch:
+        ipe = iterations_per_epoch
+        n_epochs = int(budget_seconds // (ipe * t_it + overhead_min))
+        return max(1, min(epochs, n_epochs)), ipe
+    # Shortest epoch that keeps the minimum validation near VALIDATION_SHARE of the epoch.
+    ipe_min = max(1, math.ceil(overhead_min * (1 - VALIDATION_SHARE) / (VALIDATION_SHARE * t_it)))
+    full_epoch = one_pass * t_it + overhead_min
+    if epochs * full_epoch <= budget_seconds:
+        n_epochs = epochs
+    else:
+        n_epochs = int(budget_seconds // (max(ipe_min, 1) * t_it + overhead_min))
+        n_epochs = max(min(MIN_EPOCHS, epochs), min(epochs, n_epochs))
+    per_epoch = budget_seconds / n_epochs
+    return n_epochs, max(1, int((per_epoch - overhead_min) // t_it))
+
+
+def _budget_validation(ipe: int, t_it: float, t_val: float, all_val: int, min_val: int,
+                       fixed_steps: bool) -> tuple[int, int]:
+    """``(validation slices, iterations per epoch)``: the most slices that fit in ~:data:`VALIDATION_SHARE` of an
+    epoch; validation above the minimum comes out of the steps unless they are ``fixed_steps``."""
+    share = VALIDATION_SHARE / (1 - VALIDATION_SHARE) * ipe * t_it
+    nval = all_val if t_val <= 0 else int(max(min_val, min(all_val, share // t_val)))
+    extra = (nval - min_val) * t_val
+    if not fixed_steps and extra > 0:
+        ipe = max(1, ipe - int(math.ceil(extra / t_it)))
+    return nval, ipe
 
 
 def time_steps(
