@@ -285,9 +285,9 @@ def _read_back(segments: int):
 
 def _lab(color: Sequence[int]) -> tuple[float, float, float]:
     """CIELab (D65; L* 0..100, a*/b* -128..127) of an sRGB colour 0..255, as DICOM's display colour holds it."""
-    from .terminology import _srgb_to_lab
+    from .terminology import srgb_to_lab
 
-    l_star, a_star, b_star = _srgb_to_lab(color)
+    l_star, a_star, b_star = srgb_to_lab(color)
     return (min(max(l_star, 0.0), 100.0), min(max(a_star, -128.0), 127.0), min(max(b_star, -128.0), 127.0))
 
 

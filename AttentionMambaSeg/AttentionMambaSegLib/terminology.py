@@ -53,6 +53,7 @@ __all__ = [
     "check_distinct",
     "color_distance",
     "read_classes",
+    "srgb_to_lab",
 ]
 
 #: Context names of the terminology files in ``Resources/Terminology/`` (written into every segment).
@@ -239,8 +240,15 @@ def read_codes(snomed: Any, where: str) -> dict[str, Code | None]:
     return codes
 
 
-def _srgb_to_lab(color: Sequence[int]) -> tuple[float, float, float]:
-    """CIELAB (D65) of an sRGB colour 0..255 (IEC 61966-2-1 transfer curve, CIE 1976 L*a*b*)."""
+def srgb_to_lab(color: Sequence[int]) -> tuple[float, float, float]:
+    """CIELAB (D65) of an sRGB colour 0..255 (IEC 61966-2-1 transfer curve, CIE 1976 L*a*b*).
+
+    Args:
+        color: ``[r, g, b]``, each 0..255.
+
+    Returns:
+        ``(L*, a*, b*)``: L* 0..100; a* and b* signed, within -128..127 for sRGB colours.
+    """
     def linear(c: float) -> float:
         c /= 255.0
         return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
@@ -259,7 +267,7 @@ def _srgb_to_lab(color: Sequence[int]) -> tuple[float, float, float]:
 
 def color_distance(a: Sequence[int], b: Sequence[int]) -> float:
     """CIE76 colour difference (Delta E*ab) of two sRGB colours 0..255; about 2.3 is just noticeable."""
-    return math.dist(_srgb_to_lab(a), _srgb_to_lab(b))
+    return math.dist(srgb_to_lab(a), srgb_to_lab(b))
 
 
 def check_distinct(classes: Iterable[ClassEntry], where: str = "classes",

@@ -60,7 +60,7 @@ class ForegroundCrop:
             min_size: the smallest box (H, W) in pixels, e.g. the training patch.
             downsample: the first pass sees the slice this many times coarser (1: full resolution).
         """
-        from .sliding_window import _is_oom
+        from .sliding_window import is_oom
 
         middle = len(slices) // 2
         flips, batches.flips = batches.flips, FLIPS[1]
@@ -69,7 +69,7 @@ class ForegroundCrop:
         try:
             probabilities = batches(_coarser(central, downsample))[0]
         except Exception as e:
-            if not _is_oom(e):
+            if not is_oom(e):
                 raise
             logger.warning("Out of memory in the first pass of the foreground crop: every slice is segmented whole.")
             return None

@@ -55,7 +55,8 @@ def sliding_window_starts(size: int, patch: int, overlap: float = 0.5) -> list[i
     step = (size - patch) / (n - 1)
     return [int(round(i * step)) for i in range(n)]
 
-def _is_oom(error: BaseException) -> bool:
+def is_oom(error: BaseException) -> bool:
+    """True for an out-of-memory error of the device (CUDA's OutOfMemoryError, or a RuntimeError saying so)."""
     import torch
 
     if isinstance(error, torch.cuda.OutOfMemoryError):
@@ -192,7 +193,7 @@ def iter_probabilities(
         try:
             probabilities = predictor(slices[start:stop])
         except Exception as e:
-            if not _is_oom(e):
+            if not is_oom(e):
                 raise
             if batch_size > 1:
                 batch_size = max(1, batch_size // 2)

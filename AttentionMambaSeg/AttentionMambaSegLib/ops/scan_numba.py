@@ -1,6 +1,6 @@
 """Fused CPU selective scan: forward and backward kernels compiled with numba.
 
-Work split: each task owns one batch element and a block of ``_BLOCK`` = 4 channels of one B/C group
+Work split: each task owns one batch element and a block of ``BLOCK`` = 4 channels of one B/C group
 (forward), or one (batch, group) pair and walks its channels block by block (backward, so that the
 gradients of the shared B and C need no atomics). The state of each channel, d_state values, lives in
 a small local array. Interleaving 4 channels gives the CPU 4 independent recurrences per step: with a
@@ -8,7 +8,7 @@ single channel the loop is bound by the latency of h_t = a_t * h_{t-1} + b_t (me
 0.7 ns per state update on one core).
 
 exp: llvmlite ships without SVML here, so ``math.exp`` is a scalar call that blocks vectorisation.
-``_exp_neg`` is the classic Cephes ``expf`` (range reduction by ln 2, degree-5 polynomial, relative
+``exp_neg`` is the classic Cephes ``expf`` (range reduction by ln 2, degree-5 polynomial, relative
 error about 2 ulp) with 2**k built from its bits, written with multiplies, adds and integer ops only,
 so LLVM vectorises it over the d_state loop.
 
@@ -16,7 +16,7 @@ d_state is a compile-time constant of each kernel (:func:`kernels` builds and ca
 d_state): a literal trip count lets LLVM vectorise fully (measured 0.7 vs 1.2 ns per update).
 
 Backward: the reverse-time recurrence of mamba-ssm's CUDA kernel. A first pass stores the state every
-``_CHECKPOINT`` steps; then chunks are visited in reverse, their states recomputed into a local buffer
+``CHECKPOINT`` steps; then chunks are visited in reverse, their states recomputed into a local buffer
 and walked backwards. Nothing of size (batch, channels, L, d_state) is stored.
 
 The element-wise parts (delta_bias + softplus, the D skip, the z gate) stay vectorised torch
@@ -34,12 +34,14 @@ import functools
 import numpy as np
 from numba import njit, prange
 
-_BLOCK = 4
-_CHECKPOINT = 64
+#: Channels interleaved by one task (independent recurrences per step).
+BLOCK = 4
+#: Steps between the states the backward pass stores (it recomputes the states in between).
+CHECKPOINT = 64
 
 
 @njit(inline="always", fastmath=True)
-def _exp_neg(x, bits, k):
+def exp_neg(x, bits, k):
     """exp(x) for x <= 0 (x < -87 gives exp(-87) ~ 1.6e-38): mantissa returned, 2**n stored in bits[k]."""
     x = max(x, np.float32(-87.0))
     fx = np.floor(x * np.float32(1.44269504088896341) + np.float32(0.5))
@@ -62,8 +64,8 @@ def kernels(n: int):
     backward(u, dt, A, Bt, Ct, gy, g_u, g_dt, g_A, g_Bt, g_Ct): gradients of sum(gy * y); g_A
     (b, d, n) holds per-batch partial sums; g_Bt and g_Ct are accumulated into (zero them first).
     """
-    CH = _BLOCK
-    K = _CHECKPOINT
+    CH = BLOCK
+    K = CHECKPOINT
 
     @njit(parallel=True, fastmath=True, cache=True)
     def forward(u, dt, A, Bt, Ct, y):  # pragma: no cover
@@ -89,7 +91,7 @@ def kernels(n: int):
                     x = dtt * u[bi, d0 + j, t]
                     acc = np.float32(0.0)
                     for k in range(n):
-                        e = _exp_neg(dtt * a[j, k], bits, k)
+                        e = exp_neg(dtt * a[j, k], bits, k)
                         hk = e * scale[k] * h[j, k] + x * Bt[bi, gi, t, k]
                         h[j, k] = hk
                         acc += hk * Ct[bi, gi, t, k]
@@ -130,7 +132,7 @@ def kernels(n: int):
                             dtt = dt[bi, d0 + j, t]
                             x = dtt * u[bi, d0 + j, t]
                             for k in range(n):
-                                e = _exp_neg(dtt * a[j, k], bits, k)
+                                e = exp_neg(dtt * a[j, k], bits, k)
                                 H[0, j, k] = e * scale[k] * H[0, j, k] + x * Bt[bi, gi, t, k]
                 # pass 2: chunks in reverse; recompute their states, then walk back in time
                 for c in range(n_ck - 1, -1, -1):
@@ -145,7 +147,7 @@ def kernels(n: int):
                             dtt = dt[bi, d0 + j, t]
                             x = dtt * u[bi, d0 + j, t]
                             for k in range(n):
-                                e = _exp_neg(dtt * a[j, k], bits, k) * scale[k]
+                                e = exp_neg(dtt * a[j, k], bits, k) * scale[k]
                                 dA[s, j, k] = e
                                 H[s + 1, j, k] = e * H[s, j, k] + x * Bt[bi, gi, t, k]
                     for s in range(steps - 1, -1, -1):

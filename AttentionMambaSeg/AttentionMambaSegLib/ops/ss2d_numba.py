@@ -27,13 +27,13 @@ import functools
 import numpy as np
 from numba import njit, prange
 
-from .scan_numba import _BLOCK, _CHECKPOINT, _exp_neg
+from .scan_numba import BLOCK, CHECKPOINT, exp_neg
 
 
 @njit(inline="always", fastmath=True)
 def _softplus_and_sigmoid(v, bits, scale, i):
     """softplus(v) = max(v, 0) + log1p(exp(-|v|)) and sigmoid(v), vectorisable (bits/scale: scratch)."""
-    w = _exp_neg(-abs(v), bits, i) * scale[i]
+    w = exp_neg(-abs(v), bits, i) * scale[i]
     s = w / (np.float32(2.0) + w)  # log1p(w) = 2 atanh(s), s in (0, 1/3]
     s2 = s * s
     p = np.float32(1.0 / 15.0)
@@ -74,8 +74,8 @@ def ss2d_kernels(n: int):
     g_u (B, K, D, L) (scan part only), g_v (B, K, D, L) gradient of the pre-softplus dt, g_A
     (B, K, D, N), g_BC (B, K, L, 2N) zeroed by the caller.
     """
-    CH = _BLOCK
-    CK = _CHECKPOINT
+    CH = BLOCK
+    CK = CHECKPOINT
 
     @njit(parallel=True, fastmath=True, cache=True)
     def forward(u, x_dt, BC, W_dt, dt_bias, A, D_skip, order, y):  # pragma: no cover - compiled
@@ -106,7 +106,7 @@ def ss2d_kernels(n: int):
                         x = dtt * u[bi, d0 + j, p]
                         acc = np.float32(0.0)
                         for kk in range(n):
-                            e = _exp_neg(dtt * a[j, kk], bits, kk)
+                            e = exp_neg(dtt * a[j, kk], bits, kk)
                             hk = e * scale[kk] * h[j, kk] + x * BC[bi, k, p, kk]
                             h[j, kk] = hk
                             acc += hk * BC[bi, k, p, n + kk]
@@ -156,7 +156,7 @@ def ss2d_kernels(n: int):
                             dtt = dtb[j, p]
                             x = dtt * u[bi, d0 + j, p]
                             for kk in range(n):
-                                e = _exp_neg(dtt * a[j, kk], bits, kk)
+                                e = exp_neg(dtt * a[j, kk], bits, kk)
                                 H[0, j, kk] = e * scale[kk] * H[0, j, kk] + x * BC[bi, k, p, kk]
                 for c in range(n_ck - 1, -1, -1):  # pass 2: chunks in reverse
                     t0 = c * CK
@@ -170,7 +170,7 @@ def ss2d_kernels(n: int):
                             dtt = dtb[j, p]
                             x = dtt * u[bi, d0 + j, p]
                             for kk in range(n):
-                                e = _exp_neg(dtt * a[j, kk], bits, kk) * scale[kk]
+                                e = exp_neg(dtt * a[j, kk], bits, kk) * scale[kk]
                                 dA[s, j, kk] = e
                                 H[s + 1, j, kk] = e * H[s, j, kk] + x * BC[bi, k, p, kk]
                     for s in range(steps - 1, -1, -1):
