@@ -1,4 +1,5 @@
-"""Tests of datasets.py and dataset_validation.py on tiny copies (in tmp_path) of real cases: reading, slicing, validation errors."""
+"""Tests of datasets.py and dataset_validation.py on tiny copies (in tmp_path) of real cases: reading, slicing,
+validation errors."""
 
 import json
 
@@ -109,7 +110,8 @@ def test_dataset_json_errors(tmp_path):
     _expect_problem(root, "without gaps")
     (root / "dataset.json").unlink()
     _expect_problem(root, "dataset.json not found")
-    info = datasets.DatasetInfo(root=root, name="x", channel_names=("a",), labels={"background": 0, "a": 1}, file_ending=".nii.gz")
+    info = datasets.DatasetInfo(root=root, name="x", channel_names=("a",), labels={"background": 0, "a": 1},
+                                file_ending=".nii.gz")
     with pytest.raises(datasets.DatasetError, match="splits_final.json not found"):
         datasets.split_cases(info, "val")
     with pytest.raises(ValueError, match="split must be"):

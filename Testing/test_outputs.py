@@ -444,7 +444,8 @@ def test_folder_with_one_multiframe_dicom_file_is_read_as_that_file(tmp_path):
     sitk.WriteImage(frames, str(folder / "enhanced.dcm"))
     image = images.read_image(folder)
     assert image.GetDimension() == 3 and image.GetSize() == (16, 16, 5)
-    assert np.array_equal(sitk.GetArrayFromImage(image), sitk.GetArrayFromImage(images.read_image(folder / "enhanced.dcm")))
+    assert np.array_equal(sitk.GetArrayFromImage(image),
+                          sitk.GetArrayFromImage(images.read_image(folder / "enhanced.dcm")))
 
 
 def test_models_folder_variable_naming_a_file(tmp_path, monkeypatch, capsys, tiny_model):

@@ -352,7 +352,8 @@ def test_areas_in_mm2_for_a_2d_image_with_spacing(tmp_path, acdc_crop, model_dir
                    "--no-tta") == 0
     segments = json.loads((tmp_path / "slice.report.json").read_text())["segments"]
     assert all("area_mm2" in s and "area_px" not in s for s in segments)
-    assert images.has_physical_spacing(images.read_image(path)) and not images.has_physical_spacing(images.read_image(PH2_LABEL))
+    assert images.has_physical_spacing(images.read_image(path))
+    assert not images.has_physical_spacing(images.read_image(PH2_LABEL))
 
 
 def test_palette_png_for_several_classes(tmp_path, capsys):
