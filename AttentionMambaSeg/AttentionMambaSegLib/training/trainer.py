@@ -525,10 +525,12 @@ class Trainer:
         save_model_package(self.network, card, package_dir)
         if cfg.final_evaluation:
             from ..evaluation import evaluate
+            from ..inference import InferenceSettings
 
             evaluation_start = time.monotonic()
-            summary = evaluate(package_dir, cfg.dataset, split="val", fold=cfg.fold, output=self.out / "val_metrics.csv",
-                               tta=True, device=str(self.device), overwrite=True)  # the run's own files
+            summary = evaluate(package_dir, cfg.dataset,
+                               InferenceSettings(device=str(self.device), tta=True, overwrite=True), split="val",
+                               fold=cfg.fold, output=self.out / "val_metrics.csv")  # the run's own files
             card["metrics"]["val"] = summary_to_metrics(summary)
             save_model_package(self.network, card, package_dir)
             reserved = self.evaluation_reserve
