@@ -24,7 +24,7 @@ import torch
 
 from ..data import SliceData
 from .augmentation import sample_batch
-from .step import train_step
+from .train_step import train_step
 
 __all__ = ["SchedulePlan", "plan_schedule", "cosine_factor", "t_max_epochs", "time_steps", "suggest_settings",
            "final_evaluation_seconds", "ETA_MIN", "MIN_EPOCHS", "VALIDATION_SHARE", "MIN_VALIDATION_SLICES",
@@ -184,13 +184,21 @@ def plan_schedule(
     if nval_fixed is not None:
         nval = nval_fixed
     else:
-        share = VALIDATION_SHARE / (1 - VALIDATION_SHARE) * ipe * t_it
-        nval = all_val if t_val <= 0 else int(max(min_val, min(all_val, share // t_val)))
-        # Validation above the minimum comes out of the steps.
-        extra = (nval - min_val) * t_val
-        if not iterations_per_epoch and extra > 0:
-            ipe = max(1, ipe - int(math.ceil(extra / t_it)))
+        nval, ipe = _validation_share(ipe, all_val, min_val, t_it, t_val, fixed_steps=bool(iterations_per_epoch))
     return SchedulePlan(n_epochs, ipe, nval, t_it, t_val, t_max_epochs(n_epochs, ipe))
+
+
+def _validation_share(ipe: int, all_val: int, min_val: int, t_it: float, t_val: float, fixed_steps: bool
+                      ) -> tuple[int, int]:
+    """``(validation slices, steps per epoch)`` under a budget: the most validation slices that fit in
+    :data:`VALIDATION_SHARE` of an epoch of ``ipe`` steps; validation above ``min_val`` slices comes out of the
+    steps unless they are fixed."""
+    share = VALIDATION_SHARE / (1 - VALIDATION_SHARE) * ipe * t_it
+    nval = all_val if t_val <= 0 else int(max(min_val, min(all_val, share // t_val)))
+    extra = (nval - min_val) * t_val
+    if not fixed_steps and extra > 0:
+        ipe = max(1, ipe - int(math.ceil(extra / t_it)))
+    return nval, ipe
 
 
 def time_steps(
