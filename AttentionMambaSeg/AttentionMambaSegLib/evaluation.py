@@ -265,7 +265,7 @@ def evaluate_shift_suite(
 
     settings = InferenceSettings(tta=False) if settings is None else settings
     package = model if isinstance(model, ModelPackage) else load_model_package(model)
-    kind, suite = suite_for(package.config["normalization"])
+    kind, suite = suite_for(package.card.normalization)
     info = load_dataset_info(dataset)
     case_ids = list(cases) if cases is not None else split_cases(info, split, fold)
     predictor = Predictor(package, settings)

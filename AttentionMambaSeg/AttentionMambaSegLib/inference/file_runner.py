@@ -181,7 +181,7 @@ def _read_input(src, package, settings: InferenceSettings, series: str | None) -
     """One input image or DICOM series, read as :func:`~AttentionMambaSegLib.io.read_image` reads it."""
     from .. import io
 
-    return io.read_image(src, series=series, modality=package.config.get("modality"),
+    return io.read_image(src, series=series, modality=package.card.modality,
                          nifti_transform=settings.nifti_transform)
 
 
@@ -332,10 +332,10 @@ def _write_outputs(result, image: sitk.Image, src: Path, dst: Path, package, set
     replaced = dst.exists()
     if io.path_extension(dst) == DICOM_SEG_EXTENSION:
         series_files = io.choose_dicom_series(io.list_dicom_series(src), series,
-                                              package.config.get("modality")).files
+                                              package.card.modality).files
         write_dicom_seg(result.labels, dst, package.config["classes"], series_files,
                         segments=result.segments, algorithm_name=package.id,
-                        algorithm_version=str(package.config["version"]), overwrite=overwrite, inputs=inputs)
+                        algorithm_version=package.card.version, overwrite=overwrite, inputs=inputs)
     else:
         io.write_labelmap(result.labels, dst, package.config["classes"],
                           flagged=[s.label_value for s in result.needs_review], overwrite=overwrite,
