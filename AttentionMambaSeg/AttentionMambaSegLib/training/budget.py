@@ -186,5 +186,6 @@ def _shapes(slices) -> list[tuple[int, int]]:
 
 def _mean_padded_pixels(slices, patch_size: int) -> float:
     """Mean pixels of the slices zero-padded as validation pads them (multiples of 32, at least the patch)."""
-    sizes = [max(patch_size, 32 * math.ceil(h / 32)) * max(patch_size, 32 * math.ceil(w / 32)) for h, w in _shapes(slices)]
+    sizes = [max(patch_size, 32 * math.ceil(h / 32)) * max(patch_size, 32 * math.ceil(w / 32))
+             for h, w in _shapes(slices)]
     return float(np.mean(sizes)) if sizes else float(patch_size * patch_size)
