@@ -50,17 +50,18 @@ def test_model_card_is_complete(model_id):
 @pytest.mark.parametrize("model_id", BUNDLED)
 def test_bundled_model_reproduces_its_recorded_validation_dice(model_id, datasets_dir):
     from AttentionMambaSegLib.evaluation import evaluate
-    from AttentionMambaSegLib.inference import Predictor
+    from AttentionMambaSegLib.inference import InferenceSettings, Predictor
     from AttentionMambaSegLib.inference.modes import PassPlan
 
     package = load_model_package(model_id)
     recorded = package.config["metrics"]["reference_cases"]["dice"]
     dataset = datasets_dir / EXPECTED[model_id]
     # as recorded: sliding windows of inference_patch_size, no flips
-    sliding = Predictor(package, device="cpu", passes=PassPlan("sliding", 1))
+    sliding = Predictor(package, InferenceSettings(device="cpu"), passes=PassPlan("sliding", 1))
     summary = evaluate(package, dataset, cases=sorted(recorded), predictor=sliding)
     for row in summary["per_case"]:
         assert abs(row["dice"] - recorded[row["case"]][row["class"]]) <= 0.005, (row["case"], row["class"])
     # the CPU default mode keeps the validation Dice it was chosen for: within 0.01 on these cases too
-    default = evaluate(package, dataset, cases=sorted(recorded), predictor=Predictor(package, device="cpu"))
+    default = evaluate(package, dataset, cases=sorted(recorded),
+                       predictor=Predictor(package, InferenceSettings(device="cpu")))
     assert default["mean_dice"] >= summary["mean_dice"] - 0.01, (default["mode"], default["mean_dice"])

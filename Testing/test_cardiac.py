@@ -358,13 +358,13 @@ def test_validation_patients_lv_ef_error():
     """The validation split (20 volumes: 10 patients x ED and ES) end to end, ED and ES as two inputs, fast
     mode, CPU: the LV EF's mean absolute error against the manual labels' LV EF is below 5 percentage points
     (measured 2.77: docs/CLINICAL.md)."""
-    from AttentionMambaSegLib.inference import Predictor
+    from AttentionMambaSegLib.inference import InferenceSettings, Predictor
 
     _require_acdc()
     cases = json.loads((ACDC / "splits_final.json").read_text())[0]["val"]
     patients = sorted({c.split("_")[0] for c in cases})
     assert len(cases) == 20 and len(patients) == 10
-    predictor = Predictor("cardiac-acdc", device="cpu", mode="fast")
+    predictor = Predictor("cardiac-acdc", InferenceSettings(device="cpu", mode="fast"))
     structures = clinical.CardiacLabels.from_classes(predictor.package.card.foreground_classes)
     errors = []
     for patient in patients:

@@ -11,9 +11,9 @@ import SimpleITK as sitk
 from _inference_helpers import DICOM_DIR, HIPPO_IMAGE, TinyConvNet, make_config, require
 
 from AttentionMambaSegLib import images, package as pkg
-from AttentionMambaSegLib.inference import RegionOfInterest
+from AttentionMambaSegLib.inference import InferenceSettings, RegionOfInterest
 from AttentionMambaSegLib.inference.checks import TrainingGeometry, input_range_warnings
-from AttentionMambaSegLib.inference.files import report_path_for, segment_files
+from AttentionMambaSegLib.inference.file_runner import report_path_for, segment_files
 from AttentionMambaSegLib.model_card import ModelCard
 
 GEOMETRY = {"in_plane_spacing_mm": 1.0, "slice_spacing_mm": 1.0, "field_of_view_mm": [43.0, 58.0, 47.0]}
@@ -81,7 +81,7 @@ def test_the_warning_reaches_the_log_and_the_report(tmp_path, caplog):
     source = tmp_path / "thick.nii.gz"
     sitk.WriteImage(_volume((40, 50, 4), (1.0, 1.0, 6.5)), str(source))
     out = tmp_path / "thick.seg.nrrd"
-    segment_files([source], out, package, device="cpu", tta=False)
+    segment_files([source], out, package, InferenceSettings(device="cpu", tta=False))
     warnings = json.loads(report_path_for(out).read_text())["warnings"]
     assert len(warnings) == 1 and "6.5 mm" in warnings[0] and "1.0 mm" in warnings[0]
     logged = [r for r in caplog.records if r.levelname == "WARNING" and "6.5 mm" in r.getMessage()]

@@ -20,6 +20,7 @@ import slicerio
 
 from _inference_helpers import ACDC_IMAGE, DICOM_DIR, PH2_IMAGE, make_package, require
 from AttentionMambaSegLib import cli, images, inference, package as pkg
+from AttentionMambaSegLib.inference import InferenceSettings
 
 
 @pytest.fixture(autouse=True)
@@ -76,7 +77,8 @@ def test_segment_to_seg_nrrd_non_ascii_paths(tmp_path, small_acdc, model_dir, ca
     assert back.GetSpacing() == pytest.approx(image.GetSpacing())
     assert back.GetOrigin() == pytest.approx(image.GetOrigin())
     # Same labels as the library call.
-    expected = inference.predict_volume(image, pkg.load_model_package(model_dir), device="cpu", tta=False)
+    expected = inference.predict_volume(image, pkg.load_model_package(model_dir),
+                                        InferenceSettings(device="cpu", tta=False))
     np.testing.assert_array_equal(sitk.GetArrayFromImage(back), sitk.GetArrayFromImage(expected))
     assert sorted(p.name for p in small_acdc.parent.iterdir()) == [
         "cœur 019.nii.gz", "résultat final.report.json", "résultat final.seg.nrrd"]

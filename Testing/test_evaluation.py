@@ -10,6 +10,7 @@ import torch
 from AttentionMambaSegLib import dataset_validation, training
 from AttentionMambaSegLib.cli import main
 from AttentionMambaSegLib.evaluation import EMPTY_MASK_CONVENTIONS, evaluate, format_summary
+from AttentionMambaSegLib.inference import InferenceSettings
 from AttentionMambaSegLib.package import load_model_package, save_model_package
 
 from conftest import DATASETS  # noqa: E402
@@ -42,7 +43,8 @@ def model_dir(tmp_path):
 
 def test_evaluate_one_case_writes_csv_and_png(tmp_path, model_dir):
     out = tmp_path / "metrics.csv"
-    summary = evaluate(model_dir, DATASETS / "Hippocampus", cases=[CASE], output=out, tta=False, device="cpu")
+    summary = evaluate(model_dir, DATASETS / "Hippocampus", InferenceSettings(device="cpu", tta=False), cases=[CASE],
+                       output=out)
     assert summary["cases"] == 1 and set(summary["per_class"]) == {"anterior hippocampus", "posterior hippocampus"}
     for row in summary["per_case"]:
         assert 0.0 <= row["dice"] <= 1.0 and row["hd95_mm"] >= 0.0 and row["ref_voxels"] > 0

@@ -14,6 +14,7 @@ import torch
 from _inference_helpers import (ACDC_IMAGE, ACDC_LABEL, DICOM_DIR, HIPPO_IMAGE, PH2_IMAGE,
                                 make_config, make_package, permute_flip, require)
 from AttentionMambaSegLib import devices, images, inference, package as pkg
+from AttentionMambaSegLib.inference import InferenceSettings
 
 
 def assert_same_geometry(out: sitk.Image, ref: sitk.Image):
@@ -135,7 +136,7 @@ def test_predict_slices_sigmoid_and_shape_errors():
 def test_acdc_geometry_and_known_answer(acdc):
     # Threshold network on z-scored slices: label 1 exactly where the voxel is above the case mean.
     package = make_package_for_threshold(acdc)
-    out = inference.predict_volume(acdc, package, device="cpu", tta=False, network=Threshold())
+    out = inference.predict_volume(acdc, package, InferenceSettings(device="cpu", tta=False), network=Threshold())
     assert_same_geometry(out, acdc)
     arr = sitk.GetArrayFromImage(acdc).astype(np.float64)
     expected = (arr > arr.mean()).astype(np.uint8)
@@ -151,15 +152,16 @@ def test_window_comes_from_inference_patch_size_or_the_argument(acdc):
     assert package.config["inference_patch_size"] == [64, 64]
     for window, sizes in ((None, {(64, 64)}), (256, {(256, 256)}), ((96, 128), {(96, 128)})):
         net = Threshold()
-        out = inference.predict_volume(image, package, device="cpu", tta=False, network=net, window=window)
+        out = inference.predict_volume(image, package, InferenceSettings(device="cpu", tta=False, window=window),
+                                       network=net)
         assert {c[-2:] for c in net.calls} == sizes, window
         np.testing.assert_array_equal(sitk.GetArrayFromImage(out), expected)
     package.config["inference_patch_size"] = [128, 128]
     net = Threshold()
-    inference.predict_volume(image, package, device="cpu", tta=False, network=net)
+    inference.predict_volume(image, package, InferenceSettings(device="cpu", tta=False), network=net)
     assert {c[-2:] for c in net.calls} == {(128, 128)}
     with pytest.raises(ValueError, match="multiples of 32"):
-        inference.predict_volume(image, package, device="cpu", tta=False, network=net, window=100)
+        inference.predict_volume(image, package, InferenceSettings(device="cpu", tta=False, window=100), network=net)
 
 
 def test_postprocessing_from_model_json_keeps_the_largest_component():
@@ -169,10 +171,12 @@ def test_postprocessing_from_model_json_keeps_the_largest_component():
     arr[:, 40:45, 40:45] = 100.0  # 2 x 25 voxels, apart from the first
     image = sitk.GetImageFromArray(arr + np.linspace(0, 1, 64, dtype=np.float32))  # not constant per row
     package = make_package_for_threshold(image)
-    raw = sitk.GetArrayFromImage(inference.predict_volume(image, package, device="cpu", tta=False, network=Threshold()))
+    raw = sitk.GetArrayFromImage(inference.predict_volume(image, package, InferenceSettings(device="cpu", tta=False),
+                                                          network=Threshold()))
     assert raw.sum() == 850
     package.config["postprocessing"] = {"largest_component": [1]}
-    out = sitk.GetArrayFromImage(inference.predict_volume(image, package, device="cpu", tta=False, network=Threshold()))
+    out = sitk.GetArrayFromImage(inference.predict_volume(image, package, InferenceSettings(device="cpu", tta=False),
+                                                          network=Threshold()))
     assert out.sum() == 800 and out[:, 40:45, 40:45].sum() == 0
 
 
@@ -184,7 +188,7 @@ def make_package_for_threshold(image, spacing=None):
 def test_resampled_known_answer_on_hippocampus_real_direction():
     require(HIPPO_IMAGE)
     img = images.read_image(HIPPO_IMAGE)  # RAS-stored, direction diag(-1, -1, 1)
-    out = inference.predict_volume(img, make_package_for_threshold(img, (0.7, 0.7)), device="cpu",
+    out = inference.predict_volume(img, make_package_for_threshold(img, (0.7, 0.7)), InferenceSettings(device="cpu"),
                                    network=Threshold())
     assert_same_geometry(out, img)
     arr = sitk.GetArrayFromImage(img).astype(np.float64)
@@ -202,7 +206,7 @@ def test_predict_volume_geometry_real_data(tmp_path, which):
         image = image[:, :, 3:8]  # 5 slices keep the test fast
     package = make_package(tmp_path / "m", target_spacing=(2.5, 2.0))
     seen = []
-    out = inference.predict_volume(image, package, device="cpu", tta=False, batch_size=3,
+    out = inference.predict_volume(image, package, InferenceSettings(device="cpu", tta=False, batch_size=3),
                                    progress=lambda d, t: seen.append((d, t)))
     assert_same_geometry(out, image)
     total = image.GetSize()[2]
@@ -216,7 +220,7 @@ def test_ph2_png_rgb_geometry(tmp_path):
     image = images.read_image(PH2_IMAGE)
     package = make_package(tmp_path / "rgb", in_channels=3, num_classes=1, activation="sigmoid",
                            target_spacing=None, patch_size=(96, 96))
-    out = inference.predict_volume(image, package, device="cpu", tta=False)
+    out = inference.predict_volume(image, package, InferenceSettings(device="cpu", tta=False))
     assert_same_geometry(out, image)
     assert out.GetDimension() == 2
     assert set(np.unique(sitk.GetArrayFromImage(out))) <= {0, 1}
@@ -229,9 +233,9 @@ def test_permuted_flipped_storage_gives_same_labels_in_physical_space(tmp_path, 
     if image.GetSize()[2] > 6:
         image = image[:, :, 3:7]
     package = make_package(tmp_path / "m", target_spacing=spacing)
-    a = inference.predict_volume(image, package, device="cpu", tta=False)
+    a = inference.predict_volume(image, package, InferenceSettings(device="cpu", tta=False))
     moved = permute_flip(image)
-    b = inference.predict_volume(moved, package, device="cpu", tta=False)
+    b = inference.predict_volume(moved, package, InferenceSettings(device="cpu", tta=False))
     assert_same_geometry(b, moved)
     assert len(np.unique(sitk.GetArrayFromImage(a))) > 1  # not trivially constant
     # Resample b onto a's grid (nearest neighbour; the grids share every voxel position).
@@ -244,16 +248,17 @@ def test_one_slice_volume(tmp_path, acdc):
     package = make_package(tmp_path / "m", target_spacing=(2.5, 2.5),
                            normalization={"type": "ct", "clip": [0, 1000], "mean": 60, "std": 40})
     one = acdc[:, :, 4:5]
-    out = inference.predict_volume(one, package, device="cpu", tta=False)
+    out = inference.predict_volume(one, package, InferenceSettings(device="cpu", tta=False))
     assert_same_geometry(out, one)
-    full = inference.predict_volume(acdc[:, :, 3:6], package, device="cpu", tta=False)
+    full = inference.predict_volume(acdc[:, :, 3:6], package, InferenceSettings(device="cpu", tta=False))
     np.testing.assert_array_equal(sitk.GetArrayFromImage(out)[0], sitk.GetArrayFromImage(full)[1])
 
 
 def test_small_image_is_padded(tmp_path):
     arr = np.random.default_rng(0).normal(size=(2, 20, 30)).astype(np.float32)
     img = sitk.GetImageFromArray(arr)
-    out = inference.predict_volume(img, make_package_for_threshold(img), device="cpu", network=Threshold())
+    out = inference.predict_volume(img, make_package_for_threshold(img), InferenceSettings(device="cpu"),
+                                   network=Threshold())
     assert_same_geometry(out, img)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(out), (arr > arr.mean()).astype(np.uint8))
 
@@ -269,15 +274,16 @@ def test_cancel_stops_within_one_batch(acdc):
         if d > 0:
             cancel.set()
 
-    out = inference.predict_volume(acdc, make_package_for_threshold(acdc), device="cpu", tta=False,
-                                   batch_size=2, progress=progress, cancel=cancel, network=net)
+    out = inference.predict_volume(acdc, make_package_for_threshold(acdc),
+                                   InferenceSettings(device="cpu", tta=False, batch_size=2), progress=progress,
+                                   cancel=cancel, network=net)
     assert out is None
     assert done == [0, 2]  # one batch of 2 slices, then stop
     assert {c[0] for c in net.calls} == {2}
     cancel.clear()
     cancel.set()
-    assert inference.predict_volume(acdc, make_package_for_threshold(acdc), device="cpu", cancel=cancel,
-                                    network=Threshold()) is None
+    assert inference.predict_volume(acdc, make_package_for_threshold(acdc), InferenceSettings(device="cpu"),
+                                    cancel=cancel, network=Threshold()) is None
 
 
 def test_default_batch_is_one_slice_on_cpu_four_on_gpu(acdc):
@@ -285,9 +291,10 @@ def test_default_batch_is_one_slice_on_cpu_four_on_gpu(acdc):
     assert inference.default_batch_size("cuda:1") == 4 and inference.default_batch_size("mps") == 4
     small = acdc[:, :, 3:6]
     default, three = Threshold(), Threshold()
-    inference.predict_volume(small, make_package_for_threshold(small), device="cpu", tta=True, network=default)
-    inference.predict_volume(small, make_package_for_threshold(small), device="cpu", tta=True, network=three,
-                             batch_size=3)
+    inference.predict_volume(small, make_package_for_threshold(small), InferenceSettings(device="cpu", tta=True),
+                             network=default)
+    inference.predict_volume(small, make_package_for_threshold(small),
+                             InferenceSettings(device="cpu", tta=True, batch_size=3), network=three)
     assert {c[0] for c in default.calls} == {1} and {c[0] for c in three.calls} == {3}
     assert len(default.calls) == 3 * len(three.calls)  # every window and flip once per slice
 
@@ -326,23 +333,24 @@ def test_oom_on_cpu_with_one_slice_is_an_error():
 def test_4d_image_is_refused(acdc_package):
     img = sitk.Image([8, 8, 4, 3], sitk.sitkFloat32)
     with pytest.raises(ValueError, match="4D"):
-        inference.predict_volume(img, acdc_package, device="cpu")
+        inference.predict_volume(img, acdc_package, InferenceSettings(device="cpu"))
 
 
 @pytest.mark.parametrize("value", [0.0, 7.0])
 def test_constant_image_is_refused(acdc_package, value):
     img = sitk.GetImageFromArray(np.full((2, 40, 40), value, np.float32))
     with pytest.raises(ValueError, match="constant"):
-        inference.predict_volume(img, acdc_package, device="cpu")
+        inference.predict_volume(img, acdc_package, InferenceSettings(device="cpu"))
 
 
 def test_complex_and_out_of_float32_range_images_are_refused(acdc_package):
     real = sitk.GetImageFromArray(np.random.default_rng(0).normal(size=(2, 40, 40)).astype(np.float32))
     with pytest.raises(ValueError, match="complex-valued"):
-        inference.predict_volume(sitk.RealAndImaginaryToComplex(real, real), acdc_package, device="cpu")
+        inference.predict_volume(sitk.RealAndImaginaryToComplex(real, real), acdc_package,
+                                 InferenceSettings(device="cpu"))
     huge = sitk.GetImageFromArray(sitk.GetArrayFromImage(real).astype(np.float64) * 1e300)
     with pytest.raises(ValueError, match="beyond what the network's float32"):
-        inference.predict_volume(huge, acdc_package, device="cpu")
+        inference.predict_volume(huge, acdc_package, InferenceSettings(device="cpu"))
 
 
 def test_float64_offset_beyond_float32_precision_gives_the_same_labels():
@@ -351,8 +359,8 @@ def test_float64_offset_beyond_float32_precision_gives_the_same_labels():
     small = sitk.GetImageFromArray(arr)
     offset = sitk.GetImageFromArray(arr + 1e12)
     package = make_package_for_threshold(small)
-    a = inference.predict_volume(small, package, device="cpu", tta=False, network=Threshold())
-    b = inference.predict_volume(offset, package, device="cpu", tta=False, network=Threshold())
+    a = inference.predict_volume(small, package, InferenceSettings(device="cpu", tta=False), network=Threshold())
+    b = inference.predict_volume(offset, package, InferenceSettings(device="cpu", tta=False), network=Threshold())
     expected = (arr > arr.mean()).astype(np.uint8)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(a), expected)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(b), expected)
@@ -363,14 +371,14 @@ def test_nan_inf_are_refused(acdc_package, bad):
     arr = np.random.default_rng(0).normal(size=(2, 40, 40)).astype(np.float32)
     arr[1, 5, 5] = bad
     with pytest.raises(ValueError, match="NaN or infinite"):
-        inference.predict_volume(sitk.GetImageFromArray(arr), acdc_package, device="cpu")
+        inference.predict_volume(sitk.GetImageFromArray(arr), acdc_package, InferenceSettings(device="cpu"))
 
 
 def test_labelmap_like_input_warns(caplog):
     require(ACDC_LABEL)
     lab = images.read_image(ACDC_LABEL)[:, :, 4:6]
     with caplog.at_level("WARNING", logger="AttentionMambaSegLib.inference"):
-        out = inference.predict_volume(lab, make_package_for_threshold(lab), device="cpu", tta=False,
+        out = inference.predict_volume(lab, make_package_for_threshold(lab), InferenceSettings(device="cpu", tta=False),
                                        network=Threshold())
     assert "looks like a labelmap" in caplog.text and "[0, 1, 2, 3]" in caplog.text
     assert_same_geometry(out, lab)
@@ -388,9 +396,9 @@ def test_channel_mismatch_names_both(tmp_path, acdc):
                                activation="sigmoid", target_spacing=None)
     grey_package = make_package(tmp_path / "grey", model_id="grey-model")
     with pytest.raises(ValueError, match=r"'rgb-model' expects RGB, 3 channels.*greyscale, 1 channel"):
-        inference.predict_volume(acdc, rgb_package, device="cpu")
+        inference.predict_volume(acdc, rgb_package, InferenceSettings(device="cpu"))
     with pytest.raises(ValueError, match=r"'grey-model' expects greyscale, 1 channel.*RGB, 3 channels"):
-        inference.predict_volume(images.read_image(PH2_IMAGE), grey_package, device="cpu")
+        inference.predict_volume(images.read_image(PH2_IMAGE), grey_package, InferenceSettings(device="cpu"))
 
 
 def test_corrupted_model_is_refused(tmp_path, acdc):
@@ -399,7 +407,7 @@ def test_corrupted_model_is_refused(tmp_path, acdc):
         f.seek(-4, 2)
         f.write(b"\xff\xff\xff\xff")
     with pytest.raises(pkg.ModelIntegrityError, match="SHA-256"):
-        inference.predict_volume(acdc, package, device="cpu")
+        inference.predict_volume(acdc, package, InferenceSettings(device="cpu"))
 
 
 # ------------------------------------------------------------------------------ real Attention-Mamba
@@ -411,8 +419,8 @@ def test_random_attention_mamba_end_to_end(tmp_path, acdc):
     config = make_config("am-random", architecture="AttentionMamba", target_spacing=(6.25, 6.25))
     package = pkg.load_model_package(pkg.save_model_package(AttentionMamba(1, 4), config, tmp_path / "am"))
     image = acdc[:, :, 5:7]
-    a = inference.predict_volume(image, package, device="cpu", tta=False, batch_size=2)
-    b = inference.predict_volume(image, package, device="cpu", tta=False, batch_size=1)
+    a = inference.predict_volume(image, package, InferenceSettings(device="cpu", tta=False, batch_size=2))
+    b = inference.predict_volume(image, package, InferenceSettings(device="cpu", tta=False, batch_size=1))
     assert_same_geometry(a, image)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(a), sitk.GetArrayFromImage(b))
 
@@ -422,7 +430,7 @@ def test_trained_cardiac_model_on_validation_case(acdc):
     package = pkg.load_model_package("cardiac-acdc")  # a missing bundled model fails here
     require(ACDC_LABEL)
     image = acdc[:, :, 4:7]
-    out = inference.predict_volume(image, package, device="cpu", tta=False)
+    out = inference.predict_volume(image, package, InferenceSettings(device="cpu", tta=False))
     assert_same_geometry(out, image)
     ref = sitk.GetArrayFromImage(images.read_image(ACDC_LABEL))[4:7]
     pred = sitk.GetArrayFromImage(out)

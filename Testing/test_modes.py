@@ -12,6 +12,7 @@ import torch
 from _inference_helpers import PH2_IMAGE, TinyConvNet, make_package, require
 
 from AttentionMambaSegLib import images, inference
+from AttentionMambaSegLib.inference import InferenceSettings
 from AttentionMambaSegLib.inference.confidence import ConfidenceRule, ConfidenceTally
 from AttentionMambaSegLib.inference.foreground import ForegroundCrop
 from AttentionMambaSegLib.inference.modes import PassPlan, SpeedModes
@@ -118,7 +119,8 @@ def test_segment_reports_confidence_and_flags_per_segment(tmp_path):
     (package.path / "model.json").write_text(json.dumps(card), encoding="utf-8")
     image = sitk.GetImageFromArray(np.random.default_rng(1).normal(size=(3, 64, 64)).astype(np.float32))
     image.SetSpacing((1.0, 1.0, 2.0))
-    result = inference.Predictor(load_model_package(package.path), device="cpu", tta=False).segment(image)
+    predictor = inference.Predictor(load_model_package(package.path), InferenceSettings(device="cpu", tta=False))
+    result = predictor.segment(image)
     labels = sitk.GetArrayFromImage(result.labels)
     report = result.report()
     assert [s["label_value"] for s in report["segments"]] == [1, 2, 3]

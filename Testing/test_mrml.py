@@ -65,7 +65,7 @@ def _check_segments_equal_labels(result, volume_node, labels: np.ndarray, classe
 )
 def test_segments_equal_predict_volume_voxel_for_voxel(scene, tmp_path, path, first, count, crop, classes):
     require(path)
-    from AttentionMambaSegLib.inference import predict_volume
+    from AttentionMambaSegLib.inference import InferenceSettings, predict_volume
 
     package = tiny_package(tmp_path, classes)
     image = read_slab(path, first, count, crop)
@@ -73,7 +73,7 @@ def test_segments_equal_predict_volume_voxel_for_voxel(scene, tmp_path, path, fi
     _geometry_close(mrml.image_from_volume_node(volume), image)
 
     result = mrml.segment_volume_node(volume, package, device="cpu", tta=False)
-    expected = sitk.GetArrayFromImage(predict_volume(image, package, device="cpu", tta=False))
+    expected = sitk.GetArrayFromImage(predict_volume(image, package, InferenceSettings(device="cpu", tta=False)))
     assert len(np.unique(expected)) > 1, "the random network should predict more than one label"
 
     _check_segments_equal_labels(result, volume, expected, classes)

@@ -343,12 +343,13 @@ def _dataset(root):
 
 def test_evaluate_names_the_label_values_the_model_lacks(tmp_path, capsys):
     from AttentionMambaSegLib.evaluation import evaluate, format_summary
+    from AttentionMambaSegLib.inference import InferenceSettings
 
     root = _dataset(tmp_path / "Dataset")
     model = make_package(tmp_path / "one-class", model_id="one-class", num_classes=1, activation="sigmoid",
                          target_spacing=(2.0, 2.0))
     before = (root / "labelsTr" / "case_000.nii.gz").read_bytes()
-    summary = evaluate(model, root, cases=["case_000"], tta=False, device="cpu")
+    summary = evaluate(model, root, InferenceSettings(device="cpu", tta=False), cases=["case_000"])
     assert summary["label_values_found"] == [1, 2] and summary["label_values_not_scored"] == {2: 1}
     assert "not predicted by the model, so in no figure above: label value 2 (1 case(s))" in format_summary(summary)
     # an output over a file of the dataset is refused, even with --overwrite

@@ -11,6 +11,7 @@ import SimpleITK as sitk
 from _inference_helpers import HIPPO_IMAGE, require
 
 from AttentionMambaSegLib import images, inference
+from AttentionMambaSegLib.inference import InferenceSettings
 from AttentionMambaSegLib.inference.reslice import canonical_reference, labels_back, obliquity_degrees
 
 
@@ -51,7 +52,7 @@ def test_obliquity_and_the_canonical_grid():
 def test_a_30_degree_oblique_hippocampus_is_segmented_in_the_models_axes():
     require(HIPPO_IMAGE)
     image = images.read_image(HIPPO_IMAGE)
-    predictor = inference.Predictor("hippocampus-msd", device="cpu", tta=False)
+    predictor = inference.Predictor("hippocampus-msd", InferenceSettings(device="cpu", tta=False))
     assert predictor.config["slicing"] == "canonical"
     straight = predictor.predict(image)
     # an oblique acquisition of the same head: the crop, mirrored outwards so that the tilted grid sees

@@ -13,6 +13,7 @@ import SimpleITK as sitk
 from _inference_helpers import make_package
 
 from AttentionMambaSegLib import images, inference
+from AttentionMambaSegLib.inference import InferenceSettings
 from AttentionMambaSegLib.cli import main
 from AttentionMambaSegLib.inference.roi import RegionOfInterest, crop_to_roi, paste_labels
 
@@ -32,7 +33,7 @@ def _centre(image):
 def test_labels_inside_the_roi_are_those_of_the_crop_segmented_alone(tmp_path, image):
     package = make_package(tmp_path / "m")
     roi = RegionOfInterest(tuple(_centre(image)), (100.0, 80.0, 30.0))
-    predictor = inference.Predictor(package, device="cpu", tta=False)
+    predictor = inference.Predictor(package, InferenceSettings(device="cpu", tta=False))
     full = predictor.predict(image, roi=roi)
     assert full.GetSize() == image.GetSize() and full.GetOrigin() == image.GetOrigin()
     assert full.GetSpacing() == image.GetSpacing() and full.GetDirection() == image.GetDirection()
@@ -52,7 +53,7 @@ def test_an_roi_outside_the_image_is_a_clear_error(tmp_path, image):
     package = make_package(tmp_path / "m")
     far = RegionOfInterest(tuple(_centre(image) + [0, 0, 500.0]), (20.0, 20.0, 20.0))
     with pytest.raises(ValueError, match="lies outside the image"):
-        inference.predict_volume(image, package, device="cpu", tta=False, roi=far)
+        inference.predict_volume(image, package, InferenceSettings(device="cpu", tta=False, roi=far))
 
 
 def test_ras_numbers_and_markups_files_give_the_same_box(tmp_path):
@@ -104,14 +105,14 @@ def test_segment_cli_roi(tmp_path, capsys):
 def test_a_long_run_is_announced_with_the_quicker_options(tmp_path, image, caplog):
     package = make_package(tmp_path / "m")
     clock = iter(range(0, 10_000, 100))  # every reading of the clock is 100 s later
-    predictor = inference.Predictor(package, device="cpu", tta=True, batch_size=1)
+    predictor = inference.Predictor(package, InferenceSettings(device="cpu", tta=True, batch_size=1))
     predictor.clock = lambda: next(clock)
     predictor.predict(image[:, :, 3:8])
     said = [r for r in caplog.records if "This run will take about" in r.getMessage()]
     assert len(said) == 1 and getattr(said[0], "event", None) == "estimate"
     assert "quicker: --mode fast (fewer network passes), --roi" in said[0].getMessage()
     caplog.clear()
-    predictor = inference.Predictor(package, device="cpu", tta=False)
+    predictor = inference.Predictor(package, InferenceSettings(device="cpu", tta=False))
     predictor.clock = lambda: 0.0  # instantaneous: nothing said
     predictor.predict(image[:, :, 3:8])
     assert not [r for r in caplog.records if "This run will take" in r.getMessage()]

@@ -45,8 +45,8 @@ def world(tmp_path, monkeypatch):
 
     scores = {False: 0.7, True: 0.9}  # mean Dice the stand-in evaluation gives without / with TTA
 
-    def evaluate(package, dataset, cases, tta, device, output=None):
-        d = scores[tta]
+    def evaluate(package, dataset, settings, cases, output=None):
+        d = scores[settings.tta]
         return {"cases": len(cases), "mean_dice": d, "mean_hd95": 2.0,
                 "per_class": {"class 1": {"dice_mean": d, "dice_sd": 0.0, "hd95_mean": 2.0, "hd95_sd": 0.0}},
                 "per_case": [{"case": c, "class": "class 1", "dice": d} for c in cases]}

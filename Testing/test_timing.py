@@ -12,7 +12,8 @@ import SimpleITK as sitk
 from _inference_helpers import make_package
 
 from AttentionMambaSegLib import inference
-from AttentionMambaSegLib.inference.files import report_path_for, segment_files
+from AttentionMambaSegLib.inference import InferenceSettings
+from AttentionMambaSegLib.inference.file_runner import report_path_for, segment_files
 from AttentionMambaSegLib.inference.timing import LONG_RUN_SECONDS, UPDATE_SECONDS, RunTimer
 
 
@@ -37,8 +38,8 @@ def _stack(slices: int, size: int = 64) -> sitk.Image:
     return image
 
 
-def _timed_predictor(package, clock: FakeClock, **options) -> inference.Predictor:
-    predictor = inference.Predictor(package, device="cpu", batch_size=1, **options)
+def _timed_predictor(package, clock: FakeClock, tta: bool) -> inference.Predictor:
+    predictor = inference.Predictor(package, InferenceSettings(device="cpu", tta=tta, batch_size=1))
     predictor.clock = clock
     predictor.network.register_forward_hook(clock.network_ran)
     return predictor
@@ -101,7 +102,7 @@ def test_the_report_states_estimated_and_measured_seconds(tmp_path):
     sitk.WriteImage(_stack(5), str(image_path))
     out = tmp_path / "stack.nii.gz.out.nii.gz"
     start = _time.monotonic()
-    segment_files([image_path], out, package, device="cpu", tta=False)
+    segment_files([image_path], out, package, InferenceSettings(device="cpu", tta=False))
     wall = _time.monotonic() - start
     time = json.loads(report_path_for(out).read_text())["time"]
     assert set(time) == {"measured_seconds", "estimated_seconds", "estimated_at_seconds", "warmup_seconds"}

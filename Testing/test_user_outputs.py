@@ -29,7 +29,7 @@ from PIL import Image
 from _inference_helpers import ACDC_IMAGE, ACDC_LABEL, PH2_IMAGE, PH2_LABEL, make_package, require
 from AttentionMambaSegLib import cli, images, masks, package as pkg, writers
 from AttentionMambaSegLib.cli.montage import write_overlay_montage
-from AttentionMambaSegLib.inference.files import output_path_for
+from AttentionMambaSegLib.inference.file_runner import output_path_for
 
 REPO = Path(__file__).resolve().parents[1]
 PH2_MODEL = pkg.bundled_models_dir() / "skin-lesion-ph2"

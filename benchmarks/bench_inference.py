@@ -34,7 +34,7 @@ import SimpleITK as sitk
 import AttentionMambaSegLib  # noqa: F401  (first: it sets torch's OpenMP wait policy)
 import torch
 
-from AttentionMambaSegLib.inference import Predictor
+from AttentionMambaSegLib.inference import InferenceSettings, Predictor
 from AttentionMambaSegLib.inference.modes import PassPlan
 from AttentionMambaSegLib.package import load_model_package
 
@@ -92,7 +92,7 @@ def row(model, path, mode, batch, window, unet=False):
     with_model = _rss_mb()
     img = sitk.ReadImage(str(path))
     before = _rss_mb()
-    predictor = Predictor(package, device="cpu", batch_size=batch, network=network, window=window,
+    predictor = Predictor(package, InferenceSettings(device="cpu", batch_size=batch, window=window), network=network,
                           passes=passes(package, mode))
     t0 = time.perf_counter()
     out = predictor.predict(img)

@@ -112,12 +112,13 @@ def render_overlay(path: Path, image_path: Path, model_id: str | None) -> bool:
     import SimpleITK as sitk
     from PIL import Image, ImageDraw
 
-    from AttentionMambaSegLib.inference import predict_volume
+    from AttentionMambaSegLib.inference import InferenceSettings, predict_volume
     from AttentionMambaSegLib.package import load_model_package
 
     package = load_model_package(model_id or "cardiac-acdc")
     image = sitk.ReadImage(str(image_path))
-    labels = sitk.GetArrayFromImage(predict_volume(image, package, device="cpu", tta=False))  # (K, J, I)
+    labels = predict_volume(image, package, InferenceSettings(device="cpu", tta=False))
+    labels = sitk.GetArrayFromImage(labels)  # (K, J, I)
     array = sitk.GetArrayFromImage(image).astype(np.float32)
     k = int(np.argmax([(labels[i] > 0).sum() for i in range(labels.shape[0])]))
     lo, hi = np.percentile(array[k], (1, 99))

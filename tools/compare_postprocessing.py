@@ -16,7 +16,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from AttentionMambaSegLib.datasets import load_dataset_info, split_cases
-from AttentionMambaSegLib.inference import predict_volume
+from AttentionMambaSegLib.inference import InferenceSettings, predict_volume
 from AttentionMambaSegLib.images import read_image
 from AttentionMambaSegLib.metrics import array_spacing, dice, hd95
 from AttentionMambaSegLib.package import load_model_package
@@ -40,7 +40,7 @@ def main():
         image = read_image(info.channel_path(case, 0))
         ref_image = read_image(info.label_path(case))
         ref, spacing = sitk.GetArrayFromImage(ref_image), array_spacing(ref_image)
-        raw = predict_volume(image, package, device="cpu", tta=args.tta, network=network)
+        raw = predict_volume(image, package, InferenceSettings(device="cpu", tta=args.tta), network=network)
         for name, keep in variants.items():
             pred = sitk.GetArrayFromImage(keep_largest_component(raw, keep) if keep else raw)
             scores[name].append([(dice(pred == v, ref == v), hd95(pred == v, ref == v, spacing)) for v in labels])

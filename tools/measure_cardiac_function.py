@@ -36,13 +36,13 @@ def measure(dataset: Path, model: str = "cardiac-acdc", mode: str = "fast", spli
     import SimpleITK as sitk
 
     from AttentionMambaSegLib import clinical
-    from AttentionMambaSegLib.inference import Predictor
+    from AttentionMambaSegLib.inference import InferenceSettings, Predictor
 
     info = json.loads((dataset / "patients.json").read_text())
     if patients is None:
         cases = json.loads((dataset / "splits_final.json").read_text())[0][split]
         patients = sorted({c.split("_")[0] for c in cases})
-    predictor = Predictor(model, device=device, mode=mode)
+    predictor = Predictor(model, InferenceSettings(device=device, mode=mode))
     structures = clinical.CardiacLabels.from_classes(predictor.package.card.foreground_classes)
     rows = []
     for patient in patients:

@@ -33,7 +33,7 @@ import torch
 from AttentionMambaSegLib import slicing
 from AttentionMambaSegLib.datasets import load_dataset_info, read_case, split_cases
 from AttentionMambaSegLib.evaluation import evaluate
-from AttentionMambaSegLib.inference import Predictor
+from AttentionMambaSegLib.inference import InferenceSettings, Predictor
 from AttentionMambaSegLib.inference.modes import FAST_DEFAULT_TOLERANCE, PassPlan
 from AttentionMambaSegLib.package import bundled_models_dir, load_model_package
 
@@ -101,7 +101,7 @@ def measure(package, dataset, plans: dict, case_ids: list, threads: int) -> dict
     torch.set_num_threads(threads)
     results = {}
     for name, plan in plans.items():
-        predictor = Predictor(package, device="cpu", passes=plan)
+        predictor = Predictor(package, InferenceSettings(device="cpu"), passes=plan)
         started = time.perf_counter()
         summary = evaluate(package, dataset, cases=case_ids, predictor=predictor)
         results[name] = {"plan": plan.__dict__, "passes": plan.describe(), "mean_dice": round(summary["mean_dice"], 4),

@@ -34,6 +34,7 @@ import torch
 
 from AttentionMambaSegLib.datasets import load_dataset_info, split_cases
 from AttentionMambaSegLib.evaluation import evaluate, format_summary
+from AttentionMambaSegLib.inference import InferenceSettings
 from AttentionMambaSegLib.package import bundled_models_dir, load_model_package, sha256_of_file
 
 
@@ -71,8 +72,8 @@ def main(argv=None) -> int:
     info = load_dataset_info(args.dataset)
     val_cases = split_cases(info, "val", 0)
     cases = val_cases[: args.max_cases] if args.max_cases else val_cases
-    summary = evaluate(package, args.dataset, cases=cases, tta=args.tta,
-                       output=args.run_dir / "val_metrics.csv", device="cpu")
+    summary = evaluate(package, args.dataset, InferenceSettings(device="cpu", tta=args.tta), cases=cases,
+                       output=args.run_dir / "val_metrics.csv")
     print(format_summary(summary))
     command = "python " + " ".join([Path(sys.argv[0]).as_posix()] + [str(a) for a in (argv or sys.argv[1:])])
 
@@ -101,14 +102,14 @@ def main(argv=None) -> int:
             return 1
     summary_tta = None
     if args.also_tta and not args.tta:
-        summary_tta = evaluate(package, args.dataset, cases=cases, tta=True,
-                               output=args.run_dir / "val_metrics_tta.csv", device="cpu")
+        summary_tta = evaluate(package, args.dataset, InferenceSettings(device="cpu", tta=True), cases=cases,
+                               output=args.run_dir / "val_metrics_tta.csv")
         print("with 4-flip TTA:")
         print(format_summary(summary_tta))
 
     # float16 (shipped) vs float32 (trained) weights, same epoch, no TTA
     sub = val_cases[: args.fp32_cases]
-    s16 = evaluate(package, args.dataset, cases=sub, tta=False, device="cpu")
+    s16 = evaluate(package, args.dataset, InferenceSettings(device="cpu", tta=False), cases=sub)
     state = torch.load(args.run_dir / "checkpoint_best.pt", map_location="cpu", weights_only=True)["model"]
     net32 = package.build_network("cpu").float()
     net32.load_state_dict(state)
@@ -116,12 +117,13 @@ def main(argv=None) -> int:
     package32.config["inference_patch_size"] = package.config["inference_patch_size"]
     package32.config["postprocessing"] = package.config["postprocessing"]
     package32.build_network = lambda device="cpu": net32.to(device).eval()
-    s32 = evaluate(package32, args.dataset, cases=sub, tta=False, device="cpu")
+    s32 = evaluate(package32, args.dataset, InferenceSettings(device="cpu", tta=False), cases=sub)
     delta = 100 * (s16["mean_dice"] - s32["mean_dice"])
     print(f"float16 vs float32 on {len(sub)} validation cases (no TTA): mean Dice {100 * s16['mean_dice']:.2f} vs "
           f"{100 * s32['mean_dice']:.2f} % ({delta:+.3f} points)")
 
-    ref = evaluate(package, args.dataset, cases=val_cases[: args.reference_cases], tta=False, device="cpu")
+    ref = evaluate(package, args.dataset, InferenceSettings(device="cpu", tta=False),
+                   cases=val_cases[: args.reference_cases])
     config = dict(package.config)
     metrics = dict(config.get("metrics") or {})
     metrics["val"] = new_val

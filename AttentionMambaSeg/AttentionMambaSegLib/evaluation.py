@@ -24,6 +24,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .datasets import load_dataset_info, read_case, split_cases
+from .inference.settings import InferenceSettings
 from .metrics import array_spacing, per_class_metrics
 from .outputs import check_output_path
 
@@ -40,45 +41,38 @@ EMPTY_MASK_CONVENTIONS = (
 def evaluate(
     model,
     dataset: str | os.PathLike,
+    settings: InferenceSettings | None = None,
+    *,
     split: str = "val",
-    output: str | os.PathLike | None = None,
-    tta: bool = True,
     fold: int = 0,
     cases: Sequence[str] | None = None,
-    device: str = "auto",
-    batch_size: int | None = None,
+    output: str | os.PathLike | None = None,
     progress: Callable[[int, int], None] | None = None,
     cancel: threading.Event | None = None,
-    window: Sequence[int] | int | None = None,
     shift=None,
     predictor=None,
-    mode: str | None = None,
-    overwrite: bool = False,
 ) -> dict | None:
     """Predict every case of a split and score it per class.
 
     Args:
         model: a :class:`~AttentionMambaSegLib.package.ModelPackage`, a model folder or a model id.
         dataset: nnU-Net v2 raw dataset folder.
+        settings: an :class:`~AttentionMambaSegLib.inference.InferenceSettings`; None: the defaults with 4-flip
+            test-time augmentation (``tta=True``). ``device``, ``mode``, ``tta`` (None: the mode's),
+            ``batch_size``, ``window`` as :class:`~AttentionMambaSegLib.inference.Predictor` reads them;
+            ``overwrite``: replace an existing ``output`` CSV and box plot (never a file of the dataset).
         split: "val" or "train" (of ``fold`` in splits_final.json) or "all" (every labelled case).
-        output: CSV path for the per-case table (a box plot goes next to it, same name with ``.png``);
-            None writes no file.
-        tta: 4-flip test-time augmentation (True), none (False), or the mode's (None).
         fold: fold of splits_final.json.
         cases: evaluate these case ids instead of a split.
-        device: "auto", "cpu", "cuda", "cuda:N".
-        batch_size: slices per forward pass (default: 1 on a CPU, 4 on a GPU).
+        output: CSV path for the per-case table (a box plot goes next to it, same name with ``.png``);
+            None writes no file.
         progress: ``progress(done, total_cases)``, ``done`` counting cases with a fraction for the
             slices of the case being predicted (called after every batch of slices).
         cancel: when set, stops before the next case and returns None.
-        window: sliding-window size (pixels, multiples of 32); default the model's inference_patch_size.
         shift: a :class:`~AttentionMambaSegLib.shifts.Shift` applied to every case (image and label)
             before prediction; None scores the cases as they are.
         predictor: an :class:`~AttentionMambaSegLib.inference.Predictor` of the model to use (shared
-            between calls); then ``device``, ``tta``, ``batch_size``, ``window`` and ``mode`` are its own.
-        mode: speed mode, ``"fast"`` or ``"accurate"`` (:mod:`~AttentionMambaSegLib.inference.modes`);
-            default the model's for the device.
-        overwrite: replace an existing ``output`` CSV and box plot (never a file of the dataset).
+            between calls); then its own device, flips, batch size, window and mode are used.
 
     Returns:
         summary dict: ``cases`` (int), ``tta``, ``mode``, ``passes``, ``seconds_mean`` (prediction
@@ -99,6 +93,7 @@ def evaluate(
     from .inference import Predictor
     from .package import ModelPackage, load_model_package
 
+    settings = InferenceSettings(tta=True) if settings is None else settings
     package = predictor.package if predictor is not None else (
         model if isinstance(model, ModelPackage) else load_model_package(model))
     info = load_dataset_info(dataset)
@@ -108,11 +103,47 @@ def evaluate(
     classes = _classes_to_score(package, info)
     if output is not None:  # before any prediction: the outputs may be written at the end
         for path in (Path(output), Path(output).with_suffix(".png")):
-            check_output_path(path, overwrite=overwrite, inputs=[info.root])
-    scored_values = {c["label_value"] for c in classes}
-    found: dict[int, int] = {int(v): 0 for v in info.foreground_labels.values()}
+            check_output_path(path, overwrite=settings.overwrite, inputs=[info.root])
     if predictor is None:
-        predictor = Predictor(package, device=device, tta=tta, batch_size=batch_size, window=window, mode=mode)
+        predictor = Predictor(package, settings)
+    scored = _score_cases(predictor, info, case_ids, classes, progress, cancel, shift)
+    if scored is None:
+        return None
+    source = {"dataset": str(info.root), "split": split if cases is None else "cases",
+              "shift": None if shift is None else shift.name}
+    summary = _case_summary(*scored, classes, predictor, source)
+    if output is not None:
+        _write_csv(summary, Path(output), overwrite=settings.overwrite, inputs=[info.root])
+        _plot_boxes(summary, Path(output).with_suffix(".png"), overwrite=settings.overwrite, inputs=[info.root])
+    return summary
+
+
+def _case_summary(rows: list[dict], seconds: list[float], found: dict[int, int], classes: list[dict], predictor,
+                  source: dict) -> dict:
+    """The summary of :func:`evaluate` from the scored cases and ``source`` (dataset, split, shift); warns about
+    the label values of the dataset that the model does not predict."""
+    package = predictor.package
+    summary = _summarise(rows, classes, len(seconds), predictor.tta)
+    scored_values = {c["label_value"] for c in classes}
+    not_scored = {v: n for v, n in sorted(found.items()) if v not in scored_values}
+    if not_scored:
+        logger.warning("Label value(s) %s of the dataset are not predicted by model '%s' (it predicts %s) and are "
+                       "left out of every figure.", ", ".join(f"{v} ({n} case(s))" for v, n in not_scored.items()),
+                       package.id, sorted(scored_values))
+    summary.update({"model": package.id, **source, "mode": predictor.mode, "passes": predictor.plan.describe(),
+                    "seconds_mean": float(np.mean(seconds)), "label_values_found": sorted(found),
+                    "label_values_not_scored": not_scored})
+    return summary
+
+
+def _score_cases(predictor, info, case_ids: list, classes: list[dict], progress, cancel, shift
+                 ) -> tuple[list[dict], list[float], dict[int, int]] | None:
+    """Predict and score every case: ``(rows, seconds per case, {label value found: cases})``; None when cancelled.
+
+    ``found`` starts with the dataset's own label values (count 0) and counts the cases whose reference label
+    holds each value.
+    """
+    found: dict[int, int] = {int(v): 0 for v in info.foreground_labels.values()}
     rows: list[dict] = []
     seconds = []
     for done, case_id in enumerate(case_ids, 1):
@@ -140,20 +171,7 @@ def evaluate(
                          "seconds": round(seconds[-1], 2)})
         if progress is not None:
             progress(done, len(case_ids))
-    summary = _summarise(rows, classes, len(case_ids), predictor.tta)
-    not_scored = {v: n for v, n in sorted(found.items()) if v not in scored_values}
-    if not_scored:
-        logger.warning("Label value(s) %s of the dataset are not predicted by model '%s' (it predicts %s) and are "
-                       "left out of every figure.", ", ".join(f"{v} ({n} case(s))" for v, n in not_scored.items()),
-                       package.id, sorted(scored_values))
-    summary.update({"model": package.id, "dataset": str(info.root), "split": split if cases is None else "cases",
-                    "shift": None if shift is None else shift.name, "mode": predictor.mode,
-                    "passes": predictor.plan.describe(), "seconds_mean": float(np.mean(seconds)),
-                    "label_values_found": sorted(found), "label_values_not_scored": not_scored})
-    if output is not None:
-        _write_csv(summary, Path(output), overwrite=overwrite, inputs=[info.root])
-        _plot_boxes(summary, Path(output).with_suffix(".png"), overwrite=overwrite, inputs=[info.root])
-    return summary
+    return rows, seconds, found
 
 
 def _label_values(label: sitk.Image, what: str) -> list[int]:
@@ -213,18 +231,25 @@ def _score_case(case_id: str, prediction: sitk.Image, label: sitk.Image, classes
              "ref_voxels": scores[c["label_value"]]["ref_voxels"]} for c in classes]
 
 
-def evaluate_shift_suite(model, dataset: str | os.PathLike, tta: bool = False, device: str = "auto",
-                         batch_size: int | None = None, progress: Callable[[int, int], None] | None = None,
-                         **selection) -> dict | None:
+def evaluate_shift_suite(
+    model,
+    dataset: str | os.PathLike,
+    settings: InferenceSettings | None = None,
+    *,
+    split: str = "val",
+    fold: int = 0,
+    cases: Sequence[str] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> dict | None:
     """Score a model on the clean cases of a split and under every shift of its suite (:mod:`shifts`).
 
     Args:
         model: a :class:`~AttentionMambaSegLib.package.ModelPackage`, a model folder or a model id.
-        dataset, device, batch_size: as for :func:`evaluate`.
-        tta: 4-flip test-time augmentation (default off: the suite runs 5 evaluations).
+        dataset, split, fold, cases, cancel: as for :func:`evaluate`.
+        settings: as for :func:`evaluate`; None: the defaults without test-time augmentation (``tta=False``:
+            the suite runs 5 evaluations).
         progress: ``progress(done, total)`` over cases x (1 + number of shifts).
-        **selection: ``split`` (default "val"), ``fold`` (default 0), ``cases``, ``cancel``, ``mode`` of
-            :func:`evaluate`.
 
     Returns:
         ``{"suite": "dermoscopy" | "mri", "cases", "tta", "clean": mean Dice, "shifts": {name: mean Dice},
@@ -238,12 +263,12 @@ def evaluate_shift_suite(model, dataset: str | os.PathLike, tta: bool = False, d
     from .package import ModelPackage, load_model_package
     from .shifts import suite_for
 
+    settings = InferenceSettings(tta=False) if settings is None else settings
     package = model if isinstance(model, ModelPackage) else load_model_package(model)
-    kind, suite = suite_for(package.config["normalization"])
-    split, fold, cases = selection.get("split", "val"), selection.get("fold", 0), selection.get("cases")
+    kind, suite = suite_for(package.card.normalization)
     info = load_dataset_info(dataset)
     case_ids = list(cases) if cases is not None else split_cases(info, split, fold)
-    predictor = Predictor(package, device=device, tta=tta, batch_size=batch_size, mode=selection.get("mode"))
+    predictor = Predictor(package, settings)
     results: dict[str, dict] = {}
     for run, shift in enumerate((None, *suite)):
         offset = run * len(case_ids)
@@ -252,8 +277,8 @@ def evaluate_shift_suite(model, dataset: str | os.PathLike, tta: bool = False, d
             if progress is not None:
                 progress(offset + done, len(case_ids) * (1 + len(suite)))
 
-        summary = evaluate(package, dataset, split=split, fold=fold, cases=case_ids, progress=step,
-                           cancel=selection.get("cancel"), shift=shift, predictor=predictor)
+        summary = evaluate(package, dataset, settings, split=split, fold=fold, cases=case_ids, progress=step,
+                           cancel=cancel, shift=shift, predictor=predictor)
         if summary is None:
             return None
         name = "clean" if shift is None else shift.name
@@ -267,7 +292,7 @@ def evaluate_shift_suite(model, dataset: str | os.PathLike, tta: bool = False, d
         "dataset": str(info.root),
         "split": split if cases is None else "cases",
         "cases": len(case_ids),
-        "tta": bool(tta),
+        "tta": bool(settings.tta),
         "clean": results["clean"]["mean_dice"],
         "shifts": shifted,
         "shift_mean": float(np.mean(list(shifted.values()))),

@@ -704,9 +704,9 @@ def resolve_model(model):
 def _predict(image, package, device, tta, batch_size, progress, cancel, mode=None):
     """``(labels, report)`` of ``inference.Predictor.segment`` (imported here: torch is loaded only when a
     run starts); ``(None, None)`` when cancelled."""
-    from .inference import Predictor
+    from .inference import InferenceSettings, Predictor
 
-    predictor = Predictor(package, device=device, tta=tta, batch_size=batch_size, mode=mode)
+    predictor = Predictor(package, InferenceSettings(device=device, mode=mode, tta=tta, batch_size=batch_size))
     result = predictor.segment(image, progress=progress, cancel=cancel)
     return (None, None) if result is None else (result.labels, result.report())
 

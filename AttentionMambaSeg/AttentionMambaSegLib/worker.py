@@ -21,7 +21,7 @@ Events (one JSON object per line; ``event`` names the kind, ``pid`` is the child
 * ``{"event": "progress", "input": "input.nrrd", "done": 3, "total": 11}`` after every batch of slices
 * ``{"event": "log", "level": "WARNING", "message": "..."}`` for each log message (INFO and above)
 * ``{"event": "written", "path": ".../labels.nrrd", "report": ".../labels.report.json"}`` (the report:
-  confidence and review flag of each segment, and warnings; see ``inference.files.write_report``)
+  confidence and review flag of each segment, and warnings; see ``inference.file_runner.write_report``)
 * ``{"event": "error", "type": "ValueError", "message": "..."}`` when the command fails
 
 This module imports only the standard library and SimpleITK: it runs in the Slicer process.
@@ -306,7 +306,7 @@ class SegmentProcess(CliProcess):
         folder = Path(tempfile.mkdtemp(prefix="AttentionMambaSeg-"))
         self.input_path = folder / "input.nrrd"
         self.output_path = folder / "labels.nrrd"
-        self.report_path = folder / "labels.report.json"  # inference.files.report_path_for(output_path)
+        self.report_path = folder / "labels.report.json"  # inference.file_runner.report_path_for(output_path)
         arguments = ["segment", str(self.input_path), "-o", str(self.output_path), "--model", str(model),
                      "--device", str(device), "--progress-format", "jsonl"]
         if mode is not None:

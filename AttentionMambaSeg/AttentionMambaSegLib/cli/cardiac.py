@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .segment import add_prediction_options, positive_int
+from .segment import add_prediction_options, inference_settings, positive_int
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -91,8 +91,7 @@ def _cardiac(args: argparse.Namespace, progress):
     clinical.CardiacLabels.from_classes(model.card.foreground_classes, f"model '{model.id}'")
     clinical.check_cardiac_outputs(args.output, len(cine.frames), args.output_format, args.all_frames, args.overwrite,
                                    inputs=args.inputs)
-    predictor = Predictor(model, device=args.device, tta=args.tta, batch_size=args.batch_size, force=args.force,
-                          mode=args.mode)
+    predictor = Predictor(model, inference_settings(args, force=args.force))
     analysis = clinical.analyse_cine(cine, predictor, ed=None if args.ed is None else args.ed - 1,
                                      es=None if args.es is None else args.es - 1, height_cm=args.height_cm,
                                      weight_kg=args.weight_kg, progress=progress)

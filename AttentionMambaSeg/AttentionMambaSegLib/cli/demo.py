@@ -50,10 +50,11 @@ def run(args: argparse.Namespace) -> int:
 
     from ._progress import Bar
     from .montage import write_overlay_montage
+    from .segment import inference_settings
 
     from .. import images, writers
     from ..inference import Predictor
-    from ..inference.files import report_path_for, write_report
+    from ..inference.file_runner import report_path_for, write_report
     from ..outputs import check_output_path
     from ..package import load_model_package
 
@@ -83,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     image = images.read_image(image_path)
     bar = Bar("slice", desc=EXAMPLE_CASE)
 
-    predictor = Predictor(package, device=args.device, tta=args.tta, mode=args.mode)
+    predictor = Predictor(package, inference_settings(args))
     start = time.perf_counter()
     try:
         result = predictor.segment(image, progress=bar)

@@ -47,6 +47,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Evaluate with a tqdm bar over cases and print the summary; returns the exit code."""
     from ._progress import Bar
+    from .segment import inference_settings
 
     from ..evaluation import evaluate, evaluate_shift_suite, format_shift_suite, format_summary
 
@@ -56,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("error: give DATASET and --model (score a model on a dataset), or --prediction FILE and "
                          "--label FILE (score one prediction)")
     _check_outputs(args, [args.dataset])
+    settings = inference_settings(args, window=args.window, overwrite=args.overwrite)
     progress = Bar("case", fractional=True)
 
     try:
@@ -63,13 +65,11 @@ def run(args: argparse.Namespace) -> int:
             if args.output is not None or args.window is not None:
                 raise SystemExit("error: --shift-suite writes no per-case CSV and uses the model's window: "
                                  "leave out --output and --window (use --json FILE for the table)")
-            summary = evaluate_shift_suite(args.model, args.dataset, split=args.split, tta=args.tta, fold=args.fold,
-                                           device=args.device, batch_size=args.batch_size, progress=progress,
-                                           cases=_first_cases(args), mode=args.mode)
+            summary = evaluate_shift_suite(args.model, args.dataset, settings, split=args.split, fold=args.fold,
+                                           cases=_first_cases(args), progress=progress)
         else:
-            summary = evaluate(args.model, args.dataset, split=args.split, output=args.output, tta=args.tta,
-                               fold=args.fold, device=args.device, batch_size=args.batch_size, progress=progress,
-                               window=args.window, cases=_first_cases(args), mode=args.mode, overwrite=args.overwrite)
+            summary = evaluate(args.model, args.dataset, settings, split=args.split, fold=args.fold,
+                               cases=_first_cases(args), output=args.output, progress=progress)
     finally:
         progress.close()
     print(format_shift_suite(summary) if args.shift_suite else format_summary(summary))

@@ -82,6 +82,23 @@ def add_prediction_options(parser: argparse.ArgumentParser) -> None:
                         help="slices per forward pass (default: 1 on a CPU, 4 on a GPU)")
 
 
+def inference_settings(args: argparse.Namespace, **more):
+    """The :class:`~AttentionMambaSegLib.inference.InferenceSettings` of the options of
+    :func:`add_prediction_options` (--device, --mode, --no-tta, --batch-size), with ``more`` settings."""
+    from ..inference import InferenceSettings
+
+    flags = {"device": args.device, "mode": args.mode, "tta": args.tta, "batch_size": getattr(args, "batch_size", None)}
+    return InferenceSettings(**{**flags, **more})
+
+
+def _segment_settings(args: argparse.Namespace, **more):
+    """The settings of every ``segment`` flag; ``--roi`` is read here (a bad one fails before any work)."""
+    settings = inference_settings(args, window=args.window, force=args.force, output_format=args.output_format,
+                                  overwrite=args.overwrite, overlay=args.overlay,
+                                  nifti_transform=args.nifti_transform, roi=args.roi or None, **more)
+    return settings.replace(roi=settings.region_of_interest())
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1 (the error names the value, not this function)."""
     try:
@@ -128,23 +145,8 @@ def _segment(args: argparse.Namespace, progress_factory) -> list:
     output = args.output
     if folder_of_images and not Path(output).suffix and not Path(output).is_file():
         output = os.path.join(output, "")  # a folder of images is a batch: OUTPUT is a folder, with summary.csv
-    return segment_files(
-        inputs, output, model, summary=True if folder_of_images else None, device=args.device, tta=args.tta,
-        batch_size=args.batch_size, output_format=args.output_format, progress_factory=progress_factory,
-        overwrite=args.overwrite, window=args.window, series=args.series, force=args.force, roi=_roi(args.roi),
-        mode=args.mode, nifti_transform=args.nifti_transform, overlay=args.overlay,
-    )
-
-
-def _roi(text: str | None):
-    """The ``--roi`` argument: a markups file or six numbers (RAS centre, size in mm)."""
-    if not text:
-        return None
-    from ..inference import RegionOfInterest
-
-    if text.lower().endswith(".json") or Path(text).is_file():
-        return RegionOfInterest.from_markups_file(text)
-    return RegionOfInterest.from_text(text)
+    settings = _segment_settings(args, summary=True if folder_of_images else None)
+    return segment_files(inputs, output, model, settings, progress_factory=progress_factory, series=args.series)
 
 
 def _run_jsonl(args: argparse.Namespace) -> int:
@@ -159,7 +161,7 @@ def _run_jsonl(args: argparse.Namespace) -> int:
 
     with jsonl_events():
         written = _segment(args, progress_factory)
-    from ..inference.files import report_path_for
+    from ..inference.file_runner import report_path_for
 
     for path in written:
         emit_event("written", path=str(path.resolve()), report=str(report_path_for(path).resolve()))
@@ -189,7 +191,7 @@ def _segment_archive(args: argparse.Namespace, progress_factory) -> list:
 
     from .. import distributed
     from ..inference import segment_archive
-    from ..inference.files import SUMMARY_NAME, write_summary
+    from ..inference.file_runner import SUMMARY_NAME, write_summary
     from ..outputs import check_output_path
     from ..registry import ensure_model
 
@@ -206,12 +208,9 @@ def _segment_archive(args: argparse.Namespace, progress_factory) -> list:
             ensure_model(args.model)  # a registry model is downloaded once, by rank 0
         distributed.broadcast_object(None)  # the others wait for it
         model = ensure_model(args.model)
-        written, failed = segment_archive(
-            inputs[ctx.rank::ctx.world_size], args.output, model, device=distributed.device_for(ctx, args.device),
-            progress_factory=progress_factory, tta=args.tta, batch_size=args.batch_size,
-            output_format=args.output_format, overwrite=args.overwrite, window=args.window, series=args.series,
-            force=args.force, roi=_roi(args.roi), mode=args.mode, nifti_transform=args.nifti_transform,
-            overlay=args.overlay)
+        settings = _segment_settings(args, device=distributed.device_for(ctx, args.device))
+        written, failed = segment_archive(inputs[ctx.rank::ctx.world_size], args.output, model, settings,
+                                          progress_factory=progress_factory, series=args.series)
         results = distributed.all_gather_objects((written, failed))
     finally:
         distributed.teardown()

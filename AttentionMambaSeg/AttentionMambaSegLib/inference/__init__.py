@@ -18,18 +18,21 @@ Robustness beyond the paper:
   ``threading.Event``) is checked between batches: a cancelled run returns ``None``.
 * Inputs are checked first: 4D, constant, NaN/Inf, channel mismatch (errors); labelmap-like (warning).
 
-Layout: :mod:`.predictor` (the :class:`Predictor` and :func:`predict_volume`), :mod:`.sliding_window`,
-:mod:`.checks` (input checks), :mod:`.files` (files in, files out).
+Layout: :mod:`.settings` (:class:`InferenceSettings`, the settings of a run), :mod:`.predictor` (the
+:class:`Predictor` and :func:`predict_volume`), :mod:`.sliding_window`, :mod:`.checks` (input checks),
+:mod:`.file_runner` (files in, files out).
 """
 
 from ..devices import default_batch_size, select_device
 from .checks import check_input_image
-from .files import output_path_for, segment_archive, segment_files
+from .file_runner import output_path_for, segment_archive, segment_files
 from .predictor import Predictor, predict_volume, window_size
 from .roi import RegionOfInterest
+from .settings import InferenceSettings
 from .sliding_window import gaussian_importance_map, predict_slices, sliding_window_starts
 
 __all__ = [
+    "InferenceSettings",
     "Predictor",
     "RegionOfInterest",
     "check_input_image",

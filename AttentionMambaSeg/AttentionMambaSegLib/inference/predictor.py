@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -27,6 +26,7 @@ from .checks import check_input_image, input_range_warnings
 from .confidence import ConfidenceTally, Segmentation, segment_reports
 from .foreground import ForegroundCrop
 from .photo_scale import back_to_input, to_model_scale
+from .settings import InferenceSettings
 from .sliding_window import BatchPredictor, ProgressCallback, iter_probabilities
 from .timing import LONG_RUN_SECONDS, RunTimer
 
@@ -58,19 +58,23 @@ class Predictor:
     """Segments images with one model package; owns the network, the device and the settings.
 
     Args:
-        package: :class:`~AttentionMambaSegLib.package.ModelPackage`, a model folder or a model id.
-        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` (chosen by
-            :func:`~AttentionMambaSegLib.devices.select_device`, logged once) or a ``torch.device``
-            (used as given).
-        mode: ``"fast"`` or ``"accurate"`` (:mod:`.modes`: window, flips and foreground crop as model.json
-            ``inference`` states them); default: the model's ``cpu_mode`` on a CPU, ``accurate`` on a GPU.
-        tta: override the mode's flips: True = 4 flips, False = none (4x faster); None keeps the mode's.
-        batch_size: slices per forward pass; halved automatically on out-of-memory; default
-            :func:`~AttentionMambaSegLib.devices.default_batch_size` of the device (1 on a CPU, 4 on a GPU).
-        window: sliding-window size in pixels at the model's spacing, (H, W) or one int, multiples of
-            32; default: the package's ``inference_patch_size``. Giving one selects sliding windows.
+        model: :class:`~AttentionMambaSegLib.package.ModelPackage`, a model folder or a model id.
+        settings: an :class:`~.settings.InferenceSettings`; None: the defaults (the model's own). Read here:
+
+            - ``device``: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` (chosen by
+              :func:`~AttentionMambaSegLib.devices.select_device`, logged once) or a ``torch.device``
+              (used as given).
+            - ``mode``: ``"fast"`` or ``"accurate"`` (:mod:`.modes`: window, flips and foreground crop as
+              model.json ``inference`` states them); None: the model's ``cpu_mode`` on a CPU, ``accurate`` on a GPU.
+            - ``tta``: override the mode's flips: True = 4 flips, False = none (4x faster); None keeps the mode's.
+            - ``batch_size``: slices per forward pass; halved automatically on out-of-memory; None:
+              :func:`~AttentionMambaSegLib.devices.default_batch_size` of the device (1 on a CPU, 4 on a GPU).
+            - ``window``: sliding-window size in pixels at the model's spacing, (H, W) or one int, multiples
+              of 32; None: the package's ``inference_patch_size``. Giving one selects sliding windows.
+            - ``force``: segment images of another modality than the model's (:func:`~.checks.check_modality`).
+
+            The other settings (outputs, ``roi``) are the runners'; :meth:`predict` takes the ROI per image.
         network: a network to use instead of ``package.build_network`` (it is moved to the device).
-        force: segment images of another modality than the model's (:func:`~.checks.check_modality`).
         passes: a :class:`~.modes.PassPlan` to use instead of the mode's (to measure a choice).
 
     Raises:
@@ -79,16 +83,16 @@ class Predictor:
         RuntimeError: a requested GPU is unusable.
     """
 
-    def __init__(self, package, device="auto", tta: bool | None = None, batch_size: int | None = None,
-                 window: Sequence[int] | int | None = None, network=None, force: bool = False,
-                 mode: str | None = None, passes=None):
+    def __init__(self, model, settings: InferenceSettings | None = None, *, network=None, passes=None):
         import torch
 
         from ..package import ModelPackage, load_model_package
 
-        self.package = package if isinstance(package, ModelPackage) else load_model_package(package)
+        self.settings = settings = InferenceSettings() if settings is None else settings
+        self.package = model if isinstance(model, ModelPackage) else load_model_package(model)
         self.config = self.package.config
         self.card = self.package.card
+        window, device = settings.window, settings.device
         self.window = window_size(self.config, window)
         if isinstance(device, torch.device):
             self.device, self.device_reason = device, str(device)
@@ -96,11 +100,12 @@ class Predictor:
             self.device, self.device_reason = select_device(device)
             logger.info("Device: %s", self.device_reason, extra={"event": "device", "device": str(self.device)})
         self.speed_modes = self.card.speed_modes
-        self.mode, self.plan = self.speed_modes.resolve(mode, self.device.type, tta=tta, window=window)
+        self.mode, self.plan = self.speed_modes.resolve(settings.mode, self.device.type, tta=settings.tta,
+                                                        window=window)
         if passes is not None:
             self.mode, self.plan = "custom", passes if window is None else replace(passes, window="sliding")
-        self.force = bool(force)
-        self.batch_size = default_batch_size(self.device) if batch_size is None else int(batch_size)
+        self.force = bool(settings.force)
+        self.batch_size = default_batch_size(self.device) if settings.batch_size is None else int(settings.batch_size)
         self.network = self.package.build_network(self.device) if network is None else network.to(self.device)
         self.network.eval()
         self.clock = time.monotonic  # the run's clock (:class:`~.timing.RunTimer`)
@@ -281,23 +286,20 @@ class Predictor:
 
 def predict_volume(
     image: sitk.Image,
-    package,
-    device="auto",
-    tta: bool | None = None,
-    batch_size: int | None = None,
+    model,
+    settings: InferenceSettings | None = None,
+    *,
     progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
     network=None,
-    window: Sequence[int] | int | None = None,
-    roi=None,
-    mode: str | None = None,
 ) -> sitk.Image | None:
-    """Segment one image: ``Predictor(package, device, tta, batch_size, window, network, mode=mode).predict(image, roi=roi)``.
+    """Segment one image: ``Predictor(model, settings, network=network).predict(image, roi=...)``.
 
+    ``settings.roi`` (:meth:`~.settings.InferenceSettings.region_of_interest`) limits the labels to a box.
     Arguments, return value and errors: those of :class:`Predictor` and :meth:`Predictor.predict`.
     To segment several images, make one :class:`Predictor` and call ``predict`` for each: the network
     is then built once and the device line logged once.
     """
-    predictor = Predictor(package, device=device, tta=tta, batch_size=batch_size, window=window, network=network,
-                          mode=mode)
-    return predictor.predict(image, progress=progress, cancel=cancel, roi=roi)
+    settings = InferenceSettings() if settings is None else settings
+    predictor = Predictor(model, settings, network=network)
+    return predictor.predict(image, progress=progress, cancel=cancel, roi=settings.region_of_interest())

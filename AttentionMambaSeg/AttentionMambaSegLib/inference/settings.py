@@ -9,8 +9,10 @@ means "the model's own setting" (model.json, read through its card). See docs/IN
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 __all__ = ["InferenceSettings"]
@@ -22,7 +24,7 @@ class InferenceSettings:
 
     Attributes:
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``
-            (:func:`~AttentionMambaSegLib.devices.select_device`).
+            (:func:`~AttentionMambaSegLib.devices.select_device`), or a ``torch.device`` (used as given).
         mode: speed mode name (``"fast"`` or ``"accurate"``); None: the model's default mode.
         tta: 4-flip test-time augmentation; None: as the mode says.
         batch_size: slices per forward pass; None: chosen from the device's memory.
@@ -39,7 +41,7 @@ class InferenceSettings:
         nifti_transform: NIfTI header rule (``"qform"``/``"sform"``) when the two disagree; None: refuse.
     """
 
-    device: str = "auto"
+    device: Any = "auto"
     mode: str | None = None
     tta: bool | None = None
     batch_size: int | None = None
@@ -59,3 +61,24 @@ class InferenceSettings:
             TypeError: an unknown setting name.
         """
         return dataclasses.replace(self, **changes)
+
+    def region_of_interest(self):
+        """:attr:`roi` as a :class:`~AttentionMambaSegLib.inference.roi.RegionOfInterest`, or None.
+
+        Text ending in ``.json`` or naming a file is read as a Slicer markups ROI file
+        (:meth:`~AttentionMambaSegLib.inference.roi.RegionOfInterest.from_markups_file`); other text as six
+        numbers, centre and size in RAS mm (:meth:`~AttentionMambaSegLib.inference.roi.RegionOfInterest.from_text`).
+
+        Raises:
+            ValueError: text that is neither; FileNotFoundError, ValueError: an unreadable markups file.
+        """
+        if not isinstance(self.roi, (str, os.PathLike)):
+            return self.roi
+        text = os.fspath(self.roi)
+        if not text:
+            return None
+        from .roi import RegionOfInterest
+
+        if text.lower().endswith(".json") or Path(text).is_file():
+            return RegionOfInterest.from_markups_file(text)
+        return RegionOfInterest.from_text(text)

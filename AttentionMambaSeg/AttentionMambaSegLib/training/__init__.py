@@ -43,8 +43,9 @@ Output folder::
       val_metrics.csv, val_metrics.png   per-case evaluation of the final model (if final_evaluation)
 
 Layout: :mod:`.config` (the settings), :mod:`.trainer` (the run), :mod:`.augmentation` (crops and
-augmentations), :mod:`.schedule` (learning rate, time budget), :mod:`.step` (one optimiser step),
-:mod:`.validation`, :mod:`.checkpoint`, :mod:`.report` (log and curves), :mod:`.model_card`.
+augmentations), :mod:`.schedule` (learning rate, time budget), :mod:`.train_step` (one optimiser step),
+:mod:`.budget` (timing and planning a run under a time budget), :mod:`.validation`, :mod:`.checkpoint`,
+:mod:`.report` (log and curves), :mod:`.model_card`.
 """
 
 from .augmentation import NO_AUGMENTATION, PAPER, PRESETS, SITE, AugmentationParams, sample_batch

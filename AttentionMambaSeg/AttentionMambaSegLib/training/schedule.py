@@ -24,7 +24,7 @@ import torch
 
 from ..datasets import SliceData
 from .augmentation import sample_batch
-from .step import train_step
+from .train_step import train_step
 
 __all__ = ["SchedulePlan", "plan_schedule", "cosine_factor", "t_max_epochs", "time_steps", "suggest_settings",
            "final_evaluation_seconds", "ETA_MIN", "MIN_EPOCHS", "VALIDATION_SHARE", "MIN_VALIDATION_SLICES",

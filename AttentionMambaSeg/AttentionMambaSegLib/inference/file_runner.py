@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import SimpleITK as sitk
@@ -15,6 +14,7 @@ from ..outputs import same_file
 from .checks import check_input_image
 from .confidence import REPORT_SUFFIX
 from .predictor import Predictor, window_size
+from .settings import InferenceSettings
 from .sliding_window import ProgressCallback
 
 __all__ = ["output_path_for", "overlay_path_for", "segment_files", "segment_archive", "report_path_for",
@@ -116,10 +116,20 @@ def _check_input_for_output(image: sitk.Image, src, dst, package, force: bool = 
         raise ValueError(f"Input {src} is a 3D volume of size {size}: --overlay draws the outline on 2D images "
                          "(photographs, single slices). Leave out --overlay and open the .seg.nrrd in 3D Slicer.")
 
-def _plan_outputs(inputs: list, output, output_format: str, overwrite: bool, overlay: bool = False,
-                  summary: bool = False) -> list:
-    """The output path of every input, checked: inputs exist, outputs writable (their folder may be created),
-    none replaces an input, no two inputs share an output name.
+def _plan_outputs(inputs: list, output, settings: InferenceSettings) -> tuple[list, Path | None]:
+    """The output path of every input (:func:`output_path_for`) and of the summary (None: no summary).
+
+    Raises:
+        ValueError: as :func:`output_path_for`.
+    """
+    outputs = [output_path_for(p, output, settings.output_format, len(inputs) > 1) for p in inputs]
+    summary = len(inputs) > 1 if settings.summary is None else settings.summary
+    return outputs, (outputs[0].parent / SUMMARY_NAME if summary else None)
+
+
+def _check_outputs(inputs: list, outputs: list, summary_path: Path | None, settings: InferenceSettings) -> None:
+    """Check the planned outputs: inputs exist, outputs writable (their folder may be created), none replaces
+    an input, no two inputs share an output name.
 
     Raises:
         FileNotFoundError, FileExistsError, PermissionError, ValueError: naming the path.
@@ -128,8 +138,9 @@ def _plan_outputs(inputs: list, output, output_format: str, overwrite: bool, ove
     from .. import outputs as output_rule
 
     from ..dicom_seg import DICOM_SEG_EXTENSION, check_dicom_seg_input, require_highdicom
+    from ..images import OUTPUT_EXTENSIONS
 
-    outputs = [output_path_for(p, output, output_format, len(inputs) > 1) for p in inputs]
+    overwrite = settings.overwrite
     for src in inputs:
         if not src.exists():
             raise FileNotFoundError(f"Input {src} does not exist.")
@@ -144,14 +155,14 @@ def _plan_outputs(inputs: list, output, output_format: str, overwrite: bool, ove
         for src in inputs:
             if same_file(src, dst):
                 raise ValueError(f"Output {dst} would overwrite the input image {src}; choose another output path.")
-        output_rule.check_output_path(dst, allowed=images.OUTPUT_EXTENSIONS + (DICOM_SEG_EXTENSION,),
+        output_rule.check_output_path(dst, allowed=OUTPUT_EXTENSIONS + (DICOM_SEG_EXTENSION,),
                                       overwrite=overwrite, inputs=inputs, create_folder=True)
-        if overlay:
+        if settings.overlay:
             output_rule.check_output_path(overlay_path_for(dst), allowed=(".png",), overwrite=overwrite,
                                           inputs=inputs, create_folder=True)
-    if summary:
-        output_rule.check_output_path(outputs[0].parent / SUMMARY_NAME, allowed=(".csv",), overwrite=overwrite,
-                                      inputs=inputs, create_folder=True)
+    if summary_path is not None:
+        output_rule.check_output_path(summary_path, allowed=(".csv",), overwrite=overwrite, inputs=inputs,
+                                      create_folder=True)
     for src, dst in zip(inputs, outputs):
         if images.path_extension(dst) == DICOM_SEG_EXTENSION:
             check_dicom_seg_input(src)  # a DICOM SEG references a DICOM series
@@ -165,35 +176,57 @@ def _plan_outputs(inputs: list, output, output_format: str, overwrite: bool, ove
     if len({str(p.resolve()).lower() for p in reports}) != len(reports):
         raise ValueError("Several outputs would share one report (NAME.report.json: they differ only in their "
                          "extension); give them different names or folders.")
-    return outputs
+
+
+def _read_input(src, package, settings: InferenceSettings, series: str | None) -> sitk.Image:
+    """One input image or DICOM series, read as :func:`~AttentionMambaSegLib.images.read_image` reads it."""
+    from ..images import read_image
+
+    return read_image(src, series=series, modality=package.card.modality,
+                      nifti_transform=settings.nifti_transform)
+
+
+def _check_inputs(inputs: list, outputs: list, package, settings: InferenceSettings, series: str | None) -> dict:
+    """Read and check every input before the first inference, so a bad input late in the list does not fail the
+    run after hours of work.
+
+    Returns:
+        ``{0: image}`` for a single input (kept for the run); ``{}`` with several (each is read again).
+
+    Raises:
+        ValueError: an input the model or the output format cannot take (naming it when there are several);
+            the errors of reading it.
+    """
+    many = len(inputs) > 1
+    images: dict[int, sitk.Image] = {}
+    for i, (src, dst) in enumerate(zip(inputs, outputs, strict=True)):
+        image = _read_input(src, package, settings, series)
+        try:
+            _check_input_for_output(image, src, dst, package, settings.force, settings.overlay)
+        except ValueError as e:
+            raise ValueError(f"Input {src}: {e}" if many else str(e)) from e
+        if not many:
+            images[i] = image
+        del image
+    return images
 
 
 def segment_files(
     inputs,
     output,
     model,
-    device="auto",
-    tta: bool | None = None,
-    batch_size: int | None = None,
-    output_format: str = "seg.nrrd",
+    settings: InferenceSettings | None = None,
+    *,
     progress_factory: Callable[[str], ProgressCallback] | None = None,
     cancel: threading.Event | None = None,
-    overwrite: bool = False,
-    window: Sequence[int] | int | None = None,
     predictor: Predictor | None = None,
     series: str | None = None,
-    force: bool = False,
-    roi=None,
-    mode: str | None = None,
-    nifti_transform: str | None = None,
-    overlay: bool = False,
-    summary: bool | None = None,
 ) -> list:
     """Segment image files / DICOM folders and write the results (the ``segment`` subcommand).
 
     Every output path and every input (readable, 2D/3D, channels, spacing, format) is checked before
     any inference; each file is written under the output rule of :mod:`~AttentionMambaSegLib.outputs`
-    (never over an input, never replacing a file without ``overwrite``, checked complete, created
+    (never over an input, never replacing a file without ``settings.overwrite``, checked complete, created
     exclusively), so an interrupted or failed run leaves only complete outputs and earlier files intact.
     One :class:`~.predictor.Predictor` segments them all (the network is built once). Beside each
     output goes its report (:func:`report_path_for`): the confidence and review flag of each segment
@@ -208,24 +241,21 @@ def segment_files(
             names the outputs). A missing output folder, or the missing folder of an output file, is
             created once every input has been checked.
         model: model id or package folder (or a loaded ModelPackage).
-        device, tta, batch_size, window, mode: see :class:`~.predictor.Predictor`.
-        output_format: extension used for outputs written into a folder (``dicom-seg``: ``.dcm``).
-        progress_factory: ``progress_factory(input_name)`` returns the progress callback of one input
-            (the CLI makes a tqdm bar).
+        settings: an :class:`~.settings.InferenceSettings` (None: the defaults). ``device``, ``tta``,
+            ``batch_size``, ``window``, ``mode``, ``force``: see :class:`~.predictor.Predictor`;
+            ``output_format``: extension of outputs written into a folder (``dicom-seg``: ``.dcm``);
+            ``overwrite``: replace existing output files (never an input); ``roi``: applied to every input
+            (labels zero outside it); ``nifti_transform``: for NIfTI inputs whose qform and sform disagree,
+            ``"qform"`` or ``"sform"`` (:func:`~AttentionMambaSegLib.images.read_image`), None refuses them;
+            ``overlay``: also write ``NAME_overlay.png``, the input with each segment's outline in its class
+            colour, beside each output (2D inputs, :func:`~AttentionMambaSegLib.masks.write_outline_overlay`);
+            ``summary``: write :data:`SUMMARY_NAME` in the output folder (:func:`write_summary`), None: when
+            there are several inputs.
+        progress_factory: ``progress_factory(input_name)``: the progress callback of one input (a CLI bar).
         cancel: threading.Event; a cancelled run writes nothing more and returns what was written.
-        overwrite: replace existing output files (never an input).
-        series: for DICOM folders, which series (:func:`~AttentionMambaSegLib.dicom.choose_dicom_series`).
-        force: segment images of another modality than the model's (see :func:`~.checks.check_modality`).
-        roi: a :class:`~.roi.RegionOfInterest` applied to every input (labels zero outside it).
         predictor: a :class:`~.predictor.Predictor` of this model to use (for callers that segment input
             after input); then ``device``, ``tta``, ``batch_size``, ``window`` and ``mode`` are its own.
-        nifti_transform: for NIfTI inputs whose qform and sform disagree, ``"qform"`` or ``"sform"``
-            (:func:`~AttentionMambaSegLib.images.read_image`); None refuses them.
-        overlay: also write the input with each segment's outline in its class colour,
-            ``NAME_overlay.png`` beside each output (2D inputs;
-            :func:`~AttentionMambaSegLib.masks.write_outline_overlay`).
-        summary: write :data:`SUMMARY_NAME` in the output folder (:func:`write_summary`); None: when there
-            are several inputs.
+        series: for DICOM folders, which series (:func:`~AttentionMambaSegLib.dicom.choose_dicom_series`).
 
     Returns:
         Output paths written, in input order (each with its report beside it).
@@ -237,91 +267,95 @@ def segment_files(
             the outputs, inference and writing; nothing partial is left behind. A failure after some
             outputs were written logs which ones.
     """
-    from .. import dicom, writers
-    from ..dicom_seg import DICOM_SEG_EXTENSION, write_dicom_seg
-    from ..images import path_extension, read_image
+    from ..outputs import make_output_folder
     from ..package import ModelPackage, load_model_package
 
+    settings = InferenceSettings() if settings is None else settings
     inputs = [Path(p) for p in inputs]
     if not inputs:
         raise ValueError("No input images given.")
-    if predictor is not None:
-        package = predictor.package
-    else:
-        package = model if isinstance(model, ModelPackage) else load_model_package(model)
-        window_size(package.config, window)  # a bad window fails before any input is read
-    def read(src):
-        return read_image(src, series=series, modality=package.config.get("modality"),
-                          nifti_transform=nifti_transform)
-
-    many = len(inputs) > 1
-    summary = many if summary is None else summary
-    outputs = _plan_outputs(inputs, output, output_format, overwrite, overlay, summary)
-    summary_path = outputs[0].parent / SUMMARY_NAME if summary else None
-    # Read and check every input before the first inference, so a bad input late in the list does not
-    # fail the run after hours of work. With one input the image is kept; with several it is re-read.
-    images: dict[int, sitk.Image] = {}
-    for i, (src, dst) in enumerate(zip(inputs, outputs, strict=True)):
-        image = read(src)
-        try:
-            _check_input_for_output(image, src, dst, package, force, overlay)
-        except ValueError as e:
-            raise ValueError(f"Input {src}: {e}" if many else str(e)) from e
-        if not many:
-            images[i] = image
-        del image
+    package = predictor.package if predictor is not None else (
+        model if isinstance(model, ModelPackage) else load_model_package(model))
     if predictor is None:
-        predictor = Predictor(package, device=device, tta=tta, batch_size=batch_size, window=window, force=force,
-                              mode=mode)
-    from ..outputs import make_output_folder
-
+        window_size(package.config, settings.window)  # a bad window fails before any input is read
+    outputs, summary_path = _plan_outputs(inputs, output, settings)
+    _check_outputs(inputs, outputs, summary_path, settings)
+    images = _check_inputs(inputs, outputs, package, settings, series)
+    if predictor is None:
+        predictor = Predictor(package, settings)
     for folder in dict.fromkeys(dst.parent for dst in outputs):  # every input is checked: the folders may be made
         make_output_folder(folder)
+    written = _run(inputs, outputs, images, predictor, settings, series, progress_factory, cancel)
+    if summary_path is not None and written:
+        write_summary([(src, dst) for src, dst in zip(inputs, written)], summary_path, overwrite=settings.overwrite,
+                      inputs=inputs)
+    return written
+
+
+def _run(inputs: list, outputs: list, images: dict, predictor: Predictor, settings: InferenceSettings,
+         series: str | None, progress_factory, cancel) -> list:
+    """Segment the checked inputs one by one and write each output with its report; the outputs written.
+
+    Raises:
+        the errors of reading, inference and writing, after logging the outputs written before the failure.
+    """
+    roi = settings.region_of_interest()
     written = []
     for i, (src, dst) in enumerate(zip(inputs, outputs, strict=True)):
         try:
-            image = images.pop(i) if i in images else read(src)
+            image = images.pop(i) if i in images else _read_input(src, predictor.package, settings, series)
             progress = progress_factory(src.name) if progress_factory else None
             result = predictor.segment(image, progress=progress, cancel=cancel, roi=roi)
             if result is None:
                 logger.info("Cancelled; %d of %d outputs written.", len(written), len(inputs))
                 break
-            report = report_path_for(dst)
-            replaced = dst.exists()
-            if path_extension(dst) == DICOM_SEG_EXTENSION:
-                series_files = dicom.choose_dicom_series(dicom.list_dicom_series(src), series,
-                                                         package.config.get("modality")).files
-                write_dicom_seg(result.labels, dst, package.config["classes"], series_files,
-                                segments=result.segments, algorithm_name=package.id,
-                                algorithm_version=str(package.config["version"]), overwrite=overwrite, inputs=inputs)
-            else:
-                writers.write_labelmap(result.labels, dst, package.config["classes"],
-                                       flagged=[s.label_value for s in result.needs_review], overwrite=overwrite,
-                                       inputs=inputs)
-            try:
-                write_report(result, dst, src, overwrite=overwrite, inputs=inputs)
-                if overlay:
-                    from ..masks import write_outline_overlay
-
-                    picture = write_outline_overlay(image, result.labels, package.config["classes"],
-                                                    overlay_path_for(dst), overwrite=overwrite, inputs=inputs)
-                    logger.info("Wrote outline overlay %s", picture)
-            except BaseException:
-                if replaced:  # an earlier run's report never sits beside this run's output
-                    report.unlink(missing_ok=True)
-                else:  # an output without its report is not left behind
-                    dst.unlink(missing_ok=True)
-                raise
+            _write_outputs(result, image, src, dst, predictor.package, settings, series, inputs)
         except BaseException:
             if written:
                 logger.error("Failed on input %s; outputs written before the failure: %s", src,
                              ", ".join(str(p) for p in written))
             raise
         written.append(dst)
-    if summary_path is not None and written:
-        write_summary([(src, dst) for src, dst in zip(inputs, written)], summary_path, overwrite=overwrite,
-                      inputs=inputs)
     return written
+
+
+def _write_outputs(result, image: sitk.Image, src: Path, dst: Path, package, settings: InferenceSettings,
+                   series: str | None, inputs: list) -> None:
+    """The segmentation of one input, its report and (``settings.overlay``) its outline overlay.
+
+    An output is never left without its report, nor beside an earlier run's report.
+    """
+    from .. import dicom, writers
+    from ..dicom_seg import DICOM_SEG_EXTENSION, write_dicom_seg
+    from ..images import path_extension
+
+    overwrite = settings.overwrite
+    report = report_path_for(dst)
+    replaced = dst.exists()
+    if path_extension(dst) == DICOM_SEG_EXTENSION:
+        series_files = dicom.choose_dicom_series(dicom.list_dicom_series(src), series,
+                                                 package.card.modality).files
+        write_dicom_seg(result.labels, dst, package.config["classes"], series_files,
+                        segments=result.segments, algorithm_name=package.id,
+                        algorithm_version=package.card.version, overwrite=overwrite, inputs=inputs)
+    else:
+        writers.write_labelmap(result.labels, dst, package.config["classes"],
+                               flagged=[s.label_value for s in result.needs_review], overwrite=overwrite,
+                               inputs=inputs)
+    try:
+        write_report(result, dst, src, overwrite=overwrite, inputs=inputs)
+        if settings.overlay:
+            from ..masks import write_outline_overlay
+
+            picture = write_outline_overlay(image, result.labels, package.config["classes"],
+                                            overlay_path_for(dst), overwrite=overwrite, inputs=inputs)
+            logger.info("Wrote outline overlay %s", picture)
+    except BaseException:
+        if replaced:  # an earlier run's report never sits beside this run's output
+            report.unlink(missing_ok=True)
+        else:  # an output without its report is not left behind
+            dst.unlink(missing_ok=True)
+        raise
 
 
 _SIZE_COLUMNS = {"volume_ml": "volume (mL)", "area_mm2": "area (mm2)", "area_px": "area (px)",
@@ -425,9 +459,10 @@ def segment_archive(
     inputs,
     output_folder,
     model,
-    device="auto",
+    settings: InferenceSettings | None = None,
+    *,
     progress_factory: Callable[[str], ProgressCallback] | None = None,
-    **options,
+    series: str | None = None,
 ) -> tuple[list, list]:
     """Segment many inputs one by one into a folder; a failing input is reported and the others go on.
 
@@ -437,10 +472,9 @@ def segment_archive(
         inputs: image paths or DICOM folders.
         output_folder: a folder (created when missing; outputs are named after the inputs, :func:`output_path_for`).
         model: model id, folder or ModelPackage.
-        device: as :class:`~.predictor.Predictor` (a string or ``torch.device``).
-        progress_factory: as :func:`segment_files`.
-        **options: ``tta``, ``batch_size``, ``output_format``, ``overwrite``, ``window``, ``series``, ``force``,
-            ``mode``, ``nifti_transform`` of :func:`segment_files`.
+        settings: an :class:`~.settings.InferenceSettings`, as for :func:`segment_files` (``device`` may be a
+            ``torch.device``); no summary is written here (``summary`` is not read).
+        progress_factory, series: as for :func:`segment_files`.
 
     Returns:
         ``(written, failed)``: ``[(input, output path)]`` and ``[(input, "ErrorType: message")]``.
@@ -450,16 +484,17 @@ def segment_archive(
     """
     from ..outputs import make_output_folder
 
+    settings = InferenceSettings() if settings is None else settings
     if Path(output_folder).exists() and not Path(output_folder).is_dir():
         raise ValueError(f"Output {output_folder} must be a folder when segmenting many inputs; it is a file.")
     make_output_folder(output_folder)
-    settings = {k: options.pop(k) for k in ("tta", "batch_size", "window", "force", "mode") if k in options}
-    predictor = Predictor(model, device=device, **settings)
+    predictor = Predictor(model, settings)
+    each = settings.replace(summary=False)
     written, failed = [], []
     for source in inputs:
         try:
-            paths = segment_files([source], output_folder, predictor.package, progress_factory=progress_factory,
-                                  predictor=predictor, force=predictor.force, **options)
+            paths = segment_files([source], output_folder, predictor.package, each, progress_factory=progress_factory,
+                                  predictor=predictor, series=series)
         except Exception as e:  # reported with the input's name; the other inputs go on
             logger.error("Input %s failed: %s", source, e)
             failed.append((str(source), f"{type(e).__name__}: {e}"))
