@@ -1025,7 +1025,7 @@ class AttentionMambaSegLogic(ScriptedLoadableModuleLogic):
             return ""
 
     def speedModes(self, modelId: str):
-        """The model's speed modes (``inference.modes.SpeedModes``, torch-free), or None when it is not installed."""
+        """The model's speed modes (``card.SpeedModes``, torch-free), or None when it is not installed."""
         if not modelId:
             return None
         try:

@@ -51,7 +51,7 @@ def test_model_card_is_complete(model_id):
 def test_bundled_model_reproduces_its_recorded_validation_dice(model_id, datasets_dir):
     from AttentionMambaSegLib.evaluation import evaluate
     from AttentionMambaSegLib.inference import Predictor
-    from AttentionMambaSegLib.inference.modes import PassPlan
+    from AttentionMambaSegLib.card import PassPlan
 
     package = load_model_package(model_id)
     recorded = package.config["metrics"]["reference_cases"]["dice"]

@@ -11,10 +11,10 @@ import SimpleITK as sitk
 from _inference_helpers import DICOM_DIR, HIPPO_IMAGE, TinyConvNet, make_config, require
 
 from AttentionMambaSegLib import io, package as pkg
+from AttentionMambaSegLib.card import ModelCard, TrainingGeometry
 from AttentionMambaSegLib.inference import RegionOfInterest
-from AttentionMambaSegLib.inference.checks import TrainingGeometry, input_range_warnings
+from AttentionMambaSegLib.inference.checks import input_range_warnings
 from AttentionMambaSegLib.inference.files import report_path_for, segment_files
-from AttentionMambaSegLib.model_card import ModelCard
 
 GEOMETRY = {"in_plane_spacing_mm": 1.0, "slice_spacing_mm": 1.0, "field_of_view_mm": [43.0, 58.0, 47.0]}
 

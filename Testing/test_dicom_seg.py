@@ -17,7 +17,7 @@ import SimpleITK as sitk
 
 from _inference_helpers import DICOM_DIR, require
 from AttentionMambaSegLib import dicom_seg, io
-from AttentionMambaSegLib.inference.confidence import SegmentReport
+from AttentionMambaSegLib.inference.result import SegmentReport
 from AttentionMambaSegLib.package import load_model_package
 
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"

@@ -34,8 +34,8 @@ import SimpleITK as sitk
 import AttentionMambaSegLib  # noqa: F401  (first: it sets torch's OpenMP wait policy)
 import torch
 
+from AttentionMambaSegLib.card import PassPlan
 from AttentionMambaSegLib.inference import Predictor
-from AttentionMambaSegLib.inference.modes import PassPlan
 from AttentionMambaSegLib.package import load_model_package
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "AttentionMambaSeg/Resources/Examples/patient019_frame01_0000.nii.gz"

@@ -76,7 +76,7 @@ def evaluate(
             before prediction; None scores the cases as they are.
         predictor: an :class:`~AttentionMambaSegLib.inference.Predictor` of the model to use (shared
             between calls); then ``device``, ``tta``, ``batch_size``, ``window`` and ``mode`` are its own.
-        mode: speed mode, ``"fast"`` or ``"accurate"`` (:mod:`~AttentionMambaSegLib.inference.modes`);
+        mode: speed mode, ``"fast"`` or ``"accurate"`` (:mod:`~AttentionMambaSegLib.card.modes`);
             default the model's for the device.
         overwrite: replace an existing ``output`` CSV and box plot (never a file of the dataset).
 

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .outputs import explain_write_error
-from .model_card import _ID_PATTERN, NORMALIZATION_TYPES, SLICE_AXIS_RULES, ModelCard, _is_number, is_patch_size  # noqa: F401
+from .card import ID_PATTERN, ModelCard, is_number
 
 logger = logging.getLogger(__name__)
 
@@ -333,7 +333,7 @@ class ModelPackage:
         metrics = self.config.get("metrics") or {}
         for key, tta in (("val_tta", True), ("val", False)):
             value = (metrics.get(key) or {}).get("mean_dice")
-            if _is_number(value):
+            if is_number(value):
                 return float(value), tta
         return None, False
 
@@ -860,7 +860,7 @@ def remove_imported_model(model_id: str) -> int:
         FileNotFoundError: no imported model has this id (the message lists those that do).
         ValueError: ``model_id`` is not a valid model id.
     """
-    if not isinstance(model_id, str) or not _ID_PATTERN.fullmatch(model_id):
+    if not isinstance(model_id, str) or not ID_PATTERN.fullmatch(model_id):
         raise ValueError(f"{model_id!r} is not a model id (letters, digits, '.', '_' or '-').")
     cache = imported_models_dir()
     folder = cache / model_id

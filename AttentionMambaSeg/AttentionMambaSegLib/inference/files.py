@@ -13,7 +13,7 @@ import SimpleITK as sitk
 
 from ..outputs import same_file
 from .checks import check_input_image
-from .confidence import REPORT_SUFFIX
+from .result import REPORT_SUFFIX
 from .predictor import Predictor, window_size
 from .sliding_window import ProgressCallback
 

@@ -16,7 +16,7 @@ import logging
 
 import numpy as np
 
-from .modes import FLIPS
+from ..card.modes import FLIPS
 
 __all__ = ["ForegroundCrop"]
 

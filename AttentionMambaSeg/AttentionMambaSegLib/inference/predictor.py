@@ -24,7 +24,7 @@ from ..io import SPACING_KEY
 from ..devices import default_batch_size, select_device
 from ..postprocessing import keep_largest_component
 from .checks import check_input_image, input_range_warnings
-from .confidence import ConfidenceTally, Segmentation, segment_reports
+from .result import ConfidenceTally, Segmentation, segment_reports
 from .foreground import ForegroundCrop
 from .photo_scale import back_to_input, to_model_scale
 from .sliding_window import BatchPredictor, ProgressCallback, iter_probabilities
@@ -41,7 +41,7 @@ def window_size(config: dict, window) -> tuple[int, int]:
     Raises:
         ValueError: not positive multiples of 32.
     """
-    from ..package import is_patch_size
+    from ..card import is_patch_size
 
     if window is None:
         window = config["inference_patch_size"]  # validate_config fills it (default: patch_size)
