@@ -93,7 +93,7 @@ def test_the_hippocampus_card_records_its_training_images_and_what_it_needs():
     geometry = hippocampus.card.training_geometry_range
     assert geometry.slice_spacing_mm == geometry.in_plane_spacing_mm == 1.0
     assert geometry.field_of_view_mm == (43.0, 58.0, 47.0)
-    needs = hippocampus.config["limits"]["needs"]
+    needs = hippocampus.card.limits["needs"]
     assert "3D T1" in needs and "about 1 mm" in needs and "region of interest" in needs
     assert "Needs a 3D T1" in hippocampus.summary() and "needs" in hippocampus.describe()
 

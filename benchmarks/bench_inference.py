@@ -118,8 +118,8 @@ def main():
     args = p.parse_args()
     torch.set_num_threads(os.cpu_count())
     package = load_model_package(args.model)
-    print(f"model {package.id}, training patch {package.config['patch_size']}, sliding window "
-          f"{args.window or package.config['inference_patch_size'][0]}, threads {torch.get_num_threads()}")
+    print(f"model {package.id}, training patch {list(package.card.patch_size)}, sliding window "
+          f"{args.window or package.card.inference_patch_size[0]}, threads {torch.get_num_threads()}")
     for mode in args.modes:
         print(f"- {mode}: {passes(package, mode).describe()}")
     print("| volume | size (voxels) | input MB | mode | batch | s / volume | slices / s | BasicUNet s / volume | ratio "

@@ -55,12 +55,12 @@ def parse_plan(text: str) -> tuple[str, PassPlan]:
 def largest_slice(package, dataset, case_ids) -> list[int]:
     """The largest (H, W) slice of the cases on the model's grid, padded to multiples of 32."""
     info = load_dataset_info(dataset)
-    config = package.config
+    card = package.card
     largest = [32, 32]
     for case_id in case_ids:
         image, _ = read_case(info, case_id)
-        geometry = preprocessing.SliceSource(image, config["target_spacing"], config["axes_code"],
-                                             config["normalization"]).geometry
+        geometry = preprocessing.SliceSource(image, card.target_spacing, card.axes_code,
+                                             card.normalization).geometry
         largest = [max(a, -(-b // 32) * 32) for a, b in zip(largest, geometry.slice_shape)]
     return largest
 

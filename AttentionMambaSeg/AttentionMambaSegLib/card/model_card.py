@@ -102,6 +102,11 @@ class ModelCard:
         return [c for c in self.classes if c.label_value >= 1]
 
     @property
+    def class_dicts(self) -> list[dict]:
+        """``classes`` as model.json objects (background entries included), as the label writers take them."""
+        return [c.to_dict() for c in self.classes]
+
+    @property
     def name(self) -> str | None:
         """The name shown in model choosers (model.json ``name``), or None."""
         return self.extra.get("name")

@@ -212,7 +212,7 @@ def analyse_cine(cine: Cine, predictor, ed: int | None = None, es: int | None = 
         results.append(result)
     warnings = [w for r in results for w in r.warnings]
     names = {c.label_value: c.name for c in package.card.foreground_classes}
-    model = {"id": package.id, "version": str(package.config["version"]), "mode": predictor.mode,
+    model = {"id": package.id, "version": package.card.version, "mode": predictor.mode,
              "passes": predictor.plan.describe()}
     return function_from_labelmaps([r.labels for r in results], structures,
                                    ed if ed is not None else cine.ed, es if es is not None else cine.es,

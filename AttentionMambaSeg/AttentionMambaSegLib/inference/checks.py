@@ -45,7 +45,7 @@ def check_modality(image: sitk.Image, package, arr=None, force: bool = False) ->
     Raises:
         ValueError: naming both modalities and the way out (another model, or ``--force``).
     """
-    expected = modality_code(package.config.get("modality"))
+    expected = modality_code(package.card.modality)
     if expected is None:
         return
     found = image.GetMetaData("0008|0060").strip().upper() if image.HasMetaDataKey("0008|0060") else ""
@@ -136,7 +136,7 @@ def check_input_image(image: sitk.Image, package, warn: bool = True, force: bool
             "magnitude image first (e.g. SimpleITK's ComplexToModulus)."
         )
     check_direction(image)
-    preprocessing.check_resampling(image, package.config.get("target_spacing"))
+    preprocessing.check_resampling(image, package.card.target_spacing)
     arr = sitk.GetArrayViewFromImage(image)
     if arr.size == 0:
         raise ValueError(f"The input image is empty (size {image.GetSize()}).")

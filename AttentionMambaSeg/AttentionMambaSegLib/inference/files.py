@@ -239,7 +239,7 @@ def segment_files(
     """
     from .. import io
     from ..dicom_seg import DICOM_SEG_EXTENSION, write_dicom_seg
-    from ..package import ModelPackage, load_model_package
+    from ..package import load_model_package
 
     inputs = [Path(p) for p in inputs]
     if not inputs:
@@ -247,10 +247,10 @@ def segment_files(
     if predictor is not None:
         package = predictor.package
     else:
-        package = model if isinstance(model, ModelPackage) else load_model_package(model)
-        window_size(package.config, window)  # a bad window fails before any input is read
+        package = load_model_package(model)
+        window_size(package.card, window)  # a bad window fails before any input is read
     def read(src):
-        return io.read_image(src, series=series, modality=package.config.get("modality"),
+        return io.read_image(src, series=series, modality=package.card.modality,
                              nifti_transform=nifti_transform)
 
     many = len(inputs) > 1
@@ -289,12 +289,12 @@ def segment_files(
             replaced = dst.exists()
             if io.path_extension(dst) == DICOM_SEG_EXTENSION:
                 series_files = io.choose_dicom_series(io.list_dicom_series(src), series,
-                                                      package.config.get("modality")).files
-                write_dicom_seg(result.labels, dst, package.config["classes"], series_files,
+                                                      package.card.modality).files
+                write_dicom_seg(result.labels, dst, package.card.class_dicts, series_files,
                                 segments=result.segments, algorithm_name=package.id,
-                                algorithm_version=str(package.config["version"]), overwrite=overwrite, inputs=inputs)
+                                algorithm_version=package.card.version, overwrite=overwrite, inputs=inputs)
             else:
-                io.write_labelmap(result.labels, dst, package.config["classes"],
+                io.write_labelmap(result.labels, dst, package.card.class_dicts,
                                   flagged=[s.label_value for s in result.needs_review], overwrite=overwrite,
                                   inputs=inputs)
             try:
@@ -302,7 +302,7 @@ def segment_files(
                 if overlay:
                     from ..masks import write_outline_overlay
 
-                    picture = write_outline_overlay(image, result.labels, package.config["classes"],
+                    picture = write_outline_overlay(image, result.labels, package.card.class_dicts,
                                                     overlay_path_for(dst), overwrite=overwrite, inputs=inputs)
                     logger.info("Wrote outline overlay %s", picture)
             except BaseException:
