@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .card import ModelCard
-from .card.description import describe, licence_text, summary, validation_dice
+from .card import description
 from .outputs import explain_write_error
 
 logger = logging.getLogger(__name__)
@@ -274,7 +274,7 @@ class ModelPackage:
     @property
     def licence(self) -> str:
         """The licence of the weights, as model.json states it ("" when it states none)."""
-        return licence_text(self.card)
+        return description.licence_text(self.card)
 
     @property
     def licence_needs_acceptance(self) -> bool:
@@ -292,12 +292,12 @@ class ModelPackage:
 
     def validation_dice(self) -> tuple[float | None, bool]:
         """(mean validation Dice, with flip TTA) from model.json metrics: the TTA figure where recorded."""
-        return validation_dice(self.card)
+        return description.validation_dice(self.card)
 
     def summary(self) -> str:
         """A few lines for a model chooser: licence, validation Dice, the shift suite, what it was not
         validated on (the card's ``limits``)."""
-        return summary(self.card)
+        return description.summary(self.card)
 
     def describe(self) -> str:
         """The model card, short and human-readable (``models info``; the Slicer panel's details).
@@ -306,11 +306,11 @@ class ModelPackage:
         figures (clean and, where measured, under the shift suite and on external data), and how it
         was trained, one line per step. ``models info --json`` prints the raw model.json instead.
         """
-        return describe(self.card, self.weights_path)
+        return description.describe(self.card, self.weights_path)
 
 
 def build_architecture(card: ModelCard):
-    """The untrained network a card describes (``architecture``, ``architecture_kwargs``), on the current device.
+    """The untrained network a card describes (``architecture``, ``architecture_kwargs``), on torch's default device.
 
     Raises:
         ValueError: an architecture this version does not know, or keyword arguments it does not take.
@@ -358,7 +358,7 @@ def load_model_package(model: str | os.PathLike | ModelPackage) -> ModelPackage:
     """
     if isinstance(model, ModelPackage):
         return model
-    from .model_store import imported_models_dir_if_known
+    from .model_store import imported_models_dir_if_known  # the store builds on this module: imported here
 
     text = str(model)
     if isinstance(model, Path) or _is_path_like(text):
@@ -398,7 +398,7 @@ def list_models() -> list[ModelPackage]:
 
     Invalid folders are skipped with a warning. Sorted by id.
     """
-    from .model_store import imported_models_dir_if_known
+    from .model_store import imported_models_dir_if_known  # the store builds on this module: imported here
 
     found: dict[str, ModelPackage] = {}
     for root in (bundled_models_dir(), imported_models_dir_if_known()):
