@@ -131,8 +131,8 @@ def _check_package_files(files: list[tuple[str, int]], where) -> None:
             raise ValueError(f"Refusing to import {where}: it holds {name!r}, which a model package does not hold "
                              f"(a package holds {allowed}). Nothing was imported.")
         if size > limit:
-            raise ValueError(f"Refusing to import {where}: {name!r} is {_mib(size)}, more than the {_mib(limit)} such a "
-                             "file may be in a model package. Nothing was imported.")
+            raise ValueError(f"Refusing to import {where}: {name!r} is {_mib(size)}, more than the {_mib(limit)} "
+                             "such a file may be in a model package. Nothing was imported.")
         total += size
     if total > PACKAGE_TOTAL_LIMIT:
         raise ValueError(f"Refusing to import {where}: its files add up to {_mib(total)}, more than a model package "

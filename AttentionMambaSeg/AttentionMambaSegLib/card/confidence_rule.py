@@ -39,7 +39,8 @@ class ConfidenceRule:
             raise ValueError(f"{source}: field 'confidence.measure' must be 'mean_max_probability', got {measure!r}.")
         by_mode = raw.get("by_mode") or {}
         if not isinstance(by_mode, dict):
-            raise ValueError(f"{source}: field 'confidence.by_mode' must be an object (mode -> threshold), got {by_mode!r}.")
+            raise ValueError(f"{source}: field 'confidence.by_mode' must be an object (mode -> threshold), "
+                             f"got {by_mode!r}.")
         modes = tuple((str(k), _threshold(v, source, f"confidence.by_mode.{k}")) for k, v in by_mode.items())
         return cls(threshold, measure, modes)
 

@@ -127,7 +127,8 @@ def _describe_figures(metrics: dict, unit: str = "mm") -> list[str]:
             per_class = ", ".join(f"{k} {v:.3f}" for k, v in (m.get("dice") or {}).items())
             hd = f", HD95 {m['mean_hd95_mm']:.1f} {unit}" if m.get("mean_hd95_mm") is not None else ""
             lines.append(f"  validation    Dice {m['mean_dice']:.3f} on {m.get('cases', '?')} cases "
-                         f"({'with' if m.get('tta') else 'without'} flip TTA{hd})" + (f": {per_class}" if per_class else ""))
+                         f"({'with' if m.get('tta') else 'without'} flip TTA{hd})"
+                         + (f": {per_class}" if per_class else ""))
     suite = metrics.get("shift_suite")
     if isinstance(suite, dict) and suite.get("shifts"):
         shifts = ", ".join(f"{k} {v:.3f}" for k, v in suite["shifts"].items())

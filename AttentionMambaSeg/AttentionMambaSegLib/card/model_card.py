@@ -2,10 +2,11 @@
 
 :meth:`ModelCard.from_dict` is the only reader of a model.json object: every check names the file and
 the field, and the defaults are filled in there. :meth:`ModelCard.to_dict` writes the same object back
-(fields this version does not know are kept). Classes are :class:`~AttentionMambaSegLib.terminology.ClassEntry` values
-(names, colours, SNOMED CT codes, checked by :mod:`AttentionMambaSegLib.terminology`). The checks are written out rather
-than taken from a schema library because model.json is read inside Slicer's Python, which ships
-neither pydantic nor jsonschema, on the path that lists models.
+(fields this version does not know are kept). Classes are
+:class:`~AttentionMambaSegLib.terminology.ClassEntry` values (names, colours, SNOMED CT codes, checked by
+:mod:`AttentionMambaSegLib.terminology`). The checks are written out rather than taken from a schema
+library because model.json is read inside Slicer's Python, which ships neither pydantic nor jsonschema,
+on the path that lists models.
 
 Fields (required unless a default is given):
     id (letters/digits/``._-``), version, task, modality (optional), in_channels (C), channel_names
@@ -183,7 +184,8 @@ class ModelCard:
             value = getattr(self, f.name)
             if f.name == "extra":
                 continue
-            if f.name in ("task", "modality", "channel_names", "licence", "sha256", "photo_long_side") and value is None:
+            if value is None and f.name in ("task", "modality", "channel_names", "licence", "sha256",
+                                             "photo_long_side"):
                 continue
             if f.name in ("training", "metrics", "inference", "confidence", "appearance", "training_geometry") \
                     and not value:

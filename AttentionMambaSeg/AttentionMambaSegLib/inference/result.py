@@ -70,7 +70,8 @@ class SegmentReport:
 
     def size(self, dimension: int, pixels: bool = False) -> tuple[str, float]:
         """``(unit, value)``: ``("volume_ml", mL)`` in 3D, ``("area_mm2", mm2)`` in 2D, ``("area_px", pixels)``
-        for an image without a physical pixel size (a photograph: :func:`~AttentionMambaSegLib.io.has_physical_spacing`)."""
+        for an image without a physical pixel size (a photograph:
+        :func:`~AttentionMambaSegLib.io.has_physical_spacing`)."""
         if pixels:
             return "area_px" if dimension == 2 else "volume_voxels", float(self.voxels)
         if dimension == 3:
