@@ -988,7 +988,7 @@ class AttentionMambaSegLogic(ScriptedLoadableModuleLogic):
 
         models, installed = [], set()
         for package in list_models():
-            name = package.config.get("name") or package.id
+            name = package.card.name or package.id
             models.append((package.id, f"{name} ({package.version})"))
             installed.add(package.id)
         for entry in self.registry().values():
@@ -1025,7 +1025,7 @@ class AttentionMambaSegLogic(ScriptedLoadableModuleLogic):
             return ""
 
     def speedModes(self, modelId: str):
-        """The model's speed modes (``inference.modes.SpeedModes``, torch-free), or None when it is not installed."""
+        """The model's speed modes (``card.SpeedModes``, torch-free), or None when it is not installed."""
         if not modelId:
             return None
         try:
@@ -1120,19 +1120,19 @@ class AttentionMambaSegLogic(ScriptedLoadableModuleLogic):
         return job.result
 
     def importedModelsFolder(self) -> str:
-        from AttentionMambaSegLib.package import imported_models_dir
+        from AttentionMambaSegLib.model_store import imported_models_dir
 
         return str(imported_models_dir())
 
     def importedModelsSize(self) -> int:
         """Bytes the model cache holds (what removing the imported models frees)."""
-        from AttentionMambaSegLib.package import imported_models_size
+        from AttentionMambaSegLib.model_store import imported_models_size
 
         return imported_models_size()
 
     def removeImportedModels(self) -> list:
         """Delete all imported models; return their ids."""
-        from AttentionMambaSegLib.package import remove_imported_models
+        from AttentionMambaSegLib.model_store import remove_imported_models
 
         return remove_imported_models()
 

@@ -134,7 +134,7 @@ class FakePackage:
         self.in_channels = in_channels
         self.classes = classes
         self.num_classes = max(c["label_value"] for c in classes) + 1
-        self.config = {"id": model_id, "name": "Fake model", "classes": classes}
+        self.card = types.SimpleNamespace(id=model_id, name="Fake model")
         self.class_entries = [ClassEntry.from_dict(c) for c in classes if c["label_value"] >= 1]
 
 
@@ -214,7 +214,8 @@ def _register_test_architecture():
 def tiny_package(folder: Path, classes, model_id="slicer-test", in_channels=1):
     """Save and load a randomly initialised (seed 0) model package in ``folder``."""
     pytest.importorskip("torch")
-    from AttentionMambaSegLib.package import _build_architecture, load_model_package, save_model_package
+    from AttentionMambaSegLib.card import ModelCard
+    from AttentionMambaSegLib.package import build_architecture, load_model_package, save_model_package
 
     _register_test_architecture()
     config = {
@@ -224,7 +225,7 @@ def tiny_package(folder: Path, classes, model_id="slicer-test", in_channels=1):
         "classes": [{"label_value": 0, "name": "background", "color": [0, 0, 0]}, *classes],
         "architecture": _ARCH,
     }
-    network = _build_architecture(config)
+    network = build_architecture(ModelCard.from_dict(config))
     return load_model_package(save_model_package(network, config, folder / model_id))
 
 

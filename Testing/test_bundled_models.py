@@ -24,7 +24,7 @@ def test_the_cardiac_model_is_bundled():
 def test_bundled_model_loads_and_its_hash_matches(model_id):
     package = load_model_package(model_id)
     assert package.id == model_id
-    assert sha256_of_file(package.path / "model.safetensors") == package.config["sha256"]
+    assert sha256_of_file(package.path / "model.safetensors") == package.card.sha256
     network = package.build_network("cpu")
     # 14,046,291 for K = 1, plus 8 x 129 + 32 = 1,064 per further class (docs/NETWORK.md)
     assert sum(p.numel() for p in network.parameters()) == 14_046_291 + 1_064 * (package.num_classes - 1)
@@ -49,12 +49,13 @@ def test_model_card_is_complete(model_id):
 @pytest.mark.slow
 @pytest.mark.parametrize("model_id", BUNDLED)
 def test_bundled_model_reproduces_its_recorded_validation_dice(model_id, datasets_dir):
+    from AttentionMambaSegLib.card import PassPlan
     from AttentionMambaSegLib.evaluation import evaluate
+    from AttentionMambaSegLib.card import PassPlan
     from AttentionMambaSegLib.inference import InferenceSettings, Predictor
-    from AttentionMambaSegLib.inference.modes import PassPlan
 
     package = load_model_package(model_id)
-    recorded = package.config["metrics"]["reference_cases"]["dice"]
+    recorded = package.card.metrics["reference_cases"]["dice"]
     dataset = datasets_dir / EXPECTED[model_id]
     # as recorded: sliding windows of inference_patch_size, no flips
     sliding = Predictor(package, InferenceSettings(device="cpu"), passes=PassPlan("sliding", 1))

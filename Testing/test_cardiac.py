@@ -256,7 +256,7 @@ def test_read_cine_refusals(tmp_path):
 def test_outputs_from_manual_labels(tmp_path, structures, caplog):
     labels = [_label("patient019", 1), _label("patient019", 2)]
     analysis = clinical.function_from_labelmaps(labels, structures, 0, 1, height_cm=170.0, weight_kg=70.0)
-    classes = load_model_package("cardiac-acdc").config["classes"]
+    classes = load_model_package("cardiac-acdc").card.class_dicts
     written = clinical.write_cardiac_outputs(analysis, tmp_path / "out", classes, source="manual",
                                              output_format="nii.gz", all_frames=True)
     out = tmp_path / "out"

@@ -11,10 +11,10 @@ import SimpleITK as sitk
 from _inference_helpers import DICOM_DIR, HIPPO_IMAGE, TinyConvNet, make_config, require
 
 from AttentionMambaSegLib import images, package as pkg
+from AttentionMambaSegLib.card import ModelCard, TrainingGeometry
 from AttentionMambaSegLib.inference import InferenceSettings, RegionOfInterest
-from AttentionMambaSegLib.inference.checks import TrainingGeometry, input_range_warnings
+from AttentionMambaSegLib.inference.checks import input_range_warnings
 from AttentionMambaSegLib.inference.file_runner import report_path_for, segment_files
-from AttentionMambaSegLib.model_card import ModelCard
 
 GEOMETRY = {"in_plane_spacing_mm": 1.0, "slice_spacing_mm": 1.0, "field_of_view_mm": [43.0, 58.0, 47.0]}
 
@@ -93,7 +93,7 @@ def test_the_hippocampus_card_records_its_training_images_and_what_it_needs():
     geometry = hippocampus.card.training_geometry_range
     assert geometry.slice_spacing_mm == geometry.in_plane_spacing_mm == 1.0
     assert geometry.field_of_view_mm == (43.0, 58.0, 47.0)
-    needs = hippocampus.config["limits"]["needs"]
+    needs = hippocampus.card.limits["needs"]
     assert "3D T1" in needs and "about 1 mm" in needs and "region of interest" in needs
     assert "Needs a 3D T1" in hippocampus.summary() and "needs" in hippocampus.describe()
 

@@ -19,7 +19,7 @@ import SimpleITK as sitk
 import slicerio
 
 from _inference_helpers import ACDC_IMAGE, DICOM_DIR, PH2_IMAGE, make_package, require
-from AttentionMambaSegLib import cli, images, inference, package as pkg
+from AttentionMambaSegLib import cli, images, inference, model_store, package as pkg
 from AttentionMambaSegLib.inference import InferenceSettings
 
 
@@ -377,7 +377,7 @@ def test_oserror_is_reported_without_traceback(monkeypatch, capsys):
 
 def test_remove_imported_keeps_folders_that_are_not_packages(tmp_path, model_dir, capsys):
     assert run_cli("models", "import", model_dir) == 0
-    cache = pkg.imported_models_dir()
+    cache = model_store.imported_models_dir()
     (cache / "my notes").mkdir()
     (cache / "my notes" / "todo.txt").write_text("keep me")
     (cache / "readme.txt").write_text("keep me too")

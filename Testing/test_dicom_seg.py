@@ -17,7 +17,7 @@ import SimpleITK as sitk
 
 from _inference_helpers import DICOM_DIR, require
 from AttentionMambaSegLib import dicom, dicom_seg, images
-from AttentionMambaSegLib.inference.confidence import SegmentReport
+from AttentionMambaSegLib.inference.result import SegmentReport
 from AttentionMambaSegLib.package import load_model_package
 
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -54,7 +54,7 @@ def test_written_seg_references_the_series_and_carries_codes(tmp_path, series, h
     labelmap = _test_labelmap(image)
     reports = [SegmentReport(1, "anterior hippocampus", 1, 1.0, 0.8472, "low confidence (0.8472 < 0.9267)"),
                SegmentReport(2, "posterior hippocampus", 1, 1.0, 0.95, None)]
-    path = dicom_seg.write_dicom_seg(labelmap, tmp_path / "seg.dcm", hippocampus.config["classes"], files,
+    path = dicom_seg.write_dicom_seg(labelmap, tmp_path / "seg.dcm", hippocampus.card.class_dicts, files,
                                      segments=reports, algorithm_name="hippocampus-msd", algorithm_version="1.5.0")
     ds = pydicom.dcmread(path)
     source = next(iter(headers.values()))
@@ -91,10 +91,10 @@ def test_written_seg_references_the_series_and_carries_codes(tmp_path, series, h
 def test_round_trip_is_voxel_for_voxel(tmp_path, series, hippocampus):
     image, files, _ = series
     labelmap = _test_labelmap(image)
-    path = dicom_seg.write_dicom_seg(labelmap, tmp_path / "seg.dcm", hippocampus.config["classes"], files)
+    path = dicom_seg.write_dicom_seg(labelmap, tmp_path / "seg.dcm", hippocampus.card.class_dicts, files)
     seg = hd.seg.segread(str(path))
     assert seg.number_of_segments == 2
-    back = dicom_seg.read_dicom_seg_labelmap(path, image, files, hippocampus.config["classes"])
+    back = dicom_seg.read_dicom_seg_labelmap(path, image, files, hippocampus.card.class_dicts)
     assert np.array_equal(sitk.GetArrayFromImage(back), sitk.GetArrayFromImage(labelmap))
     assert back.GetOrigin() == image.GetOrigin() and back.GetDirection() == image.GetDirection()
 
@@ -104,7 +104,7 @@ def test_refuses_a_labelmap_off_the_series_grid(tmp_path, series, hippocampus):
     labelmap = _test_labelmap(image)
     labelmap.SetOrigin([v + 3.0 for v in image.GetOrigin()])
     with pytest.raises(ValueError, match="not a slice of the labelmap's grid"):
-        dicom_seg.write_dicom_seg(labelmap, tmp_path / "seg.dcm", hippocampus.config["classes"], files)
+        dicom_seg.write_dicom_seg(labelmap, tmp_path / "seg.dcm", hippocampus.card.class_dicts, files)
     assert not (tmp_path / "seg.dcm").exists()
 
 
@@ -115,10 +115,10 @@ def test_refuses_labels_not_in_classes_and_existing_files(tmp_path, series, hipp
     bad = sitk.GetImageFromArray(labels)
     bad.CopyInformation(image)
     with pytest.raises(ValueError, match=r"Label values \[7\]"):
-        dicom_seg.write_dicom_seg(bad, tmp_path / "seg.dcm", hippocampus.config["classes"], files)
+        dicom_seg.write_dicom_seg(bad, tmp_path / "seg.dcm", hippocampus.card.class_dicts, files)
     (tmp_path / "old.dcm").write_bytes(b"earlier")
     with pytest.raises(FileExistsError):
-        dicom_seg.write_dicom_seg(_test_labelmap(image), tmp_path / "old.dcm", hippocampus.config["classes"], files)
+        dicom_seg.write_dicom_seg(_test_labelmap(image), tmp_path / "old.dcm", hippocampus.card.class_dicts, files)
     assert (tmp_path / "old.dcm").read_bytes() == b"earlier"
 
 
@@ -154,7 +154,7 @@ def test_segment_dicom_series_to_seg_equals_nifti_output(tmp_path, series, hippo
     assert main(["segment", str(DICOM_DIR), "-o", str(tmp_path / "nifti/hippo.nii.gz"), *common]) == 0
     nifti = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "nifti/hippo.nii.gz")))
     assert (nifti == 1).sum() > 500  # the anterior hippocampus is found in this box (about 2 mL, 693 voxels)
-    back = dicom_seg.read_dicom_seg_labelmap(tmp_path / "hippo.dcm", image, files, hippocampus.config["classes"])
+    back = dicom_seg.read_dicom_seg_labelmap(tmp_path / "hippo.dcm", image, files, hippocampus.card.class_dicts)
     assert np.array_equal(sitk.GetArrayFromImage(back), nifti)
     ds = pydicom.dcmread(tmp_path / "hippo.dcm")
     assert len(ds.SegmentSequence) == 2

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -81,7 +83,7 @@ from AttentionMambaSegLib.inference.checks import check_modality  # noqa: E402
 
 def _mr_package(tmp_path):
     package = make_package(tmp_path / "mr-model", model_id="mr-model", target_spacing=(2.0, 2.0))
-    package.config["modality"] = "MR"
+    package.card = replace(package.card, modality="MR")
     return package
 
 
@@ -102,7 +104,7 @@ def test_hounsfield_intensities_without_a_dicom_tag_look_like_ct(tmp_path):
     with pytest.raises(ValueError, match=r"looks like CT \(75% of its voxels are at or below -500"):
         check_modality(sitk.GetImageFromArray(arr), package)
     check_modality(sitk.GetImageFromArray(np.abs(arr)), package)  # the same values as magnitudes: fine
-    package.config["modality"] = "dermoscopy (RGB)"  # no DICOM modality code: nothing to compare
+    package.card = replace(package.card, modality="dermoscopy (RGB)")  # no DICOM modality code: nothing to compare
     check_modality(sitk.GetImageFromArray(arr), package)
 
 

@@ -32,7 +32,7 @@ def model_dir(tmp_path):
         "in_channels": 1,
         "num_classes": 3,
         "activation": "softmax",
-        "classes": training.default_classes(info, "softmax", load_model_package("hippocampus-msd").config["classes"]),
+        "classes": training.default_classes(info, "softmax", load_model_package("hippocampus-msd").card.class_dicts),
         "normalization": {"type": "zscore"},
         "axes_code": "LPS",
         "target_spacing": [1.0, 1.0],

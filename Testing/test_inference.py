@@ -5,6 +5,8 @@ invariance, one-slice volumes, cancel, out-of-memory back-off, bad inputs."""
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -149,14 +151,14 @@ def test_window_comes_from_inference_patch_size_or_the_argument(acdc):
     image = acdc[:, :, 3:5]  # 2 slices of 154 x 224 (ACDC spacing 1.5625 mm: no resampling)
     expected = (sitk.GetArrayFromImage(image) > sitk.GetArrayFromImage(image).mean()).astype(np.uint8)
     package = make_package_for_threshold(image)
-    assert package.config["inference_patch_size"] == [64, 64]
+    assert package.card.inference_patch_size == (64, 64)
     for window, sizes in ((None, {(64, 64)}), (256, {(256, 256)}), ((96, 128), {(96, 128)})):
         net = Threshold()
         out = inference.predict_volume(image, package, InferenceSettings(device="cpu", tta=False, window=window),
                                        network=net)
         assert {c[-2:] for c in net.calls} == sizes, window
         np.testing.assert_array_equal(sitk.GetArrayFromImage(out), expected)
-    package.config["inference_patch_size"] = [128, 128]
+    package.card = replace(package.card, inference_patch_size=(128, 128))
     net = Threshold()
     inference.predict_volume(image, package, InferenceSettings(device="cpu", tta=False), network=net)
     assert {c[-2:] for c in net.calls} == {(128, 128)}
@@ -174,7 +176,7 @@ def test_postprocessing_from_model_json_keeps_the_largest_component():
     raw = sitk.GetArrayFromImage(inference.predict_volume(image, package, InferenceSettings(device="cpu", tta=False),
                                                           network=Threshold()))
     assert raw.sum() == 850
-    package.config["postprocessing"] = {"largest_component": [1]}
+    package.card = replace(package.card, postprocessing={"largest_component": [1]})
     out = sitk.GetArrayFromImage(inference.predict_volume(image, package, InferenceSettings(device="cpu", tta=False),
                                                           network=Threshold()))
     assert out.sum() == 800 and out[:, 40:45, 40:45].sum() == 0
@@ -444,7 +446,7 @@ class _Pkg:
 
     def __init__(self, target_spacing=(1.5, 1.5)):
         self.id, self.in_channels = "stub", 1
-        self.config = {"target_spacing": list(target_spacing) if target_spacing else None}
+        self.card = SimpleNamespace(target_spacing=tuple(target_spacing) if target_spacing else None, modality=None)
 
 
 def _noise(size=(64, 64, 3), spacing=(1.0, 1.0, 5.0), dtype=np.float32):

@@ -12,11 +12,10 @@ import torch
 from _inference_helpers import PH2_IMAGE, TinyConvNet, make_package, require
 
 from AttentionMambaSegLib import images, inference
+from AttentionMambaSegLib.card import Appearance, ConfidenceRule, PassPlan, SpeedModes
 from AttentionMambaSegLib.inference import InferenceSettings
-from AttentionMambaSegLib.inference.confidence import ConfidenceRule, ConfidenceTally
 from AttentionMambaSegLib.inference.foreground import ForegroundCrop
-from AttentionMambaSegLib.inference.modes import PassPlan, SpeedModes
-from AttentionMambaSegLib.inference.plausibility import Appearance
+from AttentionMambaSegLib.inference.result import ConfidenceTally
 from AttentionMambaSegLib.inference.sliding_window import BatchPredictor
 from AttentionMambaSegLib.package import load_model_package
 

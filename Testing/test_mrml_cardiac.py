@@ -340,7 +340,7 @@ FAKE_CARDIAC_CHILD = textwrap.dedent("""
                   flush=True)
     structures = clinical.CardiacLabels.from_classes(package.card.foreground_classes)
     analysis = clinical.function_from_labelmaps(labels, structures, extra_warnings=["The image is unusually dark."])
-    written = clinical.write_cardiac_outputs(analysis, out, package.config["classes"], source=source,
+    written = clinical.write_cardiac_outputs(analysis, out, package.card.class_dicts, source=source,
                                              output_format="nrrd", all_frames=True)
     report = json.load(open(written["function"]))
     report["structures"]["LV"]["es"].update(confidence=0.71, needs_review=True, reason="low confidence (0.710 < 0.930)")

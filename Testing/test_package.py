@@ -12,7 +12,7 @@ import torch
 from safetensors import safe_open
 
 from _inference_helpers import TinyConvNet, make_config, make_package
-from AttentionMambaSegLib import package as pkg
+from AttentionMambaSegLib import model_store, package as pkg
 
 BUNDLED_IDS = ("cardiac-acdc", "hippocampus-msd", "skin-lesion-isic", "skin-lesion-ph2")
 
@@ -123,13 +123,13 @@ def test_invalid_json_is_a_clear_error(tmp_path):
 
 def test_import_folder_then_load_by_id(tmp_path, user_cache):
     source = make_package(tmp_path / "src", model_id="imported-one")
-    imported = pkg.import_model_package(source.path)
+    imported = model_store.import_model_package(source.path)
     assert imported.path == user_cache / "imported-one"
     assert pkg.load_model_package("imported-one").path == imported.path
     assert "imported-one" in [m.id for m in pkg.list_models()]
     with pytest.raises(FileNotFoundError, match="imported-one"):  # the message lists available ids
         pkg.load_model_package("no-such-model")
-    assert pkg.remove_imported_models() == ["imported-one"]
+    assert model_store.remove_imported_models() == ["imported-one"]
     assert not (user_cache / "imported-one").exists()
 
 
@@ -139,12 +139,12 @@ def test_import_zip_and_reimport_new_version(tmp_path, user_cache):
     with zipfile.ZipFile(archive, "w") as z:
         for name in ("model.json", "model.safetensors"):
             z.write(source.path / name, f"zipped/{name}")
-    imported = pkg.import_model_package(archive)
+    imported = model_store.import_model_package(archive)
     assert imported.id == "zipped" and imported.version == "0.0.1"
     imported.verify()
     newer = pkg.save_model_package(TinyConvNet(1, 4, seed=9), {**make_config("zipped"), "version": "0.0.2"},
                                    tmp_path / "src2")
-    assert pkg.import_model_package(newer).version == "0.0.2"
+    assert model_store.import_model_package(newer).version == "0.0.2"
     assert sorted(p.name for p in user_cache.iterdir()) == ["zipped"]  # no leftovers
     with pytest.raises(ValueError, match="zip archive: import it first"):
         pkg.load_model_package(archive)
@@ -156,7 +156,7 @@ def test_import_corrupted_package_copies_nothing(tmp_path, user_cache):
         f.seek(100)
         f.write(b"\x00\x01\x02")
     with pytest.raises(pkg.ModelIntegrityError, match="SHA-256"):
-        pkg.import_model_package(source.path)
+        model_store.import_model_package(source.path)
     assert not (user_cache / "bad").exists()
     assert [p.name for p in user_cache.iterdir()] == []
 
@@ -166,7 +166,7 @@ def test_import_refuses_unsafe_zip(tmp_path, user_cache):
     with zipfile.ZipFile(archive, "w") as z:
         z.writestr("../outside.txt", "x")
     with pytest.raises(ValueError, match="unsafe member"):
-        pkg.import_model_package(archive)
+        model_store.import_model_package(archive)
     assert not (tmp_path / "user-cache" / "outside.txt").exists()
 
 
@@ -203,13 +203,13 @@ def test_bundled_models_are_valid(model_id):
     package = pkg.load_model_package(model_id)
     package.verify()
     assert package.id == model_id
-    assert package.config["weights_dtype"] == "float16"
+    assert package.card.weights_dtype == "float16"
     expected = {"cardiac-acdc": (1, 4), "hippocampus-msd": (1, 3), "skin-lesion-isic": (3, 1),
                 "skin-lesion-ph2": (3, 1)}[model_id]
     assert (package.in_channels, package.num_classes) == expected
     for c in package.classes:
         assert c["name"] and len(c["color"]) == 3 and "snomed" in c
-    assert "licence" in package.config.get("training", {})
+    assert "licence" in package.card.training
 
 
 def test_describe_lists_the_lineage_one_line_per_step(tmp_path):
@@ -299,8 +299,8 @@ def test_validate_config_rejects_more_bad_values(change, message):
 
 
 def test_remove_imported_models_deletes_only_packages(tmp_path, user_cache):
-    pkg.import_model_package(make_package(tmp_path / "m", model_id="to-remove").path)
+    model_store.import_model_package(make_package(tmp_path / "m", model_id="to-remove").path)
     (user_cache / "other").mkdir()
     (user_cache / "other" / "data.bin").write_bytes(b"x")
-    assert pkg.remove_imported_models() == ["to-remove"]
+    assert model_store.remove_imported_models() == ["to-remove"]
     assert (user_cache / "other" / "data.bin").exists()

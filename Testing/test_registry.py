@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from _inference_helpers import TinyConvNet, make_config
-from AttentionMambaSegLib import package as pkg
+from AttentionMambaSegLib import model_store, package as pkg
 from AttentionMambaSegLib import registry as reg
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,7 +100,7 @@ def test_good_download_installs_verifies_reports_progress_and_a_second_one_is_a_
     progress = []
     package = reg.download_model("tiny-net", progress=lambda d, t: progress.append((d, t)),
                                  registry=_registry(entry, server.url))
-    assert package.path == user_cache / "tiny-net" and package.config["sha256"] == entry.weights_sha256
+    assert package.path == user_cache / "tiny-net" and package.card.sha256 == entry.weights_sha256
     package.verify()
     assert progress and progress[-1] == (entry.size, entry.size)
     assert _cache_listing(user_cache) == ["tiny-net", "tiny-net/model.json", "tiny-net/model.safetensors"]
@@ -162,7 +162,7 @@ def test_extension_cmakelists_installs_no_weights():
 # ------------------------------------------------------------------------------------------ import
 def test_import_refuses_unreadable_weights_even_with_a_matching_sha256(archive, tmp_path, user_cache):
     path, entry = archive
-    good = pkg.import_model_package(path)
+    good = model_store.import_model_package(path)
     bad = tmp_path / "bad" / "tiny-net"
     shutil.copytree(tmp_path / "src" / "tiny-net", bad)
     (bad / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{ not a header")
@@ -170,43 +170,43 @@ def test_import_refuses_unreadable_weights_even_with_a_matching_sha256(archive, 
     config["sha256"] = pkg.sha256_of_file(bad / "model.safetensors")
     (bad / "model.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="not a readable safetensors file"):
-        pkg.import_model_package(bad)
+        model_store.import_model_package(bad)
     wrong_shape = tmp_path / "wrong" / "tiny-net"
     pkg.save_model_package(TinyConvNet(1, 4, seed=1, width=6), make_config("tiny-net"), wrong_shape)
     with pytest.raises(ValueError, match=r"conv1.weight: F16 \[6, 1, 3, 3\] where the network needs F16 \[4, 1, 3, 3\]"):
-        pkg.import_model_package(wrong_shape)
+        model_store.import_model_package(wrong_shape)
     pkg.load_model_package("tiny-net").build_network("cpu")  # the earlier import still works
     assert pkg.sha256_of_file(good.weights_path) == entry.weights_sha256
 
 
 def test_import_refuses_an_id_with_a_trailing_newline(archive, tmp_path):
     path, _ = archive
-    pkg.import_model_package(path)
+    model_store.import_model_package(path)
     folder = tmp_path / "nl" / "tiny-net"
     shutil.copytree(tmp_path / "src" / "tiny-net", folder)
     config = json.loads((folder / "model.json").read_text())
     config["id"] = "tiny-net\n"
     (folder / "model.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="field 'id'"):
-        pkg.import_model_package(folder)
+        model_store.import_model_package(folder)
     pkg.load_model_package("tiny-net").build_network("cpu")
 
 
 @pytest.mark.skipif(os.name == "nt", reason="symbolic links need privileges on Windows")
 def test_import_never_follows_symbolic_links(archive, tmp_path, user_cache, caplog):
     path, _ = archive
-    pkg.import_model_package(path)
+    model_store.import_model_package(path)
     folder = tmp_path / "links" / "tiny-net"
     shutil.copytree(tmp_path / "src" / "tiny-net", folder)
     (folder / "NOTES.txt").symlink_to("/etc/hostname")
     with caplog.at_level("WARNING"):
-        imported = pkg.import_model_package(folder)
+        imported = model_store.import_model_package(folder)
     assert not (imported.path / "NOTES.txt").exists() and "symbolic link" in caplog.text
     (folder / "NOTES.txt").unlink()
     os.replace(folder / "model.json", tmp_path / "model.json")
     (folder / "model.json").symlink_to(tmp_path / "model.json")
     with pytest.raises(ValueError, match="model.json is a symbolic link"):
-        pkg.import_model_package(folder)
+        model_store.import_model_package(folder)
     link_zip = tmp_path / "link.zip"
     with zipfile.ZipFile(link_zip, "w") as z:
         z.writestr("tiny-net/model.json", (tmp_path / "model.json").read_text())
@@ -214,16 +214,16 @@ def test_import_never_follows_symbolic_links(archive, tmp_path, user_cache, capl
         info.external_attr = (0o120777 << 16)
         z.writestr(info, "/etc/passwd")
     with pytest.raises(ValueError, match="is a symbolic link"):
-        pkg.import_model_package(link_zip)
+        model_store.import_model_package(link_zip)
     pkg.load_model_package("tiny-net").build_network("cpu")
 
 
 def test_remove_one_model_frees_its_bytes_and_never_a_bundled_one(archive, user_cache):
     path, entry = archive
-    pkg.import_model_package(path)
-    assert pkg.imported_models_size() > 0
-    freed = pkg.remove_imported_model("tiny-net")
+    model_store.import_model_package(path)
+    assert model_store.imported_models_size() > 0
+    freed = model_store.remove_imported_model("tiny-net")
     assert freed > entry.size * 0.9 and not (user_cache / "tiny-net").exists()
     with pytest.raises(FileNotFoundError, match="bundled models cannot be removed"):
-        pkg.remove_imported_model("cardiac-acdc")
+        model_store.remove_imported_model("cardiac-acdc")
     assert (pkg.bundled_models_dir() / "cardiac-acdc" / "model.json").is_file()

@@ -53,7 +53,7 @@ def test_a_30_degree_oblique_hippocampus_is_segmented_in_the_models_axes():
     require(HIPPO_IMAGE)
     image = images.read_image(HIPPO_IMAGE)
     predictor = inference.Predictor("hippocampus-msd", InferenceSettings(device="cpu", tta=False))
-    assert predictor.config["slicing"] == "canonical"
+    assert predictor.card.slicing == "canonical"
     straight = predictor.predict(image)
     # an oblique acquisition of the same head: the crop, mirrored outwards so that the tilted grid sees
     # tissue everywhere, sampled on a grid rotated by 30 degrees about L

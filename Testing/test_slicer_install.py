@@ -20,7 +20,7 @@ from _slicer_helpers import MODULE_DIR, install_gui_shims, new_scene, slicer
 
 import SimpleITK as sitk  # noqa: E402
 
-from AttentionMambaSegLib import mrml, package as packages, slicer_install, slicer_models  # noqa: E402
+from AttentionMambaSegLib import model_store, mrml, package as packages, slicer_install, slicer_models  # noqa: E402
 
 pytestmark = pytest.mark.slicer
 
@@ -80,7 +80,7 @@ def test_models_live_in_a_remembered_per_user_data_folder_not_in_slicers_cache(m
     assert str(tmp_path / "cache") not in expected
     logic.setModelsFolder(str(tmp_path / "elsewhere"))
     assert module.AttentionMambaSegLogic.modelsFolder() == str(tmp_path / "elsewhere")
-    assert packages.imported_models_dir() == tmp_path / "elsewhere"
+    assert model_store.imported_models_dir() == tmp_path / "elsewhere"
 
 
 def test_the_panel_shows_the_models_folder():

@@ -327,7 +327,7 @@ def test_the_panel_passes_its_speed_choice_and_remembers_it(module):
 
 
 def test_model_default_is_labelled_with_what_it_resolves_to(module, monkeypatch):
-    from AttentionMambaSegLib.inference.modes import PassPlan, SpeedModes
+    from AttentionMambaSegLib.card import PassPlan, SpeedModes
 
     logic = module.AttentionMambaSegLogic()
     fast_on_cpu = SpeedModes(fast=PassPlan(window="slice", flips=1, foreground_crop=True), cpu_mode="fast")

@@ -108,7 +108,7 @@ def test_seg_nrrd_keeps_anterior_and_posterior_apart(tmp_path):
     labels = np.zeros((2, 6, 8), np.uint8)
     labels[:, :3] = 1
     labels[:, 3:] = 2
-    path = writers.write_seg_nrrd(sitk.GetImageFromArray(labels), tmp_path / "h.seg.nrrd", package.config["classes"])
+    path = writers.write_seg_nrrd(sitk.GetImageFromArray(labels), tmp_path / "h.seg.nrrd", package.card.class_dicts)
     segments = {s["labelValue"]: s for s in slicerio.read_segmentation(str(path))["segments"]}
     assert segments[1]["terminology"]["typeModifier"] == ["SCT", "255549009", "Anterior"]
     assert segments[2]["terminology"]["typeModifier"] == ["SCT", "255551008", "Posterior"]

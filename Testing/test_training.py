@@ -119,7 +119,7 @@ def test_class_terminology_comes_from_dataset_json_or_the_init_model_never_the_f
         plain = training.default_classes(info, "softmax")
     assert [c["name"] for c in plain] == ["anterior", "posterior"] and all("snomed" not in c for c in plain)
     assert "add a 'label_terminology' block" in caplog.text
-    bundled = load_model_package("hippocampus-msd").config["classes"]
+    bundled = load_model_package("hippocampus-msd").card.class_dicts
     assert training.default_classes(info, "softmax", bundled) == bundled  # --init-from hippocampus-msd
     meta["label_terminology"] = {"posterior": {"name": "posterior hippocampus", "color": [144, 238, 144],
                                                "snomed": bundled[1]["snomed"]}}
@@ -214,13 +214,13 @@ def test_init_from_keeps_the_models_target_spacing(tmp_path):
     # The lineage: the bundled package it started from, and that package's own training appended last.
     from AttentionMambaSegLib.package import load_model_package
 
-    source = load_model_package("hippocampus-msd").config
-    assert config["training"]["initialised_from"] == {"id": "hippocampus-msd", "version": source["version"],
-                                                      "sha256": source["sha256"]}
+    source = load_model_package("hippocampus-msd").card
+    assert config["training"]["initialised_from"] == {"id": "hippocampus-msd", "version": source.version,
+                                                      "sha256": source.sha256}
     last = config["training"]["earlier_training"][-1]
-    assert last["version"] == source["version"] and last["command"] == source["training"]["command"]
-    assert last["val_mean_dice"] == source["metrics"]["val"]["mean_dice"]
-    assert len(config["training"]["earlier_training"]) == len(source["training"].get("earlier_training", [])) + 1
+    assert last["version"] == source.version and last["command"] == source.training["command"]
+    assert last["val_mean_dice"] == source.metrics["val"]["mean_dice"]
+    assert len(config["training"]["earlier_training"]) == len(source.training.get("earlier_training", [])) + 1
     package_dir = run_training(root, tmp_path / "asked", **tiny, init_from="hippocampus-msd", target_spacing=(0.75, 0.75))
     assert json.loads((package_dir / "model.json").read_text())["target_spacing"] == [0.75, 0.75]
 
@@ -229,20 +229,20 @@ def test_training_lineage_appends_the_sources_training():
     from types import SimpleNamespace
 
     first = {"version": "1.0.0", "command": "attention-mamba-seg train A", "val_mean_dice": 0.7}
-    source = SimpleNamespace(config={
-        "id": "m", "version": "1.1.0", "sha256": "ab" * 32, "patch_size": [96, 96], "target_spacing": [0.5, 0.5],
-        "training": {"command": "attention-mamba-seg train B", "epochs": 9, "epochs_completed": 6,
-                     "iterations_per_epoch": 10, "batch_size": 8, "time": "3.0 min", "selected_epoch": 5,
-                     "earlier_training": [first]},
-        "metrics": {"val": {"mean_dice": 0.8, "cases": 39}},
-    })
+    source = SimpleNamespace(card=SimpleNamespace(
+        id="m", version="1.1.0", sha256="ab" * 32, patch_size=(96, 96), target_spacing=(0.5, 0.5),
+        training={"command": "attention-mamba-seg train B", "epochs": 9, "epochs_completed": 6,
+                  "iterations_per_epoch": 10, "batch_size": 8, "time": "3.0 min", "selected_epoch": 5,
+                  "earlier_training": [first]},
+        metrics={"val": {"mean_dice": 0.8, "cases": 39}},
+    ))
     lineage = training.training_lineage(source)
     assert lineage["initialised_from"] == {"id": "m", "version": "1.1.0", "sha256": "ab" * 32}
     assert lineage["earlier_training"] == [first, {
         "version": "1.1.0", "sha256": "ab" * 32, "command": "attention-mamba-seg train B", "epochs": 6, "iterations_per_epoch": 10,
         "batch_size": 8, "patch_size": [96, 96], "target_spacing": [0.5, 0.5], "time": "3.0 min",
         "selected_epoch": 5, "val_mean_dice": 0.8, "val_cases": 39}]
-    assert source.config["training"]["earlier_training"] == [first]  # the source is not modified
+    assert source.card.training["earlier_training"] == [first]  # the source is not modified
 
 
 def test_init_from_copies_the_packages_weights_and_checks_channels():

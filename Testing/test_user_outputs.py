@@ -115,8 +115,8 @@ def test_evaluate_reads_every_format_segment_writes(tmp_path, acdc_crop, model_d
 def test_evaluate_seg_nrrd_of_the_reference_scores_one(tmp_path, acdc_crop, capsys):
     """The reference written as a Slicer segmentation (names of the bundled cardiac model) scores Dice 1."""
     _, label = acdc_crop
-    card = pkg.load_model_package("cardiac-acdc")  # bundled: a missing model fails the test
-    seg = writers.write_seg_nrrd(sitk.ReadImage(str(label)), tmp_path / "ref.seg.nrrd", card.config["classes"])
+    classes = pkg.load_model_package("cardiac-acdc").card.class_dicts  # bundled: a missing model fails the test
+    seg = writers.write_seg_nrrd(sitk.ReadImage(str(label)), tmp_path / "ref.seg.nrrd", classes)
     assert run_cli("evaluate", "--prediction", seg, "--label", label) == 0
     rows = table_rows(capsys.readouterr().out)
     assert list(rows) == ["right ventricle cavity", "left ventricle myocardium", "left ventricle cavity",
@@ -128,7 +128,7 @@ def test_evaluate_seg_nrrd_of_the_reference_scores_one(tmp_path, acdc_crop, caps
     ks, js, is_ = np.nonzero(sitk.GetArrayFromImage(ref))
     crop = ref[int(is_.min()):int(is_.max()) + 1, int(js.min()):int(js.max()) + 1, :]
     assert crop.GetSize() != ref.GetSize()
-    small = writers.write_seg_nrrd(crop, tmp_path / "cropped.seg.nrrd", card.config["classes"])
+    small = writers.write_seg_nrrd(crop, tmp_path / "cropped.seg.nrrd", classes)
     assert run_cli("evaluate", "--prediction", small, "--label", label) == 0
     assert table_rows(capsys.readouterr().out)["mean of classes"][:2] == ["1.0000", "0.00"]
 
@@ -141,8 +141,8 @@ def test_seg_nrrd_segments_map_to_the_model_by_name(tmp_path, acdc_crop, capsys)
     swapped[swapped > 0] = 4 - swapped[swapped > 0]  # 1 <-> 3
     image = sitk.GetImageFromArray(swapped)
     image.CopyInformation(ref)
-    card = pkg.load_model_package("cardiac-acdc")
-    classes = [dict(c, label_value=4 - c["label_value"]) if c["label_value"] else c for c in card.config["classes"]]
+    bundled = pkg.load_model_package("cardiac-acdc").card.class_dicts
+    classes = [dict(c, label_value=4 - c["label_value"]) if c["label_value"] else c for c in bundled]
     seg = writers.write_seg_nrrd(image, tmp_path / "swapped.seg.nrrd", classes)
     assert run_cli("evaluate", "--prediction", seg, "--label", label, "--model", "cardiac-acdc") == 0
     assert table_rows(capsys.readouterr().out)["mean of classes"][0] == "1.0000"
@@ -151,7 +151,7 @@ def test_seg_nrrd_segments_map_to_the_model_by_name(tmp_path, acdc_crop, capsys)
     rows = table_rows(capsys.readouterr().out)
     assert rows["left ventricle cavity"][0] == "1" and float(rows["left ventricle cavity"][1]) == 0.0
     # A segment named as no class of the model: a clear error.
-    renamed = [dict(c, name="tumour") if c["label_value"] == 1 else c for c in card.config["classes"]]
+    renamed = [dict(c, name="tumour") if c["label_value"] == 1 else c for c in bundled]
     other = writers.write_seg_nrrd(ref, tmp_path / "other.seg.nrrd", renamed)
     assert run_cli("evaluate", "--prediction", other, "--label", label, "--model", "cardiac-acdc") == 1
     err = capsys.readouterr().err
@@ -357,7 +357,7 @@ def test_areas_in_mm2_for_a_2d_image_with_spacing(tmp_path, acdc_crop, model_dir
 
 
 def test_palette_png_for_several_classes(tmp_path, capsys):
-    classes = make_package(tmp_path / "m", num_classes=4).config["classes"]
+    classes = make_package(tmp_path / "m", num_classes=4).card.class_dicts
     labels = np.zeros((20, 30), dtype=np.uint8)
     labels[2:8, 3:9], labels[10:15, 5:25], labels[16:19, 1:4] = 1, 2, 3
     image = sitk.GetImageFromArray(labels)
@@ -383,7 +383,7 @@ def test_palette_png_for_several_classes(tmp_path, capsys):
 
 
 def test_montage_has_a_legend_and_slice_numbers(tmp_path):
-    classes = make_package(tmp_path / "m", num_classes=4).config["classes"]
+    classes = make_package(tmp_path / "m", num_classes=4).card.class_dicts
     rng = np.random.default_rng(0)
     volume = sitk.GetImageFromArray(rng.normal(100, 20, (5, 64, 80)).astype(np.float32))
     labels = np.zeros((5, 64, 80), dtype=np.uint8)

@@ -34,8 +34,8 @@ import SimpleITK as sitk
 import AttentionMambaSegLib  # noqa: F401  (first: it sets torch's OpenMP wait policy)
 import torch
 
+from AttentionMambaSegLib.card import PassPlan
 from AttentionMambaSegLib.inference import InferenceSettings, Predictor
-from AttentionMambaSegLib.inference.modes import PassPlan
 from AttentionMambaSegLib.package import load_model_package
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "AttentionMambaSeg/Resources/Examples/patient019_frame01_0000.nii.gz"
@@ -118,8 +118,8 @@ def main():
     args = p.parse_args()
     torch.set_num_threads(os.cpu_count())
     package = load_model_package(args.model)
-    print(f"model {package.id}, training patch {package.config['patch_size']}, sliding window "
-          f"{args.window or package.config['inference_patch_size'][0]}, threads {torch.get_num_threads()}")
+    print(f"model {package.id}, training patch {list(package.card.patch_size)}, sliding window "
+          f"{args.window or package.card.inference_patch_size[0]}, threads {torch.get_num_threads()}")
     for mode in args.modes:
         print(f"- {mode}: {passes(package, mode).describe()}")
     print("| volume | size (voxels) | input MB | mode | batch | s / volume | slices / s | BasicUNet s / volume | ratio "

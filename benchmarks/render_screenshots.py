@@ -74,7 +74,7 @@ def render_panel(path: Path) -> None:
     find(QtWidgets.QComboBox, "outputSegmentationSelector").addItem("patient019_frame01 segmentation")
     models = find(QtWidgets.QComboBox, "modelComboBox")
     for model in list_models():  # the titles the module gives installed models
-        models.addItem(f"{model.config.get('name') or model.id} ({model.version})")
+        models.addItem(f"{model.card.name or model.id} ({model.version})")
     models.setCurrentIndex(0)
     find(QtWidgets.QLabel, "modelInfoLabel").setText(package.summary())
     find(QtWidgets.QLabel, "deviceVerdictLabel").setText("Last run: CPU (no CUDA device)")

@@ -102,7 +102,7 @@ def _import(entry: RegistryEntry, archive: Path, models: Path) -> str | None:
     previous = os.environ.get("ATTENTION_MAMBA_SEG_MODELS_DIR")
     os.environ["ATTENTION_MAMBA_SEG_MODELS_DIR"] = str(models)
     try:
-        from AttentionMambaSegLib.package import import_model_package
+        from AttentionMambaSegLib.model_store import import_model_package
 
         package = import_model_package(archive, expected_id=entry.id)
     except Exception as e:  # every failure of an import is a finding of this check
@@ -114,8 +114,8 @@ def _import(entry: RegistryEntry, archive: Path, models: Path) -> str | None:
             os.environ["ATTENTION_MAMBA_SEG_MODELS_DIR"] = previous
     if package.version != entry.version:
         return f"the archive holds version {package.version}, the registry names {entry.version}"
-    if package.config.get("sha256") != entry.weights_sha256:
-        return (f"the imported weights' SHA-256 {package.config.get('sha256')} differs from the registry's "
+    if package.card.sha256 != entry.weights_sha256:
+        return (f"the imported weights' SHA-256 {package.card.sha256} differs from the registry's "
                 f"weights_sha256 {entry.weights_sha256}")
     return None
 

@@ -11,6 +11,7 @@ the raw labelmap, the largest component of each label alone, and of all labels (
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 import numpy as np
 import SimpleITK as sitk
@@ -30,10 +31,10 @@ def main():
     p.add_argument("--tta", action="store_true")
     args = p.parse_args()
     package = load_model_package(args.model)
-    package.config["postprocessing"] = {}
+    package.card = replace(package.card, postprocessing={})
     network = package.build_network("cpu")
     info = load_dataset_info(args.dataset)
-    labels = [c["label_value"] for c in package.config["classes"] if c["label_value"] > 0]
+    labels = [c.label_value for c in package.card.foreground_classes]
     variants = {"none": [], **{f"label {v}": [v] for v in labels}, "all labels": labels}
     scores = {name: [] for name in variants}
     for case in split_cases(info, "val", 0):

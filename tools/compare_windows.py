@@ -34,7 +34,7 @@ def main():
     network = package.build_network("cpu")
     info = load_dataset_info(args.dataset)
     cases = split_cases(info, "val", 0)[: args.cases]
-    labels = [c["label_value"] for c in package.config["classes"] if c["label_value"] > 0]
+    labels = [c.label_value for c in package.card.foreground_classes]
     for w in (int(v) for v in args.windows.split(",")):
         scores, seconds = [], 0.0
         for case in cases:

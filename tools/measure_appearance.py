@@ -4,7 +4,7 @@ Usage:
     python tools/measure_appearance.py MODEL DATASET [--split train] [--write-card]
 
 Reads every image of the split (nnU-Net v2 raw dataset, RGB as three channel files or one RGB file),
-computes the features of :mod:`AttentionMambaSegLib.inference.plausibility` per image, and prints
+computes the features of :mod:`AttentionMambaSegLib.card.appearance` per image, and prints
 their mean, standard deviation and range over the split and the largest distance (in standard
 deviations) of a validation image. With ``--write-card`` it writes model.json ``appearance`` of the
 bundled model: per feature ``{"mean", "sd"}`` over the split's images.
@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from AttentionMambaSegLib.card.appearance import FEATURES, Appearance, image_features
 from AttentionMambaSegLib.datasets import load_dataset_info, read_case, split_cases
-from AttentionMambaSegLib.inference.plausibility import FEATURES, Appearance, image_features
 from AttentionMambaSegLib.package import bundled_models_dir, load_model_package
 
 

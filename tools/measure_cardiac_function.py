@@ -58,7 +58,7 @@ def measure(dataset: Path, model: str = "cardiac-acdc", mode: str = "fast", spli
         print(f"{patient} {row['group']}: LV EF {row['predicted']['lv_ef_percent']:.1f} vs manual "
               f"{row['manual']['lv_ef_percent']:.1f}, {seconds:.1f} s", file=sys.stderr, flush=True)
     mae = {k: round(float(np.mean([abs(r["predicted"][k] - r["manual"][k]) for r in rows])), 2) for k in FIGURES}
-    return {"model": predictor.package.id, "version": str(predictor.package.config["version"]), "mode": mode,
+    return {"model": predictor.package.id, "version": predictor.package.card.version, "mode": mode,
             "device": str(predictor.device), "split": split, "patients": len(rows), "mean_absolute_error": mae,
             "seconds_per_patient": round(float(np.mean([r["seconds"] for r in rows])), 1),
             "machine": f"{platform.processor() or platform.machine()}", "rows": rows}

@@ -4,7 +4,7 @@ Usage:
     python tools/measure_inference.py MODEL DATASET --plan NAME=WINDOW,FLIPS[,crop] ... [--max-cases N]
         [--json OUT.json] [--write-card FAST_NAME ACCURATE_NAME] [--threads N]
 
-Each ``--plan`` is one candidate (:class:`~AttentionMambaSegLib.inference.modes.PassPlan`): WINDOW is
+Each ``--plan`` is one candidate (:class:`~AttentionMambaSegLib.card.PassPlan`): WINDOW is
 ``sliding`` or ``slice``, FLIPS 1, 2 or 4, ``crop`` adds the foreground crop. Every candidate scores
 the same validation cases with the model's post-processing (Dice per class, each case's own
 spacing) and times the prediction of each case on this machine (``--threads`` CPU threads). With
@@ -31,10 +31,10 @@ import AttentionMambaSegLib  # noqa: F401  (first: it sets torch's OpenMP wait p
 import torch
 
 from AttentionMambaSegLib import slicing
+from AttentionMambaSegLib.card import FAST_DEFAULT_TOLERANCE, PassPlan
 from AttentionMambaSegLib.datasets import load_dataset_info, read_case, split_cases
 from AttentionMambaSegLib.evaluation import evaluate
 from AttentionMambaSegLib.inference import InferenceSettings, Predictor
-from AttentionMambaSegLib.inference.modes import FAST_DEFAULT_TOLERANCE, PassPlan
 from AttentionMambaSegLib.package import bundled_models_dir, load_model_package
 
 #: Cases whose Dice is below this quantile of the validation Dice (all segments pooled) count as poor.
@@ -55,12 +55,12 @@ def parse_plan(text: str) -> tuple[str, PassPlan]:
 def largest_slice(package, dataset, case_ids) -> list[int]:
     """The largest (H, W) slice of the cases on the model's grid, padded to multiples of 32."""
     info = load_dataset_info(dataset)
-    config = package.config
+    card = package.card
     largest = [32, 32]
     for case_id in case_ids:
         image, _ = read_case(info, case_id)
-        geometry = slicing.SliceSource(image, config["target_spacing"], config["axes_code"],
-                                             config["normalization"]).geometry
+        geometry = slicing.SliceSource(image, card.target_spacing, card.axes_code,
+                                       card.normalization).geometry
         largest = [max(a, -(-b // 32) * 32) for a, b in zip(largest, geometry.slice_shape)]
     return largest
 

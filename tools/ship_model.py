@@ -27,6 +27,7 @@ import json
 import shutil
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import AttentionMambaSegLib  # noqa: F401  (first: it sets torch's OpenMP wait policy)
@@ -66,9 +67,9 @@ def main(argv=None) -> int:
 
     package = load_model_package(args.run_dir / "model")
     if args.window:
-        package.config["inference_patch_size"] = [args.window, args.window]
+        package.card = replace(package.card, inference_patch_size=(args.window, args.window))
     if args.largest_component:
-        package.config["postprocessing"] = {"largest_component": sorted(set(args.largest_component))}
+        package.card = replace(package.card, postprocessing={"largest_component": sorted(set(args.largest_component))})
     info = load_dataset_info(args.dataset)
     val_cases = split_cases(info, "val", 0)
     cases = val_cases[: args.max_cases] if args.max_cases else val_cases
@@ -88,15 +89,15 @@ def main(argv=None) -> int:
 
     # Keep a bundled model that scored higher on the same cases (decided before the slower scores below).
     new_val = record(summary, bool(args.tta))
-    bundled_json = bundled_models_dir() / package.config["id"] / "model.json"
+    bundled_json = bundled_models_dir() / package.card.id / "model.json"
     if bundled_json.exists() and not args.force:
         old_val = (json.loads(bundled_json.read_text(encoding="utf-8")).get("metrics") or {}).get("val") or {}
         same = (old_val.get("cases"), old_val.get("tta"), old_val.get("split")) == (new_val["cases"], new_val["tta"], new_val["split"])
         if same and old_val.get("mean_dice", -1.0) > new_val["mean_dice"]:
             scored = args.run_dir / "model_scored.json"
-            scored.write_text(json.dumps({**package.config, "metrics": {**(package.config.get("metrics") or {}), "val": new_val}},
+            scored.write_text(json.dumps({**package.card.to_dict(), "metrics": {**package.card.metrics, "val": new_val}},
                                          indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-            print(f"not shipped: the bundled {package.config['id']} scored {old_val['mean_dice']:.4f} on the same "
+            print(f"not shipped: the bundled {package.card.id} scored {old_val['mean_dice']:.4f} on the same "
                   f"{new_val['cases']} cases, this run {new_val['mean_dice']:.4f} (--force replaces it anyway); "
                   f"scores in {scored}")
             return 1
@@ -114,8 +115,8 @@ def main(argv=None) -> int:
     net32 = package.build_network("cpu").float()
     net32.load_state_dict(state)
     package32 = load_model_package(args.run_dir / "model")
-    package32.config["inference_patch_size"] = package.config["inference_patch_size"]
-    package32.config["postprocessing"] = package.config["postprocessing"]
+    package32.card = replace(package32.card, inference_patch_size=package.card.inference_patch_size,
+                             postprocessing=package.card.postprocessing)
     package32.build_network = lambda device="cpu": net32.to(device).eval()
     s32 = evaluate(package32, args.dataset, InferenceSettings(device="cpu", tta=False), cases=sub)
     delta = 100 * (s16["mean_dice"] - s32["mean_dice"])
@@ -124,7 +125,7 @@ def main(argv=None) -> int:
 
     ref = evaluate(package, args.dataset, InferenceSettings(device="cpu", tta=False),
                    cases=val_cases[: args.reference_cases])
-    config = dict(package.config)
+    config = package.card.to_dict()
     metrics = dict(config.get("metrics") or {})
     metrics["val"] = new_val
     if summary_tta is not None:

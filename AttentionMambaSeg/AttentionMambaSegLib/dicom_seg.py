@@ -140,7 +140,7 @@ def write_dicom_seg(labelmap: sitk.Image, path: str | os.PathLike, classes: Sequ
             CT category and type codes.
         source_files: the DICOM files of the source series (every slice).
         segments: the prediction's segment reports (objects with ``label_value``, ``confidence`` and
-            ``review_reason``, e.g. :class:`~.inference.confidence.SegmentReport`), for the review state
+            ``review_reason``, e.g. :class:`~.inference.result.SegmentReport`), for the review state
             in each segment's description; None: "review before clinical use" only.
         algorithm_name, algorithm_version: identify the model (e.g. "cardiac-acdc", "1.5.0").
         series_description: SeriesDescription of the SEG (default: "<algorithm_name> segmentation").

@@ -91,11 +91,10 @@ def evaluate(
         FileExistsError: ``output`` exists and ``overwrite`` is False (before any prediction).
     """
     from .inference import Predictor
-    from .package import ModelPackage, load_model_package
+    from .package import load_model_package
 
     settings = InferenceSettings(tta=True) if settings is None else settings
-    package = predictor.package if predictor is not None else (
-        model if isinstance(model, ModelPackage) else load_model_package(model))
+    package = predictor.package if predictor is not None else load_model_package(model)
     info = load_dataset_info(dataset)
     case_ids = list(cases) if cases is not None else split_cases(info, split, fold)
     if not case_ids:
@@ -260,11 +259,11 @@ def evaluate_shift_suite(
         ValueError: no suite for the model's normalisation; the errors of :func:`evaluate`.
     """
     from .inference import Predictor
-    from .package import ModelPackage, load_model_package
+    from .package import load_model_package
     from .shifts import suite_for
 
     settings = InferenceSettings(tta=False) if settings is None else settings
-    package = model if isinstance(model, ModelPackage) else load_model_package(model)
+    package = load_model_package(model)
     kind, suite = suite_for(package.card.normalization)
     info = load_dataset_info(dataset)
     case_ids = list(cases) if cases is not None else split_cases(info, split, fold)
@@ -355,10 +354,10 @@ def score_label_files(prediction, label, model=None) -> dict:
 
     package = None
     if model is not None:
-        from .package import ModelPackage, load_model_package
+        from .package import load_model_package
 
-        package = model if isinstance(model, ModelPackage) else load_model_package(model)
-    classes = package.config["classes"] if package is not None else None
+        package = load_model_package(model)
+    classes = package.card.class_dicts if package is not None else None
     pred_img, ref_img, names = _read_pair(prediction, label, classes)
     pred = sitk.GetArrayFromImage(pred_img)
     ref = sitk.GetArrayFromImage(ref_img)

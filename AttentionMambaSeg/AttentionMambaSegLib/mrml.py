@@ -383,8 +383,8 @@ def terminology_entry(entry) -> str:
 
 
 def _model_name(package) -> str:
-    config = getattr(package, "config", None) or {}
-    return str(config.get("name") or package.id)
+    card = getattr(package, "card", None)
+    return str(getattr(card, "name", None) or package.id)
 
 
 def _color_table_for_model(scene, package):

@@ -7,7 +7,7 @@ the offline demo), and the Slicer extension package carries no weights.
 
 Download (:func:`download_model`): the archive (a model package .zip, written by
 ``tools/publish_model.py``) is fetched with pooch to a temporary name in the cache, its SHA-256 checked,
-renamed, then imported with :func:`~AttentionMambaSegLib.package.import_model_package` (which verifies
+renamed, then imported with :func:`~AttentionMambaSegLib.model_store.import_model_package` (which verifies
 the weights again and keeps an earlier version until the new one is in place). A failed or interrupted
 download leaves no partial file and the earlier version intact; running it again starts afresh.
 Offline: ``attention-mamba-seg models import ARCHIVE.zip`` installs the same archive from a file.
@@ -137,9 +137,10 @@ def load_registry(path: str | Path | None = None) -> dict[str, RegistryEntry]:
 
 def installed_entry(entry: RegistryEntry):
     """The installed package (imported, else bundled) that is exactly this registry version, or None."""
-    from .package import CONFIG_NAME, ModelPackage, _imported_models_dir_if_known, bundled_models_dir
+    from .model_store import imported_models_dir_if_known
+    from .package import CONFIG_NAME, ModelPackage, bundled_models_dir
 
-    for root in (_imported_models_dir_if_known(), bundled_models_dir()):
+    for root in (imported_models_dir_if_known(), bundled_models_dir()):
         folder = root / entry.id if root is not None else None
         if folder is None or not (folder / CONFIG_NAME).is_file():
             continue
@@ -147,7 +148,7 @@ def installed_entry(entry: RegistryEntry):
             package = ModelPackage(folder)
         except (OSError, ValueError):
             continue
-        if package.config.get("sha256") == entry.weights_sha256 and package.weights_path.is_file():
+        if package.card.sha256 == entry.weights_sha256 and package.weights_path.is_file():
             return package
     return None
 
@@ -219,7 +220,7 @@ def download_model(model_id: str, progress: ProgressCallback | None = None, time
     """
     import pooch
 
-    from .package import import_model_package, imported_models_dir
+    from .model_store import import_model_package, imported_models_dir
 
     registry = load_registry() if registry is None else registry
     if model_id not in registry:
@@ -285,12 +286,13 @@ def build_archive(folder: str | Path, archive: str | Path) -> RegistryEntry:
                 shutil.copyfileobj(src, dst, 1 << 20)
     tmp.replace(archive)
     dice, _ = package.validation_dice()
+    card = package.card
     return RegistryEntry(
-        id=package.id, version=package.version, task=str(package.config.get("task", "")),
-        modality=str(package.config.get("modality", "")), licence=package.licence,
+        id=card.id, version=card.version, task="" if card.task is None else str(card.task),
+        modality="" if card.modality is None else str(card.modality), licence=package.licence,
         classes=tuple(c["name"] for c in package.classes), val_dice=None if dice is None else round(dice, 4),
         urls=(), size=archive.stat().st_size, sha256=sha256_of_file(archive),
-        weights_sha256=str(package.config["sha256"]),
+        weights_sha256=str(card.sha256),
     )
 
 

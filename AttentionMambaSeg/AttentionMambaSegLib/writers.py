@@ -165,7 +165,7 @@ def write_seg_nrrd(
             objects (read and checked by :mod:`.terminology`); entries with label_value 0 are skipped.
         status: segment status tag (``"inprogress"``: a result to review before use).
         flagged: label values whose segments get the status ``"flagged"`` instead (low confidence, or
-            not found: :mod:`.inference.confidence`).
+            not found: :mod:`.inference.result`).
         overwrite, inputs: as :func:`write_labelmap`.
 
     Returns:

@@ -87,7 +87,7 @@ def _cardiac(args: argparse.Namespace, progress):
     from ..registry import ensure_model
 
     model = ensure_model(args.model)
-    cine = clinical.read_cine(args.inputs, series=args.series, modality=model.config.get("modality"))
+    cine = clinical.read_cine(args.inputs, series=args.series, modality=model.card.modality)
     clinical.CardiacLabels.from_classes(model.card.foreground_classes, f"model '{model.id}'")
     clinical.check_cardiac_outputs(args.output, len(cine.frames), args.output_format, args.all_frames, args.overwrite,
                                    inputs=args.inputs)

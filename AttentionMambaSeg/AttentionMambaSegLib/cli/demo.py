@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
     seconds = time.perf_counter() - start
     labelmap = result.labels
-    classes = package.config["classes"]
+    classes = package.card.class_dicts
     rule = {"overwrite": args.overwrite, "inputs": inputs}
     segmentation = writers.write_seg_nrrd(labelmap, names["segmentation"], classes,
                                           flagged=[s.label_value for s in result.needs_review], **rule)

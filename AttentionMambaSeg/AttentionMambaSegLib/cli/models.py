@@ -50,9 +50,9 @@ def run_list(args: argparse.Namespace) -> int:
     for m in models:
         source = "bundled" if m.path.resolve().parent == bundled else "imported"
         newer = registry.get(m.id)
-        if newer is not None and newer.weights_sha256 != m.config.get("sha256"):
+        if newer is not None and newer.weights_sha256 != m.card.sha256:
             source += f" ({newer.version} online)"
-        print(f"{m.id:24s} {m.version:10s} {source:22s} {m.config.get('task', '')}")
+        print(f"{m.id:24s} {m.version:10s} {source:22s} {'' if m.card.task is None else m.card.task}")
     listed = {m.id for m in models}
     for entry in registry.values():
         if entry.id not in listed and installed_entry(entry) is None:
@@ -92,7 +92,7 @@ def _download(args, progress, download_model) -> int:
 
 def run_remove_one(args: argparse.Namespace) -> int:
     """Remove one model from the cache; says how much was freed."""
-    from ..package import remove_imported_model
+    from ..model_store import remove_imported_model
 
     freed = remove_imported_model(args.model)
     print(f"Removed model '{args.model}' from the cache: {freed / 1e6:.1f} MB freed.")
@@ -109,7 +109,7 @@ def run_info(args: argparse.Namespace) -> int:
     if args.verify:
         package.verify()
     if args.json:
-        print(json.dumps(package.config, indent=2, ensure_ascii=False))
+        print(json.dumps(package.card.to_dict(), indent=2, ensure_ascii=False))
         return 0
     print(package.describe())
     if args.verify:
@@ -119,7 +119,7 @@ def run_info(args: argparse.Namespace) -> int:
 
 def run_import(args: argparse.Namespace) -> int:
     """Import a package; prints its id and location."""
-    from ..package import import_model_package
+    from ..model_store import import_model_package
 
     if args.progress_format == "jsonl":
         from ..worker import emit_event, run_with_jsonl_events
@@ -137,7 +137,7 @@ def run_import(args: argparse.Namespace) -> int:
 
 def run_remove(args: argparse.Namespace) -> int:
     """Remove every imported model."""
-    from ..package import imported_models_dir, remove_imported_models
+    from ..model_store import imported_models_dir, remove_imported_models
 
     removed = remove_imported_models()
     print(f"Removed {len(removed)} imported model(s) from {imported_models_dir()}: {', '.join(removed) or '-'}")

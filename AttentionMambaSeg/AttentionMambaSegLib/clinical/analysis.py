@@ -115,7 +115,7 @@ def function_from_labelmaps(labelmaps: Sequence[sitk.Image], structures: Cardiac
         structures: the RV, MYO and LV label values (:meth:`~.function.CardiacLabels.from_classes`).
         ed, es: 0-based ED/ES frame indices; None: the largest / smallest LV cavity volume.
         height_cm, weight_kg: for the indexed figures (Mosteller BSA).
-        segmentations: the predictor's :class:`~AttentionMambaSegLib.inference.confidence.Segmentation`
+        segmentations: the predictor's :class:`~AttentionMambaSegLib.inference.result.Segmentation`
             of each frame, for the confidence and review flag of each structure (None: not known).
         names: label value -> segment name (default "LV cavity", ...).
         extra_warnings: sentences to pass on (e.g. the predictor's input warnings).
@@ -212,7 +212,7 @@ def analyse_cine(cine: Cine, predictor, ed: int | None = None, es: int | None = 
         results.append(result)
     warnings = [w for r in results for w in r.warnings]
     names = {c.label_value: c.name for c in package.card.foreground_classes}
-    model = {"id": package.id, "version": str(package.config["version"]), "mode": predictor.mode,
+    model = {"id": package.id, "version": package.card.version, "mode": predictor.mode,
              "passes": predictor.plan.describe()}
     return function_from_labelmaps([r.labels for r in results], structures,
                                    ed if ed is not None else cine.ed, es if es is not None else cine.es,

@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import SimpleITK as sitk
 
 from .. import slicing
+from ..card.training_geometry import TrainingGeometry
 from ..dicom import modality_code
 
-__all__ = ["check_input_image", "check_direction", "check_modality", "input_range_warnings", "TrainingGeometry",
-           "LABELMAP_MAX_VALUES", "FLOAT32_MAX", "DIRECTION_TOLERANCE", "COARSER_SPACING_FACTOR",
-           "FIELD_OF_VIEW_FACTOR"]
+__all__ = ["check_input_image", "check_direction", "check_modality", "input_range_warnings", "LABELMAP_MAX_VALUES",
+           "FLOAT32_MAX", "DIRECTION_TOLERANCE", "COARSER_SPACING_FACTOR", "FIELD_OF_VIEW_FACTOR"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +45,7 @@ def check_modality(image: sitk.Image, package, arr=None, force: bool = False) ->
     Raises:
         ValueError: naming both modalities and the way out (another model, or ``--force``).
     """
-    expected = modality_code(package.config.get("modality"))
+    expected = modality_code(package.card.modality)
     if expected is None:
         return
     found = image.GetMetaData("0008|0060").strip().upper() if image.HasMetaDataKey("0008|0060") else ""
@@ -137,7 +136,7 @@ def check_input_image(image: sitk.Image, package, warn: bool = True, force: bool
             "magnitude image first (e.g. SimpleITK's ComplexToModulus)."
         )
     check_direction(image)
-    slicing.check_resampling(image, package.config.get("target_spacing"))
+    slicing.check_resampling(image, package.card.target_spacing)
     arr = sitk.GetArrayViewFromImage(image)
     if arr.size == 0:
         raise ValueError(f"The input image is empty (size {image.GetSize()}).")
@@ -185,54 +184,6 @@ COARSER_SPACING_FACTOR = 2.0
 FIELD_OF_VIEW_FACTOR = 2.0
 
 
-@dataclass(frozen=True)
-class TrainingGeometry:
-    """model.json ``training_geometry``: the voxel spacing and field of view of the training images.
-
-    Attributes:
-        in_plane_spacing_mm: median in-plane spacing of the training images (mm), or None.
-        slice_spacing_mm: median spacing between their slices (mm; the axis the model slices along), or
-            None (2D images).
-        field_of_view_mm: the largest extent of the training images along each axis (mm), 2 or 3
-            numbers, or None.
-    """
-
-    in_plane_spacing_mm: float | None = None
-    slice_spacing_mm: float | None = None
-    field_of_view_mm: tuple[float, ...] | None = None
-
-    @classmethod
-    def from_dict(cls, raw: dict | None, source: str = "model.json") -> "TrainingGeometry":
-        """Raises ValueError naming ``source`` and the field."""
-        if not raw:
-            return cls()
-        if not isinstance(raw, dict):
-            raise ValueError(f"{source}: field 'training_geometry' must be an object, got {raw!r}.")
-        unknown = set(raw) - {"in_plane_spacing_mm", "slice_spacing_mm", "field_of_view_mm", "measured_on"}
-        if unknown:
-            raise ValueError(f"{source}: field 'training_geometry' has unknown keys {sorted(unknown)}; expected "
-                             "in_plane_spacing_mm, slice_spacing_mm, field_of_view_mm, measured_on.")
-
-        def positive(value) -> bool:
-            return (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-                    and value > 0)
-
-        for key in ("in_plane_spacing_mm", "slice_spacing_mm"):
-            if raw.get(key) is not None and not positive(raw[key]):
-                raise ValueError(f"{source}: field 'training_geometry.{key}' must be a positive number of "
-                                 f"millimetres, got {raw[key]!r}.")
-        fov = raw.get("field_of_view_mm")
-        if fov is not None and not (isinstance(fov, list) and len(fov) in (2, 3) and all(positive(v) for v in fov)):
-            raise ValueError(f"{source}: field 'training_geometry.field_of_view_mm' must be 2 or 3 positive numbers "
-                             f"(mm), got {fov!r}.")
-        note = raw.get("measured_on")
-        if note is not None and not isinstance(note, str):
-            raise ValueError(f"{source}: field 'training_geometry.measured_on' must be text, got {note!r}.")
-        return cls(None if raw.get("in_plane_spacing_mm") is None else float(raw["in_plane_spacing_mm"]),
-                   None if raw.get("slice_spacing_mm") is None else float(raw["slice_spacing_mm"]),
-                   None if fov is None else tuple(float(v) for v in fov))
-
-
 def _mm(value: float) -> str:
     return f"{value:.1f} mm" if value < 10 else f"{value:.0f} mm"
 
@@ -249,7 +200,7 @@ def input_range_warnings(image: sitk.Image, card, roi=None) -> list[str]:
 
     Args:
         image: the input (2D or 3D), checked by :func:`check_input_image`.
-        card: the model's :class:`~AttentionMambaSegLib.model_card.ModelCard`.
+        card: the model's :class:`~AttentionMambaSegLib.card.ModelCard`.
         roi: the :class:`~.roi.RegionOfInterest` that will be segmented, if any.
 
     Returns:

@@ -12,7 +12,7 @@ import SimpleITK as sitk
 
 from ..outputs import same_file
 from .checks import check_input_image
-from .confidence import REPORT_SUFFIX
+from .result import REPORT_SUFFIX
 from .predictor import Predictor, window_size
 from .settings import InferenceSettings
 from .sliding_window import ProgressCallback
@@ -268,16 +268,15 @@ def segment_files(
             outputs were written logs which ones.
     """
     from ..outputs import make_output_folder
-    from ..package import ModelPackage, load_model_package
+    from ..package import load_model_package
 
     settings = InferenceSettings() if settings is None else settings
     inputs = [Path(p) for p in inputs]
     if not inputs:
         raise ValueError("No input images given.")
-    package = predictor.package if predictor is not None else (
-        model if isinstance(model, ModelPackage) else load_model_package(model))
+    package = predictor.package if predictor is not None else load_model_package(model)
     if predictor is None:
-        window_size(package.config, settings.window)  # a bad window fails before any input is read
+        window_size(package.card, settings.window)  # a bad window fails before any input is read
     outputs, summary_path = _plan_outputs(inputs, output, settings)
     _check_outputs(inputs, outputs, summary_path, settings)
     images = _check_inputs(inputs, outputs, package, settings, series)
@@ -335,11 +334,11 @@ def _write_outputs(result, image: sitk.Image, src: Path, dst: Path, package, set
     if path_extension(dst) == DICOM_SEG_EXTENSION:
         series_files = dicom.choose_dicom_series(dicom.list_dicom_series(src), series,
                                                  package.card.modality).files
-        write_dicom_seg(result.labels, dst, package.config["classes"], series_files,
+        write_dicom_seg(result.labels, dst, package.card.class_dicts, series_files,
                         segments=result.segments, algorithm_name=package.id,
                         algorithm_version=package.card.version, overwrite=overwrite, inputs=inputs)
     else:
-        writers.write_labelmap(result.labels, dst, package.config["classes"],
+        writers.write_labelmap(result.labels, dst, package.card.class_dicts,
                                flagged=[s.label_value for s in result.needs_review], overwrite=overwrite,
                                inputs=inputs)
     try:
@@ -347,7 +346,7 @@ def _write_outputs(result, image: sitk.Image, src: Path, dst: Path, package, set
         if settings.overlay:
             from ..masks import write_outline_overlay
 
-            picture = write_outline_overlay(image, result.labels, package.config["classes"],
+            picture = write_outline_overlay(image, result.labels, package.card.class_dicts,
                                             overlay_path_for(dst), overwrite=overwrite, inputs=inputs)
             logger.info("Wrote outline overlay %s", picture)
     except BaseException:

@@ -7,7 +7,7 @@ one); the box around its foreground, widened by the model's margin (millimetres)
 training patch, is then the window of every slice.
 A slice whose labels reach an edge of the box that is not an edge of the slice is segmented again
 whole, so the crop never cuts a structure off. Used where model.json ``inference`` says
-``"foreground_crop": true`` (:mod:`.modes`).
+``"foreground_crop": true`` (:mod:`AttentionMambaSegLib.card.modes`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import logging
 
 import numpy as np
 
-from .modes import FLIPS
+from ..card.modes import FLIPS
 
 __all__ = ["ForegroundCrop"]
 

@@ -30,7 +30,7 @@ def to_model_scale(image: sitk.Image, card) -> sitk.Image:
 
     Args:
         image: the input; only a 2D image (a photograph) is ever changed.
-        card: the model's :class:`~..model_card.ModelCard` (``photo_long_side``; None: never rescaled).
+        card: the model's :class:`~AttentionMambaSegLib.card.ModelCard` (``photo_long_side``; None: never rescaled).
 
     Returns:
         ``image`` itself when no rescaling is needed, else a copy with the same pixels and a spacing of

@@ -23,7 +23,7 @@ from ..images import SPACING_KEY
 from ..devices import default_batch_size, select_device
 from ..postprocessing import keep_largest_component
 from .checks import check_input_image, input_range_warnings
-from .confidence import ConfidenceTally, Segmentation, segment_reports
+from .result import ConfidenceTally, Segmentation, segment_reports
 from .foreground import ForegroundCrop
 from .photo_scale import back_to_input, to_model_scale
 from .settings import InferenceSettings
@@ -35,16 +35,16 @@ __all__ = ["Predictor", "predict_volume", "window_size", "LONG_RUN_SECONDS"]
 logger = logging.getLogger(__name__)
 
 
-def window_size(config: dict, window) -> tuple[int, int]:
+def window_size(card, window) -> tuple[int, int]:
     """The sliding window (H, W): ``window`` if given, else model.json's inference_patch_size.
 
     Raises:
         ValueError: not positive multiples of 32.
     """
-    from ..package import is_patch_size
+    from ..card import is_patch_size
 
     if window is None:
-        window = config["inference_patch_size"]  # validate_config fills it (default: patch_size)
+        window = card.inference_patch_size  # the card fills it in (default: patch_size)
     if isinstance(window, int) and not isinstance(window, bool):
         window = (window, window)
     window = tuple(window) if isinstance(window, (list, tuple)) else window
@@ -86,14 +86,13 @@ class Predictor:
     def __init__(self, model, settings: InferenceSettings | None = None, *, network=None, passes=None):
         import torch
 
-        from ..package import ModelPackage, load_model_package
+        from ..package import load_model_package
 
         self.settings = settings = InferenceSettings() if settings is None else settings
-        self.package = model if isinstance(model, ModelPackage) else load_model_package(model)
-        self.config = self.package.config
+        self.package = load_model_package(model)
         self.card = self.package.card
         window, device = settings.window, settings.device
-        self.window = window_size(self.config, window)
+        self.window = window_size(self.card, window)
         if isinstance(device, torch.device):
             self.device, self.device_reason = device, str(device)
         else:
@@ -163,7 +162,7 @@ class Predictor:
             warnings.append(said)
         self._timer = RunTimer(self.batch_size, self._quicker(roi is None and image.GetDimension() == 3), self.clock)
         progress = self._timed(progress, self._timer)
-        tally = ConfidenceTally(self.package.num_classes, self.config["activation"])
+        tally = ConfidenceTally(self.package.num_classes, self.card.activation)
         try:
             scaled = to_model_scale(image, self.card)  # a photograph much larger than the training ones
             labels = self._predict(scaled, progress, cancel, tally, roi)
@@ -192,7 +191,7 @@ class Predictor:
             estimated = timing.get("estimated_seconds")
             logger.info("Segmented in %.1f s (estimated after the warm-up: %s)", timing["measured_seconds"],
                         "-" if estimated is None else f"{estimated:.1f} s")
-        return Segmentation(labels, self.package.id, str(self.config["version"]), self.mode, self.plan.describe(),
+        return Segmentation(labels, self.package.id, self.card.version, self.mode, self.plan.describe(),
                             rule.threshold, segments, tuple(warnings), dict(timing or {}))
 
     def _predict(self, image: sitk.Image, progress, cancel, tally, roi=None) -> sitk.Image | None:
@@ -201,7 +200,7 @@ class Predictor:
         from .reslice import OBLIQUE_DEGREES, labels_back, obliquity_degrees, to_canonical
         from .roi import crop_to_roi, paste_labels
 
-        canonical = (self.config.get("slicing") == "canonical" and image.GetDimension() == 3
+        canonical = (self.card.slicing == "canonical" and image.GetDimension() == 3
                      and obliquity_degrees(image) > OBLIQUE_DEGREES)
         if roi is not None:
             crop, start = crop_to_roi(image, roi)
@@ -223,27 +222,27 @@ class Predictor:
 
     def _slice_source(self, image: sitk.Image, statistics=None) -> slicing.SliceSource:
         """The image's slices on the model's grid, normalised as model.json says (made batch by batch)."""
-        return slicing.SliceSource(image, self.config["target_spacing"], self.config["axes_code"],
-                                   self.config["normalization"], statistics=statistics)
+        return slicing.SliceSource(image, self.card.target_spacing, self.card.axes_code,
+                                   self.card.normalization, statistics=statistics)
 
     def _predict_grid(self, image: sitk.Image, progress, cancel, tally, statistics=None) -> sitk.Image | None:
         """Slices of the image's own grid, segmented and put back on it."""
         if cancel is not None and cancel.is_set():
             return None
-        config = self.config
+        card = self.card
         # Slices are made batch by batch: no float copy of the whole volume is held.
         slices = self._slice_source(image, statistics)
         geometry = slices.geometry
         logger.debug("%d slices of %s px; %s", geometry.num_slices, geometry.slice_shape, self.plan.describe())
         self.network.to(self.device)
         batches = BatchPredictor(self.network, self.window, self.package.num_classes, self.plan.flips,
-                                 config["activation"], self.device, 0.5, whole_slice=self.plan.window == "slice",
+                                 card.activation, self.device, 0.5, whole_slice=self.plan.window == "slice",
                                  largest_slice=self.speed_modes.largest_slice, smallest_window=self.card.patch_size)
         if self._timer is not None:
             batches.on_pass = self._timer.network_pass
         crop = None
         if self.plan.foreground_crop and geometry.num_slices >= 3:
-            crop = ForegroundCrop.locate(batches, slices, self.plan.crop_margin_mm, config["target_spacing"],
+            crop = ForegroundCrop.locate(batches, slices, self.plan.crop_margin_mm, card.target_spacing,
                                          min_size=self.card.patch_size)
         labels = np.zeros((geometry.num_slices, *geometry.in_plane_shape), dtype=np.uint8)
         source = slices if crop is None else crop.view(slices)
@@ -260,7 +259,7 @@ class Predictor:
         if batches.device != self.device:  # the out-of-memory fallback moved the work to the CPU
             self.device = batches.device
         result = stacking.label_slices_to_image(labels, geometry)
-        largest = config["postprocessing"].get("largest_component", [])  # validated, default {}
+        largest = card.postprocessing.get("largest_component", [])  # validated, default {}
         if largest:
             result = keep_largest_component(result, largest)
         # Copy the exact geometry (the resampler already used it; this removes any float round-off).

@@ -78,7 +78,7 @@ class BatchPredictor:
                  whole_slice: bool = False, largest_slice=None, smallest_window=None):
         import torch
 
-        from .modes import FLIPS
+        from ..card.modes import FLIPS
 
         self.torch = torch
         self.network = network

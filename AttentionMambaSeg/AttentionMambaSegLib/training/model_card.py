@@ -80,25 +80,25 @@ def training_lineage(source) -> dict:
     Returns:
         ``{"initialised_from": {...}, "earlier_training": [...]}``.
     """
-    cfg = source.config
-    t = cfg.get("training") or {}
-    val = (cfg.get("metrics") or {}).get("val") or {}
+    card = source.card
+    t = card.training
+    val = card.metrics.get("val") or {}
     step = {
-        "version": cfg.get("version"),
-        "sha256": cfg.get("sha256"),
+        "version": card.version,
+        "sha256": card.sha256,
         "command": t.get("command"),
         "epochs": t.get("epochs_completed", t.get("epochs")),
         "iterations_per_epoch": t.get("iterations_per_epoch"),
         "batch_size": t.get("batch_size"),
-        "patch_size": cfg.get("patch_size"),
-        "target_spacing": cfg.get("target_spacing"),
+        "patch_size": list(card.patch_size),
+        "target_spacing": list(card.target_spacing) if card.target_spacing is not None else None,
         "time": t.get("time"),
         "selected_epoch": t.get("selected_epoch"),
         "val_mean_dice": val.get("mean_dice"),
         "val_cases": val.get("cases"),
     }
     return {
-        "initialised_from": {"id": cfg.get("id"), "version": cfg.get("version"), "sha256": cfg.get("sha256")},
+        "initialised_from": {"id": card.id, "version": card.version, "sha256": card.sha256},
         "earlier_training": list(t.get("earlier_training") or []) + [{k: v for k, v in step.items() if v is not None}],
     }
 

@@ -176,7 +176,7 @@ class Trainer(BudgetPlanning):
             self.lineage = training_lineage(reference) if reference is not None else {}
             self.target_spacing = self._initial_target_spacing()
             self.normalization = default_normalization(info)
-        self.classes = default_classes(info, act, reference.config["classes"] if reference is not None else None)
+        self.classes = default_classes(info, act, reference.card.class_dicts if reference is not None else None)
         logger.info(
             "dataset %s fold %d: %d training / %d validation cases; target spacing %s mm; normalisation %s; "
             "%s with K = %d", info.name, cfg.fold, len(self.train_cases), len(self.val_cases), self.target_spacing,
@@ -195,8 +195,8 @@ class Trainer(BudgetPlanning):
         cfg = self.config
         if cfg.target_spacing:
             return cfg.target_spacing
-        if self.init_package is not None and self.init_package.config.get("target_spacing"):
-            spacing = tuple(float(v) for v in self.init_package.config["target_spacing"])
+        if self.init_package is not None and self.init_package.card.target_spacing:
+            spacing = tuple(float(v) for v in self.init_package.card.target_spacing)
             logger.info("target spacing %s mm taken from the --init-from model %s (pass --target-spacing to "
                         "change it)", list(spacing), cfg.init_from)
             return spacing

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from ..model_card import _is_number
+from .numbers import is_number
 
 __all__ = ["MODES", "PassPlan", "SpeedModes", "FAST_DEFAULT_TOLERANCE", "FLIPS"]
 
@@ -126,10 +126,10 @@ def _read_plan(entry, source: str, field: str) -> PassPlan:
         raise fail("flips", "1, 2 or 4", flips)
     measured = entry.get("measured", {})
     if not isinstance(measured, dict) or measured and not all(
-            _is_number(measured.get(k)) for k in ("mean_dice", "seconds_per_case")):
+            is_number(measured.get(k)) for k in ("mean_dice", "seconds_per_case")):
         raise fail("measured", '{"mean_dice": number, "seconds_per_case": number}', measured)
     if not isinstance(crop, bool):
         raise fail("foreground_crop", "true or false", crop)
-    if not _is_number(margin) or not 0 <= margin <= 500:
+    if not is_number(margin) or not 0 <= margin <= 500:
         raise fail("crop_margin_mm", "a number of millimetres (0-500)", margin)
     return PassPlan(window, int(flips), crop, float(margin))

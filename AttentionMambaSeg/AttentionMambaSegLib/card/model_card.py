@@ -2,60 +2,53 @@
 
 :meth:`ModelCard.from_dict` is the only reader of a model.json object: every check names the file and
 the field, and the defaults are filled in there. :meth:`ModelCard.to_dict` writes the same object back
-(fields this version does not know are kept). Classes are :class:`~.terminology.ClassEntry` values
-(names, colours, SNOMED CT codes, checked by :mod:`.terminology`). The checks are written out rather
-than taken from a schema library because model.json is read inside Slicer's Python, which ships
-neither pydantic nor jsonschema, on the path that lists models.
+(fields this version does not know are kept). Classes are
+:class:`~AttentionMambaSegLib.terminology.ClassEntry` values (names, colours, SNOMED CT codes, checked by
+:mod:`AttentionMambaSegLib.terminology`). The checks are written out rather than taken from a schema
+library because model.json is read inside Slicer's Python, which ships neither pydantic nor jsonschema,
+on the path that lists models.
 
 Fields (required unless a default is given):
     id (letters/digits/``._-``), version, task, modality (optional), in_channels (C), channel_names
     (optional), num_classes (K: softmax outputs incl. background, or 1 for sigmoid), activation
     ("softmax" | "sigmoid"), classes, normalization ({"type": zscore | ct | rgb | none, ...}),
     axes_code ("LPS"), slice_axis_rule ("largest-spacing-else-z"), slicing ("acquisition" | "canonical",
-    see :mod:`.inference.reslice`), target_spacing ([row_mm, col_mm] or
+    see :mod:`AttentionMambaSegLib.inference.reslice`), target_spacing ([row_mm, col_mm] or
     null), patch_size ([H, W], multiples of 32), inference_patch_size (default patch_size),
     postprocessing ({"largest_component": [label values]} or {}), inference (speed modes, see
-    :mod:`.inference.modes`; default: sliding windows, ``accurate`` = 4 flips), confidence
-    ({"threshold": t}, see :mod:`.inference.confidence`), appearance (training-image statistics for
-    the plausibility warning, see :mod:`.inference.plausibility`), training_geometry (spacing and field
+    :mod:`.modes`; default: sliding windows, ``accurate`` = 4 flips), confidence
+    ({"threshold": t}, see :mod:`.confidence_rule`), appearance (training-image statistics for
+    the plausibility warning, see :mod:`.appearance`), training_geometry (spacing and field
     of view of the training images, for the warning about inputs far outside them, see
-    :func:`.inference.checks.input_range_warnings`), photo_long_side (2D photograph models: the longer
+    :mod:`.training_geometry`), photo_long_side (2D photograph models: the longer
     side in pixels of the training photographs; a much larger photograph is brought to that scale, see
-    :mod:`.inference.photo_scale`; optional), licence, training, metrics, limits
-    (optional), sha256 (of model.safetensors), weights_dtype ("float16"), architecture
-    ("AttentionMamba"), architecture_kwargs ({}).
+    :mod:`AttentionMambaSegLib.inference.photo_scale`; optional), licence, training, metrics, limits
+    (optional), name (optional, the name shown in model choosers), sha256 (of model.safetensors),
+    weights_dtype ("float16"), architecture ("AttentionMamba"), architecture_kwargs ({}).
 """
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-__all__ = ["ModelCard", "is_patch_size", "NORMALIZATION_TYPES", "SLICE_AXIS_RULES"]
+from .appearance import Appearance
+from .confidence_rule import ConfidenceRule
+from .modes import SpeedModes
+from .numbers import is_int, is_number, is_patch_size
+from .training_geometry import TrainingGeometry
+
+__all__ = ["ModelCard", "ID_PATTERN", "NORMALIZATION_TYPES", "SLICE_AXIS_RULES", "SLICING"]
 
 SLICE_AXIS_RULES = ("largest-spacing-else-z",)
 #: "acquisition": slice the input's own grid; "canonical": resample an oblique input to the patient axes.
 SLICING = ("acquisition", "canonical")
 NORMALIZATION_TYPES = ("zscore", "ct", "rgb", "none")
-_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # used with fullmatch: no trailing newline
+#: A model id (and its folder name); used with ``fullmatch``, so no trailing newline is accepted.
+ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 _REQUIRED = ("id", "version", "in_channels", "num_classes", "activation", "classes", "normalization", "patch_size")
 _TEXT = ("version", "task", "modality", "licence")
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def is_patch_size(value) -> bool:
-    """True for an (H, W) list or tuple of positive integer multiples of 32 (the network's stride)."""
-    return (isinstance(value, (list, tuple)) and len(value) == 2
-            and all(_is_int(p) and p > 0 and p % 32 == 0 for p in value))
 
 
 class _Checker:
@@ -106,35 +99,42 @@ class ModelCard:
 
     @property
     def foreground_classes(self) -> list:
-        """The classes with label value >= 1, as :class:`~.terminology.ClassEntry`."""
+        """The classes with label value >= 1, as :class:`~AttentionMambaSegLib.terminology.ClassEntry`."""
         return [c for c in self.classes if c.label_value >= 1]
 
     @property
-    def speed_modes(self):
-        """``inference`` as :class:`~.inference.modes.SpeedModes`."""
-        from .inference.modes import SpeedModes
+    def class_dicts(self) -> list[dict]:
+        """``classes`` as model.json objects (background entries included), as the label writers take them."""
+        return [c.to_dict() for c in self.classes]
 
+    @property
+    def name(self) -> str | None:
+        """The name shown in model choosers (model.json ``name``), or None."""
+        return self.extra.get("name")
+
+    @property
+    def limits(self) -> dict:
+        """model.json ``limits``: what the model needs and was (not) trained and validated on ({} if none)."""
+        return self.extra.get("limits") or {}
+
+    @property
+    def speed_modes(self) -> SpeedModes:
+        """``inference`` as :class:`~.modes.SpeedModes`."""
         return SpeedModes.from_dict(self.inference)
 
     @property
-    def confidence_rule(self):
-        """``confidence`` as :class:`~.inference.confidence.ConfidenceRule`."""
-        from .inference.confidence import ConfidenceRule
-
+    def confidence_rule(self) -> ConfidenceRule:
+        """``confidence`` as :class:`~.confidence_rule.ConfidenceRule`."""
         return ConfidenceRule.from_dict(self.confidence)
 
     @property
-    def training_appearance(self):
-        """``appearance`` as :class:`~.inference.plausibility.Appearance`."""
-        from .inference.plausibility import Appearance
-
+    def training_appearance(self) -> Appearance:
+        """``appearance`` as :class:`~.appearance.Appearance`."""
         return Appearance.from_dict(self.appearance)
 
     @property
-    def training_geometry_range(self):
-        """``training_geometry`` as :class:`~.inference.checks.TrainingGeometry`."""
-        from .inference.checks import TrainingGeometry
-
+    def training_geometry_range(self) -> TrainingGeometry:
+        """``training_geometry`` as :class:`~.training_geometry.TrainingGeometry`."""
         return TrainingGeometry.from_dict(self.training_geometry)
 
     @classmethod
@@ -184,7 +184,8 @@ class ModelCard:
             value = getattr(self, f.name)
             if f.name == "extra":
                 continue
-            if f.name in ("task", "modality", "channel_names", "licence", "sha256", "photo_long_side") and value is None:
+            if value is None and f.name in ("task", "modality", "channel_names", "licence", "sha256",
+                                             "photo_long_side"):
                 continue
             if f.name in ("training", "metrics", "inference", "confidence", "appearance", "training_geometry") \
                     and not value:
@@ -199,7 +200,7 @@ class ModelCard:
 
 
 def _check_identity(raw: dict, check: _Checker) -> None:
-    check.require(isinstance(raw["id"], str) and bool(_ID_PATTERN.fullmatch(raw["id"])), "id",
+    check.require(isinstance(raw["id"], str) and bool(ID_PATTERN.fullmatch(raw["id"])), "id",
                   "letters, digits, '.', '_' or '-' (a folder name)", raw["id"])
     for key in _TEXT + ("name",):
         if key in raw:
@@ -213,7 +214,7 @@ def _check_identity(raw: dict, check: _Checker) -> None:
 
 def _check_outputs(raw: dict, check: _Checker) -> None:
     for key in ("in_channels", "num_classes"):
-        check.require(_is_int(raw[key]) and raw[key] >= 1, key, "a positive integer", raw[key])
+        check.require(is_int(raw[key]) and raw[key] >= 1, key, "a positive integer", raw[key])
     act, k = raw["activation"], raw["num_classes"]
     check.require(act in ("softmax", "sigmoid"), "activation", "'softmax' or 'sigmoid'", act)
     if act == "sigmoid":
@@ -223,7 +224,7 @@ def _check_outputs(raw: dict, check: _Checker) -> None:
     post = raw.get("postprocessing", {})
     largest = post.get("largest_component", []) if isinstance(post, dict) else None
     check.require(isinstance(post, dict) and not set(post) - {"largest_component"} and isinstance(largest, list)
-                  and all(_is_int(v) and 1 <= v <= 255 for v in largest), "postprocessing",
+                  and all(is_int(v) and 1 <= v <= 255 for v in largest), "postprocessing",
                   '{"largest_component": [label values 1..255]} or {}', post)
     check.require(isinstance(raw.get("architecture_kwargs", {}), dict), "architecture_kwargs",
                   "an object (keyword arguments of the network)", raw.get("architecture_kwargs"))
@@ -235,24 +236,19 @@ def _check_geometry(raw: dict, check: _Checker) -> None:
     check.require(is_patch_size(window), "inference_patch_size", "[H, W], positive multiples of 32", window)
     spacing = raw.get("target_spacing")
     check.require(spacing is None or (isinstance(spacing, (list, tuple)) and len(spacing) == 2
-                                      and all(_is_number(s) and s > 0 for s in spacing)),
+                                      and all(is_number(s) and s > 0 for s in spacing)),
                   "target_spacing", "null or [row_mm, col_mm] positive numbers", spacing)
     rule = raw.get("slice_axis_rule", "largest-spacing-else-z")
     check.require(rule in SLICE_AXIS_RULES, "slice_axis_rule", f"one of {SLICE_AXIS_RULES}", rule)
     slicing = raw.get("slicing", "acquisition")
     check.require(slicing in SLICING, "slicing", f"one of {SLICING}", slicing)
     long_side = raw.get("photo_long_side")
-    check.require(long_side is None or (_is_int(long_side) and 32 <= long_side <= 100_000), "photo_long_side",
+    check.require(long_side is None or (is_int(long_side) and 32 <= long_side <= 100_000), "photo_long_side",
                   "null or the longer side of the training photographs in pixels (an integer, 32..100000)", long_side)
 
 
 def _check_inference(raw: dict, source: str) -> None:
     """``inference``, ``confidence``, ``appearance`` and ``training_geometry``, read by their own types."""
-    from .inference.checks import TrainingGeometry
-    from .inference.confidence import ConfidenceRule
-    from .inference.plausibility import Appearance
-    from .inference.modes import SpeedModes
-
     SpeedModes.from_dict(raw.get("inference"), source)
     ConfidenceRule.from_dict(raw.get("confidence"), source)
     Appearance.from_dict(raw.get("appearance"), source)
@@ -268,14 +264,14 @@ def _check_normalization(norm, check: _Checker) -> None:
         check.require(key in norm, "normalization", "for type 'ct', an object with 'clip' [lo, hi], 'mean' and "
                       f"'std' (missing '{key}')", norm)
     clip = norm["clip"]
-    check.require(isinstance(clip, (list, tuple)) and len(clip) == 2 and all(_is_number(v) for v in clip)
+    check.require(isinstance(clip, (list, tuple)) and len(clip) == 2 and all(is_number(v) for v in clip)
                   and clip[0] < clip[1], "normalization.clip", "[lo, hi] numbers with lo < hi", clip)
-    check.require(_is_number(norm["mean"]), "normalization.mean", "a finite number", norm["mean"])
-    check.require(_is_number(norm["std"]) and norm["std"] > 0, "normalization.std", "a positive number", norm["std"])
+    check.require(is_number(norm["mean"]), "normalization.mean", "a finite number", norm["mean"])
+    check.require(is_number(norm["std"]) and norm["std"] > 0, "normalization.std", "a positive number", norm["std"])
 
 
 def _axes_code(code, source: str) -> str:
-    from .slicing import validate_axes_code
+    from ..slicing import validate_axes_code
 
     try:
         return validate_axes_code(code)
@@ -285,7 +281,7 @@ def _axes_code(code, source: str) -> str:
 
 def _read_classes(raw: dict, check: _Checker) -> list:
     """The classes as ClassEntry values: codes and colours distinct, one per output label value."""
-    from .terminology import read_classes
+    from ..terminology import read_classes
 
     try:
         entries = read_classes(raw["classes"], "classes")

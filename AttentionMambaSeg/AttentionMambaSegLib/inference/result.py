@@ -1,11 +1,11 @@
-"""How far to trust each segment: a confidence figure per segment and a "needs review" flag.
+"""The result of a prediction: the labelmap, a confidence figure and a "needs review" flag per segment.
 
 The confidence of a segment is the mean, over the pixels the model labels with it, of the largest
 class probability there (softmax: the maximum over classes; sigmoid: the probability itself), on
-the model's slice grid before post-processing. A segment whose confidence is below model.json
-``confidence.by_mode[mode]`` (else ``confidence.threshold``; calibrated per speed mode on the
-validation split by ``tools/measure_inference.py --write-card`` so that the flag marks the cases with
-poor Dice; ``docs/INFERENCE.md``) or that is empty is flagged "needs review".
+the model's slice grid before post-processing (:class:`ConfidenceTally`). A segment whose confidence is
+below the threshold of the model's :class:`~AttentionMambaSegLib.card.ConfidenceRule` (model.json
+``confidence``) or that is empty is flagged "needs review" (:func:`segment_reports`); the
+:class:`Segmentation` holds the labels, the segments and the warnings, and writes the JSON report.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..model_card import _is_number
+from ..card.confidence_rule import ConfidenceRule
 
-__all__ = ["ConfidenceTally", "ConfidenceRule", "SegmentReport", "Segmentation", "REPORT_SUFFIX"]
+__all__ = ["ConfidenceTally", "SegmentReport", "Segmentation", "segment_reports", "REPORT_SUFFIX"]
 
 #: The JSON report written beside an output file: ``case.seg.nrrd`` -> ``case.report.json``.
 REPORT_SUFFIX = ".report.json"
@@ -51,55 +51,6 @@ class ConfidenceTally:
     def confidence(self) -> dict[int, float | None]:
         """Label value (>= 1) -> mean largest probability in [0, 1], or None for an empty segment."""
         return {k: (float(self.sums[k] / self.counts[k]) if self.counts[k] else None) for k in range(1, self.size)}
-
-
-@dataclass(frozen=True)
-class ConfidenceRule:
-    """model.json ``confidence``: the threshold below which a segment needs review (None: not calibrated),
-    and the thresholds calibrated for each speed mode (``by_mode``)."""
-
-    threshold: float | None = None
-    measure: str = "mean_max_probability"
-    by_mode: tuple = ()
-
-    @classmethod
-    def from_dict(cls, raw: dict | None, source: str = "model.json") -> "ConfidenceRule":
-        """Raises ValueError naming ``source`` and the field."""
-        if not raw:
-            return cls()
-        if not isinstance(raw, dict):
-            raise ValueError(f"{source}: field 'confidence' must be an object such as {{\"threshold\": 0.9}}, "
-                             f"got {raw!r}.")
-        threshold = _threshold(raw.get("threshold"), source, "confidence.threshold")
-        measure = raw.get("measure", "mean_max_probability")
-        if measure != "mean_max_probability":
-            raise ValueError(f"{source}: field 'confidence.measure' must be 'mean_max_probability', got {measure!r}.")
-        by_mode = raw.get("by_mode") or {}
-        if not isinstance(by_mode, dict):
-            raise ValueError(f"{source}: field 'confidence.by_mode' must be an object (mode -> threshold), got {by_mode!r}.")
-        modes = tuple((str(k), _threshold(v, source, f"confidence.by_mode.{k}")) for k, v in by_mode.items())
-        return cls(threshold, measure, modes)
-
-    def for_mode(self, mode: str) -> "ConfidenceRule":
-        """The rule with the threshold calibrated for ``mode`` (this one's where none was)."""
-        threshold = dict(self.by_mode).get(mode, self.threshold)
-        return ConfidenceRule(threshold, self.measure, self.by_mode)
-
-    def review_reason(self, confidence: float | None, voxels: int = 1) -> str | None:
-        """Why a segment with this confidence and size needs review, or None."""
-        if voxels == 0:
-            return "not found"
-        if confidence is not None and self.threshold is not None and confidence < self.threshold:
-            return f"low confidence ({confidence:.4f} < {self.threshold:.4f})"
-        return None
-
-
-def _threshold(value, source: str, field: str) -> float | None:
-    if value is None:
-        return None
-    if not _is_number(value) or not 0.0 < value <= 1.0:
-        raise ValueError(f"{source}: field '{field}' must be a number in (0, 1], got {value!r}.")
-    return float(value)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..model_card import _is_number
+from .numbers import is_number
 
 __all__ = ["Appearance", "FEATURES", "image_features", "Z_LIMIT"]
 
@@ -58,7 +58,7 @@ class Appearance:
         mean, sd = [], []
         for name in FEATURES:
             entry = features.get(name) if isinstance(features, dict) else None
-            ok = (isinstance(entry, dict) and all(_is_number(entry.get(k)) for k in ("mean", "sd"))
+            ok = (isinstance(entry, dict) and all(is_number(entry.get(k)) for k in ("mean", "sd"))
                   and entry["sd"] > 0)
             if not ok:
                 raise ValueError(f"{source}: field 'appearance.features.{name}' must be "
