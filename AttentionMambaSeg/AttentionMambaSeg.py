@@ -602,7 +602,7 @@ class AttentionMambaSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     def onUpdateFunction(self) -> None:
         """Recompute the figures from the segmentations as they are now (no network), with the ED / ES chosen."""
-        from AttentionMambaSegLib.mrml_cardiac import function_summary
+        from AttentionMambaSegLib.mrml.cardiac import function_summary
 
         node = self._parameterNode
         if node is None or not node.functionTable:
@@ -797,7 +797,7 @@ def roiArgument(roiNode, volumeNode=None) -> dict | None:
     """
     if roiNode is None:
         return None
-    from AttentionMambaSegLib.mrml_roi import roi_markups_json
+    from AttentionMambaSegLib.mrml.roi import roi_markups_json
 
     return roi_markups_json(roiNode, volumeNode)
 
@@ -854,7 +854,7 @@ class SegmentationJob(ChildProcessJob):
                 self.onLog(_("WARNING: the confidence report could not be read, so no segment is flagged for "
                              "review: check every segment."))
         labelmap = self.process.result()
-        return self._mrml.write_segmentation(self.volumeNode, self.package, labelmap, self.segmentationNode,
+        return self._mrml.write_segmentation_node(self.volumeNode, self.package, labelmap, self.segmentationNode,
                                              report=report)
 
 
@@ -870,7 +870,7 @@ class CardiacJob(ChildProcessJob):
 
     def __init__(self, cine, package, device, useTTA, onProgress=None, onFinished=None, onLog=None, python=None,
                  env=None, mode=None, sequencesLogic=None) -> None:
-        from AttentionMambaSegLib import mrml_cardiac
+        from AttentionMambaSegLib.mrml import cardiac as mrml_cardiac
         from AttentionMambaSegLib.worker import CardiacProcess
 
         self._mrmlCardiac = mrml_cardiac
@@ -1425,10 +1425,11 @@ class AttentionMambaSegLogic(ScriptedLoadableModuleLogic):
         ``useTTA`` and ``mode`` as in :meth:`startSegmentation`; no confidence report is made here, so no
         segment is flagged for review.
         """
+        from AttentionMambaSegLib.inference.settings import InferenceSettings
         from AttentionMambaSegLib.mrml import segment_volume_node
 
-        return segment_volume_node(volumeNode, modelId, segmentationNode, device=device, progress=progress,
-                                   cancel=cancel, tta=None if useTTA else False, mode=mode)
+        settings = InferenceSettings(device=device, mode=mode, tta=None if useTTA else False)
+        return segment_volume_node(volumeNode, modelId, segmentationNode, settings, progress=progress, cancel=cancel)
 
     @staticmethod
     def showIn3D(segmentationNode, show: bool = True) -> None:
@@ -1444,7 +1445,7 @@ class AttentionMambaSegLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def isCine(node) -> bool:
         """True for one frame of a cine (a sequence browser's proxy volume), a volume sequence or a multi-volume."""
-        from AttentionMambaSegLib.mrml_cardiac import find_cine
+        from AttentionMambaSegLib.mrml.cardiac import find_cine
 
         return find_cine(node) is not None
 
@@ -1478,7 +1479,7 @@ class AttentionMambaSegLogic(ScriptedLoadableModuleLogic):
             FileNotFoundError: unknown model id.
         """
         from AttentionMambaSegLib.mrml import InputVolumeError, resolve_model
-        from AttentionMambaSegLib.mrml_cardiac import find_cine
+        from AttentionMambaSegLib.mrml.cardiac import find_cine
 
         if mode not in (None, "fast", "accurate"):
             raise ValueError(_("Unknown speed mode '{mode}': use 'fast', 'accurate' or None.").format(mode=mode))
@@ -1498,7 +1499,7 @@ class AttentionMambaSegLogic(ScriptedLoadableModuleLogic):
         ``edFrame`` / ``esFrame`` are frame numbers counted from 1, as in the table (None: keep the table's).
         Returns the ``clinical.CardiacAnalysis``.
         """
-        from AttentionMambaSegLib.mrml_cardiac import update_function
+        from AttentionMambaSegLib.mrml.cardiac import update_function
 
         return update_function(tableNode, None if edFrame is None else int(edFrame) - 1,
                                None if esFrame is None else int(esFrame) - 1)
@@ -1506,14 +1507,14 @@ class AttentionMambaSegLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def cineFrameCount(tableNode) -> int:
         """Number of frames of the cine a function table describes (0 when unknown)."""
-        from AttentionMambaSegLib.mrml_cardiac import frame_count
+        from AttentionMambaSegLib.mrml.cardiac import frame_count
 
         return frame_count(tableNode)
 
     @staticmethod
     def showVolumeCurve(tableNode) -> None:
         """Show the volume-time curve of a function table in a plot view of the layout."""
-        from AttentionMambaSegLib.mrml_cardiac import ROLE_CHART
+        from AttentionMambaSegLib.mrml.cardiac import ROLE_CHART
 
         chart = tableNode.GetNodeReference(ROLE_CHART) if tableNode is not None else None
         plots = getattr(getattr(slicer, "modules", None), "plots", None)
@@ -1603,7 +1604,7 @@ class AttentionMambaSegTest(ScriptedLoadableModuleTest):
         labels = np.zeros((dims[2], dims[1], dims[0]), np.uint8)
         labels[:, : dims[1] // 2, :] = 1
         labels[:, dims[1] // 2:, :] = 2
-        result = mrml.write_segmentation(volumeNode, package, labels, report=self._report(package, flagged=1))
+        result = mrml.write_segmentation_node(volumeNode, package, labels, report=self._report(package, flagged=1))
         segmentation = result.segmentation_node.GetSegmentation()
         self.assertEqual(segmentation.GetNumberOfSegments(), 2)
         terms = {segmentation.GetNthSegment(i).GetTerminology() for i in range(2)}
@@ -1618,7 +1619,7 @@ class AttentionMambaSegTest(ScriptedLoadableModuleTest):
         labelmapNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
         mrml.export_segmentation_to_labelmap_node(result.segmentation_node, labelmapNode, volumeNode)
         self.assertTrue((slicer.util.arrayFromVolume(labelmapNode) == labels).all())  # flagged names export too
-        again = mrml.write_segmentation(volumeNode, package, labels, result.segmentation_node,
+        again = mrml.write_segmentation_node(volumeNode, package, labels, result.segmentation_node,
                                         report=self._report(package))
         self.assertEqual([first.GetName(), second.GetName()], names)
         self.assertEqual(logic.GetSegmentStatus(first), logic.InProgress)
@@ -1654,7 +1655,8 @@ class AttentionMambaSegTest(ScriptedLoadableModuleTest):
         frame and pressing Update function lowers the ESV and raises the EF by the expected amount."""
         import numpy as np
         import SimpleITK as sitk
-        from AttentionMambaSegLib import mrml, mrml_cardiac
+        from AttentionMambaSegLib import mrml
+        from AttentionMambaSegLib.mrml import cardiac as mrml_cardiac
 
         self.delayDisplay("Measuring the ventricular function of a two-frame cine")
         scene = slicer.mrmlScene

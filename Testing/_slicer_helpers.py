@@ -134,14 +134,15 @@ class FakePackage:
         self.in_channels = in_channels
         self.classes = classes
         self.num_classes = max(c["label_value"] for c in classes) + 1
-        self.config = {"id": model_id, "name": "Fake model", "classes": classes}
+        self.card = types.SimpleNamespace(extra={"name": "Fake model"})  # model.json's name, as ModelCard keeps it
         self.class_entries = [ClassEntry.from_dict(c) for c in classes if c["label_value"] >= 1]
 
 
 def fixed_predictor(labels_from_array):
-    """A stand-in for mrml._predict: labels computed from the input voxels by ``labels_from_array``, no report."""
+    """A stand-in for mrml.prediction.predict_image: labels computed from the input voxels by ``labels_from_array``,
+    no report."""
 
-    def predict(image, package, device, tta, batch_size, progress, cancel, mode=None):
+    def predict(image, package, settings, progress, cancel):
         array = sitk.GetArrayFromImage(image)
         labels = labels_from_array(array)
         if progress:

@@ -7,26 +7,23 @@ A cine in 3D Slicer is
 * a multi-volume (``vtkMRMLMultiVolumeNode``, MultiVolumeExplorer): one scalar volume whose voxels hold one
   component per frame. Its frames become a volume sequence with a browser when the results are written.
 
-The frames are segmented together in a child process (``cardiac`` command, :class:`~.worker.CardiacProcess`);
-:func:`add_cardiac_results` then writes, on the main thread:
+The frames are segmented together in a child process (``cardiac`` command,
+:class:`~AttentionMambaSegLib.slicer.child_process.CardiacProcess`); :func:`add_cardiac_results` then
+writes, on the main thread:
 
 * a **segmentation sequence**: a ``vtkMRMLSequenceNode`` of ``vtkMRMLSegmentationNode``, one per frame at the
   cine's index values, synchronised in the cine's own browser (so it plays with the cine) with "save
   changes" on, so that edits made on the proxy segmentation (Segment Editor) are stored in the frame shown.
-  Segments are named, coloured, coded and tagged as :func:`.mrml.write_segmentation` does; at ED and ES
-  they carry the review flags of the child's report;
-* the **function table** (``vtkMRMLTableNode``, one row per figure, LV and RV columns: EDV, ESV, SV, EF, LV
-  myocardial mass, the ED and ES frame numbers, and the values indexed to body surface area when height and
-  weight are given). It refers to every other output through node references, so :func:`update_function`
-  needs nothing else;
-* the **volume table** (LV, RV and MYO volume of every frame; the ``Phase`` column marks ED and ES) and the
-  **volume-time curve**: a ``vtkMRMLPlotChartNode`` with an LV and an RV ``vtkMRMLPlotSeriesNode``.
+  Segments are named, coloured, coded and tagged as :func:`.segments.write_segmentation_node` does; at ED
+  and ES they carry the review flags of the child's report;
+* the **function table**, the **volume table** and the **volume-time curve** (:mod:`.cardiac_tables`).
 
 :func:`update_function` recomputes the figures from the current segmentations (edited by hand, or with
-other ED / ES frames) without any network: the figures come from :mod:`.clinical` (numpy and SimpleITK
-only; definitions in :mod:`.clinical.function`). Nothing here imports torch.
+other ED / ES frames) without any network: the figures come from :mod:`AttentionMambaSegLib.clinical`
+(numpy and SimpleITK only; definitions in :mod:`AttentionMambaSegLib.clinical.function`). Nothing here
+imports torch.
 
-As in :mod:`.mrml`, every function takes its nodes as arguments and never uses ``slicer.mrmlScene``,
+As in :mod:`.segments`, every function takes its nodes as arguments and never uses ``slicer.mrmlScene``,
 ``slicer.app`` or ``slicer.modules``. Frames are numbered from 1 in names and tables, 0-based in arguments.
 """
 
@@ -41,47 +38,41 @@ import numpy as np
 import SimpleITK as sitk
 import slicer
 import vtk
-from vtk.util import numpy_support
 
-from . import mrml
-from .mrml import InputVolumeError
+from .cardiac_tables import (
+    ATTRIBUTE_BODY,
+    ATTRIBUTE_FUNCTION,
+    ATTRIBUTE_STRUCTURES,
+    ROLE_BROWSER,
+    ROLE_CHART,
+    ROLE_SEGMENTATION_SEQUENCE,
+    ROLE_VOLUME_TABLE,
+    add_function_tables,
+    frame_count,
+    function_summary,
+    function_table_rows,
+    write_tables,
+)
+from .segments import (
+    ATTRIBUTE_MODEL_ID,
+    color_table_for_model,
+    labelmap_to_uint8,
+    model_name,
+    place_like_volume,
+    segmentation_labelmap,
+    write_segments,
+)
+from .volumes import (
+    InputVolumeError,
+    geometry_image,
+    image_from_volume_node,
+)
 
-__all__ = ["CardiacResult", "CineNodes", "add_cardiac_results", "check_cine", "cine_frame_images", "find_cine",
-           "frame_count", "function_summary", "function_table_rows", "segmentation_labelmap", "update_function"]
+__all__ = ["ROLE_BROWSER", "ROLE_CHART", "ROLE_SEGMENTATION_SEQUENCE", "ROLE_VOLUME_TABLE", "CardiacResult",
+           "CineNodes", "add_cardiac_results", "check_cine", "cine_frame_images", "find_cine", "frame_count",
+           "function_summary", "function_table_rows", "segmentation_labelmap", "update_function"]
 
 logger = logging.getLogger(__name__)
-
-ATTRIBUTE_FUNCTION = "AttentionMambaSeg.Function"
-ATTRIBUTE_STRUCTURES = "AttentionMambaSeg.Structures"
-ATTRIBUTE_WARNINGS = "AttentionMambaSeg.Warnings"
-ATTRIBUTE_BODY = "AttentionMambaSeg.HeightWeight"
-ROLE_SEGMENTATION_SEQUENCE = "AttentionMambaSeg.SegmentationSequence"
-ROLE_BROWSER = "AttentionMambaSeg.Browser"
-ROLE_VOLUME_TABLE = "AttentionMambaSeg.VolumeTable"
-ROLE_CHART = "AttentionMambaSeg.Chart"
-#: Column names of the function table and the volume table.
-FUNCTION_COLUMNS = ("Figure", "LV", "RV", "Unit")
-VOLUME_COLUMNS = ("Frame", "LV", "RV", "MYO", "Phase")
-
-# (row name, LV field, RV field (None: not a ventricle figure), unit) of the function table.
-_FIGURES = (
-    ("End-diastolic volume (EDV)", "lv_edv_ml", "rv_edv_ml", "mL"),
-    ("End-systolic volume (ESV)", "lv_esv_ml", "rv_esv_ml", "mL"),
-    ("Stroke volume (SV)", "lv_sv_ml", "rv_sv_ml", "mL"),
-    ("Ejection fraction (EF)", "lv_ef_percent", "rv_ef_percent", "%"),
-    ("Myocardial mass", "lv_myocardial_mass_g", None, "g"),
-    ("ED frame", "ed_frame", "ed_frame", "frame"),
-    ("ES frame", "es_frame", "es_frame", "frame"),
-)
-_INDEXED = (
-    ("EDV index", "lv_edv_ml_per_m2", "rv_edv_ml_per_m2", "mL/m2"),
-    ("ESV index", "lv_esv_ml_per_m2", "rv_esv_ml_per_m2", "mL/m2"),
-    ("SV index", "lv_sv_ml_per_m2", "rv_sv_ml_per_m2", "mL/m2"),
-    ("Myocardial mass index", "lv_myocardial_mass_g_per_m2", None, "g/m2"),
-    ("Body surface area (Mosteller)", "bsa_m2", "bsa_m2", "m2"),
-)
-_LV_COLOR = (250 / 255, 210 / 255, 80 / 255)  # as the PNG curve of clinical.plot
-_RV_COLOR = (0 / 255, 151 / 255, 206 / 255)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -200,7 +191,7 @@ def find_cine(node) -> CineNodes | None:
 
 
 def _cardiac_structures(package):
-    from .clinical.function import CardiacLabels
+    from ..clinical.function import CardiacLabels
 
     try:
         return CardiacLabels.from_classes(package.class_entries, f"model '{package.id}'")
@@ -209,11 +200,11 @@ def _cardiac_structures(package):
 
 
 def check_cine(cine: CineNodes, package=None) -> None:
-    """Raise :class:`~.mrml.InputVolumeError` unless the cine can be segmented whole (by ``package``).
+    """Raise :class:`~.volumes.InputVolumeError` unless the cine can be segmented whole (by ``package``).
 
     Needed: two or more frames, each a single-component scalar volume with voxels, all of the same size, a
     browser that plays a sequence (a multi-volume gets one later), and a model that segments the RV and LV
-    cavities and the LV myocardium (:class:`~.clinical.function.CardiacLabels`).
+    cavities and the LV myocardium (:class:`~AttentionMambaSegLib.clinical.function.CardiacLabels`).
     """
     if cine.multivolume is None and cine.browser is None:
         raise InputVolumeError(f"The sequence '{cine.name}' is not shown by any sequence browser: open it in the "
@@ -243,11 +234,11 @@ def check_cine(cine: CineNodes, package=None) -> None:
 
 
 def cine_frame_images(cine: CineNodes) -> list[sitk.Image]:
-    """Every frame as a SimpleITK image (LPS; :func:`.mrml.image_from_volume_node`), for the child process.
+    """Every frame as a SimpleITK image (LPS; :func:`.volumes.image_from_volume_node`), for the child process.
 
     Must run on the thread that owns the scene (it reads MRML).
     """
-    return [mrml.image_from_volume_node(frame) for frame in cine.frame_nodes()]
+    return [image_from_volume_node(frame) for frame in cine.frame_nodes()]
 
 
 def _multivolume_frames(node) -> list:
@@ -285,7 +276,7 @@ def _browser_for_multivolume(cine: CineNodes) -> None:
     browser.EndModify(was_modifying)
     proxy.CopyContent(sequence.GetNthDataNode(0), False)
     proxy.CreateDefaultDisplayNodes()
-    mrml._place_like_volume(proxy, node)
+    place_like_volume(proxy, node)
     cine.browser, cine.sequence, cine.proxy = browser, sequence, proxy
 
 
@@ -310,60 +301,14 @@ def _frame_reviews(report: dict | None, frame: int) -> dict[int, dict]:
 def _frame_segmentation(frame_node, package, labels: np.ndarray, reviews: dict):
     """A segmentation node (in no scene) holding one frame's segments on the frame's grid."""
     node = slicer.vtkMRMLSegmentationNode()
-    node.SetAttribute(mrml.ATTRIBUTE_MODEL_ID, str(package.id))
+    node.SetAttribute(ATTRIBUTE_MODEL_ID, str(package.id))
     matrix = vtk.vtkMatrix4x4()
     frame_node.GetIJKToRASMatrix(matrix)
     geometry = slicer.vtkSegmentationConverter.SerializeImageGeometry(matrix, frame_node.GetImageData())
     node.GetSegmentation().SetConversionParameter(
         slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName(), geometry)
-    mrml._write_segments(node, frame_node, package, labels, reviews)
+    write_segments(node, frame_node, package, labels, reviews)
     return node
-
-
-def _segment_label_value(segment, names: dict[str, int]) -> int | None:
-    value = mrml._segment_tag(segment, mrml.TAG_LABEL_VALUE)
-    if value is not None and value.isdigit():
-        return int(value)
-    return names.get(segment.GetName().removesuffix(mrml.NEEDS_REVIEW_SUFFIX))
-
-
-def segmentation_labelmap(segmentation_node, frame_node, names: dict[str, int]) -> np.ndarray:
-    """The labelmap of a segmentation on a frame's grid, (K, J, I) uint8.
-
-    A segment's label value is its ``AttentionMambaSeg.LabelValue`` tag, else the value whose class name it
-    bears (``names``: class name -> label value; a "(needs review)" suffix is ignored); other segments
-    are left out. Where segments overlap, the later one wins.
-
-    Args:
-        segmentation_node: a ``vtkMRMLSegmentationNode`` (a sequence item or a proxy).
-        frame_node: the frame's volume node (its IJK-to-RAS matrix and dimensions give the grid).
-        names: class name -> label value.
-    """
-    dims = frame_node.GetImageData().GetDimensions()
-    labels = np.zeros((dims[2], dims[1], dims[0]), np.uint8)
-    reference = slicer.vtkOrientedImageData()
-    reference.SetImageToWorldMatrix(mrml._vtk_matrix(mrml.ijk_to_ras_matrix(frame_node)))
-    reference.SetExtent(0, dims[0] - 1, 0, dims[1] - 1, 0, dims[2] - 1)
-    segmentation = segmentation_node.GetSegmentation()
-    logic = slicer.vtkSlicerSegmentationsModuleLogic
-    for index in range(segmentation.GetNumberOfSegments()):
-        value = _segment_label_value(segmentation.GetNthSegment(index), names)
-        if value is None or not 0 < value < 256:
-            continue
-        image = slicer.vtkOrientedImageData()
-        if not logic.GetSegmentBinaryLabelmapRepresentation(segmentation_node, segmentation.GetNthSegmentID(index),
-                                                            image, False):
-            continue
-        extent = image.GetExtent()
-        if extent[1] < extent[0] or extent[3] < extent[2] or extent[5] < extent[4]:
-            continue  # an empty segment
-        resampled = slicer.vtkOrientedImageData()
-        if not slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(
-                image, reference, resampled, False, False):
-            raise RuntimeError(f"Segment '{segmentation.GetNthSegment(index).GetName()}' could not be resampled onto "
-                               "the frame's grid.")
-        labels[mrml._image_array(resampled).reshape(labels.shape) > 0] = value
-    return labels
 
 
 def _labelmap_images(arrays: list[np.ndarray], frame: sitk.Image) -> list[sitk.Image]:
@@ -373,127 +318,6 @@ def _labelmap_images(arrays: list[np.ndarray], frame: sitk.Image) -> list[sitk.I
         image.CopyInformation(frame)
         images.append(image)
     return images
-
-
-def _geometry_image(frame_node) -> sitk.Image:
-    """A one-voxel-deep stand-in carrying the frame's spacing, origin and direction (LPS), for CopyInformation."""
-    dims = frame_node.GetImageData().GetDimensions()
-    image = sitk.Image([int(d) for d in dims], sitk.sitkUInt8)
-    full = mrml.ijk_to_ras_matrix(frame_node)
-    spacing = np.linalg.norm(full[:3, :3], axis=0)
-    image.SetSpacing([float(s) for s in spacing])
-    image.SetOrigin([float(o) for o in mrml._RAS_TO_LPS @ full[:3, 3]])
-    image.SetDirection([float(d) for d in (mrml._RAS_TO_LPS @ (full[:3, :3] / spacing)).flatten()])
-    return image
-
-
-# --------------------------------------------------------------------------------------------------
-# Tables and chart
-# --------------------------------------------------------------------------------------------------
-
-
-def function_table_rows(function) -> list[tuple[str, float, float, str]]:
-    """(figure, LV value, RV value, unit) rows of the function table; NaN where a value does not apply.
-
-    Values are rounded to 2 decimals (as ``function.json``); the indexed rows only when the body surface
-    area is known.
-    """
-    def value(field):
-        v = getattr(function, field) if field else None
-        return float("nan") if v is None else round(float(v), 2)
-
-    rows = [(name, value(lv), value(rv), unit) for name, lv, rv, unit in _FIGURES]
-    if function.bsa_m2 is not None:
-        rows += [(name, value(lv), value(rv), unit) for name, lv, rv, unit in _INDEXED]
-    return rows
-
-
-def _string_column(name: str, values) -> vtk.vtkStringArray:
-    array = vtk.vtkStringArray()
-    array.SetName(name)
-    for v in values:
-        array.InsertNextValue(str(v))
-    return array
-
-
-def _double_column(name: str, values) -> vtk.vtkDoubleArray:
-    array = numpy_support.numpy_to_vtk(np.asarray(values, dtype=np.float64), deep=True)
-    array.SetName(name)
-    return array
-
-
-def _write_function_table(table_node, analysis) -> None:
-    rows = function_table_rows(analysis.function)
-    table = vtk.vtkTable()
-    table.AddColumn(_string_column(FUNCTION_COLUMNS[0], [r[0] for r in rows]))
-    table.AddColumn(_double_column(FUNCTION_COLUMNS[1], [r[1] for r in rows]))
-    table.AddColumn(_double_column(FUNCTION_COLUMNS[2], [r[2] for r in rows]))
-    table.AddColumn(_string_column(FUNCTION_COLUMNS[3], [r[3] for r in rows]))
-    table_node.SetAndObserveTable(table)
-    table_node.SetColumnDescription("LV", "Left ventricle (cavity; myocardium for the mass)")
-    table_node.SetColumnDescription("RV", "Right ventricle (cavity)")
-    table_node.SetAttribute(ATTRIBUTE_WARNINGS, json.dumps(list(analysis.warnings)))
-    table_node.SetAttribute(ATTRIBUTE_FUNCTION, json.dumps(analysis.function.to_dict()))
-
-
-def _write_volume_table(table_node, analysis) -> None:
-    n = len(analysis.volumes)
-    ed, es = analysis.ed_index, analysis.es_index
-    phases = [", ".join(p for p, i in (("ED", ed), ("ES", es)) if i == t) for t in range(n)]
-    table = vtk.vtkTable()
-    table.AddColumn(_double_column("Frame", np.arange(1, n + 1)))
-    table.AddColumn(_double_column("LV", [round(v.lv_ml, 2) for v in analysis.volumes]))
-    table.AddColumn(_double_column("RV", [round(v.rv_ml, 2) for v in analysis.volumes]))
-    table.AddColumn(_double_column("MYO", [round(v.myo_ml, 2) for v in analysis.volumes]))
-    table.AddColumn(_string_column("Phase", phases))
-    table_node.SetAndObserveTable(table)
-    for column, long_name in (("LV", "LV cavity volume"), ("RV", "RV cavity volume"), ("MYO", "LV myocardium volume")):
-        table_node.SetColumnDescription(column, long_name)
-        table_node.SetColumnUnitLabel(column, "mL")
-
-
-def _write_chart(chart_node, volume_table, analysis, name: str) -> None:
-    scene = chart_node.GetScene()
-    if chart_node.GetNumberOfPlotSeriesNodes() == 0:
-        for column, color in (("LV", _LV_COLOR), ("RV", _RV_COLOR)):
-            series = scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode",
-                                             scene.GenerateUniqueName(f"{name} {column} volume"))
-            series.SetAndObserveTableNodeID(volume_table.GetID())
-            series.SetXColumnName("Frame")
-            series.SetYColumnName(column)
-            series.SetLabelColumnName("Phase")
-            series.SetPlotType(slicer.vtkMRMLPlotSeriesNode.PlotTypeScatter)
-            series.SetMarkerStyle(slicer.vtkMRMLPlotSeriesNode.MarkerStyleCircle)
-            series.SetColor(*color)
-            chart_node.AddAndObservePlotSeriesNodeID(series.GetID())
-    f = analysis.function
-    chart_node.SetTitle(f"{name}: ventricular volumes (ED frame {f.ed_frame}, ES frame {f.es_frame})")
-    chart_node.SetXAxisTitle("Frame")
-    chart_node.SetYAxisTitle("Cavity volume (mL)")
-
-
-def _place_in_study(node, volume_node) -> None:
-    """Put a table or chart beside the volume in the subject hierarchy (no transform: they have none)."""
-    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(volume_node.GetScene())
-    if sh is None:
-        return
-    volume_item = sh.GetItemByDataNode(volume_node)
-    item = sh.GetItemByDataNode(node)
-    if volume_item and item:
-        sh.SetItemParent(item, sh.GetItemParent(volume_item))
-
-
-def _format(value, digits=1) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
-def function_summary(analysis) -> str:
-    """Status-line sentences of a :class:`~.clinical.analysis.CardiacAnalysis`: the figures, then the warnings."""
-    f, frames = analysis.function, len(analysis.volumes)
-    text = (f"Ventricular function of {frames} frames: ED frame {f.ed_frame}, ES frame {f.es_frame}; LV EDV "
-            f"{_format(f.lv_edv_ml)} mL, ESV {_format(f.lv_esv_ml)} mL, EF {_format(f.lv_ef_percent)} %; RV EF "
-            f"{_format(f.rv_ef_percent)} %; LV mass {_format(f.lv_myocardial_mass_g)} g.")
-    return " ".join([text, *analysis.warnings])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -512,7 +336,8 @@ class CardiacResult:
         volume_table_node: per-frame volumes, ED and ES marked in its ``Phase`` column.
         chart_node: the volume-time curve.
         browser: the cine's browser (a new one for a multi-volume).
-        analysis: :class:`~.clinical.analysis.CardiacAnalysis` (figures, per-frame volumes, warnings).
+        analysis: :class:`~AttentionMambaSegLib.clinical.analysis.CardiacAnalysis` (figures, per-frame volumes,
+            warnings).
         message: sentences for a status line (figures, then warnings).
     """
 
@@ -528,14 +353,81 @@ class CardiacResult:
 
 def _labels_array(labelmap) -> np.ndarray:
     if isinstance(labelmap, sitk.Image):
-        return mrml.labelmap_to_uint8(sitk.GetArrayViewFromImage(labelmap))
-    return mrml.labelmap_to_uint8(np.asarray(labelmap))
+        return labelmap_to_uint8(sitk.GetArrayViewFromImage(labelmap))
+    return labelmap_to_uint8(np.asarray(labelmap))
 
 
 def _structures_attribute(structures, package) -> str:
     return json.dumps({"rv": structures.rv, "myo": structures.myo, "lv": structures.lv,
                        "names": {c.name: c.label_value for c in package.class_entries},
                        "model": str(package.id)})
+
+
+
+def _checked_arrays(cine: CineNodes, package, labelmaps, frames: list) -> list[np.ndarray]:
+    """The labelmaps as uint8 (K, J, I) arrays, one per frame, holding only the model's label values.
+
+    Raises:
+        ValueError: a labelmap count or shape that differs from the cine's, or labels the model lacks.
+    """
+    arrays = [_labels_array(m) for m in labelmaps]
+    if len(arrays) != len(frames):
+        raise ValueError(f"{len(arrays)} labelmap(s) for the {len(frames)} frames of '{cine.name}'.")
+    dims = frames[0].GetImageData().GetDimensions()
+    known = {c.label_value for c in package.class_entries} | {0}
+    for t, array in enumerate(arrays):
+        if array.shape != (dims[2], dims[1], dims[0]):
+            raise ValueError(f"The labelmap of frame {t + 1} has shape {array.shape} (K, J, I); the frames have "
+                             f"{(dims[2], dims[1], dims[0])}.")
+        extra = {int(v) for v in np.unique(array)} - known
+        if extra:
+            raise ValueError(f"The labelmap of frame {t + 1} holds label values {sorted(extra)} that model "
+                             f"'{package.id}' does not define.")
+    return arrays
+
+
+def _add_segmentation_sequence(cine: CineNodes, package, arrays, report, analysis, name: str):
+    """The sequence of the frames' segmentations at the cine's index values (review flags at ED and ES)."""
+    scene, master = cine.scene, cine.browser.GetMasterSequenceNode()
+    sequence = scene.AddNewNodeByClass("vtkMRMLSequenceNode", scene.GenerateUniqueName(f"{name} segmentation"))
+    sequence.SetIndexName(master.GetIndexName())
+    sequence.SetIndexUnit(master.GetIndexUnit())
+    sequence.SetIndexType(master.GetIndexType())
+    for t, (frame, value, array) in enumerate(zip(cine.frame_nodes(), cine.index_values(), arrays)):
+        reviews = _frame_reviews(report, t) if t in (analysis.ed_index, analysis.es_index) else {}
+        sequence.SetDataNodeAtValue(_frame_segmentation(frame, package, array, reviews), value)
+    return sequence
+
+
+def _add_proxy_segmentation(cine: CineNodes, package, sequence, name: str, sequences_logic):
+    """The proxy segmentation of ``sequence`` in the cine's browser (edits are saved into the frame shown);
+    returns (proxy segmentation, the cine's proxy volume or None)."""
+    scene, browser = cine.scene, cine.browser
+    master = browser.GetMasterSequenceNode()
+    proxy = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", scene.GenerateUniqueName(f"{name} segmentation"))
+    proxy.CreateDefaultDisplayNodes()
+    proxy.SetLabelmapConversionColorTableNodeID(color_table_for_model(scene, package).GetID())
+    was_modifying = browser.StartModify()
+    browser.AddSynchronizedSequenceNodeID(sequence.GetID())
+    browser.SetSaveChanges(sequence, True)  # edits of the proxy are stored in the frame shown
+    browser.AddProxyNode(proxy, sequence, False)
+    browser.EndModify(was_modifying)
+    if sequences_logic is not None:
+        sequences_logic.UpdateProxyNodesFromSequences(browser)
+    current = sequence.GetDataNodeAtValue(master.GetNthIndexValue(max(browser.GetSelectedItemNumber(), 0)))
+    if current is not None and proxy.GetSegmentation() is not current.GetSegmentation():
+        proxy.CopyContent(current, False)  # shared: what is drawn on the proxy is the frame's segmentation
+    volume_proxy = cine.proxy if cine.proxy is not None else browser.GetProxyNode(master)
+    if volume_proxy is not None:
+        place_like_volume(proxy, volume_proxy)
+        proxy.SetNodeReferenceID(proxy.GetReferenceImageGeometryReferenceRole(), volume_proxy.GetID())
+    return proxy, volume_proxy
+
+
+def _report_frame(report: dict, key: str) -> int | None:
+    """The report's 0-based ``ed_frame`` / ``es_frame`` (it counts from 1), or None."""
+    value = report.get(key)
+    return value - 1 if isinstance(value, int) else None
 
 
 def add_cardiac_results(cine: CineNodes, package, labelmaps, report: dict | None = None, ed: int | None = None,
@@ -564,90 +456,36 @@ def add_cardiac_results(cine: CineNodes, package, labelmaps, report: dict | None
         InputVolumeError: the cine left the scene, or the model is not a cardiac model.
         ValueError: a labelmap count or shape that differs from the cine's, or labels the model lacks.
     """
-    from .clinical import function_from_labelmaps
+    from ..clinical import function_from_labelmaps
 
     scene = cine.scene
     if scene is None or not scene.IsNodePresent(cine.node):
         raise InputVolumeError(f"The cine '{cine.name}' was removed from the scene before the results were written.")
     structures = _cardiac_structures(package)
     frames = cine.frame_nodes()
-    arrays = [_labels_array(m) for m in labelmaps]
-    if len(arrays) != len(frames):
-        raise ValueError(f"{len(arrays)} labelmap(s) for the {len(frames)} frames of '{cine.name}'.")
-    dims = frames[0].GetImageData().GetDimensions()
-    known = {c.label_value for c in package.class_entries} | {0}
-    for t, array in enumerate(arrays):
-        if array.shape != (dims[2], dims[1], dims[0]):
-            raise ValueError(f"The labelmap of frame {t + 1} has shape {array.shape} (K, J, I); the frames have "
-                             f"{(dims[2], dims[1], dims[0])}.")
-        extra = {int(v) for v in np.unique(array)} - known
-        if extra:
-            raise ValueError(f"The labelmap of frame {t + 1} holds label values {sorted(extra)} that model "
-                             f"'{package.id}' does not define.")
+    arrays = _checked_arrays(cine, package, labelmaps, frames)
     if report is not None:
-        ed = ed if ed is not None else (report.get("ed_frame") - 1 if isinstance(report.get("ed_frame"), int) else None)
-        es = es if es is not None else (report.get("es_frame") - 1 if isinstance(report.get("es_frame"), int) else None)
+        ed = ed if ed is not None else _report_frame(report, "ed_frame")
+        es = es if es is not None else _report_frame(report, "es_frame")
     warnings = [str(w) for w in (report or {}).get("warnings") or [] if str(w).strip()]
     names = {c.label_value: c.name for c in package.class_entries}
-    analysis = function_from_labelmaps(_labelmap_images(arrays, _geometry_image(frames[0])), structures, ed, es,
+    analysis = function_from_labelmaps(_labelmap_images(arrays, geometry_image(frames[0])), structures, ed, es,
                                        height_cm, weight_kg, names=names, extra_warnings=warnings)
 
     if cine.multivolume is not None and cine.browser is None:
         _browser_for_multivolume(cine)
-        frames = cine.frame_nodes()
-    browser, master = cine.browser, cine.browser.GetMasterSequenceNode()
-    name = f"{cine.name} {mrml._model_name(package)}"
-    sequence = scene.AddNewNodeByClass("vtkMRMLSequenceNode", scene.GenerateUniqueName(f"{name} segmentation"))
-    sequence.SetIndexName(master.GetIndexName())
-    sequence.SetIndexUnit(master.GetIndexUnit())
-    sequence.SetIndexType(master.GetIndexType())
-    for t, (frame, value, array) in enumerate(zip(frames, cine.index_values(), arrays)):
-        reviews = _frame_reviews(report, t) if t in (analysis.ed_index, analysis.es_index) else {}
-        sequence.SetDataNodeAtValue(_frame_segmentation(frame, package, array, reviews), value)
-
-    proxy = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", scene.GenerateUniqueName(f"{name} segmentation"))
-    proxy.CreateDefaultDisplayNodes()
-    proxy.SetLabelmapConversionColorTableNodeID(mrml._color_table_for_model(scene, package).GetID())
-    was_modifying = browser.StartModify()
-    browser.AddSynchronizedSequenceNodeID(sequence.GetID())
-    browser.SetSaveChanges(sequence, True)  # edits of the proxy are stored in the frame shown
-    browser.AddProxyNode(proxy, sequence, False)
-    browser.EndModify(was_modifying)
-    if sequences_logic is not None:
-        sequences_logic.UpdateProxyNodesFromSequences(browser)
-    current = sequence.GetDataNodeAtValue(master.GetNthIndexValue(max(browser.GetSelectedItemNumber(), 0)))
-    if current is not None and proxy.GetSegmentation() is not current.GetSegmentation():
-        proxy.CopyContent(current, False)  # shared: what is drawn on the proxy is the frame's segmentation
-    volume_proxy = cine.proxy if cine.proxy is not None else browser.GetProxyNode(master)
-    if volume_proxy is not None:
-        mrml._place_like_volume(proxy, volume_proxy)
-        proxy.SetNodeReferenceID(proxy.GetReferenceImageGeometryReferenceRole(), volume_proxy.GetID())
-
-    table = scene.AddNewNodeByClass("vtkMRMLTableNode", scene.GenerateUniqueName(f"{cine.name} ventricular function"))
-    volumes = scene.AddNewNodeByClass("vtkMRMLTableNode", scene.GenerateUniqueName(f"{cine.name} ventricular volumes"))
-    chart = scene.AddNewNodeByClass("vtkMRMLPlotChartNode", scene.GenerateUniqueName(f"{cine.name} volume curve"))
-    table.SetAttribute(ATTRIBUTE_STRUCTURES, _structures_attribute(structures, package))
-    table.SetAttribute(mrml.ATTRIBUTE_MODEL_ID, str(package.id))
+    name = f"{cine.name} {model_name(package)}"
+    sequence = _add_segmentation_sequence(cine, package, arrays, report, analysis, name)
+    proxy, volume_proxy = _add_proxy_segmentation(cine, package, sequence, name, sequences_logic)
+    attributes = {ATTRIBUTE_STRUCTURES: _structures_attribute(structures, package), ATTRIBUTE_MODEL_ID: str(package.id)}
     if height_cm is not None and weight_kg is not None:
-        table.SetAttribute(ATTRIBUTE_BODY, json.dumps([height_cm, weight_kg]))
-    for role, node in ((ROLE_SEGMENTATION_SEQUENCE, sequence), (ROLE_BROWSER, browser), (ROLE_VOLUME_TABLE, volumes),
-                       (ROLE_CHART, chart)):
-        table.SetNodeReferenceID(role, node.GetID())
-    _write_tables(table, volumes, chart, analysis, cine.name)
-    table.SetLocked(True)  # computed figures: "Update function" rewrites them
-    volumes.SetLocked(True)
-    if volume_proxy is not None:
-        for node in (table, volumes, chart):
-            _place_in_study(node, volume_proxy)
+        attributes[ATTRIBUTE_BODY] = json.dumps([height_cm, weight_kg])
+    table, volumes, chart = add_function_tables(
+        scene, cine.name, analysis, attributes,
+        {ROLE_SEGMENTATION_SEQUENCE: sequence, ROLE_BROWSER: cine.browser}, volume_proxy)
     message = function_summary(analysis)
     logger.info("%s", message)
-    return CardiacResult(sequence, proxy, table, volumes, chart, browser, analysis, message)
-
-
-def _write_tables(table, volumes, chart, analysis, name: str) -> None:
-    _write_function_table(table, analysis)
-    _write_volume_table(volumes, analysis)
-    _write_chart(chart, volumes, analysis, name)
+    return CardiacResult(sequence, proxy, table, volumes, chart, cine.browser, analysis, message)
 
 
 def update_function(table_node, ed: int | None = None, es: int | None = None, height_cm: float | None = None,
@@ -657,9 +495,9 @@ def update_function(table_node, ed: int | None = None, es: int | None = None, he
     Reads every frame's segmentation from the segmentation sequence (the frame the browser shows from its
     proxy, which is what the Segment Editor changes), turns it into a labelmap
     (:func:`segmentation_labelmap`) and computes the figures with
-    :func:`~.clinical.analysis.function_from_labelmaps`; the function table, the volume table and the chart
-    are rewritten in place. The warnings are those of the figures now (plausibility, stack coverage); the
-    model's review flags of the first run are not carried over.
+    :func:`~AttentionMambaSegLib.clinical.analysis.function_from_labelmaps`; the function table, the volume
+    table and the chart are rewritten in place. The warnings are those of the figures now (plausibility,
+    stack coverage); the model's review flags of the first run are not carried over.
 
     Args:
         table_node: the function table of :func:`add_cardiac_results`.
@@ -667,13 +505,13 @@ def update_function(table_node, ed: int | None = None, es: int | None = None, he
         height_cm, weight_kg: for the indexed figures; None: the ones given before (if any).
 
     Returns:
-        :class:`~.clinical.analysis.CardiacAnalysis`.
+        :class:`~AttentionMambaSegLib.clinical.analysis.CardiacAnalysis`.
 
     Raises:
         ValueError: not a function table of this module, a frame outside the cine, or a node it refers to was
             deleted.
     """
-    from .clinical import CardiacLabels, function_from_labelmaps
+    from ..clinical import CardiacLabels, function_from_labelmaps
 
     info = table_node.GetAttribute(ATTRIBUTE_STRUCTURES) if table_node is not None else None
     if not info:
@@ -705,21 +543,14 @@ def update_function(table_node, ed: int | None = None, es: int | None = None, he
             raise ValueError(f"The segmentation sequence '{sequence.GetName()}' has no item for frame {t + 1} "
                              f"({master.GetIndexName()} {value}).")
         arrays.append(segmentation_labelmap(segmentation, frame, names))
-    analysis = function_from_labelmaps(_labelmap_images(arrays, _geometry_image(frames[0])), structures, ed, es,
+    analysis = function_from_labelmaps(_labelmap_images(arrays, geometry_image(frames[0])), structures, ed, es,
                                        height_cm, weight_kg, names={v: k for k, v in names.items()})
     if height_cm is not None and weight_kg is not None:
         table_node.SetAttribute(ATTRIBUTE_BODY, json.dumps([height_cm, weight_kg]))
     for node in (table_node, volumes):
         node.SetLocked(False)
-    _write_tables(table_node, volumes, chart, analysis, browser.GetName())
+    write_tables(table_node, volumes, chart, analysis, browser.GetName())
     for node in (table_node, volumes):
         node.SetLocked(True)
     logger.info("%s", function_summary(analysis))
     return analysis
-
-
-def frame_count(table_node) -> int:
-    """Number of frames of the cine a function table describes (0 when unknown)."""
-    browser = table_node.GetNodeReference(ROLE_BROWSER) if table_node is not None else None
-    master = browser.GetMasterSequenceNode() if browser is not None else None
-    return master.GetNumberOfDataNodes() if master is not None else 0
