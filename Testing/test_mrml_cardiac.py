@@ -28,6 +28,7 @@ import SimpleITK as sitk  # noqa: E402
 
 from AttentionMambaSegLib import mrml  # noqa: E402
 from AttentionMambaSegLib.mrml import cardiac  # noqa: E402
+from AttentionMambaSegLib.slicer import jobs  # noqa: E402
 from AttentionMambaSegLib.package import load_model_package  # noqa: E402
 
 pytestmark = pytest.mark.slicer
@@ -435,7 +436,7 @@ def test_the_panel_segments_a_cine_whole_and_update_function_uses_its_frames(mod
     assert calls == [("start", cine.proxy, "cardiac-acdc", "fast")]
     assert widget.ui.statusLabel.text == "Segmenting every frame of the cine 'cine browser' in a separate process..."
     table = cine.scene.AddNewNodeByClass("vtkMRMLTableNode")
-    job = module.CardiacJob.__new__(module.CardiacJob)  # the run ends: the panel takes the table and ED / ES
+    job = jobs.CardiacJob.__new__(jobs.CardiacJob)  # the run ends: the panel takes the table and ED / ES
     job.deviceDescription = ""
     widget._job = job
     widget.ui.functionCollapsibleButton = types.SimpleNamespace(collapsed=True)

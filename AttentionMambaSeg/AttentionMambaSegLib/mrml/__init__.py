@@ -69,6 +69,7 @@ __all__ = [
     "binary_oriented_image",
     "check_input_volume",
     "export_segmentation_to_labelmap_node",
+    "first_segmentable_volume",
     "ijk_to_ras_matrix",
     "image_from_volume_node",
     "labelmap_to_uint8",

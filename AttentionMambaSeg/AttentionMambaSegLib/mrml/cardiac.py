@@ -18,10 +18,10 @@ writes, on the main thread:
   and ES they carry the review flags of the child's report;
 * the **function table**, the **volume table** and the **volume-time curve** (:mod:`.cardiac_tables`).
 
-:func:`update_function` recomputes the figures from the current segmentations (edited by hand, or with
-other ED / ES frames) without any network: the figures come from :mod:`AttentionMambaSegLib.clinical`
-(numpy and SimpleITK only; definitions in :mod:`AttentionMambaSegLib.clinical.function`). Nothing here
-imports torch.
+:func:`update_function` (of :mod:`.cardiac_tables`, also available here) recomputes the figures from the
+current segmentations (edited by hand, or with other ED / ES frames) without any network: the figures come
+from :mod:`AttentionMambaSegLib.clinical` (numpy and SimpleITK only; definitions in
+:mod:`AttentionMambaSegLib.clinical.function`). Nothing here imports torch.
 
 As in :mod:`.segments`, every function takes its nodes as arguments and never uses ``slicer.mrmlScene``,
 ``slicer.app`` or ``slicer.modules``. Frames are numbered from 1 in names and tables, 0-based in arguments.
@@ -41,7 +41,6 @@ import vtk
 
 from .cardiac_tables import (
     ATTRIBUTE_BODY,
-    ATTRIBUTE_FUNCTION,
     ATTRIBUTE_STRUCTURES,
     ROLE_BROWSER,
     ROLE_CHART,
@@ -51,7 +50,7 @@ from .cardiac_tables import (
     frame_count,
     function_summary,
     function_table_rows,
-    write_tables,
+    update_function,
 )
 from .segments import (
     ATTRIBUTE_MODEL_ID,
@@ -62,11 +61,7 @@ from .segments import (
     segmentation_labelmap,
     write_segments,
 )
-from .volumes import (
-    InputVolumeError,
-    geometry_image,
-    image_from_volume_node,
-)
+from .volumes import InputVolumeError, geometry_image, image_from_volume_node, labelmap_images
 
 __all__ = ["ROLE_BROWSER", "ROLE_CHART", "ROLE_SEGMENTATION_SEQUENCE", "ROLE_VOLUME_TABLE", "CardiacResult",
            "CineNodes", "add_cardiac_results", "check_cine", "cine_frame_images", "find_cine", "frame_count",
@@ -281,7 +276,7 @@ def _browser_for_multivolume(cine: CineNodes) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# Segmentations <-> labelmaps
+# The frames' segmentations
 # --------------------------------------------------------------------------------------------------
 
 
@@ -309,15 +304,6 @@ def _frame_segmentation(frame_node, package, labels: np.ndarray, reviews: dict):
         slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName(), geometry)
     write_segments(node, frame_node, package, labels, reviews)
     return node
-
-
-def _labelmap_images(arrays: list[np.ndarray], frame: sitk.Image) -> list[sitk.Image]:
-    images = []
-    for array in arrays:
-        image = sitk.GetImageFromArray(array)
-        image.CopyInformation(frame)
-        images.append(image)
-    return images
 
 
 # --------------------------------------------------------------------------------------------------
@@ -469,7 +455,7 @@ def add_cardiac_results(cine: CineNodes, package, labelmaps, report: dict | None
         es = es if es is not None else _report_frame(report, "es_frame")
     warnings = [str(w) for w in (report or {}).get("warnings") or [] if str(w).strip()]
     names = {c.label_value: c.name for c in package.class_entries}
-    analysis = function_from_labelmaps(_labelmap_images(arrays, geometry_image(frames[0])), structures, ed, es,
+    analysis = function_from_labelmaps(labelmap_images(arrays, geometry_image(frames[0])), structures, ed, es,
                                        height_cm, weight_kg, names=names, extra_warnings=warnings)
 
     if cine.multivolume is not None and cine.browser is None:
@@ -486,71 +472,3 @@ def add_cardiac_results(cine: CineNodes, package, labelmaps, report: dict | None
     message = function_summary(analysis)
     logger.info("%s", message)
     return CardiacResult(sequence, proxy, table, volumes, chart, cine.browser, analysis, message)
-
-
-def update_function(table_node, ed: int | None = None, es: int | None = None, height_cm: float | None = None,
-                    weight_kg: float | None = None):
-    """Recompute the figures from the current segmentations of the cine, without any network.
-
-    Reads every frame's segmentation from the segmentation sequence (the frame the browser shows from its
-    proxy, which is what the Segment Editor changes), turns it into a labelmap
-    (:func:`segmentation_labelmap`) and computes the figures with
-    :func:`~AttentionMambaSegLib.clinical.analysis.function_from_labelmaps`; the function table, the volume
-    table and the chart are rewritten in place. The warnings are those of the figures now (plausibility,
-    stack coverage); the model's review flags of the first run are not carried over.
-
-    Args:
-        table_node: the function table of :func:`add_cardiac_results`.
-        ed, es: 0-based ED / ES frames; None: the frames the table holds now.
-        height_cm, weight_kg: for the indexed figures; None: the ones given before (if any).
-
-    Returns:
-        :class:`~AttentionMambaSegLib.clinical.analysis.CardiacAnalysis`.
-
-    Raises:
-        ValueError: not a function table of this module, a frame outside the cine, or a node it refers to was
-            deleted.
-    """
-    from ..clinical import CardiacLabels, function_from_labelmaps
-
-    info = table_node.GetAttribute(ATTRIBUTE_STRUCTURES) if table_node is not None else None
-    if not info:
-        raise ValueError("Not a ventricular function table of Attention-Mamba Segmentation: segment a cine with a "
-                         "cardiac model first.")
-    info = json.loads(info)
-    sequence = table_node.GetNodeReference(ROLE_SEGMENTATION_SEQUENCE)
-    browser = table_node.GetNodeReference(ROLE_BROWSER)
-    volumes, chart = table_node.GetNodeReference(ROLE_VOLUME_TABLE), table_node.GetNodeReference(ROLE_CHART)
-    master = browser.GetMasterSequenceNode() if browser is not None else None
-    if sequence is None or master is None or volumes is None or chart is None:
-        raise ValueError(f"'{table_node.GetName()}' refers to a segmentation sequence, browser, volume table or chart "
-                         "that was deleted: segment the cine again.")
-    previous = json.loads(table_node.GetAttribute(ATTRIBUTE_FUNCTION) or "{}")
-    ed = ed if ed is not None else (previous["ed_frame"] - 1 if "ed_frame" in previous else None)
-    es = es if es is not None else (previous["es_frame"] - 1 if "es_frame" in previous else None)
-    if height_cm is None and weight_kg is None and table_node.GetAttribute(ATTRIBUTE_BODY):
-        height_cm, weight_kg = json.loads(table_node.GetAttribute(ATTRIBUTE_BODY))
-    structures = CardiacLabels(info["rv"], info["myo"], info["lv"])
-    names = {str(k): int(v) for k, v in info.get("names", {}).items()}
-    proxy = browser.GetProxyNode(sequence)
-    shown = browser.GetSelectedItemNumber()
-    arrays = []
-    frames = [master.GetNthDataNode(t) for t in range(master.GetNumberOfDataNodes())]
-    for t, frame in enumerate(frames):
-        value = master.GetNthIndexValue(t)
-        segmentation = proxy if (t == shown and proxy is not None) else sequence.GetDataNodeAtValue(value)
-        if segmentation is None:
-            raise ValueError(f"The segmentation sequence '{sequence.GetName()}' has no item for frame {t + 1} "
-                             f"({master.GetIndexName()} {value}).")
-        arrays.append(segmentation_labelmap(segmentation, frame, names))
-    analysis = function_from_labelmaps(_labelmap_images(arrays, geometry_image(frames[0])), structures, ed, es,
-                                       height_cm, weight_kg, names={v: k for k, v in names.items()})
-    if height_cm is not None and weight_kg is not None:
-        table_node.SetAttribute(ATTRIBUTE_BODY, json.dumps([height_cm, weight_kg]))
-    for node in (table_node, volumes):
-        node.SetLocked(False)
-    write_tables(table_node, volumes, chart, analysis, browser.GetName())
-    for node in (table_node, volumes):
-        node.SetLocked(True)
-    logger.info("%s", function_summary(analysis))
-    return analysis

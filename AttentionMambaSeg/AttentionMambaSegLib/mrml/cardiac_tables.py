@@ -3,7 +3,8 @@
 * The **function table** (``vtkMRMLTableNode``, one row per figure, LV and RV columns: EDV, ESV, SV, EF, LV
   myocardial mass, the ED and ES frame numbers, and the values indexed to body surface area when height and
   weight are given) refers to every other output of a cine run through node references
-  (``ROLE_*``), so :func:`~.cardiac.update_function` needs nothing else.
+  (``ROLE_*``), so :func:`update_function` needs nothing else: it recomputes the figures from the current
+  segmentations (edited by hand, or with other ED / ES frames) without any network, and rewrites the tables.
 * The **volume table** holds the LV, RV and MYO volume of every frame; its ``Phase`` column marks ED and ES.
 * The **volume-time curve** is a ``vtkMRMLPlotChartNode`` with an LV and an RV ``vtkMRMLPlotSeriesNode``.
 
@@ -14,6 +15,7 @@ Every function takes its nodes as arguments and never uses ``slicer.mrmlScene``,
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import numpy as np
@@ -21,10 +23,15 @@ import slicer
 import vtk
 from vtk.util import numpy_support
 
+from .segments import segmentation_labelmap
+from .volumes import geometry_image, labelmap_images
+
 __all__ = ["ATTRIBUTE_BODY", "ATTRIBUTE_FUNCTION", "ATTRIBUTE_STRUCTURES", "ATTRIBUTE_WARNINGS", "FUNCTION_COLUMNS",
            "ROLE_BROWSER", "ROLE_CHART", "ROLE_SEGMENTATION_SEQUENCE", "ROLE_VOLUME_TABLE", "VOLUME_COLUMNS",
            "add_function_tables", "frame_count", "function_summary", "function_table_rows", "place_in_study",
-           "write_tables"]
+           "update_function", "write_tables"]
+
+logger = logging.getLogger(__name__)
 
 ATTRIBUTE_FUNCTION = "AttentionMambaSeg.Function"
 ATTRIBUTE_STRUCTURES = "AttentionMambaSeg.Structures"
@@ -200,6 +207,74 @@ def add_function_tables(scene, name: str, analysis, attributes: dict[str, str], 
         for node in (table, volumes, chart):
             place_in_study(node, study_volume)
     return table, volumes, chart
+
+
+def update_function(table_node, ed: int | None = None, es: int | None = None, height_cm: float | None = None,
+                    weight_kg: float | None = None):
+    """Recompute the figures from the current segmentations of the cine, without any network.
+
+    Reads every frame's segmentation from the segmentation sequence (the frame the browser shows from its
+    proxy, which is what the Segment Editor changes), turns it into a labelmap
+    (:func:`~.segments.segmentation_labelmap`) and computes the figures with
+    :func:`~AttentionMambaSegLib.clinical.analysis.function_from_labelmaps`; the function table, the volume
+    table and the chart are rewritten in place. The warnings are those of the figures now (plausibility,
+    stack coverage); the model's review flags of the first run are not carried over.
+
+    Args:
+        table_node: the function table of :func:`~.cardiac.add_cardiac_results`.
+        ed, es: 0-based ED / ES frames; None: the frames the table holds now.
+        height_cm, weight_kg: for the indexed figures; None: the ones given before (if any).
+
+    Returns:
+        :class:`~AttentionMambaSegLib.clinical.analysis.CardiacAnalysis`.
+
+    Raises:
+        ValueError: not a function table of this module, a frame outside the cine, or a node it refers to was
+            deleted.
+    """
+    from ..clinical import CardiacLabels, function_from_labelmaps
+
+    info = table_node.GetAttribute(ATTRIBUTE_STRUCTURES) if table_node is not None else None
+    if not info:
+        raise ValueError("Not a ventricular function table of Attention-Mamba Segmentation: segment a cine with a "
+                         "cardiac model first.")
+    info = json.loads(info)
+    sequence = table_node.GetNodeReference(ROLE_SEGMENTATION_SEQUENCE)
+    browser = table_node.GetNodeReference(ROLE_BROWSER)
+    volumes, chart = table_node.GetNodeReference(ROLE_VOLUME_TABLE), table_node.GetNodeReference(ROLE_CHART)
+    master = browser.GetMasterSequenceNode() if browser is not None else None
+    if sequence is None or master is None or volumes is None or chart is None:
+        raise ValueError(f"'{table_node.GetName()}' refers to a segmentation sequence, browser, volume table or chart "
+                         "that was deleted: segment the cine again.")
+    previous = json.loads(table_node.GetAttribute(ATTRIBUTE_FUNCTION) or "{}")
+    ed = ed if ed is not None else (previous["ed_frame"] - 1 if "ed_frame" in previous else None)
+    es = es if es is not None else (previous["es_frame"] - 1 if "es_frame" in previous else None)
+    if height_cm is None and weight_kg is None and table_node.GetAttribute(ATTRIBUTE_BODY):
+        height_cm, weight_kg = json.loads(table_node.GetAttribute(ATTRIBUTE_BODY))
+    structures = CardiacLabels(info["rv"], info["myo"], info["lv"])
+    names = {str(k): int(v) for k, v in info.get("names", {}).items()}
+    proxy = browser.GetProxyNode(sequence)
+    shown = browser.GetSelectedItemNumber()
+    arrays = []
+    frames = [master.GetNthDataNode(t) for t in range(master.GetNumberOfDataNodes())]
+    for t, frame in enumerate(frames):
+        value = master.GetNthIndexValue(t)
+        segmentation = proxy if (t == shown and proxy is not None) else sequence.GetDataNodeAtValue(value)
+        if segmentation is None:
+            raise ValueError(f"The segmentation sequence '{sequence.GetName()}' has no item for frame {t + 1} "
+                             f"({master.GetIndexName()} {value}).")
+        arrays.append(segmentation_labelmap(segmentation, frame, names))
+    analysis = function_from_labelmaps(labelmap_images(arrays, geometry_image(frames[0])), structures, ed, es,
+                                       height_cm, weight_kg, names={v: k for k, v in names.items()})
+    if height_cm is not None and weight_kg is not None:
+        table_node.SetAttribute(ATTRIBUTE_BODY, json.dumps([height_cm, weight_kg]))
+    for node in (table_node, volumes):
+        node.SetLocked(False)
+    write_tables(table_node, volumes, chart, analysis, browser.GetName())
+    for node in (table_node, volumes):
+        node.SetLocked(True)
+    logger.info("%s", function_summary(analysis))
+    return analysis
 
 
 def frame_count(table_node) -> int:

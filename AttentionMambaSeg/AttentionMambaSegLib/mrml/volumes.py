@@ -21,10 +21,12 @@ __all__ = [
     "InputVolumeError",
     "add_volume_node_from_image",
     "check_input_volume",
+    "first_segmentable_volume",
     "geometry_image",
     "ijk_to_ras_matrix",
     "image_array",
     "image_from_volume_node",
+    "labelmap_images",
     "vtk_matrix",
 ]
 
@@ -112,6 +114,22 @@ def check_input_volume(volume_node, package=None) -> None:
             )
 
 
+def first_segmentable_volume(scene):
+    """The first scalar or RGB volume of the scene that passes :func:`check_input_volume`, or None."""
+    nodes = scene.GetNodesByClass("vtkMRMLScalarVolumeNode")
+    try:
+        for i in range(nodes.GetNumberOfItems()):
+            node = nodes.GetItemAsObject(i)
+            try:
+                check_input_volume(node)
+            except InputVolumeError:
+                continue
+            return node
+    finally:
+        nodes.UnRegister(None)
+    return None
+
+
 def ijk_to_ras_matrix(volume_node) -> np.ndarray:
     """Return the volume's 4x4 IJK-to-RAS matrix (float64) in its own frame (parent transform not applied)."""
     matrix = vtk.vtkMatrix4x4()
@@ -186,6 +204,16 @@ def geometry_image(volume_node) -> sitk.Image:
     image.SetOrigin([float(o) for o in RAS_TO_LPS @ full[:3, 3]])
     image.SetDirection([float(d) for d in (RAS_TO_LPS @ (full[:3, :3] / spacing)).flatten()])
     return image
+
+
+def labelmap_images(arrays: list[np.ndarray], reference: sitk.Image) -> list[sitk.Image]:
+    """SimpleITK images of (K, J, I) label arrays, each with ``reference``'s spacing, origin and direction."""
+    images = []
+    for array in arrays:
+        image = sitk.GetImageFromArray(array)
+        image.CopyInformation(reference)
+        images.append(image)
+    return images
 
 
 def add_volume_node_from_image(scene, image: sitk.Image, name: str = "Volume"):
