@@ -209,6 +209,28 @@ def add_function_tables(scene, name: str, analysis, attributes: dict[str, str], 
     return table, volumes, chart
 
 
+def _current_labelmaps(browser, sequence, names: dict[str, int]) -> tuple[list, list[np.ndarray]]:
+    """(frame volume nodes, their labelmaps) of a cine's segmentation sequence as it is now: the frame the browser
+    shows is read from its proxy segmentation, which is what the Segment Editor changes.
+
+    Raises:
+        ValueError: the sequence has no item for a frame.
+    """
+    master = browser.GetMasterSequenceNode()
+    proxy = browser.GetProxyNode(sequence)
+    shown = browser.GetSelectedItemNumber()
+    arrays = []
+    frames = [master.GetNthDataNode(t) for t in range(master.GetNumberOfDataNodes())]
+    for t, frame in enumerate(frames):
+        value = master.GetNthIndexValue(t)
+        segmentation = proxy if (t == shown and proxy is not None) else sequence.GetDataNodeAtValue(value)
+        if segmentation is None:
+            raise ValueError(f"The segmentation sequence '{sequence.GetName()}' has no item for frame {t + 1} "
+                             f"({master.GetIndexName()} {value}).")
+        arrays.append(segmentation_labelmap(segmentation, frame, names))
+    return frames, arrays
+
+
 def update_function(table_node, ed: int | None = None, es: int | None = None, height_cm: float | None = None,
                     weight_kg: float | None = None):
     """Recompute the figures from the current segmentations of the cine, without any network.
@@ -253,17 +275,7 @@ def update_function(table_node, ed: int | None = None, es: int | None = None, he
         height_cm, weight_kg = json.loads(table_node.GetAttribute(ATTRIBUTE_BODY))
     structures = CardiacLabels(info["rv"], info["myo"], info["lv"])
     names = {str(k): int(v) for k, v in info.get("names", {}).items()}
-    proxy = browser.GetProxyNode(sequence)
-    shown = browser.GetSelectedItemNumber()
-    arrays = []
-    frames = [master.GetNthDataNode(t) for t in range(master.GetNumberOfDataNodes())]
-    for t, frame in enumerate(frames):
-        value = master.GetNthIndexValue(t)
-        segmentation = proxy if (t == shown and proxy is not None) else sequence.GetDataNodeAtValue(value)
-        if segmentation is None:
-            raise ValueError(f"The segmentation sequence '{sequence.GetName()}' has no item for frame {t + 1} "
-                             f"({master.GetIndexName()} {value}).")
-        arrays.append(segmentation_labelmap(segmentation, frame, names))
+    frames, arrays = _current_labelmaps(browser, sequence, names)
     analysis = function_from_labelmaps(labelmap_images(arrays, geometry_image(frames[0])), structures, ed, es,
                                        height_cm, weight_kg, names={v: k for k, v in names.items()})
     if height_cm is not None and weight_kg is not None:
