@@ -82,7 +82,8 @@ def test_module_file_imports_without_torch_or_third_party_packages():
 
 
 def test_module_file_scope_imports_only_slicer_qt_and_stdlib():
-    """... and the extension's own package (whose file-scope imports are torch-free: see the test above)."""
+    """Slicer, Qt, the standard library and the extension's own package, whose file-scope imports are torch-free
+    (the test above)."""
     tree = ast.parse(MODULE_FILE.read_text(encoding="utf-8"))
     allowed = {"importlib", "logging", "os", "shutil", "sys", "time", "typing", "qt", "ctk", "vtk", "slicer",
                "AttentionMambaSegLib"}
