@@ -139,9 +139,10 @@ class FakePackage:
 
 
 def fixed_predictor(labels_from_array):
-    """A stand-in for mrml._predict: labels computed from the input voxels by ``labels_from_array``, no report."""
+    """A stand-in for mrml.prediction.predict_image: labels computed from the input voxels by ``labels_from_array``,
+    no report."""
 
-    def predict(image, package, device, tta, batch_size, progress, cancel, mode=None):
+    def predict(image, package, settings, progress, cancel):
         array = sitk.GetArrayFromImage(image)
         labels = labels_from_array(array)
         if progress:

@@ -51,7 +51,6 @@ def test_model_card_is_complete(model_id):
 def test_bundled_model_reproduces_its_recorded_validation_dice(model_id, datasets_dir):
     from AttentionMambaSegLib.card import PassPlan
     from AttentionMambaSegLib.evaluation import evaluate
-    from AttentionMambaSegLib.card import PassPlan
     from AttentionMambaSegLib.inference import InferenceSettings, Predictor
 
     package = load_model_package(model_id)

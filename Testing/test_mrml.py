@@ -6,7 +6,8 @@ import threading
 
 import numpy as np
 import pytest
-
+import SimpleITK as sitk  # noqa: E402
+import vtk  # noqa: E402
 from _slicer_helpers import (  # noqa: I001  (skips the module when slicer-core is absent)
     ACDC_CLASSES,
     ACDC_IMAGE,
@@ -28,11 +29,9 @@ from _slicer_helpers import (  # noqa: I001  (skips the module when slicer-core 
     tag,
     tiny_package,
 )
-
-import SimpleITK as sitk  # noqa: E402
-import vtk  # noqa: E402
-
 from AttentionMambaSegLib import mrml  # noqa: E402
+from AttentionMambaSegLib.inference.settings import InferenceSettings  # noqa: E402
+from AttentionMambaSegLib.mrml import prediction  # noqa: E402
 
 pytestmark = pytest.mark.slicer
 
@@ -72,7 +71,7 @@ def test_segments_equal_predict_volume_voxel_for_voxel(scene, tmp_path, path, fi
     volume = mrml.add_volume_node_from_image(scene, image, "input")
     _geometry_close(mrml.image_from_volume_node(volume), image)
 
-    result = mrml.segment_volume_node(volume, package, device="cpu", tta=False)
+    result = mrml.segment_volume_node(volume, package, settings=InferenceSettings(device="cpu", tta=False))
     expected = sitk.GetArrayFromImage(predict_volume(image, package, InferenceSettings(device="cpu", tta=False)))
     assert len(np.unique(expected)) > 1, "the random network should predict more than one label"
 
@@ -91,7 +90,8 @@ def test_cancel_after_first_batch_leaves_scene_unchanged(scene, tmp_path):
     require(HIPPO_IMAGE)
     package = tiny_package(tmp_path, HIPPO_CLASSES)
     volume = mrml.add_volume_node_from_image(scene, read_slab(HIPPO_IMAGE, 10, 4), "input")
-    first = mrml.segment_volume_node(volume, package, device="cpu", tta=False, batch_size=1)
+    one_slice = InferenceSettings(device="cpu", tta=False, batch_size=1)
+    first = mrml.segment_volume_node(volume, package, settings=one_slice)
     segmentation = first.segmentation_node
     before = {sid: segment_array(segmentation, sid, volume) for sid in segment_ids(segmentation)}
     before_mtime = segmentation.GetSegmentation().GetMTime()
@@ -109,8 +109,8 @@ def test_cancel_after_first_batch_leaves_scene_unchanged(scene, tmp_path):
         calls.clear()
         cancel.clear()
         before_nodes = scene.GetNumberOfNodes()  # (reading segments above leaves helper nodes)
-        out = mrml.segment_volume_node(volume, package, segmentation_node=target, device="cpu",
-                                       progress=progress, cancel=cancel, tta=False, batch_size=1)
+        out = mrml.segment_volume_node(volume, package, segmentation_node=target, settings=one_slice,
+                                       progress=progress, cancel=cancel)
         assert out is None
         assert max(calls) < 4, "the run must stop within one batch after cancel"
         assert scene.GetNumberOfNodes() == before_nodes
@@ -132,9 +132,9 @@ def test_oblique_dicom_volume_keeps_geometry(scene, monkeypatch):
     np.testing.assert_array_equal(sitk.GetArrayFromImage(back), sitk.GetArrayFromImage(image))
 
     labels = intensity_bands([0, 1, 2])(sitk.GetArrayFromImage(image))
-    monkeypatch.setattr(mrml, "_predict", fixed_predictor(intensity_bands([0, 1, 2])))
+    monkeypatch.setattr(prediction, "predict_image", fixed_predictor(intensity_bands([0, 1, 2])))
     package = FakePackage(HIPPO_CLASSES)
-    result = mrml.segment_volume_node(volume, package, device="cpu")
+    result = mrml.segment_volume_node(volume, package, settings=InferenceSettings(device="cpu"))
     _check_segments_equal_labels(result, volume, labels, HIPPO_CLASSES)
     # The stored labelmap sits on the volume's (oblique) grid.
     segmentation = result.segmentation_node
@@ -159,7 +159,7 @@ def test_volume_under_linear_transform_is_segmented_in_its_own_grid(scene, monke
     volume.SetAndObserveTransformNodeID(transform.GetID())
 
     _geometry_close(mrml.image_from_volume_node(volume), image)  # transform not resampled in
-    monkeypatch.setattr(mrml, "_predict", fixed_predictor(intensity_bands([0, 1, 2])))
+    monkeypatch.setattr(prediction, "predict_image", fixed_predictor(intensity_bands([0, 1, 2])))
     result = mrml.segment_volume_node(volume, FakePackage(HIPPO_CLASSES))
     assert result.segmentation_node.GetTransformNodeID() == transform.GetID()
     labels = intensity_bands([0, 1, 2])(sitk.GetArrayFromImage(image))
@@ -183,7 +183,7 @@ def test_rgb_vector_volume_goes_to_rgb_models_only(scene, monkeypatch):
     np.testing.assert_array_equal(sitk.GetArrayFromImage(back), rgb)
 
     lesion = [{"label_value": 1, "name": "lesion", "color": [200, 60, 60]}]
-    monkeypatch.setattr(mrml, "_predict", fixed_predictor(intensity_bands([0, 1])))
+    monkeypatch.setattr(prediction, "predict_image", fixed_predictor(intensity_bands([0, 1])))
     result = mrml.segment_volume_node(volume, FakePackage(lesion, in_channels=3))
     _check_segments_equal_labels(result, volume, intensity_bands([0, 1])(rgb), lesion)
 
@@ -216,7 +216,7 @@ def test_labelmaps_and_4d_sequences_are_refused_clearly(scene):
 def test_single_slice_volume(scene, monkeypatch):
     image = sitk.GetImageFromArray(np.arange(30 * 20, dtype=np.int16).reshape(1, 30, 20))
     volume = mrml.add_volume_node_from_image(scene, image, "one slice")
-    monkeypatch.setattr(mrml, "_predict", fixed_predictor(intensity_bands([0, 1, 2])))
+    monkeypatch.setattr(prediction, "predict_image", fixed_predictor(intensity_bands([0, 1, 2])))
     result = mrml.segment_volume_node(volume, FakePackage(HIPPO_CLASSES))
     labels = intensity_bands([0, 1, 2])(sitk.GetArrayFromImage(image))
     _check_segments_equal_labels(result, volume, labels, HIPPO_CLASSES)
@@ -228,7 +228,7 @@ def test_manually_edited_segment_survives_rerun(scene, monkeypatch):
     image = read_slab(HIPPO_IMAGE, 10, 3)
     volume = mrml.add_volume_node_from_image(scene, image, "input")
     package = FakePackage(ACDC_CLASSES)
-    monkeypatch.setattr(mrml, "_predict", fixed_predictor(intensity_bands([0, 1, 2, 3])))
+    monkeypatch.setattr(prediction, "predict_image", fixed_predictor(intensity_bands([0, 1, 2, 3])))
     first = mrml.segment_volume_node(volume, package)
     node = first.segmentation_node
     ids = segment_ids(node)
@@ -237,12 +237,12 @@ def test_manually_edited_segment_survives_rerun(scene, monkeypatch):
     edited = segment_array(node, ids[1], volume)
     edited[0] = 1
     slicer.util.updateSegmentBinaryLabelmapFromArray(edited, node, ids[1], volume)
-    assert mrml.segment_hash(node, ids[1], mrml.ijk_to_ras_matrix(volume)) != mrml._segment_tag(
+    assert mrml.segment_hash(node, ids[1], mrml.ijk_to_ras_matrix(volume)) != mrml.segment_tag(
         node.GetSegmentation().GetSegment(ids[1]), mrml.TAG_LABELMAP_HASH
     )
 
     new_labels_fn = intensity_bands([0, 3, 2, 1])  # a different prediction
-    monkeypatch.setattr(mrml, "_predict", fixed_predictor(new_labels_fn))
+    monkeypatch.setattr(prediction, "predict_image", fixed_predictor(new_labels_fn))
     nodes_before = scene.GetNumberOfNodes()
     second = mrml.segment_volume_node(volume, package, segmentation_node=node)
     assert second.segmentation_node is node and not second.created_node
@@ -290,7 +290,7 @@ def test_report_flags_a_low_confidence_segment_and_a_confident_rerun_clears_the_
     volume, labels = _bands_volume(scene)
     package = FakePackage(ACDC_CLASSES)  # coded classes: export matches them by terminology
     report = segment_report(package, {1: LOW}, warnings=["The image looks unusually dark."])
-    result = mrml.write_segmentation(volume, package, labels, report=report)
+    result = mrml.write_segmentation_node(volume, package, labels, report=report)
     node = result.segmentation_node
     ids = segment_ids(node)
     assert _review_state(node) == [
@@ -307,7 +307,7 @@ def test_report_flags_a_low_confidence_segment_and_a_confident_rerun_clears_the_
     mrml.export_segmentation_to_labelmap_node(node, exported)  # the renamed segment keeps its label value
     np.testing.assert_array_equal(slicer.util.arrayFromVolume(exported), labels)
 
-    again = mrml.write_segmentation(volume, package, labels, node, report=segment_report(package))
+    again = mrml.write_segmentation_node(volume, package, labels, node, report=segment_report(package))
     assert segment_ids(node) == ids and sorted(again.updated_segment_ids) == sorted(ids)  # found by tags
     assert _review_state(node) == [
         ("right ventricle", STATUS.InProgress, "0.9700", "0", None),
@@ -321,7 +321,7 @@ def test_a_segment_not_found_is_flagged_without_a_confidence(scene):
     volume, labels = _bands_volume(scene)
     labels[labels == 3] = 0
     package = FakePackage(ACDC_CLASSES)
-    result = mrml.write_segmentation(volume, package, labels, report=segment_report(package, {3: "not found"}))
+    result = mrml.write_segmentation_node(volume, package, labels, report=segment_report(package, {3: "not found"}))
     assert _review_state(result.segmentation_node)[2] == (
         "left ventricle (needs review)", STATUS.Flagged, None, "1", "not found")
     assert "Needs review: left ventricle (not found)." in result.message
@@ -330,7 +330,8 @@ def test_a_segment_not_found_is_flagged_without_a_confidence(scene):
 def test_segments_the_user_edited_are_neither_renamed_nor_flagged(scene):
     volume, labels = _bands_volume(scene)
     package = FakePackage(ACDC_CLASSES)
-    node = mrml.write_segmentation(volume, package, labels, report=segment_report(package, {2: LOW})).segmentation_node
+    report = segment_report(package, {2: LOW})
+    node = mrml.write_segmentation_node(volume, package, labels, report=report).segmentation_node
     ids = segment_ids(node)
     for sid in (ids[0], ids[1]):  # the user paints slice 0 into the right ventricle and the (flagged) myocardium
         edited = segment_array(node, sid, volume)
@@ -338,7 +339,8 @@ def test_segments_the_user_edited_are_neither_renamed_nor_flagged(scene):
         slicer.util.updateSegmentBinaryLabelmapFromArray(edited, node, sid, volume)
     before = _review_state(node)
 
-    again = mrml.write_segmentation(volume, package, labels, node, report=segment_report(package, {1: LOW, 3: LOW}))
+    again = mrml.write_segmentation_node(volume, package, labels, node,
+                                         report=segment_report(package, {1: LOW, 3: LOW}))
     assert again.kept_edited_segment_ids == [ids[0], ids[1]]
     after = _review_state(node)
     assert after[:2] == before[:2]  # the edited ones: name, status and tags as they were
@@ -352,17 +354,17 @@ def test_segments_the_user_edited_are_neither_renamed_nor_flagged(scene):
 def test_a_renamed_or_uncoded_segment_keeps_its_name_when_flagged(scene):
     volume, labels = _bands_volume(scene)
     package = FakePackage(ACDC_CLASSES)
-    node = mrml.write_segmentation(volume, package, labels).segmentation_node
+    node = mrml.write_segmentation_node(volume, package, labels).segmentation_node
     node.GetSegmentation().GetSegment(segment_ids(node)[0]).SetName("RV")  # the user's own name
-    mrml.write_segmentation(volume, package, labels, node, report=segment_report(package, {1: LOW}))
+    mrml.write_segmentation_node(volume, package, labels, node, report=segment_report(package, {1: LOW}))
     assert _review_state(node)[0] == ("RV", STATUS.Flagged, "0.7120", "1", LOW)
-    mrml.write_segmentation(volume, package, labels, node, report=segment_report(package))
+    mrml.write_segmentation_node(volume, package, labels, node, report=segment_report(package))
     assert _review_state(node)[0] == ("RV", STATUS.InProgress, "0.9700", "0", None)
 
     # A class without codes is matched to its label value by name on export: the name stays.
     lesion = FakePackage([{"label_value": 1, "name": "lesion", "color": [200, 60, 60]}], model_id="lesions")
     mask = (labels > 1).astype(np.uint8)
-    result = mrml.write_segmentation(volume, lesion, mask, report=segment_report(lesion, {1: LOW}))
+    result = mrml.write_segmentation_node(volume, lesion, mask, report=segment_report(lesion, {1: LOW}))
     assert _review_state(result.segmentation_node) == [("lesion", STATUS.Flagged, "0.7120", "1", LOW)]
     assert "Needs review: lesion (low confidence 0.712 < 0.930)." in result.message
     exported = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "exported")
@@ -373,20 +375,21 @@ def test_a_renamed_or_uncoded_segment_keeps_its_name_when_flagged(scene):
 def test_without_a_usable_report_segments_are_in_progress_and_not_tagged(scene):
     volume, labels = _bands_volume(scene)
     package = FakePackage(ACDC_CLASSES)
-    node = mrml.write_segmentation(volume, package, labels, report=segment_report(package, {1: LOW})).segmentation_node
+    report = segment_report(package, {1: LOW})
+    node = mrml.write_segmentation_node(volume, package, labels, report=report).segmentation_node
     # No report (it could not be read): the new prediction carries no flag of the old one.
-    again = mrml.write_segmentation(volume, package, labels, node)
+    again = mrml.write_segmentation_node(volume, package, labels, node)
     assert [s[:2] for s in _review_state(node)] == [("right ventricle", STATUS.InProgress),
                                                     ("myocardium", STATUS.InProgress),
                                                     ("left ventricle", STATUS.InProgress)]
     assert all(s[2:] == (None, None, None) for s in _review_state(node)) and again.needs_review == {}
     # A report of another model is not applied (its warnings still are shown); broken entries are skipped.
     other = segment_report(package, {1: LOW}, warnings=["A warning."], model_id="another-model")
-    result = mrml.write_segmentation(volume, package, labels, node, report=other)
+    result = mrml.write_segmentation_node(volume, package, labels, node, report=other)
     assert result.needs_review == {} and result.warnings == ["A warning."] and result.message.endswith("A warning.")
     broken = segment_report(package, {2: LOW})
     broken["segments"] = [{"label_value": "1"}, "junk", *broken["segments"][1:]]
-    result = mrml.write_segmentation(volume, package, labels, node, report=broken)
+    result = mrml.write_segmentation_node(volume, package, labels, node, report=broken)
     assert [s[1:4] for s in _review_state(node)] == [
         (STATUS.InProgress, None, None), (STATUS.Flagged, "0.7120", "1"), (STATUS.InProgress, "0.9700", "0")]
 
@@ -397,12 +400,12 @@ def test_rerun_saves_an_undo_state_when_the_scene_records_undo(scene, monkeypatc
     image = sitk.GetImageFromArray(np.arange(2 * 16 * 16, dtype=np.int16).reshape(2, 16, 16))
     volume = mrml.add_volume_node_from_image(scene, image, "input")
     package = FakePackage(HIPPO_CLASSES)
-    monkeypatch.setattr(mrml, "_predict", fixed_predictor(intensity_bands([0, 1, 2])))
+    monkeypatch.setattr(prediction, "predict_image", fixed_predictor(intensity_bands([0, 1, 2])))
     node = mrml.segment_volume_node(volume, package).segmentation_node
     assert scene.GetNumberOfUndoLevels() == 0  # undo off: nothing recorded, nothing enabled
     assert not node.GetUndoEnabled() and not node.GetLabelmapConversionColorTableNode().GetUndoEnabled()
     scene.SetUndoOn()
-    monkeypatch.setattr(mrml, "_predict", fixed_predictor(intensity_bands([0, 2, 1])))
+    monkeypatch.setattr(prediction, "predict_image", fixed_predictor(intensity_bands([0, 2, 1])))
     mrml.segment_volume_node(volume, package, segmentation_node=node)
     assert scene.GetNumberOfUndoLevels() == 1
     assert not node.GetUndoEnabled()  # the user's own node is left as it was
@@ -412,7 +415,7 @@ def test_nodes_a_run_creates_record_undo_when_the_scene_does(scene, monkeypatch)
     image = sitk.GetImageFromArray(np.arange(2 * 16 * 16, dtype=np.int16).reshape(2, 16, 16))
     volume = mrml.add_volume_node_from_image(scene, image, "input")
     scene.SetUndoOn()
-    monkeypatch.setattr(mrml, "_predict", fixed_predictor(intensity_bands([0, 1, 2])))
+    monkeypatch.setattr(prediction, "predict_image", fixed_predictor(intensity_bands([0, 1, 2])))
     node = mrml.segment_volume_node(volume, FakePackage(HIPPO_CLASSES)).segmentation_node
     created = [node, node.GetDisplayNode(), node.GetLabelmapConversionColorTableNode()]
     assert all(n.GetUndoEnabled() for n in created)
@@ -440,14 +443,14 @@ def test_int64_and_bool_predictions_never_reach_update_volume_from_array(scene, 
         out.CopyInformation(image)
         return out, None
 
-    monkeypatch.setattr(mrml, "_predict", predict_int64)
+    monkeypatch.setattr(prediction, "predict_image", predict_int64)
     package = FakePackage(HIPPO_CLASSES)
     result = mrml.segment_volume_node(volume, package)
     _check_segments_equal_labels(result, volume, int64_labels, HIPPO_CLASSES)
     # A bool array (a sigmoid model's mask) and an int64 array written directly.
     mask = int64_labels > 0
     lesion = [{"label_value": 1, "name": "lesion", "color": [255, 0, 0]}]
-    result = mrml.write_segmentation(volume, FakePackage(lesion, model_id="mask"), mask)
+    result = mrml.write_segmentation_node(volume, FakePackage(lesion, model_id="mask"), mask)
     _check_segments_equal_labels(result, volume, mask.astype(np.uint8), lesion)
     assert mrml.labelmap_to_uint8(mask).dtype == np.uint8
     assert mrml.labelmap_to_uint8(int64_labels).dtype == np.uint8
@@ -468,7 +471,7 @@ def test_labels_1_2_5_keep_their_values_on_export(scene):
     labels[0, 2:5, 3:8] = 1
     labels[1, 4:9, 1:4] = 2
     labels[2, :, 10:] = 5
-    result = mrml.write_segmentation(volume, FakePackage(classes), labels)
+    result = mrml.write_segmentation_node(volume, FakePackage(classes), labels)
     exported = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "exported")
     mrml.export_segmentation_to_labelmap_node(result.segmentation_node, exported)
     np.testing.assert_array_equal(slicer.util.arrayFromVolume(exported), labels)
@@ -478,9 +481,9 @@ def test_labels_1_2_5_keep_their_values_on_export(scene):
     assert [table.GetColorName(v) for v in (1, 2, 5)] == ["one", "two", "five"]
 
     with pytest.raises(ValueError, match=r"\[7\]"):
-        mrml.write_segmentation(volume, FakePackage(classes), np.full((3, 10, 12), 7, np.uint8))
+        mrml.write_segmentation_node(volume, FakePackage(classes), np.full((3, 10, 12), 7, np.uint8))
     with pytest.raises(ValueError, match="shape"):
-        mrml.write_segmentation(volume, FakePackage(classes), np.zeros((2, 10, 12), np.uint8))
+        mrml.write_segmentation_node(volume, FakePackage(classes), np.zeros((2, 10, 12), np.uint8))
 
 
 @pytest.mark.parametrize("model_id", ["hippocampus-msd", "cardiac-acdc"])
@@ -493,7 +496,7 @@ def test_bundled_terminology_keeps_label_values_on_export_even_after_renaming(sc
     labels = np.zeros((2, 8, 3 * len(package.classes)), np.uint8)
     for entry in package.class_entries:
         labels[:, :, 3 * (entry.label_value - 1):3 * entry.label_value] = entry.label_value
-    node = mrml.write_segmentation(volume, package, labels).segmentation_node
+    node = mrml.write_segmentation_node(volume, package, labels).segmentation_node
     segmentation = node.GetSegmentation()
     terms = {}
     for i in range(segmentation.GetNumberOfSegments()):
@@ -534,6 +537,6 @@ def test_segmentation_joins_the_volume_in_the_subject_hierarchy(scene, monkeypat
     patient = sh.CreateSubjectItem(sh.GetSceneItemID(), "patient")
     study = sh.CreateStudyItem(patient, "study")
     sh.CreateItem(study, volume)
-    monkeypatch.setattr(mrml, "_predict", fixed_predictor(intensity_bands([0, 1, 2])))
+    monkeypatch.setattr(prediction, "predict_image", fixed_predictor(intensity_bands([0, 1, 2])))
     result = mrml.segment_volume_node(volume, FakePackage(HIPPO_CLASSES))
     assert sh.GetItemParent(sh.GetItemByDataNode(result.segmentation_node)) == study

@@ -1,4 +1,4 @@
-"""AttentionMambaSegLib.mrml_cardiac and the module's cine path, on real MRML (slicer-core) and real ACDC data.
+"""AttentionMambaSegLib.mrml.cardiac and the module's cine path, on real MRML (slicer-core) and real ACDC data.
 
 A two-frame cine (patient019's ED and ES volumes of the ACDC validation split) is loaded as a volume sequence
 with a browser; its results are a segmentation sequence in the same browser, the function table, the volume
@@ -26,7 +26,9 @@ from _slicer_helpers import DATA, MODULE_DIR, REPO, install_gui_shims, new_scene
 
 import SimpleITK as sitk  # noqa: E402
 
-from AttentionMambaSegLib import mrml, mrml_cardiac  # noqa: E402
+from AttentionMambaSegLib import mrml  # noqa: E402
+from AttentionMambaSegLib.mrml import cardiac  # noqa: E402
+from AttentionMambaSegLib.slicer import jobs  # noqa: E402
 from AttentionMambaSegLib.package import load_model_package  # noqa: E402
 
 pytestmark = pytest.mark.slicer
@@ -121,15 +123,15 @@ def _segment_id(segmentation_node, label_value) -> str:
 
 def test_a_cine_is_found_from_its_proxy_its_sequence_its_browser_or_a_multivolume(cine, manual):
     for node in (cine.proxy, cine.sequence, cine.browser):
-        found = mrml_cardiac.find_cine(node)
+        found = cardiac.find_cine(node)
         assert (found.browser, found.sequence, found.proxy) == (cine.browser, cine.sequence, cine.proxy)
         assert found.index_values() == ["0", "400"] and len(found.frame_nodes()) == 2
     plain = mrml.add_volume_node_from_image(cine.scene, manual.images[0], "plain")
-    assert mrml_cardiac.find_cine(plain) is None and mrml_cardiac.find_cine(None) is None
+    assert cardiac.find_cine(plain) is None and cardiac.find_cine(None) is None
     multi = _multivolume(cine.scene, manual.images, labels="10,350")
-    found = mrml_cardiac.find_cine(multi)
+    found = cardiac.find_cine(multi)
     assert found.multivolume is multi and found.browser is None and found.index_values() == ["10", "350"]
-    frames = [sitk.GetArrayFromImage(image) for image in mrml_cardiac.cine_frame_images(found)]
+    frames = [sitk.GetArrayFromImage(image) for image in cardiac.cine_frame_images(found)]
     assert all(np.array_equal(f, sitk.GetArrayFromImage(i)) for f, i in zip(frames, manual.images))
     with pytest.raises(mrml.InputVolumeError, match="4D"):  # one frame alone goes through the single-volume path
         mrml.check_input_volume(cine.proxy)
@@ -150,19 +152,19 @@ def _multivolume(scene, images, labels=None):
 
 
 def test_a_cine_that_cannot_be_segmented_whole_is_refused_clearly(cine, manual, package):
-    mrml_cardiac.check_cine(mrml_cardiac.find_cine(cine.proxy), package)
+    cardiac.check_cine(cardiac.find_cine(cine.proxy), package)
     with pytest.raises(mrml.InputVolumeError, match="RV not found.*cardiac-acdc"):
-        mrml_cardiac.check_cine(mrml_cardiac.find_cine(cine.proxy), load_model_package("hippocampus-msd"))
+        cardiac.check_cine(cardiac.find_cine(cine.proxy), load_model_package("hippocampus-msd"))
     one = _cine_scene(manual.images[:1], ("0",))
     with pytest.raises(mrml.InputVolumeError, match="holds 1 frame"):
-        mrml_cardiac.check_cine(mrml_cardiac.find_cine(one.proxy), package)
+        cardiac.check_cine(cardiac.find_cine(one.proxy), package)
     cropped = _cine_scene([manual.images[0], manual.images[1][:, :, :10]])
     with pytest.raises(mrml.InputVolumeError, match="Frame 2 .* same stack of slices"):
-        mrml_cardiac.check_cine(mrml_cardiac.find_cine(cropped.proxy), package)
+        cardiac.check_cine(cardiac.find_cine(cropped.proxy), package)
     lone = cine.scene.AddNewNodeByClass("vtkMRMLSequenceNode", "no browser")
     lone.SetDataNodeAtValue(cine.sequence.GetNthDataNode(0), "0")
     with pytest.raises(mrml.InputVolumeError, match="not shown by any sequence browser"):
-        mrml_cardiac.check_cine(mrml_cardiac.find_cine(lone), package)
+        cardiac.check_cine(cardiac.find_cine(lone), package)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -171,7 +173,7 @@ def test_a_cine_that_cannot_be_segmented_whole_is_refused_clearly(cine, manual, 
 
 def test_results_play_with_the_cine_in_its_browser_and_the_table_holds_the_figures(cine, manual, package):
     nodes_before = cine.scene.GetNumberOfNodes()
-    result = mrml_cardiac.add_cardiac_results(mrml_cardiac.find_cine(cine.proxy), package, manual.labels,
+    result = cardiac.add_cardiac_results(cardiac.find_cine(cine.proxy), package, manual.labels,
                                               sequences_logic=cine.sequences)
     sequence, proxy = result.segmentation_sequence, result.segmentation_node
     assert result.browser is cine.browser and cine.browser.IsSynchronizedSequenceNode(sequence)
@@ -186,7 +188,7 @@ def test_results_play_with_the_cine_in_its_browser_and_the_table_holds_the_figur
     for frame in (0, 1):  # the proxy follows the browser, each frame holds its own labels
         cine.browser.SetSelectedItemNumber(frame)
         np.testing.assert_array_equal(
-            mrml_cardiac.segmentation_labelmap(proxy, cine.sequence.GetNthDataNode(frame), {}), manual.arrays[frame])
+            cardiac.segmentation_labelmap(proxy, cine.sequence.GetNthDataNode(frame), {}), manual.arrays[frame])
     _assert_figures(result.table_node, _expected(manual.arrays, manual.voxel_ml))
     assert result.message.startswith("Ventricular function of 2 frames: ED frame 1, ES frame 2; LV EDV 321.7 mL")
     volumes = result.volume_table_node
@@ -198,8 +200,8 @@ def test_results_play_with_the_cine_in_its_browser_and_the_table_holds_the_figur
     series = [chart.GetNthPlotSeriesNode(i) for i in range(chart.GetNumberOfPlotSeriesNodes())]
     assert [(s.GetYColumnName(), s.GetTableNode()) for s in series] == [("LV", volumes), ("RV", volumes)]
     assert "ED frame 1, ES frame 2" in chart.GetTitle()
-    for role, node in ((mrml_cardiac.ROLE_SEGMENTATION_SEQUENCE, sequence), (mrml_cardiac.ROLE_BROWSER, cine.browser),
-                       (mrml_cardiac.ROLE_VOLUME_TABLE, volumes), (mrml_cardiac.ROLE_CHART, chart)):
+    for role, node in ((cardiac.ROLE_SEGMENTATION_SEQUENCE, sequence), (cardiac.ROLE_BROWSER, cine.browser),
+                       (cardiac.ROLE_VOLUME_TABLE, volumes), (cardiac.ROLE_CHART, chart)):
         assert result.table_node.GetNodeReference(role) is node
     # a sequence, a segmentation, a colour table, two tables, a chart and two series (plus display/storage nodes)
     assert cine.scene.GetNumberOfNodes() > nodes_before + 7
@@ -211,7 +213,7 @@ def _erase_lv_slice(segmentation_node, frame_node, lv_mask: np.ndarray) -> int:
     last = int(np.nonzero(kept.any(axis=(1, 2)))[0].max())
     erased = int(np.count_nonzero(kept[last]))
     kept[last] = False
-    image = mrml._binary_oriented_image(kept.astype(np.uint8), mrml.ijk_to_ras_matrix(frame_node))
+    image = mrml.binary_oriented_image(kept.astype(np.uint8), mrml.ijk_to_ras_matrix(frame_node))
     logic = slicer.vtkSlicerSegmentationsModuleLogic
     assert logic.SetBinaryLabelmapToSegment(image, segmentation_node, _segment_id(segmentation_node, LV),
                                             logic.MODE_REPLACE)
@@ -219,7 +221,7 @@ def _erase_lv_slice(segmentation_node, frame_node, lv_mask: np.ndarray) -> int:
 
 
 def test_update_function_after_an_edit_of_the_es_frame_and_with_frames_chosen_by_hand(cine, manual, package):
-    result = mrml_cardiac.add_cardiac_results(mrml_cardiac.find_cine(cine.proxy), package, manual.labels,
+    result = cardiac.add_cardiac_results(cardiac.find_cine(cine.proxy), package, manual.labels,
                                               sequences_logic=cine.sequences)
     cine.browser.SetSelectedItemNumber(1)  # the ES frame, as the user would show it to edit it
     erased = _erase_lv_slice(result.segmentation_node, cine.sequence.GetNthDataNode(1), manual.arrays[1] == LV)
@@ -229,23 +231,23 @@ def test_update_function_after_an_edit_of_the_es_frame_and_with_frames_chosen_by
     edited[1][last][edited[1][last] == LV] = 0
     expected = _expected(edited, manual.voxel_ml)
     before = _figures(result.table_node)
-    analysis = mrml_cardiac.update_function(result.table_node)
+    analysis = cardiac.update_function(result.table_node)
     _assert_figures(result.table_node, expected)
     lv_esv = before["End-systolic volume (ESV)"][0] - erased * manual.voxel_ml  # the ESV drops by the erased voxels
     assert analysis.function.lv_esv_ml == pytest.approx(lv_esv, abs=0.0051)
     assert analysis.function.lv_ef_percent > before["Ejection fraction (EF)"][0]
     assert analysis.function.rv_esv_ml == pytest.approx(before["End-systolic volume (ESV)"][1], abs=0.0051)
     cine.browser.SetSelectedItemNumber(0)  # the edit was saved into the ES item ("save changes")
-    mrml_cardiac.update_function(result.table_node)
+    cardiac.update_function(result.table_node)
     _assert_figures(result.table_node, expected)
-    mrml_cardiac.update_function(result.table_node, ed=1, es=0)  # chosen by hand: ED frame 2, ES frame 1
+    cardiac.update_function(result.table_node, ed=1, es=0)  # chosen by hand: ED frame 2, ES frame 1
     _assert_figures(result.table_node, _expected(edited, manual.voxel_ml, ed=1, es=0))
     assert [result.volume_table_node.GetCellText(r, 4) for r in range(2)] == ["ES", "ED"]
     assert "ED frame 2, ES frame 1" in result.chart_node.GetTitle()
     with pytest.raises(ValueError, match="frame 3 is outside the cine"):
-        mrml_cardiac.update_function(result.table_node, ed=2, es=0)
+        cardiac.update_function(result.table_node, ed=2, es=0)
     with pytest.raises(ValueError, match="Not a ventricular function table"):
-        mrml_cardiac.update_function(cine.scene.AddNewNodeByClass("vtkMRMLTableNode"))
+        cardiac.update_function(cine.scene.AddNewNodeByClass("vtkMRMLTableNode"))
 
 
 UPDATE_WITH_TORCH_BLOCKED = textwrap.dedent("""
@@ -258,17 +260,17 @@ UPDATE_WITH_TORCH_BLOCKED = textwrap.dedent("""
     sys.path[:0] = [sys.argv[1], sys.argv[2]]
     import numpy as np, SimpleITK as sitk
     import test_mrml_cardiac as t
-    from AttentionMambaSegLib import mrml_cardiac
+    from AttentionMambaSegLib.mrml import cardiac
     from AttentionMambaSegLib.package import load_model_package
     images = [sitk.ReadImage(str(p)) for p in t.IMAGES]
     labels = [sitk.ReadImage(str(p)) for p in t.LABELS]
     cine = t._cine_scene(images)
-    result = mrml_cardiac.add_cardiac_results(mrml_cardiac.find_cine(cine.proxy), load_model_package('cardiac-acdc'),
+    result = cardiac.add_cardiac_results(cardiac.find_cine(cine.proxy), load_model_package('cardiac-acdc'),
                                               labels, sequences_logic=cine.sequences)
     cine.browser.SetSelectedItemNumber(1)
     lv = sitk.GetArrayFromImage(labels[1]) == t.LV
     erased = t._erase_lv_slice(result.segmentation_node, cine.sequence.GetNthDataNode(1), lv)
-    analysis = mrml_cardiac.update_function(result.table_node)
+    analysis = cardiac.update_function(result.table_node)
     loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'numba', 'safetensors'))
     print(json.dumps({"erased": erased, "esv": analysis.function.lv_esv_ml, "loaded": loaded}))
 """)
@@ -289,9 +291,9 @@ def test_a_multivolume_gets_a_sequence_and_a_browser_and_its_segmentation_plays_
     scene = _cine_scene(manual.images[:1], ("0",)).scene  # a scene with the Sequences logic
     sequences = scene._keep[-1]
     multi = _multivolume(scene, manual.images)
-    cine = mrml_cardiac.find_cine(multi)
-    mrml_cardiac.check_cine(cine, package)
-    result = mrml_cardiac.add_cardiac_results(cine, package, manual.labels, sequences_logic=sequences)
+    cine = cardiac.find_cine(multi)
+    cardiac.check_cine(cine, package)
+    result = cardiac.add_cardiac_results(cine, package, manual.labels, sequences_logic=sequences)
     browser = result.browser
     master = browser.GetMasterSequenceNode()
     assert master.GetNumberOfDataNodes() == 2 and browser.IsSynchronizedSequenceNode(result.segmentation_sequence)
@@ -299,7 +301,7 @@ def test_a_multivolume_gets_a_sequence_and_a_browser_and_its_segmentation_plays_
         browser.SetSelectedItemNumber(frame)
         np.testing.assert_array_equal(slicer.util.arrayFromVolume(browser.GetProxyNode(master)),
                                       sitk.GetArrayFromImage(manual.images[frame]))
-        np.testing.assert_array_equal(mrml_cardiac.segmentation_labelmap(result.segmentation_node,
+        np.testing.assert_array_equal(cardiac.segmentation_labelmap(result.segmentation_node,
                                                                          master.GetNthDataNode(frame), {}),
                                       manual.arrays[frame])
     _assert_figures(result.table_node, _expected(manual.arrays, manual.voxel_ml))
@@ -434,7 +436,7 @@ def test_the_panel_segments_a_cine_whole_and_update_function_uses_its_frames(mod
     assert calls == [("start", cine.proxy, "cardiac-acdc", "fast")]
     assert widget.ui.statusLabel.text == "Segmenting every frame of the cine 'cine browser' in a separate process..."
     table = cine.scene.AddNewNodeByClass("vtkMRMLTableNode")
-    job = module.CardiacJob.__new__(module.CardiacJob)  # the run ends: the panel takes the table and ED / ES
+    job = jobs.CardiacJob.__new__(jobs.CardiacJob)  # the run ends: the panel takes the table and ED / ES
     job.deviceDescription = ""
     widget._job = job
     widget.ui.functionCollapsibleButton = types.SimpleNamespace(collapsed=True)
@@ -483,7 +485,7 @@ def test_the_bundled_model_segments_a_two_frame_cine_in_a_child_process(module, 
     assert abs(figures["Ejection fraction (EF)"][0] - manual_ef) < 3.0
     assert cine.browser.GetProxyNode(result.segmentation_sequence) is result.segmentation_node
     for frame in (0, 1):  # every frame segmented: the model's LV overlaps the manual LV
-        labels = mrml_cardiac.segmentation_labelmap(result.segmentation_sequence.GetNthDataNode(frame),
+        labels = cardiac.segmentation_labelmap(result.segmentation_sequence.GetNthDataNode(frame),
                                                     cine.sequence.GetNthDataNode(frame), {})
         a, b = labels == LV, manual.arrays[frame] == LV
         assert 2 * np.count_nonzero(a & b) / (a.sum() + b.sum()) > 0.85

@@ -1,4 +1,4 @@
-"""The region of interest in the volume's frame (mrml_roi), with real MRML transforms (slicer-core).
+"""The region of interest in the volume's frame (mrml.roi), with real MRML transforms (slicer-core).
 
 A volume under a rotation + translation and an ROI placed on the same anatomy must give the child process the
 crop it gets with no transforms at all: the same voxels, the same mask inside the box.
@@ -18,7 +18,7 @@ import vtk  # noqa: E402
 
 from AttentionMambaSegLib import mrml  # noqa: E402
 from AttentionMambaSegLib.inference.roi import RegionOfInterest, crop_to_roi, paste_labels  # noqa: E402
-from AttentionMambaSegLib.mrml_roi import roi_box_in_volume_frame, roi_markups_json  # noqa: E402
+from AttentionMambaSegLib.mrml.roi import roi_box_in_volume_frame, roi_markups_json  # noqa: E402
 
 pytestmark = pytest.mark.slicer
 

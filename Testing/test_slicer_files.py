@@ -128,7 +128,7 @@ def test_icon_is_a_128x128_png():
 def test_extension_text_files_use_lf_line_endings():
     files = [REPO / "CMakeLists.txt", REPO / "AttentionMambaSeg.s4ext", REPO / "AttentionMambaSeg.json",
              REPO / "LICENSE", MODULE_DIR / "CMakeLists.txt", MODULE_DIR / "AttentionMambaSeg.py",
-             MODULE_DIR / "Resources" / "UI" / "AttentionMambaSeg.ui", LIB_DIR / "mrml.py"]
+             MODULE_DIR / "Resources" / "UI" / "AttentionMambaSeg.ui", LIB_DIR / "mrml" / "segments.py"]
     for path in files:
         assert b"\r\n" not in path.read_bytes(), path
 
@@ -143,11 +143,11 @@ def _top_level_modules(path: Path) -> set[str]:
     return names
 
 
-def test_only_mrml_imports_slicer_vtk_or_qt_in_the_library():
+def test_only_mrml_and_slicer_import_slicer_vtk_or_qt_in_the_library():
     offenders = []
     for path in LIB_DIR.rglob("*.py"):
-        if path.parent == LIB_DIR and (path.name == "mrml.py" or path.name.startswith("mrml_")):
-            continue  # the MRML layer: mrml.py and its parts (mrml_roi.py, mrml_cardiac.py)
+        if path.parent.parent == LIB_DIR and path.parent.name in ("mrml", "slicer"):
+            continue  # the MRML layer (mrml/) and the Slicer module's backend (slicer/)
         bad = _top_level_modules(path) & {"slicer", "vtk", "qt", "ctk", "vtkmodules"}
         if bad:
             offenders.append(f"{path.relative_to(REPO)}: {sorted(bad)}")

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import http.server
 import importlib
+import importlib.metadata
+import importlib.util
 import inspect
 import os
 import sys
@@ -20,7 +22,8 @@ from _slicer_helpers import MODULE_DIR, install_gui_shims, new_scene, slicer
 
 import SimpleITK as sitk  # noqa: E402
 
-from AttentionMambaSegLib import model_store, mrml, package as packages, slicer_install, slicer_models  # noqa: E402
+from AttentionMambaSegLib import model_store, mrml, package as packages  # noqa: E402
+from AttentionMambaSegLib.slicer import install, models, startup  # noqa: E402
 
 pytestmark = pytest.mark.slicer
 
@@ -161,11 +164,11 @@ def test_the_widget_imports_after_the_dependency_check_with_the_panel_disabled(m
 
 # ------------------------------------------------------------------------------------------ URL check
 def test_url_check_answers_in_words(server):
-    assert slicer_models.url_problem(f"{server}/ok.zip", timeout=5) is None
-    assert slicer_models.url_problem(f"{server}/nohead.zip", timeout=5) is None  # falls back to GET
-    assert slicer_models.url_problem(f"{server}/missing.zip", timeout=5) == "the server answered HTTP 404 (not found)"
+    assert models.url_problem(f"{server}/ok.zip", timeout=5) is None
+    assert models.url_problem(f"{server}/nohead.zip", timeout=5) is None  # falls back to GET
+    assert models.url_problem(f"{server}/missing.zip", timeout=5) == "the server answered HTTP 404 (not found)"
     closed = server.rsplit(":", 1)[0] + ":9"  # the discard port: nothing listens
-    assert "could not be reached" in slicer_models.url_problem(f"{closed}/x.zip", timeout=2)
+    assert "could not be reached" in models.url_problem(f"{closed}/x.zip", timeout=2)
 
 
 def test_an_unreachable_model_is_named_before_the_pytorch_install(module, monkeypatch, server, tmp_path):
@@ -251,32 +254,30 @@ def test_pythonslicers_crash_message_gets_the_out_of_memory_hint(module, tmp_pat
 
 def test_intel_macs_get_numpy_1_for_the_child_only(module, monkeypatch, tmp_path):
     monkeypatch.setenv("ATTENTION_MAMBA_SEG_MODELS_DIR", str(tmp_path / "AttentionMambaSeg" / "models"))
-    monkeypatch.setattr(slicer_install.platform, "system", lambda: "Darwin")
-    monkeypatch.setattr(slicer_install.platform, "machine", lambda: "x86_64")
-    item = slicer_install.intel_mac_numpy_item("2.4.6", tmp_path / "AttentionMambaSeg")
+    monkeypatch.setattr(install.platform, "system", lambda: "Darwin")
+    monkeypatch.setattr(install.platform, "machine", lambda: "x86_64")
+    item = install.intel_mac_numpy_item("2.4.6", tmp_path / "AttentionMambaSeg")
     target = tmp_path / "AttentionMambaSeg" / "python-child"
     assert item["requirement"] == "numpy<2" and item["target"] == str(target)
-    assert slicer_install.intel_mac_numpy_item("1.26.4", tmp_path) is None  # Slicer 5.8's numpy: nothing to do
+    assert install.intel_mac_numpy_item("1.26.4", tmp_path) is None  # Slicer 5.8's numpy: nothing to do
     logic = module.AttentionMambaSegLogic()
-    monkeypatch.setattr(module.importlib.util, "find_spec", lambda name: object())
-    monkeypatch.setattr(module.AttentionMambaSegLogic, "installedTorchVersion", staticmethod(lambda: (2, 2)))
-    monkeypatch.setattr(module.AttentionMambaSegLogic, "installedTorchCuda", staticmethod(lambda: None))
-    import importlib.metadata
-
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object())
+    monkeypatch.setattr(install, "installed_torch_version", lambda: (2, 2))
+    monkeypatch.setattr(install, "installed_torch_cuda", lambda: None)
     monkeypatch.setattr(importlib.metadata, "version", lambda name: "2.4.6" if name == "numpy" else "0")
     plan = logic.dependencyPlan()
     assert [i["requirement"] for i in plan] == ["numpy<2"]
     pips = []
     monkeypatch.setattr(slicer.util, "pip_install", lambda args: pips.append(args), raising=False)
-    monkeypatch.setattr(logic, "_pipInstall", lambda requirements: pips.append(("site-packages", requirements)))
+    monkeypatch.setattr(install, "pip_install", lambda requirements: pips.append(("site-packages", requirements)))
     logic.installDependencies(plan)
     assert pips == [["--target", str(target), "--no-deps", "--upgrade", "numpy<2"]]  # Slicer's numpy untouched
     (target / "numpy").mkdir(parents=True)
     assert logic.dependencyPlan() == []
     env = logic.childEnvironment()
     assert env["PYTHONPATH"].split(os.pathsep)[0] == str(target)
-    monkeypatch.setattr(slicer_install.platform, "machine", lambda: "arm64")
-    assert slicer_install.intel_mac_numpy_item("2.4.6", tmp_path / "elsewhere") is None
+    monkeypatch.setattr(install.platform, "machine", lambda: "arm64")
+    assert install.intel_mac_numpy_item("2.4.6", tmp_path / "elsewhere") is None
 
 
 # ------------------------------------------------------------------------------------------ Sample Data
@@ -298,7 +299,7 @@ def test_the_sample_is_registered_with_sample_data(module, monkeypatch):
         registerCustomSampleDataSource=staticmethod(_register_custom_sample_data_source))
     monkeypatch.setitem(sys.modules, "SampleData", sample_data)
     registered.clear()
-    module.registerSampleData()
+    startup.register_sample_data(MODULE_DIR / "Resources")  # as the module does when Slicer has started
     (source,) = registered
     assert source["category"] == "AttentionMambaSeg" and source["sampleName"] == "AttentionMambaSegHippocampus"
     from urllib.parse import urlparse
@@ -308,12 +309,12 @@ def test_the_sample_is_registered_with_sample_data(module, monkeypatch):
     assert source["uris"].startswith("file:") and path.is_file() and path.name == source["fileNames"]
     assert sitk.ReadImage(str(path)).GetSize() == (35, 51, 8)
     assert Path(source["thumbnailFileName"]).is_file() and source["loadFileTypes"] == "VolumeFile"
-    # every keyword the module passes is a parameter of Slicer's function
-    text = (MODULE_DIR / "AttentionMambaSeg.py").read_text(encoding="utf-8")
+    # every keyword passed is a parameter of Slicer's function
+    text = Path(startup.__file__).read_text(encoding="utf-8")
     call = text[text.index("registerCustomSampleDataSource("):]
     call = call[:call.index("\n    )")]
     keywords = {line.strip().split("=")[0] for line in call.splitlines()[1:] if "=" in line}
     assert keywords <= set(inspect.signature(_register_custom_sample_data_source).parameters)
     monkeypatch.setitem(sys.modules, "SampleData", None)  # the module disabled: nothing happens
-    module.registerSampleData()
+    startup.register_sample_data(MODULE_DIR / "Resources")
     assert len(registered) == 1

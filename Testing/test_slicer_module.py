@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import importlib.util
 import json
 import os
 import re
@@ -34,10 +35,13 @@ from _slicer_helpers import (  # noqa: I001
 import SimpleITK as sitk  # noqa: E402
 
 from AttentionMambaSegLib import mrml  # noqa: E402
+from AttentionMambaSegLib.slicer import install, jobs, self_test, startup  # noqa: E402
 
 pytestmark = pytest.mark.slicer
 
 MODULE_FILE = MODULE_DIR / "AttentionMambaSeg.py"
+#: The Widget's handlers for models, licences and installs (a mixin of the Widget).
+PANEL_FILE = MODULE_DIR / "AttentionMambaSegLib" / "slicer" / "panel.py"
 UI_FILE = MODULE_DIR / "Resources" / "UI" / "AttentionMambaSeg.ui"
 
 
@@ -78,8 +82,11 @@ def test_module_file_imports_without_torch_or_third_party_packages():
 
 
 def test_module_file_scope_imports_only_slicer_qt_and_stdlib():
+    """Slicer, Qt, the standard library and the extension's own package, whose file-scope imports are torch-free
+    (the test above)."""
     tree = ast.parse(MODULE_FILE.read_text(encoding="utf-8"))
-    allowed = {"importlib", "logging", "os", "shutil", "sys", "time", "typing", "qt", "ctk", "vtk", "slicer"}
+    allowed = {"importlib", "logging", "os", "shutil", "sys", "time", "typing", "qt", "ctk", "vtk", "slicer",
+               "AttentionMambaSegLib"}
     for node in tree.body:
         if isinstance(node, ast.Import):
             names = [a.name.split(".")[0] for a in node.names]
@@ -112,7 +119,8 @@ def test_parameter_node_fields(module):
 def test_ui_is_valid_and_has_every_widget_the_module_uses(module):
     root = ET.parse(UI_FILE).getroot()
     widgets = {w.get("name"): w for w in root.iter("widget")}
-    used = set(re.findall(r"self\.ui\.(\w+)", MODULE_FILE.read_text(encoding="utf-8")))
+    used = {name for path in (MODULE_FILE, PANEL_FILE)
+            for name in re.findall(r"self\.ui\.(\w+)", path.read_text(encoding="utf-8"))}
     assert used, "the module should use widgets through self.ui"
     missing = used - set(widgets)
     assert not missing, f"widgets used by the module but absent from the .ui: {sorted(missing)}"
@@ -146,7 +154,7 @@ def test_roi_argument_is_the_roi_in_the_frame_of_the_volume_with_its_own_transfo
     roi = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "box")
     roi.SetCenter(10.0, -20.0, 30.0)
     roi.SetSize(40.0, 50.0, 60.0)
-    (markup,) = module.roiArgument(roi)["markups"]
+    (markup,) = jobs.roi_argument(roi)["markups"]
     assert markup["coordinateSystem"] == "RAS" and markup["type"] == "ROI"
     np.testing.assert_allclose(markup["center"], [10.0, -20.0, 30.0])
     np.testing.assert_allclose(markup["size"], [40.0, 50.0, 60.0])
@@ -155,9 +163,9 @@ def test_roi_argument_is_the_roi_in_the_frame_of_the_volume_with_its_own_transfo
     matrix.SetElement(0, 3, 5.0)  # 5 mm towards R
     transform.SetMatrixTransformToParent(matrix)
     roi.SetAndObserveTransformNodeID(transform.GetID())
-    document = module.roiArgument(roi)
+    document = jobs.roi_argument(roi)
     np.testing.assert_allclose(document["markups"][0]["center"], [15.0, -20.0, 30.0])
-    assert module.roiArgument(None) is None
+    assert jobs.roi_argument(None) is None
     from AttentionMambaSegLib.inference import RegionOfInterest
 
     (tmp_path / "roi.mrk.json").write_text(json.dumps(document))
@@ -166,7 +174,7 @@ def test_roi_argument_is_the_roi_in_the_frame_of_the_volume_with_its_own_transfo
     np.testing.assert_allclose(box.size, (40.0, 50.0, 60.0))
     volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "moved")
     volume.SetAndObserveTransformNodeID(transform.GetID())  # the same transform: the box is back where it was
-    np.testing.assert_allclose(module.roiArgument(roi, volume)["markups"][0]["center"], [10.0, -20.0, 30.0],
+    np.testing.assert_allclose(jobs.roi_argument(roi, volume)["markups"][0]["center"], [10.0, -20.0, 30.0],
                                atol=1e-9)
 
 
@@ -341,7 +349,7 @@ def test_model_default_is_labelled_with_what_it_resolves_to(module, monkeypatch)
     assert "Fast: one window per slice, no flips, cropped to the foreground (+24 mm)." in text
     assert "Accurate: sliding windows, 4 flips." in text and "Model default: fast on a CPU, accurate on a GPU." in text
     assert module.AttentionMambaSegLogic().speedModes("hippocampus-msd") is not None  # a real model.json
-    assert module.panelWords("quicker: --mode fast (fewer network passes), --roi (only a box)") == (
+    assert jobs.panel_words("quicker: --mode fast (fewer network passes), --roi (only a box)") == (
         "quicker: Speed 'Fast' (fewer network passes), a region of interest (only a box)")
 
 
@@ -460,8 +468,8 @@ def test_models_are_listed_without_platformdirs_numba_safetensors_or_torch():
 
 def test_dependency_plan_names_every_package_and_one_prompt_lists_them(module, monkeypatch):
     logic = module.AttentionMambaSegLogic()
-    monkeypatch.setattr(module.importlib.util, "find_spec", lambda name: None)
-    monkeypatch.setattr(module.AttentionMambaSegLogic, "installedTorchVersion", staticmethod(lambda: None))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(install, "installed_torch_version", lambda: None)
     plan = logic.dependencyPlan()
     assert [item["name"] for item in plan] == ["torch", "safetensors", "numba", "pooch", "llvmlite"]
     prompts = []
@@ -473,7 +481,7 @@ def test_dependency_plan_names_every_package_and_one_prompt_lists_them(module, m
     assert all(name in text for name in ("torch", "safetensors", "numba", "pooch", "llvmlite",
                                          logic.sitePackagesFolder()))
     assert widget.ui.statusLabel.text.startswith("Not installed: Segment needs torch, safetensors, numba")
-    monkeypatch.setattr(module.AttentionMambaSegLogic, "installedTorchVersion", staticmethod(lambda: (1, 13)))
+    monkeypatch.setattr(install, "installed_torch_version", lambda: (1, 13))
     assert "older than >=2.1" in logic.dependencyPlan()[0]["why"]
 
 
@@ -486,7 +494,7 @@ def test_pip_install_pins_slicers_packages_and_does_not_prompt_again(module, mon
 
     packaging.pip_ensure = pip_ensure
     monkeypatch.setitem(sys.modules, "slicer.packaging", packaging)
-    module.AttentionMambaSegLogic()._pipInstall(["safetensors>=0.4", "numba>=0.59"])
+    install.pip_install(["safetensors>=0.4", "numba>=0.59"])
     (requirements, kwargs, constraints), = calls
     assert requirements == ["safetensors>=0.4", "numba>=0.59"] and kwargs["prompt_install"] is False
     assert f"numpy=={np.__version__}" in constraints and not os.path.exists(kwargs["constraints"])
@@ -510,8 +518,8 @@ def test_module_test_methods_without_torch_run_the_writer_test_and_skip_the_full
     """As on the extension build machines: unittest calls each test_ method, torch is not installed."""
     new_scene()
     shown = []
-    monkeypatch.setattr(module.AttentionMambaSegLogic, "installedTorchVersion", staticmethod(lambda: None))
-    monkeypatch.delenv(module.FULL_TEST_VARIABLE, raising=False)
+    monkeypatch.setattr(install, "installed_torch_version", lambda: None)
+    monkeypatch.delenv(self_test.FULL_TEST_VARIABLE, raising=False)
 
     def no_child(*args, **kwargs):
         raise AssertionError("the full test started a segmentation")
@@ -524,7 +532,7 @@ def test_module_test_methods_without_torch_run_the_writer_test_and_skip_the_full
         getattr(test, name)()
     assert "Writer test passed" in shown
     assert any(m.startswith("torch not installed: the full segmentation test was skipped") for m in shown)
-    monkeypatch.setenv(module.FULL_TEST_VARIABLE, "1")  # asked for: the full test runs (and fails here)
+    monkeypatch.setenv(self_test.FULL_TEST_VARIABLE, "1")  # asked for: the full test runs (and fails here)
     with pytest.raises(AssertionError, match="started a segmentation"):
         test.test_AttentionMambaSeg_sample()
 
@@ -533,12 +541,12 @@ def test_terminology_files_register_with_slicers_terminology_logic(module, monke
     logic = slicer.vtkSlicerTerminologiesModuleLogic()
     modules = types.SimpleNamespace(terminologies=types.SimpleNamespace(logic=lambda: logic))
     monkeypatch.setattr(slicer, "modules", modules, raising=False)
-    module.registerTerminology()
-    module.registerTerminology()  # a second call loads nothing twice
+    startup.register_terminology()
+    startup.register_terminology()  # a second call loads nothing twice
     from AttentionMambaSegLib import terminology
 
     assert logic.IsTerminologyContextLoaded(terminology.TERMINOLOGY_CONTEXT)
-    assert module._loadedRegionContexts(logic) == [terminology.ANATOMIC_CONTEXT]
+    assert startup.loaded_region_contexts(logic) == [terminology.ANATOMIC_CONTEXT]
 
 
 def test_module_test_class_runs_the_pipeline_on_the_bundled_sample(module):
@@ -616,9 +624,9 @@ def test_dependency_plan_adds_triton_when_torch_has_cuda(module, monkeypatch):
     import platform
 
     logic = module.AttentionMambaSegLogic()
-    monkeypatch.setattr(module.AttentionMambaSegLogic, "installedTorchVersion", staticmethod(lambda: (2, 13)))
-    monkeypatch.setattr(module.AttentionMambaSegLogic, "installedTorchCuda", staticmethod(lambda: "12.8"))
-    monkeypatch.setattr(module.importlib.util, "find_spec", lambda name: None if name == "triton" else object())
+    monkeypatch.setattr(install, "installed_torch_version", lambda: (2, 13))
+    monkeypatch.setattr(install, "installed_torch_cuda", lambda: "12.8")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "triton" else object())
     monkeypatch.setattr(importlib.metadata, "requires",
                         lambda name: ['triton==3.7.1; platform_system == "Linux"'] if name == "torch" else [])
     monkeypatch.setattr(platform, "system", lambda: "Linux")
@@ -626,5 +634,5 @@ def test_dependency_plan_adds_triton_when_torch_has_cuda(module, monkeypatch):
     monkeypatch.setattr(platform, "system", lambda: "Windows")
     assert [(i["name"], i["requirement"]) for i in logic.dependencyPlan()] == [
         ("triton-windows", "triton-windows>=3.7,<3.8")]
-    monkeypatch.setattr(module.AttentionMambaSegLogic, "installedTorchCuda", staticmethod(lambda: None))
+    monkeypatch.setattr(install, "installed_torch_cuda", lambda: None)
     assert logic.dependencyPlan() == []  # a CPU-only PyTorch needs no Triton

@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("Give both --height-cm and --weight-kg (for the values indexed to body surface area), "
                          "or neither.")
     if args.progress_format == "jsonl":
-        from ..worker import emit_event, jsonl_events
+        from ..slicer.child_process import emit_event, jsonl_events
 
         def progress(done, total):
             emit_event("progress", done=round(float(done), 3), total=int(total), unit="frames")

@@ -66,7 +66,7 @@ def run_download(args: argparse.Namespace) -> int:
     from ..registry import download_model
 
     if args.progress_format == "jsonl":
-        from ..worker import run_with_jsonl_events
+        from ..slicer.child_process import run_with_jsonl_events
 
         return run_with_jsonl_events(lambda progress: _download(args, progress, download_model), unit="bytes")
     from tqdm import tqdm
@@ -82,7 +82,7 @@ def run_download(args: argparse.Namespace) -> int:
 def _download(args, progress, download_model) -> int:
     package = download_model(args.model, progress=progress, timeout=args.timeout)
     if args.progress_format == "jsonl":
-        from ..worker import emit_event
+        from ..slicer.child_process import emit_event
 
         emit_event("written", path=str(package.path), model=package.id, version=package.version)
     else:
@@ -122,7 +122,7 @@ def run_import(args: argparse.Namespace) -> int:
     from ..model_store import import_model_package
 
     if args.progress_format == "jsonl":
-        from ..worker import emit_event, run_with_jsonl_events
+        from ..slicer.child_process import emit_event, run_with_jsonl_events
 
         def run(progress) -> int:
             package = import_model_package(args.path, progress=progress)

@@ -46,7 +46,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--progress-format", default="bar", choices=["bar", "jsonl"],
                         help="bar (default): a progress bar on stderr; jsonl: one JSON object per line on "
                              "stdout for programs that run this command (events: device, progress, log, "
-                             "written, error; see AttentionMambaSegLib.worker)")
+                             "written, error; see AttentionMambaSegLib.slicer.child_process)")
     parser.add_argument("--roi", default=None, metavar="ROI",
                         help="segment only inside this box: a Slicer markups ROI file (.mrk.json, in the "
                              "coordinate system it states) or CX,CY,CZ,SX,SY,SZ: centre in RAS mm (as Slicer shows "
@@ -151,7 +151,7 @@ def _segment(args: argparse.Namespace, progress_factory) -> list:
 
 def _run_jsonl(args: argparse.Namespace) -> int:
     """``--progress-format jsonl``: every message as one JSON line on stdout (the Slicer module reads them)."""
-    from ..worker import emit_event, jsonl_events
+    from ..slicer.child_process import emit_event, jsonl_events
 
     def progress_factory(name: str):
         def progress(done: int, total: int) -> None:

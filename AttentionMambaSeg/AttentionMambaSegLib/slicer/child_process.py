@@ -8,7 +8,10 @@ frees GPU memory at the end and keeps the OpenMP runtimes of torch, numba, VTK a
 :class:`SegmentProcess` writes the input image to a temporary folder, starts::
 
     PYTHON -m AttentionMambaSegLib.cli segment INPUT.nrrd -o LABELS.nrrd --model MODEL \\
-        --device DEVICE [--mode fast|accurate] [--no-tta] --progress-format jsonl
+        --device DEVICE [--mode fast|accurate] [--no-tta] [--batch-size N] --progress-format jsonl
+
+(the options from an :class:`~AttentionMambaSegLib.inference.settings.InferenceSettings`,
+:func:`prediction_arguments`)
 
 with stdout redirected to a file, and :meth:`SegmentProcess.poll` (called from a timer on the
 caller's thread; it never blocks) reads the complete lines written so far. No thread is started.
@@ -24,7 +27,9 @@ Events (one JSON object per line; ``event`` names the kind, ``pid`` is the child
   confidence and review flag of each segment, and warnings; see ``inference.file_runner.write_report``)
 * ``{"event": "error", "type": "ValueError", "message": "..."}`` when the command fails
 
-This module imports only the standard library and SimpleITK: it runs in the Slicer process.
+:func:`child_python` and :func:`child_environment` give the child Slicer's own interpreter (PythonSlicer) and
+start-up environment. This module imports only the standard library and SimpleITK (and ``slicer`` in those two
+functions): it runs in the Slicer process, and the child's CLI imports it for its events.
 """
 
 from __future__ import annotations
@@ -41,16 +46,30 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["CardiacProcess", "CliProcess", "JsonLinesHandler", "SegmentProcess", "SegmentProcessError", "emit_event",
-           "jsonl_events", "run_with_jsonl_events"]
+if TYPE_CHECKING:
+    from ..inference.settings import InferenceSettings
+
+__all__ = [
+    "CardiacProcess",
+    "CliProcess",
+    "JsonLinesHandler",
+    "SegmentProcess",
+    "SegmentProcessError",
+    "child_environment",
+    "child_python",
+    "emit_event",
+    "jsonl_events",
+    "prediction_arguments",
+    "run_with_jsonl_events",
+]
 
 logger = logging.getLogger(__name__)
 
 #: How long :meth:`SegmentProcess.cancel` waits for the killed process tree, in seconds.
 KILL_TIMEOUT_S = 2.0
-_LIB_PARENT = str(Path(__file__).resolve().parent.parent)
+_LIB_PARENT = str(Path(__file__).resolve().parents[2])  # the folder holding AttentionMambaSegLib
 
 
 def emit_event(event: str, **fields: Any) -> None:
@@ -272,6 +291,18 @@ class CliProcess:
         self._stdout = self._stderr = self._reader = None
 
 
+def prediction_arguments(settings) -> list[str]:
+    """The CLI options of an :class:`~AttentionMambaSegLib.inference.settings.InferenceSettings` that the
+    ``segment`` and ``cardiac`` commands share: ``--device``, then ``--mode``, ``--no-tta`` (``tta`` False; True
+    and None leave the flips to the mode) and ``--batch-size`` where set. The other fields are not passed."""
+    arguments = ["--device", str(settings.device)]
+    if settings.mode is not None:
+        arguments += ["--mode", str(settings.mode)]
+    if settings.tta is False:
+        arguments.append("--no-tta")
+    if settings.batch_size is not None:
+        arguments += ["--batch-size", str(int(settings.batch_size))]
+    return arguments
 
 
 class SegmentProcess(CliProcess):
@@ -280,43 +311,37 @@ class SegmentProcess(CliProcess):
     Args:
         image: the SimpleITK image to segment (written to a temporary .nrrd before the start).
         model: model id or model folder path, as ``segment --model`` takes it.
-        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-        tta: False adds ``--no-tta`` (no flips whatever the mode); True leaves the flips to the mode.
+        settings: :class:`~AttentionMambaSegLib.inference.settings.InferenceSettings` of the run (None: the
+            defaults): its device, mode, flips and batch size become options (:func:`prediction_arguments`);
+            its ``roi`` is ``segment --roi`` numbers (RAS centre and size in mm) or file, a markups document (a
+            dict, written to ``roi.mrk.json`` in the temporary folder; ``mrml.roi.roi_markups_json``), or None
+            for the whole image.
         python, env: as :class:`CliProcess`.
-        batch_size: slices per forward pass (default: the package's default for the device).
-        roi: ``segment --roi`` numbers (RAS centre and size in mm) or file, a markups document (a dict, written to
-            ``roi.mrk.json`` in the temporary folder; ``mrml_roi.roi_markups_json``), or None for the whole image.
-        mode: ``segment --mode``: ``"fast"`` or ``"accurate"``; None: the model's default for the device.
 
     Raises:
         OSError: the temporary folder or the input file cannot be written, or the process cannot start.
 
     Example:
-        >>> job = SegmentProcess(image, "cardiac-acdc", device="cpu")  # doctest: +SKIP
-        >>> while not job.finished:                                      # doctest: +SKIP
+        >>> job = SegmentProcess(image, "cardiac-acdc", InferenceSettings(device="cpu"))  # doctest: +SKIP
+        >>> while not job.finished:                                                      # doctest: +SKIP
         ...     events = job.poll(); time.sleep(0.1)
-        >>> labelmap = job.result()                                      # doctest: +SKIP
+        >>> labelmap = job.result()                                                      # doctest: +SKIP
     """
 
-    def __init__(self, image, model: str, device: str = "auto", tta: bool = True, python: str | None = None,
-                 env: dict | None = None, batch_size: int | None = None, roi: str | dict | None = None,
-                 mode: str | None = None) -> None:
+    def __init__(self, image, model: str, settings: InferenceSettings | None = None, python: str | None = None,
+                 env: dict | None = None) -> None:
         import SimpleITK as sitk
 
+        settings = _default_settings() if settings is None else settings
         folder = Path(tempfile.mkdtemp(prefix="AttentionMambaSeg-"))
         self.input_path = folder / "input.nrrd"
         self.output_path = folder / "labels.nrrd"
         self.report_path = folder / "labels.report.json"  # inference.file_runner.report_path_for(output_path)
         arguments = ["segment", str(self.input_path), "-o", str(self.output_path), "--model", str(model),
-                     "--device", str(device), "--progress-format", "jsonl"]
-        if mode is not None:
-            arguments += ["--mode", str(mode)]
-        if not tta:
-            arguments.append("--no-tta")
-        if batch_size is not None:
-            arguments += ["--batch-size", str(int(batch_size))]
+                     *prediction_arguments(settings), "--progress-format", "jsonl"]
+        roi = settings.roi
         try:
-            if isinstance(roi, dict):  # a markups document (the ROI in the volume's frame, mrml_roi)
+            if isinstance(roi, dict):  # a markups document (the ROI in the volume's frame, mrml.roi)
                 roi_path = folder / "roi.mrk.json"
                 roi_path.write_text(json.dumps(roi), encoding="utf-8")
                 roi = str(roi_path)
@@ -383,7 +408,8 @@ class CardiacProcess(CliProcess):
     Args:
         frames: 3D SimpleITK images of one grid, in time order (two or more); stored as float32 (lossless
             for integer scanner values).
-        model, device, tta, python, env, batch_size, mode: as :class:`SegmentProcess`.
+        model, python, env: as :class:`SegmentProcess`.
+        settings: as :class:`SegmentProcess` (its ``roi`` is not used: every frame is segmented whole).
         ed, es: 0-based frame indices passed as ``--ed`` / ``--es`` (None: the command chooses).
 
     Raises:
@@ -391,11 +417,11 @@ class CardiacProcess(CliProcess):
         OSError: the temporary folder or the input file cannot be written, or the process cannot start.
     """
 
-    def __init__(self, frames, model: str, device: str = "auto", tta: bool = True, python: str | None = None,
-                 env: dict | None = None, batch_size: int | None = None, mode: str | None = None,
-                 ed: int | None = None, es: int | None = None) -> None:
+    def __init__(self, frames, model: str, settings: InferenceSettings | None = None, python: str | None = None,
+                 env: dict | None = None, ed: int | None = None, es: int | None = None) -> None:
         import SimpleITK as sitk
 
+        settings = _default_settings() if settings is None else settings
         frames = list(frames)
         if len(frames) < 2:
             raise ValueError(f"A cine needs two or more frames; got {len(frames)}.")
@@ -403,13 +429,8 @@ class CardiacProcess(CliProcess):
         self.input_path = folder / "input.seq.nrrd"
         self.output_folder = folder / "out"
         arguments = ["cardiac", str(self.input_path), "-o", str(self.output_folder), "--model", str(model),
-                     "--device", str(device), "--all-frames", "--output-format", "nrrd", "--progress-format", "jsonl"]
-        if mode is not None:
-            arguments += ["--mode", str(mode)]
-        if not tta:
-            arguments.append("--no-tta")
-        if batch_size is not None:
-            arguments += ["--batch-size", str(int(batch_size))]
+                     *prediction_arguments(settings), "--all-frames", "--output-format", "nrrd", "--progress-format",
+                     "jsonl"]
         for flag, index in (("--ed", ed), ("--es", es)):
             if index is not None:
                 arguments += [flag, str(int(index) + 1)]
@@ -447,6 +468,50 @@ class CardiacProcess(CliProcess):
             return report, labelmaps
         finally:
             self.cleanup()
+
+
+def child_python(preferred: str | None = None) -> str:
+    """The Python that runs the child process: ``preferred``, else Slicer's PythonSlicer (inside Slicer), else
+    this interpreter."""
+    import slicer
+
+    if preferred:
+        return preferred
+    if getattr(slicer, "app", None) is not None:
+        name = "PythonSlicer.exe" if os.name == "nt" else "PythonSlicer"
+        candidate = os.path.join(os.path.dirname(sys.executable), name)
+        found = shutil.which("PythonSlicer") or (candidate if os.path.isfile(candidate) else None)
+        if found:
+            return found
+    return sys.executable
+
+
+def child_environment() -> dict:
+    """Environment of the child: Slicer's start-up environment inside Slicer (else this process's), plus the
+    models folder (``ATTENTION_MAMBA_SEG_MODELS_DIR``) and, first on ``PYTHONPATH``, the packages only the child
+    sees (:func:`~.install.child_packages_folder` of the models folder's parent, where it exists)."""
+    import slicer
+
+    env = None
+    startup = getattr(slicer.util, "startupEnvironment", None)
+    if getattr(slicer, "app", None) is not None and startup is not None:
+        env = dict(startup())
+    env = dict(os.environ) if env is None else env
+    models = os.environ.get("ATTENTION_MAMBA_SEG_MODELS_DIR")
+    if models:
+        from .install import child_packages_folder
+
+        env["ATTENTION_MAMBA_SEG_MODELS_DIR"] = models
+        child_packages = child_packages_folder(os.path.dirname(os.path.normpath(models)))
+        if child_packages.is_dir():  # numpy 1.x for PyTorch on an Intel Mac, seen by the child only
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (str(child_packages), env.get("PYTHONPATH")) if p)
+    return env
+
+
+def _default_settings():
+    from ..inference.settings import InferenceSettings
+
+    return InferenceSettings()
 
 
 def _new_process_group() -> dict:

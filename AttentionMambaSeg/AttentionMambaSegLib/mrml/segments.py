@@ -1,33 +1,18 @@
-"""MRML adapter: Slicer volume node -> ``predict_volume`` -> segmentation node.
-
-This is the only module of ``AttentionMambaSegLib`` that imports ``slicer``, ``vtk`` or MRML classes.
-Every function takes its nodes (and through them the scene) as arguments and never uses
-``slicer.mrmlScene``, ``slicer.app`` or ``slicer.modules``, so it runs both inside the Slicer application
-and headless with the ``slicer-core`` wheel.
-
-Geometry contract:
-
-- Slicer stores a volume as a (K, J, I) = (S, H, W) voxel array plus an IJK-to-RAS matrix in the volume's
-  own (parent-transform) frame. SimpleITK uses LPS: converting flips the sign of the first two rows of the
-  direction matrix and of the origin. Arrays keep the (K, J, I) order on both sides.
-- A volume under a parent transform is segmented in its own voxel grid (the transform is never resampled
-  in) and the segmentation is placed under the same transform.
+"""Writing a labelmap into a segmentation node: named, coloured, coded segments, edit protection, review tags.
 
 Protecting manual edits: every segment written here carries tags with the model id, the label value and
 a SHA-256 of its voxels at the time it was written. A re-run updates a segment only if that hash still
 matches (nobody edited it); edited segments are left untouched and reported.
 
-Review flags: ``write_segmentation`` takes the run's report (the ``NAME.report.json`` the ``segment``
-command writes beside its output: per segment ``label_value``, ``confidence``, ``needs_review``,
-``reason``, plus ``warnings``). Each segment it writes gets the tags ``AttentionMambaSeg.Confidence``
-(mean largest probability, 0-1, 4 decimals; absent for an empty segment), ``AttentionMambaSeg.NeedsReview``
-("1" or "0") and ``AttentionMambaSeg.ReviewReason`` (only when flagged). A flagged segment gets Slicer's
-"Flagged" status and, when its class is coded (label values are then matched by terminology on export,
-not by name) and the user has not renamed it, the name "NAME (needs review)"; the others get "In progress"
-and their class name back. Segments kept because the user edited them are not touched.
-
-Cancel: ``segment_volume_node`` returns ``None`` and the scene is exactly as before (prediction runs
-before any node is created or modified).
+Review flags: :func:`write_segmentation_node` takes the run's report (the ``NAME.report.json`` the
+``segment`` command writes beside its output: per segment ``label_value``, ``confidence``,
+``needs_review``, ``reason``, plus ``warnings``). Each segment it writes gets the tags
+``AttentionMambaSeg.Confidence`` (mean largest probability, 0-1, 4 decimals; absent for an empty segment),
+``AttentionMambaSeg.NeedsReview`` ("1" or "0") and ``AttentionMambaSeg.ReviewReason`` (only when flagged).
+A flagged segment gets Slicer's "Flagged" status and, when its class is coded (label values are then
+matched by terminology on export, not by name) and the user has not renamed it, the name
+"NAME (needs review)"; the others get "In progress" and their class name back. Segments kept because the
+user edited them are not touched.
 """
 
 from __future__ import annotations
@@ -35,8 +20,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import threading
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -44,6 +27,14 @@ import SimpleITK as sitk
 import slicer
 import vtk
 from vtk.util import numpy_support
+
+from .volumes import InputVolumeError, ijk_to_ras_matrix, image_array, vtk_matrix
+
+__all__ = ["ATTRIBUTE_MODEL_ID", "NEEDS_REVIEW_SUFFIX", "TAG_CONFIDENCE", "TAG_LABELMAP_HASH", "TAG_LABEL_VALUE",
+           "TAG_MODEL_ID", "TAG_NEEDS_REVIEW", "TAG_REVIEW_REASON", "SegmentationResult", "binary_oriented_image",
+           "color_table_for_model", "export_segmentation_to_labelmap_node", "labelmap_to_uint8", "mask_hash",
+           "model_name", "place_like_volume", "report_reviews", "review_sentence", "segment_hash", "segment_tag",
+           "segmentation_labelmap", "terminology_entry", "write_segmentation_node", "write_segments"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,18 +49,10 @@ TAG_REVIEW_REASON = "AttentionMambaSeg.ReviewReason"
 NEEDS_REVIEW_SUFFIX = " (needs review)"
 ATTRIBUTE_MODEL_ID = "AttentionMambaSeg.ModelId"
 
-_RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
-
-ProgressCallback = Callable[[int, int], None]
-
-
-class InputVolumeError(ValueError):
-    """The selected node cannot be segmented by the selected model (the message says why and what to do)."""
-
 
 @dataclasses.dataclass
 class SegmentationResult:
-    """What ``write_segmentation`` / ``segment_volume_node`` did.
+    """What ``write_segmentation_node`` / ``segment_volume_node`` did.
 
     Attributes:
         segmentation_node: the vtkMRMLSegmentationNode that holds the result.
@@ -95,199 +78,6 @@ class SegmentationResult:
     warnings: list[str] = dataclasses.field(default_factory=list)
 
 
-# --------------------------------------------------------------------------------------------------
-# Input checks and volume node -> SimpleITK image
-# --------------------------------------------------------------------------------------------------
-
-
-def _is_sequence_proxy(volume_node) -> bool:
-    scene = volume_node.GetScene()
-    if scene is None:
-        return False
-    browsers = scene.GetNodesByClass("vtkMRMLSequenceBrowserNode")
-    try:
-        for i in range(browsers.GetNumberOfItems()):
-            browser = browsers.GetItemAsObject(i)
-            if browser.IsProxyNodeID(volume_node.GetID()):
-                return True
-    finally:
-        browsers.UnRegister(None)
-    return False
-
-
-def check_input_volume(volume_node, package=None) -> None:
-    """Raise ``InputVolumeError`` unless ``volume_node`` can be segmented (by ``package`` if given).
-
-    Accepted: scalar volumes (one channel) and RGB vector volumes (3 channels) with voxels.
-    Refused with a message: labelmaps, 4D input (sequence frames, multi-volumes), tensor and
-    diffusion volumes, empty volumes, and a channel count that differs from the model's.
-
-    Args:
-        volume_node: a vtkMRMLVolumeNode (or None).
-        package: optional ModelPackage; its ``in_channels`` must match the volume's channels.
-
-    Raises:
-        InputVolumeError: the volume cannot be segmented; the message says why and what to do.
-    """
-    if volume_node is None:
-        raise InputVolumeError("No input volume selected: choose a volume to segment.")
-    name = volume_node.GetName()
-    class_name = volume_node.GetClassName()
-    if volume_node.IsA("vtkMRMLLabelMapVolumeNode"):
-        raise InputVolumeError(
-            f"'{name}' is a labelmap volume, not an image: select the image volume to segment "
-            "(labelmaps are already segmentations; convert them in the Segmentations module)."
-        )
-    if class_name in ("vtkMRMLMultiVolumeNode",) or _is_sequence_proxy(volume_node):
-        raise InputVolumeError(
-            f"'{name}' is one frame of a 4D sequence. A whole cine is segmented with a cardiac model "
-            "(cardiac-acdc), which also measures the ventricular function (mrml_cardiac); to segment one frame "
-            "alone, copy it into a standalone volume (Sequences module, 'Save current frame' or right-click > "
-            "Clone in the Data module) and segment that volume."
-        )
-    # (vtkMRMLVectorVolumeNode derives from vtkMRMLTensorVolumeNode: test the diffusion classes only.)
-    if volume_node.IsA("vtkMRMLDiffusionTensorVolumeNode") or volume_node.IsA("vtkMRMLDiffusionWeightedVolumeNode"):
-        raise InputVolumeError(
-            f"'{name}' is a diffusion/tensor volume ({class_name}); select a scalar or RGB image volume."
-        )
-    image_data = volume_node.GetImageData()
-    if image_data is None or image_data.GetNumberOfPoints() == 0:
-        raise InputVolumeError(f"'{name}' has no voxels: load image data into it first.")
-    components = image_data.GetNumberOfScalarComponents()
-    is_vector = volume_node.IsA("vtkMRMLVectorVolumeNode")
-    if not is_vector and components != 1:
-        raise InputVolumeError(
-            f"'{name}' has {components} values per voxel (4D or multi-component data); "
-            "select a single-frame scalar volume or an RGB volume."
-        )
-    if is_vector and components != 3:
-        raise InputVolumeError(
-            f"'{name}' is a vector volume with {components} components; only RGB (3 components) "
-            "vector volumes can be segmented."
-        )
-    if package is not None:
-        in_channels = int(package.in_channels)
-        if in_channels != components:
-            kind = "an RGB (3-channel) image" if in_channels == 3 else f"{in_channels}-channel images"
-            got = "an RGB vector volume" if is_vector else "a single-channel (grayscale) volume"
-            raise InputVolumeError(
-                f"Model '{package.id}' segments {kind}, but '{name}' is {got}: choose a model made "
-                "for this kind of image."
-            )
-
-
-def ijk_to_ras_matrix(volume_node) -> np.ndarray:
-    """Return the volume's 4x4 IJK-to-RAS matrix (float64) in its own frame (parent transform not applied)."""
-    matrix = vtk.vtkMatrix4x4()
-    volume_node.GetIJKToRASMatrix(matrix)
-    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
-
-
-def _vtk_matrix(array: np.ndarray) -> vtk.vtkMatrix4x4:
-    matrix = vtk.vtkMatrix4x4()
-    for r in range(4):
-        for c in range(4):
-            matrix.SetElement(r, c, float(array[r, c]))
-    return matrix
-
-
-def _image_array(image_data) -> np.ndarray:
-    """Copy of a vtkImageData's scalars as (K, J, I) or (K, J, I, C)."""
-    dims = image_data.GetDimensions()
-    scalars = numpy_support.vtk_to_numpy(image_data.GetPointData().GetScalars())
-    components = image_data.GetNumberOfScalarComponents()
-    shape = (dims[2], dims[1], dims[0]) + ((components,) if components > 1 else ())
-    return scalars.reshape(shape).copy()
-
-
-def image_from_volume_node(volume_node) -> sitk.Image:
-    """Convert a scalar or RGB volume node to a SimpleITK image with the same voxel grid.
-
-    Args:
-        volume_node: vtkMRMLScalarVolumeNode or vtkMRMLVectorVolumeNode with image data.
-
-    Returns:
-        sitk.Image in LPS: size (I, J, K), spacing in mm, origin and direction converted from the
-        node's IJK-to-RAS matrix (own frame, parent transform ignored); the voxel type is the node's;
-        an RGB volume gives a 3-component vector image.
-
-    Raises:
-        InputVolumeError: from ``check_input_volume``, or a zero or non-finite spacing along an axis.
-    """
-    check_input_volume(volume_node)
-    image_data = volume_node.GetImageData()
-    array = _image_array(image_data)  # (K, J, I) or (K, J, I, 3)
-    ijk_to_ras = ijk_to_ras_matrix(volume_node)
-    # vtkImageData may start at a non-zero extent: the first voxel's position is then shifted.
-    extent = image_data.GetExtent()
-    first_voxel_ras = ijk_to_ras @ np.array([extent[0], extent[2], extent[4], 1.0])
-    linear = ijk_to_ras[:3, :3]
-    spacing = np.linalg.norm(linear, axis=0)
-    for axis, value in zip("IJK", spacing):
-        if not np.isfinite(value) or value <= 1e-9:
-            raise InputVolumeError(
-                f"'{volume_node.GetName()}' has a voxel spacing of {value:g} mm along its {axis} axis, so its "
-                "geometry is undefined: set the correct spacing in the Volumes module (Volume Information > "
-                "Image Spacing) and try again."
-            )
-    direction_lps = _RAS_TO_LPS @ (linear / spacing)
-    origin_lps = _RAS_TO_LPS @ first_voxel_ras[:3]
-    image = sitk.GetImageFromArray(array, isVector=array.ndim == 4)
-    image.SetSpacing([float(s) for s in spacing])
-    image.SetOrigin([float(o) for o in origin_lps])
-    image.SetDirection([float(d) for d in direction_lps.flatten()])
-    return image
-
-
-def add_volume_node_from_image(scene, image: sitk.Image, name: str = "Volume"):
-    """Add a volume node holding ``image`` (the inverse of ``image_from_volume_node``).
-
-    A 3-component image becomes a vtkMRMLVectorVolumeNode, anything else a vtkMRMLScalarVolumeNode.
-    Used to load sample data and by tests; in the Slicer application ``slicer.util.loadVolume`` is the
-    usual way.
-
-    Args:
-        scene: vtkMRMLScene.
-        image: 3D SimpleITK image in LPS (scalar, or 3-component vector).
-        name: node name (made unique in the scene).
-
-    Returns:
-        The new volume node, with display nodes.
-
-    Raises:
-        ValueError: ``image`` is not 3D or has a component count other than 1 or 3.
-    """
-    if image.GetDimension() != 3:
-        raise ValueError(f"Expected a 3D image; got {image.GetDimension()}D. Add a slice axis first.")
-    components = image.GetNumberOfComponentsPerPixel()
-    if components not in (1, 3):
-        raise ValueError(f"Expected 1 or 3 components per voxel; got {components}.")
-    class_name = "vtkMRMLVectorVolumeNode" if components == 3 else "vtkMRMLScalarVolumeNode"
-    array = sitk.GetArrayFromImage(image)  # (K, J, I) or (K, J, I, 3)
-    if array.dtype == np.int64 or array.dtype == np.bool_:
-        array = array.astype(np.int32 if array.dtype == np.int64 else np.uint8)
-    spacing = np.array(image.GetSpacing())
-    direction_ras = _RAS_TO_LPS @ np.array(image.GetDirection()).reshape(3, 3)
-    ijk_to_ras = np.eye(4)
-    ijk_to_ras[:3, :3] = direction_ras * spacing
-    ijk_to_ras[:3, 3] = _RAS_TO_LPS @ np.array(image.GetOrigin())
-    node = scene.AddNewNodeByClass(class_name, scene.GenerateUniqueName(name))
-    node.SetIJKToRASMatrix(_vtk_matrix(ijk_to_ras))
-    image_data = vtk.vtkImageData()
-    image_data.SetDimensions(array.shape[2], array.shape[1], array.shape[0])
-    image_data.AllocateScalars(numpy_support.get_vtk_array_type(array.dtype), components)
-    flat = array.reshape(-1) if components == 1 else array.reshape(-1, components)
-    numpy_support.vtk_to_numpy(image_data.GetPointData().GetScalars())[:] = flat
-    node.SetAndObserveImageData(image_data)
-    node.CreateDefaultDisplayNodes()
-    return node
-
-
-# --------------------------------------------------------------------------------------------------
-# Labelmap -> segments
-# --------------------------------------------------------------------------------------------------
-
-
 def labelmap_to_uint8(labels: np.ndarray) -> np.ndarray:
     """Return ``labels`` as a uint8 array (VTK rejects int64 and bool arrays).
 
@@ -306,10 +96,10 @@ def labelmap_to_uint8(labels: np.ndarray) -> np.ndarray:
     return labels.astype(np.uint8)
 
 
-def _binary_oriented_image(mask: np.ndarray, ijk_to_ras: np.ndarray):
+def binary_oriented_image(mask: np.ndarray, ijk_to_ras: np.ndarray):
     """A uint8 (0/1) vtkOrientedImageData with the given (K, J, I) mask and geometry."""
     image = slicer.vtkOrientedImageData()
-    image.SetImageToWorldMatrix(_vtk_matrix(ijk_to_ras))
+    image.SetImageToWorldMatrix(vtk_matrix(ijk_to_ras))
     image.SetDimensions(mask.shape[2], mask.shape[1], mask.shape[0])
     image.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
     numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())[:] = mask.reshape(-1).astype(np.uint8)
@@ -344,7 +134,7 @@ def segment_hash(segmentation_node, segment_id: str, reference_ijk_to_ras: np.nd
     extent = image.GetExtent()
     if extent[1] < extent[0] or extent[3] < extent[2] or extent[5] < extent[4]:
         return mask_hash(np.zeros((0, 0, 0), np.uint8))
-    array = _image_array(image)
+    array = image_array(image)
     k, j, i = np.nonzero(array)
     if k.size == 0:
         return mask_hash(np.zeros((0, 0, 0), np.uint8))
@@ -367,7 +157,7 @@ def terminology_entry(entry) -> str:
     """
     if not entry.coded:
         return ""
-    from .terminology import ANATOMIC_CONTEXT, TERMINOLOGY_CONTEXT
+    from ..terminology import ANATOMIC_CONTEXT, TERMINOLOGY_CONTEXT
 
     term = slicer.vtkSlicerTerminologyEntry()
     term.SetTerminologyContextName(TERMINOLOGY_CONTEXT)
@@ -382,14 +172,16 @@ def terminology_entry(entry) -> str:
     return slicer.vtkSlicerTerminologiesModuleLogic.SerializeTerminologyEntry(term)
 
 
-def _model_name(package) -> str:
+def model_name(package) -> str:
+    """The model's display name (model.json ``name``, read through its card), else its id."""
     card = getattr(package, "card", None)
-    return str(getattr(card, "name", None) or package.id)
+    name = getattr(card, "name", None)
+    return str(name or package.id)
 
 
-def _color_table_for_model(scene, package):
+def color_table_for_model(scene, package):
     """Find or create the colour table naming and coding the model's label values (kept on export)."""
-    number_of_colors = max(int(c["label_value"]) for c in package.classes) + 1
+    number_of_colors = max(int(e.label_value) for e in package.class_entries) + 1
     existing = scene.GetNodesByClass("vtkMRMLColorTableNode")
     try:
         for i in range(existing.GetNumberOfItems()):
@@ -401,7 +193,7 @@ def _color_table_for_model(scene, package):
     finally:
         existing.UnRegister(None)
     table = scene.AddNewNodeByClass(
-        "vtkMRMLColorTableNode", scene.GenerateUniqueName(f"{_model_name(package)} labels")
+        "vtkMRMLColorTableNode", scene.GenerateUniqueName(f"{model_name(package)} labels")
     )
     table.SetTypeToUser()
     table.SetNumberOfColors(number_of_colors)
@@ -417,7 +209,7 @@ def _color_table_for_model(scene, package):
     return table
 
 
-def _segment_tag(segment, name: str) -> str | None:
+def segment_tag(segment, name: str) -> str | None:
     """Value of a segment tag, or None when the segment does not carry it."""
     value = vtk.reference("")
     return str(value) if segment.GetTag(name, value) else None
@@ -427,14 +219,14 @@ def _find_model_segment(segmentation, model_id: str, label_value: int) -> str | 
     """Id of the segment this model wrote for ``label_value`` (by tags, not by name), or None."""
     for index in range(segmentation.GetNumberOfSegments()):
         segment = segmentation.GetNthSegment(index)
-        if _segment_tag(segment, TAG_MODEL_ID) == model_id and _segment_tag(segment, TAG_LABEL_VALUE) == str(
+        if segment_tag(segment, TAG_MODEL_ID) == model_id and segment_tag(segment, TAG_LABEL_VALUE) == str(
             label_value
         ):
             return segmentation.GetNthSegmentID(index)
     return None
 
 
-def _place_like_volume(segmentation_node, volume_node) -> None:
+def place_like_volume(segmentation_node, volume_node) -> None:
     """Same parent transform and subject-hierarchy parent as the volume."""
     segmentation_node.SetAndObserveTransformNodeID(volume_node.GetTransformNodeID())
     scene = volume_node.GetScene()
@@ -464,11 +256,11 @@ def _new_segmentation_node(volume_node, package):
     """A segmentation node placed like the volume (transform, study), its geometry the volume's."""
     scene = volume_node.GetScene()
     node = scene.AddNewNodeByClass(
-        "vtkMRMLSegmentationNode", scene.GenerateUniqueName(f"{volume_node.GetName()} {_model_name(package)}")
+        "vtkMRMLSegmentationNode", scene.GenerateUniqueName(f"{volume_node.GetName()} {model_name(package)}")
     )
     node.CreateDefaultDisplayNodes()
     node.SetAttribute(ATTRIBUTE_MODEL_ID, str(package.id))
-    _place_like_volume(node, volume_node)
+    place_like_volume(node, volume_node)
     node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
     _enable_undo(scene, node, node.GetDisplayNode())
     return node
@@ -534,7 +326,7 @@ def _apply_review(segment, entry, review: dict | None) -> str | None:
     return reason
 
 
-def _write_segments(segmentation_node, volume_node, package, labels: np.ndarray, reviews: dict[int, dict]):
+def write_segments(segmentation_node, volume_node, package, labels: np.ndarray, reviews: dict[int, dict]):
     """Add or update one segment per class (``reviews``: label value -> report entry, see ``report_reviews``);
     return (added, updated, kept-because-edited, flagged) where flagged maps a written segment's id to why
     it needs review."""
@@ -547,11 +339,11 @@ def _write_segments(segmentation_node, volume_node, package, labels: np.ndarray,
     try:
         for entry in sorted(package.class_entries, key=lambda e: e.label_value):
             mask = (labels == entry.label_value).astype(np.uint8)
-            image = _binary_oriented_image(mask, ijk_to_ras)
+            image = binary_oriented_image(mask, ijk_to_ras)
             segment_id = _find_model_segment(segmentation, model_id, entry.label_value)
             if segment_id is not None:
                 segment = segmentation.GetSegment(segment_id)
-                if _segment_tag(segment, TAG_LABELMAP_HASH) != segment_hash(segmentation_node, segment_id, ijk_to_ras):
+                if segment_tag(segment, TAG_LABELMAP_HASH) != segment_hash(segmentation_node, segment_id, ijk_to_ras):
                     kept.append(segment_id)
                     continue
                 # No segment may be overwritten (empty overwrite list): where the new mask overlaps a
@@ -604,15 +396,41 @@ def _summary(segmentation_node, created: bool, added: list, updated: list, kept:
     return f"{'; '.join(parts)} in '{segmentation_node.GetName()}'."
 
 
-def write_segmentation(volume_node, package, labelmap, segmentation_node=None,
-                       report: dict | None = None) -> SegmentationResult:
+def _checked_labels(volume_node, package, labelmap) -> np.ndarray:
+    """The labelmap as a uint8 (K, J, I) array on the volume's grid holding only the model's label values.
+
+    Raises:
+        ValueError: the labelmap's shape differs from the volume's, or it holds labels the model does
+            not define.
+    """
+    if isinstance(labelmap, sitk.Image):
+        labels = sitk.GetArrayViewFromImage(labelmap)
+    else:
+        labels = np.asarray(labelmap)
+    labels = labelmap_to_uint8(labels)
+    dims = volume_node.GetImageData().GetDimensions()
+    expected = (dims[2], dims[1], dims[0])
+    if labels.shape != expected:
+        raise ValueError(f"Labelmap shape {labels.shape} (K, J, I) differs from the volume's {expected}.")
+    known = {int(e.label_value) for e in package.class_entries} | {0}
+    present = {int(v) for v in np.unique(labels)}
+    if not present <= known:
+        raise ValueError(
+            f"The prediction holds label values {sorted(present - known)} that model '{package.id}' does "
+            f"not define (defined: {sorted(known - {0})})."
+        )
+    return labels
+
+
+def write_segmentation_node(volume_node, package, labelmap, segmentation_node=None,
+                            report: dict | None = None) -> SegmentationResult:
     """Write a predicted labelmap into a segmentation node, protecting segments the user edited.
 
     Must run on the thread that owns the scene (the main thread in Slicer).
 
     Args:
         volume_node: the segmented volume; gives geometry, parent transform and subject-hierarchy place.
-        package: ModelPackage whose ``classes`` name, colour and code the labels.
+        package: ModelPackage whose ``class_entries`` name, colour and code the labels.
         labelmap: sitk.Image or np.ndarray (K, J, I) of label values on the volume's grid
             (any integer or bool dtype with values 0..255; stored as uint8).
         segmentation_node: existing vtkMRMLSegmentationNode to update, or None to create one. If it is
@@ -633,41 +451,21 @@ def write_segmentation(volume_node, package, labelmap, segmentation_node=None,
     scene = volume_node.GetScene()
     if scene is None or not scene.IsNodePresent(volume_node):
         raise InputVolumeError("The input volume was removed from the scene before the result was written.")
-    if isinstance(labelmap, sitk.Image):
-        labels = sitk.GetArrayViewFromImage(labelmap)
-    else:
-        labels = np.asarray(labelmap)
-    labels = labelmap_to_uint8(labels)
-    dims = volume_node.GetImageData().GetDimensions()
-    expected = (dims[2], dims[1], dims[0])
-    if labels.shape != expected:
-        raise ValueError(f"Labelmap shape {labels.shape} (K, J, I) differs from the volume's {expected}.")
-    known = {int(c["label_value"]) for c in package.classes} | {0}
-    present = {int(v) for v in np.unique(labels)}
-    if not present <= known:
-        raise ValueError(
-            f"The prediction holds label values {sorted(present - known)} that model '{package.id}' does "
-            f"not define (defined: {sorted(known - {0})})."
-        )
-
+    labels = _checked_labels(volume_node, package, labelmap)
     reviews, warnings = report_reviews(report, package)
     messages = []
-    if segmentation_node is not None and (
-        segmentation_node.GetTransformNodeID() != volume_node.GetTransformNodeID()
-    ):
-        messages.append(
-            f"'{segmentation_node.GetName()}' is under a different transform than the volume, so the "
-            "result was written to a new segmentation."
-        )
+    if segmentation_node is not None and segmentation_node.GetTransformNodeID() != volume_node.GetTransformNodeID():
+        messages.append(f"'{segmentation_node.GetName()}' is under a different transform than the volume, so the "
+                        "result was written to a new segmentation.")
         segmentation_node = None
     if scene.GetUndoFlag():
         scene.SaveStateForUndo()
     created = segmentation_node is None
     if created:
         segmentation_node = _new_segmentation_node(volume_node, package)
-    color_table = _color_table_for_model(scene, package)
+    color_table = color_table_for_model(scene, package)
     segmentation_node.SetLabelmapConversionColorTableNodeID(color_table.GetID())
-    added, updated, kept, flagged = _write_segments(segmentation_node, volume_node, package, labels, reviews)
+    added, updated, kept, flagged = write_segments(segmentation_node, volume_node, package, labels, reviews)
     if kept:
         logger.info("Kept %d edited segment(s) unchanged: %s", len(kept), ", ".join(kept))
     messages.insert(0, _summary(segmentation_node, created, added, updated, kept))
@@ -687,79 +485,57 @@ def write_segmentation(volume_node, package, labelmap, segmentation_node=None,
     )
 
 
-# --------------------------------------------------------------------------------------------------
-# The whole pipeline
-# --------------------------------------------------------------------------------------------------
+def _segment_label_value(segment, names: dict[str, int]) -> int | None:
+    value = segment_tag(segment, TAG_LABEL_VALUE)
+    if value is not None and value.isdigit():
+        return int(value)
+    return names.get(segment.GetName().removesuffix(NEEDS_REVIEW_SUFFIX))
 
 
-def resolve_model(model):
-    """A ModelPackage for ``model`` (a ModelPackage, a model id or a model folder path)."""
-    if isinstance(model, str) or hasattr(model, "__fspath__"):
-        from .package import load_model_package
+def segmentation_labelmap(segmentation_node, frame_node, names: dict[str, int]) -> np.ndarray:
+    """The labelmap of a segmentation on a frame's grid, (K, J, I) uint8.
 
-        return load_model_package(model)
-    return model
-
-
-def _predict(image, package, device, tta, batch_size, progress, cancel, mode=None):
-    """``(labels, report)`` of ``inference.Predictor.segment`` (imported here: torch is loaded only when a
-    run starts); ``(None, None)`` when cancelled."""
-    from .inference import InferenceSettings, Predictor
-
-    predictor = Predictor(package, InferenceSettings(device=device, mode=mode, tta=tta, batch_size=batch_size))
-    result = predictor.segment(image, progress=progress, cancel=cancel)
-    return (None, None) if result is None else (result.labels, result.report())
-
-
-def segment_volume_node(
-    volume_node,
-    model,
-    segmentation_node=None,
-    device: str = "auto",
-    progress: ProgressCallback | None = None,
-    cancel: threading.Event | None = None,
-    tta: bool | None = None,
-    batch_size: int | None = None,
-    mode: str | None = None,
-) -> SegmentationResult | None:
-    """Segment a volume node with a model and write the result into a segmentation node.
-
-    Runs synchronously on the calling thread, for the Python console and tests. The Slicer module runs
-    the prediction in a child process (``segment`` under Slicer's Python, :mod:`.worker`) and calls
-    :func:`write_segmentation` on the main thread when it has finished.
+    A segment's label value is its ``AttentionMambaSeg.LabelValue`` tag, else the value whose class name it
+    bears (``names``: class name -> label value; a "(needs review)" suffix is ignored); other segments
+    are left out. Where segments overlap, the later one wins.
 
     Args:
-        volume_node: scalar or RGB vtkMRMLVolumeNode (not a labelmap, not a 4D frame).
-        model: ModelPackage, bundled/imported model id, or model folder path.
-        segmentation_node: segmentation to update (segments the user edited are kept) or None for a new one.
-        device: "auto", "cpu", "cuda" or "cuda:N".
-        progress: called as ``progress(done_slices, total_slices)``.
-        cancel: when set, the run stops within one batch of slices.
-        tta: flip test-time augmentation: True 4 flips, False none, None the speed mode's own.
-        batch_size: slices per network call (default: 1 on a CPU, 4 on a GPU).
-        mode: speed mode, "fast" or "accurate" (None: the model's default for the device; see
-            ``package.card.speed_modes``).
-
-    Returns:
-        SegmentationResult, or None when cancelled (nothing in the scene was created or changed).
-
-    Raises:
-        InputVolumeError: the volume cannot be segmented by this model (message says why).
+        segmentation_node: a ``vtkMRMLSegmentationNode`` (a sequence item or a proxy).
+        frame_node: the frame's volume node (its IJK-to-RAS matrix and dimensions give the grid).
+        names: class name -> label value.
     """
-    package = resolve_model(model)
-    check_input_volume(volume_node, package)
-    image = image_from_volume_node(volume_node)
-    labelmap, report = _predict(image, package, device, tta, batch_size, progress, cancel, mode=mode)
-    if labelmap is None or (cancel is not None and cancel.is_set()):
-        return None
-    return write_segmentation(volume_node, package, labelmap, segmentation_node, report=report)
+    dims = frame_node.GetImageData().GetDimensions()
+    labels = np.zeros((dims[2], dims[1], dims[0]), np.uint8)
+    reference = slicer.vtkOrientedImageData()
+    reference.SetImageToWorldMatrix(vtk_matrix(ijk_to_ras_matrix(frame_node)))
+    reference.SetExtent(0, dims[0] - 1, 0, dims[1] - 1, 0, dims[2] - 1)
+    segmentation = segmentation_node.GetSegmentation()
+    logic = slicer.vtkSlicerSegmentationsModuleLogic
+    for index in range(segmentation.GetNumberOfSegments()):
+        value = _segment_label_value(segmentation.GetNthSegment(index), names)
+        if value is None or not 0 < value < 256:
+            continue
+        image = slicer.vtkOrientedImageData()
+        if not logic.GetSegmentBinaryLabelmapRepresentation(segmentation_node, segmentation.GetNthSegmentID(index),
+                                                            image, False):
+            continue
+        extent = image.GetExtent()
+        if extent[1] < extent[0] or extent[3] < extent[2] or extent[5] < extent[4]:
+            continue  # an empty segment
+        resampled = slicer.vtkOrientedImageData()
+        if not slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(
+                image, reference, resampled, False, False):
+            raise RuntimeError(f"Segment '{segmentation.GetNthSegment(index).GetName()}' could not be resampled onto "
+                               "the frame's grid.")
+        labels[image_array(resampled).reshape(labels.shape) > 0] = value
+    return labels
 
 
 def export_segmentation_to_labelmap_node(segmentation_node, labelmap_node, reference_volume_node=None) -> None:
     """Export all segments to a labelmap node keeping each label value (via the model's colour table).
 
     Args:
-        segmentation_node: segmentation written by ``write_segmentation``.
+        segmentation_node: segmentation written by ``write_segmentation_node``.
         labelmap_node: vtkMRMLLabelMapVolumeNode (in the scene) that receives the labels.
         reference_volume_node: output grid; default: the segmentation's reference geometry volume.
 
