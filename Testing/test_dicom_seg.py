@@ -15,7 +15,8 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
-from _inference_helpers import DICOM_DIR, require
+from _inference_helpers import DICOM_DIR
+from conftest import require
 from AttentionMambaSegLib import dicom_seg, io
 from AttentionMambaSegLib.inference.confidence import SegmentReport
 from AttentionMambaSegLib.package import load_model_package

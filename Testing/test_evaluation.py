@@ -12,8 +12,8 @@ from AttentionMambaSegLib.cli import main
 from AttentionMambaSegLib.evaluation import EMPTY_MASK_CONVENTIONS, evaluate, format_summary
 from AttentionMambaSegLib.package import load_model_package, save_model_package
 
-from conftest import DATASETS  # noqa: E402
-pytestmark = pytest.mark.skipif(not DATASETS.is_dir(), reason="shared datasets not available")
+from conftest import DATASETS, needs_datasets  # noqa: E402
+pytestmark = needs_datasets
 
 CASE = "hippocampus_001"
 

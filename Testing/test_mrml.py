@@ -19,7 +19,6 @@ from _slicer_helpers import (  # noqa: I001  (skips the module when slicer-core 
     new_scene,
     read_dicom_slab,
     read_slab,
-    require,
     segment_array,
     segment_ids,
     segment_names,
@@ -28,7 +27,9 @@ from _slicer_helpers import (  # noqa: I001  (skips the module when slicer-core 
     tag,
     tiny_package,
 )
+from conftest import require
 
+# isort: split
 import SimpleITK as sitk  # noqa: E402
 import vtk  # noqa: E402
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from _inference_helpers import HIPPO_IMAGE, require
+from _inference_helpers import HIPPO_IMAGE
+from conftest import require
 
 from AttentionMambaSegLib import inference, io
 from AttentionMambaSegLib.inference.reslice import canonical_reference, labels_back, obliquity_degrees

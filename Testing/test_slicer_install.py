@@ -18,6 +18,7 @@ import pytest
 
 from _slicer_helpers import MODULE_DIR, install_gui_shims, new_scene, slicer
 
+# isort: split
 import SimpleITK as sitk  # noqa: E402
 
 from AttentionMambaSegLib import mrml, package as packages, slicer_install, slicer_models  # noqa: E402

@@ -23,14 +23,15 @@ from _slicer_helpers import (  # noqa: I001
     REPO,
     install_gui_shims,
     new_scene,
-    require,
     segment_array,
     segment_ids,
     segment_names,
     slicer,
     tag,
 )
+from conftest import require
 
+# isort: split
 import SimpleITK as sitk  # noqa: E402
 
 from AttentionMambaSegLib import mrml  # noqa: E402
