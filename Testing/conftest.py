@@ -2,7 +2,8 @@
 of a dataset and a real sample.
 
 Tests import the plain helpers from here (``from conftest import DATASETS, make_copy, needs_datasets, require``);
-pytest finds the fixtures by name.
+pytest finds the fixtures by name. Importing this file does not import torch: tests that check a path without
+torch (Slicer's own process) import their test module, and so this file, with torch blocked.
 """
 
 from __future__ import annotations
@@ -19,14 +20,16 @@ import pytest
 
 import AttentionMambaSegLib  # noqa: F401  (before torch: it sets torch's OpenMP wait policy)
 
-# isort: split
-import torch
-
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ATTENTION_MAMBA_SEG_SHARED", REPO.parent / "shared"))
 DATASETS = SHARED / "datasets"
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+def pytest_configure(config):
+    import torch
+
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
 
 #: Marks a test (or a module, as ``pytestmark``) that reads the shared datasets: skipped when they are absent.
 needs_datasets = pytest.mark.skipif(
@@ -74,6 +77,7 @@ def acdc_slice(datasets_dir):
     """
     import numpy as np
     import SimpleITK as sitk
+    import torch
 
     image = sitk.GetArrayFromImage(sitk.ReadImage(str(datasets_dir / "ACDC/imagesTr/patient001_frame01_0000.nii.gz")))
     label = sitk.GetArrayFromImage(sitk.ReadImage(str(datasets_dir / "ACDC/labelsTr/patient001_frame01.nii.gz")))
