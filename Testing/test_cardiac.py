@@ -310,6 +310,7 @@ def test_cardiac_help_lists_the_options(capsys):
         assert option in text
 
 
+@pytest.mark.slow
 def test_cardiac_4d_input_equals_two_3d_inputs(tmp_path, capsys):
     """ED and ES stacked into a 4D NIfTI give the figures of the two volumes given as ED then ES."""
     from AttentionMambaSegLib.cli import main

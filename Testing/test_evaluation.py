@@ -55,6 +55,7 @@ def test_evaluate_one_case_writes_csv_and_png(tmp_path, model_dir):
     assert "mean of classes" in text and "anterior hippocampus" in text
 
 
+@pytest.mark.slow
 def test_evaluate_cli(tmp_path, model_dir, capsys):
     root = tmp_path / "Hippocampus"
     (root / "imagesTr").mkdir(parents=True)

@@ -49,6 +49,7 @@ def test_obliquity_and_the_canonical_grid():
     assert back.GetSize() == tilted.GetSize() and back.GetDirection() == tilted.GetDirection()
 
 
+@pytest.mark.slow
 def test_a_30_degree_oblique_hippocampus_is_segmented_in_the_models_axes():
     require(HIPPO_IMAGE)
     image = io.read_image(HIPPO_IMAGE)

@@ -184,6 +184,7 @@ def _run_segment_command(image_path, output, *extra):
     assert done.returncode == 0, done.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_gui_path_runs_in_a_child_process_and_equals_the_segment_command(module, tmp_path):
     """The Logic's child-process run (real CLI, real model, real volume) vs `attention-mamba-seg segment`."""
     scene = new_scene()
@@ -542,6 +543,7 @@ def test_terminology_files_register_with_slicers_terminology_logic(module, monke
     assert module._loadedRegionContexts(logic) == [terminology.ANATOMIC_CONTEXT]
 
 
+@pytest.mark.slow
 def test_module_test_class_runs_the_pipeline_on_the_bundled_sample(module):
     new_scene()
     test = module.AttentionMambaSegTest()

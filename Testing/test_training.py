@@ -151,6 +151,7 @@ def run_training(dataset, output, **settings):
     return training.train(training.TrainingConfig(dataset, output, **settings))
 
 
+@pytest.mark.slow
 @needs_datasets
 def test_short_run_lowers_validation_loss(tmp_path):
     root = make_copy(tmp_path, "ACDC", TRAIN_CASES, VAL_CASES)
@@ -180,6 +181,7 @@ def test_short_run_lowers_validation_loss(tmp_path):
     assert after < before
 
 
+@pytest.mark.slow
 @needs_datasets
 def test_resume_is_bit_identical(tmp_path):
     # Hippocampus: small slices, so validation is cheap.
