@@ -208,6 +208,7 @@ def _acdc_pair(patient="patient019"):
     return [sitk.ReadImage(str(_image(patient, i))) for i in (1, 2)]
 
 
+@pytest.mark.slow
 def test_read_cine_from_4d_nifti_nrrd_sequence_and_dicom(tmp_path):
     import nrrd
 

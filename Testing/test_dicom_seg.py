@@ -144,6 +144,7 @@ def test_cli_refuses_nifti_input_for_dicom_seg(tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_segment_dicom_series_to_seg_equals_nifti_output(tmp_path, series, hippocampus):
     """The shared series segmented to .dcm and to .nii.gz: the same labels, voxel for voxel."""
     from AttentionMambaSegLib.cli import main

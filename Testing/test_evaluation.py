@@ -40,6 +40,7 @@ def model_dir(tmp_path):
     return save_model_package(network, config, tmp_path / "model")
 
 
+@pytest.mark.slow
 def test_evaluate_one_case_writes_csv_and_png(tmp_path, model_dir):
     out = tmp_path / "metrics.csv"
     summary = evaluate(model_dir, DATASETS / "Hippocampus", cases=[CASE], output=out, tta=False, device="cpu")

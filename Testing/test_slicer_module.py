@@ -562,6 +562,7 @@ def test_supported_slicer_range_is_declared_and_enforced(module, monkeypatch):
     assert module.AttentionMambaSegLogic.slicerVersionProblem() == ""
 
 
+@pytest.mark.slow
 def test_a_model_not_in_the_cache_is_listed_and_downloaded_in_a_child_process(module, tmp_path, monkeypatch):
     import http.server
     import shutil

@@ -200,6 +200,7 @@ def test_resume_is_bit_identical(tmp_path):
         run_training(root, tmp_path / "whole", **TINY)
 
 
+@pytest.mark.slow
 @needs_datasets
 def test_init_from_keeps_the_models_target_spacing(tmp_path):
     # hippocampus-msd is bundled at 0.5 mm; the data's median is 1 mm. A continuation without
