@@ -6,7 +6,6 @@ the geometry tests (the geometry does not depend on the architecture, and it is 
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -15,9 +14,9 @@ import SimpleITK as sitk
 import torch
 
 from AttentionMambaSegLib import package as pkg
+from conftest import DATASETS
 
-# Same location rule as conftest.py: ATTENTION_MAMBA_SEG_SHARED, else the "shared" folder beside the repo.
-DATA = Path(os.environ.get("ATTENTION_MAMBA_SEG_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "datasets"
+DATA = DATASETS
 ACDC_IMAGE = DATA / "ACDC/imagesTr/patient019_frame01_0000.nii.gz"
 ACDC_LABEL = DATA / "ACDC/labelsTr/patient019_frame01.nii.gz"
 HIPPO_IMAGE = DATA / "Hippocampus/imagesTr/hippocampus_001_0000.nii.gz"
@@ -39,14 +38,6 @@ def snomed_for_class(i: int) -> dict:
     """Terminology of the i-th class of a test model (category Tissue, a type of its own)."""
     code, meaning = TEST_TYPES[i % len(TEST_TYPES)]
     return {"category": SNOMED_TISSUE["category"], "type": {"code": code, "scheme": "SCT", "meaning": meaning}}
-
-
-def require(*paths: Path) -> None:
-    import pytest
-
-    for p in paths:
-        if not p.exists():
-            pytest.skip(f"shared test data {p} is not available")
 
 
 class TinyConvNet(torch.nn.Module):

@@ -56,12 +56,6 @@ HIPPO_CLASSES = [
 ]
 
 
-def require(*paths: Path) -> None:
-    for p in paths:
-        if not p.exists():
-            pytest.skip(f"shared data {p} is not available")
-
-
 # ------------------------------------------------------------------------------------------ scene
 def new_scene():
     """A fresh scene as slicer.mrmlScene, with slicer.modules.{volumes,segmentations}.logic()."""

@@ -208,6 +208,7 @@ def _acdc_pair(patient="patient019"):
     return [sitk.ReadImage(str(_image(patient, i))) for i in (1, 2)]
 
 
+@pytest.mark.slow
 def test_read_cine_from_4d_nifti_nrrd_sequence_and_dicom(tmp_path):
     import nrrd
 
@@ -310,6 +311,7 @@ def test_cardiac_help_lists_the_options(capsys):
         assert option in text
 
 
+@pytest.mark.slow
 def test_cardiac_4d_input_equals_two_3d_inputs(tmp_path, capsys):
     """ED and ES stacked into a 4D NIfTI give the figures of the two volumes given as ED then ES."""
     from AttentionMambaSegLib.cli import main

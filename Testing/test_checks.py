@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from _inference_helpers import DICOM_DIR, HIPPO_IMAGE, TinyConvNet, make_config, require
+from _inference_helpers import DICOM_DIR, HIPPO_IMAGE, TinyConvNet, make_config
+from conftest import require
 
 from AttentionMambaSegLib import images, package as pkg
 from AttentionMambaSegLib.card import ModelCard, TrainingGeometry

@@ -18,7 +18,8 @@ import pytest
 import SimpleITK as sitk
 import slicerio
 
-from _inference_helpers import ACDC_IMAGE, DICOM_DIR, PH2_IMAGE, make_package, require
+from _inference_helpers import ACDC_IMAGE, DICOM_DIR, PH2_IMAGE, make_package
+from conftest import require
 from AttentionMambaSegLib import cli, images, inference, model_store, package as pkg
 from AttentionMambaSegLib.inference import InferenceSettings
 

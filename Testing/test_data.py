@@ -9,9 +9,8 @@ import SimpleITK as sitk
 
 from AttentionMambaSegLib import dataset_validation, datasets
 
-from _dataset_helpers import make_copy  # noqa: E402
-from conftest import DATASETS  # noqa: E402
-pytestmark = pytest.mark.skipif(not DATASETS.is_dir(), reason="shared datasets not available")
+from conftest import make_copy, needs_datasets  # noqa: E402
+pytestmark = needs_datasets
 
 
 

@@ -15,7 +15,8 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
-from _inference_helpers import DICOM_DIR, require
+from _inference_helpers import DICOM_DIR
+from conftest import require
 from AttentionMambaSegLib import dicom, dicom_seg, images
 from AttentionMambaSegLib.inference.result import SegmentReport
 from AttentionMambaSegLib.package import load_model_package
@@ -143,6 +144,7 @@ def test_cli_refuses_nifti_input_for_dicom_seg(tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_segment_dicom_series_to_seg_equals_nifti_output(tmp_path, series, hippocampus):
     """The shared series segmented to .dcm and to .nii.gz: the same labels, voxel for voxel."""
     from AttentionMambaSegLib.cli import main

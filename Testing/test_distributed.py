@@ -18,10 +18,9 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from _dataset_helpers import make_copy
-from conftest import DATASETS
+from conftest import DATASETS, make_copy, needs_datasets
 
-pytestmark = [pytest.mark.skipif(not DATASETS.is_dir(), reason="shared datasets not available"), pytest.mark.slow]
+pytestmark = [needs_datasets, pytest.mark.slow]
 
 MODULE_DIR = Path(__file__).resolve().parents[1] / "AttentionMambaSeg"
 FIXED_TIMING_CLI = Path(__file__).resolve().parent / "_fixed_timing_cli.py"

@@ -13,8 +13,8 @@ from AttentionMambaSegLib.evaluation import EMPTY_MASK_CONVENTIONS, evaluate, fo
 from AttentionMambaSegLib.inference import InferenceSettings
 from AttentionMambaSegLib.package import load_model_package, save_model_package
 
-from conftest import DATASETS  # noqa: E402
-pytestmark = pytest.mark.skipif(not DATASETS.is_dir(), reason="shared datasets not available")
+from conftest import DATASETS, needs_datasets  # noqa: E402
+pytestmark = needs_datasets
 
 CASE = "hippocampus_001"
 
@@ -41,6 +41,7 @@ def model_dir(tmp_path):
     return save_model_package(network, config, tmp_path / "model")
 
 
+@pytest.mark.slow
 def test_evaluate_one_case_writes_csv_and_png(tmp_path, model_dir):
     out = tmp_path / "metrics.csv"
     summary = evaluate(model_dir, DATASETS / "Hippocampus", InferenceSettings(device="cpu", tta=False), cases=[CASE],
@@ -57,6 +58,7 @@ def test_evaluate_one_case_writes_csv_and_png(tmp_path, model_dir):
     assert "mean of classes" in text and "anterior hippocampus" in text
 
 
+@pytest.mark.slow
 def test_evaluate_cli(tmp_path, model_dir, capsys):
     root = tmp_path / "Hippocampus"
     (root / "imagesTr").mkdir(parents=True)

@@ -11,7 +11,8 @@ import pytest
 import SimpleITK as sitk
 import slicerio
 
-from _inference_helpers import ACDC_IMAGE, DICOM_DIR, HIPPO_LABEL, PH2_IMAGE, SNOMED_TISSUE, require
+from _inference_helpers import ACDC_IMAGE, DICOM_DIR, HIPPO_LABEL, PH2_IMAGE, SNOMED_TISSUE
+from conftest import require
 from AttentionMambaSegLib import images, masks, writers
 from AttentionMambaSegLib.cli.montage import write_overlay_montage
 

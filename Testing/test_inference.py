@@ -14,7 +14,8 @@ import SimpleITK as sitk
 import torch
 
 from _inference_helpers import (ACDC_IMAGE, ACDC_LABEL, DICOM_DIR, HIPPO_IMAGE, PH2_IMAGE,
-                                make_config, make_package, permute_flip, require)
+                                make_config, make_package, permute_flip)
+from conftest import require
 from AttentionMambaSegLib import devices, images, inference, package as pkg
 from AttentionMambaSegLib.inference import InferenceSettings
 

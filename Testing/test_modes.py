@@ -9,7 +9,8 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from _inference_helpers import PH2_IMAGE, TinyConvNet, make_package, require
+from _inference_helpers import PH2_IMAGE, TinyConvNet, make_package
+from conftest import require
 
 from AttentionMambaSegLib import images, inference
 from AttentionMambaSegLib.card import Appearance, ConfidenceRule, PassPlan, SpeedModes

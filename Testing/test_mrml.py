@@ -6,8 +6,7 @@ import threading
 
 import numpy as np
 import pytest
-import SimpleITK as sitk  # noqa: E402
-import vtk  # noqa: E402
+
 from _slicer_helpers import (  # noqa: I001  (skips the module when slicer-core is absent)
     ACDC_CLASSES,
     ACDC_IMAGE,
@@ -20,7 +19,6 @@ from _slicer_helpers import (  # noqa: I001  (skips the module when slicer-core 
     new_scene,
     read_dicom_slab,
     read_slab,
-    require,
     segment_array,
     segment_ids,
     segment_names,
@@ -29,6 +27,12 @@ from _slicer_helpers import (  # noqa: I001  (skips the module when slicer-core 
     tag,
     tiny_package,
 )
+from conftest import require
+
+# isort: split
+import SimpleITK as sitk  # noqa: E402
+import vtk  # noqa: E402
+
 from AttentionMambaSegLib import mrml  # noqa: E402
 from AttentionMambaSegLib.inference.settings import InferenceSettings  # noqa: E402
 from AttentionMambaSegLib.mrml import prediction  # noqa: E402

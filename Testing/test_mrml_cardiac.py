@@ -22,8 +22,10 @@ import types
 import numpy as np
 import pytest
 
-from _slicer_helpers import DATA, MODULE_DIR, REPO, install_gui_shims, new_scene, require, slicer, tag  # noqa: I001
+from _slicer_helpers import DATA, MODULE_DIR, REPO, install_gui_shims, new_scene, slicer, tag  # noqa: I001
+from conftest import require
 
+# isort: split
 import SimpleITK as sitk  # noqa: E402
 
 from AttentionMambaSegLib import mrml  # noqa: E402

@@ -13,6 +13,7 @@ import pytest
 
 from _slicer_helpers import MODULE_DIR, new_scene, slicer
 
+# isort: split
 import SimpleITK as sitk  # noqa: E402
 import vtk  # noqa: E402
 

@@ -83,6 +83,7 @@ def test_every_option_and_strong_decays(backend, opt):
     assert rel_err(got, ref) <= 1e-5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("d_state", [4, 16])
 def test_other_state_sizes(d_state):
     inputs = make_inputs(2, 6, d_state, 130, 2, seed=3)
@@ -203,6 +204,7 @@ def test_cuda_backend_is_refused_with_a_reason_where_it_cannot_run():
     assert dispatch.resolve_backend("cpu", "auto") in ("torch", "cpu-fused")
 
 
+@pytest.mark.slow
 def test_without_numba_auto_uses_torch():
     """A CPU run without numba still works: 'auto' falls back to 'torch' and says why."""
     code = (

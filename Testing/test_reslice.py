@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from _inference_helpers import HIPPO_IMAGE, require
+from _inference_helpers import HIPPO_IMAGE
+from conftest import require
 
 from AttentionMambaSegLib import images, inference
 from AttentionMambaSegLib.inference import InferenceSettings
@@ -49,6 +50,7 @@ def test_obliquity_and_the_canonical_grid():
     assert back.GetSize() == tilted.GetSize() and back.GetDirection() == tilted.GetDirection()
 
 
+@pytest.mark.slow
 def test_a_30_degree_oblique_hippocampus_is_segmented_in_the_models_axes():
     require(HIPPO_IMAGE)
     image = images.read_image(HIPPO_IMAGE)

@@ -8,10 +8,7 @@ from AttentionMambaSegLib import training
 from AttentionMambaSegLib.training import schedule
 from AttentionMambaSegLib.training.trainer import StepTimes, Trainer
 
-from _dataset_helpers import make_copy
-from conftest import DATASETS
-
-needs_data = pytest.mark.skipif(not DATASETS.is_dir(), reason="shared datasets not available")
+from conftest import make_copy, needs_datasets
 
 
 def _lrs(plan: schedule.SchedulePlan, base: float = 5e-4) -> list[float]:
@@ -82,7 +79,7 @@ def _fixed(monkeypatch, seconds_per_iteration: float, loaded: list):
 
 
 @pytest.mark.slow
-@needs_data
+@needs_datasets
 def test_a_budget_too_small_is_refused_before_the_data_is_loaded_with_settings_that_fit(tmp_path, monkeypatch):
     root = make_copy(tmp_path, "Hippocampus", ["hippocampus_001", "hippocampus_003"], ["hippocampus_004"])
     loaded = []
@@ -96,7 +93,7 @@ def test_a_budget_too_small_is_refused_before_the_data_is_loaded_with_settings_t
 
 
 @pytest.mark.slow
-@needs_data
+@needs_datasets
 def test_a_budget_of_few_steps_says_so_and_names_smaller_settings(tmp_path, monkeypatch, caplog):
     root = make_copy(tmp_path, "Hippocampus", ["hippocampus_001", "hippocampus_003"], ["hippocampus_004"])
     loaded = []

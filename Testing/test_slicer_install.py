@@ -20,6 +20,7 @@ import pytest
 
 from _slicer_helpers import MODULE_DIR, install_gui_shims, new_scene, slicer
 
+# isort: split
 import SimpleITK as sitk  # noqa: E402
 
 from AttentionMambaSegLib import model_store, mrml, package as packages  # noqa: E402

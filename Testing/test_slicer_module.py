@@ -24,14 +24,15 @@ from _slicer_helpers import (  # noqa: I001
     REPO,
     install_gui_shims,
     new_scene,
-    require,
     segment_array,
     segment_ids,
     segment_names,
     slicer,
     tag,
 )
+from conftest import require
 
+# isort: split
 import SimpleITK as sitk  # noqa: E402
 
 from AttentionMambaSegLib import mrml  # noqa: E402
@@ -191,6 +192,7 @@ def _run_segment_command(image_path, output, *extra):
     assert done.returncode == 0, done.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_gui_path_runs_in_a_child_process_and_equals_the_segment_command(module, tmp_path):
     """The Logic's child-process run (real CLI, real model, real volume) vs `attention-mamba-seg segment`."""
     scene = new_scene()
@@ -549,6 +551,7 @@ def test_terminology_files_register_with_slicers_terminology_logic(module, monke
     assert startup.loaded_region_contexts(logic) == [terminology.ANATOMIC_CONTEXT]
 
 
+@pytest.mark.slow
 def test_module_test_class_runs_the_pipeline_on_the_bundled_sample(module):
     new_scene()
     test = module.AttentionMambaSegTest()
@@ -567,6 +570,7 @@ def test_supported_slicer_range_is_declared_and_enforced(module, monkeypatch):
     assert module.AttentionMambaSegLogic.slicerVersionProblem() == ""
 
 
+@pytest.mark.slow
 def test_a_model_not_in_the_cache_is_listed_and_downloaded_in_a_child_process(module, tmp_path, monkeypatch):
     import http.server
     import shutil

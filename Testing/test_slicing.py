@@ -8,7 +8,8 @@ import pytest
 import SimpleITK as sitk
 
 from _inference_helpers import (ACDC_IMAGE, ACDC_LABEL, DICOM_DIR, HIPPO_IMAGE, HIPPO_LABEL, PH2_IMAGE,
-                                dice, permute_flip, require)
+                                dice, permute_flip)
+from conftest import require
 from AttentionMambaSegLib import images, normalization, slicing as P, stacking
 from AttentionMambaSegLib.postprocessing import keep_largest_component
 

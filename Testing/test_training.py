@@ -9,9 +9,7 @@ import torch
 
 from AttentionMambaSegLib import dataset_validation, datasets, devices, training
 
-from _dataset_helpers import make_copy  # noqa: E402
-from conftest import DATASETS  # noqa: E402
-needs_data = pytest.mark.skipif(not DATASETS.is_dir(), reason="shared datasets not available")
+from conftest import DATASETS, make_copy, needs_datasets  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------- pure parts
@@ -105,7 +103,7 @@ def test_sample_batch_crops_pads_and_is_reproducible():
     assert torch.equal(y[0, 12:52], torch.from_numpy(slices.labels[0][:, matches[0] : matches[0] + 64]).long())
 
 
-@needs_data
+@needs_datasets
 def test_class_terminology_comes_from_dataset_json_or_the_init_model_never_the_folder_name(tmp_path, caplog):
     from AttentionMambaSegLib.package import load_model_package
 
@@ -153,7 +151,8 @@ def run_training(dataset, output, **settings):
     return training.train(training.TrainingConfig(dataset, output, **settings))
 
 
-@needs_data
+@pytest.mark.slow
+@needs_datasets
 def test_short_run_lowers_validation_loss(tmp_path):
     root = make_copy(tmp_path, "ACDC", TRAIN_CASES, VAL_CASES)
     out = tmp_path / "run"
@@ -182,7 +181,8 @@ def test_short_run_lowers_validation_loss(tmp_path):
     assert after < before
 
 
-@needs_data
+@pytest.mark.slow
+@needs_datasets
 def test_resume_is_bit_identical(tmp_path):
     # Hippocampus: small slices, so validation is cheap.
     root = make_copy(tmp_path, "Hippocampus", ["hippocampus_001", "hippocampus_003"], ["hippocampus_004"])
@@ -200,7 +200,8 @@ def test_resume_is_bit_identical(tmp_path):
         run_training(root, tmp_path / "whole", **TINY)
 
 
-@needs_data
+@pytest.mark.slow
+@needs_datasets
 def test_init_from_keeps_the_models_target_spacing(tmp_path):
     # hippocampus-msd is bundled at 0.5 mm; the data's median is 1 mm. A continuation without
     # --target-spacing must keep 0.5 mm (every structure keeps its size in pixels); an explicit one wins.
@@ -321,7 +322,7 @@ def test_config_is_the_one_list_the_cli_builds_and_errors_name_the_flag_or_the_f
     assert changed == {}  # output and device are run controls, not the recipe
 
 
-@needs_data
+@needs_datasets
 def test_a_budget_spent_before_training_fails_fast_and_leaves_no_run_folder(tmp_path):
     root = make_copy(tmp_path, "Hippocampus", ["hippocampus_001", "hippocampus_003"], ["hippocampus_004"])
     out = tmp_path / "run"

@@ -26,7 +26,8 @@ import SimpleITK as sitk
 import slicerio
 from PIL import Image
 
-from _inference_helpers import ACDC_IMAGE, ACDC_LABEL, PH2_IMAGE, PH2_LABEL, make_package, require
+from _inference_helpers import ACDC_IMAGE, ACDC_LABEL, PH2_IMAGE, PH2_LABEL, make_package
+from conftest import require
 from AttentionMambaSegLib import cli, images, masks, package as pkg, writers
 from AttentionMambaSegLib.cli.montage import write_overlay_montage
 from AttentionMambaSegLib.inference.file_runner import output_path_for
