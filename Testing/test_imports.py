@@ -40,9 +40,10 @@ LAYER_TABLE = (
         "package",
         "model_store",
         "registry",
+        "dicom_seg",
     ),
     ("inference",),
-    ("clinical", "evaluation", "shifts", "datasets", "losses", "training", "distributed", "dicom_seg"),
+    ("clinical", "evaluation", "shifts", "datasets", "dataset_validation", "losses", "training", "distributed"),
     ("mrml",),
     ("slicer", "cli"),
 )

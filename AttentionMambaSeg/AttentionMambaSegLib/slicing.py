@@ -38,6 +38,8 @@ from .normalization import normalize
 
 logger = logging.getLogger(__name__)
 
+from .card.axes import validate_axes_code
+
 __all__ = [
     "SliceGeometry",
     "SliceSource",
@@ -52,30 +54,6 @@ __all__ = [
 #: The largest spacing must be at least this many times every other spacing to be the slice axis.
 ANISOTROPY_RATIO = 1.5
 
-_AXIS_PAIRS = ({"L", "R"}, {"P", "A"}, {"S", "I"})
-
-
-def validate_axes_code(axes_code: str) -> str:
-    """Check a three-letter orientation code such as ``"LPS"`` or ``"RAS"``.
-
-    Args:
-        axes_code: one letter from each of the pairs L/R, P/A, S/I, in any order (upper or lower case).
-            The letter of each position names the direction in which that index axis increases
-            (ITK/DICOM convention: ``"LPS"`` = i towards the patient's left, j posterior, k superior).
-
-    Returns:
-        The code in upper case.
-
-    Raises:
-        ValueError: if the code is not three letters with one from each pair.
-    """
-    code = str(axes_code).upper()
-    if len(code) != 3 or any(sum(c in pair for c in code) != 1 for pair in _AXIS_PAIRS):
-        raise ValueError(
-            f"Invalid axes code {axes_code!r}: expected three letters with one from each of L/R, P/A "
-            "and S/I (for example 'LPS' or 'RAS'). Fix 'axes_code' in model.json."
-        )
-    return code
 
 
 def reorient(image: sitk.Image, axes_code: str) -> sitk.Image:

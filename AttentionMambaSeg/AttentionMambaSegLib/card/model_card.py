@@ -34,6 +34,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .appearance import Appearance
+from .axes import validate_axes_code
 from .confidence_rule import ConfidenceRule
 from .modes import SpeedModes
 from .numbers import is_int, is_number, is_patch_size
@@ -271,8 +272,6 @@ def _check_normalization(norm, check: _Checker) -> None:
 
 
 def _axes_code(code, source: str) -> str:
-    from ..slicing import validate_axes_code
-
     try:
         return validate_axes_code(code)
     except ValueError as e:

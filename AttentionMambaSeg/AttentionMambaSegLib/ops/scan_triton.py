@@ -88,7 +88,7 @@ def interpreter_enabled() -> bool:
     return isinstance(getattr(standard, "sigmoid", None), InterpretedFunction)
 
 
-#: Combine functions of the interpreted kernels that compose affine maps h -> a h + b (``_compose``).
+#: Combine functions of the interpreted kernels that compose affine maps h -> a h + b (``compose``).
 _AFFINE_COMBINES: set = set()
 
 
@@ -110,7 +110,7 @@ def _scan_by_slices(self, inputs):
         outs[j][0] = a
     affine = self.combine_fn.fn in _AFFINE_COMBINES and len(inputs) == 2
     for i in range(1, data[0].shape[0]):
-        if affine:  # (a_l, b_l) then (a_r, b_r) -> (a_l a_r, a_r b_l + b_r), as _compose
+        if affine:  # (a_l, b_l) then (a_r, b_r) -> (a_l a_r, a_r b_l + b_r), as compose
             a_r, b_r = data[0][i], data[1][i]
             acc = [acc[0] * a_r, a_r * acc[1] + b_r]
         else:
@@ -145,7 +145,7 @@ def kernels():
 
     if interpreter_enabled():
         _speed_up_interpreter()
-        _AFFINE_COMBINES.add(triton_kernels._compose.fn)
+        _AFFINE_COMBINES.add(triton_kernels.compose.fn)
     return triton_kernels
 
 

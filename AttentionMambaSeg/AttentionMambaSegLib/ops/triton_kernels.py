@@ -27,7 +27,7 @@ import triton.language as tl
 
 
 @triton.jit
-def _compose(a_left, b_left, a_right, b_right):
+def compose(a_left, b_left, a_right, b_right):
     # (h -> a_left h + b_left) followed by (h -> a_right h + b_right)
     return a_left * a_right, a_right * b_left + b_right
 
@@ -94,7 +94,7 @@ def scan_forward_kernel(
         Bt = tl.load(B_ptr + bc_row + t[None, None, :], mask=m3, other=0.0).to(tl.float32)
         decay = tl.exp(dt[:, None, :] * A[:, :, None])  # <= 1; exactly 1 on masked steps (dt = 0)
         drive = (dt * u)[:, None, :] * Bt
-        a_cum, b_cum = tl.associative_scan((decay, drive), 2, _compose)
+        a_cum, b_cum = tl.associative_scan((decay, drive), 2, compose)
         H = a_cum * h[:, :, None] + b_cum  # state after each step of the tile
         if SAVE_STATES:
             s_ptrs = states_ptr + ((pid_b * channels + d[:, None]) * n_tiles + k) * n_state + n[None, :]
@@ -161,7 +161,7 @@ def scan_backward_kernel(
         h0 = tl.load(s_ptrs, mask=dn_mask, other=0.0)
         decay = tl.exp(dt[:, None, :] * A[:, :, None])
         drive = (dt * u)[:, None, :] * Bt
-        a_cum, b_cum = tl.associative_scan((decay, drive), 2, _compose)
+        a_cum, b_cum = tl.associative_scan((decay, drive), 2, compose)
         H = a_cum * h0[:, :, None] + b_cum
 
         gout = tl.load(gout_ptr + row + t[None, :], mask=m2, other=0.0).to(tl.float32)
@@ -181,7 +181,7 @@ def scan_backward_kernel(
         _, dt_next = _dt(delta_ptr + row + t[None, :] + 1, d_mask[:, None] & t1_mask[None, :], bias,
                          HAS_BIAS, SOFTPLUS)
         decay_next = tl.exp(dt_next[:, None, :] * A[:, :, None])
-        a_rev, b_rev = tl.associative_scan((decay_next, gy[:, None, :] * Ct), 2, _compose, reverse=True)
+        a_rev, b_rev = tl.associative_scan((decay_next, gy[:, None, :] * Ct), 2, compose, reverse=True)
         G = b_rev + a_rev * g_next[:, :, None]
         first = (tl.arange(0, T) == 0)[None, None, :]
         g_next = tl.sum(tl.where(first, G, 0.0), axis=2)
