@@ -14,18 +14,12 @@ Supported Slicer versions: 5.10 and newer (Python 3.12; ``vtkSegment.SetTerminol
 
 import logging
 import os
-from typing import Optional
 
 import qt
 import slicer
 import vtk
-from AttentionMambaSegLib.slicer import self_test
-from AttentionMambaSegLib.slicer.logic import ModuleLogic
-from AttentionMambaSegLib.slicer.panel import ModelsPanel
-from AttentionMambaSegLib.slicer.startup import register_sample_data, register_terminology
 from slicer import vtkMRMLMarkupsROINode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLTableNode
-from slicer.i18n import tr as _
-from slicer.i18n import translate
+from slicer.i18n import tr as _, translate
 from slicer.parameterNodeWrapper import parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
@@ -34,6 +28,11 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleWidget,
 )
 from slicer.util import VTKObservationMixin
+
+from AttentionMambaSegLib.slicer import self_test
+from AttentionMambaSegLib.slicer.logic import ModuleLogic
+from AttentionMambaSegLib.slicer.panel import ModelsPanel
+from AttentionMambaSegLib.slicer.startup import register_sample_data, register_terminology
 
 PROJECT_URL = "https://github.com/attention-mamba-seg/SlicerAttentionMambaSeg"
 #: Oldest supported Slicer (major, minor): Python 3.12, vtkSegment.SetTerminology.
@@ -71,11 +70,11 @@ class AttentionMambaSeg(ScriptedLoadableModule):
             "numba and pooch into Slicer's Python, on the first run after one confirmation. A model is "
             "downloaded (about 28 MB, after a confirmation) the first time it is used; without internet, "
             "use Import model... with its file.<br>"
-            "Not for clinical use. See the <a href=\"{url}\">project page</a>."
+            'Not for clinical use. See the <a href="{url}">project page</a>.'
         ).format(url=PROJECT_URL)
         self.parent.acknowledgementText = _(
-            "Network: Zhang et al., \"Attention-Mamba: A Mamba-Enhanced Multi-Scale Parallel Inference "
-            "Network for Medical Image Segmentation\", arXiv:2402.02286. "
+            'Network: Zhang et al., "Attention-Mamba: A Mamba-Enhanced Multi-Scale Parallel Inference '
+            'Network for Medical Image Segmentation", arXiv:2402.02286. '
             "Code licence: Apache-2.0. Model licences: the cardiac models trained on ACDC (Bernard et "
             "al., IEEE TMI 2018) are licensed CC BY-NC-SA 4.0 (no commercial use); hippocampus models "
             "trained on the Medical Segmentation Decathlon Task04 (Antonelli et al., Nat. Commun. 2022) "
@@ -244,7 +243,7 @@ class AttentionMambaSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin,
             speedMode = _readSetting("speedMode", "")
             node.speedMode = speedMode if speedMode in SPEED_CHOICES else ""
 
-    def setParameterNode(self, inputParameterNode: Optional[AttentionMambaSegParameterNode]) -> None:
+    def setParameterNode(self, inputParameterNode: AttentionMambaSegParameterNode | None) -> None:
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
@@ -339,19 +338,28 @@ class AttentionMambaSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin,
         callbacks = dict(onProgress=self.onProgress, onFinished=self.onFinished, onLog=self.onLog)
         if self.logic.isCine(node.inputVolume):  # every frame is segmented and the ventricular function measured
             with slicer.util.tryWithErrorDisplay(_("Segmenting the cine failed to start.")):
-                self._job = self.logic.startCardiacAnalysis(node.inputVolume, node.modelId, device=node.device,
-                                                            mode=node.speedMode or None, **callbacks)
+                self._job = self.logic.startCardiacAnalysis(
+                    node.inputVolume, node.modelId, device=node.device, mode=node.speedMode or None, **callbacks
+                )
                 self.setRunning(True)
-                self.ui.statusLabel.text = _("Segmenting every frame of the cine '{name}' in a separate "
-                                             "process...").format(name=self._job.cine.name)
+                self.ui.statusLabel.text = _(
+                    "Segmenting every frame of the cine '{name}' in a separate process..."
+                ).format(name=self._job.cine.name)
             return
         with slicer.util.tryWithErrorDisplay(_("Segmentation failed to start.")):
-            self._job = self.logic.startSegmentation(node.inputVolume, node.modelId, node.outputSegmentation,
-                                                     device=node.device, mode=node.speedMode or None,
-                                                     roiNode=node.inputROI, **callbacks)
+            self._job = self.logic.startSegmentation(
+                node.inputVolume,
+                node.modelId,
+                node.outputSegmentation,
+                device=node.device,
+                mode=node.speedMode or None,
+                roiNode=node.inputROI,
+                **callbacks,
+            )
             self.setRunning(True)
             self.ui.statusLabel.text = _("Segmenting '{name}' in a separate process...").format(
-                name=node.inputVolume.GetName())
+                name=node.inputVolume.GetName()
+            )
 
     def onUpdateFunction(self) -> None:
         """Recompute the figures from the segmentations as they are now (no network), with the ED / ES chosen."""
@@ -363,7 +371,8 @@ class AttentionMambaSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin,
         with slicer.util.tryWithErrorDisplay(_("Updating the ventricular function failed."), waitCursor=True):
             analysis = self.logic.updateFunction(node.functionTable, node.edFrame, node.esFrame)
             self.ui.statusLabel.text = _("Updated from the current segmentations. {message}").format(
-                message=function_summary(analysis))
+                message=function_summary(analysis)
+            )
 
     def onShowCurve(self) -> None:
         if self._parameterNode is not None:
@@ -495,9 +504,10 @@ class AttentionMambaSegLogic(ScriptedLoadableModuleLogic, ModuleLogic):
             return ""  # headless (slicer-core): MRML only
         version = (int(app.majorVersion), int(app.minorVersion))
         if version < MINIMUM_SLICER_VERSION:
-            return _("Attention-Mamba Segmentation needs Slicer {need} or newer; this is Slicer {have}. "
-                     "Install a current Slicer from download.slicer.org.").format(
-                need="{}.{}".format(*MINIMUM_SLICER_VERSION), have="{}.{}".format(*version))
+            return _(
+                "Attention-Mamba Segmentation needs Slicer {need} or newer; this is Slicer {have}. "
+                "Install a current Slicer from download.slicer.org."
+            ).format(need="{}.{}".format(*MINIMUM_SLICER_VERSION), have="{}.{}".format(*version))
         return ""
 
     @staticmethod

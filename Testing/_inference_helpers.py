@@ -30,8 +30,13 @@ SNOMED_TISSUE = {
     "type": {"code": "85756007", "scheme": "SCT", "meaning": "Tissue"},
 }
 #: Distinct SNOMED CT types for the classes of test models (two classes may not share their codes).
-TEST_TYPES = [("85756007", "Tissue"), ("71616004", "Muscle"), ("39937001", "Skin"), ("80891009", "Heart"),
-              ("5366008", "Hippocampus")]
+TEST_TYPES = [
+    ("85756007", "Tissue"),
+    ("71616004", "Muscle"),
+    ("39937001", "Skin"),
+    ("80891009", "Heart"),
+    ("5366008", "Hippocampus"),
+]
 
 
 def snomed_for_class(i: int) -> dict:
@@ -61,9 +66,19 @@ class TinyConvNet(torch.nn.Module):
 pkg.register_architecture("TinyConvNet", TinyConvNet)
 
 
-def make_config(model_id="test-model", *, in_channels=1, num_classes=4, activation="softmax",
-                target_spacing=(1.5625, 1.5625), patch_size=(64, 64), normalization=None,
-                architecture="TinyConvNet", architecture_kwargs=None, axes_code="LPS") -> dict:
+def make_config(
+    model_id="test-model",
+    *,
+    in_channels=1,
+    num_classes=4,
+    activation="softmax",
+    target_spacing=(1.5625, 1.5625),
+    patch_size=(64, 64),
+    normalization=None,
+    architecture="TinyConvNet",
+    architecture_kwargs=None,
+    axes_code="LPS",
+) -> dict:
     k_fg = 1 if activation == "sigmoid" else num_classes - 1
     palette = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255)]
     return {
@@ -78,8 +93,12 @@ def make_config(model_id="test-model", *, in_channels=1, num_classes=4, activati
         "classes": [
             {"label_value": 0, "name": "background", "color": [0, 0, 0]},
             *[
-                {"label_value": i + 1, "name": f"class {i + 1}", "color": list(palette[i % 5]),
-                 "snomed": snomed_for_class(i)}
+                {
+                    "label_value": i + 1,
+                    "name": f"class {i + 1}",
+                    "color": list(palette[i % 5]),
+                    "snomed": snomed_for_class(i),
+                }
                 for i in range(k_fg)
             ],
         ],

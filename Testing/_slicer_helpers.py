@@ -12,10 +12,10 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import types
 import unittest
-import os
 from pathlib import Path
 
 import numpy as np
@@ -38,21 +38,50 @@ DICOM_DIR = DATA / "dicom/brain_mr_t1post"
 HEART = {"scheme": "SCT", "code": "80891009", "meaning": "Heart"}
 ANATOMY = {"scheme": "SCT", "code": "123037004", "meaning": "Anatomical Structure"}
 ACDC_CLASSES = [
-    {"label_value": 1, "name": "right ventricle", "color": [80, 170, 240],
-     "snomed": {"category": ANATOMY, "type": {"scheme": "SCT", "code": "53085002", "meaning": "Right ventricle"}}},
-    {"label_value": 2, "name": "myocardium", "color": [235, 90, 60],
-     "snomed": {"category": ANATOMY, "type": {"scheme": "SCT", "code": "74281007", "meaning": "Myocardium"},
-                "region": {"scheme": "SCT", "code": "87878005", "meaning": "Left ventricle"}}},
-    {"label_value": 3, "name": "left ventricle", "color": [250, 200, 70],
-     "snomed": {"category": ANATOMY, "type": {"scheme": "SCT", "code": "87878005", "meaning": "Left ventricle"}}},
+    {
+        "label_value": 1,
+        "name": "right ventricle",
+        "color": [80, 170, 240],
+        "snomed": {"category": ANATOMY, "type": {"scheme": "SCT", "code": "53085002", "meaning": "Right ventricle"}},
+    },
+    {
+        "label_value": 2,
+        "name": "myocardium",
+        "color": [235, 90, 60],
+        "snomed": {
+            "category": ANATOMY,
+            "type": {"scheme": "SCT", "code": "74281007", "meaning": "Myocardium"},
+            "region": {"scheme": "SCT", "code": "87878005", "meaning": "Left ventricle"},
+        },
+    },
+    {
+        "label_value": 3,
+        "name": "left ventricle",
+        "color": [250, 200, 70],
+        "snomed": {"category": ANATOMY, "type": {"scheme": "SCT", "code": "87878005", "meaning": "Left ventricle"}},
+    },
 ]
 HIPPO_CLASSES = [
-    {"label_value": 1, "name": "anterior hippocampus", "color": [230, 120, 40],
-     "snomed": {"category": ANATOMY, "type": {"scheme": "SCT", "code": "5366008", "meaning": "Hippocampus"},
-                "type_modifier": {"scheme": "SCT", "code": "255549009", "meaning": "Anterior"}}},
-    {"label_value": 2, "name": "posterior hippocampus", "color": [60, 160, 230],
-     "snomed": {"category": ANATOMY, "type": {"scheme": "SCT", "code": "5366008", "meaning": "Hippocampus"},
-                "type_modifier": {"scheme": "SCT", "code": "255551008", "meaning": "Posterior"}}},
+    {
+        "label_value": 1,
+        "name": "anterior hippocampus",
+        "color": [230, 120, 40],
+        "snomed": {
+            "category": ANATOMY,
+            "type": {"scheme": "SCT", "code": "5366008", "meaning": "Hippocampus"},
+            "type_modifier": {"scheme": "SCT", "code": "255549009", "meaning": "Anterior"},
+        },
+    },
+    {
+        "label_value": 2,
+        "name": "posterior hippocampus",
+        "color": [60, 160, 230],
+        "snomed": {
+            "category": ANATOMY,
+            "type": {"scheme": "SCT", "code": "5366008", "meaning": "Hippocampus"},
+            "type_modifier": {"scheme": "SCT", "code": "255551008", "meaning": "Posterior"},
+        },
+    },
 ]
 
 
@@ -87,8 +116,8 @@ def read_slab(path: Path, first: int, count: int, crop_in_plane: int | None = No
     if crop_in_plane:
         i0 = max(0, (size[0] - crop_in_plane) // 2)
         j0 = max(0, (size[1] - crop_in_plane) // 2)
-        return image[i0:i0 + crop_in_plane, j0:j0 + crop_in_plane, first:first + count]
-    return image[:, :, first:first + count]
+        return image[i0 : i0 + crop_in_plane, j0 : j0 + crop_in_plane, first : first + count]
+    return image[:, :, first : first + count]
 
 
 def read_dicom_slab(count: int = 3) -> sitk.Image:
@@ -96,7 +125,7 @@ def read_dicom_slab(count: int = 3) -> sitk.Image:
     reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(DICOM_DIR)))
     image = reader.Execute()
     k0 = image.GetSize()[2] // 2
-    return image[:, :, k0:k0 + count]
+    return image[:, :, k0 : k0 + count]
 
 
 def segment_array(segmentation_node, segment_id, volume_node) -> np.ndarray:
@@ -156,11 +185,29 @@ def segment_report(package, flagged=None, warnings=(), model_id=None) -> dict:
     for c in package.classes:
         reason = flagged.get(c["label_value"])
         confidence = None if reason == "not found" else 0.712 if reason else 0.97
-        segments.append({"label_value": c["label_value"], "name": c["name"], "voxels": 10, "volume_ml": 0.01,
-                         "confidence": confidence, "needs_review": reason is not None, "reason": reason})
-    return {"input": "input.nrrd", "output": "labels.nrrd", "model": model_id or package.id, "version": "0",
-            "mode": "fast", "passes": "one window per slice, no flips", "confidence_measure": "mean_max_probability",
-            "confidence_threshold": 0.93, "segments": segments, "warnings": list(warnings)}
+        segments.append(
+            {
+                "label_value": c["label_value"],
+                "name": c["name"],
+                "voxels": 10,
+                "volume_ml": 0.01,
+                "confidence": confidence,
+                "needs_review": reason is not None,
+                "reason": reason,
+            }
+        )
+    return {
+        "input": "input.nrrd",
+        "output": "labels.nrrd",
+        "model": model_id or package.id,
+        "version": "0",
+        "mode": "fast",
+        "passes": "one window per slice, no flips",
+        "confidence_measure": "mean_max_probability",
+        "confidence_threshold": 0.93,
+        "segments": segments,
+        "warnings": list(warnings),
+    }
 
 
 def _copy_geometry(target, source):
@@ -214,9 +261,15 @@ def tiny_package(folder: Path, classes, model_id="slicer-test", in_channels=1):
 
     _register_test_architecture()
     config = {
-        "id": model_id, "name": f"Test {model_id}", "version": "0.0.1", "in_channels": in_channels,
-        "num_classes": max(c["label_value"] for c in classes) + 1, "activation": "softmax",
-        "normalization": {"type": "zscore"}, "patch_size": [32, 32], "target_spacing": None,
+        "id": model_id,
+        "name": f"Test {model_id}",
+        "version": "0.0.1",
+        "in_channels": in_channels,
+        "num_classes": max(c["label_value"] for c in classes) + 1,
+        "activation": "softmax",
+        "normalization": {"type": "zscore"},
+        "patch_size": [32, 32],
+        "target_spacing": None,
         "classes": [{"label_value": 0, "name": "background", "color": [0, 0, 0]}, *classes],
         "architecture": _ARCH,
     }
@@ -329,8 +382,13 @@ def install_gui_shims(monkeypatch) -> None:
     i18n.translate = lambda context, text: text
     pnw = types.ModuleType("slicer.parameterNodeWrapper")
     pnw.parameterNodeWrapper = _parameter_node_wrapper
-    for name, module in (("qt", qt), ("ctk", ctk), ("slicer.ScriptedLoadableModule", slm),
-                         ("slicer.i18n", i18n), ("slicer.parameterNodeWrapper", pnw)):
+    for name, module in (
+        ("qt", qt),
+        ("ctk", ctk),
+        ("slicer.ScriptedLoadableModule", slm),
+        ("slicer.i18n", i18n),
+        ("slicer.parameterNodeWrapper", pnw),
+    ):
         monkeypatch.setitem(sys.modules, name, module)
     monkeypatch.setattr(slicer, "ScriptedLoadableModule", slm, raising=False)
     monkeypatch.setattr(slicer, "i18n", i18n, raising=False)

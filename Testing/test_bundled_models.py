@@ -10,10 +10,17 @@ import pytest
 
 from AttentionMambaSegLib.package import bundled_models_dir, list_models, load_model_package, sha256_of_file
 
-EXPECTED = {"cardiac-acdc": "ACDC", "hippocampus-msd": "Hippocampus", "skin-lesion-ph2": "PH2",
-            "skin-lesion-isic": "ISIC2017"}
-BUNDLED = sorted(p.name for p in bundled_models_dir().iterdir() if (p / "model.json").is_file()) \
-    if bundled_models_dir().is_dir() else []
+EXPECTED = {
+    "cardiac-acdc": "ACDC",
+    "hippocampus-msd": "Hippocampus",
+    "skin-lesion-ph2": "PH2",
+    "skin-lesion-isic": "ISIC2017",
+}
+BUNDLED = (
+    sorted(p.name for p in bundled_models_dir().iterdir() if (p / "model.json").is_file())
+    if bundled_models_dir().is_dir()
+    else []
+)
 
 
 def test_the_cardiac_model_is_bundled():
@@ -34,8 +41,22 @@ def test_bundled_model_loads_and_its_hash_matches(model_id):
 @pytest.mark.parametrize("model_id", BUNDLED)
 def test_model_card_is_complete(model_id):
     config = json.loads((bundled_models_dir() / model_id / "model.json").read_text())
-    for key in ("id", "version", "task", "modality", "in_channels", "channel_names", "classes", "normalization",
-                "target_spacing", "patch_size", "slice_axis_rule", "training", "metrics", "sha256"):
+    for key in (
+        "id",
+        "version",
+        "task",
+        "modality",
+        "in_channels",
+        "channel_names",
+        "classes",
+        "normalization",
+        "target_spacing",
+        "patch_size",
+        "slice_axis_rule",
+        "training",
+        "metrics",
+        "sha256",
+    ):
         assert key in config, key
     for cls in config["classes"]:
         assert {"label_value", "name", "color", "snomed"} <= set(cls)
@@ -62,6 +83,7 @@ def test_bundled_model_reproduces_its_recorded_validation_dice(model_id, dataset
     for row in summary["per_case"]:
         assert abs(row["dice"] - recorded[row["case"]][row["class"]]) <= 0.005, (row["case"], row["class"])
     # the CPU default mode keeps the validation Dice it was chosen for: within 0.01 on these cases too
-    default = evaluate(package, dataset, cases=sorted(recorded),
-                       predictor=Predictor(package, InferenceSettings(device="cpu")))
+    default = evaluate(
+        package, dataset, cases=sorted(recorded), predictor=Predictor(package, InferenceSettings(device="cpu"))
+    )
     assert default["mean_dice"] >= summary["mean_dice"] - 0.01, (default["mode"], default["mean_dice"])

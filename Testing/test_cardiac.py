@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import DATASETS
 from AttentionMambaSegLib import clinical
 from AttentionMambaSegLib.images import read_image
 from AttentionMambaSegLib.package import load_model_package
+from conftest import DATASETS
 
 ACDC = DATASETS / "ACDC"
 
@@ -54,7 +54,9 @@ def structures():
 
 
 def test_structures_of_the_cardiac_model_match_the_dataset_labels(structures):
-    labels = json.loads((ACDC / "dataset.json").read_text())["labels"] if ACDC.is_dir() else {"RV": 1, "MYO": 2, "LV": 3}
+    labels = (
+        json.loads((ACDC / "dataset.json").read_text())["labels"] if ACDC.is_dir() else {"RV": 1, "MYO": 2, "LV": 3}
+    )
     assert (structures.rv, structures.myo, structures.lv) == (labels["RV"], labels["MYO"], labels["LV"])
 
 
@@ -109,8 +111,10 @@ def test_stack_coverage_warnings():
     mask[5, 3:6, 3:6] = True  # 9 of 16 pixels (56 %) at the apical end: cut short
     (warning,) = clinical.stack_coverage_warnings(mask)
     assert "100 % and 56 %" in warning and "apical end, slice 6" in warning
-    assert len(clinical.stack_coverage_warnings(np.moveaxis(np.pad(mask, ((1, 0), (0, 0), (0, 0))), 0, 2),
-                                                slice_axis=2)) == 0  # an empty slice beyond the apex
+    assert (
+        len(clinical.stack_coverage_warnings(np.moveaxis(np.pad(mask, ((1, 0), (0, 0), (0, 0))), 0, 2), slice_axis=2))
+        == 0
+    )  # an empty slice beyond the apex
     mask[5] = False
     mask[5, 3:5, 3:5] = True  # 4 of 16 (25 %): the small apical cavity of a covered stack
     assert clinical.stack_coverage_warnings(mask) == []
@@ -133,8 +137,9 @@ def test_no_coverage_warning_on_the_manual_acdc_labelmaps():
 def test_function_from_manual_labels_equals_independent_computation(patient, structures):
     info = _patients()[patient]
     ed_label, es_label = _label(patient, 1), _label(patient, 2)
-    result = clinical.function_from_labelmaps([ed_label, es_label], structures, 0, 1, height_cm=info["height_cm"],
-                                              weight_kg=info["weight_kg"])
+    result = clinical.function_from_labelmaps(
+        [ed_label, es_label], structures, 0, 1, height_cm=info["height_cm"], weight_kg=info["weight_kg"]
+    )
     f = result.function
     # independent computation: voxel counts x voxel volume from the header's spacing
     ed, es = sitk.GetArrayFromImage(ed_label), sitk.GetArrayFromImage(es_label)
@@ -153,8 +158,10 @@ def test_function_from_manual_labels_equals_independent_computation(patient, str
     assert f.bsa_m2 == pytest.approx(bsa, abs=1e-6)
     assert abs(f.lv_edv_ml_per_m2 - lv_edv / bsa) < 0.05
     # the volume rule finds the same ED/ES as the dataset (frame01 = ED, frame02 = ES)
-    assert clinical.function_from_labelmaps([ed_label, es_label], structures).function == clinical.function_from_labelmaps(
-        [ed_label, es_label], structures, 0, 1).function
+    assert (
+        clinical.function_from_labelmaps([ed_label, es_label], structures).function
+        == clinical.function_from_labelmaps([ed_label, es_label], structures, 0, 1).function
+    )
 
 
 def test_known_volumes_of_patient019(structures):
@@ -216,14 +223,23 @@ def test_read_cine_from_4d_nifti_nrrd_sequence_and_dicom(tmp_path):
     expected = [sitk.GetArrayFromImage(f) for f in (ed, es)]
     sitk.WriteImage(sitk.JoinSeries([ed, es]), str(tmp_path / "cine.nii.gz"))
     d = np.asarray(ed.GetDirection()).reshape(3, 3) * np.asarray(ed.GetSpacing())[None, :]
-    nrrd.write(str(tmp_path / "cine.seq.nrrd"), np.stack([a.transpose(2, 1, 0) for a in expected]),
-               {"kinds": ["list", "domain", "domain", "domain"], "space": "left-posterior-superior",
-                "space directions": np.array([[np.nan] * 3] + [list(d[:, i]) for i in range(3)]),
-                "space origin": np.array(ed.GetOrigin())})
+    nrrd.write(
+        str(tmp_path / "cine.seq.nrrd"),
+        np.stack([a.transpose(2, 1, 0) for a in expected]),
+        {
+            "kinds": ["list", "domain", "domain", "domain"],
+            "space": "left-posterior-superior",
+            "space directions": np.array([[np.nan] * 3] + [list(d[:, i]) for i in range(3)]),
+            "space origin": np.array(ed.GetOrigin()),
+        },
+    )
     integer = [sitk.Cast(sitk.Round(f), sitk.sitkUInt16) for f in (ed, es)]  # DICOM stores integers
     _write_dicom_cine(integer, tmp_path / "dicom")
-    for source, want in (("cine.nii.gz", expected), ("cine.seq.nrrd", expected),
-                         ("dicom", [sitk.GetArrayFromImage(f) for f in integer])):
+    for source, want in (
+        ("cine.nii.gz", expected),
+        ("cine.seq.nrrd", expected),
+        ("dicom", [sitk.GetArrayFromImage(f) for f in integer]),
+    ):
         cine = clinical.read_cine([tmp_path / source])
         assert len(cine.frames) == 2 and (cine.ed, cine.es) == (None, None), source
         for frame, array in zip(cine.frames, want):
@@ -258,17 +274,39 @@ def test_outputs_from_manual_labels(tmp_path, structures, caplog):
     labels = [_label("patient019", 1), _label("patient019", 2)]
     analysis = clinical.function_from_labelmaps(labels, structures, 0, 1, height_cm=170.0, weight_kg=70.0)
     classes = load_model_package("cardiac-acdc").card.class_dicts
-    written = clinical.write_cardiac_outputs(analysis, tmp_path / "out", classes, source="manual",
-                                             output_format="nii.gz", all_frames=True)
+    written = clinical.write_cardiac_outputs(
+        analysis, tmp_path / "out", classes, source="manual", output_format="nii.gz", all_frames=True
+    )
     out = tmp_path / "out"
-    assert sorted(p.name for p in out.iterdir()) == ["ED.nii.gz", "ES.nii.gz", "frames", "function.json",
-                                                     "volume_curve.png"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "ED.nii.gz",
+        "ES.nii.gz",
+        "frames",
+        "function.json",
+        "volume_curve.png",
+    ]
     assert sorted(p.name for p in (out / "frames").iterdir()) == ["frame01.nii.gz", "frame02.nii.gz"]
     assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(written["es"]))), sitk.GetArrayFromImage(labels[1]))
     report = json.loads((out / "function.json").read_text())
-    for key in ("ed_frame", "es_frame", "lv_edv_ml", "lv_esv_ml", "lv_sv_ml", "lv_ef_percent", "rv_edv_ml", "rv_esv_ml",
-                "rv_sv_ml", "rv_ef_percent", "lv_myocardial_mass_g", "bsa_m2", "lv_edv_ml_per_m2",
-                "lv_myocardial_mass_g_per_m2", "structures", "warnings", "volume_curve"):
+    for key in (
+        "ed_frame",
+        "es_frame",
+        "lv_edv_ml",
+        "lv_esv_ml",
+        "lv_sv_ml",
+        "lv_ef_percent",
+        "rv_edv_ml",
+        "rv_esv_ml",
+        "rv_sv_ml",
+        "rv_ef_percent",
+        "lv_myocardial_mass_g",
+        "bsa_m2",
+        "lv_edv_ml_per_m2",
+        "lv_myocardial_mass_g_per_m2",
+        "structures",
+        "warnings",
+        "volume_curve",
+    ):
         assert key in report, key
     assert (report["lv_edv_ml"], report["lv_esv_ml"], report["lv_ef_percent"]) == (321.74, 233.42, 27.45)
     assert set(report["structures"]) == {"LV", "RV", "MYO"}
@@ -319,10 +357,23 @@ def test_cardiac_4d_input_equals_two_3d_inputs(tmp_path, capsys):
     ed, es = _acdc_pair()
     info = _patients()["patient019"]
     sitk.WriteImage(sitk.JoinSeries([ed, es]), str(tmp_path / "cine.nii.gz"))
-    body = ["--height-cm", str(info["height_cm"]), "--weight-kg", str(info["weight_kg"]), "--mode", "fast",
-            "--no-tta", "--device", "cpu"]
-    assert main(["cardiac", str(_image("patient019", 1)), str(_image("patient019", 2)), "-o", str(tmp_path / "two"),
-                 *body]) == 0
+    body = [
+        "--height-cm",
+        str(info["height_cm"]),
+        "--weight-kg",
+        str(info["weight_kg"]),
+        "--mode",
+        "fast",
+        "--no-tta",
+        "--device",
+        "cpu",
+    ]
+    assert (
+        main(
+            ["cardiac", str(_image("patient019", 1)), str(_image("patient019", 2)), "-o", str(tmp_path / "two"), *body]
+        )
+        == 0
+    )
     table = capsys.readouterr().out
     assert "EDV (mL)" in table and "ED frame 1, ES frame 2" in table
     assert main(["cardiac", str(tmp_path / "cine.nii.gz"), "-o", str(tmp_path / "cine"), *body]) == 0
@@ -346,11 +397,35 @@ def test_cardiac_refuses_before_inference(tmp_path, capsys):
     _require_acdc()
     assert main(["cardiac", str(_image("patient019", 1)), "-o", str(tmp_path / "out")]) == 1
     assert "holds one 3D frame" in capsys.readouterr().err
-    assert main(["cardiac", str(_image("patient019", 1)), str(_image("patient019", 2)), "-o", str(tmp_path / "out"),
-                 "--height-cm", "170"]) == 1
+    assert (
+        main(
+            [
+                "cardiac",
+                str(_image("patient019", 1)),
+                str(_image("patient019", 2)),
+                "-o",
+                str(tmp_path / "out"),
+                "--height-cm",
+                "170",
+            ]
+        )
+        == 1
+    )
     assert "--weight-kg" in capsys.readouterr().err
-    assert main(["cardiac", str(_image("patient019", 1)), str(_image("patient019", 2)), "-o", str(tmp_path / "out"),
-                 "--model", "hippocampus-msd"]) == 1
+    assert (
+        main(
+            [
+                "cardiac",
+                str(_image("patient019", 1)),
+                str(_image("patient019", 2)),
+                "-o",
+                str(tmp_path / "out"),
+                "--model",
+                "hippocampus-msd",
+            ]
+        )
+        == 1
+    )
     assert "cardiac-acdc" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 

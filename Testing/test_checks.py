@@ -9,13 +9,12 @@ import pytest
 import SimpleITK as sitk
 
 from _inference_helpers import DICOM_DIR, HIPPO_IMAGE, TinyConvNet, make_config
-from conftest import require
-
 from AttentionMambaSegLib import images, package as pkg
 from AttentionMambaSegLib.card import ModelCard, TrainingGeometry
 from AttentionMambaSegLib.inference import InferenceSettings, RegionOfInterest
 from AttentionMambaSegLib.inference.checks import input_range_warnings
 from AttentionMambaSegLib.inference.file_runner import report_path_for, segment_files
+from conftest import require
 
 GEOMETRY = {"in_plane_spacing_mm": 1.0, "slice_spacing_mm": 1.0, "field_of_view_mm": [43.0, 58.0, 47.0]}
 

@@ -6,7 +6,6 @@ a real end-to-end run: read -> predict -> write, checked by reading the outputs 
 from __future__ import annotations
 
 import json
-
 import os
 import re
 import shutil
@@ -19,9 +18,9 @@ import SimpleITK as sitk
 import slicerio
 
 from _inference_helpers import ACDC_IMAGE, DICOM_DIR, PH2_IMAGE, make_package
-from conftest import require
 from AttentionMambaSegLib import cli, images, inference, model_store, package as pkg
 from AttentionMambaSegLib.inference import InferenceSettings
+from conftest import require
 
 
 @pytest.fixture(autouse=True)
@@ -42,8 +41,7 @@ def small_acdc(tmp_path):
 
 @pytest.fixture
 def model_dir(tmp_path):
-    return make_package(tmp_path / "models" / "tiny-cardiac", model_id="tiny-cardiac",
-                        target_spacing=(2.5, 2.5)).path
+    return make_package(tmp_path / "models" / "tiny-cardiac", model_id="tiny-cardiac", target_spacing=(2.5, 2.5)).path
 
 
 def run_cli(*argv) -> int:
@@ -60,8 +58,12 @@ def test_help_lists_subcommands(capsys):
 
 
 def test_console_module_runs():
-    result = subprocess.run([sys.executable, "-m", "AttentionMambaSegLib.cli", "segment", "--help"],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "AttentionMambaSegLib.cli", "segment", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0 and "--no-tta" in result.stdout and "--batch-size" in result.stdout
 
 
@@ -78,11 +80,15 @@ def test_segment_to_seg_nrrd_non_ascii_paths(tmp_path, small_acdc, model_dir, ca
     assert back.GetSpacing() == pytest.approx(image.GetSpacing())
     assert back.GetOrigin() == pytest.approx(image.GetOrigin())
     # Same labels as the library call.
-    expected = inference.predict_volume(image, pkg.load_model_package(model_dir),
-                                        InferenceSettings(device="cpu", tta=False))
+    expected = inference.predict_volume(
+        image, pkg.load_model_package(model_dir), InferenceSettings(device="cpu", tta=False)
+    )
     np.testing.assert_array_equal(sitk.GetArrayFromImage(back), sitk.GetArrayFromImage(expected))
     assert sorted(p.name for p in small_acdc.parent.iterdir()) == [
-        "cœur 019.nii.gz", "résultat final.report.json", "résultat final.seg.nrrd"]
+        "cœur 019.nii.gz",
+        "résultat final.report.json",
+        "résultat final.seg.nrrd",
+    ]
     report = json.loads((small_acdc.parent / "résultat final.report.json").read_text(encoding="utf-8"))
     assert report["output"] == str(out) and report["input"] == str(small_acdc)
     counts = np.bincount(sitk.GetArrayFromImage(back).ravel(), minlength=4)
@@ -96,11 +102,30 @@ def test_segment_many_inputs_into_folder(tmp_path, small_acdc, model_dir):
     shutil.copytree(DICOM_DIR, dicom)
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    code = run_cli("segment", small_acdc, dicom, "-o", out_dir, "--model", model_dir, "--device", "cpu",
-                   "--no-tta", "--batch-size", "8", "--output-format", "nii.gz")
+    code = run_cli(
+        "segment",
+        small_acdc,
+        dicom,
+        "-o",
+        out_dir,
+        "--model",
+        model_dir,
+        "--device",
+        "cpu",
+        "--no-tta",
+        "--batch-size",
+        "8",
+        "--output-format",
+        "nii.gz",
+    )
     assert code == 0
     assert sorted(p.name for p in out_dir.iterdir()) == [
-        "brain series.nii.gz", "brain series.report.json", "cœur 019.nii.gz", "cœur 019.report.json", "summary.csv"]
+        "brain series.nii.gz",
+        "brain series.report.json",
+        "cœur 019.nii.gz",
+        "cœur 019.report.json",
+        "summary.csv",
+    ]
     brain = sitk.ReadImage(str(out_dir / "brain series.nii.gz"))
     ref = images.read_image(DICOM_DIR)
     assert brain.GetSize() == ref.GetSize()
@@ -110,8 +135,9 @@ def test_segment_many_inputs_into_folder(tmp_path, small_acdc, model_dir):
 
 def test_segment_png_2d(tmp_path):
     require(PH2_IMAGE)
-    model = make_package(tmp_path / "rgb", model_id="tiny-skin", in_channels=3, num_classes=1,
-                         activation="sigmoid", target_spacing=None)
+    model = make_package(
+        tmp_path / "rgb", model_id="tiny-skin", in_channels=3, num_classes=1, activation="sigmoid", target_spacing=None
+    )
     out = tmp_path / "lesion.png"
     assert run_cli("segment", PH2_IMAGE, "-o", out, "--model", model.path, "--device", "cpu", "--no-tta") == 0
     mask = sitk.ReadImage(str(out))
@@ -150,11 +176,26 @@ def test_ctrl_c_leaves_no_partial_file(tmp_path, small_acdc, model_dir, capsys, 
         def progress_then_interrupt(done, total):
             if done > 0:
                 raise KeyboardInterrupt
+
         return real(self, image, progress=progress_then_interrupt, cancel=cancel, roi=roi)
 
     monkeypatch.setattr(inference.Predictor, "segment", interrupted)
-    assert run_cli("segment", small_acdc, "-o", out_dir / "a.seg.nrrd", "--model", model_dir,
-                   "--device", "cpu", "--batch-size", "1", "--no-tta") == 130
+    assert (
+        run_cli(
+            "segment",
+            small_acdc,
+            "-o",
+            out_dir / "a.seg.nrrd",
+            "--model",
+            model_dir,
+            "--device",
+            "cpu",
+            "--batch-size",
+            "1",
+            "--no-tta",
+        )
+        == 130
+    )
     assert "Interrupted" in capsys.readouterr().err
     assert list(out_dir.iterdir()) == []
     # Interrupted while writing: the temporary file is removed too.
@@ -165,8 +206,12 @@ def test_ctrl_c_leaves_no_partial_file(tmp_path, small_acdc, model_dir, capsys, 
         raise KeyboardInterrupt
 
     monkeypatch.setattr(slicerio, "write_segmentation", write_then_interrupt)
-    assert run_cli("segment", small_acdc, "-o", out_dir / "a.seg.nrrd", "--model", model_dir,
-                   "--device", "cpu", "--no-tta") == 130
+    assert (
+        run_cli(
+            "segment", small_acdc, "-o", out_dir / "a.seg.nrrd", "--model", model_dir, "--device", "cpu", "--no-tta"
+        )
+        == 130
+    )
     assert list(out_dir.iterdir()) == []
 
 
@@ -175,8 +220,14 @@ def test_bad_inputs_give_clear_errors_and_no_file(tmp_path, model_dir, capsys, k
     out = tmp_path / "out.seg.nrrd"
     model = model_dir
     image = tmp_path / "in.mha"  # (ITK's NIfTI I/O turns NaN into 0)
-    expected = {"constant": "constant", "nan": "NaN or infinite", "4d": "4D", "missing": "does not exist",
-                "corrupt-model": "SHA-256", "rgb": "expects greyscale"}[kind]
+    expected = {
+        "constant": "constant",
+        "nan": "NaN or infinite",
+        "4d": "4D",
+        "missing": "does not exist",
+        "corrupt-model": "SHA-256",
+        "rgb": "expects greyscale",
+    }[kind]
     arr = np.random.default_rng(0).normal(size=(2, 32, 32)).astype(np.float32)
     if kind == "constant":
         arr[:] = 0
@@ -233,8 +284,12 @@ def test_demo_pipeline_with_a_stand_in_model(tmp_path, model_dir, capsys):
     text = capsys.readouterr().out
     assert "Dice class 1" in text
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["patient019_frame01.report.json", "patient019_frame01.seg.nrrd",
-                     "patient019_frame01_labels.nii.gz", "patient019_frame01_montage.png"]
+    assert names == [
+        "patient019_frame01.report.json",
+        "patient019_frame01.seg.nrrd",
+        "patient019_frame01_labels.nii.gz",
+        "patient019_frame01_montage.png",
+    ]
     report = json.loads((out / "patient019_frame01.report.json").read_text(encoding="utf-8"))
     assert [s["label_value"] for s in report["segments"]] == [1, 2, 3] and "confidence" in text
     seg = slicerio.read_segmentation(str(out / "patient019_frame01.seg.nrrd"))
@@ -246,8 +301,11 @@ def test_demo_with_bundled_model(tmp_path, capsys):
     pkg.load_model_package("cardiac-acdc")  # a missing bundled model fails here
     assert run_cli("demo", "--output-dir", tmp_path / "demo", "--device", "cpu", "--no-tta") == 0
     text = capsys.readouterr().out
-    scores = [float(re.search(r" (\d\.\d{3}) ", line).group(1)) for line in text.splitlines()
-              if line.strip().startswith("Dice")]
+    scores = [
+        float(re.search(r" (\d\.\d{3}) ", line).group(1))
+        for line in text.splitlines()
+        if line.strip().startswith("Dice")
+    ]
     # RV, MYO, LV on a validation case; measured with the shipped model 1.5.0 in its CPU default mode
     # without flips (one window per slice, foreground crop): 0.958, 0.916, 0.982; sliding windows without
     # flips: 0.956, 0.920, 0.987
@@ -268,8 +326,11 @@ def test_segment_refuses_to_overwrite_an_output_unless_asked(tmp_path, model_dir
     out = tmp_path / "out.nii.gz"
     out.write_bytes(b"precious")
     calls = []
-    monkeypatch.setattr(pkg.ModelPackage, "build_network",
-                        lambda self, device="cpu": calls.append(1) or pytest.fail("inference started"))
+    monkeypatch.setattr(
+        pkg.ModelPackage,
+        "build_network",
+        lambda self, device="cpu": calls.append(1) or pytest.fail("inference started"),
+    )
     assert run_cli("segment", image, "-o", out, "--model", model_dir, "--device", "cpu") == 1
     err = capsys.readouterr().err
     assert "error:" in err and str(out) in err and "--overwrite" in err and "Traceback" not in err
@@ -282,8 +343,7 @@ def test_segment_refuses_to_overwrite_an_output_unless_asked(tmp_path, model_dir
     assert "in.seg.nrrd" in capsys.readouterr().err and (folder / "in.seg.nrrd").read_bytes() == b"precious"
     monkeypatch.undo()
     monkeypatch.setenv("ATTENTION_MAMBA_SEG_MODELS_DIR", str(tmp_path / "user-cache"))
-    assert run_cli("segment", image, "-o", out, "--model", model_dir, "--device", "cpu", "--no-tta",
-                   "--overwrite") == 0
+    assert run_cli("segment", image, "-o", out, "--model", model_dir, "--device", "cpu", "--no-tta", "--overwrite") == 0
     assert sitk.ReadImage(str(out)).GetSize() == (24, 24, 3)
 
 
@@ -297,19 +357,35 @@ def test_segment_never_overwrites_an_input_through_a_link(tmp_path, model_dir, c
     assert image.read_bytes() == before
 
 
-@pytest.mark.parametrize("case", ["output-is-folder", "parent-is-file", "3d-to-png", "model-json-path",
-                                  "model-other-file", "batch-size", "second-input-bad"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "output-is-folder",
+        "parent-is-file",
+        "3d-to-png",
+        "model-json-path",
+        "model-other-file",
+        "batch-size",
+        "second-input-bad",
+    ],
+)
 def test_user_errors_are_clear_and_up_front(tmp_path, model_dir, capsys, monkeypatch, case):
     image = _tiny_volume(tmp_path / "in.nii.gz")
     out, model, extra, inputs = tmp_path / "out.seg.nrrd", model_dir, [], [image]
     built = []
     original = pkg.ModelPackage.build_network
-    monkeypatch.setattr(pkg.ModelPackage, "build_network",
-                        lambda self, device="cpu": built.append(1) or original(self, device))
-    expected = {"output-is-folder": "is an existing folder", "parent-is-file": "afile is a file, not a folder",
-                "3d-to-png": "PNG (2D only)", "model-json-path": None,
-                "model-other-file": "give the folder that holds model.json",
-                "batch-size": "expected a positive integer, got '0'", "second-input-bad": "bad.mha"}[case]
+    monkeypatch.setattr(
+        pkg.ModelPackage, "build_network", lambda self, device="cpu": built.append(1) or original(self, device)
+    )
+    expected = {
+        "output-is-folder": "is an existing folder",
+        "parent-is-file": "afile is a file, not a folder",
+        "3d-to-png": "PNG (2D only)",
+        "model-json-path": None,
+        "model-other-file": "give the folder that holds model.json",
+        "batch-size": "expected a positive integer, got '0'",
+        "second-input-bad": "bad.mha",
+    }[case]
     if case == "output-is-folder":  # the output file named in a folder is itself a folder
         out = tmp_path / "outs"
         (out / "in.seg.nrrd").mkdir(parents=True)
@@ -401,7 +477,9 @@ def test_reports_are_never_overwritten_silently_nor_left_without_their_output(tm
     assert (out / "a.report.json").read_text(encoding="utf-8") == before
     # a report that cannot be written: the new output is removed with it
     (out / "b.report.json").mkdir()
-    assert run_cli("segment", small_acdc, "-o", out / "b.nii.gz", "--model", model_dir, "--device", "cpu",
-                   "--overwrite") == 1
+    assert (
+        run_cli("segment", small_acdc, "-o", out / "b.nii.gz", "--model", model_dir, "--device", "cpu", "--overwrite")
+        == 1
+    )
     capsys.readouterr()
     assert sorted(p.name for p in out.iterdir()) == ["a.nii", "a.report.json", "b.report.json"]

@@ -8,11 +8,9 @@ import pytest
 import SimpleITK as sitk
 
 from AttentionMambaSegLib import dataset_validation, datasets
-
 from conftest import make_copy, needs_datasets  # noqa: E402
+
 pytestmark = needs_datasets
-
-
 
 
 ACDC_CASES = (["patient001_frame01"], ["patient019_frame01"])
@@ -109,8 +107,9 @@ def test_dataset_json_errors(tmp_path):
     _expect_problem(root, "without gaps")
     (root / "dataset.json").unlink()
     _expect_problem(root, "dataset.json not found")
-    info = datasets.DatasetInfo(root=root, name="x", channel_names=("a",), labels={"background": 0, "a": 1},
-                                file_ending=".nii.gz")
+    info = datasets.DatasetInfo(
+        root=root, name="x", channel_names=("a",), labels={"background": 0, "a": 1}, file_ending=".nii.gz"
+    )
     with pytest.raises(datasets.DatasetError, match="splits_final.json not found"):
         datasets.split_cases(info, "val")
     with pytest.raises(ValueError, match="split must be"):

@@ -16,10 +16,10 @@ import pytest
 import SimpleITK as sitk
 
 from _inference_helpers import DICOM_DIR
-from conftest import require
 from AttentionMambaSegLib import dicom, dicom_seg, images
 from AttentionMambaSegLib.inference.result import SegmentReport
 from AttentionMambaSegLib.package import load_model_package
+from conftest import require
 
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 #: ROI of the shared series where the bundled hippocampus model finds the anterior hippocampus.
@@ -53,10 +53,19 @@ def _test_labelmap(image: sitk.Image) -> sitk.Image:
 def test_written_seg_references_the_series_and_carries_codes(tmp_path, series, hippocampus):
     image, files, headers = series
     labelmap = _test_labelmap(image)
-    reports = [SegmentReport(1, "anterior hippocampus", 1, 1.0, 0.8472, "low confidence (0.8472 < 0.9267)"),
-               SegmentReport(2, "posterior hippocampus", 1, 1.0, 0.95, None)]
-    path = dicom_seg.write_dicom_seg(labelmap, tmp_path / "seg.dcm", hippocampus.card.class_dicts, files,
-                                     segments=reports, algorithm_name="hippocampus-msd", algorithm_version="1.5.0")
+    reports = [
+        SegmentReport(1, "anterior hippocampus", 1, 1.0, 0.8472, "low confidence (0.8472 < 0.9267)"),
+        SegmentReport(2, "posterior hippocampus", 1, 1.0, 0.95, None),
+    ]
+    path = dicom_seg.write_dicom_seg(
+        labelmap,
+        tmp_path / "seg.dcm",
+        hippocampus.card.class_dicts,
+        files,
+        segments=reports,
+        algorithm_name="hippocampus-msd",
+        algorithm_version="1.5.0",
+    )
     ds = pydicom.dcmread(path)
     source = next(iter(headers.values()))
     assert ds.SOPClassUID == SEG_SOP_CLASS and ds.Modality == "SEG"
@@ -73,8 +82,13 @@ def test_written_seg_references_the_series_and_carries_codes(tmp_path, series, h
     first, second = ds.SegmentSequence
     assert first.SegmentedPropertyCategoryCodeSequence[0].CodeValue == "123037004"
     assert first.SegmentedPropertyTypeCodeSequence[0].CodeValue == "5366008"
-    assert first.SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence[0].CodeValue == "255549009"
-    assert second.SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence[0].CodeValue == "255551008"
+    assert (
+        first.SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence[0].CodeValue == "255549009"
+    )
+    assert (
+        second.SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence[0].CodeValue
+        == "255551008"
+    )
     assert first.SegmentAlgorithmType == "AUTOMATIC" and first.SegmentAlgorithmName == "hippocampus-msd"
     assert first.SegmentDescription == "needs review: low confidence (0.8472 < 0.9267)"
     assert second.SegmentDescription.startswith("automatic, review before use, confidence 0.950")
@@ -131,15 +145,27 @@ def test_missing_highdicom_names_the_extra(monkeypatch):
 
 def test_cli_refuses_nifti_input_for_dicom_seg(tmp_path, capsys):
     from _inference_helpers import HIPPO_IMAGE
-
     from AttentionMambaSegLib.cli import main
 
     require(HIPPO_IMAGE)
     assert main(["segment", str(HIPPO_IMAGE), "-o", str(tmp_path / "out.dcm"), "--model", "hippocampus-msd"]) == 1
     err = capsys.readouterr().err
     assert "DICOM SEG output needs a DICOM series folder as input" in err and "hippocampus_001_0000.nii.gz" in err
-    assert main(["segment", str(HIPPO_IMAGE), "-o", str(tmp_path), "--output-format", "dicom-seg",
-                 "--model", "hippocampus-msd"]) == 1
+    assert (
+        main(
+            [
+                "segment",
+                str(HIPPO_IMAGE),
+                "-o",
+                str(tmp_path),
+                "--output-format",
+                "dicom-seg",
+                "--model",
+                "hippocampus-msd",
+            ]
+        )
+        == 1
+    )
     assert "needs a DICOM series folder" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
 
@@ -162,5 +188,6 @@ def test_segment_dicom_series_to_seg_equals_nifti_output(tmp_path, series, hippo
     assert len(ds.SegmentSequence) == 2
     assert ds.ReferencedSeriesSequence[0].SeriesInstanceUID == next(iter(headers.values())).SeriesInstanceUID
     assert int(ds.NumberOfFrames) == int(np.count_nonzero((nifti == 1).any(axis=(1, 2)))) + int(
-        np.count_nonzero((nifti == 2).any(axis=(1, 2))))
+        np.count_nonzero((nifti == 2).any(axis=(1, 2)))
+    )
     assert (tmp_path / "hippo.report.json").is_file()

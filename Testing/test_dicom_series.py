@@ -11,18 +11,35 @@ import SimpleITK as sitk
 from AttentionMambaSegLib import dicom, images
 
 
-def _write_series(folder, uid, description, modality, slices, image_type="ORIGINAL\\PRIMARY\\AXIAL",
-                  orientation=(1, 0, 0, 0, 1, 0), start=0, name="s"):
+def _write_series(
+    folder,
+    uid,
+    description,
+    modality,
+    slices,
+    image_type="ORIGINAL\\PRIMARY\\AXIAL",
+    orientation=(1, 0, 0, 0, 1, 0),
+    start=0,
+    name="s",
+):
     folder.mkdir(parents=True, exist_ok=True)
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
     rng = np.random.default_rng(len(description))
     for k in range(slices):
         image = sitk.GetImageFromArray(rng.integers(0, 400, (1, 12, 10)).astype(np.int16))
-        tags = {"0020|000e": uid, "0008|103e": description, "0008|0060": modality, "0008|0008": image_type,
-                "0020|0037": "\\".join(str(v) for v in orientation), "0020|0032": f"0\\0\\{2.0 * (start + k)}",
-                "0020|0013": str(k + 1), "0010|0010": "TEST^PATIENT", "0020|000d": "1.2.3.4",
-                "0008|0018": f"{uid}.{start + k + 1}"}
+        tags = {
+            "0020|000e": uid,
+            "0008|103e": description,
+            "0008|0060": modality,
+            "0008|0008": image_type,
+            "0020|0037": "\\".join(str(v) for v in orientation),
+            "0020|0032": f"0\\0\\{2.0 * (start + k)}",
+            "0020|0013": str(k + 1),
+            "0010|0010": "TEST^PATIENT",
+            "0020|000d": "1.2.3.4",
+            "0008|0018": f"{uid}.{start + k + 1}",
+        }
         for tag, value in tags.items():
             image.SetMetaData(tag, value)
         writer.SetFileName(str(folder / f"{name}{start + k:03d}.dcm"))
@@ -32,8 +49,9 @@ def _write_series(folder, uid, description, modality, slices, image_type="ORIGIN
 @pytest.fixture
 def study(tmp_path):
     _write_series(tmp_path / "a", "1.2.3.4.1", "T1 axial", "MR", 5)
-    _write_series(tmp_path / "a", "1.2.3.4.1", "T1 axial", "MR", 1, orientation=(0, 1, 0, 0, 0, -1), start=20,
-                  name="loc")  # a localizer sharing the series UID
+    _write_series(
+        tmp_path / "a", "1.2.3.4.1", "T1 axial", "MR", 1, orientation=(0, 1, 0, 0, 0, -1), start=20, name="loc"
+    )  # a localizer sharing the series UID
     _write_series(tmp_path / "b", "1.2.3.4.2", "T1 crop", "MR", 8, image_type="DERIVED\\SECONDARY")
     _write_series(tmp_path / "c", "1.2.3.4.3", "CT head", "CT", 6)
     return tmp_path
@@ -42,7 +60,10 @@ def study(tmp_path):
 def test_listing_names_each_series_and_leaves_the_localizer_out(study):
     listed = dicom.list_dicom_series(study)
     assert [(s.index, s.description, s.modality, len(s.files)) for s in listed] == [
-        (1, "T1 crop", "MR", 8), (2, "CT head", "CT", 6), (3, "T1 axial", "MR", 5)]
+        (1, "T1 crop", "MR", 8),
+        (2, "CT head", "CT", 6),
+        (3, "T1 axial", "MR", 5),
+    ]
     axial = listed[2]
     assert axial.left_out == 1 and not axial.derived and listed[0].derived
     assert axial.describe() == "3: T1 axial [MR] 10x12x5, 5 files (UID 1.2.3.4.1)"
@@ -76,7 +97,6 @@ def test_read_image_reads_the_chosen_series_with_its_modality(study):
 
 # ------------------------------------------------------------------------------ another modality
 from _inference_helpers import make_package  # noqa: E402
-
 from AttentionMambaSegLib.cli import main  # noqa: E402
 from AttentionMambaSegLib.inference.checks import check_modality  # noqa: E402
 
@@ -117,9 +137,42 @@ def test_segment_cli_refuses_then_forces(study, tmp_path, capsys):
     config["modality"] = "MR"
     config_path.write_text(json.dumps(config))
     out = tmp_path / "ct.nii.gz"
-    assert main(["segment", str(study), "--series", "CT head", "-o", str(out), "--model", str(package.path),
-                 "--device", "cpu", "--no-tta"]) == 1
+    assert (
+        main(
+            [
+                "segment",
+                str(study),
+                "--series",
+                "CT head",
+                "-o",
+                str(out),
+                "--model",
+                str(package.path),
+                "--device",
+                "cpu",
+                "--no-tta",
+            ]
+        )
+        == 1
+    )
     assert "looks like CT" in capsys.readouterr().err and not out.exists()
-    assert main(["segment", str(study), "--series", "CT head", "-o", str(out), "--model", str(package.path),
-                 "--device", "cpu", "--no-tta", "--force"]) == 0
+    assert (
+        main(
+            [
+                "segment",
+                str(study),
+                "--series",
+                "CT head",
+                "-o",
+                str(out),
+                "--model",
+                str(package.path),
+                "--device",
+                "cpu",
+                "--no-tta",
+                "--force",
+            ]
+        )
+        == 0
+    )
     assert sitk.ReadImage(str(out)).GetSize() == (10, 12, 6)

@@ -29,8 +29,25 @@ VAL_CASES = ["patient019_frame01"]
 # lr 1e-5: AdamW's first steps move every weight by about lr whatever the size of its gradient, so
 # float32 rounding noise (which differs between any two runs that split work differently, e.g. one
 # process with 1 vs 2 threads) shows in the weights in proportion to lr; at 5e-4 both differ by 7e-4.
-TRAIN = ["--epochs", "1", "--iterations-per-epoch", "3", "--batch-size", "8", "--patch", "64", "--val-slices", "4",
-         "--device", "cpu", "--no-final-evaluation", "--seed", "7", "--lr", "1e-5"]
+TRAIN = [
+    "--epochs",
+    "1",
+    "--iterations-per-epoch",
+    "3",
+    "--batch-size",
+    "8",
+    "--patch",
+    "64",
+    "--val-slices",
+    "4",
+    "--device",
+    "cpu",
+    "--no-final-evaluation",
+    "--seed",
+    "7",
+    "--lr",
+    "1e-5",
+]
 
 
 def _env() -> dict:
@@ -45,8 +62,15 @@ def _cli(*args: str, nproc: int = 1, check: bool = True, fixed_timing: bool = Fa
     times and a clock that stands still (``_fixed_timing_cli.py``), the same on a busy machine as on an idle one."""
     launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)] if nproc > 1 else []
     module = [str(FIXED_TIMING_CLI)] if fixed_timing else ["-m", "AttentionMambaSegLib.cli"]
-    done = subprocess.run([sys.executable, *launcher, *module, *args], capture_output=True, text=True,
-                          encoding="utf-8", errors="replace", env=_env(), timeout=900)
+    done = subprocess.run(
+        [sys.executable, *launcher, *module, *args],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        env=_env(),
+        timeout=900,
+    )
     if check:
         assert done.returncode == 0, done.stderr[-3000:]
     return done
@@ -91,8 +115,23 @@ def test_two_ranks_of_batch_4_train_as_one_process_of_batch_8(acdc, tmp_path):
 
 
 def test_a_stopped_and_resumed_two_rank_run_equals_an_uninterrupted_one(acdc, tmp_path):
-    args = ["--epochs", "2", "--iterations-per-epoch", "2", "--batch-size", "4", "--patch", "64", "--val-slices", "2",
-            "--device", "cpu", "--no-final-evaluation", "--seed", "11"]
+    args = [
+        "--epochs",
+        "2",
+        "--iterations-per-epoch",
+        "2",
+        "--batch-size",
+        "4",
+        "--patch",
+        "64",
+        "--val-slices",
+        "2",
+        "--device",
+        "cpu",
+        "--no-final-evaluation",
+        "--seed",
+        "11",
+    ]
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     _cli("train", str(acdc), "--output", str(whole), *args, nproc=2)
     _cli("train", str(acdc), "--output", str(parts), *args, "--stop-after-epoch", "1", nproc=2)
@@ -108,9 +147,25 @@ def test_the_time_budget_stops_both_ranks_at_the_same_step(acdc, tmp_path):
     # Rank 0 plans the budget with fixed step times (5 s a step, whatever the machine's load) and both
     # ranks run that plan: 1.5 min = 87.3 s after the 3 % margin hold 5 of the 6 epochs, of 3 steps each
     # (3 x 5 s, validation on the 16-slice minimum and a 0.5 s checkpoint an epoch).
-    done = _cli("train", str(acdc), "--output", str(tmp_path / "budget"), "--time-budget", "1.5", "--epochs", "6",
-                "--batch-size", "4", "--patch", "64", "--device", "cpu", "--no-final-evaluation", nproc=2,
-                fixed_timing=True)
+    done = _cli(
+        "train",
+        str(acdc),
+        "--output",
+        str(tmp_path / "budget"),
+        "--time-budget",
+        "1.5",
+        "--epochs",
+        "6",
+        "--batch-size",
+        "4",
+        "--patch",
+        "64",
+        "--device",
+        "cpu",
+        "--no-final-evaluation",
+        nproc=2,
+        fixed_timing=True,
+    )
     steps = re.findall(r"rank (\d) of 2: (\d+) steps done, stopped at epoch (\d+)", done.stderr)
     assert sorted(r for r, _, _ in steps) == ["0", "1"], done.stderr[-2000:]
     assert {(s, e) for _, s, e in steps} == {("15", "5")}
@@ -131,8 +186,9 @@ def test_two_rank_segment_of_a_folder_equals_one_process_and_reports_a_corrupt_i
     common = ["--model", "hippocampus-msd", "--no-tta", "--device", "cpu", "--output-format", "nii.gz"]
     _cli("segment", *sorted(str(p) for p in folder.iterdir()), "-o", str(one), *common)
     _cli("segment", str(folder), "-o", str(two), *common, nproc=2)
-    assert sorted(p.name for p in two.iterdir()) == sorted([f"{n}.nii.gz" for n in names] + [f"{n}.report.json" for n in names]
-                                                           + ["summary.csv"])
+    assert sorted(p.name for p in two.iterdir()) == sorted(
+        [f"{n}.nii.gz" for n in names] + [f"{n}.report.json" for n in names] + ["summary.csv"]
+    )
     for name in names:
         a = sitk.GetArrayFromImage(sitk.ReadImage(str(one / f"{name}.nii.gz")))
         b = sitk.GetArrayFromImage(sitk.ReadImage(str(two / f"{name}.nii.gz")))
@@ -144,6 +200,7 @@ def test_two_rank_segment_of_a_folder_equals_one_process_and_reports_a_corrupt_i
     assert done.returncode != 0
     assert "segmented 4 of 5 inputs, 1 failed:" in done.stderr and "FAILED " in done.stderr
     assert re.search(r"FAILED \S*broken\.nii\.gz: ValueError: .*truncated", done.stderr), done.stderr[-2000:]
-    assert sorted(p.name for p in three.iterdir()) == sorted([f"{n}.nii.gz" for n in names]
-                                                             + [f"{n}.report.json" for n in names] + ["summary.csv"])
+    assert sorted(p.name for p in three.iterdir()) == sorted(
+        [f"{n}.nii.gz" for n in names] + [f"{n}.report.json" for n in names] + ["summary.csv"]
+    )
     assert (three / "summary.csv").read_text().count("\n") == 1 + len(names)  # the 4 inputs written, not the broken one

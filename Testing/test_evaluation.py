@@ -12,8 +12,8 @@ from AttentionMambaSegLib.cli import main
 from AttentionMambaSegLib.evaluation import EMPTY_MASK_CONVENTIONS, evaluate, format_summary
 from AttentionMambaSegLib.inference import InferenceSettings
 from AttentionMambaSegLib.package import load_model_package, save_model_package
-
 from conftest import DATASETS, needs_datasets  # noqa: E402
+
 pytestmark = needs_datasets
 
 CASE = "hippocampus_001"
@@ -44,8 +44,9 @@ def model_dir(tmp_path):
 @pytest.mark.slow
 def test_evaluate_one_case_writes_csv_and_png(tmp_path, model_dir):
     out = tmp_path / "metrics.csv"
-    summary = evaluate(model_dir, DATASETS / "Hippocampus", InferenceSettings(device="cpu", tta=False), cases=[CASE],
-                       output=out)
+    summary = evaluate(
+        model_dir, DATASETS / "Hippocampus", InferenceSettings(device="cpu", tta=False), cases=[CASE], output=out
+    )
     assert summary["cases"] == 1 and set(summary["per_class"]) == {"anterior hippocampus", "posterior hippocampus"}
     for row in summary["per_case"]:
         assert 0.0 <= row["dice"] <= 1.0 and row["hd95_mm"] >= 0.0 and row["ref_voxels"] > 0
@@ -67,8 +68,21 @@ def test_evaluate_cli(tmp_path, model_dir, capsys):
     (root / "splits_final.json").write_text(json.dumps([{"train": [], "val": [CASE]}]))
     shutil.copy(DATASETS / "Hippocampus" / "imagesTr" / f"{CASE}_0000.nii.gz", root / "imagesTr")
     shutil.copy(DATASETS / "Hippocampus" / "labelsTr" / f"{CASE}.nii.gz", root / "labelsTr")
-    code = main(["evaluate", "--model", str(model_dir), str(root), "--split", "val", "--output",
-                 str(tmp_path / "cli.csv"), "--no-tta", "--device", "cpu"])
+    code = main(
+        [
+            "evaluate",
+            "--model",
+            str(model_dir),
+            str(root),
+            "--split",
+            "val",
+            "--output",
+            str(tmp_path / "cli.csv"),
+            "--no-tta",
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0
     assert "mean of classes" in capsys.readouterr().out
     assert (tmp_path / "cli.csv").exists() and (tmp_path / "cli.png").exists()
@@ -79,7 +93,17 @@ def test_train_cli_help(capsys):
         main(["train", "--help"])
     assert excinfo.value.code == 0
     text = capsys.readouterr().out
-    for flag in ("--output", "--fold", "--epochs", "--patch", "--batch-size", "--time-budget", "--resume",
-                 "--device", "--seed", "--model-id", "--bf16"):
+    for flag in (
+        "--output",
+        "--fold",
+        "--epochs",
+        "--patch",
+        "--batch-size",
+        "--time-budget",
+        "--resume",
+        "--device",
+        "--seed",
+        "--model-id",
+        "--bf16",
+    ):
         assert flag in text
-

@@ -30,10 +30,9 @@ def test_orthonormal_directions_pass_oblique_included():
     check_direction(_volume((c, -s, 0, s, c, 0, 0, 0, -1)))  # rotated and flipped: fine
 
 
-@pytest.mark.parametrize("direction, word", [
-    ((1, 0.3, 0, 0, 1, 0, 0, 0, 1), "sheared"),
-    ((2, 0, 0, 0, 1, 0, 0, 0, 1), "scaled"),
-])
+@pytest.mark.parametrize(
+    "direction, word", [((1, 0.3, 0, 0, 1, 0, 0, 0, 1), "sheared"), ((2, 0, 0, 0, 1, 0, 0, 0, 1), "scaled")]
+)
 def test_sheared_or_scaled_directions_are_refused(direction, word):
     with pytest.raises(ValueError, match=f"not orthonormal: it is {word}"):
         check_direction(_volume(direction))
@@ -48,7 +47,7 @@ def test_sheared_or_scaled_directions_are_refused(direction, word):
 def _with_pixdim(tmp_path, axis, value):
     raw = bytearray(gzip.decompress(EXAMPLE.read_bytes()))
     assert struct.unpack("<i", raw[:4])[0] == 348
-    raw[76 + 4 * axis: 80 + 4 * axis] = struct.pack("<f", value)
+    raw[76 + 4 * axis : 80 + 4 * axis] = struct.pack("<f", value)
     path = tmp_path / f"pixdim{axis}.nii.gz"
     path.write_bytes(gzip.compress(bytes(raw)))
     return path

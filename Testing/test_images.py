@@ -12,15 +12,21 @@ import SimpleITK as sitk
 import slicerio
 
 from _inference_helpers import ACDC_IMAGE, DICOM_DIR, HIPPO_LABEL, PH2_IMAGE, SNOMED_TISSUE
-from conftest import require
 from AttentionMambaSegLib import images, masks, writers
 from AttentionMambaSegLib.cli.montage import write_overlay_montage
+from conftest import require
 
 CLASSES = [
     {"label_value": 0, "name": "background", "color": [0, 0, 0]},
-    {"label_value": 1, "name": "anterior hippocampus", "color": [230, 25, 75], "snomed": {
-        "category": {"code": "123037004", "scheme": "SCT", "meaning": "Anatomical Structure"},
-        "type": {"code": "5300000", "scheme": "SCT", "meaning": "Hippocampus"}}},
+    {
+        "label_value": 1,
+        "name": "anterior hippocampus",
+        "color": [230, 25, 75],
+        "snomed": {
+            "category": {"code": "123037004", "scheme": "SCT", "meaning": "Anatomical Structure"},
+            "type": {"code": "5300000", "scheme": "SCT", "meaning": "Hippocampus"},
+        },
+    },
     {"label_value": 2, "name": "posterior", "color": [0, 130, 200], "snomed": SNOMED_TISSUE},
 ]
 
@@ -72,9 +78,15 @@ def _write_dicom_series(folder, n_slices, series_uid):
     for k in range(n_slices):
         sl = sitk.GetImageFromArray(arr[k])
         for tag, value in {
-            "0008|0060": "MR", "0010|0010": "Test^Series", "0020|000d": "1.2.826.0.1.3680043.2.1125.1",
-            "0020|000e": series_uid, "0020|0013": str(k + 1), "0020|0032": f"0\\0\\{k * 3.0}",
-            "0020|0037": "1\\0\\0\\0\\1\\0", "0028|0030": "1\\1", "0018|0050": "3",
+            "0008|0060": "MR",
+            "0010|0010": "Test^Series",
+            "0020|000d": "1.2.826.0.1.3680043.2.1125.1",
+            "0020|000e": series_uid,
+            "0020|0013": str(k + 1),
+            "0020|0032": f"0\\0\\{k * 3.0}",
+            "0020|0037": "1\\0\\0\\0\\1\\0",
+            "0028|0030": "1\\1",
+            "0018|0050": "3",
             "0008|0018": f"{series_uid}.{k + 1}",
         }.items():
             sl.SetMetaData(tag, value)
@@ -292,8 +304,10 @@ def test_empty_file_says_so(tmp_path):
 
 def test_zero_spacing_names_the_axis(tmp_path):
     path = tmp_path / "zero.nrrd"
-    header = ("NRRD0004\ntype: short\ndimension: 3\nsizes: 4 4 2\nkinds: domain domain domain\n"
-              "endian: little\nencoding: raw\nspacings: 0 1 2\n\n")
+    header = (
+        "NRRD0004\ntype: short\ndimension: 3\nsizes: 4 4 2\nkinds: domain domain domain\n"
+        "endian: little\nencoding: raw\nspacings: 0 1 2\n\n"
+    )
     path.write_bytes(header.encode() + bytes(4 * 4 * 2 * 2))
     with pytest.raises(ValueError) as e:
         images.read_image(path)

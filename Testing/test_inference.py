@@ -13,11 +13,19 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from _inference_helpers import (ACDC_IMAGE, ACDC_LABEL, DICOM_DIR, HIPPO_IMAGE, PH2_IMAGE,
-                                make_config, make_package, permute_flip)
-from conftest import require
+from _inference_helpers import (
+    ACDC_IMAGE,
+    ACDC_LABEL,
+    DICOM_DIR,
+    HIPPO_IMAGE,
+    PH2_IMAGE,
+    make_config,
+    make_package,
+    permute_flip,
+)
 from AttentionMambaSegLib import devices, images, inference, package as pkg
 from AttentionMambaSegLib.inference import InferenceSettings
+from conftest import require
 
 
 def assert_same_geometry(out: sitk.Image, ref: sitk.Image):
@@ -155,8 +163,9 @@ def test_window_comes_from_inference_patch_size_or_the_argument(acdc):
     assert package.card.inference_patch_size == (64, 64)
     for window, sizes in ((None, {(64, 64)}), (256, {(256, 256)}), ((96, 128), {(96, 128)})):
         net = Threshold()
-        out = inference.predict_volume(image, package, InferenceSettings(device="cpu", tta=False, window=window),
-                                       network=net)
+        out = inference.predict_volume(
+            image, package, InferenceSettings(device="cpu", tta=False, window=window), network=net
+        )
         assert {c[-2:] for c in net.calls} == sizes, window
         np.testing.assert_array_equal(sitk.GetArrayFromImage(out), expected)
     package.card = replace(package.card, inference_patch_size=(128, 128))
@@ -174,25 +183,32 @@ def test_postprocessing_from_model_json_keeps_the_largest_component():
     arr[:, 40:45, 40:45] = 100.0  # 2 x 25 voxels, apart from the first
     image = sitk.GetImageFromArray(arr + np.linspace(0, 1, 64, dtype=np.float32))  # not constant per row
     package = make_package_for_threshold(image)
-    raw = sitk.GetArrayFromImage(inference.predict_volume(image, package, InferenceSettings(device="cpu", tta=False),
-                                                          network=Threshold()))
+    raw = sitk.GetArrayFromImage(
+        inference.predict_volume(image, package, InferenceSettings(device="cpu", tta=False), network=Threshold())
+    )
     assert raw.sum() == 850
     package.card = replace(package.card, postprocessing={"largest_component": [1]})
-    out = sitk.GetArrayFromImage(inference.predict_volume(image, package, InferenceSettings(device="cpu", tta=False),
-                                                          network=Threshold()))
+    out = sitk.GetArrayFromImage(
+        inference.predict_volume(image, package, InferenceSettings(device="cpu", tta=False), network=Threshold())
+    )
     assert out.sum() == 800 and out[:, 40:45, 40:45].sum() == 0
 
 
 def make_package_for_threshold(image, spacing=None):
-    return pkg.ModelPackage(".", make_config("threshold", num_classes=2, target_spacing=spacing,
-                                             in_channels=image.GetNumberOfComponentsPerPixel()))
+    return pkg.ModelPackage(
+        ".",
+        make_config(
+            "threshold", num_classes=2, target_spacing=spacing, in_channels=image.GetNumberOfComponentsPerPixel()
+        ),
+    )
 
 
 def test_resampled_known_answer_on_hippocampus_real_direction():
     require(HIPPO_IMAGE)
     img = images.read_image(HIPPO_IMAGE)  # RAS-stored, direction diag(-1, -1, 1)
-    out = inference.predict_volume(img, make_package_for_threshold(img, (0.7, 0.7)), InferenceSettings(device="cpu"),
-                                   network=Threshold())
+    out = inference.predict_volume(
+        img, make_package_for_threshold(img, (0.7, 0.7)), InferenceSettings(device="cpu"), network=Threshold()
+    )
     assert_same_geometry(out, img)
     arr = sitk.GetArrayFromImage(img).astype(np.float64)
     expected = arr > arr.mean()
@@ -209,8 +225,12 @@ def test_predict_volume_geometry_real_data(tmp_path, which):
         image = image[:, :, 3:8]  # 5 slices keep the test fast
     package = make_package(tmp_path / "m", target_spacing=(2.5, 2.0))
     seen = []
-    out = inference.predict_volume(image, package, InferenceSettings(device="cpu", tta=False, batch_size=3),
-                                   progress=lambda d, t: seen.append((d, t)))
+    out = inference.predict_volume(
+        image,
+        package,
+        InferenceSettings(device="cpu", tta=False, batch_size=3),
+        progress=lambda d, t: seen.append((d, t)),
+    )
     assert_same_geometry(out, image)
     total = image.GetSize()[2]
     assert seen[0] == (0, total) and seen[-1] == (total, total)
@@ -221,8 +241,9 @@ def test_predict_volume_geometry_real_data(tmp_path, which):
 def test_ph2_png_rgb_geometry(tmp_path):
     require(PH2_IMAGE)
     image = images.read_image(PH2_IMAGE)
-    package = make_package(tmp_path / "rgb", in_channels=3, num_classes=1, activation="sigmoid",
-                           target_spacing=None, patch_size=(96, 96))
+    package = make_package(
+        tmp_path / "rgb", in_channels=3, num_classes=1, activation="sigmoid", target_spacing=None, patch_size=(96, 96)
+    )
     out = inference.predict_volume(image, package, InferenceSettings(device="cpu", tta=False))
     assert_same_geometry(out, image)
     assert out.GetDimension() == 2
@@ -248,8 +269,11 @@ def test_permuted_flipped_storage_gives_same_labels_in_physical_space(tmp_path, 
 
 def test_one_slice_volume(tmp_path, acdc):
     # Fixed normalisation (z-score statistics would differ between 1 and 3 slices).
-    package = make_package(tmp_path / "m", target_spacing=(2.5, 2.5),
-                           normalization={"type": "ct", "clip": [0, 1000], "mean": 60, "std": 40})
+    package = make_package(
+        tmp_path / "m",
+        target_spacing=(2.5, 2.5),
+        normalization={"type": "ct", "clip": [0, 1000], "mean": 60, "std": 40},
+    )
     one = acdc[:, :, 4:5]
     out = inference.predict_volume(one, package, InferenceSettings(device="cpu", tta=False))
     assert_same_geometry(out, one)
@@ -260,8 +284,9 @@ def test_one_slice_volume(tmp_path, acdc):
 def test_small_image_is_padded(tmp_path):
     arr = np.random.default_rng(0).normal(size=(2, 20, 30)).astype(np.float32)
     img = sitk.GetImageFromArray(arr)
-    out = inference.predict_volume(img, make_package_for_threshold(img), InferenceSettings(device="cpu"),
-                                   network=Threshold())
+    out = inference.predict_volume(
+        img, make_package_for_threshold(img), InferenceSettings(device="cpu"), network=Threshold()
+    )
     assert_same_geometry(out, img)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(out), (arr > arr.mean()).astype(np.uint8))
 
@@ -277,16 +302,25 @@ def test_cancel_stops_within_one_batch(acdc):
         if d > 0:
             cancel.set()
 
-    out = inference.predict_volume(acdc, make_package_for_threshold(acdc),
-                                   InferenceSettings(device="cpu", tta=False, batch_size=2), progress=progress,
-                                   cancel=cancel, network=net)
+    out = inference.predict_volume(
+        acdc,
+        make_package_for_threshold(acdc),
+        InferenceSettings(device="cpu", tta=False, batch_size=2),
+        progress=progress,
+        cancel=cancel,
+        network=net,
+    )
     assert out is None
     assert done == [0, 2]  # one batch of 2 slices, then stop
     assert {c[0] for c in net.calls} == {2}
     cancel.clear()
     cancel.set()
-    assert inference.predict_volume(acdc, make_package_for_threshold(acdc), InferenceSettings(device="cpu"),
-                                    cancel=cancel, network=Threshold()) is None
+    assert (
+        inference.predict_volume(
+            acdc, make_package_for_threshold(acdc), InferenceSettings(device="cpu"), cancel=cancel, network=Threshold()
+        )
+        is None
+    )
 
 
 def test_default_batch_is_one_slice_on_cpu_four_on_gpu(acdc):
@@ -294,10 +328,12 @@ def test_default_batch_is_one_slice_on_cpu_four_on_gpu(acdc):
     assert inference.default_batch_size("cuda:1") == 4 and inference.default_batch_size("mps") == 4
     small = acdc[:, :, 3:6]
     default, three = Threshold(), Threshold()
-    inference.predict_volume(small, make_package_for_threshold(small), InferenceSettings(device="cpu", tta=True),
-                             network=default)
-    inference.predict_volume(small, make_package_for_threshold(small),
-                             InferenceSettings(device="cpu", tta=True, batch_size=3), network=three)
+    inference.predict_volume(
+        small, make_package_for_threshold(small), InferenceSettings(device="cpu", tta=True), network=default
+    )
+    inference.predict_volume(
+        small, make_package_for_threshold(small), InferenceSettings(device="cpu", tta=True, batch_size=3), network=three
+    )
     assert {c[0] for c in default.calls} == {1} and {c[0] for c in three.calls} == {3}
     assert len(default.calls) == 3 * len(three.calls)  # every window and flip once per slice
 
@@ -349,8 +385,9 @@ def test_constant_image_is_refused(acdc_package, value):
 def test_complex_and_out_of_float32_range_images_are_refused(acdc_package):
     real = sitk.GetImageFromArray(np.random.default_rng(0).normal(size=(2, 40, 40)).astype(np.float32))
     with pytest.raises(ValueError, match="complex-valued"):
-        inference.predict_volume(sitk.RealAndImaginaryToComplex(real, real), acdc_package,
-                                 InferenceSettings(device="cpu"))
+        inference.predict_volume(
+            sitk.RealAndImaginaryToComplex(real, real), acdc_package, InferenceSettings(device="cpu")
+        )
     huge = sitk.GetImageFromArray(sitk.GetArrayFromImage(real).astype(np.float64) * 1e300)
     with pytest.raises(ValueError, match="beyond what the network's float32"):
         inference.predict_volume(huge, acdc_package, InferenceSettings(device="cpu"))
@@ -381,8 +418,9 @@ def test_labelmap_like_input_warns(caplog):
     require(ACDC_LABEL)
     lab = images.read_image(ACDC_LABEL)[:, :, 4:6]
     with caplog.at_level("WARNING", logger="AttentionMambaSegLib.inference"):
-        out = inference.predict_volume(lab, make_package_for_threshold(lab), InferenceSettings(device="cpu", tta=False),
-                                       network=Threshold())
+        out = inference.predict_volume(
+            lab, make_package_for_threshold(lab), InferenceSettings(device="cpu", tta=False), network=Threshold()
+        )
     assert "looks like a labelmap" in caplog.text and "[0, 1, 2, 3]" in caplog.text
     assert_same_geometry(out, lab)
 
@@ -395,8 +433,9 @@ def test_intensity_image_does_not_warn(acdc, acdc_package, caplog):
 
 def test_channel_mismatch_names_both(tmp_path, acdc):
     require(PH2_IMAGE)
-    rgb_package = make_package(tmp_path / "rgb", model_id="rgb-model", in_channels=3, num_classes=1,
-                               activation="sigmoid", target_spacing=None)
+    rgb_package = make_package(
+        tmp_path / "rgb", model_id="rgb-model", in_channels=3, num_classes=1, activation="sigmoid", target_spacing=None
+    )
     grey_package = make_package(tmp_path / "grey", model_id="grey-model")
     with pytest.raises(ValueError, match=r"'rgb-model' expects RGB, 3 channels.*greyscale, 1 channel"):
         inference.predict_volume(acdc, rgb_package, InferenceSettings(device="cpu"))
@@ -456,9 +495,14 @@ def _noise(size=(64, 64, 3), spacing=(1.0, 1.0, 5.0), dtype=np.float32):
     return image
 
 
-@pytest.mark.parametrize("spacing, shown", [((1e-4, 1e-4, 5.0), "0.0001 x 0.0001"),  # 64 px -> 0 px
-                                            ((3000.0, 3000.0, 5.0), "3000 x 3000"),  # 64 px -> 128000 px
-                                            ((0.001, 0.001, 0.005), "0.001 x 0.001")])  # metres, not mm
+@pytest.mark.parametrize(
+    "spacing, shown",
+    [
+        ((1e-4, 1e-4, 5.0), "0.0001 x 0.0001"),  # 64 px -> 0 px
+        ((3000.0, 3000.0, 5.0), "3000 x 3000"),  # 64 px -> 128000 px
+        ((0.001, 0.001, 0.005), "0.001 x 0.001"),
+    ],
+)  # metres, not mm
 def test_implausible_spacing_is_refused(spacing, shown):
     with pytest.raises(ValueError, match=f"Implausible image spacing {shown} mm.*metres instead of mm"):
         inference.check_input_image(_noise(spacing=spacing), _Pkg())

@@ -13,7 +13,9 @@ def count(model):
     return sum(p.numel() for p in model.parameters())
 
 
-@pytest.mark.parametrize("in_channels,num_classes,expected", [(1, 9, 14_054_803), (1, 4, 14_049_483), (3, 1, 14_046_291)])
+@pytest.mark.parametrize(
+    "in_channels,num_classes,expected", [(1, 9, 14_054_803), (1, 4, 14_049_483), (3, 1, 14_046_291)]
+)
 def test_parameter_counts_match_the_paper(in_channels, num_classes, expected):
     assert count(AttentionMamba(in_channels, num_classes)) == expected
 
@@ -52,12 +54,15 @@ def test_every_parameter_gets_a_gradient():
     assert not zero
 
 
-@pytest.mark.parametrize("shape,match", [
-    ((1, 3, 64, 64), "expected 1 input channel"),
-    ((1, 64, 64), "4-D tensor"),
-    ((1, 1, 64, 70), "multiples of 32"),
-    ((1, 1, 0, 64), "multiples of 32"),
-])
+@pytest.mark.parametrize(
+    "shape,match",
+    [
+        ((1, 3, 64, 64), "expected 1 input channel"),
+        ((1, 64, 64), "4-D tensor"),
+        ((1, 1, 64, 70), "multiples of 32"),
+        ((1, 1, 0, 64), "multiples of 32"),
+    ],
+)
 def test_bad_input_is_rejected(shape, match):
     m = AttentionMamba(1, 4).eval()
     with pytest.raises(ValueError, match=match):

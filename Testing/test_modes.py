@@ -10,8 +10,6 @@ import SimpleITK as sitk
 import torch
 
 from _inference_helpers import PH2_IMAGE, TinyConvNet, make_package
-from conftest import require
-
 from AttentionMambaSegLib import images, inference
 from AttentionMambaSegLib.card import Appearance, ConfidenceRule, PassPlan, SpeedModes
 from AttentionMambaSegLib.inference import InferenceSettings
@@ -19,14 +17,22 @@ from AttentionMambaSegLib.inference.foreground import ForegroundCrop
 from AttentionMambaSegLib.inference.result import ConfidenceTally
 from AttentionMambaSegLib.inference.sliding_window import BatchPredictor
 from AttentionMambaSegLib.package import load_model_package
+from conftest import require
 
 
 def test_speed_modes_read_resolve_and_refuse():
     default = SpeedModes.from_dict(None)
     assert default.default_mode("cpu") == "accurate" and default.resolve(None, "cpu")[1] == PassPlan("sliding", 4)
-    modes = SpeedModes.from_dict({"modes": {"fast": {"window": "slice", "flips": 1, "foreground_crop": True},
-                                            "accurate": {"window": "slice", "flips": 4}},
-                                  "cpu_mode": "fast", "largest_slice": [512, 512]})
+    modes = SpeedModes.from_dict(
+        {
+            "modes": {
+                "fast": {"window": "slice", "flips": 1, "foreground_crop": True},
+                "accurate": {"window": "slice", "flips": 4},
+            },
+            "cpu_mode": "fast",
+            "largest_slice": [512, 512],
+        }
+    )
     assert modes.resolve(None, "cpu") == ("fast", PassPlan("slice", 1, True))
     assert modes.resolve(None, "cuda") == ("accurate", PassPlan("slice", 4, False))
     assert modes.resolve("fast", "cpu", tta=True)[1].flips == 4  # --no-tta / tta override the mode's flips

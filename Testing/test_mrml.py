@@ -113,8 +113,9 @@ def test_cancel_after_first_batch_leaves_scene_unchanged(scene, tmp_path):
         calls.clear()
         cancel.clear()
         before_nodes = scene.GetNumberOfNodes()  # (reading segments above leaves helper nodes)
-        out = mrml.segment_volume_node(volume, package, segmentation_node=target, settings=one_slice,
-                                       progress=progress, cancel=cancel)
+        out = mrml.segment_volume_node(
+            volume, package, segmentation_node=target, settings=one_slice, progress=progress, cancel=cancel
+        )
         assert out is None
         assert max(calls) < 4, "the run must stop within one batch after cancel"
         assert scene.GetNumberOfNodes() == before_nodes
@@ -156,8 +157,14 @@ def test_volume_under_linear_transform_is_segmented_in_its_own_grid(scene, monke
     transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "tilt")
     matrix = vtk.vtkMatrix4x4()
     angle = np.deg2rad(20)
-    for r, c, v in ((0, 0, np.cos(angle)), (0, 1, -np.sin(angle)), (1, 0, np.sin(angle)), (1, 1, np.cos(angle)),
-                    (0, 3, 12.0), (2, 3, -7.0)):
+    for r, c, v in (
+        (0, 0, np.cos(angle)),
+        (0, 1, -np.sin(angle)),
+        (1, 0, np.sin(angle)),
+        (1, 1, np.cos(angle)),
+        (0, 3, 12.0),
+        (2, 3, -7.0),
+    ):
         matrix.SetElement(r, c, v)
     transform.SetMatrixTransformToParent(matrix)
     volume.SetAndObserveTransformNodeID(transform.GetID())
@@ -285,8 +292,15 @@ def _review_state(node):
     out = []
     for sid in segment_ids(node):
         segment = segmentation.GetSegment(sid)
-        out.append((segment.GetName(), STATUS.GetSegmentStatus(segment), tag(segment, mrml.TAG_CONFIDENCE),
-                    tag(segment, mrml.TAG_NEEDS_REVIEW), tag(segment, mrml.TAG_REVIEW_REASON)))
+        out.append(
+            (
+                segment.GetName(),
+                STATUS.GetSegmentStatus(segment),
+                tag(segment, mrml.TAG_CONFIDENCE),
+                tag(segment, mrml.TAG_NEEDS_REVIEW),
+                tag(segment, mrml.TAG_REVIEW_REASON),
+            )
+        )
     return out
 
 
@@ -305,8 +319,10 @@ def test_report_flags_a_low_confidence_segment_and_a_confident_rerun_clears_the_
     assert tag(node.GetSegmentation().GetSegment(ids[0]), "Segmentation.Status") == "flagged"
     assert result.needs_review == {ids[0]: LOW}
     assert result.warnings == ["The image looks unusually dark."]
-    assert result.message == (f"Created '{node.GetName()}' with 3 segments. Needs review: right ventricle "
-                              "(low confidence 0.712 < 0.930). The image looks unusually dark.")
+    assert result.message == (
+        f"Created '{node.GetName()}' with 3 segments. Needs review: right ventricle "
+        "(low confidence 0.712 < 0.930). The image looks unusually dark."
+    )
     exported = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "exported")
     mrml.export_segmentation_to_labelmap_node(node, exported)  # the renamed segment keeps its label value
     np.testing.assert_array_equal(slicer.util.arrayFromVolume(exported), labels)
@@ -327,7 +343,12 @@ def test_a_segment_not_found_is_flagged_without_a_confidence(scene):
     package = FakePackage(ACDC_CLASSES)
     result = mrml.write_segmentation_node(volume, package, labels, report=segment_report(package, {3: "not found"}))
     assert _review_state(result.segmentation_node)[2] == (
-        "left ventricle (needs review)", STATUS.Flagged, None, "1", "not found")
+        "left ventricle (needs review)",
+        STATUS.Flagged,
+        None,
+        "1",
+        "not found",
+    )
     assert "Needs review: left ventricle (not found)." in result.message
 
 
@@ -343,8 +364,9 @@ def test_segments_the_user_edited_are_neither_renamed_nor_flagged(scene):
         slicer.util.updateSegmentBinaryLabelmapFromArray(edited, node, sid, volume)
     before = _review_state(node)
 
-    again = mrml.write_segmentation_node(volume, package, labels, node,
-                                         report=segment_report(package, {1: LOW, 3: LOW}))
+    again = mrml.write_segmentation_node(
+        volume, package, labels, node, report=segment_report(package, {1: LOW, 3: LOW})
+    )
     assert again.kept_edited_segment_ids == [ids[0], ids[1]]
     after = _review_state(node)
     assert after[:2] == before[:2]  # the edited ones: name, status and tags as they were
@@ -383,9 +405,11 @@ def test_without_a_usable_report_segments_are_in_progress_and_not_tagged(scene):
     node = mrml.write_segmentation_node(volume, package, labels, report=report).segmentation_node
     # No report (it could not be read): the new prediction carries no flag of the old one.
     again = mrml.write_segmentation_node(volume, package, labels, node)
-    assert [s[:2] for s in _review_state(node)] == [("right ventricle", STATUS.InProgress),
-                                                    ("myocardium", STATUS.InProgress),
-                                                    ("left ventricle", STATUS.InProgress)]
+    assert [s[:2] for s in _review_state(node)] == [
+        ("right ventricle", STATUS.InProgress),
+        ("myocardium", STATUS.InProgress),
+        ("left ventricle", STATUS.InProgress),
+    ]
     assert all(s[2:] == (None, None, None) for s in _review_state(node)) and again.needs_review == {}
     # A report of another model is not applied (its warnings still are shown); broken entries are skipped.
     other = segment_report(package, {1: LOW}, warnings=["A warning."], model_id="another-model")
@@ -395,7 +419,10 @@ def test_without_a_usable_report_segments_are_in_progress_and_not_tagged(scene):
     broken["segments"] = [{"label_value": "1"}, "junk", *broken["segments"][1:]]
     result = mrml.write_segmentation_node(volume, package, labels, node, report=broken)
     assert [s[1:4] for s in _review_state(node)] == [
-        (STATUS.InProgress, None, None), (STATUS.Flagged, "0.7120", "1"), (STATUS.InProgress, "0.9700", "0")]
+        (STATUS.InProgress, None, None),
+        (STATUS.Flagged, "0.7120", "1"),
+        (STATUS.InProgress, "0.9700", "0"),
+    ]
 
 
 def test_rerun_saves_an_undo_state_when_the_scene_records_undo(scene, monkeypatch):
@@ -499,7 +526,7 @@ def test_bundled_terminology_keeps_label_values_on_export_even_after_renaming(sc
     volume = mrml.add_volume_node_from_image(scene, image, "input")
     labels = np.zeros((2, 8, 3 * len(package.classes)), np.uint8)
     for entry in package.class_entries:
-        labels[:, :, 3 * (entry.label_value - 1):3 * entry.label_value] = entry.label_value
+        labels[:, :, 3 * (entry.label_value - 1) : 3 * entry.label_value] = entry.label_value
     node = mrml.write_segmentation_node(volume, package, labels).segmentation_node
     segmentation = node.GetSegmentation()
     terms = {}

@@ -30,8 +30,8 @@ import SimpleITK as sitk  # noqa: E402
 
 from AttentionMambaSegLib import mrml  # noqa: E402
 from AttentionMambaSegLib.mrml import cardiac  # noqa: E402
-from AttentionMambaSegLib.slicer import jobs  # noqa: E402
 from AttentionMambaSegLib.package import load_model_package  # noqa: E402
+from AttentionMambaSegLib.slicer import jobs  # noqa: E402
 
 pytestmark = pytest.mark.slicer
 
@@ -40,8 +40,15 @@ PATIENT = "patient019"
 IMAGES = [ACDC / "imagesTr" / f"{PATIENT}_frame0{i}_0000.nii.gz" for i in (1, 2)]
 LABELS = [ACDC / "labelsTr" / f"{PATIENT}_frame0{i}.nii.gz" for i in (1, 2)]
 RV, MYO, LV = 1, 2, 3
-ROWS = ("End-diastolic volume (EDV)", "End-systolic volume (ESV)", "Stroke volume (SV)", "Ejection fraction (EF)",
-        "Myocardial mass", "ED frame", "ES frame")
+ROWS = (
+    "End-diastolic volume (EDV)",
+    "End-systolic volume (ESV)",
+    "Stroke volume (SV)",
+    "Ejection fraction (EF)",
+    "Myocardial mass",
+    "ED frame",
+    "ES frame",
+)
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +62,12 @@ def manual():
     require(*IMAGES, *LABELS)
     images = [sitk.ReadImage(str(p)) for p in IMAGES]
     labels = [sitk.ReadImage(str(p)) for p in LABELS]
-    return types.SimpleNamespace(images=images, labels=labels, arrays=[sitk.GetArrayFromImage(m) for m in labels],
-                                 voxel_ml=float(np.prod(images[0].GetSpacing())) / 1000.0)
+    return types.SimpleNamespace(
+        images=images,
+        labels=labels,
+        arrays=[sitk.GetArrayFromImage(m) for m in labels],
+        voxel_ml=float(np.prod(images[0].GetSpacing())) / 1000.0,
+    )
 
 
 def _cine_scene(images, index_values=("0", "400")):
@@ -76,8 +87,9 @@ def _cine_scene(images, index_values=("0", "400")):
     browser = scene.AddNewNodeByClass("vtkMRMLSequenceBrowserNode", "cine browser")
     browser.SetAndObserveMasterSequenceNodeID(sequence.GetID())
     sequences.UpdateProxyNodesFromSequences(browser)
-    return types.SimpleNamespace(scene=scene, sequences=sequences, sequence=sequence, browser=browser,
-                                 proxy=browser.GetProxyNode(sequence))
+    return types.SimpleNamespace(
+        scene=scene, sequences=sequences, sequence=sequence, browser=browser, proxy=browser.GetProxyNode(sequence)
+    )
 
 
 @pytest.fixture
@@ -88,34 +100,44 @@ def cine(manual):
 def _figures(table) -> dict:
     """Figure name -> (LV, RV) of the function table, read back as the table view shows them."""
     assert [table.GetColumnName(c) for c in range(4)] == ["Figure", "LV", "RV", "Unit"]
-    return {table.GetCellText(r, 0): (float(table.GetCellText(r, 1)), float(table.GetCellText(r, 2)))
-            for r in range(table.GetNumberOfRows())}
+    return {
+        table.GetCellText(r, 0): (float(table.GetCellText(r, 1)), float(table.GetCellText(r, 2)))
+        for r in range(table.GetNumberOfRows())
+    }
 
 
 def _expected(arrays, voxel_ml, ed=0, es=1) -> dict:
     """The figures computed here from voxel counts (ACDC definitions)."""
+
     def volume(t, label):
         return np.count_nonzero(arrays[t] == label) * voxel_ml
 
     lv_edv, lv_esv, rv_edv, rv_esv = volume(ed, LV), volume(es, LV), volume(ed, RV), volume(es, RV)
-    return {"End-diastolic volume (EDV)": (lv_edv, rv_edv), "End-systolic volume (ESV)": (lv_esv, rv_esv),
-            "Stroke volume (SV)": (lv_edv - lv_esv, rv_edv - rv_esv),
-            "Ejection fraction (EF)": (100 * (lv_edv - lv_esv) / lv_edv, 100 * (rv_edv - rv_esv) / rv_edv),
-            "Myocardial mass": (1.05 * volume(ed, MYO), float("nan")),
-            "ED frame": (ed + 1.0, ed + 1.0), "ES frame": (es + 1.0, es + 1.0)}
+    return {
+        "End-diastolic volume (EDV)": (lv_edv, rv_edv),
+        "End-systolic volume (ESV)": (lv_esv, rv_esv),
+        "Stroke volume (SV)": (lv_edv - lv_esv, rv_edv - rv_esv),
+        "Ejection fraction (EF)": (100 * (lv_edv - lv_esv) / lv_edv, 100 * (rv_edv - rv_esv) / rv_edv),
+        "Myocardial mass": (1.05 * volume(ed, MYO), float("nan")),
+        "ED frame": (ed + 1.0, ed + 1.0),
+        "ES frame": (es + 1.0, es + 1.0),
+    }
 
 
 def _assert_figures(table, expected):
     got = _figures(table)
-    assert list(got)[:len(ROWS)] == list(ROWS)
+    assert list(got)[: len(ROWS)] == list(ROWS)
     for name, values in expected.items():
         np.testing.assert_allclose(got[name], values, atol=0.0051, equal_nan=True, err_msg=name)  # 2 decimals
 
 
 def _segment_id(segmentation_node, label_value) -> str:
     segmentation = segmentation_node.GetSegmentation()
-    (found,) = [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())
-                if tag(segmentation.GetNthSegment(i), mrml.TAG_LABEL_VALUE) == str(label_value)]
+    (found,) = [
+        segmentation.GetNthSegmentID(i)
+        for i in range(segmentation.GetNumberOfSegments())
+        if tag(segmentation.GetNthSegment(i), mrml.TAG_LABEL_VALUE) == str(label_value)
+    ]
     return found
 
 
@@ -175,8 +197,9 @@ def test_a_cine_that_cannot_be_segmented_whole_is_refused_clearly(cine, manual, 
 
 def test_results_play_with_the_cine_in_its_browser_and_the_table_holds_the_figures(cine, manual, package):
     nodes_before = cine.scene.GetNumberOfNodes()
-    result = cardiac.add_cardiac_results(cardiac.find_cine(cine.proxy), package, manual.labels,
-                                              sequences_logic=cine.sequences)
+    result = cardiac.add_cardiac_results(
+        cardiac.find_cine(cine.proxy), package, manual.labels, sequences_logic=cine.sequences
+    )
     sequence, proxy = result.segmentation_sequence, result.segmentation_node
     assert result.browser is cine.browser and cine.browser.IsSynchronizedSequenceNode(sequence)
     assert cine.browser.GetMasterSequenceNode() is cine.sequence  # the cine still drives the browser
@@ -190,20 +213,26 @@ def test_results_play_with_the_cine_in_its_browser_and_the_table_holds_the_figur
     for frame in (0, 1):  # the proxy follows the browser, each frame holds its own labels
         cine.browser.SetSelectedItemNumber(frame)
         np.testing.assert_array_equal(
-            cardiac.segmentation_labelmap(proxy, cine.sequence.GetNthDataNode(frame), {}), manual.arrays[frame])
+            cardiac.segmentation_labelmap(proxy, cine.sequence.GetNthDataNode(frame), {}), manual.arrays[frame]
+        )
     _assert_figures(result.table_node, _expected(manual.arrays, manual.voxel_ml))
     assert result.message.startswith("Ventricular function of 2 frames: ED frame 1, ES frame 2; LV EDV 321.7 mL")
     volumes = result.volume_table_node
     assert [volumes.GetColumnName(c) for c in range(5)] == ["Frame", "LV", "RV", "MYO", "Phase"]
     assert [volumes.GetCellText(r, 4) for r in range(2)] == ["ED", "ES"]
-    assert float(volumes.GetCellText(1, 1)) == pytest.approx(np.count_nonzero(manual.arrays[1] == LV)
-                                                            * manual.voxel_ml, abs=0.0051)
+    assert float(volumes.GetCellText(1, 1)) == pytest.approx(
+        np.count_nonzero(manual.arrays[1] == LV) * manual.voxel_ml, abs=0.0051
+    )
     chart = result.chart_node
     series = [chart.GetNthPlotSeriesNode(i) for i in range(chart.GetNumberOfPlotSeriesNodes())]
     assert [(s.GetYColumnName(), s.GetTableNode()) for s in series] == [("LV", volumes), ("RV", volumes)]
     assert "ED frame 1, ES frame 2" in chart.GetTitle()
-    for role, node in ((cardiac.ROLE_SEGMENTATION_SEQUENCE, sequence), (cardiac.ROLE_BROWSER, cine.browser),
-                       (cardiac.ROLE_VOLUME_TABLE, volumes), (cardiac.ROLE_CHART, chart)):
+    for role, node in (
+        (cardiac.ROLE_SEGMENTATION_SEQUENCE, sequence),
+        (cardiac.ROLE_BROWSER, cine.browser),
+        (cardiac.ROLE_VOLUME_TABLE, volumes),
+        (cardiac.ROLE_CHART, chart),
+    ):
         assert result.table_node.GetNodeReference(role) is node
     # a sequence, a segmentation, a colour table, two tables, a chart and two series (plus display/storage nodes)
     assert cine.scene.GetNumberOfNodes() > nodes_before + 7
@@ -217,14 +246,16 @@ def _erase_lv_slice(segmentation_node, frame_node, lv_mask: np.ndarray) -> int:
     kept[last] = False
     image = mrml.binary_oriented_image(kept.astype(np.uint8), mrml.ijk_to_ras_matrix(frame_node))
     logic = slicer.vtkSlicerSegmentationsModuleLogic
-    assert logic.SetBinaryLabelmapToSegment(image, segmentation_node, _segment_id(segmentation_node, LV),
-                                            logic.MODE_REPLACE)
+    assert logic.SetBinaryLabelmapToSegment(
+        image, segmentation_node, _segment_id(segmentation_node, LV), logic.MODE_REPLACE
+    )
     return erased
 
 
 def test_update_function_after_an_edit_of_the_es_frame_and_with_frames_chosen_by_hand(cine, manual, package):
-    result = cardiac.add_cardiac_results(cardiac.find_cine(cine.proxy), package, manual.labels,
-                                              sequences_logic=cine.sequences)
+    result = cardiac.add_cardiac_results(
+        cardiac.find_cine(cine.proxy), package, manual.labels, sequences_logic=cine.sequences
+    )
     cine.browser.SetSelectedItemNumber(1)  # the ES frame, as the user would show it to edit it
     erased = _erase_lv_slice(result.segmentation_node, cine.sequence.GetNthDataNode(1), manual.arrays[1] == LV)
     assert erased > 0
@@ -281,8 +312,15 @@ UPDATE_WITH_TORCH_BLOCKED = textwrap.dedent("""
 def test_update_function_runs_with_torch_blocked(manual):
     """The "Update function" path (results in, edit, update) imports no torch: it runs in Slicer's own process."""
     env = dict(os.environ, PYTHONPATH=str(MODULE_DIR))
-    done = subprocess.run([sys.executable, "-c", UPDATE_WITH_TORCH_BLOCKED, str(REPO / "Testing"), str(MODULE_DIR)],
-                          capture_output=True, text=True, encoding="utf-8", errors="replace", env=env, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", UPDATE_WITH_TORCH_BLOCKED, str(REPO / "Testing"), str(MODULE_DIR)],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        env=env,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
     lv_esv = (np.count_nonzero(manual.arrays[1] == LV) - out["erased"]) * manual.voxel_ml
@@ -301,11 +339,13 @@ def test_a_multivolume_gets_a_sequence_and_a_browser_and_its_segmentation_plays_
     assert master.GetNumberOfDataNodes() == 2 and browser.IsSynchronizedSequenceNode(result.segmentation_sequence)
     for frame in (0, 1):
         browser.SetSelectedItemNumber(frame)
-        np.testing.assert_array_equal(slicer.util.arrayFromVolume(browser.GetProxyNode(master)),
-                                      sitk.GetArrayFromImage(manual.images[frame]))
-        np.testing.assert_array_equal(cardiac.segmentation_labelmap(result.segmentation_node,
-                                                                         master.GetNthDataNode(frame), {}),
-                                      manual.arrays[frame])
+        np.testing.assert_array_equal(
+            slicer.util.arrayFromVolume(browser.GetProxyNode(master)), sitk.GetArrayFromImage(manual.images[frame])
+        )
+        np.testing.assert_array_equal(
+            cardiac.segmentation_labelmap(result.segmentation_node, master.GetNthDataNode(frame), {}),
+            manual.arrays[frame],
+        )
     _assert_figures(result.table_node, _expected(manual.arrays, manual.voxel_ml))
 
 
@@ -361,8 +401,9 @@ def _fake_python(tmp_path, body: str) -> str:
 
 
 @pytest.mark.skipif(os.name == "nt", reason="the stand-in interpreter is a shell script")
-def test_the_logic_runs_the_cardiac_command_in_a_child_and_writes_the_results(module, cine, manual, tmp_path,
-                                                                              monkeypatch):
+def test_the_logic_runs_the_cardiac_command_in_a_child_and_writes_the_results(
+    module, cine, manual, tmp_path, monkeypatch
+):
     (tmp_path / "child.py").write_text(FAKE_CARDIAC_CHILD)
     monkeypatch.setenv("FAKE_LABELS", os.pathsep.join(str(p) for p in LABELS))
     monkeypatch.setenv("FAKE_ARGS", str(tmp_path / "args.json"))
@@ -371,12 +412,19 @@ def test_the_logic_runs_the_cardiac_command_in_a_child_and_writes_the_results(mo
     monkeypatch.setattr(logic, "sequencesLogic", lambda: cine.sequences)
     assert logic.isCine(cine.proxy) and not logic.isCine(cine.sequence.GetNthDataNode(0))
     progress, finished, log = [], [], []
-    job = logic.startCardiacAnalysis(cine.proxy, "cardiac-acdc", device="cpu", mode="fast", useTTA=False,
-                                     onProgress=lambda d, t: progress.append((d, t)),
-                                     onFinished=lambda *a: finished.append(a), onLog=log.append)
+    job = logic.startCardiacAnalysis(
+        cine.proxy,
+        "cardiac-acdc",
+        device="cpu",
+        mode="fast",
+        useTTA=False,
+        onProgress=lambda d, t: progress.append((d, t)),
+        onFinished=lambda *a: finished.append(a),
+        onLog=log.append,
+    )
     folder = job.process.folder
     assert job.wait(timeout=300)
-    (result, error, seconds), = finished
+    ((result, error, seconds),) = finished
     assert error is None, error
     args = json.loads((tmp_path / "args.json").read_text())
     assert args[2:4] == ["cardiac", str(folder / "input.seq.nrrd")]
@@ -421,14 +469,25 @@ def test_the_panel_segments_a_cine_whole_and_update_function_uses_its_frames(mod
 
         def updateFunction(self, tableNode, edFrame, esFrame):
             calls.append(("update", tableNode, edFrame, esFrame))
-            return types.SimpleNamespace(function=types.SimpleNamespace(
-                ed_frame=edFrame, es_frame=esFrame, lv_edv_ml=150.0, lv_esv_ml=60.0, lv_ef_percent=60.0,
-                rv_ef_percent=55.0, lv_myocardial_mass_g=120.0), volumes=(None, None), warnings=())
+            return types.SimpleNamespace(
+                function=types.SimpleNamespace(
+                    ed_frame=edFrame,
+                    es_frame=esFrame,
+                    lv_edv_ml=150.0,
+                    lv_esv_ml=60.0,
+                    lv_ef_percent=60.0,
+                    rv_ef_percent=55.0,
+                    lv_myocardial_mass_g=120.0,
+                ),
+                volumes=(None, None),
+                warnings=(),
+            )
 
     widget = module.AttentionMambaSegWidget.__new__(module.AttentionMambaSegWidget)
     widget.logic, widget._job, widget._destroyed = Logic(), None, False
-    widget.ui = types.SimpleNamespace(logTextEdit=types.SimpleNamespace(clear=lambda: None),
-                                      statusLabel=types.SimpleNamespace(text=""))
+    widget.ui = types.SimpleNamespace(
+        logTextEdit=types.SimpleNamespace(clear=lambda: None), statusLabel=types.SimpleNamespace(text="")
+    )
     widget._ensureDependencies = lambda: True
     widget._acceptLicence = lambda modelId: True
     widget.setRunning = lambda running: None
@@ -451,8 +510,10 @@ def test_the_panel_segments_a_cine_whole_and_update_function_uses_its_frames(mod
     node.edFrame, node.esFrame = 2, 1  # chosen by hand in the spin boxes
     widget.onUpdateFunction()
     assert calls[-1] == ("update", table, 2, 1)
-    assert widget.ui.statusLabel.text.startswith("Updated from the current segmentations. Ventricular function of 2 "
-                                                 "frames: ED frame 2, ES frame 1; LV EDV 150.0 mL")
+    assert widget.ui.statusLabel.text.startswith(
+        "Updated from the current segmentations. Ventricular function of 2 "
+        "frames: ED frame 2, ES frame 1; LV EDV 150.0 mL"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -466,11 +527,16 @@ def test_the_bundled_model_segments_a_two_frame_cine_in_a_child_process(module, 
     logic = module.AttentionMambaSegLogic()
     logic.sequencesLogic = lambda: cine.sequences
     progress, finished = [], []
-    job = logic.startCardiacAnalysis(cine.proxy, "cardiac-acdc", device="cpu", mode="fast",
-                                     onProgress=lambda d, t: progress.append((d, t)),
-                                     onFinished=lambda *a: finished.append(a))
+    job = logic.startCardiacAnalysis(
+        cine.proxy,
+        "cardiac-acdc",
+        device="cpu",
+        mode="fast",
+        onProgress=lambda d, t: progress.append((d, t)),
+        onFinished=lambda *a: finished.append(a),
+    )
     assert job.wait(timeout=900)
-    (result, error, _), = finished
+    ((result, error, _),) = finished
     assert error is None, error
     assert progress and {t for _, t in progress} == {2} and progress[-1][0] == 2.0
     assert any(0 < d < 1 for d, _ in progress) and any(1 < d < 2 for d, _ in progress)  # within each frame
@@ -478,17 +544,20 @@ def test_the_bundled_model_segments_a_two_frame_cine_in_a_child_process(module, 
     report = job.report
     assert report["model"]["id"] == "cardiac-acdc" and report["model"]["mode"] == "fast"
     figures = _figures(result.table_node)
-    for name, lv, rv in (("End-diastolic volume (EDV)", "lv_edv_ml", "rv_edv_ml"),
-                         ("End-systolic volume (ESV)", "lv_esv_ml", "rv_esv_ml"),
-                         ("Ejection fraction (EF)", "lv_ef_percent", "rv_ef_percent")):
+    for name, lv, rv in (
+        ("End-diastolic volume (EDV)", "lv_edv_ml", "rv_edv_ml"),
+        ("End-systolic volume (ESV)", "lv_esv_ml", "rv_esv_ml"),
+        ("Ejection fraction (EF)", "lv_ef_percent", "rv_ef_percent"),
+    ):
         np.testing.assert_allclose(figures[name], (report[lv], report[rv]), atol=0.011, err_msg=name)
     assert figures["ED frame"][0] == report["ed_frame"] == 1 and figures["ES frame"][0] == report["es_frame"] == 2
     manual_ef = _expected(manual.arrays, manual.voxel_ml)["Ejection fraction (EF)"][0]
     assert abs(figures["Ejection fraction (EF)"][0] - manual_ef) < 3.0
     assert cine.browser.GetProxyNode(result.segmentation_sequence) is result.segmentation_node
     for frame in (0, 1):  # every frame segmented: the model's LV overlaps the manual LV
-        labels = cardiac.segmentation_labelmap(result.segmentation_sequence.GetNthDataNode(frame),
-                                                    cine.sequence.GetNthDataNode(frame), {})
+        labels = cardiac.segmentation_labelmap(
+            result.segmentation_sequence.GetNthDataNode(frame), cine.sequence.GetNthDataNode(frame), {}
+        )
         a, b = labels == LV, manual.arrays[frame] == LV
         assert 2 * np.count_nonzero(a & b) / (a.sum() + b.sum()) > 0.85
 
@@ -498,9 +567,14 @@ def test_cancel_of_a_cine_run_kills_the_child_and_leaves_the_scene(module, cine)
     logic = module.AttentionMambaSegLogic()
     nodes = cine.scene.GetNumberOfNodes()
     progress, finished = [], []
-    job = logic.startCardiacAnalysis(cine.proxy, "cardiac-acdc", device="cpu", mode="fast",
-                                     onProgress=lambda d, t: progress.append(d),
-                                     onFinished=lambda *a: finished.append(a))
+    job = logic.startCardiacAnalysis(
+        cine.proxy,
+        "cardiac-acdc",
+        device="cpu",
+        mode="fast",
+        onProgress=lambda d, t: progress.append(d),
+        onFinished=lambda *a: finished.append(a),
+    )
     deadline = time.monotonic() + 300
     while not progress and time.monotonic() < deadline:
         job.poll()

@@ -123,9 +123,10 @@ def test_a_transformed_volume_is_cropped_around_the_same_voxels_as_an_untransfor
     # the ROI's world bounding box, read in the volume's frame, would have cropped elsewhere
     bounds = [0.0] * 6
     on_anatomy.GetRASBounds(bounds)
-    world_box = RegionOfInterest.from_ras([(bounds[0] + bounds[1]) / 2, (bounds[2] + bounds[3]) / 2,
-                                           (bounds[4] + bounds[5]) / 2],
-                                          [bounds[1] - bounds[0], bounds[3] - bounds[2], bounds[5] - bounds[4]])
+    world_box = RegionOfInterest.from_ras(
+        [(bounds[0] + bounds[1]) / 2, (bounds[2] + bounds[3]) / 2, (bounds[4] + bounds[5]) / 2],
+        [bounds[1] - bounds[0], bounds[3] - bounds[2], bounds[5] - bounds[4]],
+    )
     image = mrml.image_from_volume_node(moved)
     try:
         crop, world_start = crop_to_roi(image, world_box)

@@ -10,13 +10,13 @@ import sys
 import pytest
 import torch
 
-from AttentionMambaSegLib.ops import selective_scan, selective_scan_reference, selective_scan_torch
-from AttentionMambaSegLib.ops import dispatch
+from AttentionMambaSegLib.ops import dispatch, selective_scan, selective_scan_reference, selective_scan_torch
 
 HAVE_NUMBA = importlib.util.find_spec("numba") is not None
 needs_numba = pytest.mark.skipif(not HAVE_NUMBA, reason="numba is not installed: the fused CPU kernels are off")
 if HAVE_NUMBA:
     from AttentionMambaSegLib.ops.fused import selective_scan_cpu_fused
+
     BACKENDS = {"torch": selective_scan_torch, "cpu-fused": selective_scan_cpu_fused}
 else:  # the torch backend is still tested against the reference
     BACKENDS = {"torch": selective_scan_torch}
@@ -57,12 +57,22 @@ def call(fn, inputs, opt):
     u, delta, A, B, C, D, z, bias = inputs
     if not opt["softplus"]:
         delta = delta.abs() * 0.3  # dt must stay positive without the softplus
-    return fn(u, delta, A, B, C, D if opt["D"] else None, z if opt["z"] else None,
-              bias.abs() if opt["bias"] else None, opt["softplus"])
+    return fn(
+        u,
+        delta,
+        A,
+        B,
+        C,
+        D if opt["D"] else None,
+        z if opt["z"] else None,
+        bias.abs() if opt["bias"] else None,
+        opt["softplus"],
+    )
 
 
-@pytest.mark.parametrize("L,groups", [(1, 0), (2, 1), (63, 4), (64, 0), (65, 1), (257, 4), (1000, 0), (1000, 1),
-                                      (5000, 4)])
+@pytest.mark.parametrize(
+    "L,groups", [(1, 0), (2, 1), (63, 4), (64, 0), (65, 1), (257, 4), (1000, 0), (1000, 1), (5000, 4)]
+)
 def test_forward_matches_reference(L, groups):
     opt = OPTIONS[L % len(OPTIONS)]
     inputs = make_inputs(2, 8, 16, L, groups, seed=L + groups)
@@ -94,8 +104,9 @@ def test_other_state_sizes(d_state):
 
 def test_non_contiguous_inputs():
     u, delta, A, B, C, D, z, bias = make_inputs(2, 8, 16, 150, 2, seed=5, dtype=torch.float32)
-    ref = selective_scan_reference(u.double(), delta.double(), A.double(), B.double(), C.double(), D.double(),
-                                   z.double(), bias.double(), True)
+    ref = selective_scan_reference(
+        u.double(), delta.double(), A.double(), B.double(), C.double(), D.double(), z.double(), bias.double(), True
+    )
     # the same values, stored transposed
     ut = u.transpose(1, 2).contiguous().transpose(1, 2)
     Bt = B.transpose(-1, -2).contiguous().transpose(-1, -2)
@@ -117,8 +128,17 @@ def test_gradients_match_reference(backend, groups, L, opt):
 
     def run(fn, ts):
         u, delta, A, B, C, D, z, bias = ts
-        return fn(u, delta, A, B, C, D if opt["D"] else None, z if opt["z"] else None,
-                  bias if opt["bias"] else None, opt["softplus"])
+        return fn(
+            u,
+            delta,
+            A,
+            B,
+            C,
+            D if opt["D"] else None,
+            z if opt["z"] else None,
+            bias if opt["bias"] else None,
+            opt["softplus"],
+        )
 
     (run(selective_scan_reference, leaves) * gout).sum().backward()
     dtype = torch.float64 if backend == "torch" else torch.float32
@@ -139,8 +159,7 @@ def test_torch_backend_passes_gradcheck():
     u, delta, A, B, C, D, z, bias = make_inputs(1, 4, 3, 9, 2, seed=2)
     leaves = [t.requires_grad_() for t in (u, delta, A, B, C, D, z, bias)]
     assert torch.autograd.gradcheck(
-        lambda *ts: selective_scan_torch(*ts[:5], D=ts[5], z=ts[6], delta_bias=ts[7], delta_softplus=True),
-        leaves,
+        lambda *ts: selective_scan_torch(*ts[:5], D=ts[5], z=ts[6], delta_bias=ts[7], delta_softplus=True), leaves
     )
 
 
@@ -226,11 +245,12 @@ def test_without_numba_auto_uses_torch():
 
 # --- SS2D's fused four-direction scan ------------------------------------------------------------
 
+
 def _ss2d_params(D=16, N=16, R=4, seed=0, dtype=torch.float32):
     g = torch.Generator().manual_seed(seed)
     K = 4
-    x_proj = torch.randn(K, R + 2 * N, D, generator=g, dtype=dtype) / D ** 0.5
-    dt_w = torch.randn(K, D, R, generator=g, dtype=dtype) / R ** 0.5
+    x_proj = torch.randn(K, R + 2 * N, D, generator=g, dtype=dtype) / D**0.5
+    dt_w = torch.randn(K, D, R, generator=g, dtype=dtype) / R**0.5
     dt_b = torch.randn(K, D, generator=g, dtype=dtype) * 2 - 3  # softplus inputs both sides of 0
     A_log = torch.log(torch.rand(K * D, N, generator=g, dtype=dtype) * 15 + 0.5)
     Ds = torch.randn(K * D, generator=g, dtype=dtype)
@@ -283,6 +303,7 @@ def test_ss2d_scan_stays_float32_under_bf16_autocast():
 
 # --- the torch scan's doubling path (GPUs: a few launches per doubling instead of one per step) -----
 
+
 def test_linear_scan_by_doubling_matches_the_step_loop():
     from AttentionMambaSegLib.ops.scan_torch import _linear_scan_
 
@@ -321,7 +342,8 @@ def test_torch_scan_by_doubling_is_exact_and_launches_few_kernels(monkeypatch):
     u, delta, A, B, C, D, z, bias = make_inputs(1, 4, 3, 9, 2, seed=2)
     assert torch.autograd.gradcheck(
         lambda *ts: selective_scan_torch(*ts[:5], D=ts[5], z=ts[6], delta_bias=ts[7], delta_softplus=True),
-        [t.requires_grad_() for t in (u, delta, A, B, C, D, z, bias)])
+        [t.requires_grad_() for t in (u, delta, A, B, C, D, z, bias)],
+    )
 
     class Ops(TorchDispatchMode):
         count = 0

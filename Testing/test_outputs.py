@@ -111,8 +111,9 @@ def test_short_write_on_a_full_disk_keeps_the_earlier_output(tmp_path, tiny_mode
     monkeypatch.setattr(outputs, "_free_bytes", lambda folder: 0)
     caplog.set_level(logging.INFO)
     capsys.readouterr()
-    assert run_cli("segment", image, "-o", out, "--model", tiny_model, "--device", "cpu", "--no-tta",
-                   "--overwrite") == 1
+    assert (
+        run_cli("segment", image, "-o", out, "--model", tiny_model, "--device", "cpu", "--no-tta", "--overwrite") == 1
+    )
     err = capsys.readouterr().err
     assert f"No space left on device while writing {out}" in err and "Traceback" not in err
     assert "Wrote" not in caplog.text
@@ -223,8 +224,21 @@ def test_exif_6_photo_gives_the_mask_of_the_upright_photo(tmp_path):
     _save_with_orientation(upright, tmp_path / "upright.png", 1)
     _save_with_orientation(np.ascontiguousarray(stored), tmp_path / "turned.png", 6)
     for name in ("upright", "turned"):
-        assert run_cli("segment", tmp_path / f"{name}.png", "-o", tmp_path / f"{name}_mask.png",
-                       "--model", PH2_MODEL, "--device", "cpu", "--mode", "fast") == 0
+        assert (
+            run_cli(
+                "segment",
+                tmp_path / f"{name}.png",
+                "-o",
+                tmp_path / f"{name}_mask.png",
+                "--model",
+                PH2_MODEL,
+                "--device",
+                "cpu",
+                "--mode",
+                "fast",
+            )
+            == 0
+        )
     a = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "upright_mask.png")))
     b = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "turned_mask.png")))
     assert a.shape == b.shape == (96, 128)  # the displayed height x width
@@ -255,8 +269,22 @@ def test_nifti_qform_and_sform_that_disagree_are_refused_then_chosen(tmp_path, t
     err = capsys.readouterr().err
     assert "qform" in err and "sform" in err and "30.0 degrees and 50.0 mm" in err and "--nifti-transform" in err
     assert not out.exists() and image.read_bytes() == source
-    assert run_cli("segment", image, "-o", out, "--model", tiny_model, "--device", "cpu", "--no-tta",
-                   "--nifti-transform", "sform") == 0
+    assert (
+        run_cli(
+            "segment",
+            image,
+            "-o",
+            out,
+            "--model",
+            tiny_model,
+            "--device",
+            "cpu",
+            "--no-tta",
+            "--nifti-transform",
+            "sform",
+        )
+        == 0
+    )
     labels = sitk.ReadImage(str(out))
     assert np.allclose(labels.GetOrigin(), (-srow[0, 3], -srow[1, 3], srow[2, 3]), atol=1e-3)
     turned = np.asarray(labels.GetDirection()).reshape(3, 3)
@@ -301,8 +329,21 @@ def test_16_bit_photo_gives_the_mask_of_the_8_bit_one(tmp_path):
     sitk.WriteImage(sitk.GetImageFromArray(eight, isVector=True), str(tmp_path / "eight.png"))
     sitk.WriteImage(sitk.GetImageFromArray(eight.astype(np.uint16) * 257, isVector=True), str(tmp_path / "deep.png"))
     for name in ("eight", "deep"):
-        assert run_cli("segment", tmp_path / f"{name}.png", "-o", tmp_path / f"{name}_mask.png",
-                       "--model", PH2_MODEL, "--device", "cpu", "--mode", "fast") == 0
+        assert (
+            run_cli(
+                "segment",
+                tmp_path / f"{name}.png",
+                "-o",
+                tmp_path / f"{name}_mask.png",
+                "--model",
+                PH2_MODEL,
+                "--device",
+                "cpu",
+                "--mode",
+                "fast",
+            )
+            == 0
+        )
     a, b = (sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / f"{n}_mask.png"))) for n in ("eight", "deep"))
     assert a.any() and np.array_equal(a, b)
 
@@ -329,9 +370,16 @@ def test_non_integer_labels_are_refused(tmp_path, capsys):
 def _dataset(root):
     (root / "imagesTr").mkdir(parents=True)
     (root / "labelsTr").mkdir()
-    (root / "dataset.json").write_text(json.dumps({
-        "channel_names": {"0": "MR"}, "labels": {"background": 0, "a": 1, "b": 2}, "numTraining": 1,
-        "file_ending": ".nii.gz"}))
+    (root / "dataset.json").write_text(
+        json.dumps(
+            {
+                "channel_names": {"0": "MR"},
+                "labels": {"background": 0, "a": 1, "b": 2},
+                "numTraining": 1,
+                "file_ending": ".nii.gz",
+            }
+        )
+    )
     volume(root / "imagesTr" / "case_000_0000.nii.gz")
     labels = np.zeros((3, 20, 24), np.uint8)
     labels[:, 2:8, 2:8], labels[:, 10:16, 10:16] = 1, 2
@@ -346,15 +394,20 @@ def test_evaluate_names_the_label_values_the_model_lacks(tmp_path, capsys):
     from AttentionMambaSegLib.inference import InferenceSettings
 
     root = _dataset(tmp_path / "Dataset")
-    model = make_package(tmp_path / "one-class", model_id="one-class", num_classes=1, activation="sigmoid",
-                         target_spacing=(2.0, 2.0))
+    model = make_package(
+        tmp_path / "one-class", model_id="one-class", num_classes=1, activation="sigmoid", target_spacing=(2.0, 2.0)
+    )
     before = (root / "labelsTr" / "case_000.nii.gz").read_bytes()
     summary = evaluate(model, root, InferenceSettings(device="cpu", tta=False), cases=["case_000"])
     assert summary["label_values_found"] == [1, 2] and summary["label_values_not_scored"] == {2: 1}
     assert "not predicted by the model, so in no figure above: label value 2 (1 case(s))" in format_summary(summary)
     # an output over a file of the dataset is refused, even with --overwrite
-    assert run_cli("evaluate", root, "--model", model.path, "--json", root / "dataset.json", "--overwrite",
-                   "--device", "cpu") == 1
+    assert (
+        run_cli(
+            "evaluate", root, "--model", model.path, "--json", root / "dataset.json", "--overwrite", "--device", "cpu"
+        )
+        == 1
+    )
     assert "would replace a file of the input folder" in capsys.readouterr().err
     assert (root / "labelsTr" / "case_000.nii.gz").read_bytes() == before
     assert json.loads((root / "dataset.json").read_text())["labels"]["b"] == 2
@@ -373,10 +426,13 @@ def _package_members(tmp_path):
     return {f"zipped/{n}": (source / n).read_bytes() for n in ("model.json", "model.safetensors")}
 
 
-@pytest.mark.parametrize("extra, message", [
-    ({"zipped/notes.txt": b"x" * (2 << 20)}, "'zipped/notes.txt' is 2.0 MiB, more than the 1.0 MiB"),
-    ({"zipped/payload.bin": b"x"}, "'zipped/payload.bin', which a model package does not hold"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ({"zipped/notes.txt": b"x" * (2 << 20)}, "'zipped/notes.txt' is 2.0 MiB, more than the 1.0 MiB"),
+        ({"zipped/payload.bin": b"x"}, "'zipped/payload.bin', which a model package does not hold"),
+    ],
+)
 def test_import_refuses_a_zip_bomb_before_extracting(tmp_path, user_cache, capsys, extra, message):
     archive = _zip(tmp_path / "bomb.zip", {**_package_members(tmp_path), **extra})
     assert archive.stat().st_size < 1 << 20  # compressed: small
@@ -393,11 +449,11 @@ def test_import_refuses_a_member_larger_than_it_declares(tmp_path, user_cache, c
     with zipfile.ZipFile(archive) as z:
         info = z.getinfo("zipped/readme.md")
     declared = struct.pack("<I", 1000)
-    raw[info.header_offset + 22:info.header_offset + 26] = declared  # local header: uncompressed size
+    raw[info.header_offset + 22 : info.header_offset + 26] = declared  # local header: uncompressed size
     entry = raw.find(b"PK\x01\x02")
-    while raw[entry + 46:entry + 46 + len(b"zipped/readme.md")] != b"zipped/readme.md":
+    while raw[entry + 46 : entry + 46 + len(b"zipped/readme.md")] != b"zipped/readme.md":
         entry = raw.find(b"PK\x01\x02", entry + 4)
-    raw[entry + 24:entry + 28] = declared  # central directory: uncompressed size
+    raw[entry + 24 : entry + 28] = declared  # central directory: uncompressed size
     archive.write_bytes(bytes(raw))
     assert run_cli("models", "import", archive) == 1
     err = capsys.readouterr().err
@@ -421,12 +477,26 @@ def test_a_large_photo_is_segmented_at_the_models_scale(tmp_path, monkeypatch, c
 
     seen = []
     real = sliding_window.BatchPredictor.__call__
-    monkeypatch.setattr(sliding_window.BatchPredictor, "__call__",
-                        lambda self, batch: seen.append(batch.shape[2:]) or real(self, batch))
+    monkeypatch.setattr(
+        sliding_window.BatchPredictor, "__call__", lambda self, batch: seen.append(batch.shape[2:]) or real(self, batch)
+    )
     caplog.set_level(logging.INFO)
     for name in ("small", "big"):
-        assert run_cli("segment", tmp_path / f"{name}.png", "-o", tmp_path / f"{name}_mask.png",
-                       "--model", PH2_MODEL, "--device", "cpu", "--mode", "fast") == 0
+        assert (
+            run_cli(
+                "segment",
+                tmp_path / f"{name}.png",
+                "-o",
+                tmp_path / f"{name}_mask.png",
+                "--model",
+                PH2_MODEL,
+                "--device",
+                "cpu",
+                "--mode",
+                "fast",
+            )
+            == 0
+        )
     assert set(seen) == {(143, 191)}  # the network saw both at the scale it learned
     assert "segmented at their scale" in caplog.text
     a = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "small_mask.png"))) > 0
@@ -445,8 +515,9 @@ def test_folder_with_one_multiframe_dicom_file_is_read_as_that_file(tmp_path):
     sitk.WriteImage(frames, str(folder / "enhanced.dcm"))
     image = images.read_image(folder)
     assert image.GetDimension() == 3 and image.GetSize() == (16, 16, 5)
-    assert np.array_equal(sitk.GetArrayFromImage(image),
-                          sitk.GetArrayFromImage(images.read_image(folder / "enhanced.dcm")))
+    assert np.array_equal(
+        sitk.GetArrayFromImage(image), sitk.GetArrayFromImage(images.read_image(folder / "enhanced.dcm"))
+    )
 
 
 def test_models_folder_variable_naming_a_file(tmp_path, monkeypatch, capsys, tiny_model):

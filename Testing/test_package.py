@@ -110,7 +110,11 @@ def test_validate_config_missing_field_and_defaults():
         minimal.pop(key)
     filled = pkg.validate_config(minimal)
     assert (filled["axes_code"], filled["slice_axis_rule"], filled["target_spacing"], filled["architecture"]) == (
-        "LPS", "largest-spacing-else-z", None, "AttentionMamba")
+        "LPS",
+        "largest-spacing-else-z",
+        None,
+        "AttentionMamba",
+    )
     assert filled["inference_patch_size"] == filled["patch_size"] == [64, 64]
 
 
@@ -142,8 +146,9 @@ def test_import_zip_and_reimport_new_version(tmp_path, user_cache):
     imported = model_store.import_model_package(archive)
     assert imported.id == "zipped" and imported.version == "0.0.1"
     imported.verify()
-    newer = pkg.save_model_package(TinyConvNet(1, 4, seed=9), {**make_config("zipped"), "version": "0.0.2"},
-                                   tmp_path / "src2")
+    newer = pkg.save_model_package(
+        TinyConvNet(1, 4, seed=9), {**make_config("zipped"), "version": "0.0.2"}, tmp_path / "src2"
+    )
     assert model_store.import_model_package(newer).version == "0.0.2"
     assert sorted(p.name for p in user_cache.iterdir()) == ["zipped"]  # no leftovers
     with pytest.raises(ValueError, match="zip archive: import it first"):
@@ -204,8 +209,12 @@ def test_bundled_models_are_valid(model_id):
     package.verify()
     assert package.id == model_id
     assert package.card.weights_dtype == "float16"
-    expected = {"cardiac-acdc": (1, 4), "hippocampus-msd": (1, 3), "skin-lesion-isic": (3, 1),
-                "skin-lesion-ph2": (3, 1)}[model_id]
+    expected = {
+        "cardiac-acdc": (1, 4),
+        "hippocampus-msd": (1, 3),
+        "skin-lesion-isic": (3, 1),
+        "skin-lesion-ph2": (3, 1),
+    }[model_id]
     assert (package.in_channels, package.num_classes) == expected
     for c in package.classes:
         assert c["name"] and len(c["color"]) == 3 and "snomed" in c
@@ -215,18 +224,32 @@ def test_bundled_models_are_valid(model_id):
 def test_describe_lists_the_lineage_one_line_per_step(tmp_path):
     config = make_config()
     net = TinyConvNet(config["in_channels"], config["num_classes"], **config["architecture_kwargs"])
-    config["training"] = {"command": "attention-mamba-seg train B", "earlier_training": [
-        {"version": "1.0.0", "sha256": "22b8dadb" + "0" * 56, "time": "55.0 min", "epochs": 9, "iterations_per_epoch": 17,
-         "batch_size": 8, "patch_size": [128, 128], "target_spacing": [1.5625, 1.5625], "val_mean_dice": 0.68531,
-         "val_cases": 4},
-        {"version": "1.1.0", "command": "attention-mamba-seg train A"},  # a step with little recorded
-    ]}
+    config["training"] = {
+        "command": "attention-mamba-seg train B",
+        "earlier_training": [
+            {
+                "version": "1.0.0",
+                "sha256": "22b8dadb" + "0" * 56,
+                "time": "55.0 min",
+                "epochs": 9,
+                "iterations_per_epoch": 17,
+                "batch_size": 8,
+                "patch_size": [128, 128],
+                "target_spacing": [1.5625, 1.5625],
+                "val_mean_dice": 0.68531,
+                "val_cases": 4,
+            },
+            {"version": "1.1.0", "command": "attention-mamba-seg train A"},  # a step with little recorded
+        ],
+    }
     pkg.save_model_package(net, config, tmp_path / "m")
     text = pkg.load_model_package(tmp_path / "m").describe()
-    assert ("  training      oldest first; each step's weights started the next\n"
-            "    1.0.0    22b8dadb 55.0 min: 9 epochs x 17 steps x 8 crops 128x128 at 1.5625x1.5625 mm; "
-            "val mean Dice 0.6853 (4 cases)\n"
-            "    1.1.0    -        ?: ? epochs x ? steps x ? crops ? at ? mm; val mean Dice ? (? cases)\n") in text
+    assert (
+        "  training      oldest first; each step's weights started the next\n"
+        "    1.0.0    22b8dadb 55.0 min: 9 epochs x 17 steps x 8 crops 128x128 at 1.5625x1.5625 mm; "
+        "val mean Dice 0.6853 (4 cases)\n"
+        "    1.1.0    -        ?: ? epochs x ? steps x ? crops ? at ? mm; val mean Dice ? (? cases)\n"
+    ) in text
     assert "  command       attention-mamba-seg train B" in text and "earlier_training" not in text
 
 
@@ -259,8 +282,9 @@ def test_corrupt_weights_with_matching_sha256_are_a_clear_error(tmp_path):
         pkg.load_model_package(package.path).build_network("cpu")
 
 
-@pytest.mark.parametrize("kwargs, message", [([1, 2], "architecture_kwargs"),
-                                             ({"nope": 1}, "cannot build the 'TinyConvNet' network")])
+@pytest.mark.parametrize(
+    "kwargs, message", [([1, 2], "architecture_kwargs"), ({"nope": 1}, "cannot build the 'TinyConvNet' network")]
+)
 def test_bad_architecture_kwargs_are_a_clear_error(tmp_path, kwargs, message):
     package = make_package(tmp_path / "m")
     config = json.loads((package.path / "model.json").read_text())
@@ -272,7 +296,7 @@ def test_bad_architecture_kwargs_are_a_clear_error(tmp_path, kwargs, message):
 
 def test_non_utf8_model_json_names_the_file(tmp_path):
     package = make_package(tmp_path / "m")
-    (package.path / "model.json").write_bytes("{\"id\": \"caf\u00e9\"}".encode("latin-1"))
+    (package.path / "model.json").write_bytes('{"id": "caf\u00e9"}'.encode("latin-1"))
     with pytest.raises(ValueError, match=r"model\.json is not UTF-8"):
         pkg.load_model_package(package.path)
 
@@ -283,16 +307,19 @@ def test_model_json_or_weights_path_means_its_folder(tmp_path):
     assert pkg.load_model_package(package.path / "model.safetensors").path == package.path
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"classes": [{"label_value": 1, "name": "a", "color": [1, 2, 3]}]}, r"missing \[2, 3\]"),
-    ({"normalization": {"type": "ct"}}, "'clip'"),
-    ({"normalization": {"type": "ct", "clip": [100, -100], "mean": 0, "std": 1}}, "lo < hi"),
-    ({"normalization": {"type": "ct", "clip": [-100, 100], "mean": 0, "std": 0}}, "std"),
-    ({"target_spacing": [True, 1.0]}, "target_spacing"),
-    ({"target_spacing": [float("nan"), 1.0]}, "target_spacing"),
-    ({"target_spacing": [float("inf"), 1.0]}, "target_spacing"),
-    ({"target_spacing": [-1.0, 1.0]}, "target_spacing"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"classes": [{"label_value": 1, "name": "a", "color": [1, 2, 3]}]}, r"missing \[2, 3\]"),
+        ({"normalization": {"type": "ct"}}, "'clip'"),
+        ({"normalization": {"type": "ct", "clip": [100, -100], "mean": 0, "std": 1}}, "lo < hi"),
+        ({"normalization": {"type": "ct", "clip": [-100, 100], "mean": 0, "std": 0}}, "std"),
+        ({"target_spacing": [True, 1.0]}, "target_spacing"),
+        ({"target_spacing": [float("nan"), 1.0]}, "target_spacing"),
+        ({"target_spacing": [float("inf"), 1.0]}, "target_spacing"),
+        ({"target_spacing": [-1.0, 1.0]}, "target_spacing"),
+    ],
+)
 def test_validate_config_rejects_more_bad_values(change, message):
     with pytest.raises(ValueError, match=message):
         pkg.validate_config({**make_config(), **change})

@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 
 from _inference_helpers import TinyConvNet, make_config
-from AttentionMambaSegLib import model_store, package as pkg
-from AttentionMambaSegLib import registry as reg
+from AttentionMambaSegLib import model_store, package as pkg, registry as reg
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -98,8 +97,9 @@ def _cache_listing(cache: Path) -> list[str]:
 def test_good_download_installs_verifies_reports_progress_and_a_second_one_is_a_no_op(archive, server, user_cache):
     path, entry = archive
     progress = []
-    package = reg.download_model("tiny-net", progress=lambda d, t: progress.append((d, t)),
-                                 registry=_registry(entry, server.url))
+    package = reg.download_model(
+        "tiny-net", progress=lambda d, t: progress.append((d, t)), registry=_registry(entry, server.url)
+    )
     assert package.path == user_cache / "tiny-net" and package.card.sha256 == entry.weights_sha256
     package.verify()
     assert progress and progress[-1] == (entry.size, entry.size)
@@ -108,19 +108,27 @@ def test_good_download_installs_verifies_reports_progress_and_a_second_one_is_a_
     assert again.path == package.path and server.requests == 1
 
 
-@pytest.mark.parametrize("mode, reason", [
-    ("hash", "SHA-256 differs from the registry's"),
-    ("404", r"HTTP 404 \(not found\)"),
-    ("truncated", "closed before the whole file arrived"),
-    ("stall", r"no data for 1 s \(timed out\)"),
-])
+@pytest.mark.parametrize(
+    "mode, reason",
+    [
+        ("hash", "SHA-256 differs from the registry's"),
+        ("404", r"HTTP 404 \(not found\)"),
+        ("truncated", "closed before the whole file arrived"),
+        ("stall", r"no data for 1 s \(timed out\)"),
+    ],
+)
 def test_failed_downloads_say_why_and_leave_the_cache_as_it_was(archive, server, user_cache, mode, reason):
     path, entry = archive
     reg.download_model("tiny-net", registry=_registry(entry, server.url))  # an earlier good version
     weights = (user_cache / "tiny-net" / "model.safetensors").read_bytes()
     before = _cache_listing(user_cache)
-    newer = {**entry.to_dict(), "version": "0.0.2", "weights_sha256": "0" * 64, "urls": (server.url,),
-             "classes": entry.classes}
+    newer = {
+        **entry.to_dict(),
+        "version": "0.0.2",
+        "weights_sha256": "0" * 64,
+        "urls": (server.url,),
+        "classes": entry.classes,
+    }
     server.mode = mode
     with pytest.raises(reg.DownloadError) as info:
         reg.download_model("tiny-net", timeout=1, registry={"tiny-net": reg.RegistryEntry(**newer)})
@@ -151,7 +159,8 @@ def test_the_registry_matches_the_bundled_development_copies(tmp_path):
         assert rebuilt.to_dict() == {**entry.to_dict(), "urls": []}, model_id
         assert entry.urls[0].endswith(f"/{model_id}-{entry.version}.zip")
         assert ("non-commercial" in entry.licence or "may not be used commercially" in entry.licence) == (
-            model_id in ("cardiac-acdc", "skin-lesion-isic")), model_id
+            model_id in ("cardiac-acdc", "skin-lesion-isic")
+        ), model_id
 
 
 def test_extension_cmakelists_installs_no_weights():
@@ -173,7 +182,9 @@ def test_import_refuses_unreadable_weights_even_with_a_matching_sha256(archive, 
         model_store.import_model_package(bad)
     wrong_shape = tmp_path / "wrong" / "tiny-net"
     pkg.save_model_package(TinyConvNet(1, 4, seed=1, width=6), make_config("tiny-net"), wrong_shape)
-    with pytest.raises(ValueError, match=r"conv1.weight: F16 \[6, 1, 3, 3\] where the network needs F16 \[4, 1, 3, 3\]"):
+    with pytest.raises(
+        ValueError, match=r"conv1.weight: F16 \[6, 1, 3, 3\] where the network needs F16 \[4, 1, 3, 3\]"
+    ):
         model_store.import_model_package(wrong_shape)
     pkg.load_model_package("tiny-net").build_network("cpu")  # the earlier import still works
     assert pkg.sha256_of_file(good.weights_path) == entry.weights_sha256
@@ -211,7 +222,7 @@ def test_import_never_follows_symbolic_links(archive, tmp_path, user_cache, capl
     with zipfile.ZipFile(link_zip, "w") as z:
         z.writestr("tiny-net/model.json", (tmp_path / "model.json").read_text())
         info = zipfile.ZipInfo("tiny-net/model.safetensors")
-        info.external_attr = (0o120777 << 16)
+        info.external_attr = 0o120777 << 16
         z.writestr(info, "/etc/passwd")
     with pytest.raises(ValueError, match="is a symbolic link"):
         model_store.import_model_package(link_zip)

@@ -65,19 +65,35 @@ def test_the_export_is_one_small_commit_without_weights_whose_module_imports_wit
     assert not list(clone.rglob("*.safetensors")) and not (clone / "AttentionMambaSeg/Resources/Examples").exists()
     models = clone / "AttentionMambaSeg/Resources/Models"
     assert sorted(p.name for p in models.iterdir()) == ["registry.json"]
-    for name in ("CMakeLists.txt", "AttentionMambaSeg.json", "AttentionMambaSeg.s4ext", "LICENSE", "README.md",
-                 "docs/RELEASE.md", "AttentionMambaSeg/AttentionMambaSeg.py", "AttentionMambaSeg/CMakeLists.txt",
-                 "Testing/test_slicer_files.py", "Resources/Screenshots/panel.png"):
+    for name in (
+        "CMakeLists.txt",
+        "AttentionMambaSeg.json",
+        "AttentionMambaSeg.s4ext",
+        "LICENSE",
+        "README.md",
+        "docs/RELEASE.md",
+        "AttentionMambaSeg/AttentionMambaSeg.py",
+        "AttentionMambaSeg/CMakeLists.txt",
+        "Testing/test_slicer_files.py",
+        "Resources/Screenshots/panel.png",
+    ):
         assert (clone / name).is_file(), name
     assert export_extension.check(clone) == []  # every file the module's CMakeLists.txt lists is there
     readme_links = re.findall(r"\]\((docs/[^)#]+)", (clone / "README.md").read_text(encoding="utf-8"))
     assert readme_links and all((clone / link).is_file() for link in readme_links)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "ATTENTION_MAMBA_SEG_MODELS_DIR")}
     env["PYTHONPATH"] = str(clone / "AttentionMambaSeg")
-    done = subprocess.run([sys.executable, "-c", IMPORT_MODULE_WITHOUT_TORCH, str(clone)], capture_output=True,
-                          text=True, env=env, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", IMPORT_MODULE_WITHOUT_TORCH, str(clone)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "['cardiac-acdc', 'hippocampus-msd', 'skin-lesion-isic', 'skin-lesion-ph2']" in done.stdout  # from the registry alone
+    assert (
+        "['cardiac-acdc', 'hippocampus-msd', 'skin-lesion-isic', 'skin-lesion-ph2']" in done.stdout
+    )  # from the registry alone
 
 
 def test_the_export_refuses_a_folder_that_is_not_empty(tmp_path):

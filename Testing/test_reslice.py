@@ -9,11 +9,10 @@ import pytest
 import SimpleITK as sitk
 
 from _inference_helpers import HIPPO_IMAGE
-from conftest import require
-
 from AttentionMambaSegLib import images, inference
 from AttentionMambaSegLib.inference import InferenceSettings
 from AttentionMambaSegLib.inference.reslice import canonical_reference, labels_back, obliquity_degrees
+from conftest import require
 
 
 def _tilted(image, degrees, axis=0, scale=1.3):

@@ -11,10 +11,9 @@ import pytest
 import SimpleITK as sitk
 
 from _inference_helpers import make_package
-
 from AttentionMambaSegLib import images, inference
-from AttentionMambaSegLib.inference import InferenceSettings
 from AttentionMambaSegLib.cli import main
+from AttentionMambaSegLib.inference import InferenceSettings
 from AttentionMambaSegLib.inference.roi import RegionOfInterest, crop_to_roi, paste_labels
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "AttentionMambaSeg/Resources/Examples/patient019_frame01_0000.nii.gz"
@@ -44,7 +43,7 @@ def test_labels_inside_the_roi_are_those_of_the_crop_segmented_alone(tmp_path, i
     alone = sitk.GetArrayFromImage(predictor.predict(crop))
     out = sitk.GetArrayFromImage(full)
     x, y, z = start
-    inside = out[z:z + 3, y:y + 56, x:x + 70]
+    inside = out[z : z + 3, y : y + 56, x : x + 70]
     np.testing.assert_array_equal(inside, alone)
     assert out.sum() == inside.sum() and alone.any()  # nothing outside the box
 
@@ -61,9 +60,21 @@ def test_ras_numbers_and_markups_files_give_the_same_box(tmp_path):
     assert roi.center == (-10.0, 20.0, 30.0) and roi.size == (40.0, 50.0, 60.0)  # RAS -> LPS
     for system, center in (("RAS", [10, -20, 30]), ("LPS", [-10, 20, 30])):
         path = tmp_path / f"roi-{system}.mrk.json"
-        path.write_text(json.dumps({"markups": [{"type": "ROI", "coordinateSystem": system, "center": center,
-                                                 "size": [40, 50, 60],
-                                                 "orientation": [1, 0, 0, 0, 1, 0, 0, 0, 1]}]}))
+        path.write_text(
+            json.dumps(
+                {
+                    "markups": [
+                        {
+                            "type": "ROI",
+                            "coordinateSystem": system,
+                            "center": center,
+                            "size": [40, 50, 60],
+                            "orientation": [1, 0, 0, 0, 1, 0, 0, 0, 1],
+                        }
+                    ]
+                }
+            )
+        )
         from_file = RegionOfInterest.from_markups_file(path)
         assert from_file.center == roi.center and from_file.size == roi.size
         assert np.allclose(np.asarray(from_file.axes) @ [1, 0, 0], [-1, 0, 0] if system == "RAS" else [1, 0, 0])
@@ -92,13 +103,44 @@ def test_segment_cli_roi(tmp_path, capsys):
     out = tmp_path / "roi.nii.gz"
     # the example's centre is (107.5 x 1.4453, 127.5 x 1.4453, 50) = (155.4, 184.3, 50) mm LPS, that is
     # (-155.4, -184.3, 50) RAS
-    assert main(["segment", str(EXAMPLE), "-o", str(out), "--model", str(package.path), "--device", "cpu",
-                 "--no-tta", "--roi=-155.4,-184.3,50,100,80,30"]) == 0
+    assert (
+        main(
+            [
+                "segment",
+                str(EXAMPLE),
+                "-o",
+                str(out),
+                "--model",
+                str(package.path),
+                "--device",
+                "cpu",
+                "--no-tta",
+                "--roi=-155.4,-184.3,50,100,80,30",
+            ]
+        )
+        == 0
+    )
     labels = sitk.GetArrayFromImage(sitk.ReadImage(str(out)))
     assert labels.shape == (11, 256, 216) and labels.any()
     assert not labels[:4].any() and not labels[7:].any()  # 30 mm about z = 50 mm: slices 4-6 only
-    assert main(["segment", str(EXAMPLE), "-o", str(tmp_path / "far.nii.gz"), "--model", str(package.path),
-                 "--device", "cpu", "--no-tta", "--roi", "0,0,500,10,10,10"]) == 1
+    assert (
+        main(
+            [
+                "segment",
+                str(EXAMPLE),
+                "-o",
+                str(tmp_path / "far.nii.gz"),
+                "--model",
+                str(package.path),
+                "--device",
+                "cpu",
+                "--no-tta",
+                "--roi",
+                "0,0,500,10,10,10",
+            ]
+        )
+        == 1
+    )
     assert "lies outside the image" in capsys.readouterr().err and not (tmp_path / "far.nii.gz").exists()
 
 

@@ -24,18 +24,23 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-
 import triton  # noqa: E402,F401  (a test dependency on Linux: pip install -e '.[test]')
 
-from AttentionMambaSegLib.ops import dispatch, scan_triton, selective_scan, selective_scan_reference  # noqa: E402
-from AttentionMambaSegLib.ops import selective_scan_torch  # noqa: E402
+from AttentionMambaSegLib.ops import (  # noqa: E402
+    dispatch,
+    scan_triton,
+    selective_scan,
+    selective_scan_reference,
+    selective_scan_torch,  # noqa: E402
+)
 from AttentionMambaSegLib.ops.scan_triton import selective_scan_triton  # noqa: E402
-
 from conftest import REPO  # noqa: E402
 
 if not scan_triton.interpreter_enabled():
-    raise RuntimeError("Triton was imported before TRITON_INTERPRET=1 was set: its interpreter is off in this "
-                       "process (Testing/conftest.py sets it first)")
+    raise RuntimeError(
+        "Triton was imported before TRITON_INTERPRET=1 was set: its interpreter is off in this "
+        "process (Testing/conftest.py sets it first)"
+    )
 
 NAMES = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias"]
 
@@ -72,8 +77,7 @@ def run(fn, ts, extras, **kw):
     u, delta, A, B, C, D, z, bias = ts
     if not extras:
         delta = delta.abs() * 0.3  # dt must stay positive without the softplus
-    return fn(u, delta, A, B, C, D if extras else None, z if extras else None, bias if extras else None,
-              extras, **kw)
+    return fn(u, delta, A, B, C, D if extras else None, z if extras else None, bias if extras else None, extras, **kw)
 
 
 # (batch, channels, d_state, L, groups (0: 3-D B/C), channels per program, steps per tile)
@@ -171,9 +175,13 @@ def test_environment_variable_forces_the_backend_of_every_scan(monkeypatch):
     # SS2D's four-direction scan goes through the dispatcher too
     g = torch.Generator().manual_seed(0)
     K, D, N, R = 4, 8, 16, 2
-    params = [torch.randn(K, R + 2 * N, D, generator=g) / D ** 0.5, torch.randn(K, D, R, generator=g),
-              torch.randn(K, D, generator=g) - 2, torch.log(torch.rand(K * D, N, generator=g) * 8 + 0.5),
-              torch.randn(K * D, generator=g)]
+    params = [
+        torch.randn(K, R + 2 * N, D, generator=g) / D**0.5,
+        torch.randn(K, D, R, generator=g),
+        torch.randn(K, D, generator=g) - 2,
+        torch.log(torch.rand(K * D, N, generator=g) * 8 + 0.5),
+        torch.randn(K * D, generator=g),
+    ]
     x = torch.randn(1, D, 3, 5, generator=g)
     want = ss2d_scan_unfused(x.double(), *[p.double() for p in params], backend="torch")
     assert rel_err(ss2d_scan(x, *params), want) <= 1e-5
@@ -212,8 +220,11 @@ def test_auto_falls_back_to_torch_on_cuda_with_a_warning_naming_the_cause(monkey
         assert dispatch.resolve_backend("cpu") == "torch"
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
-    assert "slow torch scan" in warnings[0] and "triton unavailable: ImportError: No module named 'triton'" \
-        in warnings[0] and "pip install triton" in warnings[0]
+    assert (
+        "slow torch scan" in warnings[0]
+        and "triton unavailable: ImportError: No module named 'triton'" in warnings[0]
+        and "pip install triton" in warnings[0]
+    )
 
 
 def test_device_auto_skips_a_gpu_that_would_run_only_the_torch_scan(monkeypatch):
@@ -272,9 +283,11 @@ def test_network_forward_on_triton_has_a_fixed_number_of_kernel_launches(monkeyp
 @pytest.mark.slow
 def test_gpu_check_dry_run_needs_no_simpleitk(tmp_path):
     out = tmp_path / "gpu_check.json"
-    code = ("import runpy, sys; sys.modules['SimpleITK'] = None; "
-            f"sys.argv = ['gpu_check.py', '--dry', '--out', {str(out)!r}]; "
-            f"runpy.run_path({str(REPO / 'benchmarks' / 'gpu_check.py')!r}, run_name='__main__')")
+    code = (
+        "import runpy, sys; sys.modules['SimpleITK'] = None; "
+        f"sys.argv = ['gpu_check.py', '--dry', '--out', {str(out)!r}]; "
+        f"runpy.run_path({str(REPO / 'benchmarks' / 'gpu_check.py')!r}, run_name='__main__')"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=REPO)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(out.read_text())

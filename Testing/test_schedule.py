@@ -7,7 +7,6 @@ import pytest
 from AttentionMambaSegLib import training
 from AttentionMambaSegLib.training import schedule
 from AttentionMambaSegLib.training.trainer import StepTimes, Trainer
-
 from conftest import make_copy, needs_datasets
 
 
@@ -24,8 +23,15 @@ def test_a_short_run_falls_once_and_never_restarts(epochs):
 
 
 def test_a_budgeted_run_of_three_epochs_has_t_max_of_three():
-    plan = schedule.plan_schedule(epochs=150, num_train_slices=1700, num_val_slices=200, batch_size=24,
-                                  budget_seconds=60, seconds_per_iteration=8.0, seconds_per_val_slice=0.5)
+    plan = schedule.plan_schedule(
+        epochs=150,
+        num_train_slices=1700,
+        num_val_slices=200,
+        batch_size=24,
+        budget_seconds=60,
+        seconds_per_iteration=8.0,
+        seconds_per_val_slice=0.5,
+    )
     assert plan.epochs == 3 and plan.t_max == 3.0
 
 
@@ -43,12 +49,18 @@ def test_the_bundled_models_recipes_keep_the_papers_t_max(epochs, steps):
 
 
 def test_a_checkpoint_plan_without_t_max_resumes_with_epochs_over_three():
-    stored = {"epochs": 21, "iterations_per_epoch": 182, "val_slices": 150, "seconds_per_iteration": 3.1,
-              "seconds_per_val_slice": 0.2}  # the plan of a checkpoint written before T_max was recorded
+    stored = {
+        "epochs": 21,
+        "iterations_per_epoch": 182,
+        "val_slices": 150,
+        "seconds_per_iteration": 3.1,
+        "seconds_per_val_slice": 0.2,
+    }  # the plan of a checkpoint written before T_max was recorded
     plan = schedule.SchedulePlan(**stored)
     assert plan.t_max_epochs is None and plan.t_max == 7.0
-    assert [schedule.cosine_factor(e, 21, 2e-4, t_max=plan.t_max_epochs) for e in range(21)] == \
-        [schedule.cosine_factor(e, 21, 2e-4) for e in range(21)]
+    assert [schedule.cosine_factor(e, 21, 2e-4, t_max=plan.t_max_epochs) for e in range(21)] == [
+        schedule.cosine_factor(e, 21, 2e-4) for e in range(21)
+    ]
     assert schedule.cosine_factor(7, 21, 2e-4, t_max=None) == pytest.approx(1e-5 / 2e-4)  # the old minimum
 
 
@@ -72,8 +84,7 @@ TINY = dict(epochs=20, patch_size=64, batch_size=2, val_slices=1, device="cpu", 
 def _fixed(monkeypatch, seconds_per_iteration: float, loaded: list):
     """The trainer's clock stands still and its step timings are fixed; records whether all slices were loaded."""
     monkeypatch.setattr(Trainer, "clock", staticmethod(lambda: 0.0))
-    monkeypatch.setattr(Trainer, "measure_step_times",
-                        lambda self, *args: StepTimes(seconds_per_iteration, 1e-6, 0.5))
+    monkeypatch.setattr(Trainer, "measure_step_times", lambda self, *args: StepTimes(seconds_per_iteration, 1e-6, 0.5))
     original = Trainer.load_data
     monkeypatch.setattr(Trainer, "load_data", lambda self: (loaded.append(True), original(self))[1])
 
@@ -99,8 +110,9 @@ def test_a_budget_of_few_steps_says_so_and_names_smaller_settings(tmp_path, monk
     loaded = []
     _fixed(monkeypatch, 10.0, loaded)  # 10 s a step of 2 crops of 64 px: 2 min hold about 11 steps
     caplog.set_level("INFO")
-    trainer = Trainer(training.TrainingConfig(root, tmp_path / "run", time_budget_minutes=2.0,
-                                              stop_after_epoch=1, **TINY))
+    trainer = Trainer(
+        training.TrainingConfig(root, tmp_path / "run", time_budget_minutes=2.0, stop_after_epoch=1, **TINY)
+    )
     assert trainer.run() is None  # stopped after its first epoch
     said = [r.getMessage() for r in caplog.records]
     assert any(m.startswith("time budget: timing 3 training steps of 2 crop(s) of 64 px") for m in said)

@@ -6,12 +6,15 @@ import pytest
 
 from AttentionMambaSegLib.cli import main
 
+
 def test_score_files_known_dice_on_the_bundled_example(tmp_path):
     import SimpleITK as sitk
 
     from AttentionMambaSegLib.evaluation import score_files
 
-    label_path = Path(__file__).resolve().parents[1] / "AttentionMambaSeg/Resources/Examples/patient019_frame01_label.nii.gz"
+    label_path = (
+        Path(__file__).resolve().parents[1] / "AttentionMambaSeg/Resources/Examples/patient019_frame01_label.nii.gz"
+    )
     label = sitk.ReadImage(str(label_path))
     arr = sitk.GetArrayFromImage(label)
     n3 = int((arr == 3).sum())

@@ -47,9 +47,13 @@ def world(tmp_path, monkeypatch):
 
     def evaluate(package, dataset, settings, cases, output=None):
         d = scores[settings.tta]
-        return {"cases": len(cases), "mean_dice": d, "mean_hd95": 2.0,
-                "per_class": {"class 1": {"dice_mean": d, "dice_sd": 0.0, "hd95_mean": 2.0, "hd95_sd": 0.0}},
-                "per_case": [{"case": c, "class": "class 1", "dice": d} for c in cases]}
+        return {
+            "cases": len(cases),
+            "mean_dice": d,
+            "mean_hd95": 2.0,
+            "per_class": {"class 1": {"dice_mean": d, "dice_sd": 0.0, "hd95_mean": 2.0, "hd95_sd": 0.0}},
+            "per_case": [{"case": c, "class": "class 1", "dice": d} for c in cases],
+        }
 
     monkeypatch.setattr(ship_model, "evaluate", evaluate)
     monkeypatch.setattr(ship_model, "format_summary", lambda s: f"mean Dice {s['mean_dice']}")
@@ -64,7 +68,10 @@ def bundled_config(world) -> dict:
 
 def test_a_worse_run_is_not_shipped(world, capsys):
     assert ship_model.main([str(world.run), "dataset"]) == 1
-    assert "not shipped: the bundled test-model scored 0.8000 on the same 4 cases, this run 0.7000" in capsys.readouterr().out
+    assert (
+        "not shipped: the bundled test-model scored 0.8000 on the same 4 cases, this run 0.7000"
+        in capsys.readouterr().out
+    )
     assert bundled_config(world)["version"] == "0.0.1"
     assert json.loads((world.run / "model_scored.json").read_text())["metrics"]["val"]["mean_dice"] == 0.7
 
@@ -76,7 +83,10 @@ def test_force_ships_a_worse_run(world):
 
 def test_a_better_run_is_shipped_with_tta_scores(world):
     world.scores[False] = 0.85
-    assert ship_model.main([str(world.run), "dataset", "--also-tta", "--window", "96", "--largest-component", "2", "1"]) == 0
+    assert (
+        ship_model.main([str(world.run), "dataset", "--also-tta", "--window", "96", "--largest-component", "2", "1"])
+        == 0
+    )
     config = bundled_config(world)
     assert config["version"] == "0.0.2" and config["inference_patch_size"] == [96, 96]
     assert config["postprocessing"] == {"largest_component": [1, 2]}

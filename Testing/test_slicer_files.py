@@ -29,7 +29,8 @@ def test_every_lib_python_file_is_listed_in_the_module_cmakelists():
     on_disk = {p.relative_to(MODULE_DIR).as_posix() for p in LIB_DIR.rglob("*.py") if "__pycache__" not in p.parts}
     missing = sorted(on_disk - listed)
     assert not missing, "add these to MODULE_PYTHON_SCRIPTS in AttentionMambaSeg/CMakeLists.txt:\n" + "\n".join(
-        f"  {m}" for m in missing)
+        f"  {m}" for m in missing
+    )
     stale = sorted(p for p in listed if not (MODULE_DIR / p).is_file())
     assert not stale, f"listed but missing on disk: {stale}"
     assert "AttentionMambaSeg.py" in listed
@@ -37,8 +38,11 @@ def test_every_lib_python_file_is_listed_in_the_module_cmakelists():
 
 def test_every_resource_file_is_listed():
     listed = set(_cmake_list(MODULE_CMAKE, "MODULE_PYTHON_RESOURCES"))
-    on_disk = {p.relative_to(MODULE_DIR).as_posix() for p in (MODULE_DIR / "Resources").rglob("*")
-               if p.is_file() and not p.name.startswith(".")}
+    on_disk = {
+        p.relative_to(MODULE_DIR).as_posix()
+        for p in (MODULE_DIR / "Resources").rglob("*")
+        if p.is_file() and not p.name.startswith(".")
+    }
     # the model folders are development copies and Resources/Examples holds the command line's demo case (ACDC,
     # non-commercial): the extension package carries neither (an exported extension repository has neither)
     models = {p for p in on_disk if p.startswith("Resources/Models/") and p.count("/") == 3}
@@ -83,7 +87,7 @@ def test_top_level_cmakelists_has_extension_metadata():
     urls = re.findall(r"https://\S+?\.png", TOP_CMAKE)
     assert len(urls) == 3 and all(u.startswith(RAW) for u in urls), urls
     for url in urls:
-        assert (REPO / url[len(RAW):]).is_file(), url
+        assert (REPO / url[len(RAW) :]).is_file(), url
     # As the extension templates: minimum from Slicer 5.10's, policy maximum from the current one.
     assert TOP_CMAKE.startswith("cmake_minimum_required(VERSION 3.20.6...3.28.0 FATAL_ERROR)")
     contributors = re.search(r'set\(EXTENSION_CONTRIBUTORS "([^"]+)"\)', TOP_CMAKE).group(1)
@@ -94,20 +98,38 @@ def test_catalog_entry_and_s4ext():
     entry = json.loads((REPO / "AttentionMambaSeg.json").read_text(encoding="utf-8"))
     assert re.fullmatch(
         r"https://raw\.githubusercontent\.com/Slicer/Slicer/main/Schemas/"
-        r"slicer-extension-catalog-entry-schema-v1\.0\.\d+\.json#", entry["$schema"])
+        r"slicer-extension-catalog-entry-schema-v1\.0\.\d+\.json#",
+        entry["$schema"],
+    )
     assert entry["category"] == "Segmentation"
     assert entry["scm_url"] == URL + ".git"
     assert entry["scm_revision"] and entry["build_dependencies"] == ["PyTorch"]
     assert entry["tier"] in (1, 3, 5)
-    allowed = {"$schema", "build_dependencies", "build_subdirectory", "category", "scm_revision", "scm_type",
-               "scm_url", "tier", "enabled"}
+    allowed = {
+        "$schema",
+        "build_dependencies",
+        "build_subdirectory",
+        "category",
+        "scm_revision",
+        "scm_type",
+        "scm_url",
+        "tier",
+        "enabled",
+    }
     assert set(entry) <= allowed, "the schema forbids additional properties"
-    s4ext = dict(line.split(" ", 1) for line in (REPO / "AttentionMambaSeg.s4ext").read_text(encoding="utf-8").splitlines()
-                 if line.strip() and not line.startswith("#") and " " in line)
+    s4ext = dict(
+        line.split(" ", 1)
+        for line in (REPO / "AttentionMambaSeg.s4ext").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#") and " " in line
+    )
     assert s4ext["scmurl"] == URL + ".git" and s4ext["homepage"] == URL
     assert s4ext["depends"] == "PyTorch" and s4ext["category"] == "Segmentation"
-    for key, variable in (("contributors", "CONTRIBUTORS"), ("iconurl", "ICONURL"),
-                          ("screenshoturls", "SCREENSHOTURLS"), ("description", "DESCRIPTION")):
+    for key, variable in (
+        ("contributors", "CONTRIBUTORS"),
+        ("iconurl", "ICONURL"),
+        ("screenshoturls", "SCREENSHOTURLS"),
+        ("description", "DESCRIPTION"),
+    ):
         assert s4ext[key] == re.search(rf'set\(EXTENSION_{variable} "([^"]+)"\)', TOP_CMAKE).group(1), key
     assert s4ext["scmrevision"] == entry["scm_revision"] and "5.10" in s4ext["description"]
     assert not "AttentionMambaSeg".startswith("Slicer")
@@ -126,9 +148,16 @@ def test_icon_is_a_128x128_png():
 
 
 def test_extension_text_files_use_lf_line_endings():
-    files = [REPO / "CMakeLists.txt", REPO / "AttentionMambaSeg.s4ext", REPO / "AttentionMambaSeg.json",
-             REPO / "LICENSE", MODULE_DIR / "CMakeLists.txt", MODULE_DIR / "AttentionMambaSeg.py",
-             MODULE_DIR / "Resources" / "UI" / "AttentionMambaSeg.ui", LIB_DIR / "mrml" / "segments.py"]
+    files = [
+        REPO / "CMakeLists.txt",
+        REPO / "AttentionMambaSeg.s4ext",
+        REPO / "AttentionMambaSeg.json",
+        REPO / "LICENSE",
+        MODULE_DIR / "CMakeLists.txt",
+        MODULE_DIR / "AttentionMambaSeg.py",
+        MODULE_DIR / "Resources" / "UI" / "AttentionMambaSeg.ui",
+        LIB_DIR / "mrml" / "segments.py",
+    ]
     for path in files:
         assert b"\r\n" not in path.read_bytes(), path
 
@@ -155,18 +184,28 @@ def test_only_mrml_and_slicer_import_slicer_vtk_or_qt_in_the_library():
 
 
 def test_no_model_weights_in_the_extension_folder_beyond_packages():
-    big = [p for p in (REPO / "AttentionMambaSeg").rglob("*") if p.is_file()
-           and p.suffix in {".pt", ".pth", ".ckpt", ".pkl"}]
+    big = [
+        p
+        for p in (REPO / "AttentionMambaSeg").rglob("*")
+        if p.is_file() and p.suffix in {".pt", ".pth", ".ckpt", ".pkl"}
+    ]
     assert not big, f"pickled weights must not ship (use safetensors): {big}"
 
 
 def test_s4ext_agrees_with_the_json_catalog_entry():
     """The Index reads the JSON entry only; the .s4ext carries the same fields and must never disagree with it."""
     entry = json.loads((REPO / "AttentionMambaSeg.json").read_text(encoding="utf-8"))
-    s4ext = dict(line.split(" ", 1) for line in (REPO / "AttentionMambaSeg.s4ext").read_text(encoding="utf-8").splitlines()
-                 if line.strip() and not line.startswith("#") and " " in line)
-    pairs = {"scm_url": "scmurl", "scm_revision": "scmrevision", "category": "category",
-             "build_subdirectory": "build_subdirectory"}
+    s4ext = dict(
+        line.split(" ", 1)
+        for line in (REPO / "AttentionMambaSeg.s4ext").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#") and " " in line
+    )
+    pairs = {
+        "scm_url": "scmurl",
+        "scm_revision": "scmrevision",
+        "category": "category",
+        "build_subdirectory": "build_subdirectory",
+    }
     for json_key, s4ext_key in pairs.items():
         assert s4ext[s4ext_key] == str(entry.get(json_key, ".")), (json_key, s4ext_key)
     assert s4ext["scm"] == entry.get("scm_type", "git")

@@ -101,10 +101,11 @@ def test_import_model_runs_in_a_child_process_and_reports_its_steps(module, monk
     logic = module.AttentionMambaSegLogic()
     progress, finished = [], []
     source = packages.bundled_models_dir() / "hippocampus-msd" / "model.json"  # as the file dialog returns it
-    job = logic.startImport(str(source), onProgress=lambda d, t: progress.append((d, t)),
-                            onFinished=lambda *a: finished.append(a))
+    job = logic.startImport(
+        str(source), onProgress=lambda d, t: progress.append((d, t)), onFinished=lambda *a: finished.append(a)
+    )
     assert job.wait(timeout=300)
-    (result, error, _), = finished
+    ((result, error, _),) = finished
     assert error is None and result == "hippocampus-msd"
     assert {e["pid"] for e in job.process.events} == {job.process.pid} and job.process.pid != os.getpid()
     assert job.process.command[1:5] == ["-m", "AttentionMambaSegLib.cli", "models", "import"]
@@ -117,19 +118,22 @@ def test_import_model_without_torch_fails_cleanly_in_the_child(module, monkeypat
     blocker = tmp_path / "no-torch"
     (blocker / "torch").mkdir(parents=True)
     (blocker / "torch" / "__init__.py").write_text(
-        "raise ModuleNotFoundError(\"No module named 'torch'\", name='torch')\n")
+        "raise ModuleNotFoundError(\"No module named 'torch'\", name='torch')\n"
+    )
     monkeypatch.setenv("PYTHONPATH", str(blocker))
     monkeypatch.setenv("ATTENTION_MAMBA_SEG_MODELS_DIR", str(tmp_path / "models"))
     logic = module.AttentionMambaSegLogic()
     before = set(sys.modules)
     finished = []
-    job = logic.startImport(str(packages.bundled_models_dir() / "hippocampus-msd"),
-                            onFinished=lambda *a: finished.append(a))
+    job = logic.startImport(
+        str(packages.bundled_models_dir() / "hippocampus-msd"), onFinished=lambda *a: finished.append(a)
+    )
     assert job.wait(timeout=120)
-    (result, error, _), = finished
+    ((result, error, _),) = finished
     assert result is None and job.process.pid != os.getpid()
-    assert str(error).startswith("Checking the weights of model 'hippocampus-msd' needs PyTorch and safetensors, "
-                                 "and torch is not installed")
+    assert str(error).startswith(
+        "Checking the weights of model 'hippocampus-msd' needs PyTorch and safetensors, and torch is not installed"
+    )
     assert "press Segment once" in str(error) and "exit" not in str(error)
     models = tmp_path / "models"
     assert not (models / "hippocampus-msd").exists()  # nothing half-imported
@@ -148,11 +152,16 @@ def test_the_widget_imports_after_the_dependency_check_with_the_panel_disabled(m
 
     widget = module.AttentionMambaSegWidget.__new__(module.AttentionMambaSegWidget)
     widget.logic, widget._job, widget._destroyed = Logic(), None, False
-    widget.ui = types.SimpleNamespace(logTextEdit=types.SimpleNamespace(clear=lambda: None),
-                                      statusLabel=types.SimpleNamespace(text=""))
+    widget.ui = types.SimpleNamespace(
+        logTextEdit=types.SimpleNamespace(clear=lambda: None), statusLabel=types.SimpleNamespace(text="")
+    )
     widget.setRunning = lambda running: calls.append(("running", running))
-    monkeypatch.setattr(sys.modules["qt"], "QFileDialog",
-                        types.SimpleNamespace(getOpenFileName=lambda *a: "/data/cardiac-acdc-1.5.0.zip"), raising=False)
+    monkeypatch.setattr(
+        sys.modules["qt"],
+        "QFileDialog",
+        types.SimpleNamespace(getOpenFileName=lambda *a: "/data/cardiac-acdc-1.5.0.zip"),
+        raising=False,
+    )
     monkeypatch.setattr(slicer.util, "mainWindow", lambda: None, raising=False)
     widget._ensureDependencies = lambda: calls.append("dependencies") or False  # declined: no import
     widget.onImportModel()
@@ -184,8 +193,10 @@ def test_an_unreachable_model_is_named_before_the_pytorch_install(module, monkey
     monkeypatch.setenv("ATTENTION_MAMBA_SEG_MODELS_DIR", str(tmp_path / "models"))
     logic = module.AttentionMambaSegLogic()
     problem = logic.modelDownloadProblem("hippocampus-offline")
-    assert problem.startswith(f"Model 'hippocampus-offline' 1.5.0 cannot be downloaded from this computer "
-                              f"({server}/missing.zip: the server answered HTTP 404 (not found)).")
+    assert problem.startswith(
+        f"Model 'hippocampus-offline' 1.5.0 cannot be downloaded from this computer "
+        f"({server}/missing.zip: the server answered HTTP 404 (not found))."
+    )
     assert "hippocampus-offline-1.5.0.zip" in problem and "Import model..." in problem
     shown, installs = [], []
     monkeypatch.setattr(slicer.util, "warningDisplay", lambda text, **kw: shown.append(text), raising=False)
@@ -225,8 +236,9 @@ def test_the_panel_is_disabled_while_packages_install_and_a_second_click_does_no
     widget.updateGUIFromParameterNode = lambda *a: None
     widget._modelReachable = lambda modelId: second.append("segment") or True
     monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay", lambda *a, **k: True, raising=False)
-    monkeypatch.setattr(slicer.util, "tryWithErrorDisplay", lambda *a, **k: __import__("contextlib").nullcontext(),
-                        raising=False)
+    monkeypatch.setattr(
+        slicer.util, "tryWithErrorDisplay", lambda *a, **k: __import__("contextlib").nullcontext(), raising=False
+    )
     monkeypatch.setattr(slicer, "app", types.SimpleNamespace(processEvents=lambda: None), raising=False)
     assert widget._ensureDependencies() is True
     assert states == [(True, False)] and second == []  # disabled during the install; the clicks did nothing
@@ -239,18 +251,20 @@ def test_pythonslicers_crash_message_gets_the_out_of_memory_hint(module, tmp_pat
     scene = new_scene()
     volume = mrml.add_volume_node_from_image(scene, sitk.GetImageFromArray(np.zeros((2, 8, 8), np.int16)), "input")
     script = tmp_path / "PythonSlicer"
-    script.write_text("#!/bin/sh\necho '[/opt/Slicer/bin/python-real] exit abnormally - Report the problem.' >&2\n"
-                      "exit 1\n")
+    script.write_text(
+        "#!/bin/sh\necho '[/opt/Slicer/bin/python-real] exit abnormally - Report the problem.' >&2\nexit 1\n"
+    )
     script.chmod(0o755)
     logic = module.AttentionMambaSegLogic()
     logic.pythonExecutable = str(script)
     finished = []
     job = logic.startSegmentation(volume, "hippocampus-msd", onFinished=lambda *a: finished.append(a))
     assert job.wait(timeout=60)
-    (result, error, _), = finished
+    ((result, error, _),) = finished
     assert result is None and str(error).startswith(
         "The segment process crashed (PythonSlicer: exit abnormally), often because memory ran out: try a region "
-        "of interest, Speed 'Fast' or the CPU device")
+        "of interest, Speed 'Fast' or the CPU device"
+    )
 
 
 def test_intel_macs_get_numpy_1_for_the_child_only(module, monkeypatch, tmp_path):
@@ -282,13 +296,32 @@ def test_intel_macs_get_numpy_1_for_the_child_only(module, monkeypatch, tmp_path
 
 
 # ------------------------------------------------------------------------------------------ Sample Data
-def _register_custom_sample_data_source(category="Custom", sampleName=None, uris=None, fileNames=None,
-                                        nodeNames=None, customDownloader=None, thumbnailFileName=None,
-                                        loadFileTypes=None, loadFiles=None, loadFileProperties={}, checksums=None,
-                                        loadFileType=None):
+def _register_custom_sample_data_source(
+    category="Custom",
+    sampleName=None,
+    uris=None,
+    fileNames=None,
+    nodeNames=None,
+    customDownloader=None,
+    thumbnailFileName=None,
+    loadFileTypes=None,
+    loadFiles=None,
+    loadFileProperties={},
+    checksums=None,
+    loadFileType=None,
+):
     """The parameters of SampleDataLogic.registerCustomSampleDataSource in Slicer 5.10 and 5.12."""
-    registered.append(dict(category=category, sampleName=sampleName, uris=uris, fileNames=fileNames,
-                           nodeNames=nodeNames, thumbnailFileName=thumbnailFileName, loadFileTypes=loadFileTypes))
+    registered.append(
+        dict(
+            category=category,
+            sampleName=sampleName,
+            uris=uris,
+            fileNames=fileNames,
+            nodeNames=nodeNames,
+            thumbnailFileName=thumbnailFileName,
+            loadFileTypes=loadFileTypes,
+        )
+    )
 
 
 registered: list = []
@@ -297,7 +330,8 @@ registered: list = []
 def test_the_sample_is_registered_with_sample_data(module, monkeypatch):
     sample_data = types.ModuleType("SampleData")
     sample_data.SampleDataLogic = types.SimpleNamespace(
-        registerCustomSampleDataSource=staticmethod(_register_custom_sample_data_source))
+        registerCustomSampleDataSource=staticmethod(_register_custom_sample_data_source)
+    )
     monkeypatch.setitem(sys.modules, "SampleData", sample_data)
     registered.clear()
     startup.register_sample_data(MODULE_DIR / "Resources")  # as the module does when Slicer has started
@@ -312,8 +346,8 @@ def test_the_sample_is_registered_with_sample_data(module, monkeypatch):
     assert Path(source["thumbnailFileName"]).is_file() and source["loadFileTypes"] == "VolumeFile"
     # every keyword passed is a parameter of Slicer's function
     text = Path(startup.__file__).read_text(encoding="utf-8")
-    call = text[text.index("registerCustomSampleDataSource("):]
-    call = call[:call.index("\n    )")]
+    call = text[text.index("registerCustomSampleDataSource(") :]
+    call = call[: call.index("\n    )")]
     keywords = {line.strip().split("=")[0] for line in call.splitlines()[1:] if "=" in line}
     assert keywords <= set(inspect.signature(_register_custom_sample_data_source).parameters)
     monkeypatch.setitem(sys.modules, "SampleData", None)  # the module disabled: nothing happens

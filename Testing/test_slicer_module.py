@@ -58,7 +58,7 @@ def module(monkeypatch):
 def test_module_file_imports_without_torch_or_third_party_packages():
     script = textwrap.dedent(f"""
         import sys
-        sys.path.insert(0, {str(REPO / 'Testing')!r})
+        sys.path.insert(0, {str(REPO / "Testing")!r})
         import _slicer_helpers as h
         class MP:
             def setitem(self, d, k, v): d[k] = v
@@ -86,8 +86,20 @@ def test_module_file_scope_imports_only_slicer_qt_and_stdlib():
     """Slicer, Qt, the standard library and the extension's own package, whose file-scope imports are torch-free
     (the test above)."""
     tree = ast.parse(MODULE_FILE.read_text(encoding="utf-8"))
-    allowed = {"importlib", "logging", "os", "shutil", "sys", "time", "typing", "qt", "ctk", "vtk", "slicer",
-               "AttentionMambaSegLib"}
+    allowed = {
+        "importlib",
+        "logging",
+        "os",
+        "shutil",
+        "sys",
+        "time",
+        "typing",
+        "qt",
+        "ctk",
+        "vtk",
+        "slicer",
+        "AttentionMambaSegLib",
+    }
     for node in tree.body:
         if isinstance(node, ast.Import):
             names = [a.name.split(".")[0] for a in node.names]
@@ -110,8 +122,17 @@ def test_module_metadata(module):
 
 def test_parameter_node_fields(module):
     fields = module.AttentionMambaSegParameterNode.fields
-    assert set(fields) == {"inputVolume", "inputROI", "outputSegmentation", "modelId", "device", "speedMode",
-                           "functionTable", "edFrame", "esFrame"}
+    assert set(fields) == {
+        "inputVolume",
+        "inputROI",
+        "outputSegmentation",
+        "modelId",
+        "device",
+        "speedMode",
+        "functionTable",
+        "edFrame",
+        "esFrame",
+    }
     node = module.AttentionMambaSegParameterNode()
     assert node.device == "auto" and node.speedMode == "" and node.modelId == ""
     assert (node.edFrame, node.esFrame) == (1, 1)
@@ -120,8 +141,11 @@ def test_parameter_node_fields(module):
 def test_ui_is_valid_and_has_every_widget_the_module_uses(module):
     root = ET.parse(UI_FILE).getroot()
     widgets = {w.get("name"): w for w in root.iter("widget")}
-    used = {name for path in (MODULE_FILE, PANEL_FILE)
-            for name in re.findall(r"self\.ui\.(\w+)", path.read_text(encoding="utf-8"))}
+    used = {
+        name
+        for path in (MODULE_FILE, PANEL_FILE)
+        for name in re.findall(r"self\.ui\.(\w+)", path.read_text(encoding="utf-8"))
+    }
     assert used, "the module should use widgets through self.ui"
     missing = used - set(widgets)
     assert not missing, f"widgets used by the module but absent from the .ui: {sorted(missing)}"
@@ -139,8 +163,11 @@ def test_ui_is_valid_and_has_every_widget_the_module_uses(module):
     assert widgets["inputVolumeSelector"].get("class") == "qMRMLNodeComboBox"
     assert widgets["outputSegmentationSelector"].get("class") == "qMRMLNodeComboBox"
     assert widgets["progressBar"].get("class") == "QProgressBar"
-    none_display = [p.find("string").text for p in widgets["outputSegmentationSelector"].findall("property")
-                    if p.get("name") == "noneDisplay"]
+    none_display = [
+        p.find("string").text
+        for p in widgets["outputSegmentationSelector"].findall("property")
+        if p.get("name") == "noneDisplay"
+    ]
     assert none_display == ["Create new segmentation"]
     roi = {p.get("name"): p for p in widgets["inputROISelector"].findall("property")}
     assert [s.text for s in roi["nodeTypes"].iter("string")] == ["vtkMRMLMarkupsROINode"]
@@ -175,8 +202,7 @@ def test_roi_argument_is_the_roi_in_the_frame_of_the_volume_with_its_own_transfo
     np.testing.assert_allclose(box.size, (40.0, 50.0, 60.0))
     volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "moved")
     volume.SetAndObserveTransformNodeID(transform.GetID())  # the same transform: the box is back where it was
-    np.testing.assert_allclose(jobs.roi_argument(roi, volume)["markups"][0]["center"], [10.0, -20.0, 30.0],
-                               atol=1e-9)
+    np.testing.assert_allclose(jobs.roi_argument(roi, volume)["markups"][0]["center"], [10.0, -20.0, 30.0], atol=1e-9)
 
 
 def _hippocampus_volume(scene):
@@ -186,9 +212,29 @@ def _hippocampus_volume(scene):
 
 def _run_segment_command(image_path, output, *extra):
     env = dict(os.environ, PYTHONPATH=str(MODULE_DIR))
-    done = subprocess.run([sys.executable, "-m", "AttentionMambaSegLib.cli", "segment", str(image_path), "-o",
-                           str(output), "--model", "hippocampus-msd", "--device", "cpu", "--no-tta", *extra],
-                          capture_output=True, text=True, encoding="utf-8", errors="replace", env=env, timeout=600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "AttentionMambaSegLib.cli",
+            "segment",
+            str(image_path),
+            "-o",
+            str(output),
+            "--model",
+            "hippocampus-msd",
+            "--device",
+            "cpu",
+            "--no-tta",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        env=env,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
 
 
@@ -201,12 +247,18 @@ def test_gui_path_runs_in_a_child_process_and_equals_the_segment_command(module,
     _run_segment_command(HIPPO_IMAGE, reference)
     progress, finished, log = [], [], []
     job = module.AttentionMambaSegLogic().startSegmentation(
-        volume, "hippocampus-msd", None, device="cpu", useTTA=False,
-        onProgress=lambda d, t: progress.append((d, t)), onFinished=lambda *a: finished.append(a),
-        onLog=log.append)
+        volume,
+        "hippocampus-msd",
+        None,
+        device="cpu",
+        useTTA=False,
+        onProgress=lambda d, t: progress.append((d, t)),
+        onFinished=lambda *a: finished.append(a),
+        onLog=log.append,
+    )
     folder = job.process.folder
     assert job.wait(timeout=600)
-    (result, error, seconds), = finished
+    ((result, error, seconds),) = finished
     assert error is None and seconds > 0
     pids = {e["pid"] for e in job.process.events}
     assert pids == {job.process.pid} and job.process.pid != os.getpid()
@@ -222,12 +274,15 @@ def test_gui_path_runs_in_a_child_process_and_equals_the_segment_command(module,
     np.testing.assert_array_equal(labels, expected)
     assert set(np.unique(expected)) == {0, 1, 2} and slices > 0
     names = segment_names(node)
-    assert [n.removesuffix(mrml.NEEDS_REVIEW_SUFFIX) for n in names] == ["anterior hippocampus",
-                                                                         "posterior hippocampus"]
+    assert [n.removesuffix(mrml.NEEDS_REVIEW_SUFFIX) for n in names] == [
+        "anterior hippocampus",
+        "posterior hippocampus",
+    ]
     segments = [node.GetSegmentation().GetSegment(s) for s in segment_ids(node)]
     assert all(tag(s, mrml.TAG_NEEDS_REVIEW) in ("0", "1") for s in segments)  # the child's report was read
     assert {s.GetName() for s in segments if tag(s, mrml.TAG_NEEDS_REVIEW) == "1"} == {
-        n for n in names if n.endswith(mrml.NEEDS_REVIEW_SUFFIX)}
+        n for n in names if n.endswith(mrml.NEEDS_REVIEW_SUFFIX)
+    }
     assert any("Device: CPU" in line for line in log) and "CPU" in job.deviceDescription
     assert not folder.exists()  # temporary files removed
 
@@ -239,8 +294,14 @@ def test_cancel_kills_the_child_within_two_seconds_and_leaves_the_scene(module):
     nodes = scene.GetNumberOfNodes()
     finished, progress = [], []
     job = module.AttentionMambaSegLogic().startSegmentation(
-        volume, "hippocampus-msd", existing, device="cpu", useTTA=True,
-        onProgress=lambda d, t: progress.append(d), onFinished=lambda *a: finished.append(a))
+        volume,
+        "hippocampus-msd",
+        existing,
+        device="cpu",
+        useTTA=True,
+        onProgress=lambda d, t: progress.append(d),
+        onFinished=lambda *a: finished.append(a),
+    )
     deadline = time.monotonic() + 300
     while not progress and time.monotonic() < deadline:  # wait until the child is really predicting
         job.poll()
@@ -265,11 +326,16 @@ def _fake_python(tmp_path, body: str) -> str:
 
 
 @pytest.mark.skipif(os.name == "nt", reason="the stand-in interpreters are shell scripts")
-@pytest.mark.parametrize("body, message", [
-    (f"exec {sys.executable} -c 'raise RuntimeError(\"simulated failure in the child\")'",
-     r"exited with code 1\. Its last output: .*RuntimeError: simulated failure in the child"),
-    ("kill -9 $$", r"stopped by SIGKILL \(killed: often out of memory\)"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (
+            f"exec {sys.executable} -c 'raise RuntimeError(\"simulated failure in the child\")'",
+            r"exited with code 1\. Its last output: .*RuntimeError: simulated failure in the child",
+        ),
+        ("kill -9 $$", r"stopped by SIGKILL \(killed: often out of memory\)"),
+    ],
+)
 def test_a_failing_child_reports_its_own_message(module, tmp_path, body, message):
     scene = new_scene()
     image = sitk.GetImageFromArray(np.arange(2 * 8 * 8, dtype=np.int16).reshape(2, 8, 8))
@@ -279,16 +345,22 @@ def test_a_failing_child_reports_its_own_message(module, tmp_path, body, message
     finished = []
     job = logic.startSegmentation(volume, "hippocampus-msd", onFinished=lambda *a: finished.append(a))
     assert job.wait(timeout=60)
-    (result, error, _), = finished
+    ((result, error, _),) = finished
     assert result is None and re.search(message, str(error)), error
     assert not job.process.folder.exists()
 
 
 @pytest.mark.skipif(os.name == "nt", reason="the stand-in interpreters are shell scripts")
-@pytest.mark.parametrize("mode, useTTA, expected", [
-    (None, True, []), ("fast", True, ["--mode", "fast"]), ("accurate", True, ["--mode", "accurate"]),
-    (None, False, ["--no-tta"]), ("fast", False, ["--mode", "fast", "--no-tta"]),
-])
+@pytest.mark.parametrize(
+    "mode, useTTA, expected",
+    [
+        (None, True, []),
+        ("fast", True, ["--mode", "fast"]),
+        ("accurate", True, ["--mode", "accurate"]),
+        (None, False, ["--no-tta"]),
+        ("fast", False, ["--mode", "fast", "--no-tta"]),
+    ],
+)
 def test_the_speed_mode_reaches_the_child_command_line(module, tmp_path, mode, useTTA, expected):
     scene = new_scene()
     volume = mrml.add_volume_node_from_image(scene, sitk.GetImageFromArray(np.zeros((2, 8, 8), np.int16)), "input")
@@ -297,7 +369,7 @@ def test_the_speed_mode_reaches_the_child_command_line(module, tmp_path, mode, u
     job = logic.startSegmentation(volume, "hippocampus-msd", device="cpu", useTTA=useTTA, mode=mode)
     command = job.process.command
     assert job.wait(timeout=60)
-    options = [a for a in command[command.index("--device") + 2:] if a not in ("--progress-format", "jsonl")]
+    options = [a for a in command[command.index("--device") + 2 :] if a not in ("--progress-format", "jsonl")]
     assert options == expected, command
     with pytest.raises(ValueError, match="Unknown speed mode 'quick'"):
         logic.startSegmentation(volume, "hippocampus-msd", mode="quick")
@@ -321,8 +393,9 @@ def test_the_panel_passes_its_speed_choice_and_remembers_it(module):
 
     widget = module.AttentionMambaSegWidget.__new__(module.AttentionMambaSegWidget)
     widget.logic, widget._job, widget._destroyed = Logic(), None, False
-    widget.ui = types.SimpleNamespace(logTextEdit=types.SimpleNamespace(clear=lambda: None),
-                                      statusLabel=types.SimpleNamespace(text=""))
+    widget.ui = types.SimpleNamespace(
+        logTextEdit=types.SimpleNamespace(clear=lambda: None), statusLabel=types.SimpleNamespace(text="")
+    )
     widget._ensureDependencies = lambda: True
     widget._acceptLicence = lambda modelId: True
     widget.setRunning = lambda running: None
@@ -352,7 +425,8 @@ def test_model_default_is_labelled_with_what_it_resolves_to(module, monkeypatch)
     assert "Accurate: sliding windows, 4 flips." in text and "Model default: fast on a CPU, accurate on a GPU." in text
     assert module.AttentionMambaSegLogic().speedModes("hippocampus-msd") is not None  # a real model.json
     assert jobs.panel_words("quicker: --mode fast (fewer network passes), --roi (only a box)") == (
-        "quicker: Speed 'Fast' (fewer network passes), a region of interest (only a box)")
+        "quicker: Speed 'Fast' (fewer network passes), a region of interest (only a box)"
+    )
 
 
 FAKE_SEGMENT_CHILD = textwrap.dedent("""
@@ -391,10 +465,11 @@ def test_the_job_reads_the_report_and_a_bad_report_does_not_fail_the_run(module,
     logic = module.AttentionMambaSegLogic()
     logic.pythonExecutable = _fake_python(tmp_path, f'exec {sys.executable} {tmp_path / "child.py"} "$@"')
     finished, log = [], []
-    job = logic.startSegmentation(volume, "hippocampus-msd", device="cpu", onFinished=lambda *a: finished.append(a),
-                                  onLog=log.append)
+    job = logic.startSegmentation(
+        volume, "hippocampus-msd", device="cpu", onFinished=lambda *a: finished.append(a), onLog=log.append
+    )
     assert job.wait(timeout=60)
-    (result, error, _), = finished
+    ((result, error, _),) = finished
     assert error is None, error
     node = result.segmentation_node
     first, second = (node.GetSegmentation().GetSegment(s) for s in segment_ids(node))
@@ -403,8 +478,9 @@ def test_the_job_reads_the_report_and_a_bad_report_does_not_fail_the_run(module,
         assert first.GetName() == "anterior hippocampus (needs review)"
         assert status.GetSegmentStatus(first) == status.Flagged and tag(first, mrml.TAG_CONFIDENCE) == "0.6100"
         assert second.GetName() == "posterior hippocampus" and status.GetSegmentStatus(second) == status.InProgress
-        assert result.message.endswith("Needs review: anterior hippocampus (low confidence 0.610 < 0.900). "
-                                       "The image is unusually small.")
+        assert result.message.endswith(
+            "Needs review: anterior hippocampus (low confidence 0.610 < 0.900). The image is unusually small."
+        )
         assert not log
     else:
         assert segment_names(node) == ["anterior hippocampus", "posterior hippocampus"]
@@ -417,10 +493,11 @@ def test_bad_input_in_the_child_reaches_the_caller_in_its_words(module):
     scene = new_scene()
     volume = mrml.add_volume_node_from_image(scene, sitk.GetImageFromArray(np.full((2, 40, 40), 7, np.int16)), "flat")
     finished = []
-    job = module.AttentionMambaSegLogic().startSegmentation(volume, "hippocampus-msd", device="cpu",
-                                                            onFinished=lambda *a: finished.append(a))
+    job = module.AttentionMambaSegLogic().startSegmentation(
+        volume, "hippocampus-msd", device="cpu", onFinished=lambda *a: finished.append(a)
+    )
     assert job.wait(timeout=300)
-    (result, error, _), = finished
+    ((result, error, _),) = finished
     assert result is None and "constant" in str(error) and "exit" not in str(error)
 
 
@@ -437,8 +514,12 @@ def test_closing_the_module_cancels_the_child_and_reports_nothing(module):
     volume = _hippocampus_volume(scene)
     calls = []
     job = module.AttentionMambaSegLogic().startSegmentation(
-        volume, "hippocampus-msd", device="cpu", onFinished=lambda *a: calls.append(a),
-        onProgress=lambda *a: calls.append(a))
+        volume,
+        "hippocampus-msd",
+        device="cpu",
+        onFinished=lambda *a: calls.append(a),
+        onProgress=lambda *a: calls.append(a),
+    )
     widget = types.SimpleNamespace(_job=job)
     module.AttentionMambaSegWidget._cancelJob(widget)
     assert widget._job is None and job.finished and calls == []
@@ -461,8 +542,15 @@ LIST_WITHOUT_OPTIONAL_PACKAGES = textwrap.dedent("""
 def test_models_are_listed_without_platformdirs_numba_safetensors_or_torch():
     env = dict(os.environ, PYTHONPATH=str(MODULE_DIR))
     env.pop("ATTENTION_MAMBA_SEG_MODELS_DIR", None)
-    done = subprocess.run([sys.executable, "-c", LIST_WITHOUT_OPTIONAL_PACKAGES], capture_output=True, text=True,
-                          encoding="utf-8", errors="replace", env=env, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", LIST_WITHOUT_OPTIONAL_PACKAGES],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        env=env,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "['cardiac-acdc', 'hippocampus-msd', 'skin-lesion-isic', 'skin-lesion-ph2']" in done.stdout
     assert "Licence: CC BY-NC-SA 4.0" in done.stdout and "Validation Dice 0.894 (with flip TTA)" in done.stdout
@@ -475,13 +563,15 @@ def test_dependency_plan_names_every_package_and_one_prompt_lists_them(module, m
     plan = logic.dependencyPlan()
     assert [item["name"] for item in plan] == ["torch", "safetensors", "numba", "pooch", "llvmlite"]
     prompts = []
-    monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay", lambda text, **kw: prompts.append(text) or False,
-                        raising=False)
+    monkeypatch.setattr(
+        slicer.util, "confirmOkCancelDisplay", lambda text, **kw: prompts.append(text) or False, raising=False
+    )
     widget = types.SimpleNamespace(logic=logic, ui=types.SimpleNamespace(statusLabel=types.SimpleNamespace(text="")))
     assert module.AttentionMambaSegWidget._ensureDependencies(widget) is False
-    (text,), = [prompts]
-    assert all(name in text for name in ("torch", "safetensors", "numba", "pooch", "llvmlite",
-                                         logic.sitePackagesFolder()))
+    ((text,),) = [prompts]
+    assert all(
+        name in text for name in ("torch", "safetensors", "numba", "pooch", "llvmlite", logic.sitePackagesFolder())
+    )
     assert widget.ui.statusLabel.text.startswith("Not installed: Segment needs torch, safetensors, numba")
     monkeypatch.setattr(install, "installed_torch_version", lambda: (1, 13))
     assert "older than >=2.1" in logic.dependencyPlan()[0]["why"]
@@ -497,7 +587,7 @@ def test_pip_install_pins_slicers_packages_and_does_not_prompt_again(module, mon
     packaging.pip_ensure = pip_ensure
     monkeypatch.setitem(sys.modules, "slicer.packaging", packaging)
     install.pip_install(["safetensors>=0.4", "numba>=0.59"])
-    (requirements, kwargs, constraints), = calls
+    ((requirements, kwargs, constraints),) = calls
     assert requirements == ["safetensors>=0.4", "numba>=0.59"] and kwargs["prompt_install"] is False
     assert f"numpy=={np.__version__}" in constraints and not os.path.exists(kwargs["constraints"])
 
@@ -505,8 +595,10 @@ def test_pip_install_pins_slicers_packages_and_does_not_prompt_again(module, mon
 def test_licences_that_are_not_permissive_are_asked_once_and_remembered(module):
     from AttentionMambaSegLib.package import load_model_package
 
-    needs = {m: load_model_package(m).licence_needs_acceptance
-             for m in ("cardiac-acdc", "hippocampus-msd", "skin-lesion-ph2")}
+    needs = {
+        m: load_model_package(m).licence_needs_acceptance
+        for m in ("cardiac-acdc", "hippocampus-msd", "skin-lesion-ph2")
+    }
     assert needs == {"cardiac-acdc": True, "hippocampus-msd": False, "skin-lesion-ph2": True}
     logic = module.AttentionMambaSegLogic()
     cardiac = load_model_package("cardiac-acdc")
@@ -607,14 +699,15 @@ def test_a_model_not_in_the_cache_is_listed_and_downloaded_in_a_child_process(mo
     assert "download 28 MB" in titles["hippocampus-online"] and not logic.modelInstalled("hippocampus-online")
     assert "Not downloaded yet (28 MB)" in logic.modelSummary("hippocampus-online")
     finished, progress = [], []
-    job = logic.startDownload("hippocampus-online", onProgress=lambda d, t: progress.append((d, t)),
-                              onFinished=lambda *a: finished.append(a))
+    job = logic.startDownload(
+        "hippocampus-online", onProgress=lambda d, t: progress.append((d, t)), onFinished=lambda *a: finished.append(a)
+    )
     try:
         assert job.wait(timeout=120)
     finally:
         server.shutdown()
         server.server_close()
-    (result, error, _), = finished
+    ((result, error, _),) = finished
     assert error is None and result is True and job.process.pid != os.getpid()
     assert progress and progress[-1] == (entry.size, entry.size)
     assert logic.modelInstalled("hippocampus-online") and (tmp_path / "cache" / "hippocampus-online").is_dir()
@@ -631,12 +724,16 @@ def test_dependency_plan_adds_triton_when_torch_has_cuda(module, monkeypatch):
     monkeypatch.setattr(install, "installed_torch_version", lambda: (2, 13))
     monkeypatch.setattr(install, "installed_torch_cuda", lambda: "12.8")
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "triton" else object())
-    monkeypatch.setattr(importlib.metadata, "requires",
-                        lambda name: ['triton==3.7.1; platform_system == "Linux"'] if name == "torch" else [])
+    monkeypatch.setattr(
+        importlib.metadata,
+        "requires",
+        lambda name: ['triton==3.7.1; platform_system == "Linux"'] if name == "torch" else [],
+    )
     monkeypatch.setattr(platform, "system", lambda: "Linux")
     assert [(i["name"], i["requirement"]) for i in logic.dependencyPlan()] == [("triton", "triton==3.7.1")]
     monkeypatch.setattr(platform, "system", lambda: "Windows")
     assert [(i["name"], i["requirement"]) for i in logic.dependencyPlan()] == [
-        ("triton-windows", "triton-windows>=3.7,<3.8")]
+        ("triton-windows", "triton-windows>=3.7,<3.8")
+    ]
     monkeypatch.setattr(install, "installed_torch_cuda", lambda: None)
     assert logic.dependencyPlan() == []  # a CPU-only PyTorch needs no Triton

@@ -7,11 +7,19 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from _inference_helpers import (ACDC_IMAGE, ACDC_LABEL, DICOM_DIR, HIPPO_IMAGE, HIPPO_LABEL, PH2_IMAGE,
-                                dice, permute_flip)
-from conftest import require
+from _inference_helpers import (
+    ACDC_IMAGE,
+    ACDC_LABEL,
+    DICOM_DIR,
+    HIPPO_IMAGE,
+    HIPPO_LABEL,
+    PH2_IMAGE,
+    dice,
+    permute_flip,
+)
 from AttentionMambaSegLib import images, normalization, slicing as P, stacking
 from AttentionMambaSegLib.postprocessing import keep_largest_component
+from conftest import require
 
 
 def onehot(labels: np.ndarray, k: int) -> np.ndarray:
@@ -251,11 +259,15 @@ def test_normalize_zscore_and_constant_image():
 def test_normalize_ct_rgb_known_answers():
     x = np.array([-2000.0, 0.0, 71.19, 1000.0], np.float32).reshape(1, 1, 2, 2)
     y = normalization.normalize(x, {"type": "ct", "clip": [-956, 277], "mean": 71.19, "std": 127.96})
-    np.testing.assert_allclose(y.ravel(), [(-956 - 71.19) / 127.96, -71.19 / 127.96, 0.0, (277 - 71.19) / 127.96],
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        y.ravel(), [(-956 - 71.19) / 127.96, -71.19 / 127.96, 0.0, (277 - 71.19) / 127.96], rtol=1e-5, atol=1e-6
+    )
     rgb = np.full((1, 3, 1, 1), 255.0, np.float32)
-    np.testing.assert_allclose(normalization.normalize(rgb, {"type": "rgb"}).ravel(),
-                               [(1 - 0.485) / 0.229, (1 - 0.456) / 0.224, (1 - 0.406) / 0.225], rtol=1e-5)
+    np.testing.assert_allclose(
+        normalization.normalize(rgb, {"type": "rgb"}).ravel(),
+        [(1 - 0.485) / 0.229, (1 - 0.456) / 0.224, (1 - 0.406) / 0.225],
+        rtol=1e-5,
+    )
     with pytest.raises(ValueError, match="3 channels"):
         normalization.normalize(np.ones((1, 1, 2, 2), np.float32), {"type": "rgb"})
     with pytest.raises(ValueError, match="Unknown normalisation"):
@@ -289,7 +301,7 @@ def _streamed_equals_whole(img, target, scheme, atol=2e-4):
     whole = normalization.normalize(whole, scheme)
     source = P.SliceSource(img, target, "LPS", scheme)
     assert source.geometry == geo and len(source) == whole.shape[0]
-    parts = [source[a:a + 3] for a in range(0, len(source), 3)]
+    parts = [source[a : a + 3] for a in range(0, len(source), 3)]
     streamed = np.concatenate(parts)
     assert streamed.dtype == np.float32 and streamed.shape == whole.shape
     np.testing.assert_allclose(streamed, whole, atol=atol, rtol=0)

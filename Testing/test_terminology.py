@@ -12,35 +12,52 @@ from AttentionMambaSegLib import terminology as term
 from AttentionMambaSegLib.package import bundled_models_dir, load_model_package
 
 BUNDLED_IDS = ("cardiac-acdc", "hippocampus-msd", "skin-lesion-isic", "skin-lesion-ph2")
-HIPPO = {"category": {"scheme": "SCT", "code": "123037004", "meaning": "Anatomical Structure"},
-         "type": {"scheme": "SCT", "code": "5366008", "meaning": "Hippocampus"}}
+HIPPO = {
+    "category": {"scheme": "SCT", "code": "123037004", "meaning": "Anatomical Structure"},
+    "type": {"scheme": "SCT", "code": "5366008", "meaning": "Hippocampus"},
+}
 
 
 def _entry(**changes) -> dict:
-    base = {"label_value": 1, "name": "anterior hippocampus", "color": [220, 216, 20],
-            "snomed": {**HIPPO, "type_modifier": {"scheme": "SCT", "code": "255549009", "meaning": "Anterior"}}}
+    base = {
+        "label_value": 1,
+        "name": "anterior hippocampus",
+        "color": [220, 216, 20],
+        "snomed": {**HIPPO, "type_modifier": {"scheme": "SCT", "code": "255549009", "meaning": "Anterior"}},
+    }
     base.update(changes)
     return base
 
 
 def test_legacy_key_names_are_read_as_the_canonical_fields():
-    legacy = {"label_value": 2, "name": "myocardium", "color": [206, 110, 84], "snomed": {
-        **HIPPO, "modifier": {"code": "1", "meaning": "m"}, "anatomic_region": {"code": "87878005", "meaning": "LV"}}}
+    legacy = {
+        "label_value": 2,
+        "name": "myocardium",
+        "color": [206, 110, 84],
+        "snomed": {
+            **HIPPO,
+            "modifier": {"code": "1", "meaning": "m"},
+            "anatomic_region": {"code": "87878005", "meaning": "LV"},
+        },
+    }
     entry = term.ClassEntry.from_dict(legacy)
     assert entry.type_modifier == term.Code("SCT", "1", "m")
     assert entry.region == term.Code("SCT", "87878005", "LV")
     assert set(entry.to_dict()["snomed"]) == {"category", "type", "type_modifier", "region"}
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"snomed": {**HIPPO, "modifer": {"code": "1"}}}, "unknown key 'modifer'"),
-    ({"snomed": {**HIPPO, "modifier": {"code": "1"}, "type_modifier": {"code": "2"}}}, "given twice"),
-    ({"snomed": {"type": HIPPO["type"]}}, "'category' and 'type' must be given together"),
-    ({"snomed": {**HIPPO, "type": {"meaning": "no code"}}}, r"snomed\.type must be an object with 'code'"),
-    ({"snomed": {**HIPPO, "type": {"code": "1~2"}}}, "cannot be stored"),
-    ({"color": [0, 0, 256]}, r"color must be \[r, g, b\]"),
-    ({"name": " "}, "name must be a non-empty string"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"snomed": {**HIPPO, "modifer": {"code": "1"}}}, "unknown key 'modifer'"),
+        ({"snomed": {**HIPPO, "modifier": {"code": "1"}, "type_modifier": {"code": "2"}}}, "given twice"),
+        ({"snomed": {"type": HIPPO["type"]}}, "'category' and 'type' must be given together"),
+        ({"snomed": {**HIPPO, "type": {"meaning": "no code"}}}, r"snomed\.type must be an object with 'code'"),
+        ({"snomed": {**HIPPO, "type": {"code": "1~2"}}}, "cannot be stored"),
+        ({"color": [0, 0, 256]}, r"color must be \[r, g, b\]"),
+        ({"name": " "}, "name must be a non-empty string"),
+    ],
+)
 def test_invalid_class_entries_name_the_field(change, message):
     with pytest.raises(ValueError, match=message):
         term.ClassEntry.from_dict(_entry(**change), "classes[1]")
@@ -51,9 +68,15 @@ def test_two_classes_with_the_same_codes_or_colours_are_refused():
     with pytest.raises(ValueError, match="identical terminology codes"):
         term.read_classes(same_codes)
     # the two salmon discs of the old cardiac model: myocardium (216, 101, 79) and LV cavity (221, 130, 101)
-    close = [_entry(color=[216, 101, 79]),
-             _entry(label_value=2, name="posterior", color=[221, 130, 101],
-                    snomed={**HIPPO, "type_modifier": {"scheme": "SCT", "code": "255551008", "meaning": "Posterior"}})]
+    close = [
+        _entry(color=[216, 101, 79]),
+        _entry(
+            label_value=2,
+            name="posterior",
+            color=[221, 130, 101],
+            snomed={**HIPPO, "type_modifier": {"scheme": "SCT", "code": "255551008", "meaning": "Posterior"}},
+        ),
+    ]
     with pytest.raises(ValueError, match=r"differ by only 13\.7"):
         term.read_classes(close)
 
@@ -84,8 +107,9 @@ def test_every_bundled_class_is_distinct_and_its_codes_are_in_the_shipped_contex
         for typ in category["Type"]:
             listed[(category["CodeValue"], typ["CodeValue"], None)] = typ["recommendedDisplayRGBValue"]
             for modifier in typ.get("Modifier", []):
-                listed[(category["CodeValue"], typ["CodeValue"], modifier["CodeValue"])] = \
-                    modifier["recommendedDisplayRGBValue"]
+                listed[(category["CodeValue"], typ["CodeValue"], modifier["CodeValue"])] = modifier[
+                    "recommendedDisplayRGBValue"
+                ]
     region_codes = {r["CodeValue"] for r in regions["AnatomicCodes"]["AnatomicRegion"]}
     for model_id in BUNDLED_IDS:
         entries = load_model_package(bundled_models_dir() / model_id).class_entries

@@ -10,7 +10,6 @@ import pytest
 import SimpleITK as sitk
 
 from _inference_helpers import make_package
-
 from AttentionMambaSegLib import inference
 from AttentionMambaSegLib.inference import InferenceSettings
 from AttentionMambaSegLib.inference.file_runner import report_path_for, segment_files
@@ -51,8 +50,12 @@ def test_the_estimate_leaves_the_warm_up_out_and_is_recorded_in_the_report(tmp_p
     result = _timed_predictor(package, clock, tta=False).segment(_stack(10))
     # warm-up: the first slice (50 s); measured: slice 2 (2 s, enough); 8 slices left at 2 s:
     # 52 + 16 = 68 s, exactly the run's 50 + 9 x 2 s (counting the first slice as a slice would say 260 s)
-    assert result.timing == {"measured_seconds": 68.0, "estimated_seconds": 68.0, "estimated_at_seconds": 52.0,
-                             "warmup_seconds": 50.0}
+    assert result.timing == {
+        "measured_seconds": 68.0,
+        "estimated_seconds": 68.0,
+        "estimated_at_seconds": 52.0,
+        "warmup_seconds": 50.0,
+    }
     assert result.report()["time"]["estimated_seconds"] == 68.0
     assert not [r for r in caplog.records if "This run will take" in r.getMessage()]  # under two minutes
 
@@ -71,15 +74,18 @@ def test_a_long_run_is_announced_once_with_the_quicker_options_and_then_updated(
     updates = [r for r in caplog.records if r.getMessage().startswith("About ")]
     assert updates and all(r.event == "estimate" for r in updates)  # the Slicer status line follows them
     # at least 60 s apart: after slices 4, 6 and 8 (220, 300 and 380 s), none once every slice is done
-    assert [r.getMessage() for r in updates] == ["About 4 min left (4 of 10 slices done in 220 s)",
-                                                 "About 3 min left (6 of 10 slices done in 300 s)",
-                                                 "About 80 s left (8 of 10 slices done in 380 s)"]
+    assert [r.getMessage() for r in updates] == [
+        "About 4 min left (4 of 10 slices done in 220 s)",
+        "About 3 min left (6 of 10 slices done in 300 s)",
+        "About 80 s left (8 of 10 slices done in 380 s)",
+    ]
 
 
 def test_a_single_photograph_is_estimated_from_its_network_passes(tmp_path):
     package = make_package(tmp_path / "m", in_channels=3, num_classes=2, target_spacing=None)
-    photo = sitk.GetImageFromArray(np.random.default_rng(1).integers(0, 255, (160, 160, 3), dtype=np.uint8),
-                                   isVector=True)
+    photo = sitk.GetImageFromArray(
+        np.random.default_rng(1).integers(0, 255, (160, 160, 3), dtype=np.uint8), isVector=True
+    )
     clock = FakeClock(first=30.0, then=1.0)
     # sliding windows of 64 px over 160 px: 4 x 4 windows, 4 flips each = 64 passes in one batch
     result = _timed_predictor(package, clock, tta=True).segment(photo)

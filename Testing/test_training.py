@@ -8,9 +8,7 @@ import pytest
 import torch
 
 from AttentionMambaSegLib import dataset_validation, datasets, devices, training
-
 from conftest import DATASETS, make_copy, needs_datasets  # noqa: E402
-
 
 # ---------------------------------------------------------------------------------------- pure parts
 
@@ -30,8 +28,14 @@ def test_plan_schedule_without_and_with_budget():
     assert (plan.epochs, plan.iterations_per_epoch, plan.val_slices) == (150, math.ceil(1700 / 24), 200)
     # A budget far below the recipe: fewer, shorter epochs; validation near 10 % of the time.
     plan = training.plan_schedule(
-        epochs=150, num_train_slices=1700, num_val_slices=200, batch_size=24, budget_seconds=3600,
-        seconds_per_iteration=8.0, seconds_per_val_slice=0.5, seconds_per_checkpoint=1.0,
+        epochs=150,
+        num_train_slices=1700,
+        num_val_slices=200,
+        batch_size=24,
+        budget_seconds=3600,
+        seconds_per_iteration=8.0,
+        seconds_per_val_slice=0.5,
+        seconds_per_checkpoint=1.0,
     )
     assert 3 <= plan.epochs < 150 and plan.iterations_per_epoch >= 1
     epoch_time = plan.iterations_per_epoch * 8.0 + plan.val_slices * 0.5 + 1.0
@@ -39,14 +43,24 @@ def test_plan_schedule_without_and_with_budget():
     assert plan.val_slices * 0.5 <= 0.2 * epoch_time
     # A generous budget keeps the 150 epochs and lengthens them to use it.
     plan = training.plan_schedule(
-        epochs=150, num_train_slices=1700, num_val_slices=200, batch_size=24, budget_seconds=1e6,
-        seconds_per_iteration=0.1, seconds_per_val_slice=0.01,
+        epochs=150,
+        num_train_slices=1700,
+        num_val_slices=200,
+        batch_size=24,
+        budget_seconds=1e6,
+        seconds_per_iteration=0.1,
+        seconds_per_val_slice=0.01,
     )
     assert plan.epochs == 150 and plan.iterations_per_epoch >= math.ceil(1700 / 24)
     # A tiny budget still gives 3 epochs.
     plan = training.plan_schedule(
-        epochs=150, num_train_slices=1700, num_val_slices=200, batch_size=24, budget_seconds=60,
-        seconds_per_iteration=8.0, seconds_per_val_slice=0.5,
+        epochs=150,
+        num_train_slices=1700,
+        num_val_slices=200,
+        batch_size=24,
+        budget_seconds=60,
+        seconds_per_iteration=8.0,
+        seconds_per_val_slice=0.5,
     )
     assert plan.epochs == 3 and plan.iterations_per_epoch >= 1
     with pytest.raises(ValueError, match="step time|seconds per iteration"):
@@ -84,7 +98,8 @@ def test_sample_batch_crops_pads_and_is_reproducible():
     slices = datasets.SliceData(
         images=[rng.normal(size=(1, 40, 70)).astype(np.float32), rng.normal(size=(1, 100, 90)).astype(np.float32)],
         labels=[rng.integers(0, 4, (40, 70)).astype(np.uint8), rng.integers(0, 4, (100, 90)).astype(np.uint8)],
-        case_ids=["a", "b"], slice_indices=[0, 0],
+        case_ids=["a", "b"],
+        slice_indices=[0, 0],
     )
     x1, y1 = training.sample_batch(slices, [0, 1, 0, 1], 64, torch.Generator().manual_seed(3))
     x2, y2 = training.sample_batch(slices, [0, 1, 0, 1], 64, torch.Generator().manual_seed(3))
@@ -119,8 +134,9 @@ def test_class_terminology_comes_from_dataset_json_or_the_init_model_never_the_f
     assert "add a 'label_terminology' block" in caplog.text
     bundled = load_model_package("hippocampus-msd").card.class_dicts
     assert training.default_classes(info, "softmax", bundled) == bundled  # --init-from hippocampus-msd
-    meta["label_terminology"] = {"posterior": {"name": "posterior hippocampus", "color": [144, 238, 144],
-                                               "snomed": bundled[1]["snomed"]}}
+    meta["label_terminology"] = {
+        "posterior": {"name": "posterior hippocampus", "color": [144, 238, 144], "snomed": bundled[1]["snomed"]}
+    }
     (renamed / "dataset.json").write_text(json.dumps(meta))
     classes = training.default_classes(datasets.load_dataset_info(renamed), "softmax")
     assert classes[1]["snomed"]["type_modifier"]["meaning"] == "Posterior" and "snomed" not in classes[0]
@@ -143,8 +159,16 @@ TRAIN_CASES = ["patient001_frame01", "patient004_frame01"]
 VAL_CASES = ["patient019_frame01"]
 #: median in-plane spacing of TRAIN_CASES (1.5625 and 1.3671875 mm: the median of two is their mean)
 TRAIN_SPACING = (1.46484375, 1.46484375)
-TINY = dict(epochs=2, patch_size=64, batch_size=2, iterations_per_epoch=2, val_slices=1, device="cpu",
-            final_evaluation=False, seed=1290)
+TINY = dict(
+    epochs=2,
+    patch_size=64,
+    batch_size=2,
+    iterations_per_epoch=2,
+    val_slices=1,
+    device="cpu",
+    final_evaluation=False,
+    seed=1290,
+)
 
 
 def run_training(dataset, output, **settings):
@@ -158,7 +182,13 @@ def test_short_run_lowers_validation_loss(tmp_path):
     out = tmp_path / "run"
     package_dir = run_training(root, out, **{**TINY, "epochs": 3, "iterations_per_epoch": 3, "lr": 2e-3})
     assert (package_dir / "model.json").exists() and (package_dir / "model.safetensors").exists()
-    for name in ("training_log.csv", "training_curves.png", "checkpoint_latest.pt", "checkpoint_best.pt", "training_config.json"):
+    for name in (
+        "training_log.csv",
+        "training_curves.png",
+        "checkpoint_latest.pt",
+        "checkpoint_best.pt",
+        "training_config.json",
+    ):
         assert (out / name).exists(), name
     config = json.loads((package_dir / "model.json").read_text())
     assert config["num_classes"] == 4 and config["activation"] == "softmax"
@@ -216,13 +246,18 @@ def test_init_from_keeps_the_models_target_spacing(tmp_path):
     from AttentionMambaSegLib.package import load_model_package
 
     source = load_model_package("hippocampus-msd").card
-    assert config["training"]["initialised_from"] == {"id": "hippocampus-msd", "version": source.version,
-                                                      "sha256": source.sha256}
+    assert config["training"]["initialised_from"] == {
+        "id": "hippocampus-msd",
+        "version": source.version,
+        "sha256": source.sha256,
+    }
     last = config["training"]["earlier_training"][-1]
     assert last["version"] == source.version and last["command"] == source.training["command"]
     assert last["val_mean_dice"] == source.metrics["val"]["mean_dice"]
     assert len(config["training"]["earlier_training"]) == len(source.training.get("earlier_training", [])) + 1
-    package_dir = run_training(root, tmp_path / "asked", **tiny, init_from="hippocampus-msd", target_spacing=(0.75, 0.75))
+    package_dir = run_training(
+        root, tmp_path / "asked", **tiny, init_from="hippocampus-msd", target_spacing=(0.75, 0.75)
+    )
     assert json.loads((package_dir / "model.json").read_text())["target_spacing"] == [0.75, 0.75]
 
 
@@ -230,19 +265,45 @@ def test_training_lineage_appends_the_sources_training():
     from types import SimpleNamespace
 
     first = {"version": "1.0.0", "command": "attention-mamba-seg train A", "val_mean_dice": 0.7}
-    source = SimpleNamespace(card=SimpleNamespace(
-        id="m", version="1.1.0", sha256="ab" * 32, patch_size=(96, 96), target_spacing=(0.5, 0.5),
-        training={"command": "attention-mamba-seg train B", "epochs": 9, "epochs_completed": 6,
-                  "iterations_per_epoch": 10, "batch_size": 8, "time": "3.0 min", "selected_epoch": 5,
-                  "earlier_training": [first]},
-        metrics={"val": {"mean_dice": 0.8, "cases": 39}},
-    ))
+    source = SimpleNamespace(
+        card=SimpleNamespace(
+            id="m",
+            version="1.1.0",
+            sha256="ab" * 32,
+            patch_size=(96, 96),
+            target_spacing=(0.5, 0.5),
+            training={
+                "command": "attention-mamba-seg train B",
+                "epochs": 9,
+                "epochs_completed": 6,
+                "iterations_per_epoch": 10,
+                "batch_size": 8,
+                "time": "3.0 min",
+                "selected_epoch": 5,
+                "earlier_training": [first],
+            },
+            metrics={"val": {"mean_dice": 0.8, "cases": 39}},
+        )
+    )
     lineage = training.training_lineage(source)
     assert lineage["initialised_from"] == {"id": "m", "version": "1.1.0", "sha256": "ab" * 32}
-    assert lineage["earlier_training"] == [first, {
-        "version": "1.1.0", "sha256": "ab" * 32, "command": "attention-mamba-seg train B", "epochs": 6, "iterations_per_epoch": 10,
-        "batch_size": 8, "patch_size": [96, 96], "target_spacing": [0.5, 0.5], "time": "3.0 min",
-        "selected_epoch": 5, "val_mean_dice": 0.8, "val_cases": 39}]
+    assert lineage["earlier_training"] == [
+        first,
+        {
+            "version": "1.1.0",
+            "sha256": "ab" * 32,
+            "command": "attention-mamba-seg train B",
+            "epochs": 6,
+            "iterations_per_epoch": 10,
+            "batch_size": 8,
+            "patch_size": [96, 96],
+            "target_spacing": [0.5, 0.5],
+            "time": "3.0 min",
+            "selected_epoch": 5,
+            "val_mean_dice": 0.8,
+            "val_cases": 39,
+        },
+    ]
     assert source.card.training["earlier_training"] == [first]  # the source is not modified
 
 
@@ -254,7 +315,9 @@ def test_init_from_copies_the_packages_weights_and_checks_channels():
     network = training.new_network(1, 3, init_package=package)
     for name, tensor in network.state_dict().items():
         assert torch.equal(tensor, expected[name].float()), name
-    with pytest.raises(ValueError, match=r"hippocampus-msd .*1 input channel\(s\) and 3 output\(s\); this dataset needs 3 and 3"):
+    with pytest.raises(
+        ValueError, match=r"hippocampus-msd .*1 input channel\(s\) and 3 output\(s\); this dataset needs 3 and 3"
+    ):
         training.new_network(3, 3, init_package=package)
 
 
@@ -272,9 +335,9 @@ def test_existing_run_without_resume_is_a_clear_error(tmp_path, capsys):
     assert err.startswith("error:") and "--resume" in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("content, message", [(b"", r"is empty \(0 bytes\)"),
-                                              (b"garbage" * 10, "corrupt"),
-                                              (None, "corrupt or truncated")])
+@pytest.mark.parametrize(
+    "content, message", [(b"", r"is empty \(0 bytes\)"), (b"garbage" * 10, "corrupt"), (None, "corrupt or truncated")]
+)
 def test_resume_from_a_bad_checkpoint_is_a_clear_error(tmp_path, content, message):
     out = tmp_path / "run"
     out.mkdir()
@@ -289,9 +352,14 @@ def test_resume_from_a_bad_checkpoint_is_a_clear_error(tmp_path, content, messag
 
 def test_checkpoints_load_with_weights_only(tmp_path):
     path = tmp_path / "c.pt"
-    state = {"model": torch.nn.Linear(2, 2).state_dict(), "epoch": np.int64(3), "best": {"mean_dice": np.float32(0.5)},
-             "history": [{"val_dice_1": np.float64(0.25)}], "rng": {"torch": torch.get_rng_state()},
-             "settings": {"augmentation": {"scale": (0.7, 1.4)}, "dataset": tmp_path}}
+    state = {
+        "model": torch.nn.Linear(2, 2).state_dict(),
+        "epoch": np.int64(3),
+        "best": {"mean_dice": np.float32(0.5)},
+        "history": [{"val_dice_1": np.float64(0.25)}],
+        "rng": {"torch": torch.get_rng_state()},
+        "settings": {"augmentation": {"scale": (0.7, 1.4)}, "dataset": tmp_path},
+    }
     training.checkpoint.save_checkpoint(state, path)
     loaded = torch.load(path, map_location="cpu", weights_only=True)  # would raise on numpy / Path objects
     assert loaded["epoch"] == 3 and loaded["best"]["mean_dice"] == 0.5
@@ -306,8 +374,9 @@ def test_config_is_the_one_list_the_cli_builds_and_errors_name_the_flag_or_the_f
 
     from AttentionMambaSegLib.cli import build_parser
 
-    args = build_parser().parse_args(["train", str(tmp_path), "--output", str(tmp_path / "run"), "--patch", "96",
-                                      "--augmentation", "site"])
+    args = build_parser().parse_args(
+        ["train", str(tmp_path), "--output", str(tmp_path / "run"), "--patch", "96", "--augmentation", "site"]
+    )
     names = {f.name for f in fields(training.TrainingConfig)}
     assert names - {"command"} <= set(vars(args)), "every setting has a train flag"
     config = training.TrainingConfig(**{n: getattr(args, n) for n in names if hasattr(args, n)})
@@ -317,8 +386,9 @@ def test_config_is_the_one_list_the_cli_builds_and_errors_name_the_flag_or_the_f
         training.TrainingConfig(tmp_path, tmp_path / "run", patch_size=100)
     assert str(e.value) == "patch_size must be a positive multiple of 32, got 100"
     assert e.value.for_cli() == "--patch must be a positive multiple of 32, got 100"
-    changed = config.recipe_differences(training.TrainingConfig(tmp_path, tmp_path / "other", patch_size=96,
-                                                                augmentation="site", device="cuda"))
+    changed = config.recipe_differences(
+        training.TrainingConfig(tmp_path, tmp_path / "other", patch_size=96, augmentation="site", device="cuda")
+    )
     assert changed == {}  # output and device are run controls, not the recipe
 
 

@@ -17,20 +17,20 @@ import platform
 import re
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 import slicerio
+import tomllib
 from PIL import Image
 
 from _inference_helpers import ACDC_IMAGE, ACDC_LABEL, PH2_IMAGE, PH2_LABEL, make_package
-from conftest import require
 from AttentionMambaSegLib import cli, images, masks, package as pkg, writers
 from AttentionMambaSegLib.cli.montage import write_overlay_montage
 from AttentionMambaSegLib.inference.file_runner import output_path_for
+from conftest import require
 
 REPO = Path(__file__).resolve().parents[1]
 PH2_MODEL = pkg.bundled_models_dir() / "skin-lesion-ph2"
@@ -78,12 +78,26 @@ def table_rows(out: str) -> dict[str, list[str]]:
 
 # ---------------------------------------------------------------------------------------- evaluate, item 2
 
+
 def test_evaluate_reads_every_format_segment_writes(tmp_path, acdc_crop, model_dir, capsys):
     image, label = acdc_crop
     out = tmp_path / "out"
     for ext in (".seg.nrrd", ".nii.gz", ".nrrd", ".mha"):
-        assert run_cli("segment", image, "-o", out / f"pred{ext}", "--model", model_dir, "--device", "cpu",
-                       "--no-tta", "--overwrite") == 0
+        assert (
+            run_cli(
+                "segment",
+                image,
+                "-o",
+                out / f"pred{ext}",
+                "--model",
+                model_dir,
+                "--device",
+                "cpu",
+                "--no-tta",
+                "--overwrite",
+            )
+            == 0
+        )
     capsys.readouterr()
     reference = sitk.GetArrayFromImage(sitk.ReadImage(str(label)))
     predicted = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "pred.nii.gz")))
@@ -104,8 +118,20 @@ def test_evaluate_reads_every_format_segment_writes(tmp_path, acdc_crop, model_d
         assert float(tables[".seg.nrrd"][f"class {k}"][1]) == pytest.approx(expected[k], abs=1e-4)
     assert float(tables[".seg.nrrd"]["mean of classes"][0]) == pytest.approx(np.mean(list(expected.values())), abs=1e-4)
     # With --model the names come from the model card.
-    assert run_cli("evaluate", "--prediction", out / "pred.nii.gz", "--label", label, "--model", model_dir,
-                   "--json", tmp_path / "scores.json") == 0
+    assert (
+        run_cli(
+            "evaluate",
+            "--prediction",
+            out / "pred.nii.gz",
+            "--label",
+            label,
+            "--model",
+            model_dir,
+            "--json",
+            tmp_path / "scores.json",
+        )
+        == 0
+    )
     assert "(classes of model tiny-cardiac)" in capsys.readouterr().out
     scores = json.loads((tmp_path / "scores.json").read_text())
     assert [c["name"] for c in scores["classes"]] == ["class 1", "class 2", "class 3"]
@@ -120,14 +146,18 @@ def test_evaluate_seg_nrrd_of_the_reference_scores_one(tmp_path, acdc_crop, caps
     seg = writers.write_seg_nrrd(sitk.ReadImage(str(label)), tmp_path / "ref.seg.nrrd", classes)
     assert run_cli("evaluate", "--prediction", seg, "--label", label) == 0
     rows = table_rows(capsys.readouterr().out)
-    assert list(rows) == ["right ventricle cavity", "left ventricle myocardium", "left ventricle cavity",
-                          "mean of classes"]
+    assert list(rows) == [
+        "right ventricle cavity",
+        "left ventricle myocardium",
+        "left ventricle cavity",
+        "mean of classes",
+    ]
     assert all(float(v[1]) == 1.0 and float(v[2]) == 0.0 for k, v in rows.items() if k != "mean of classes")
     assert rows["mean of classes"][:2] == ["1.0000", "0.00"]
     # Cropped to the labels' extent (as 3D Slicer may store a segmentation): placed back on the label's grid.
     ref = sitk.ReadImage(str(label))
     ks, js, is_ = np.nonzero(sitk.GetArrayFromImage(ref))
-    crop = ref[int(is_.min()):int(is_.max()) + 1, int(js.min()):int(js.max()) + 1, :]
+    crop = ref[int(is_.min()) : int(is_.max()) + 1, int(js.min()) : int(js.max()) + 1, :]
     assert crop.GetSize() != ref.GetSize()
     small = writers.write_seg_nrrd(crop, tmp_path / "cropped.seg.nrrd", classes)
     assert run_cli("evaluate", "--prediction", small, "--label", label) == 0
@@ -167,11 +197,21 @@ def test_overlapping_seg_nrrd_is_refused(tmp_path, acdc_crop, capsys):
     matrix = np.eye(4)
     matrix[:3, :3] = np.asarray(ref.GetDirection()).reshape(3, 3) * np.asarray(ref.GetSpacing())
     matrix[:3, 3] = ref.GetOrigin()
-    slicerio.write_segmentation(str(tmp_path / "overlap.seg.nrrd"), {
-        "voxels": layers, "ijkToLPS": matrix, "encoding": "gzip", "referenceImageExtentOffset": [0, 0, 0],
-        "containedRepresentationNames": ["Binary labelmap"], "masterRepresentation": "Binary labelmap",
-        "segments": [{"id": "a", "name": "a", "labelValue": 1, "layer": 0, "color": [1, 0, 0]},
-                     {"id": "b", "name": "b", "labelValue": 1, "layer": 1, "color": [0, 1, 0]}]})
+    slicerio.write_segmentation(
+        str(tmp_path / "overlap.seg.nrrd"),
+        {
+            "voxels": layers,
+            "ijkToLPS": matrix,
+            "encoding": "gzip",
+            "referenceImageExtentOffset": [0, 0, 0],
+            "containedRepresentationNames": ["Binary labelmap"],
+            "masterRepresentation": "Binary labelmap",
+            "segments": [
+                {"id": "a", "name": "a", "labelValue": 1, "layer": 0, "color": [1, 0, 0]},
+                {"id": "b", "name": "b", "labelValue": 1, "layer": 1, "color": [0, 1, 0]},
+            ],
+        },
+    )
     assert run_cli("evaluate", "--prediction", tmp_path / "overlap.seg.nrrd", "--label", label) == 1
     err = capsys.readouterr().err
     assert "overlapping segments (2 layers)" in err and "export the segments to a labelmap" in err
@@ -180,11 +220,18 @@ def test_overlapping_seg_nrrd_is_refused(tmp_path, acdc_crop, capsys):
 def test_a_missing_package_names_its_extra(tmp_path, acdc_crop):
     """scipy blocked in a fresh interpreter: evaluate ends with the extra to install, no traceback."""
     _, label = acdc_crop
-    code = ("import sys; sys.modules['scipy'] = None\n"
-            "from AttentionMambaSegLib.cli import main\n"
-            f"sys.exit(main(['evaluate', '--prediction', {str(label)!r}, '--label', {str(label)!r}]))\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    code = (
+        "import sys; sys.modules['scipy'] = None\n"
+        "from AttentionMambaSegLib.cli import main\n"
+        f"sys.exit(main(['evaluate', '--prediction', {str(label)!r}, '--label', {str(label)!r}]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert result.returncode == 1
     assert "error: evaluate needs scipy: pip install 'attention-mamba-seg[train]'" in result.stderr
     assert "Traceback" not in result.stderr and "ModuleNotFoundError" not in result.stderr
@@ -200,15 +247,19 @@ def test_missing_package_messages_follow_pyproject_extras():
                 continue  # a package of another platform
             name = re.match(r"[A-Za-z0-9._-]+", requirement).group(0)
             module = {v: k for k, v in cli._DISTRIBUTIONS.items()}.get(name, name.replace("-", "_"))
-            message = cli.missing_package_message(ModuleNotFoundError(f"No module named {module!r}", name=module),
-                                                  "segment")
-            assert message == (f"segment needs {name}: pip install 'attention-mamba-seg[{extra}]' (from a clone: "
-                               f"pip install -e '.[{extra}]')")
+            message = cli.missing_package_message(
+                ModuleNotFoundError(f"No module named {module!r}", name=module), "segment"
+            )
+            assert message == (
+                f"segment needs {name}: pip install 'attention-mamba-seg[{extra}]' (from a clone: "
+                f"pip install -e '.[{extra}]')"
+            )
     core = cli.missing_package_message(ModuleNotFoundError("No module named 'PIL'", name="PIL"), "demo")
     assert core.startswith("demo needs pillow, which attention-mamba-seg always installs")
 
 
 # ---------------------------------------------------------------------------- output folders, summary, names
+
 
 def test_output_folders_are_created(tmp_path, acdc_crop, model_dir):
     image, _ = acdc_crop
@@ -228,17 +279,48 @@ def test_batch_run_writes_summary_and_drops_the_channel_suffix(tmp_path, acdc_cr
     second = tmp_path / "in" / "other_0000.nii.gz"
     sitk.WriteImage(sitk.ReadImage(str(image))[:, :, 1:3], str(second))
     out = tmp_path / "results" / "run1"  # does not exist yet
-    assert run_cli("segment", image, second, "-o", out, "--model", model_dir, "--device", "cpu", "--no-tta",
-                   "--output-format", "nii.gz") == 0
+    assert (
+        run_cli(
+            "segment",
+            image,
+            second,
+            "-o",
+            out,
+            "--model",
+            model_dir,
+            "--device",
+            "cpu",
+            "--no-tta",
+            "--output-format",
+            "nii.gz",
+        )
+        == 0
+    )
     assert sorted(p.name for p in out.iterdir()) == [
-        "case.nii.gz", "case.report.json", "other.nii.gz", "other.report.json", "summary.csv"]
+        "case.nii.gz",
+        "case.report.json",
+        "other.nii.gz",
+        "other.report.json",
+        "summary.csv",
+    ]
     with open(out / "summary.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["input", "output",
-                             "class 1 volume (mL)", "class 1 confidence", "class 1 needs review",
-                             "class 2 volume (mL)", "class 2 confidence", "class 2 needs review",
-                             "class 3 volume (mL)", "class 3 confidence", "class 3 needs review",
-                             "needs review", "reasons", "warnings"]
+    assert list(rows[0]) == [
+        "input",
+        "output",
+        "class 1 volume (mL)",
+        "class 1 confidence",
+        "class 1 needs review",
+        "class 2 volume (mL)",
+        "class 2 confidence",
+        "class 2 needs review",
+        "class 3 volume (mL)",
+        "class 3 confidence",
+        "class 3 needs review",
+        "needs review",
+        "reasons",
+        "warnings",
+    ]
     assert [r["input"] for r in rows] == [str(image), str(second)]
     assert [r["output"] for r in rows] == [str(out / "case.nii.gz"), str(out / "other.nii.gz")]
     for row, name in zip(rows, ("case", "other")):
@@ -262,10 +344,14 @@ def test_a_folder_of_images_is_a_batch(tmp_path, acdc_crop, model_dir):
     folder = tmp_path / "scans"
     folder.mkdir()
     (folder / image.name).write_bytes(image.read_bytes())
-    assert run_cli("segment", folder, "-o", tmp_path / "results", "--model", model_dir, "--device", "cpu",
-                   "--no-tta") == 0
+    assert (
+        run_cli("segment", folder, "-o", tmp_path / "results", "--model", model_dir, "--device", "cpu", "--no-tta") == 0
+    )
     assert sorted(p.name for p in (tmp_path / "results").iterdir()) == [
-        "case.report.json", "case.seg.nrrd", "summary.csv"]
+        "case.report.json",
+        "case.seg.nrrd",
+        "summary.csv",
+    ]
     with open(tmp_path / "results" / "summary.csv", newline="") as f:
         assert [r["output"] for r in csv.DictReader(f)] == [str(tmp_path / "results" / "case.seg.nrrd")]
 
@@ -288,6 +374,7 @@ def test_two_inputs_with_one_output_name_are_refused(tmp_path, acdc_crop, model_
 
 # ------------------------------------------------------------------------------------------- PNG, item 5
 
+
 @pytest.mark.slow
 def test_photo_png_mask_area_overlay_and_evaluate(tmp_path, capsys, caplog):
     """The bundled dermoscopy model on a PH2 photo: 0/255 mask, areas in px, outline overlay, evaluate 0/1."""
@@ -297,8 +384,22 @@ def test_photo_png_mask_area_overlay_and_evaluate(tmp_path, capsys, caplog):
     photo.write_bytes(PH2_IMAGE.read_bytes())
     out = tmp_path / "out"
     caplog.set_level("INFO")
-    assert run_cli("segment", photo, "-o", str(out) + os.sep, "--model", PH2_MODEL, "--device", "cpu",
-                   "--output-format", "png", "--overlay") == 0
+    assert (
+        run_cli(
+            "segment",
+            photo,
+            "-o",
+            str(out) + os.sep,
+            "--model",
+            PH2_MODEL,
+            "--device",
+            "cpu",
+            "--output-format",
+            "png",
+            "--overlay",
+        )
+        == 0
+    )
     mask_path, overlay_path = out / "IMD002.png", out / "IMD002_overlay.png"
     assert sorted(p.name for p in out.iterdir()) == ["IMD002.png", "IMD002.report.json", "IMD002_overlay.png"]
     # 0/255, white on black.
@@ -349,8 +450,10 @@ def test_areas_in_mm2_for_a_2d_image_with_spacing(tmp_path, acdc_crop, model_dir
     slice2d.SetSpacing((1.0, 1.0))
     path = tmp_path / "slice.nii.gz"
     sitk.WriteImage(slice2d, str(path))
-    assert run_cli("segment", path, "-o", tmp_path / "slice.seg.nrrd", "--model", model_dir, "--device", "cpu",
-                   "--no-tta") == 0
+    assert (
+        run_cli("segment", path, "-o", tmp_path / "slice.seg.nrrd", "--model", model_dir, "--device", "cpu", "--no-tta")
+        == 0
+    )
     segments = json.loads((tmp_path / "slice.report.json").read_text())["segments"]
     assert all("area_mm2" in s and "area_px" not in s for s in segments)
     assert images.has_physical_spacing(images.read_image(path))
@@ -377,8 +480,9 @@ def test_palette_png_for_several_classes(tmp_path, capsys):
     rows = table_rows(capsys.readouterr().out)
     assert [rows[f"label {k}"][1] for k in (1, 2, 3)] == ["1.0000"] * 3
     # One class with label value 1: grey 0/255, read back as 0/1.
-    one = writers.write_labelmap(sitk.GetImageFromArray((labels > 0).astype(np.uint8)), tmp_path / "one.png",
-                            [classes[0], classes[1]])
+    one = writers.write_labelmap(
+        sitk.GetImageFromArray((labels > 0).astype(np.uint8)), tmp_path / "one.png", [classes[0], classes[1]]
+    )
     assert set(np.unique(np.asarray(Image.open(one))).tolist()) == {0, 255}
     np.testing.assert_array_equal(masks.read_png_labels(one), (labels > 0).astype(np.uint8))
 

@@ -23,5 +23,7 @@ def machine_header() -> str:
         pass
     shown = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (f"Machine: {model}, {os.cpu_count()} cores, {gpu}; CPU flags: {', '.join(shown) or 'none of note'}; "
-            f"torch {torch.__version__}, {torch.get_num_threads()} threads; {datetime.date.today().isoformat()}\n")
+    return (
+        f"Machine: {model}, {os.cpu_count()} cores, {gpu}; CPU flags: {', '.join(shown) or 'none of note'}; "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; {datetime.date.today().isoformat()}\n"
+    )

@@ -31,9 +31,9 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-import AttentionMambaSegLib  # noqa: F401  (first: it sets torch's OpenMP wait policy)
 import torch
 
+import AttentionMambaSegLib  # noqa: F401  (first: it sets torch's OpenMP wait policy)
 from AttentionMambaSegLib.card import PassPlan
 from AttentionMambaSegLib.inference import InferenceSettings, Predictor
 from AttentionMambaSegLib.package import load_model_package
@@ -92,8 +92,12 @@ def row(model, path, mode, batch, window, unet=False):
     with_model = _rss_mb()
     img = sitk.ReadImage(str(path))
     before = _rss_mb()
-    predictor = Predictor(package, InferenceSettings(device="cpu", batch_size=batch, window=window), network=network,
-                          passes=passes(package, mode))
+    predictor = Predictor(
+        package,
+        InferenceSettings(device="cpu", batch_size=batch, window=window),
+        network=network,
+        passes=passes(package, mode),
+    )
     t0 = time.perf_counter()
     out = predictor.predict(img)
     dt = time.perf_counter() - t0
@@ -112,18 +116,24 @@ def main():
     p.add_argument("--model", default="cardiac-acdc")
     p.add_argument("--volumes", nargs="+", default=["acdc", "256x256x200", "512x512x120"])
     p.add_argument("--batches", type=int, nargs="+", default=[1, 4, 16])
-    p.add_argument("--modes", nargs="+", choices=["fast", "accurate", "sliding"], default=["fast", "accurate", "sliding"])
+    p.add_argument(
+        "--modes", nargs="+", choices=["fast", "accurate", "sliding"], default=["fast", "accurate", "sliding"]
+    )
     p.add_argument("--window", type=int, default=None, help="sliding window (default: the model's)")
     p.add_argument("--no-unet", action="store_true", help="leave out the BasicUNet column")
     args = p.parse_args()
     torch.set_num_threads(os.cpu_count())
     package = load_model_package(args.model)
-    print(f"model {package.id}, training patch {list(package.card.patch_size)}, sliding window "
-          f"{args.window or package.card.inference_patch_size[0]}, threads {torch.get_num_threads()}")
+    print(
+        f"model {package.id}, training patch {list(package.card.patch_size)}, sliding window "
+        f"{args.window or package.card.inference_patch_size[0]}, threads {torch.get_num_threads()}"
+    )
     for mode in args.modes:
         print(f"- {mode}: {passes(package, mode).describe()}")
-    print("| volume | size (voxels) | input MB | mode | batch | s / volume | slices / s | BasicUNet s / volume | ratio "
-          "| runtime + model MB | working MB | peak - runtime MB (budget 2 x input + model) |")
+    print(
+        "| volume | size (voxels) | input MB | mode | batch | s / volume | slices / s | BasicUNet s / volume | ratio "
+        "| runtime + model MB | working MB | peak - runtime MB (budget 2 x input + model) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     ctx = mp.get_context("spawn")
     with tempfile.TemporaryDirectory() as tmp:
@@ -139,18 +149,25 @@ def main():
             for mode in args.modes:
                 for batch in args.batches:
                     with ctx.Pool(1) as pool:
-                        dt, runtime, model_mb, working, peak = pool.apply(row, (args.model, path, mode, batch, args.window))
+                        dt, runtime, model_mb, working, peak = pool.apply(
+                            row, (args.model, path, mode, batch, args.window)
+                        )
                     unet = None
                     if not args.no_unet:
                         with ctx.Pool(1) as pool:
                             unet = pool.apply(row, (args.model, path, mode, batch, args.window, True))
-                    unet_cells = ("- | - " if args.no_unet else "n/a (MONAI not installed) | - ") if unet is None \
+                    unet_cells = (
+                        ("- | - " if args.no_unet else "n/a (MONAI not installed) | - ")
+                        if unet is None
                         else f"{unet[0]:.2f} | {dt / unet[0]:.1f} "
+                    )
                     budget = 2 * mb + model_mb
-                    print(f"| {spec} | {size} | {mb:.1f} | {mode} | {batch} | {dt:.2f} | {slices / dt:.2f} | {unet_cells}| "
-                          f"{runtime:,.0f} + {model_mb:,.0f} | {working:,.0f} | "
-                          f"{peak - runtime:,.0f} (2 x input + model: {budget:,.0f}) |",
-                          flush=True)
+                    print(
+                        f"| {spec} | {size} | {mb:.1f} | {mode} | {batch} | {dt:.2f} | {slices / dt:.2f} | {unet_cells}| "
+                        f"{runtime:,.0f} + {model_mb:,.0f} | {working:,.0f} | "
+                        f"{peak - runtime:,.0f} (2 x input + model: {budget:,.0f}) |",
+                        flush=True,
+                    )
 
 
 if __name__ == "__main__":

@@ -23,10 +23,15 @@ from AttentionMambaSegLib.ops.fused import selective_scan_cpu_fused
 
 def inputs(b, d, L, n=16, groups=4, grad=False):
     g = torch.Generator().manual_seed(0)
-    ts = [torch.randn(b, d, L, generator=g), torch.randn(b, d, L, generator=g) * 0.5 - 2.0,
-          -torch.arange(1, n + 1, dtype=torch.float32).repeat(d, 1),
-          torch.randn(b, groups, n, L, generator=g), torch.randn(b, groups, n, L, generator=g),
-          torch.ones(d), torch.randn(d, generator=g) * 0.1]
+    ts = [
+        torch.randn(b, d, L, generator=g),
+        torch.randn(b, d, L, generator=g) * 0.5 - 2.0,
+        -torch.arange(1, n + 1, dtype=torch.float32).repeat(d, 1),
+        torch.randn(b, groups, n, L, generator=g),
+        torch.randn(b, groups, n, L, generator=g),
+        torch.ones(d),
+        torch.randn(d, generator=g) * 0.1,
+    ]
     return [t.requires_grad_(grad) for t in ts]
 
 

@@ -128,15 +128,30 @@ def header(device, dry: bool) -> dict:
     driver = "n/a"
     if device.type == "cuda":
         try:
-            driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                    capture_output=True, text=True, timeout=30).stdout.strip().splitlines()[0]
+            driver = (
+                subprocess.run(
+                    ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                    capture_output=True,
+                    text=True,
+                    timeout=30,
+                )
+                .stdout.strip()
+                .splitlines()[0]
+            )
         except Exception as e:  # noqa: BLE001 - reported, not fatal
             driver = f"unknown ({type(e).__name__})"
     return {
-        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else "none (dry run on the CPU, Triton interpreter)",
-        "driver": driver, "torch": torch.__version__, "cuda": torch.version.cuda, "triton": triton.__version__,
-        "python": platform.python_version(), "platform": platform.platform(),
-        "date": datetime.date.today().isoformat(), "mode": "dry" if dry else "full",
+        "gpu": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else "none (dry run on the CPU, Triton interpreter)",
+        "driver": driver,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "triton": triton.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "date": datetime.date.today().isoformat(),
+        "mode": "dry" if dry else "full",
     }
 
 
@@ -148,16 +163,23 @@ class PlainUNet(nn.Module):
         super().__init__()
 
         def block(i, o):
-            return nn.Sequential(nn.Conv2d(i, o, 3, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True),
-                                 nn.Conv2d(o, o, 3, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True))
+            return nn.Sequential(
+                nn.Conv2d(i, o, 3, padding=1, bias=False),
+                nn.BatchNorm2d(o),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(o, o, 3, padding=1, bias=False),
+                nn.BatchNorm2d(o),
+                nn.ReLU(inplace=True),
+            )
 
         self.down = nn.ModuleList()
         c = in_channels
         for f in features:
             self.down.append(block(c, f))
             c = f
-        self.up = nn.ModuleList(nn.ConvTranspose2d(features[i + 1], features[i], 2, stride=2)
-                                for i in reversed(range(len(features) - 1)))
+        self.up = nn.ModuleList(
+            nn.ConvTranspose2d(features[i + 1], features[i], 2, stride=2) for i in reversed(range(len(features) - 1))
+        )
         self.dec = nn.ModuleList(block(2 * features[i], features[i]) for i in reversed(range(len(features) - 1)))
         self.head = nn.Conv2d(features[0], num_classes, 1)
 
@@ -185,11 +207,17 @@ def capture_scans(net, x) -> list[dict]:
         key = (tuple(u.shape), tuple(B.shape), D is not None, z is not None, delta_bias is not None, delta_softplus)
         if key not in seen:
             seen.add(key)
-            calls.append(dict(args=[t.detach().clone() for t in (u, delta, A, B, C)],
-                              kwargs=dict(D=None if D is None else D.detach().clone(),
-                                          z=None if z is None else z.detach().clone(),
-                                          delta_bias=None if delta_bias is None else delta_bias.detach().clone(),
-                                          delta_softplus=delta_softplus)))
+            calls.append(
+                dict(
+                    args=[t.detach().clone() for t in (u, delta, A, B, C)],
+                    kwargs=dict(
+                        D=None if D is None else D.detach().clone(),
+                        z=None if z is None else z.detach().clone(),
+                        delta_bias=None if delta_bias is None else delta_bias.detach().clone(),
+                        delta_softplus=delta_softplus,
+                    ),
+                )
+            )
         return original(u, delta, A, B, C, D, z, delta_bias, delta_softplus, **kw)
 
     scan_triton.selective_scan_triton = record
@@ -220,8 +248,15 @@ def scan_correctness(calls) -> list[dict]:
             y_r, g_r = grads(selective_scan_torch)
             forward = rel_err(y_t, y_r)
             backward = max(rel_err(a, b) for a, b in zip(g_t, g_r))
-            rows.append(dict(u=list(args[0].shape), B=list(args[3].shape), forward_rel_err=forward,
-                             backward_rel_err=backward, passed=forward <= 1e-4 and backward <= 1e-3))
+            rows.append(
+                dict(
+                    u=list(args[0].shape),
+                    B=list(args[3].shape),
+                    forward_rel_err=forward,
+                    backward_rel_err=backward,
+                    passed=forward <= 1e-4 and backward <= 1e-3,
+                )
+            )
     finally:
         scan_triton.FILL_WITH_NAN = False
     return rows
@@ -234,14 +269,21 @@ def scan_speed(call, device, reps: int, dry: bool) -> dict:
     big = torch.empty(64 * 2**20 if not dry else 2**20, device=device)
     copy_s = timed(lambda: big.clone(), device, reps)
     bandwidth = 2 * big.numel() * 4 / copy_s  # bytes read + written per second
-    result = dict(u=list(args[0].shape), B=list(args[3].shape), bytes_moved=moved,
-                  copy_bandwidth_GBps=bandwidth / 1e9, floor_ms=1e3 * moved / bandwidth, configs=[])
+    result = dict(
+        u=list(args[0].shape),
+        B=list(args[3].shape),
+        bytes_moved=moved,
+        copy_bandwidth_GBps=bandwidth / 1e9,
+        floor_ms=1e3 * moved / bandwidth,
+        configs=[],
+    )
     configs = [(None, None)] if dry else [(None, None), (2, 64), (4, 32), (4, 128), (8, 32), (8, 64), (16, 32)]
     with torch.no_grad():
         for block_d, tile in configs:
             try:
-                s = timed(lambda: scan_triton.selective_scan_triton(*args, **kw, block_d=block_d, tile=tile),
-                          device, reps)
+                s = timed(
+                    lambda: scan_triton.selective_scan_triton(*args, **kw, block_d=block_d, tile=tile), device, reps
+                )
                 result["configs"].append(dict(block_d=block_d or "default", tile=tile or "default", forward_ms=1e3 * s))
             except Exception as e:  # noqa: BLE001 - a block size that does not compile is reported
                 result["configs"].append(dict(block_d=block_d, tile=tile, error=f"{type(e).__name__}: {e}"[:200]))
@@ -249,7 +291,9 @@ def scan_speed(call, device, reps: int, dry: bool) -> dict:
     gout = torch.randn(args[0].shape, device=device)
     result["forward_backward_ms"] = 1e3 * timed(
         lambda: torch.autograd.grad((scan_triton.selective_scan_triton(*leaves, **kw) * gout).sum(), leaves),
-        device, reps)
+        device,
+        reps,
+    )
     result["forward_ms"] = result["configs"][0].get("forward_ms")
     if result["forward_ms"]:
         result["floor_fraction"] = result["floor_ms"] / result["forward_ms"]
@@ -272,8 +316,15 @@ def network_speed(net, unet, device, backends, cfg, deadline) -> list[dict]:
                         else:
                             with forced_backend(name):
                                 s = timed(lambda: net(x), device, cfg["reps"])
-                        rows.append(dict(backend=name, size=size, batch=batch, ms_per_slice=1e3 * s / batch,
-                                         slices_per_s=batch / s))
+                        rows.append(
+                            dict(
+                                backend=name,
+                                size=size,
+                                batch=batch,
+                                ms_per_slice=1e3 * s / batch,
+                                slices_per_s=batch / s,
+                            )
+                        )
                     except torch.cuda.OutOfMemoryError as e:
                         rows.append(dict(backend=name, size=size, batch=batch, error=f"out of memory: {e}"[:200]))
                         torch.cuda.empty_cache()
@@ -296,8 +347,9 @@ def launches(net, unet, device, backends, size) -> dict:
                     with profile(activities=[ProfilerActivity.CUDA]) as prof:
                         run()
                         sync(device)
-                    entry["cuda_kernels"] = sum(1 for e in prof.events()
-                                                if e.device_type == torch.autograd.DeviceType.CUDA)
+                    entry["cuda_kernels"] = sum(
+                        1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA
+                    )
             out[name] = entry
     return out
 
@@ -321,8 +373,15 @@ def training_step(net, device, size, batch, reps) -> dict:
         s = timed(step, device, reps)
     net.eval()
     steps = PAPER_EPOCHS * -(-TRAIN_SLICES // 24)
-    return dict(size=size, batch=batch, bf16=bf16, backend=dispatch.resolve_backend(device),
-                seconds_per_step=s, paper_schedule_steps=steps, paper_schedule_minutes=steps * s / 60 * 24 / batch)
+    return dict(
+        size=size,
+        batch=batch,
+        bf16=bf16,
+        backend=dispatch.resolve_backend(device),
+        seconds_per_step=s,
+        paper_schedule_steps=steps,
+        paper_schedule_minutes=steps * s / 60 * 24 / batch,
+    )
 
 
 def reference_slices(device, backends, dry: bool) -> dict:
@@ -336,14 +395,16 @@ def reference_slices(device, backends, dry: bool) -> dict:
     tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # float32 as on the CPU
     try:
-        for name in (backends if not dry else ["auto"]):
+        for name in backends if not dry else ["auto"]:
             with forced_backend(name), torch.no_grad():
                 logits = net(images).float().cpu()
             err = float((logits - want_logits).abs().max() / want_logits.abs().max())
             result["by_backend"][name] = dict(
                 labels_equal=bool(torch.equal(logits.argmax(1), want_labels)),
-                max_logit_error=err, max_abs_logit_error=float((logits - want_logits).abs().max()),
-                differing_pixels=int((logits.argmax(1) != want_labels).sum()))
+                max_logit_error=err,
+                max_abs_logit_error=float((logits - want_logits).abs().max()),
+                differing_pixels=int((logits.argmax(1) != want_labels).sum()),
+            )
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
     result["labels_equal"] = all(v["labels_equal"] for v in result["by_backend"].values())
@@ -396,69 +457,102 @@ def save_reference(data_dir: Path, cases: list[str], out: Path = REFERENCE, size
         sx, sy = img.GetSpacing()[:2]
         h, w = vol.shape[1:]
         new = (round(h * sy / target[0]), round(w * sx / target[1]))
-        im = torch.nn.functional.interpolate(torch.from_numpy(vol[k])[None, None], size=new, mode="bilinear",
-                                             align_corners=False)[0, 0]
-        lb = torch.nn.functional.interpolate(torch.from_numpy(lab[k].astype(np.float32))[None, None], size=new,
-                                             mode="nearest")[0, 0]
+        im = torch.nn.functional.interpolate(
+            torch.from_numpy(vol[k])[None, None], size=new, mode="bilinear", align_corners=False
+        )[0, 0]
+        lb = torch.nn.functional.interpolate(
+            torch.from_numpy(lab[k].astype(np.float32))[None, None], size=new, mode="nearest"
+        )[0, 0]
         ys, xs = torch.nonzero(lb > 0, as_tuple=True)
         cy, cx = int(ys.float().mean()), int(xs.float().mean())
         half = size // 2
-        im = torch.nn.functional.pad(im, (half, half, half, half))[cy:cy + size, cx:cx + size]
-        lb = torch.nn.functional.pad(lb, (half, half, half, half))[cy:cy + size, cx:cx + size]
+        im = torch.nn.functional.pad(im, (half, half, half, half))[cy : cy + size, cx : cx + size]
+        lb = torch.nn.functional.pad(lb, (half, half, half, half))[cy : cy + size, cx : cx + size]
         images.append(im[None].numpy())
         truths.append(lb.numpy().astype(np.uint8))
     x = torch.from_numpy(np.stack(images)).float()
     with torch.no_grad():
         logits = net(x).float()
-    np.savez_compressed(out, images=x.numpy(), logits=logits.numpy(), labels=logits.argmax(1).numpy().astype(np.uint8),
-                        ground_truth=np.stack(truths), cases=np.array(cases), model=config["id"],
-                        model_version=config.get("version", ""), backend=dispatch.resolve_backend("cpu"),
-                        torch=torch.__version__)
+    np.savez_compressed(
+        out,
+        images=x.numpy(),
+        logits=logits.numpy(),
+        labels=logits.argmax(1).numpy().astype(np.uint8),
+        ground_truth=np.stack(truths),
+        cases=np.array(cases),
+        model=config["id"],
+        model_version=config.get("version", ""),
+        backend=dispatch.resolve_backend("cpu"),
+        torch=torch.__version__,
+    )
     dice = []
     for c in (1, 2, 3):
         p, t = logits.argmax(1).numpy() == c, np.stack(truths) == c
         dice.append(2 * (p & t).sum() / max(1, p.sum() + t.sum()))
-    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB): {len(cases)} slices of {size}x{size}, "
-          f"backend {dispatch.resolve_backend('cpu')}, Dice against the ground truth {np.round(dice, 3).tolist()}")
+    print(
+        f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB): {len(cases)} slices of {size}x{size}, "
+        f"backend {dispatch.resolve_backend('cpu')}, Dice against the ground truth {np.round(dice, 3).tolist()}"
+    )
 
 
 # ------------------------------------------------------------------------------------------- report
 def print_table(report: dict) -> None:
     h = report["header"]
-    print(f"GPU: {h['gpu']} | driver {h['driver']} | torch {h['torch']} (CUDA {h['cuda']}) | triton {h['triton']} "
-          f"| {h['date']} | mode {h['mode']}")
+    print(
+        f"GPU: {h['gpu']} | driver {h['driver']} | torch {h['torch']} (CUDA {h['cuda']}) | triton {h['triton']} "
+        f"| {h['date']} | mode {h['mode']}"
+    )
     print("\nScan correctness (Triton vs torch scan, NaN-prefilled outputs)")
     print(f"{'u shape':>22} {'B shape':>22} {'fwd rel err':>12} {'bwd rel err':>12} ok")
     for r in report["scan_correctness"]:
-        print(f"{str(r['u']):>22} {str(r['B']):>22} {r['forward_rel_err']:12.1e} {r['backward_rel_err']:12.1e} "
-              f"{'yes' if r['passed'] else 'NO'}")
+        print(
+            f"{str(r['u']):>22} {str(r['B']):>22} {r['forward_rel_err']:12.1e} {r['backward_rel_err']:12.1e} "
+            f"{'yes' if r['passed'] else 'NO'}"
+        )
     s = report.get("scan_speed")
     if s:
-        print(f"\nTriton scan at u {s['u']}: forward {s['forward_ms']:.3f} ms, forward+backward "
-              f"{s['forward_backward_ms']:.3f} ms; bytes-moved floor {s['floor_ms']:.3f} ms "
-              f"({s['copy_bandwidth_GBps']:.0f} GB/s copy)")
+        print(
+            f"\nTriton scan at u {s['u']}: forward {s['forward_ms']:.3f} ms, forward+backward "
+            f"{s['forward_backward_ms']:.3f} ms; bytes-moved floor {s['floor_ms']:.3f} ms "
+            f"({s['copy_bandwidth_GBps']:.0f} GB/s copy)"
+        )
         for c in s["configs"]:
-            print(f"  block_d {c['block_d']}, tile {c['tile']}: "
-                  + (f"{c['forward_ms']:.3f} ms" if "forward_ms" in c else c["error"]))
-    print(f"\nWhole network, inference ({', '.join(f'{p}: {n / 1e6:.1f} M parameters' for p, n in report['parameters'].items())})")
+            print(
+                f"  block_d {c['block_d']}, tile {c['tile']}: "
+                + (f"{c['forward_ms']:.3f} ms" if "forward_ms" in c else c["error"])
+            )
+    print(
+        f"\nWhole network, inference ({', '.join(f'{p}: {n / 1e6:.1f} M parameters' for p, n in report['parameters'].items())})"
+    )
     print(f"{'backend':>11} {'size':>5} {'batch':>5} {'ms/slice':>10} {'slices/s':>10}")
     for r in report["network"]:
         if "ms_per_slice" in r:
-            print(f"{r['backend']:>11} {r['size']:>5} {r['batch']:>5} {r['ms_per_slice']:10.2f} {r['slices_per_s']:10.1f}")
+            print(
+                f"{r['backend']:>11} {r['size']:>5} {r['batch']:>5} {r['ms_per_slice']:10.2f} {r['slices_per_s']:10.1f}"
+            )
         else:
             print(f"{r['backend']:>11} {r['size']:>5} {r['batch']:>5} {r.get('skipped') or r.get('error')}")
     print("\nKernel launches per forward (batch 1)")
     for name, e in report["launches"].items():
-        print(f"{name:>11} aten+triton {e['per_forward']:>7}" + (f"   CUDA kernels {e['cuda_kernels']}" if "cuda_kernels" in e else ""))
+        print(
+            f"{name:>11} aten+triton {e['per_forward']:>7}"
+            + (f"   CUDA kernels {e['cuda_kernels']}" if "cuda_kernels" in e else "")
+        )
     t = report["training"]
-    print(f"\nTraining step {t['size']}x{t['size']}, batch {t['batch']}, bf16 {t['bf16']}, scan {t['backend']}: "
-          f"{t['seconds_per_step']:.3f} s; paper schedule ({t['paper_schedule_steps']} steps of 24) "
-          f"about {t['paper_schedule_minutes']:.1f} min")
+    print(
+        f"\nTraining step {t['size']}x{t['size']}, batch {t['batch']}, bf16 {t['bf16']}, scan {t['backend']}: "
+        f"{t['seconds_per_step']:.3f} s; paper schedule ({t['paper_schedule_steps']} steps of 24) "
+        f"about {t['paper_schedule_minutes']:.1f} min"
+    )
     r = report["reference_slices"]
-    print(f"\nBundled cardiac model on {r['slices']} real slice(s) {r['size']} (reference: CPU, {r['reference_backend']})")
+    print(
+        f"\nBundled cardiac model on {r['slices']} real slice(s) {r['size']} (reference: CPU, {r['reference_backend']})"
+    )
     for name, v in r["by_backend"].items():
-        print(f"{name:>11} labels equal {v['labels_equal']} ({v['differing_pixels']} px differ), "
-              f"max logit error {v['max_logit_error']:.1e} (abs {v['max_abs_logit_error']:.1e})")
+        print(
+            f"{name:>11} labels equal {v['labels_equal']} ({v['differing_pixels']} px differ), "
+            f"max logit error {v['max_logit_error']:.1e} (abs {v['max_abs_logit_error']:.1e})"
+        )
     print(f"\nall checks passed: {report['passed']} ({report['seconds']:.0f} s)")
 
 
@@ -466,13 +560,19 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dry", action="store_true", help="CPU, Triton interpreter, small shapes")
     parser.add_argument("--out", default="gpu_check.json", help="JSON report (default gpu_check.json)")
-    parser.add_argument("--save-reference", action="store_true",
-                        help="write benchmarks/gpu_check_reference.npz on the CPU (needs SimpleITK and ACDC)")
-    parser.add_argument("--data", default=str(REPO.parent / "shared" / "datasets" / "ACDC"),
-                        help="ACDC folder for --save-reference")
+    parser.add_argument(
+        "--save-reference",
+        action="store_true",
+        help="write benchmarks/gpu_check_reference.npz on the CPU (needs SimpleITK and ACDC)",
+    )
+    parser.add_argument(
+        "--data", default=str(REPO.parent / "shared" / "datasets" / "ACDC"), help="ACDC folder for --save-reference"
+    )
     args = parser.parse_args(argv)
     if args.save_reference:
-        save_reference(Path(args.data), ["patient019_frame01", "patient021_frame02", "patient029_frame01"])  # fold-0 validation cases
+        save_reference(
+            Path(args.data), ["patient019_frame01", "patient021_frame02", "patient029_frame01"]
+        )  # fold-0 validation cases
         return 0
     start = time.monotonic()
     cfg = DRY if args.dry else FULL
@@ -506,7 +606,7 @@ def main(argv=None) -> int:
     report["training"] = training_step(net, device, *cfg["train"], reps=cfg["reps"])
     report["reference_slices"] = reference_slices(device, backends, args.dry)
     report["seconds"] = time.monotonic() - start
-    report["passed"] = (all(r["passed"] for r in report["scan_correctness"]) and report["reference_slices"]["passed"])
+    report["passed"] = all(r["passed"] for r in report["scan_correctness"]) and report["reference_slices"]["passed"]
     Path(args.out).write_text(json.dumps(report, indent=1, default=str))
     print_table(report)
     print(f"wrote {args.out}")

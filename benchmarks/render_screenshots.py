@@ -29,12 +29,27 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 UI_FILE = REPO / "AttentionMambaSeg" / "Resources" / "UI" / "AttentionMambaSeg.ui"
 OUT_DIR = REPO / "Resources" / "Screenshots"
-DEFAULT_IMAGE = REPO / "AttentionMambaSeg" / "Resources" / "Examples" / "patient019_frame01_0000.nii.gz"  # a validation case
+DEFAULT_IMAGE = (
+    REPO / "AttentionMambaSeg" / "Resources" / "Examples" / "patient019_frame01_0000.nii.gz"
+)  # a validation case
 
-_REPLACEMENTS = {"qMRMLWidget": "QWidget", "ctkCollapsibleButton": "QGroupBox", "qMRMLNodeComboBox": "QComboBox",
-                 "qMRMLTableView": "QTableView"}
-_SLICER_ONLY_PROPERTIES = ("nodeTypes", "hideChildNodeTypes", "showChildNodeTypes", "addEnabled", "removeEnabled",
-                           "renameEnabled", "noneEnabled", "noneDisplay", "SlicerParameterName")
+_REPLACEMENTS = {
+    "qMRMLWidget": "QWidget",
+    "ctkCollapsibleButton": "QGroupBox",
+    "qMRMLNodeComboBox": "QComboBox",
+    "qMRMLTableView": "QTableView",
+}
+_SLICER_ONLY_PROPERTIES = (
+    "nodeTypes",
+    "hideChildNodeTypes",
+    "showChildNodeTypes",
+    "addEnabled",
+    "removeEnabled",
+    "renameEnabled",
+    "noneEnabled",
+    "noneDisplay",
+    "SlicerParameterName",
+)
 
 
 def plain_qt_ui(text: str) -> str:
@@ -80,8 +95,11 @@ def render_panel(path: Path) -> None:
     find(QtWidgets.QLabel, "deviceVerdictLabel").setText("Last run: CPU (no CUDA device)")
     find(QtWidgets.QComboBox, "speedComboBox").setItemText(0, "Model default (fast on a CPU, accurate on a GPU)")
     find(QtWidgets.QLabel, "modelsFolderLabel").setText("~/.local/share/NA-MIC/AttentionMambaSeg/models")
-    for name, title in (("inputsCollapsibleButton", "Inputs"), ("functionCollapsibleButton", "Ventricular function"),
-                        ("logCollapsibleButton", "Log")):
+    for name, title in (
+        ("inputsCollapsibleButton", "Inputs"),
+        ("functionCollapsibleButton", "Ventricular function"),
+        ("logCollapsibleButton", "Log"),
+    ):
         box = find(QtWidgets.QGroupBox, name)
         if box is None:
             continue
@@ -95,7 +113,8 @@ def render_panel(path: Path) -> None:
     find(QtWidgets.QPushButton, "cancelButton").setEnabled(False)
     find(QtWidgets.QPushButton, "showIn3DButton").setEnabled(True)
     find(QtWidgets.QLabel, "statusLabel").setText(
-        "Done in 8 s. Created 3 segments: right ventricle cavity, left ventricle myocardium, left ventricle cavity.")
+        "Done in 8 s. Created 3 segments: right ventricle cavity, left ventricle myocardium, left ventricle cavity."
+    )
     widget.resize(460, widget.sizeHint().height())
     widget.show()
     app.processEvents()

@@ -41,7 +41,8 @@ class UrlCheck:
 
     def line(self) -> str:
         return f"{'OK  ' if self.problem is None else 'FAIL'} {self.model}: {self.url}" + (
-            f": {self.problem}" if self.problem else "")
+            f": {self.problem}" if self.problem else ""
+        )
 
 
 def _download(url: str, target: Path, timeout: float) -> str | None:
@@ -52,7 +53,8 @@ def _download(url: str, target: Path, timeout: float) -> str | None:
         with requests.get(url, stream=True, allow_redirects=True, timeout=timeout) as response:
             if response.status_code >= 400:
                 return f"the server answered HTTP {response.status_code}" + (
-                    " (not found: upload the archive there)" if response.status_code == 404 else "")
+                    " (not found: upload the archive there)" if response.status_code == 404 else ""
+                )
             with open(target, "wb") as f:
                 for chunk in response.iter_content(CHUNK):
                     f.write(chunk)
@@ -85,8 +87,9 @@ def check_url(entry: RegistryEntry, url: str, scratch: Path, timeout: float = DE
     if problem is None:
         size = archive.stat().st_size
         if size != entry.size:
-            problem = (f"{size} bytes arrived where the registry says {entry.size}"
-                       + (" (truncated download)" if size < entry.size else ""))
+            problem = f"{size} bytes arrived where the registry says {entry.size}" + (
+                " (truncated download)" if size < entry.size else ""
+            )
     if problem is None:
         digest = _sha256(archive)
         if digest != entry.sha256:
@@ -115,13 +118,16 @@ def _import(entry: RegistryEntry, archive: Path, models: Path) -> str | None:
     if package.version != entry.version:
         return f"the archive holds version {package.version}, the registry names {entry.version}"
     if package.card.sha256 != entry.weights_sha256:
-        return (f"the imported weights' SHA-256 {package.card.sha256} differs from the registry's "
-                f"weights_sha256 {entry.weights_sha256}")
+        return (
+            f"the imported weights' SHA-256 {package.card.sha256} differs from the registry's "
+            f"weights_sha256 {entry.weights_sha256}"
+        )
     return None
 
 
-def check_registry(registry: dict[str, RegistryEntry], models: list[str] | None = None,
-                   timeout: float = DEFAULT_TIMEOUT_S) -> list[UrlCheck]:
+def check_registry(
+    registry: dict[str, RegistryEntry], models: list[str] | None = None, timeout: float = DEFAULT_TIMEOUT_S
+) -> list[UrlCheck]:
     """Check every URL of the chosen entries (all when ``models`` is None), each in a fresh scratch folder.
 
     Raises:
@@ -144,8 +150,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--registry", type=Path, default=None, help=f"registry file (default {registry_path()})")
     parser.add_argument("--model", action="append", default=None, metavar="ID", help="check only this model")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S",
-                        help="seconds without data before a download is given up")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT_S,
+        metavar="S",
+        help="seconds without data before a download is given up",
+    )
     args = parser.parse_args(argv)
     results = check_registry(load_registry(args.registry), args.model, args.timeout)
     for result in results:

@@ -17,8 +17,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from AttentionMambaSegLib.datasets import load_dataset_info, split_cases
-from AttentionMambaSegLib.inference import InferenceSettings, predict_volume
 from AttentionMambaSegLib.images import read_image
+from AttentionMambaSegLib.inference import InferenceSettings, predict_volume
 from AttentionMambaSegLib.metrics import array_spacing, dice, hd95
 from AttentionMambaSegLib.package import load_model_package
 from AttentionMambaSegLib.postprocessing import keep_largest_component
@@ -48,8 +48,10 @@ def main():
     print(f"{len(scores['none'])} validation cases, TTA {'on' if args.tta else 'off'}; largest component of:")
     for name, rows in scores.items():
         rows = np.array(rows)
-        print(f"  {name:10s} Dice {rows[:, :, 0].mean(0).round(4).tolist()} mean {rows[:, :, 0].mean():.4f}; "
-              f"HD95 {rows[:, :, 1].mean(0).round(2).tolist()} mean {rows[:, :, 1].mean():.2f}")
+        print(
+            f"  {name:10s} Dice {rows[:, :, 0].mean(0).round(4).tolist()} mean {rows[:, :, 0].mean():.4f}; "
+            f"HD95 {rows[:, :, 1].mean(0).round(2).tolist()} mean {rows[:, :, 1].mean():.2f}"
+        )
 
 
 if __name__ == "__main__":

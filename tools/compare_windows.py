@@ -16,8 +16,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from AttentionMambaSegLib.datasets import load_dataset_info, split_cases
-from AttentionMambaSegLib.inference import InferenceSettings, predict_volume
 from AttentionMambaSegLib.images import read_image
+from AttentionMambaSegLib.inference import InferenceSettings, predict_volume
 from AttentionMambaSegLib.metrics import dice
 from AttentionMambaSegLib.package import load_model_package
 
@@ -41,14 +41,17 @@ def main():
             image = read_image(info.channel_path(case, 0))
             ref = sitk.GetArrayFromImage(read_image(info.label_path(case)))
             t0 = time.perf_counter()
-            pred = sitk.GetArrayFromImage(predict_volume(image, package,
-                                                         InferenceSettings(device="cpu", tta=args.tta, window=w),
-                                                         network=network))
+            pred = sitk.GetArrayFromImage(
+                predict_volume(image, package, InferenceSettings(device="cpu", tta=args.tta, window=w), network=network)
+            )
             seconds += time.perf_counter() - t0
             scores.append([dice(pred == v, ref == v) for v in labels])
         scores = np.array(scores)
-        print(f"window {w}: Dice per class {scores.mean(0).round(4).tolist()}, mean {scores.mean():.4f}; "
-              f"{seconds / len(cases):.1f} s per case (TTA {'on' if args.tta else 'off'})", flush=True)
+        print(
+            f"window {w}: Dice per class {scores.mean(0).round(4).tolist()}, mean {scores.mean():.4f}; "
+            f"{seconds / len(cases):.1f} s per case (TTA {'on' if args.tta else 'off'})",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

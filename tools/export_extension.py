@@ -46,8 +46,11 @@ def extension_files(repo: Path = REPO) -> list[str]:
     files += sorted(p.relative_to(repo).as_posix() for p in (repo / "Resources" / "Screenshots").glob("*.png"))
     module = repo / MODULE
     files += [f"{MODULE}/{MODULE}.py", f"{MODULE}/CMakeLists.txt"]
-    files += sorted(p.relative_to(repo).as_posix() for p in (module / f"{MODULE}Lib").rglob("*.py")
-                    if not _SKIP_PARTS & set(p.parts))
+    files += sorted(
+        p.relative_to(repo).as_posix()
+        for p in (module / f"{MODULE}Lib").rglob("*.py")
+        if not _SKIP_PARTS & set(p.parts)
+    )
     for path in sorted((module / "Resources").rglob("*")):
         relative = path.relative_to(module / "Resources").parts
         if not path.is_file() or _SKIP_PARTS & set(relative) or path.name.startswith("."):
@@ -62,8 +65,13 @@ def extension_files(repo: Path = REPO) -> list[str]:
 
 
 def _git(folder: Path, *args: str) -> str:
-    env = dict(os.environ, GIT_AUTHOR_NAME="AttentionMambaSeg release", GIT_AUTHOR_EMAIL="release@localhost",
-               GIT_COMMITTER_NAME="AttentionMambaSeg release", GIT_COMMITTER_EMAIL="release@localhost")
+    env = dict(
+        os.environ,
+        GIT_AUTHOR_NAME="AttentionMambaSeg release",
+        GIT_AUTHOR_EMAIL="release@localhost",
+        GIT_COMMITTER_NAME="AttentionMambaSeg release",
+        GIT_COMMITTER_EMAIL="release@localhost",
+    )
     done = subprocess.run(["git", *args], cwd=folder, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"git {' '.join(args)} failed in {folder}: {done.stderr.strip()}")
@@ -137,8 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     files = export(args.dest, args.message)
     size = clone_size(args.dest)
-    print(f"wrote {len(files)} files to {args.dest} (one commit on 'main'); a fresh clone is "
-          f"{size / (1024 * 1024):.2f} MB (the Index allows {SIZE_LIMIT_MB} MB)")
+    print(
+        f"wrote {len(files)} files to {args.dest} (one commit on 'main'); a fresh clone is "
+        f"{size / (1024 * 1024):.2f} MB (the Index allows {SIZE_LIMIT_MB} MB)"
+    )
     problems = check(args.dest)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)

@@ -36,15 +36,23 @@ def rgb_array(image: sitk.Image) -> np.ndarray:
 
 def measure(dataset, split: str) -> dict:
     info = load_dataset_info(dataset)
+
     def features_of(cases):
         return np.asarray([image_features(rgb_array(read_case(info, c, with_label=False)[0])) for c in cases])
 
     features = features_of(split_cases(info, split, 0))
     mean, sd = features.mean(axis=0), features.std(axis=0, ddof=1)
-    out = {"features": {name: {"mean": round(float(mean[i]), 4), "sd": round(float(sd[i]), 4)}
-                        for i, name in enumerate(FEATURES)}, "images": len(features), "split": split}
+    out = {
+        "features": {
+            name: {"mean": round(float(mean[i]), 4), "sd": round(float(sd[i]), 4)} for i, name in enumerate(FEATURES)
+        },
+        "images": len(features),
+        "split": split,
+    }
     for i, name in enumerate(FEATURES):
-        print(f"{name:>11}: mean {mean[i]:8.3f}  sd {sd[i]:7.3f}  range {features[:, i].min():8.3f}-{features[:, i].max():8.3f}")
+        print(
+            f"{name:>11}: mean {mean[i]:8.3f}  sd {sd[i]:7.3f}  range {features[:, i].min():8.3f}-{features[:, i].max():8.3f}"
+        )
     if split == "train":
         val = features_of(split_cases(info, "val", 0))
         out["val_max_z"] = round(float(np.abs((val - mean) / sd).max()), 2)
@@ -65,7 +73,9 @@ def main(argv=None) -> int:
     if args.write_card:
         path = bundled_models_dir() / package.id / "model.json"
         card = json.loads(path.read_text(encoding="utf-8"))
-        appearance["command"] = f"python tools/measure_appearance.py {package.id} $DATASETS/{Path(args.dataset).name} --write-card"
+        appearance["command"] = (
+            f"python tools/measure_appearance.py {package.id} $DATASETS/{Path(args.dataset).name} --write-card"
+        )
         card["appearance"] = appearance
         tmp = path.with_name(".model.json.tmp")
         tmp.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -26,12 +26,17 @@ import numpy as np
 
 import AttentionMambaSegLib  # noqa: F401  (first: it sets torch's OpenMP wait policy)
 
-FIGURES = ("lv_edv_ml", "lv_esv_ml", "lv_ef_percent", "rv_edv_ml", "rv_esv_ml", "rv_ef_percent",
-           "lv_myocardial_mass_g")
+FIGURES = ("lv_edv_ml", "lv_esv_ml", "lv_ef_percent", "rv_edv_ml", "rv_esv_ml", "rv_ef_percent", "lv_myocardial_mass_g")
 
 
-def measure(dataset: Path, model: str = "cardiac-acdc", mode: str = "fast", split: str = "val",
-            patients: list[str] | None = None, device: str = "cpu") -> dict:
+def measure(
+    dataset: Path,
+    model: str = "cardiac-acdc",
+    mode: str = "fast",
+    split: str = "val",
+    patients: list[str] | None = None,
+    device: str = "cpu",
+) -> dict:
     """Per-patient predicted and manual figures, their mean absolute errors and the time per patient."""
     import SimpleITK as sitk
 
@@ -52,16 +57,33 @@ def measure(dataset: Path, model: str = "cardiac-acdc", mode: str = "fast", spli
         predicted = clinical.analyse_cine(clinical.read_cine(images), predictor)
         seconds = time.perf_counter() - start
         manual = clinical.function_from_labelmaps(labels, structures, 0, 1)
-        row = {"patient": patient, "group": info.get(patient, {}).get("group"), "seconds": round(seconds, 1),
-               "predicted": predicted.function.to_dict(), "manual": manual.function.to_dict()}
+        row = {
+            "patient": patient,
+            "group": info.get(patient, {}).get("group"),
+            "seconds": round(seconds, 1),
+            "predicted": predicted.function.to_dict(),
+            "manual": manual.function.to_dict(),
+        }
         rows.append(row)
-        print(f"{patient} {row['group']}: LV EF {row['predicted']['lv_ef_percent']:.1f} vs manual "
-              f"{row['manual']['lv_ef_percent']:.1f}, {seconds:.1f} s", file=sys.stderr, flush=True)
+        print(
+            f"{patient} {row['group']}: LV EF {row['predicted']['lv_ef_percent']:.1f} vs manual "
+            f"{row['manual']['lv_ef_percent']:.1f}, {seconds:.1f} s",
+            file=sys.stderr,
+            flush=True,
+        )
     mae = {k: round(float(np.mean([abs(r["predicted"][k] - r["manual"][k]) for r in rows])), 2) for k in FIGURES}
-    return {"model": predictor.package.id, "version": predictor.package.card.version, "mode": mode,
-            "device": str(predictor.device), "split": split, "patients": len(rows), "mean_absolute_error": mae,
-            "seconds_per_patient": round(float(np.mean([r["seconds"] for r in rows])), 1),
-            "machine": f"{platform.processor() or platform.machine()}", "rows": rows}
+    return {
+        "model": predictor.package.id,
+        "version": predictor.package.card.version,
+        "mode": mode,
+        "device": str(predictor.device),
+        "split": split,
+        "patients": len(rows),
+        "mean_absolute_error": mae,
+        "seconds_per_patient": round(float(np.mean([r["seconds"] for r in rows])), 1),
+        "machine": f"{platform.processor() or platform.machine()}",
+        "rows": rows,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

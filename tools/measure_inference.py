@@ -27,9 +27,9 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
-import AttentionMambaSegLib  # noqa: F401  (first: it sets torch's OpenMP wait policy)
 import torch
 
+import AttentionMambaSegLib  # noqa: F401  (first: it sets torch's OpenMP wait policy)
 from AttentionMambaSegLib import slicing
 from AttentionMambaSegLib.card import FAST_DEFAULT_TOLERANCE, PassPlan
 from AttentionMambaSegLib.datasets import load_dataset_info, read_case, split_cases
@@ -59,8 +59,7 @@ def largest_slice(package, dataset, case_ids) -> list[int]:
     largest = [32, 32]
     for case_id in case_ids:
         image, _ = read_case(info, case_id)
-        geometry = slicing.SliceSource(image, card.target_spacing, card.axes_code,
-                                       card.normalization).geometry
+        geometry = slicing.SliceSource(image, card.target_spacing, card.axes_code, card.normalization).geometry
         largest = [max(a, -(-b // 32) * 32) for a, b in zip(largest, geometry.slice_shape)]
     return largest
 
@@ -91,10 +90,15 @@ def calibrate(rows: list[dict]) -> dict:
             best = (tpr - fpr, float(t))
     threshold = best[1] if poor.any() else None
     flagged = confidence < threshold if threshold is not None else confidence < 0
-    return {"threshold": None if threshold is None else round(threshold, 4), "poor_dice_below": round(poor_below, 4),
-            "pairs": int(dice.size), "poor": int(poor.sum()), "flagged": int(flagged.sum()),
-            "sensitivity": round(float(flagged[poor].mean()), 3) if poor.any() else None,
-            "specificity": round(float((~flagged[~poor]).mean()), 3) if (~poor).any() else None}
+    return {
+        "threshold": None if threshold is None else round(threshold, 4),
+        "poor_dice_below": round(poor_below, 4),
+        "pairs": int(dice.size),
+        "poor": int(poor.sum()),
+        "flagged": int(flagged.sum()),
+        "sensitivity": round(float(flagged[poor].mean()), 3) if poor.any() else None,
+        "specificity": round(float((~flagged[~poor]).mean()), 3) if (~poor).any() else None,
+    }
 
 
 def measure(package, dataset, plans: dict, case_ids: list, threads: int) -> dict:
@@ -104,12 +108,19 @@ def measure(package, dataset, plans: dict, case_ids: list, threads: int) -> dict
         predictor = Predictor(package, InferenceSettings(device="cpu"), passes=plan)
         started = time.perf_counter()
         summary = evaluate(package, dataset, cases=case_ids, predictor=predictor)
-        results[name] = {"plan": plan.__dict__, "passes": plan.describe(), "mean_dice": round(summary["mean_dice"], 4),
-                         "seconds_per_case": round(summary["seconds_mean"], 2),
-                         "per_class": {k: round(v["dice_mean"], 4) for k, v in summary["per_class"].items()},
-                         "rows": summary["per_case"]}
-        print(f"{name:>12}: {plan.describe():<60} Dice {summary['mean_dice']:.4f}  {summary['seconds_mean']:.2f} s/case "
-              f"({time.perf_counter() - started:.0f} s)", flush=True)
+        results[name] = {
+            "plan": plan.__dict__,
+            "passes": plan.describe(),
+            "mean_dice": round(summary["mean_dice"], 4),
+            "seconds_per_case": round(summary["seconds_mean"], 2),
+            "per_class": {k: round(v["dice_mean"], 4) for k, v in summary["per_class"].items()},
+            "rows": summary["per_case"],
+        }
+        print(
+            f"{name:>12}: {plan.describe():<60} Dice {summary['mean_dice']:.4f}  {summary['seconds_mean']:.2f} s/case "
+            f"({time.perf_counter() - started:.0f} s)",
+            flush=True,
+        )
     return results
 
 
@@ -132,21 +143,36 @@ def write_card(package, results: dict, fast: str, accurate: str, largest: list, 
     modes = {}
     for mode, name in (("fast", fast), ("accurate", accurate)):
         plan = dict(results[name]["plan"])
-        plan["measured"] = {"mean_dice": results[name]["mean_dice"], "seconds_per_case": results[name]["seconds_per_case"]}
+        plan["measured"] = {
+            "mean_dice": results[name]["mean_dice"],
+            "seconds_per_case": results[name]["seconds_per_case"],
+        }
         modes[mode] = plan
     close = results[accurate]["mean_dice"] - results[fast]["mean_dice"] <= FAST_DEFAULT_TOLERANCE
     cpu_mode = "fast" if close else "accurate"
     card["inference"] = {
-        "modes": modes, "cpu_mode": cpu_mode, "largest_slice": largest,
-        "measurements": {"split": "val", "cases": cases, "machine": machine, "date": date.today().isoformat(),
-                         "command": command,
-                         "candidates": {k: {"passes": v["passes"], "mean_dice": v["mean_dice"],
-                                            "seconds_per_case": v["seconds_per_case"]} for k, v in results.items()}},
+        "modes": modes,
+        "cpu_mode": cpu_mode,
+        "largest_slice": largest,
+        "measurements": {
+            "split": "val",
+            "cases": cases,
+            "machine": machine,
+            "date": date.today().isoformat(),
+            "command": command,
+            "candidates": {
+                k: {"passes": v["passes"], "mean_dice": v["mean_dice"], "seconds_per_case": v["seconds_per_case"]}
+                for k, v in results.items()
+            },
+        },
     }
     calibration = {mode: calibrate(results[name]["rows"]) for mode, name in (("fast", fast), ("accurate", accurate))}
-    card["confidence"] = {"measure": "mean_max_probability", "threshold": calibration[cpu_mode]["threshold"],
-                          "by_mode": {mode: c["threshold"] for mode, c in calibration.items()},
-                          "calibration": {"cases": cases, **calibration}}
+    card["confidence"] = {
+        "measure": "mean_max_probability",
+        "threshold": calibration[cpu_mode]["threshold"],
+        "by_mode": {mode: c["threshold"] for mode, c in calibration.items()},
+        "calibration": {"cases": cases, **calibration},
+    }
     tmp = path.with_name(".model.json.tmp")
     tmp.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     os.replace(tmp, path)
@@ -163,8 +189,12 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", default=None)
     parser.add_argument("--write-card", nargs=2, metavar=("FAST", "ACCURATE"), default=None)
-    parser.add_argument("--from-json", default=None, metavar="FILE",
-                        help="take the measurements from a --json file of an earlier run of the same plans")
+    parser.add_argument(
+        "--from-json",
+        default=None,
+        metavar="FILE",
+        help="take the measurements from a --json file of an earlier run of the same plans",
+    )
     args = parser.parse_args(argv)
     package = load_model_package(args.model)
     plans = dict(parse_plan(p) for p in args.plan)
@@ -177,12 +207,16 @@ def main(argv=None) -> int:
         largest = largest_slice(package, args.dataset, case_ids)
     print(f"largest padded slice: {largest}")
     if args.json and not args.from_json:
-        Path(args.json).write_text(json.dumps({"largest_slice": largest, "results": results}, indent=1), encoding="utf-8")
+        Path(args.json).write_text(
+            json.dumps({"largest_slice": largest, "results": results}, indent=1), encoding="utf-8"
+        )
     if args.write_card:
         command = "python tools/measure_inference.py " + " ".join(
-            [package.id, f"$DATASETS/{Path(args.dataset).name}"] + [f"--plan {p}" for p in args.plan]
+            [package.id, f"$DATASETS/{Path(args.dataset).name}"]
+            + [f"--plan {p}" for p in args.plan]
             + (["--max-cases", str(args.max_cases)] if args.max_cases else [])
-            + ["--write-card", *args.write_card])
+            + ["--write-card", *args.write_card]
+        )
         print(f"written: {write_card(package, results, *args.write_card, largest, command, len(case_ids))}")
     return 0
 

@@ -30,9 +30,9 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-import AttentionMambaSegLib  # noqa: F401  (first: it sets torch's OpenMP wait policy)
 import torch
 
+import AttentionMambaSegLib  # noqa: F401  (first: it sets torch's OpenMP wait policy)
 from AttentionMambaSegLib.datasets import load_dataset_info, split_cases
 from AttentionMambaSegLib.evaluation import evaluate, format_summary
 from AttentionMambaSegLib.inference import InferenceSettings
@@ -51,18 +51,34 @@ def main(argv=None) -> int:
     p.add_argument("run_dir", type=Path)
     p.add_argument("dataset", type=Path)
     p.add_argument("--tta", action="store_true", help="4-flip TTA for the validation metrics")
-    p.add_argument("--also-tta", action="store_true",
-                   help="score the validation split a second time with 4-flip TTA (recorded as metrics.val_tta)")
+    p.add_argument(
+        "--also-tta",
+        action="store_true",
+        help="score the validation split a second time with 4-flip TTA (recorded as metrics.val_tta)",
+    )
     p.add_argument("--reference-cases", type=int, default=2)
     p.add_argument("--fp32-cases", type=int, default=4)
-    p.add_argument("--window", type=int, default=None,
-                   help="sliding window for inference (pixels, multiple of 32), recorded as inference_patch_size")
-    p.add_argument("--largest-component", type=int, nargs="+", default=None, metavar="LABEL",
-                   help="post-process: keep the largest connected component of these label values "
-                        "(recorded as postprocessing.largest_component)")
+    p.add_argument(
+        "--window",
+        type=int,
+        default=None,
+        help="sliding window for inference (pixels, multiple of 32), recorded as inference_patch_size",
+    )
+    p.add_argument(
+        "--largest-component",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="LABEL",
+        help="post-process: keep the largest connected component of these label values "
+        "(recorded as postprocessing.largest_component)",
+    )
     p.add_argument("--max-cases", type=int, default=None, help="score only the first N validation cases")
-    p.add_argument("--force", action="store_true",
-                   help="replace the bundled model even if it scored higher on the same validation cases")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the bundled model even if it scored higher on the same validation cases",
+    )
     args = p.parse_args(argv)
 
     package = load_model_package(args.run_dir / "model")
@@ -73,16 +89,23 @@ def main(argv=None) -> int:
     info = load_dataset_info(args.dataset)
     val_cases = split_cases(info, "val", 0)
     cases = val_cases[: args.max_cases] if args.max_cases else val_cases
-    summary = evaluate(package, args.dataset, InferenceSettings(device="cpu", tta=args.tta), cases=cases,
-                       output=args.run_dir / "val_metrics.csv")
+    summary = evaluate(
+        package,
+        args.dataset,
+        InferenceSettings(device="cpu", tta=args.tta),
+        cases=cases,
+        output=args.run_dir / "val_metrics.csv",
+    )
     print(format_summary(summary))
     command = "python " + " ".join([Path(sys.argv[0]).as_posix()] + [str(a) for a in (argv or sys.argv[1:])])
 
     def record(s: dict, tta: bool) -> dict:
         return {
             "split": "val" if not args.max_cases else f"first {len(cases)} val cases",
-            "cases": s["cases"], "tta": tta,
-            "mean_dice": round(s["mean_dice"], 4), "mean_hd95_mm": round(s["mean_hd95"], 2),
+            "cases": s["cases"],
+            "tta": tta,
+            "mean_dice": round(s["mean_dice"], 4),
+            "mean_hd95_mm": round(s["mean_hd95"], 2),
             "per_class": {k: {m: round(float(v), 4) for m, v in d.items()} for k, d in s["per_class"].items()},
             "command": command,
         }
@@ -92,19 +115,37 @@ def main(argv=None) -> int:
     bundled_json = bundled_models_dir() / package.card.id / "model.json"
     if bundled_json.exists() and not args.force:
         old_val = (json.loads(bundled_json.read_text(encoding="utf-8")).get("metrics") or {}).get("val") or {}
-        same = (old_val.get("cases"), old_val.get("tta"), old_val.get("split")) == (new_val["cases"], new_val["tta"], new_val["split"])
+        same = (old_val.get("cases"), old_val.get("tta"), old_val.get("split")) == (
+            new_val["cases"],
+            new_val["tta"],
+            new_val["split"],
+        )
         if same and old_val.get("mean_dice", -1.0) > new_val["mean_dice"]:
             scored = args.run_dir / "model_scored.json"
-            scored.write_text(json.dumps({**package.card.to_dict(), "metrics": {**package.card.metrics, "val": new_val}},
-                                         indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-            print(f"not shipped: the bundled {package.card.id} scored {old_val['mean_dice']:.4f} on the same "
-                  f"{new_val['cases']} cases, this run {new_val['mean_dice']:.4f} (--force replaces it anyway); "
-                  f"scores in {scored}")
+            scored.write_text(
+                json.dumps(
+                    {**package.card.to_dict(), "metrics": {**package.card.metrics, "val": new_val}},
+                    indent=2,
+                    ensure_ascii=False,
+                )
+                + "\n",
+                encoding="utf-8",
+            )
+            print(
+                f"not shipped: the bundled {package.card.id} scored {old_val['mean_dice']:.4f} on the same "
+                f"{new_val['cases']} cases, this run {new_val['mean_dice']:.4f} (--force replaces it anyway); "
+                f"scores in {scored}"
+            )
             return 1
     summary_tta = None
     if args.also_tta and not args.tta:
-        summary_tta = evaluate(package, args.dataset, InferenceSettings(device="cpu", tta=True), cases=cases,
-                               output=args.run_dir / "val_metrics_tta.csv")
+        summary_tta = evaluate(
+            package,
+            args.dataset,
+            InferenceSettings(device="cpu", tta=True),
+            cases=cases,
+            output=args.run_dir / "val_metrics_tta.csv",
+        )
         print("with 4-flip TTA:")
         print(format_summary(summary_tta))
 
@@ -115,23 +156,34 @@ def main(argv=None) -> int:
     net32 = package.build_network("cpu").float()
     net32.load_state_dict(state)
     package32 = load_model_package(args.run_dir / "model")
-    package32.card = replace(package32.card, inference_patch_size=package.card.inference_patch_size,
-                             postprocessing=package.card.postprocessing)
+    package32.card = replace(
+        package32.card,
+        inference_patch_size=package.card.inference_patch_size,
+        postprocessing=package.card.postprocessing,
+    )
     package32.build_network = lambda device="cpu": net32.to(device).eval()
     s32 = evaluate(package32, args.dataset, InferenceSettings(device="cpu", tta=False), cases=sub)
     delta = 100 * (s16["mean_dice"] - s32["mean_dice"])
-    print(f"float16 vs float32 on {len(sub)} validation cases (no TTA): mean Dice {100 * s16['mean_dice']:.2f} vs "
-          f"{100 * s32['mean_dice']:.2f} % ({delta:+.3f} points)")
+    print(
+        f"float16 vs float32 on {len(sub)} validation cases (no TTA): mean Dice {100 * s16['mean_dice']:.2f} vs "
+        f"{100 * s32['mean_dice']:.2f} % ({delta:+.3f} points)"
+    )
 
-    ref = evaluate(package, args.dataset, InferenceSettings(device="cpu", tta=False),
-                   cases=val_cases[: args.reference_cases])
+    ref = evaluate(
+        package, args.dataset, InferenceSettings(device="cpu", tta=False), cases=val_cases[: args.reference_cases]
+    )
     config = package.card.to_dict()
     metrics = dict(config.get("metrics") or {})
     metrics["val"] = new_val
     if summary_tta is not None:
         metrics["val_tta"] = record(summary_tta, True)
-    metrics["float16_vs_float32"] = {"cases": sub, "tta": False, "mean_dice_float16": round(s16["mean_dice"], 5),
-                                     "mean_dice_float32": round(s32["mean_dice"], 5), "difference_points": round(delta, 4)}
+    metrics["float16_vs_float32"] = {
+        "cases": sub,
+        "tta": False,
+        "mean_dice_float16": round(s16["mean_dice"], 5),
+        "mean_dice_float32": round(s32["mean_dice"], 5),
+        "difference_points": round(delta, 4),
+    }
     metrics["reference_cases"] = {"tta": False, "dice": per_case_dice(ref)}
     config["metrics"] = metrics
 

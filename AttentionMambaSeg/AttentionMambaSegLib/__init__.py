@@ -13,7 +13,6 @@ them, and optional kernels load lazily on first use.
 __version__ = "0.1.0"
 
 import os as _os
-
 import sys as _sys
 
 # The network alternates torch's OpenMP regions with the numba selective-scan kernel's threads. With

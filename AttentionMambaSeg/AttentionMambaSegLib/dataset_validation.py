@@ -76,14 +76,20 @@ def validate_dataset(
         for part in ("train", "val"):
             for case_id in split.get(part, []):
                 if case_id not in known:
-                    problems.append((case_id, f"listed in splits_final.json (fold {fold}, {part}) but "
-                                              f"{info.label_path(case_id).name} is missing"))
+                    problems.append(
+                        (
+                            case_id,
+                            f"listed in splits_final.json (fold {fold}, {part}) but "
+                            f"{info.label_path(case_id).name} is missing",
+                        )
+                    )
     images_dir = info.root / "imagesTr"
     if not images_dir.is_dir():
         raise DatasetError(info.root, [(None, f"imagesTr folder not found in {info.root}")])
     suffix = f"_0000{info.image_ending}"
     unlabelled = sorted(
-        p.name[: -len(suffix)] for p in images_dir.iterdir()
+        p.name[: -len(suffix)]
+        for p in images_dir.iterdir()
         if p.name.endswith(suffix) and p.name[: -len(suffix)] not in known
     )
     for case_id in unlabelled:
@@ -147,5 +153,3 @@ def _case_problems(info: DatasetInfo, case_id: str, allowed: set[int], check_val
             if unknown:
                 problems.append(f"label value(s) {unknown} not in dataset.json labels {sorted(allowed)}")
     return problems
-
-

@@ -155,7 +155,7 @@ class SliceData:
     def __len__(self) -> int:
         return len(self.images)
 
-    def subset(self, indices: Sequence[int]) -> "SliceData":
+    def subset(self, indices: Sequence[int]) -> SliceData:
         """A new SliceData holding the given slices (arrays shared, not copied)."""
         return SliceData(
             images=[self.images[i] for i in indices],
@@ -210,8 +210,9 @@ def load_dataset_info(path: str | Path) -> DatasetInfo:
     except (AttributeError, ValueError) as e:
         raise DatasetError(root, [(None, f"dataset.json channel_names must map '0', '1', ... to names: {e}")]) from e
     if [k for k, _ in channel_items] != list(range(len(channel_items))) or not channel_items:
-        raise DatasetError(root, [(None, "dataset.json channel_names keys must be 0..C-1, got "
-                                         f"{meta['channel_names']}")])
+        raise DatasetError(
+            root, [(None, f"dataset.json channel_names keys must be 0..C-1, got {meta['channel_names']}")]
+        )
     labels: dict[str, int] = {}
     for name, value in meta["labels"].items():
         if not isinstance(value, int) or isinstance(value, bool):
@@ -222,8 +223,8 @@ def load_dataset_info(path: str | Path) -> DatasetInfo:
     values = sorted(labels.values())
     if values != list(range(len(values))) or len(values) < 2:
         raise DatasetError(
-            root, [(None, "dataset.json labels must be 0 (background), 1, ..., N-1 without gaps, got "
-                          f"{meta['labels']}")]
+            root,
+            [(None, f"dataset.json labels must be 0 (background), 1, ..., N-1 without gaps, got {meta['labels']}")],
         )
     file_ending = str(meta["file_ending"])
     image_file_ending = _image_file_ending(root, meta, file_ending)
@@ -257,13 +258,22 @@ _LOSSY_ENDINGS = (".jpg", ".jpeg")
 def _image_file_ending(root: Path, meta: dict, file_ending: str) -> str:
     """dataset.json's optional ``image_file_ending`` (``file_ending`` when absent), checked."""
     if file_ending.lower().endswith(_LOSSY_ENDINGS):
-        raise DatasetError(root, [(None, f"dataset.json file_ending {file_ending!r} is the labels' ending; labels must "
-                                         "be stored losslessly (.png, .nii.gz, .nrrd); give JPEG images as "
-                                         "\"image_file_ending\": \".jpg\"")])
+        raise DatasetError(
+            root,
+            [
+                (
+                    None,
+                    f"dataset.json file_ending {file_ending!r} is the labels' ending; labels must "
+                    "be stored losslessly (.png, .nii.gz, .nrrd); give JPEG images as "
+                    '"image_file_ending": ".jpg"',
+                )
+            ],
+        )
     value = meta.get("image_file_ending", file_ending)
     if not isinstance(value, str) or not value.startswith(".") or len(value) < 2:
-        raise DatasetError(root, [(None, f"dataset.json image_file_ending must be a file ending such as \".jpg\", "
-                                         f"got {value!r}")])
+        raise DatasetError(
+            root, [(None, f'dataset.json image_file_ending must be a file ending such as ".jpg", got {value!r}')]
+        )
     return value
 
 
@@ -271,12 +281,21 @@ def _label_terminology(root: Path, meta: dict, labels: dict[str, int]) -> dict:
     """dataset.json's optional ``label_terminology`` block: label name -> {name, color, snomed}."""
     block = meta.get("label_terminology") or {}
     if not isinstance(block, dict) or not all(isinstance(v, dict) for v in block.values()):
-        raise DatasetError(root, [(None, "dataset.json label_terminology must map label names to "
-                                         "{name, color, snomed} objects")])
+        raise DatasetError(
+            root, [(None, "dataset.json label_terminology must map label names to {name, color, snomed} objects")]
+        )
     unknown = sorted(set(block) - set(labels))
     if unknown:
-        raise DatasetError(root, [(None, f"dataset.json label_terminology names labels {unknown} that 'labels' "
-                                         f"does not define ({sorted(labels)})")])
+        raise DatasetError(
+            root,
+            [
+                (
+                    None,
+                    f"dataset.json label_terminology names labels {unknown} that 'labels' "
+                    f"does not define ({sorted(labels)})",
+                )
+            ],
+        )
     return {str(k): dict(v) for k, v in block.items()}
 
 
@@ -302,8 +321,9 @@ def split_cases(info: DatasetInfo, split: str = "train", fold: int = 0) -> list[
     if not info.splits:
         raise DatasetError(info.root, [(None, "splits_final.json not found; use split='all' or add the file")])
     if not 0 <= fold < len(info.splits):
-        raise DatasetError(info.root, [(None, f"fold {fold} requested but splits_final.json has "
-                                              f"{len(info.splits)} fold(s)")])
+        raise DatasetError(
+            info.root, [(None, f"fold {fold} requested but splits_final.json has {len(info.splits)} fold(s)")]
+        )
     return [str(c) for c in info.splits[fold][split]]
 
 
@@ -358,8 +378,13 @@ def read_case(info: DatasetInfo, case_id: str, *, with_label: bool = True) -> tu
         missing = info.channel_path(case_id, len(files))
         raise DatasetError(
             info.root,
-            [(case_id, f"{components} channel(s) found but dataset.json lists {info.num_channels}; "
-                       f"missing {missing.name}?")],
+            [
+                (
+                    case_id,
+                    f"{components} channel(s) found but dataset.json lists {info.num_channels}; "
+                    f"missing {missing.name}?",
+                )
+            ],
         )
     if len(channels) == 1:
         image = channels[0]

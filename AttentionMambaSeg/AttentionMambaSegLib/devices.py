@@ -11,8 +11,14 @@ import logging
 import platform
 from pathlib import Path
 
-__all__ = ["select_device", "default_batch_size", "cpu_has_native_bf16", "warn_if_bf16_is_emulated",
-           "DEFAULT_BATCH_SIZE_CPU", "DEFAULT_BATCH_SIZE_GPU"]
+__all__ = [
+    "select_device",
+    "default_batch_size",
+    "cpu_has_native_bf16",
+    "warn_if_bf16_is_emulated",
+    "DEFAULT_BATCH_SIZE_CPU",
+    "DEFAULT_BATCH_SIZE_GPU",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -66,9 +72,11 @@ def _slower_than_cpu(device) -> str | None:
             return None
     except ValueError as e:  # a scan backend forced for the process that cannot run on this device
         return str(e)
-    return (f"it would run only the slow torch selective scan ({scan_backend_report(device)}), and the CPU "
-            "runs its fused scan; install Triton (pip install triton, on Windows pip install triton-windows) "
-            "to use this GPU")
+    return (
+        f"it would run only the slow torch selective scan ({scan_backend_report(device)}), and the CPU "
+        "runs its fused scan; install Triton (pip install triton, on Windows pip install triton-windows) "
+        "to use this GPU"
+    )
 
 
 def select_device(requested: str = "auto"):
@@ -115,8 +123,11 @@ def select_device(requested: str = "auto"):
             slower = _slower_than_cpu(device) if error is None else None
             if error is None and slower is None:
                 return device, "Apple MPS GPU (convolution probe passed)"
-            reasons.append(f"MPS failed the convolution probe ({error})" if error is not None
-                           else f"Apple MPS GPU not used: {slower}")
+            reasons.append(
+                f"MPS failed the convolution probe ({error})"
+                if error is not None
+                else f"Apple MPS GPU not used: {slower}"
+            )
         return torch.device("cpu"), "CPU: " + "; ".join(reasons)
     if req == "cuda" or req.startswith("cuda:"):
         if not torch.cuda.is_available():

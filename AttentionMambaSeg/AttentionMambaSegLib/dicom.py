@@ -12,9 +12,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -45,8 +45,16 @@ def modality_code(text: str | None) -> str | None:
 
 
 #: DICOM tags read for the series listing.
-_TAGS = {"uid": "0020|000e", "description": "0008|103e", "modality": "0008|0060", "image_type": "0008|0008",
-         "orientation": "0020|0037", "rows": "0028|0010", "columns": "0028|0011", "number": "0020|0011"}
+_TAGS = {
+    "uid": "0020|000e",
+    "description": "0008|103e",
+    "modality": "0008|0060",
+    "image_type": "0008|0008",
+    "orientation": "0020|0037",
+    "rows": "0028|0010",
+    "columns": "0028|0011",
+    "number": "0020|0011",
+}
 
 
 @dataclass(frozen=True)
@@ -77,8 +85,10 @@ class DicomSeries:
     def describe(self) -> str:
         """One line: number, description, modality, size and files."""
         kind = ", derived" if self.derived else ""
-        return (f"{self.index}: {self.description or '(no description)'} [{self.modality or '?'}{kind}] "
-                f"{self.columns}x{self.rows}x{len(self.files)}, {len(self.files)} files (UID {self.uid})")
+        return (
+            f"{self.index}: {self.description or '(no description)'} [{self.modality or '?'}{kind}] "
+            f"{self.columns}x{self.rows}x{len(self.files)}, {len(self.files)} files (UID {self.uid})"
+        )
 
 
 def _header(path: str) -> dict:
@@ -139,8 +149,9 @@ def _series_entry(uid: str, files: list[str]) -> DicomSeries:
     left_out = len(files) - len(kept)
     first = headers[files.index(kept[0])]
     if left_out:
-        logger.info("DICOM series %s: %d file(s) with another orientation left out (a localizer or scout)", uid,
-                    left_out)
+        logger.info(
+            "DICOM series %s: %d file(s) with another orientation left out (a localizer or scout)", uid, left_out
+        )
 
     def as_int(text):
         try:
@@ -149,13 +160,22 @@ def _series_entry(uid: str, files: list[str]) -> DicomSeries:
             return 0
 
     image_type = first["image_type"].upper()
-    return DicomSeries(0, uid, first["description"], first["modality"].upper(), as_int(first["rows"]),
-                       as_int(first["columns"]), tuple(kept), "DERIVED" in image_type or "SECONDARY" in image_type,
-                       left_out)
+    return DicomSeries(
+        0,
+        uid,
+        first["description"],
+        first["modality"].upper(),
+        as_int(first["rows"]),
+        as_int(first["columns"]),
+        tuple(kept),
+        "DERIVED" in image_type or "SECONDARY" in image_type,
+        left_out,
+    )
 
 
-def choose_dicom_series(series: Sequence[DicomSeries], choice: str | None = None,
-                        modality: str | None = None) -> DicomSeries:
+def choose_dicom_series(
+    series: Sequence[DicomSeries], choice: str | None = None, modality: str | None = None
+) -> DicomSeries:
     """The series to segment.
 
     Args:
@@ -175,8 +195,10 @@ def choose_dicom_series(series: Sequence[DicomSeries], choice: str | None = None
         if not hits:
             hits = [s for s in series if text.lower() in s.description.lower()]
         if len(hits) != 1:
-            raise ValueError(f"--series {text!r} names {'no' if not hits else len(hits)} series; give its number, UID "
-                             f"or a unique part of its description. Series: {listing}")
+            raise ValueError(
+                f"--series {text!r} names {'no' if not hits else len(hits)} series; give its number, UID "
+                f"or a unique part of its description. Series: {listing}"
+            )
         return hits[0]
     code = modality_code(modality)
 
@@ -205,8 +227,13 @@ def read_dicom_series(folder: str | os.PathLike, series: str | None = None, moda
     listed = list_dicom_series(folder)
     chosen = choose_dicom_series(listed, series, modality)
     if len(listed) > 1:
-        logger.info("Folder %s holds %d DICOM series; segmenting %s. All: %s", folder, len(listed), chosen.describe(),
-                    "; ".join(s.describe() for s in listed))
+        logger.info(
+            "Folder %s holds %d DICOM series; segmenting %s. All: %s",
+            folder,
+            len(listed),
+            chosen.describe(),
+            "; ".join(s.describe() for s in listed),
+        )
     check_slice_positions(chosen.files)
     try:
         if len(chosen.files) == 1:  # one file (an enhanced multi-frame file holds the whole volume): read as a file
@@ -272,8 +299,11 @@ def check_slice_positions(files: Sequence[str], rtol: float = 0.01, atol_mm: flo
     if bad.size:
         i = int(bad[np.argmax(np.abs(gaps[bad] - median))])
         gap = float(gaps[i])
-        hint = (f"about {round(gap / median) - 1} slice(s) are missing" if gap > median
-                else "the slices are unevenly spaced")
+        hint = (
+            f"about {round(gap / median) - 1} slice(s) are missing"
+            if gap > median
+            else "the slices are unevenly spaced"
+        )
         raise ValueError(
             f"DICOM series: slice positions are not evenly spaced: gap of {gap:.2f} mm between files "
             f"{names[i]} and {names[i + 1]}, while the usual gap is {median:.2f} mm; {hint}. "

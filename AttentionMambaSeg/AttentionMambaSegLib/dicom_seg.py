@@ -63,7 +63,7 @@ def require_highdicom():
     except ImportError as e:
         raise DicomSegDependencyError(
             "Writing a DICOM Segmentation needs the highdicom package, which is not installed: "
-            "pip install \"attention-mamba-seg[dicom]\" (or pip install highdicom), then run the command again."
+            'pip install "attention-mamba-seg[dicom]" (or pip install highdicom), then run the command again.'
         ) from e
     return highdicom
 
@@ -100,8 +100,13 @@ def _slice_index_of(dataset, labelmap: sitk.Image) -> int:
     i, j, k = labelmap.TransformPhysicalPointToContinuousIndex(position)
     nearest = int(round(k))
     size = labelmap.GetSize()
-    if abs(i) > 0.01 or abs(j) > 0.01 or abs(k - nearest) > 0.01 or not 0 <= nearest < size[2] \
-            or (int(dataset.Rows), int(dataset.Columns)) != (size[1], size[0]):
+    if (
+        abs(i) > 0.01
+        or abs(j) > 0.01
+        or abs(k - nearest) > 0.01
+        or not 0 <= nearest < size[2]
+        or (int(dataset.Rows), int(dataset.Columns)) != (size[1], size[0])
+    ):
         raise ValueError(
             f"Source slice {dataset.SOPInstanceUID} (position {position}, {dataset.Rows} x {dataset.Columns}) is not a "
             f"slice of the labelmap's grid (size {size}, origin {labelmap.GetOrigin()}): the labelmap must be on the "
@@ -117,18 +122,29 @@ def _read_sources(source_files: Sequence[str | os.PathLike]):
     if not datasets:
         raise ValueError("No source DICOM files given: a DICOM SEG references the slices of its source series.")
     if any(int(getattr(ds, "NumberOfFrames", 1) or 1) > 1 for ds in datasets):
-        raise ValueError("The source is a multi-frame (enhanced) DICOM image; DICOM SEG output is written for series "
-                         "of single-frame slices. Write .seg.nrrd or .nii.gz instead.")
+        raise ValueError(
+            "The source is a multi-frame (enhanced) DICOM image; DICOM SEG output is written for series "
+            "of single-frame slices. Write .seg.nrrd or .nii.gz instead."
+        )
     series = {ds.SeriesInstanceUID for ds in datasets}
     if len(series) != 1:
         raise ValueError(f"The source files belong to {len(series)} series; a DICOM SEG references one series.")
     return datasets
 
 
-def write_dicom_seg(labelmap: sitk.Image, path: str | os.PathLike, classes: Sequence,
-                    source_files: Sequence[str | os.PathLike], *, segments: Sequence | None = None,
-                    algorithm_name: str = "AttentionMambaSeg", algorithm_version: str = "",
-                    series_description: str | None = None, overwrite: bool = False, inputs: Sequence = ()) -> Path:
+def write_dicom_seg(
+    labelmap: sitk.Image,
+    path: str | os.PathLike,
+    classes: Sequence,
+    source_files: Sequence[str | os.PathLike],
+    *,
+    segments: Sequence | None = None,
+    algorithm_name: str = "AttentionMambaSeg",
+    algorithm_version: str = "",
+    series_description: str | None = None,
+    overwrite: bool = False,
+    inputs: Sequence = (),
+) -> Path:
     """Write a binary DICOM Segmentation of a DICOM series, atomically.
 
     Args:
@@ -166,25 +182,36 @@ def write_dicom_seg(labelmap: sitk.Image, path: str | os.PathLike, classes: Sequ
 
     path = images.check_output_path(path, allowed=(DICOM_SEG_EXTENSION,), overwrite=overwrite, inputs=inputs)
     if labelmap.GetDimension() != 3 or labelmap.GetNumberOfComponentsPerPixel() != 1:
-        raise ValueError(f"A DICOM SEG needs a 3D scalar labelmap, got a {labelmap.GetDimension()}D image with "
-                         f"{labelmap.GetNumberOfComponentsPerPixel()} component(s).")
+        raise ValueError(
+            f"A DICOM SEG needs a 3D scalar labelmap, got a {labelmap.GetDimension()}D image with "
+            f"{labelmap.GetNumberOfComponentsPerPixel()} component(s)."
+        )
     foreground = _coded_foreground(classes)
     labels, lut = _segment_numbers(labelmap, foreground)
     datasets = _read_sources(source_files)
     order = [_slice_index_of(ds, labelmap) for ds in datasets]
     pixels = lut[labels[order]]  # (source slices, rows, columns): segment numbers
     reports = {s.label_value: s for s in (segments or ())}
-    algorithm = hd.AlgorithmIdentificationSequence(name=algorithm_name, family=codes.cid7162.ArtificialIntelligence,
-                                                   version=algorithm_version or __version__)
-    descriptions = [_segment_description(hd, number, c, algorithm, algorithm_name, reports.get(c.label_value))
-                    for number, c in enumerate(foreground, 1)]
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name=algorithm_name, family=codes.cid7162.ArtificialIntelligence, version=algorithm_version or __version__
+    )
+    descriptions = [
+        _segment_description(hd, number, c, algorithm, algorithm_name, reports.get(c.label_value))
+        for number, c in enumerate(foreground, 1)
+    ]
     source = datasets[0]
-    seg = _quiet_segmentation(hd, datasets, pixels, descriptions, source, algorithm_name, algorithm_version,
-                              series_description)
+    seg = _quiet_segmentation(
+        hd, datasets, pixels, descriptions, source, algorithm_name, algorithm_version, series_description
+    )
     with images.atomic_output(path, overwrite=overwrite, inputs=inputs, verify=_read_back(len(descriptions))) as tmp:
         seg.save_as(str(tmp))
-    logger.info("Wrote DICOM SEG %s (%d segments, %d frames, source series %s)", path, len(descriptions),
-                int(seg.NumberOfFrames), source.SeriesInstanceUID)
+    logger.info(
+        "Wrote DICOM SEG %s (%d segments, %d frames, source series %s)",
+        path,
+        len(descriptions),
+        int(seg.NumberOfFrames),
+        source.SeriesInstanceUID,
+    )
     return path
 
 
@@ -196,14 +223,18 @@ def _coded_foreground(classes: Sequence) -> list:
     """
     from .terminology import ClassEntry, check_distinct
 
-    entries = sorted((c if isinstance(c, ClassEntry) else ClassEntry.from_dict(c, f"classes[{i}]")
-                      for i, c in enumerate(classes)), key=lambda c: c.label_value)
+    entries = sorted(
+        (c if isinstance(c, ClassEntry) else ClassEntry.from_dict(c, f"classes[{i}]") for i, c in enumerate(classes)),
+        key=lambda c: c.label_value,
+    )
     foreground = [c for c in entries if c.label_value != 0]
     check_distinct(foreground)
     uncoded = [c.name for c in foreground if not c.coded]
     if uncoded:
-        raise ValueError(f"Classes {uncoded} have no SNOMED CT category and type (model.json classes[].snomed); "
-                         "a DICOM SEG segment must carry them.")
+        raise ValueError(
+            f"Classes {uncoded} have no SNOMED CT category and type (model.json classes[].snomed); "
+            "a DICOM SEG segment must carry them."
+        )
     return foreground
 
 
@@ -227,33 +258,42 @@ def _segment_numbers(labelmap: sitk.Image, foreground: Sequence) -> tuple[np.nda
 def _segment_description(hd, number: int, c, algorithm, algorithm_name: str, report):
     """The highdicom SegmentDescription of segment ``number`` (class ``c``; ``report``: its review state or None)."""
     description = hd.seg.SegmentDescription(
-        segment_number=number, segment_label=c.name[:64], segmented_property_category=_code(c.category),
-        segmented_property_type=_code(c.type), algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-        algorithm_identification=algorithm, tracking_uid=hd.UID(),
+        segment_number=number,
+        segment_label=c.name[:64],
+        segmented_property_category=_code(c.category),
+        segmented_property_type=_code(c.type),
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=algorithm,
+        tracking_uid=hd.UID(),
         tracking_id=f"{algorithm_name} label {c.label_value}",
         anatomic_regions=[_code(c.region)] if c.region is not None else None,
-        display_color=hd.color.CIELabColor(*_lab(c.color)))
+        display_color=hd.color.CIELabColor(*_lab(c.color)),
+    )
     if c.type_modifier is not None:
         description.SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence = [
-            _code(c.type_modifier)]
+            _code(c.type_modifier)
+        ]
     if c.region is not None and c.region_modifier is not None:
         description.AnatomicRegionSequence[0].AnatomicRegionModifierSequence = [_code(c.region_modifier)]
     description.SegmentDescription = _review_text(report)[:64]
     return description
 
 
-def _quiet_segmentation(hd, datasets, pixels, descriptions, source, algorithm_name, algorithm_version,
-                        series_description):
+def _quiet_segmentation(
+    hd, datasets, pixels, descriptions, source, algorithm_name, algorithm_version, series_description
+):
     """:func:`_segmentation` without highdicom's INFO log of every copied module or its person-name warning."""
     hd_logger = logging.getLogger("highdicom")  # it logs every module it copies at INFO
     level = hd_logger.level
     hd_logger.setLevel(max(level, logging.WARNING))
     try:
         with warnings.catch_warnings():  # the source's own PatientName, copied as it is, may be a single word
-            warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name",
-                                    category=UserWarning)
-            return _segmentation(hd, datasets, pixels, descriptions, source, algorithm_name, algorithm_version,
-                                 series_description)
+            warnings.filterwarnings(
+                "ignore", message=".*unlikely to represent the intended person name", category=UserWarning
+            )
+            return _segmentation(
+                hd, datasets, pixels, descriptions, source, algorithm_name, algorithm_version, series_description
+            )
     finally:
         hd_logger.setLevel(level)
 
@@ -262,24 +302,35 @@ def _segmentation(hd, datasets, pixels, descriptions, source, algorithm_name, al
     from . import __version__
 
     return hd.seg.Segmentation(
-        source_images=datasets, pixel_array=pixels, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=descriptions, series_instance_uid=hd.UID(),
-        series_number=int(getattr(source, "SeriesNumber", 0) or 0) + SERIES_NUMBER_OFFSET, sop_instance_uid=hd.UID(),
-        instance_number=1, manufacturer="AttentionMambaSeg", manufacturer_model_name=algorithm_name[:64],
-        software_versions=f"AttentionMambaSeg {__version__}", device_serial_number="none",
-        content_description=f"{algorithm_name} {algorithm_version}".strip()[:64], content_label="SEGMENTATION",
+        source_images=datasets,
+        pixel_array=pixels,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions,
+        series_instance_uid=hd.UID(),
+        series_number=int(getattr(source, "SeriesNumber", 0) or 0) + SERIES_NUMBER_OFFSET,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="AttentionMambaSeg",
+        manufacturer_model_name=algorithm_name[:64],
+        software_versions=f"AttentionMambaSeg {__version__}",
+        device_serial_number="none",
+        content_description=f"{algorithm_name} {algorithm_version}".strip()[:64],
+        content_label="SEGMENTATION",
         omit_empty_frames=True,
-        series_description=(series_description or f"{algorithm_name} segmentation")[:64])
+        series_description=(series_description or f"{algorithm_name} segmentation")[:64],
+    )
 
 
 def _read_back(segments: int):
     """A verify function: the written file must read as a DICOM SEG with ``segments`` segments."""
+
     def verify(tmp: Path) -> None:
         import pydicom
 
         ds = pydicom.dcmread(str(tmp))
         if ds.SOPClassUID != "1.2.840.10008.5.1.4.1.1.66.4" or len(ds.SegmentSequence) != segments:
             raise ValueError(f"the file read back is not a DICOM SEG with {segments} segments")
+
     return verify
 
 
@@ -301,8 +352,9 @@ def _review_text(report) -> str:
     return f"automatic, review before use{confidence}"
 
 
-def read_dicom_seg_labelmap(path: str | os.PathLike, reference: sitk.Image, source_files: Sequence[str | os.PathLike],
-                            classes: Sequence) -> sitk.Image:
+def read_dicom_seg_labelmap(
+    path: str | os.PathLike, reference: sitk.Image, source_files: Sequence[str | os.PathLike], classes: Sequence
+) -> sitk.Image:
     """Read a DICOM SEG written by :func:`write_dicom_seg` back into a labelmap on the source grid.
 
     Args:
@@ -322,8 +374,9 @@ def read_dicom_seg_labelmap(path: str | os.PathLike, reference: sitk.Image, sour
 
     hd = require_highdicom()
     seg = hd.seg.segread(str(path))
-    foreground = sorted((c if isinstance(c, ClassEntry) else ClassEntry.from_dict(c) for c in classes),
-                        key=lambda c: c.label_value)
+    foreground = sorted(
+        (c if isinstance(c, ClassEntry) else ClassEntry.from_dict(c) for c in classes), key=lambda c: c.label_value
+    )
     values = np.array([0] + [c.label_value for c in foreground if c.label_value != 0], dtype=np.uint8)
     datasets = _read_sources(source_files)
     referenced = {uid for _, _, uid in seg.get_source_image_uids()}

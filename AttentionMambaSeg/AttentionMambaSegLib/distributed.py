@@ -31,8 +31,19 @@ from torch import nn
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Context", "DistributedBatchNorm2d", "all_reduce_sum", "broadcast_object", "context",
-           "convert_sync_batchnorm", "device_for", "all_gather_objects", "setup", "sum_across_ranks", "teardown"]
+__all__ = [
+    "Context",
+    "DistributedBatchNorm2d",
+    "all_reduce_sum",
+    "broadcast_object",
+    "context",
+    "convert_sync_batchnorm",
+    "device_for",
+    "all_gather_objects",
+    "setup",
+    "sum_across_ranks",
+    "teardown",
+]
 
 #: How long a collective may wait for the slowest rank (rank 0 validates and writes checkpoints).
 TIMEOUT = datetime.timedelta(hours=2)
@@ -183,7 +194,7 @@ class DistributedBatchNorm2d(nn.BatchNorm2d):
         c = x.shape[1]
         n = stats[2 * c]
         mean64 = stats[:c] / n
-        var64 = (stats[c:2 * c] / n - mean64 * mean64).clamp_min(0)
+        var64 = (stats[c : 2 * c] / n - mean64 * mean64).clamp_min(0)
         mean, var = mean64.to(x.dtype), var64.to(x.dtype)
         if self.track_running_stats:
             with torch.no_grad():
@@ -207,8 +218,9 @@ def convert_sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module
         return nn.SyncBatchNorm.convert_sync_batchnorm(module)
     for name, child in list(module.named_children()):
         if type(child) is nn.BatchNorm2d:
-            replacement = DistributedBatchNorm2d(child.num_features, child.eps, child.momentum, child.affine,
-                                                 child.track_running_stats).to(child.weight.device)
+            replacement = DistributedBatchNorm2d(
+                child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats
+            ).to(child.weight.device)
             replacement.load_state_dict(child.state_dict())
             setattr(module, name, replacement)
         else:

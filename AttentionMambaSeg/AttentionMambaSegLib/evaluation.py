@@ -28,14 +28,20 @@ from .inference.settings import InferenceSettings
 from .metrics import array_spacing, per_class_metrics
 from .outputs import check_output_path
 
-__all__ = ["evaluate", "evaluate_shift_suite", "score_files", "score_label_files", "format_file_scores",
-           "format_summary", "format_shift_suite", "EMPTY_MASK_CONVENTIONS"]
+__all__ = [
+    "evaluate",
+    "evaluate_shift_suite",
+    "score_files",
+    "score_label_files",
+    "format_file_scores",
+    "format_summary",
+    "format_shift_suite",
+    "EMPTY_MASK_CONVENTIONS",
+]
 
 logger = logging.getLogger(__name__)
 
-EMPTY_MASK_CONVENTIONS = (
-    "both masks empty: Dice 1, HD95 0; exactly one empty: Dice 0, HD95 = image diagonal in mm"
-)
+EMPTY_MASK_CONVENTIONS = "both masks empty: Dice 1, HD95 0; exactly one empty: Dice 0, HD95 = image diagonal in mm"
 
 
 def evaluate(
@@ -108,8 +114,11 @@ def evaluate(
     scored = _score_cases(predictor, info, case_ids, classes, progress, cancel, shift)
     if scored is None:
         return None
-    source = {"dataset": str(info.root), "split": split if cases is None else "cases",
-              "shift": None if shift is None else shift.name}
+    source = {
+        "dataset": str(info.root),
+        "split": split if cases is None else "cases",
+        "shift": None if shift is None else shift.name,
+    }
     summary = _case_summary(*scored, classes, predictor, source)
     if output is not None:
         _write_csv(summary, Path(output), overwrite=settings.overwrite, inputs=[info.root])
@@ -117,8 +126,9 @@ def evaluate(
     return summary
 
 
-def _case_summary(rows: list[dict], seconds: list[float], found: dict[int, int], classes: list[dict], predictor,
-                  source: dict) -> dict:
+def _case_summary(
+    rows: list[dict], seconds: list[float], found: dict[int, int], classes: list[dict], predictor, source: dict
+) -> dict:
     """The summary of :func:`evaluate` from the scored cases and ``source`` (dataset, split, shift); warns about
     the label values of the dataset that the model does not predict."""
     package = predictor.package
@@ -126,17 +136,30 @@ def _case_summary(rows: list[dict], seconds: list[float], found: dict[int, int],
     scored_values = {c["label_value"] for c in classes}
     not_scored = {v: n for v, n in sorted(found.items()) if v not in scored_values}
     if not_scored:
-        logger.warning("Label value(s) %s of the dataset are not predicted by model '%s' (it predicts %s) and are "
-                       "left out of every figure.", ", ".join(f"{v} ({n} case(s))" for v, n in not_scored.items()),
-                       package.id, sorted(scored_values))
-    summary.update({"model": package.id, **source, "mode": predictor.mode, "passes": predictor.plan.describe(),
-                    "seconds_mean": float(np.mean(seconds)), "label_values_found": sorted(found),
-                    "label_values_not_scored": not_scored})
+        logger.warning(
+            "Label value(s) %s of the dataset are not predicted by model '%s' (it predicts %s) and are "
+            "left out of every figure.",
+            ", ".join(f"{v} ({n} case(s))" for v, n in not_scored.items()),
+            package.id,
+            sorted(scored_values),
+        )
+    summary.update(
+        {
+            "model": package.id,
+            **source,
+            "mode": predictor.mode,
+            "passes": predictor.plan.describe(),
+            "seconds_mean": float(np.mean(seconds)),
+            "label_values_found": sorted(found),
+            "label_values_not_scored": not_scored,
+        }
+    )
     return summary
 
 
-def _score_cases(predictor, info, case_ids: list, classes: list[dict], progress, cancel, shift
-                 ) -> tuple[list[dict], list[float], dict[int, int]] | None:
+def _score_cases(
+    predictor, info, case_ids: list, classes: list[dict], progress, cancel, shift
+) -> tuple[list[dict], list[float], dict[int, int]] | None:
     """Predict and score every case: ``(rows, seconds per case, {label value found: cases})``; None when cancelled.
 
     ``found`` starts with the dataset's own label values (count 0) and counts the cases whose reference label
@@ -166,8 +189,14 @@ def _score_cases(predictor, info, case_ids: list, classes: list[dict], progress,
             found[value] = found.get(value, 0) + 1
         for row in _score_case(case_id, result.labels, label, classes):
             segment = segments[row["label_value"]]
-            rows.append({**row, "confidence": segment.confidence, "needs_review": segment.needs_review,
-                         "seconds": round(seconds[-1], 2)})
+            rows.append(
+                {
+                    **row,
+                    "confidence": segment.confidence,
+                    "needs_review": segment.needs_review,
+                    "seconds": round(seconds[-1], 2),
+                }
+            )
         if progress is not None:
             progress(done, len(case_ids))
     return rows, seconds, found
@@ -224,10 +253,21 @@ def _score_case(case_id: str, prediction: sitk.Image, label: sitk.Image, classes
     if pred.shape != ref.shape:
         raise ValueError(f"{case_id}: prediction shape {pred.shape} differs from the label's {ref.shape}")
     scores = per_class_metrics(pred, ref, [c["label_value"] for c in classes], array_spacing(label))
-    logger.info("%s: %s", case_id, ", ".join(f"{c['name']} Dice {scores[c['label_value']]['dice']:.4f}" for c in classes))
-    return [{"case": case_id, "class": c["name"], "label_value": c["label_value"], "dice": scores[c["label_value"]]["dice"],
-             "hd95_mm": scores[c["label_value"]]["hd95"], "pred_voxels": scores[c["label_value"]]["pred_voxels"],
-             "ref_voxels": scores[c["label_value"]]["ref_voxels"]} for c in classes]
+    logger.info(
+        "%s: %s", case_id, ", ".join(f"{c['name']} Dice {scores[c['label_value']]['dice']:.4f}" for c in classes)
+    )
+    return [
+        {
+            "case": case_id,
+            "class": c["name"],
+            "label_value": c["label_value"],
+            "dice": scores[c["label_value"]]["dice"],
+            "hd95_mm": scores[c["label_value"]]["hd95"],
+            "pred_voxels": scores[c["label_value"]]["pred_voxels"],
+            "ref_voxels": scores[c["label_value"]]["ref_voxels"],
+        }
+        for c in classes
+    ]
 
 
 def evaluate_shift_suite(
@@ -276,8 +316,18 @@ def evaluate_shift_suite(
             if progress is not None:
                 progress(offset + done, len(case_ids) * (1 + len(suite)))
 
-        summary = evaluate(package, dataset, settings, split=split, fold=fold, cases=case_ids, progress=step,
-                           cancel=cancel, shift=shift, predictor=predictor)
+        summary = evaluate(
+            package,
+            dataset,
+            settings,
+            split=split,
+            fold=fold,
+            cases=case_ids,
+            progress=step,
+            cancel=cancel,
+            shift=shift,
+            predictor=predictor,
+        )
         if summary is None:
             return None
         name = "clean" if shift is None else shift.name
@@ -392,14 +442,19 @@ def format_file_scores(result: dict) -> str:
         return "\n".join(lines)
     lines.append(f"{'class':<28} {'value':>5} {'Dice':>8} {'HD95 ' + unit:>9} {'predicted':>10} {'reference':>10}")
     for r in result["classes"]:
-        lines.append(f"{r['name']:<28} {r['label_value']:>5} {r['dice']:>8.4f} {r['hd95']:>9.2f} "
-                     f"{r['pred_voxels']:>10} {r['ref_voxels']:>10}")
+        lines.append(
+            f"{r['name']:<28} {r['label_value']:>5} {r['dice']:>8.4f} {r['hd95']:>9.2f} "
+            f"{r['pred_voxels']:>10} {r['ref_voxels']:>10}"
+        )
     lines.append(f"{'mean of classes':<28} {'':>5} {result['mean_dice']:>8.4f} {result['mean_hd95']:>9.2f}")
-    lines.append(f"(predicted / reference: {'pixels' if unit == 'px' else 'voxels'}; "
-                 f"{result['conventions'].replace(' in mm', '') if unit == 'px' else result['conventions']})")
+    lines.append(
+        f"(predicted / reference: {'pixels' if unit == 'px' else 'voxels'}; "
+        f"{result['conventions'].replace(' in mm', '') if unit == 'px' else result['conventions']})"
+    )
     if result.get("label_values_not_scored"):
-        lines.append(f"label values that are no class of the model, in no figure above: "
-                     f"{result['label_values_not_scored']}")
+        lines.append(
+            f"label values that are no class of the model, in no figure above: {result['label_values_not_scored']}"
+        )
     return "\n".join(lines)
 
 
@@ -427,8 +482,10 @@ def _read_pair(prediction, label, classes=None) -> tuple[sitk.Image, sitk.Image,
     for name, path in (("prediction", prediction), ("label", label)):
         image, found = read_labelmap(path, classes)
         if image.GetNumberOfComponentsPerPixel() != 1 or image.GetDimension() not in (2, 3):
-            raise ValueError(f"the {name} {path} is not a 2D or 3D labelmap (one value per voxel); export a "
-                             "labelmap (a segmentation with overlapping segments cannot be scored as one)")
+            raise ValueError(
+                f"the {name} {path} is not a 2D or 3D labelmap (one value per voxel); export a "
+                "labelmap (a segmentation with overlapping segments cannot be scored as one)"
+            )
         _label_values(image, f"the {name} {path}")
         images[name], names[name] = image, found
     pred_img, ref_img = images["prediction"], images["label"]
@@ -443,13 +500,17 @@ def _read_pair(prediction, label, classes=None) -> tuple[sitk.Image, sitk.Image,
                 pred_img = _onto_grid(pred_img, ref_img)
             else:
                 ref_img = _onto_grid(ref_img, pred_img)
-    for what, a, b in (("size", pred_img.GetSize(), ref_img.GetSize()),
-                       ("spacing", pred_img.GetSpacing(), ref_img.GetSpacing()),
-                       ("origin", pred_img.GetOrigin(), ref_img.GetOrigin()),
-                       ("direction", pred_img.GetDirection(), ref_img.GetDirection())):
+    for what, a, b in (
+        ("size", pred_img.GetSize(), ref_img.GetSize()),
+        ("spacing", pred_img.GetSpacing(), ref_img.GetSpacing()),
+        ("origin", pred_img.GetOrigin(), ref_img.GetOrigin()),
+        ("direction", pred_img.GetDirection(), ref_img.GetDirection()),
+    ):
         if len(a) != len(b) or not np.allclose(a, b, atol=1e-4):
-            raise ValueError(f"the prediction and the label differ in {what} ({a} vs {b}): score them on the same "
-                             "grid (resample the prediction to the label first)")
+            raise ValueError(
+                f"the prediction and the label differ in {what} ({a} vs {b}): score them on the same "
+                "grid (resample the prediction to the label first)"
+            )
     return pred_img, ref_img, names
 
 
@@ -467,8 +528,11 @@ def _onto_grid(part: sitk.Image, grid: sitk.Image) -> sitk.Image:
     """``part`` placed on ``grid`` (same spacing and direction, whole-voxel offset): zero outside it.
 
     Returns ``part`` unchanged when the grids do not line up (the caller then reports how they differ)."""
-    if (part.GetDimension() != grid.GetDimension() or not np.allclose(part.GetSpacing(), grid.GetSpacing(), atol=1e-4)
-            or not np.allclose(part.GetDirection(), grid.GetDirection(), atol=1e-4)):
+    if (
+        part.GetDimension() != grid.GetDimension()
+        or not np.allclose(part.GetSpacing(), grid.GetSpacing(), atol=1e-4)
+        or not np.allclose(part.GetDirection(), grid.GetDirection(), atol=1e-4)
+    ):
         return part
     index = np.asarray(grid.TransformPhysicalPointToContinuousIndex(part.GetOrigin()))
     if not np.allclose(index, np.round(index), atol=1e-3):
@@ -524,15 +588,19 @@ def format_summary(summary: dict) -> str:
         f"{'class':<28} {'Dice mean':>10} {'sd':>8} {'HD95 mm':>10} {'sd':>8}",
     ]
     for name, v in summary["per_class"].items():
-        lines.append(f"{name:<28} {v['dice_mean']:>10.4f} {v['dice_sd']:>8.4f} {v['hd95_mean']:>10.2f} {v['hd95_sd']:>8.2f}")
+        lines.append(
+            f"{name:<28} {v['dice_mean']:>10.4f} {v['dice_sd']:>8.4f} {v['hd95_mean']:>10.2f} {v['hd95_sd']:>8.2f}"
+        )
     lines.append(f"{'mean of classes':<28} {summary['mean_dice']:>10.4f} {'':>8} {summary['mean_hd95']:>10.2f}")
     lines.append(f"({summary['conventions']})")
     if "label_values_found" in summary:
         lines.append(f"label values found in the references: {summary['label_values_found']}")
     not_scored = summary.get("label_values_not_scored") or {}
     if not_scored:
-        lines.append("not predicted by the model, so in no figure above: "
-                     + ", ".join(f"label value {v} ({n} case(s))" for v, n in not_scored.items()))
+        lines.append(
+            "not predicted by the model, so in no figure above: "
+            + ", ".join(f"label value {v} ({n} case(s))" for v, n in not_scored.items())
+        )
     return "\n".join(lines)
 
 
@@ -542,13 +610,27 @@ def _write_csv(summary: dict, path: Path, *, overwrite: bool = False, inputs=())
 
     from .outputs import write_text_output
 
-    fields = ["case", "class", "label_value", "dice", "hd95_mm", "pred_voxels", "ref_voxels", "confidence",
-              "needs_review", "seconds"]
+    fields = [
+        "case",
+        "class",
+        "label_value",
+        "dice",
+        "hd95_mm",
+        "pred_voxels",
+        "ref_voxels",
+        "confidence",
+        "needs_review",
+        "seconds",
+    ]
     f = text_io.StringIO(newline="")
-    f.write(f"# model {summary.get('model', '?')}, dataset {summary.get('dataset', '?')}, split {summary.get('split', '?')}, "
-            f"TTA {'on' if summary['tta'] else 'off'}, mode {summary.get('mode', '?')}\n")
-    f.write("# Dice = 2|P and G| / (|P| + |G|); HD95 = 95th percentile of the pooled symmetric surface distances, "
-            "in mm with each case's own spacing\n")
+    f.write(
+        f"# model {summary.get('model', '?')}, dataset {summary.get('dataset', '?')}, split {summary.get('split', '?')}, "
+        f"TTA {'on' if summary['tta'] else 'off'}, mode {summary.get('mode', '?')}\n"
+    )
+    f.write(
+        "# Dice = 2|P and G| / (|P| + |G|); HD95 = 95th percentile of the pooled symmetric surface distances, "
+        "in mm with each case's own spacing\n"
+    )
     f.write(f"# empty masks: {summary['conventions']}\n")
     if summary.get("label_values_not_scored"):
         f.write(f"# label values not predicted by the model, in no row: {summary['label_values_not_scored']}\n")

@@ -22,8 +22,8 @@ import contextlib
 import logging
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -47,8 +47,21 @@ __all__ = [
     "is_photo_file",
 ]
 
-IMAGE_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".png", ".jpg", ".jpeg",
-                    ".tif", ".tiff", ".bmp", ".dcm")
+IMAGE_EXTENSIONS = (
+    ".nii.gz",
+    ".nii",
+    ".nrrd",
+    ".nhdr",
+    ".mha",
+    ".mhd",
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".tif",
+    ".tiff",
+    ".bmp",
+    ".dcm",
+)
 OUTPUT_EXTENSIONS = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha", ".png")
 _PHOTO = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 _NIFTI = (".nii", ".nii.gz")
@@ -87,8 +100,13 @@ def itk_reason(error: BaseException) -> str:
     return last
 
 
-def read_image(path: str | os.PathLike, series: str | None = None, modality: str | None = None, *,
-               nifti_transform: str | None = None) -> sitk.Image:
+def read_image(
+    path: str | os.PathLike,
+    series: str | None = None,
+    modality: str | None = None,
+    *,
+    nifti_transform: str | None = None,
+) -> sitk.Image:
     """Read an image file or a DICOM series folder, as the file says it is to be seen and placed.
 
     Args:
@@ -173,8 +191,10 @@ def _read_photo(path: Path, image: sitk.Image) -> sitk.Image:
     if ncomp == 3:
         array = sitk.GetArrayFromImage(image)
         if array.dtype in (np.uint16, np.int16):
-            logger.info("%s is a 16-bit colour photograph; scaled to 8 bits (value / 257), as the models' "
-                        "photographs are.", path.name)
+            logger.info(
+                "%s is a 16-bit colour photograph; scaled to 8 bits (value / 257), as the models' photographs are.",
+                path.name,
+            )
             array = np.clip(np.rint(array.astype(np.float32) / 257.0), 0, 255).astype(np.uint8)
             image = _with_pixels(array, image)
         elif array.dtype != np.uint8:
@@ -189,8 +209,13 @@ def _read_photo(path: Path, image: sitk.Image) -> sitk.Image:
         spacing = image.GetSpacing()
         upright = _with_pixels(np.ascontiguousarray(array), image)
         upright.SetSpacing(spacing[::-1] if orientation >= 5 else spacing)
-        logger.info("%s: EXIF orientation %d (%s) applied; segmented as viewers show it, %d x %d px.", path.name,
-                    orientation, _EXIF_NAMES[orientation], *upright.GetSize())
+        logger.info(
+            "%s: EXIF orientation %d (%s) applied; segmented as viewers show it, %d x %d px.",
+            path.name,
+            orientation,
+            _EXIF_NAMES[orientation],
+            *upright.GetSize(),
+        )
         image = upright
     return image
 
@@ -214,8 +239,15 @@ _EXIF_UPRIGHT = {
     7: lambda a: np.rot90(a, 2).swapaxes(0, 1),
     8: lambda a: np.rot90(a, 1),
 }
-_EXIF_NAMES = {2: "mirrored", 3: "rotated 180 degrees", 4: "flipped upside down", 5: "transposed",
-               6: "rotated 90 degrees clockwise", 7: "transversed", 8: "rotated 90 degrees counter-clockwise"}
+_EXIF_NAMES = {
+    2: "mirrored",
+    3: "rotated 180 degrees",
+    4: "flipped upside down",
+    5: "transposed",
+    6: "rotated 90 degrees clockwise",
+    7: "transversed",
+    8: "rotated 90 degrees counter-clockwise",
+}
 
 
 def _exif_orientation(path: Path) -> int | None:
@@ -259,17 +291,35 @@ def _nifti_header(head: bytes) -> dict | None:
     for order in "<>":
         sizeof_hdr = struct.unpack(order + "i", head[:4])[0]
         if sizeof_hdr == 348:  # NIfTI-1
-            u = lambda fmt, at: struct.unpack(order + fmt, head[at:at + struct.calcsize(order + fmt)])  # noqa: E731
-            return {"order": order, "version": 1, "dims": u("8h", 40), "datatype": u("h", 70)[0],
-                    "bitpix": u("h", 72)[0], "pixdim": u("8f", 76), "offset": int(u("f", 108)[0]),
-                    "qform_code": u("h", 252)[0], "sform_code": u("h", 254)[0], "quatern": u("6f", 256),
-                    "srow": u("12f", 280)}
+            u = lambda fmt, at: struct.unpack(order + fmt, head[at : at + struct.calcsize(order + fmt)])  # noqa: E731
+            return {
+                "order": order,
+                "version": 1,
+                "dims": u("8h", 40),
+                "datatype": u("h", 70)[0],
+                "bitpix": u("h", 72)[0],
+                "pixdim": u("8f", 76),
+                "offset": int(u("f", 108)[0]),
+                "qform_code": u("h", 252)[0],
+                "sform_code": u("h", 254)[0],
+                "quatern": u("6f", 256),
+                "srow": u("12f", 280),
+            }
         if sizeof_hdr == 540 and len(head) >= 540:  # NIfTI-2
-            u = lambda fmt, at: struct.unpack(order + fmt, head[at:at + struct.calcsize(order + fmt)])  # noqa: E731
-            return {"order": order, "version": 2, "dims": u("8q", 16), "datatype": u("h", 12)[0],
-                    "bitpix": u("h", 14)[0], "pixdim": u("8d", 104), "offset": int(u("q", 168)[0]),
-                    "qform_code": u("i", 344)[0], "sform_code": u("i", 348)[0], "quatern": u("6d", 352),
-                    "srow": u("12d", 400)}
+            u = lambda fmt, at: struct.unpack(order + fmt, head[at : at + struct.calcsize(order + fmt)])  # noqa: E731
+            return {
+                "order": order,
+                "version": 2,
+                "dims": u("8q", 16),
+                "datatype": u("h", 12)[0],
+                "bitpix": u("h", 14)[0],
+                "pixdim": u("8d", 104),
+                "offset": int(u("q", 168)[0]),
+                "qform_code": u("i", 344)[0],
+                "sform_code": u("i", 348)[0],
+                "quatern": u("6d", 352),
+                "srow": u("12d", 400),
+            }
     return None
 
 
@@ -289,7 +339,7 @@ class _NonFiniteCounter:
         end = position + len(block)
         if end <= self.start:
             return
-        data = self.rest + block[max(0, self.start - position):]
+        data = self.rest + block[max(0, self.start - position) :]
         usable = len(data) - len(data) % self.dtype.itemsize
         values = np.frombuffer(data[:usable], dtype=self.dtype)
         self.count += int(values.size - np.count_nonzero(np.isfinite(values)))
@@ -348,7 +398,7 @@ def _scan_file(path: str | os.PathLike, count_nonfinite: bool = False) -> dict |
                 "the image again."
             )
     voxels = 1
-    for d in dims[1:1 + max(0, min(7, dims[0]))]:
+    for d in dims[1 : 1 + max(0, min(7, dims[0]))]:
         voxels *= max(1, int(d))
     expected = max(offset, 348) + voxels * max(1, bitpix) // 8
     if total < expected:
@@ -368,9 +418,13 @@ def _nifti_affines(header: dict) -> dict[str, np.ndarray]:
     if header["qform_code"] > 0:
         b, c, d, *offset = (float(v) for v in header["quatern"])
         a = math.sqrt(max(0.0, 1.0 - b * b - c * c - d * d))
-        rotation = np.array([[a * a + b * b - c * c - d * d, 2 * (b * c - a * d), 2 * (b * d + a * c)],
-                             [2 * (b * c + a * d), a * a + c * c - b * b - d * d, 2 * (c * d - a * b)],
-                             [2 * (b * d - a * c), 2 * (c * d + a * b), a * a + d * d - c * c - b * b]])
+        rotation = np.array(
+            [
+                [a * a + b * b - c * c - d * d, 2 * (b * c - a * d), 2 * (b * d + a * c)],
+                [2 * (b * c + a * d), a * a + c * c - b * b - d * d, 2 * (c * d - a * b)],
+                [2 * (b * d - a * c), 2 * (c * d + a * b), a * a + d * d - c * c - b * b],
+            ]
+        )
         qfac = -1.0 if pixdim[0] < 0 else 1.0
         zooms = [float(v) if v > 0 else 1.0 for v in pixdim[1:4]]
         affines["qform"] = np.column_stack([rotation @ np.diag([zooms[0], zooms[1], qfac * zooms[2]]), offset])
@@ -410,8 +464,13 @@ def _place_nifti(path: Path, image: sitk.Image, header: dict, choice: str | None
     placed.SetSpacing([float(v) for v in spacing])
     placed.SetDirection([float(v) for v in (linear / spacing).ravel()])
     placed.SetOrigin([float(v) for v in matrix[:dim, 3]])
-    logger.info("%s: the NIfTI qform and sform disagree (%.1f degrees, %.1f mm); placed by the %s, as asked.",
-                path.name, angle, shift, choice)
+    logger.info(
+        "%s: the NIfTI qform and sform disagree (%.1f degrees, %.1f mm); placed by the %s, as asked.",
+        path.name,
+        angle,
+        shift,
+        choice,
+    )
     return placed
 
 
@@ -432,8 +491,13 @@ def _read_error_reason(error: BaseException) -> str:
     return itk_reason(error)
 
 
-def check_output_path(path: str | os.PathLike, *, allowed: Sequence[str] = OUTPUT_EXTENSIONS,
-                      overwrite: bool = True, inputs: Sequence = ()) -> Path:
+def check_output_path(
+    path: str | os.PathLike,
+    *,
+    allowed: Sequence[str] = OUTPUT_EXTENSIONS,
+    overwrite: bool = True,
+    inputs: Sequence = (),
+) -> Path:
     """Check, before any work is done, that ``path`` can be written (:func:`.outputs.check_output_path`).
 
     Args:
@@ -452,8 +516,9 @@ def check_output_path(path: str | os.PathLike, *, allowed: Sequence[str] = OUTPU
     return outputs.check_output_path(path, allowed=allowed, overwrite=overwrite, inputs=inputs)
 
 
-def atomic_output(path: str | os.PathLike, *, overwrite: bool = False, inputs: Sequence = (),
-                  verify=None) -> contextlib.AbstractContextManager[Path]:
+def atomic_output(
+    path: str | os.PathLike, *, overwrite: bool = False, inputs: Sequence = (), verify=None
+) -> contextlib.AbstractContextManager[Path]:
     """:func:`.outputs.write_output` for the image, segmentation and JSON extensions of this module.
 
     Yields a temporary path next to ``path``; when the block ends, the file is checked (``verify(tmp)``)
@@ -463,5 +528,10 @@ def atomic_output(path: str | os.PathLike, *, overwrite: bool = False, inputs: S
     Raises:
         As :func:`.outputs.write_output`.
     """
-    return outputs.write_output(path, overwrite=overwrite, inputs=inputs, verify=verify,
-                                allowed=IMAGE_EXTENSIONS + OUTPUT_EXTENSIONS + (".json",))
+    return outputs.write_output(
+        path,
+        overwrite=overwrite,
+        inputs=inputs,
+        verify=verify,
+        allowed=IMAGE_EXTENSIONS + OUTPUT_EXTENSIONS + (".json",),
+    )

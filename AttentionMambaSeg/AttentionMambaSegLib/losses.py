@@ -45,8 +45,12 @@ def _check_pair(logits: torch.Tensor, target: torch.Tensor) -> None:
         )
 
 
-def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1e-5,
-                   sum_across: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+def soft_dice_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    smooth: float = 1e-5,
+    sum_across: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
     """Multi-class soft Dice loss over the batch (softmax, one-hot, all classes incl. background).
 
     Args:
@@ -101,8 +105,9 @@ def binary_soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: fl
     return 1.0 - dice.mean()
 
 
-def segmentation_loss(logits: torch.Tensor, target: torch.Tensor,
-                      sum_across: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+def segmentation_loss(
+    logits: torch.Tensor, target: torch.Tensor, sum_across: Callable[[torch.Tensor], torch.Tensor] | None = None
+) -> torch.Tensor:
     """Loss of one output map: 0.5 CE + 0.5 soft Dice (K > 1), or BCE + soft Dice (K = 1).
 
     Args:

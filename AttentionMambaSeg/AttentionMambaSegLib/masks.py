@@ -31,8 +31,19 @@ from . import outputs
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["add_legend", "class_colours", "class_names", "label_tile", "outline", "png_mask", "read_labelmap",
-           "read_png_labels", "read_seg_nrrd", "write_outline_overlay", "write_png_mask"]
+__all__ = [
+    "add_legend",
+    "class_colours",
+    "class_names",
+    "label_tile",
+    "outline",
+    "png_mask",
+    "read_labelmap",
+    "read_png_labels",
+    "read_seg_nrrd",
+    "write_outline_overlay",
+    "write_png_mask",
+]
 
 #: Grey value of the foreground in a one-class PNG mask (white on a black background).
 PNG_FOREGROUND = 255
@@ -48,8 +59,13 @@ def _classes(classes) -> list[dict]:
             value, name, colour = int(c.label_value), c.name, getattr(c, "color", None)
         if value == 0:
             continue
-        out.append({"label_value": value, "name": str(name or f"label {value}"),
-                    "color": [int(v) for v in colour] if colour is not None else None})
+        out.append(
+            {
+                "label_value": value,
+                "name": str(name or f"label {value}"),
+                "color": [int(v) for v in colour] if colour is not None else None,
+            }
+        )
     return out
 
 
@@ -69,6 +85,7 @@ def class_names(classes) -> dict[int, str]:
 
 
 # ----------------------------------------------------------------------------------------------- PNG masks
+
 
 def png_mask(labels: np.ndarray, classes=None):
     """The PIL image a labelmap is saved as.
@@ -102,8 +119,9 @@ def png_mask(labels: np.ndarray, classes=None):
     return png
 
 
-def write_png_mask(labelmap: sitk.Image, path: str | os.PathLike, classes=None, *, overwrite: bool = False,
-                   inputs: Sequence = ()) -> Path:
+def write_png_mask(
+    labelmap: sitk.Image, path: str | os.PathLike, classes=None, *, overwrite: bool = False, inputs: Sequence = ()
+) -> Path:
     """Write a 2D labelmap as a PNG mask (:func:`png_mask`) under the output rule; read back before the rename.
 
     Args:
@@ -157,8 +175,10 @@ def read_png_labels(path: str | os.PathLike) -> np.ndarray:
     elif array.ndim == 3:
         rgb = array[..., :3]
         if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])):
-            raise ValueError(f"{path} is a colour PNG, not a labelmap: give the mask (grey 0/255, label values, or a "
-                             "palette PNG as `segment` writes), not a picture of it.")
+            raise ValueError(
+                f"{path} is a colour PNG, not a labelmap: give the mask (grey 0/255, label values, or a "
+                "palette PNG as `segment` writes), not a picture of it."
+            )
         array = rgb[..., 0]
     if array.dtype.kind not in "ui":
         raise ValueError(f"{path} holds {array.dtype} values, not label values.")
@@ -169,6 +189,7 @@ def read_png_labels(path: str | os.PathLike) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------- reading back
+
 
 def read_seg_nrrd(path: str | os.PathLike, classes=None) -> tuple[sitk.Image, dict[int, str]]:
     """A 3D Slicer segmentation file as a labelmap.
@@ -202,10 +223,12 @@ def read_seg_nrrd(path: str | os.PathLike, classes=None) -> tuple[sitk.Image, di
             f"{path} holds overlapping segments ({max(len(layers), voxels.shape[0] if voxels.ndim == 4 else 1)} "
             "layers), so it is no labelmap and cannot be scored as one. In 3D Slicer, export the segments to a "
             "labelmap (Segmentations module > Export to files, or Data > Export visible segments to labelmap) "
-            "and score that, or score one segment at a time.")
+            "and score that, or score one segment at a time."
+        )
     by_name = {n.lower(): v for v, n in class_names(classes).items()} if classes is not None else None
-    lut = np.zeros(int(max(voxels.max(initial=0), max((s.get("labelValue", 0) for s in segments), default=0))) + 1,
-                   dtype=np.int64)
+    lut = np.zeros(
+        int(max(voxels.max(initial=0), max((s.get("labelValue", 0) for s in segments), default=0))) + 1, dtype=np.int64
+    )
     names: dict[int, str] = {}
     for s in segments:
         stored, name = int(s.get("labelValue", 0)), str(s.get("name") or s.get("id"))
@@ -215,9 +238,11 @@ def read_seg_nrrd(path: str | os.PathLike, classes=None) -> tuple[sitk.Image, di
         if by_name is not None:
             value = by_name.get(name.lower())
             if value is None:
-                raise ValueError(f"Segment {name!r} of {path} is none of the model's classes "
-                                 f"({', '.join(class_names(classes).values())}): rename the segment to the class it "
-                                 "shows, or leave out --model to score the segments by their own label values.")
+                raise ValueError(
+                    f"Segment {name!r} of {path} is none of the model's classes "
+                    f"({', '.join(class_names(classes).values())}): rename the segment to the class it "
+                    "shows, or leave out --model to score the segments by their own label values."
+                )
         lut[stored] = value
         names[value] = name
     unnamed = sorted(set(np.unique(voxels).tolist()) - {0} - {int(s.get("labelValue", 0)) for s in segments})
@@ -266,6 +291,7 @@ def read_labelmap(path: str | os.PathLike, classes=None) -> tuple[sitk.Image, di
 
 # ------------------------------------------------------------------------------------- pictures to look at
 
+
 def _font(size: int):
     from PIL import ImageFont
 
@@ -278,7 +304,7 @@ def _font(size: int):
 def _erode(mask: np.ndarray) -> np.ndarray:
     """4-neighbour erosion of a boolean (H, W) mask; outside the image counts as the edge pixel."""
     padded = np.pad(mask, 1, mode="edge")
-    return (padded[1:-1, 1:-1] & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:])
+    return padded[1:-1, 1:-1] & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
 
 
 def outline(labels: np.ndarray, thickness: int = 1) -> np.ndarray:
@@ -326,8 +352,10 @@ def _as_2d(image: sitk.Image, what: str) -> sitk.Image:
         extract = list(size)
         extract[size.index(1)] = 0
         return sitk.Extract(image, extract, [0, 0, 0])
-    raise ValueError(f"--overlay draws on 2D images (photographs, single slices); the {what} has size {size}. "
-                     "For a volume, open the .seg.nrrd in 3D Slicer.")
+    raise ValueError(
+        f"--overlay draws on 2D images (photographs, single slices); the {what} has size {size}. "
+        "For a volume, open the .seg.nrrd in 3D Slicer."
+    )
 
 
 def outline_thickness(size: Sequence[int]) -> int:
@@ -335,8 +363,15 @@ def outline_thickness(size: Sequence[int]) -> int:
     return max(2, int(round(max(size) / 300)))
 
 
-def write_outline_overlay(image: sitk.Image, labelmap: sitk.Image, classes, path: str | os.PathLike, *,
-                          overwrite: bool = False, inputs: Sequence = ()) -> Path:
+def write_outline_overlay(
+    image: sitk.Image,
+    labelmap: sitk.Image,
+    classes,
+    path: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    inputs: Sequence = (),
+) -> Path:
     """Write the image with the outline of each segment in its class colour (``NAME_overlay.png``).
 
     Args:

@@ -148,10 +148,7 @@ def hd95(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float] | None = No
 
 
 def per_class_metrics(
-    pred: np.ndarray,
-    ref: np.ndarray,
-    label_values: Sequence[int],
-    spacing: Sequence[float] | None = None,
+    pred: np.ndarray, ref: np.ndarray, label_values: Sequence[int], spacing: Sequence[float] | None = None
 ) -> dict[int, dict[str, float]]:
     """Dice and HD95 of every label value of two labelmaps.
 

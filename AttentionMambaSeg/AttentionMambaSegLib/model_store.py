@@ -19,8 +19,8 @@ import stat
 import tempfile
 import zipfile
 import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .card import ID_PATTERN
 from .outputs import explain_write_error
@@ -73,7 +73,8 @@ def imported_models_dir() -> Path:
     except ModuleNotFoundError as e:
         raise ModuleNotFoundError(
             f"The imported-models folder needs platformdirs (pip install platformdirs) or the environment "
-            f"variable {MODELS_DIR_VARIABLE} naming a folder.", name="platformdirs"
+            f"variable {MODELS_DIR_VARIABLE} naming a folder.",
+            name="platformdirs",
         ) from e
     return Path(platformdirs.user_cache_dir("AttentionMambaSeg", appauthor=False)) / "models"
 
@@ -92,10 +93,14 @@ def imported_models_dir_if_known() -> Path | None:
 
 #: What a model package may hold, by file name or extension, with the largest size of each (bytes).
 PACKAGE_MEMBER_LIMITS = {
-    CONFIG_NAME: 1 << 20,            # model.json: 1 MiB
-    WEIGHTS_NAME: 4 << 30,           # model.safetensors: 4 GiB
-    ".md": 1 << 20, ".txt": 1 << 20,  # model card, readme, licence: 1 MiB each
-    ".png": 8 << 20, ".jpg": 8 << 20, ".jpeg": 8 << 20, ".svg": 1 << 20,  # card figures: 8 MiB each
+    CONFIG_NAME: 1 << 20,  # model.json: 1 MiB
+    WEIGHTS_NAME: 4 << 30,  # model.safetensors: 4 GiB
+    ".md": 1 << 20,
+    ".txt": 1 << 20,  # model card, readme, licence: 1 MiB each
+    ".png": 8 << 20,
+    ".jpg": 8 << 20,
+    ".jpeg": 8 << 20,
+    ".svg": 1 << 20,  # card figures: 8 MiB each
 }
 #: The largest total (uncompressed) size of a model package.
 PACKAGE_TOTAL_LIMIT = (4 << 30) + (64 << 20)
@@ -128,15 +133,21 @@ def _check_package_files(files: list[tuple[str, int]], where) -> None:
     for name, size in files:
         limit = package_member_limit(name)
         if limit is None:
-            raise ValueError(f"Refusing to import {where}: it holds {name!r}, which a model package does not hold "
-                             f"(a package holds {allowed}). Nothing was imported.")
+            raise ValueError(
+                f"Refusing to import {where}: it holds {name!r}, which a model package does not hold "
+                f"(a package holds {allowed}). Nothing was imported."
+            )
         if size > limit:
-            raise ValueError(f"Refusing to import {where}: {name!r} is {_mib(size)}, more than the {_mib(limit)} "
-                             "such a file may be in a model package. Nothing was imported.")
+            raise ValueError(
+                f"Refusing to import {where}: {name!r} is {_mib(size)}, more than the {_mib(limit)} "
+                "such a file may be in a model package. Nothing was imported."
+            )
         total += size
     if total > PACKAGE_TOTAL_LIMIT:
-        raise ValueError(f"Refusing to import {where}: its files add up to {_mib(total)}, more than a model package "
-                         f"may hold ({_mib(PACKAGE_TOTAL_LIMIT)}). Nothing was imported.")
+        raise ValueError(
+            f"Refusing to import {where}: its files add up to {_mib(total)}, more than a model package "
+            f"may hold ({_mib(PACKAGE_TOTAL_LIMIT)}). Nothing was imported."
+        )
 
 
 def _safe_extract(archive: Path, dest: Path) -> None:
@@ -173,12 +184,16 @@ def _safe_extract(archive: Path, dest: Path) -> None:
                             break
                         written += len(block)
                         if written > member.file_size:
-                            raise ValueError(f"Refusing to import {archive}: {member.filename!r} expands beyond the "
-                                             f"{member.file_size:,} bytes its header declares. Nothing was imported.")
+                            raise ValueError(
+                                f"Refusing to import {archive}: {member.filename!r} expands beyond the "
+                                f"{member.file_size:,} bytes its header declares. Nothing was imported."
+                            )
                         out.write(block)
             except (zipfile.BadZipFile, zlib.error, EOFError) as e:  # e.g. more data than declared: the CRC fails
-                raise ValueError(f"Refusing to import {archive}: member {member.filename!r} is damaged or holds other "
-                                 f"data than its header declares ({e}). Nothing was imported.") from e
+                raise ValueError(
+                    f"Refusing to import {archive}: member {member.filename!r} is damaged or holds other "
+                    f"data than its header declares ({e}). Nothing was imported."
+                ) from e
 
 
 def _find_package_root(folder: Path) -> Path:
@@ -198,8 +213,9 @@ ImportProgress = Callable[[int, int], None]
 IMPORT_STEPS = 4
 
 
-def import_model_package(folder_or_zip: str | os.PathLike, expected_id: str | None = None,
-                         progress: ImportProgress | None = None) -> ModelPackage:
+def import_model_package(
+    folder_or_zip: str | os.PathLike, expected_id: str | None = None, progress: ImportProgress | None = None
+) -> ModelPackage:
     """Verify a model package (folder or .zip) and copy it into the per-user model cache.
 
     The SHA-256 is checked before anything is copied; a previously imported version with the same id
@@ -263,16 +279,24 @@ def imported_models_size() -> int:
     return _folder_size(cache) if cache is not None and cache.is_dir() else 0
 
 
-def _stage_and_swap(root: Path, tmp: Path, cache: Path, expected_id: str | None, source: Path,
-                    progress: ImportProgress | None = None):
+def _stage_and_swap(
+    root: Path, tmp: Path, cache: Path, expected_id: str | None, source: Path, progress: ImportProgress | None = None
+):
     """Copy a verified package into ``tmp/staged``, check its weights fit, then swap it into the cache."""
     for name in (CONFIG_NAME, WEIGHTS_NAME):
         if (root / name).is_symlink():
             raise ValueError(f"Refusing to import {root}: {name} is a symbolic link; give the file itself.")
-    extras = [p for p in root.iterdir() if p.name not in (CONFIG_NAME, WEIGHTS_NAME) and p.is_file()
-              and not p.is_symlink() and package_member_limit(p.name) is not None]
-    _check_package_files([(p.name, p.stat().st_size) for p in (root / CONFIG_NAME, root / WEIGHTS_NAME, *extras)
-                          if p.is_file()], source)
+    extras = [
+        p
+        for p in root.iterdir()
+        if p.name not in (CONFIG_NAME, WEIGHTS_NAME)
+        and p.is_file()
+        and not p.is_symlink()
+        and package_member_limit(p.name) is not None
+    ]
+    _check_package_files(
+        [(p.name, p.stat().st_size) for p in (root / CONFIG_NAME, root / WEIGHTS_NAME, *extras) if p.is_file()], source
+    )
     package = ModelPackage(root)
     if expected_id is not None and package.id != expected_id:
         raise ValueError(f"{source} holds model '{package.id}', not '{expected_id}': nothing was imported.")
@@ -316,8 +340,10 @@ def remove_imported_model(model_id: str) -> int:
     folder = cache / model_id
     if folder.is_symlink() or not (folder / CONFIG_NAME).is_file():
         present = sorted(p.name for p in cache.iterdir() if (p / CONFIG_NAME).is_file()) if cache.is_dir() else []
-        raise FileNotFoundError(f"No imported model {model_id!r} in {cache} (imported: {present or 'none'}); "
-                                "bundled models cannot be removed.")
+        raise FileNotFoundError(
+            f"No imported model {model_id!r} in {cache} (imported: {present or 'none'}); "
+            "bundled models cannot be removed."
+        )
     freed = _folder_size(folder)
     shutil.rmtree(folder)
     logger.debug("Removed imported model '%s' from %s (%.1f MB)", model_id, cache, freed / 1e6)
@@ -349,7 +375,10 @@ def remove_imported_models() -> list[str]:
     logger.info("Removed %d imported model(s) from %s", len(removed), cache)
     if kept:
         logger.warning(
-            "Left %d item(s) in %s that are not model packages (no %s): %s", len(kept), cache, CONFIG_NAME,
+            "Left %d item(s) in %s that are not model packages (no %s): %s",
+            len(kept),
+            cache,
+            CONFIG_NAME,
             ", ".join(kept),
         )
     return removed

@@ -34,16 +34,31 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["OutputError", "check_output_path", "explain_write_error", "make_output_folder", "path_extension",
-           "same_file", "write_bytes_output", "write_output", "write_text_output"]
+__all__ = [
+    "OutputError",
+    "check_output_path",
+    "explain_write_error",
+    "make_output_folder",
+    "path_extension",
+    "same_file",
+    "write_bytes_output",
+    "write_output",
+    "write_text_output",
+]
 
 #: Extensions made of two suffixes, kept whole in temporary names (ITK and slicerio pick the format from them).
 COMPOUND_EXTENSIONS = (".seg.nrrd", ".nii.gz")
 #: errno values that mean the disk (or the user's quota) is full.
 _FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG}
 #: os.link errors of file systems without hard links (FAT, some network shares): reserve the name instead.
-_NO_LINKS = {errno.EPERM, errno.EXDEV, errno.EMLINK, getattr(errno, "ENOTSUP", errno.EPERM),
-             getattr(errno, "EOPNOTSUPP", errno.EPERM), getattr(errno, "ENOSYS", errno.EPERM)}
+_NO_LINKS = {
+    errno.EPERM,
+    errno.EXDEV,
+    errno.EMLINK,
+    getattr(errno, "ENOTSUP", errno.EPERM),
+    getattr(errno, "EOPNOTSUPP", errno.EPERM),
+    getattr(errno, "ENOSYS", errno.EPERM),
+}
 #: Below this many free bytes an incomplete file is reported as a full disk.
 _LOW_SPACE = 1 << 20
 
@@ -98,12 +113,20 @@ def _check_not_an_input(path: Path, inputs: Iterable) -> None:
             with contextlib.suppress(OSError):
                 resolved, folder = path.resolve(), source.resolve()
                 if folder in resolved.parents:
-                    raise ValueError(f"Output {path} would replace a file of the input folder {source}; write it "
-                                     "outside that folder or under a new name.")
+                    raise ValueError(
+                        f"Output {path} would replace a file of the input folder {source}; write it "
+                        "outside that folder or under a new name."
+                    )
 
 
-def check_output_path(path: str | os.PathLike, *, allowed: Sequence[str] | None = None, overwrite: bool = False,
-                      inputs: Iterable = (), create_folder: bool = False) -> Path:
+def check_output_path(
+    path: str | os.PathLike,
+    *,
+    allowed: Sequence[str] | None = None,
+    overwrite: bool = False,
+    inputs: Iterable = (),
+    create_folder: bool = False,
+) -> Path:
     """Check, before any work is done, that ``path`` may be written under the rule of this module.
 
     Args:
@@ -132,26 +155,32 @@ def check_output_path(path: str | os.PathLike, *, allowed: Sequence[str] | None 
         raise ValueError(f"Output {path} is an existing folder: give a file name inside it.")
     ext = path_extension(path)
     if allowed is not None and ext not in allowed:
-        raise ValueError(f"Cannot write {path.name!r}: unsupported output extension {ext or '(none)'}; use one of "
-                         f"{', '.join(allowed)}.")
+        raise ValueError(
+            f"Cannot write {path.name!r}: unsupported output extension {ext or '(none)'}; use one of "
+            f"{', '.join(allowed)}."
+        )
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         for ancestor in (folder, *folder.parents):
             if ancestor.exists() and not ancestor.is_dir():
-                raise NotADirectoryError(f"Cannot write {path}: {ancestor} is a file, not a folder. Choose an output "
-                                         "in a folder.")
+                raise NotADirectoryError(
+                    f"Cannot write {path}: {ancestor} is a file, not a folder. Choose an output in a folder."
+                )
         if not create_folder:
             raise FileNotFoundError(f"Output folder {folder} does not exist: create it first.")
         existing = next((a for a in folder.absolute().parents if a.is_dir()), Path("."))
         if not os.access(existing, os.W_OK | os.X_OK):
-            raise PermissionError(f"Output folder {folder} cannot be created: {existing} is not writable. Choose "
-                                  "another output location.")
+            raise PermissionError(
+                f"Output folder {folder} cannot be created: {existing} is not writable. Choose another output location."
+            )
         _check_not_an_input(path, inputs)
         return path
     _check_not_an_input(path, inputs)
     if not overwrite and (path.exists() or path.is_symlink()):
-        raise FileExistsError(f"Output {path} already exists; pass --overwrite (in Python: overwrite=True) to replace it, or "
-                              "choose another output path.")
+        raise FileExistsError(
+            f"Output {path} already exists; pass --overwrite (in Python: overwrite=True) to replace it, or "
+            "choose another output path."
+        )
     if not os.access(folder, os.W_OK | os.X_OK):
         raise PermissionError(f"Output folder {folder} is not writable: choose another output location.")
     return path
@@ -172,13 +201,16 @@ def make_output_folder(folder: str | os.PathLike) -> Path:
         return folder
     for ancestor in (folder, *folder.parents):
         if ancestor.exists() and not ancestor.is_dir():
-            raise NotADirectoryError(f"Cannot create the output folder {folder}: {ancestor} is a file, not a folder. "
-                                     "Choose another output location.")
+            raise NotADirectoryError(
+                f"Cannot create the output folder {folder}: {ancestor} is a file, not a folder. "
+                "Choose another output location."
+            )
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except PermissionError as e:
-        raise PermissionError(f"Cannot create the output folder {folder}: {e.strerror or e}. Choose another output "
-                              "location.") from e
+        raise PermissionError(
+            f"Cannot create the output folder {folder}: {e.strerror or e}. Choose another output location."
+        ) from e
     except OSError as e:
         raise _explain(e, folder) from e
     logger.info("Created output folder %s", folder)
@@ -206,16 +238,22 @@ def _explained(error: BaseException) -> BaseException:
 
 
 def _full_disk(path: Path, detail: str = "") -> OutputError:
-    return OutputError(f"No space left on device while writing {path}{detail}; the earlier file, if any, is "
-                       "unchanged. Free some space or choose another output location.", errno.ENOSPC)
+    return OutputError(
+        f"No space left on device while writing {path}{detail}; the earlier file, if any, is "
+        "unchanged. Free some space or choose another output location.",
+        errno.ENOSPC,
+    )
 
 
 def _incomplete(path: Path, reason: str) -> OutputError:
     free = _free_bytes(path.parent)
     if free is not None and free < _LOW_SPACE:
         return _full_disk(path, f" (the file written was incomplete: {reason})")
-    return OutputError(f"Could not write {path} completely ({reason}); the earlier file, if any, is unchanged. "
-                       "Check the free space and the folder, then run again.", errno.EIO)
+    return OutputError(
+        f"Could not write {path} completely ({reason}); the earlier file, if any, is unchanged. "
+        "Check the free space and the folder, then run again.",
+        errno.EIO,
+    )
 
 
 def _verify(tmp: Path, path: Path, verify: Callable[[Path], None] | None, size: int | None) -> None:
@@ -238,8 +276,10 @@ def _commit(tmp: Path, path: Path, overwrite: bool, inputs: Iterable) -> None:
     if overwrite:
         os.replace(tmp, path)
         return
-    taken = FileExistsError(f"Output {path} was created by another program while this one was writing it; it was "
-                            "left as it is. Pass --overwrite to replace it, or choose another output path.")
+    taken = FileExistsError(
+        f"Output {path} was created by another program while this one was writing it; it was "
+        "left as it is. Pass --overwrite to replace it, or choose another output path."
+    )
     try:
         os.link(tmp, path)  # fails when the name exists: the final name is created exclusively
     except FileExistsError:
@@ -261,7 +301,8 @@ def explain_write_error(error: BaseException, path: str | os.PathLike) -> BaseEx
     """The error to raise for a write of ``path`` (a file, or a folder being filled) that failed on a full disk:
     "No space left on device while writing PATH"; any other error is returned as it is."""
     full = (isinstance(error, OSError) and error.errno in _FULL) or (
-        isinstance(error, RuntimeError) and "no space left" in str(error).lower())
+        isinstance(error, RuntimeError) and "no space left" in str(error).lower()
+    )
     return _explain(error, Path(path)) if full and not getattr(error, "explained", False) else error
 
 
@@ -274,17 +315,25 @@ def _explain(error: BaseException, path: Path) -> BaseException:
             return _full_disk(path)
         if isinstance(error, PermissionError):
             return PermissionError(f"Cannot write {path}: {error.strerror or error}. Choose another output location.")
-        return OutputError(f"Could not write {path}: {error.strerror or error}; the earlier file, if any, is "
-                           "unchanged.", error.errno)
+        return OutputError(
+            f"Could not write {path}: {error.strerror or error}; the earlier file, if any, is unchanged.", error.errno
+        )
     if isinstance(error, RuntimeError) and "no space left" in str(error).lower():  # ITK's writers
         return _full_disk(path)
     return error
 
 
 @contextlib.contextmanager
-def write_output(path: str | os.PathLike, *, overwrite: bool = False, inputs: Iterable = (),
-                 verify: Callable[[Path], None] | None = None, size: int | None = None,
-                 allowed: Sequence[str] | None = None, create_folder: bool = False) -> Iterator[Path]:
+def write_output(
+    path: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    inputs: Iterable = (),
+    verify: Callable[[Path], None] | None = None,
+    size: int | None = None,
+    allowed: Sequence[str] | None = None,
+    create_folder: bool = False,
+) -> Iterator[Path]:
     """Write one output file under the rule of this module: yield a temporary path to write to.
 
     When the ``with`` block ends without an error, the temporary file is checked (not empty, ``size``
@@ -329,8 +378,14 @@ def write_output(path: str | os.PathLike, *, overwrite: bool = False, inputs: It
         raise explained from e
 
 
-def write_bytes_output(path: str | os.PathLike, data: bytes, *, overwrite: bool = False, inputs: Iterable = (),
-                       allowed: Sequence[str] | None = None) -> Path:
+def write_bytes_output(
+    path: str | os.PathLike,
+    data: bytes,
+    *,
+    overwrite: bool = False,
+    inputs: Iterable = (),
+    allowed: Sequence[str] | None = None,
+) -> Path:
     """Write ``data`` to ``path`` under the rule (:func:`write_output`), checked byte for byte.
 
     Returns:
@@ -342,20 +397,27 @@ def write_bytes_output(path: str | os.PathLike, data: bytes, *, overwrite: bool 
         if tmp.read_bytes() != data:
             raise ValueError("the bytes read back differ from those written")
 
-    with write_output(path, overwrite=overwrite, inputs=inputs, verify=same_bytes, size=len(data),
-                      allowed=allowed) as tmp:
+    with write_output(
+        path, overwrite=overwrite, inputs=inputs, verify=same_bytes, size=len(data), allowed=allowed
+    ) as tmp:
         fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_BINARY", 0), 0o666)
         try:
             view = memoryview(data)
             while view:
-                view = view[_os_write(fd, view):]
+                view = view[_os_write(fd, view) :]
             os.fsync(fd)
         finally:
             os.close(fd)
     return Path(path)
 
 
-def write_text_output(path: str | os.PathLike, text: str, *, overwrite: bool = False, inputs: Iterable = (),
-                      allowed: Sequence[str] | None = None) -> Path:
+def write_text_output(
+    path: str | os.PathLike,
+    text: str,
+    *,
+    overwrite: bool = False,
+    inputs: Iterable = (),
+    allowed: Sequence[str] | None = None,
+) -> Path:
     """Write UTF-8 ``text`` to ``path`` under the rule (:func:`write_bytes_output`)."""
     return write_bytes_output(path, text.encode("utf-8"), overwrite=overwrite, inputs=inputs, allowed=allowed)

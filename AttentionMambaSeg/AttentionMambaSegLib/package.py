@@ -26,11 +26,11 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from .card import ModelCard
-from .card import description
+from .card import ModelCard, description
 from .outputs import explain_write_error
 
 logger = logging.getLogger(__name__)
@@ -205,17 +205,20 @@ class ModelPackage:
             raise ModuleNotFoundError(
                 f"Checking the weights of model '{self.id}' needs PyTorch and safetensors, and {e.name} is not "
                 "installed: pip install torch safetensors (in Slicer: press Segment once, which installs them).",
-                name=e.name) from e
+                name=e.name,
+            ) from e
 
         with torch.device("meta"):
             reference = build_architecture(self.card).state_dict()
         try:
             with safe_open(str(self.weights_path), framework="pt") as f:
-                stored = {name: (tuple(f.get_slice(name).get_shape()), f.get_slice(name).get_dtype())
-                          for name in f.keys()}
+                stored = {
+                    name: (tuple(f.get_slice(name).get_shape()), f.get_slice(name).get_dtype()) for name in f.keys()
+                }
         except Exception as e:  # safetensors raises its own error types for a malformed header
-            raise ValueError(f"Model '{self.id}': {self.weights_path} is not a readable safetensors file "
-                             f"({type(e).__name__}: {e}).") from e
+            raise ValueError(
+                f"Model '{self.id}': {self.weights_path} is not a readable safetensors file ({type(e).__name__}: {e})."
+            ) from e
         problems = [f"missing {n}" for n in sorted(set(reference) - set(stored))]
         problems += [f"unexpected {n}" for n in sorted(set(stored) - set(reference))]
         for name, tensor in reference.items():
@@ -227,8 +230,10 @@ class ModelPackage:
             if shape != tuple(tensor.shape) or dtype != want:
                 problems.append(f"{name}: {dtype} {list(shape)} where the network needs {want} {list(tensor.shape)}")
         if problems:
-            raise ValueError(f"Model '{self.id}': the weights do not fit the '{self.card.architecture}' "
-                             f"network of model.json ({len(problems)} problems: {'; '.join(problems[:5])}).")
+            raise ValueError(
+                f"Model '{self.id}': the weights do not fit the '{self.card.architecture}' "
+                f"network of model.json ({len(problems)} problems: {'; '.join(problems[:5])})."
+            )
 
     def build_network(self, device: Any = "cpu"):
         """Verify the weights and build the network on ``device`` in eval mode (float32).
@@ -284,9 +289,11 @@ class ModelPackage:
         before the model is used.
         """
         text = self.licence.lower()
-        if not text or "nc" in re.findall(r"[a-z]+", text) or any(
-                word in text for word in ("non-commercial", "noncommercial", "not be used commercially",
-                                          "research")):
+        if (
+            not text
+            or "nc" in re.findall(r"[a-z]+", text)
+            or any(word in text for word in ("non-commercial", "noncommercial", "not be used commercially", "research"))
+        ):
             return True
         return not any(word in text for word in ("cc by", "cc0", "apache", "mit", "bsd"))
 
@@ -373,8 +380,7 @@ def load_model_package(model: str | os.PathLike | ModelPackage) -> ModelPackage:
                 logger.info("Using the model folder %s that holds %s", path.parent, path.name)
                 return ModelPackage(path.parent)
             raise ValueError(
-                f"{path} is a file, not a model folder: give the folder that holds {CONFIG_NAME} and "
-                f"{WEIGHTS_NAME}."
+                f"{path} is a file, not a model folder: give the folder that holds {CONFIG_NAME} and {WEIGHTS_NAME}."
             )
         if not path.is_dir():
             raise FileNotFoundError(f"Model folder {path} does not exist.")

@@ -25,8 +25,15 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DownloadError", "RegistryEntry", "download_model", "ensure_model", "installed_entry", "load_registry",
-           "registry_path"]
+__all__ = [
+    "DownloadError",
+    "RegistryEntry",
+    "download_model",
+    "ensure_model",
+    "installed_entry",
+    "load_registry",
+    "registry_path",
+]
 
 REGISTRY_NAME = "registry.json"
 #: Seconds without data before a download is given up (connect and read timeouts).
@@ -85,16 +92,27 @@ class RegistryEntry:
             if not (isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)):
                 raise ValueError(f"{where}.{key} must be 64 lower-case hex digits, got {value!r}.")
         urls = data["urls"]
-        if not isinstance(urls, list) or not urls or not all(isinstance(u, str) and u.startswith(("https://", "http://"))
-                                                              for u in urls):
+        if (
+            not isinstance(urls, list)
+            or not urls
+            or not all(isinstance(u, str) and u.startswith(("https://", "http://")) for u in urls)
+        ):
             raise ValueError(f"{where}.urls must be a non-empty list of http(s) URLs, got {urls!r}.")
         if not isinstance(data["size"], int) or data["size"] <= 0:
             raise ValueError(f"{where}.size must be a positive number of bytes, got {data['size']!r}.")
-        return cls(id=str(data["id"]), version=str(data["version"]), task=str(data["task"]),
-                   modality=str(data["modality"]), licence=str(data["licence"]),
-                   classes=tuple(str(c) for c in data["classes"]),
-                   val_dice=None if data["val_dice"] is None else float(data["val_dice"]), urls=tuple(urls),
-                   size=int(data["size"]), sha256=data["sha256"], weights_sha256=data["weights_sha256"])
+        return cls(
+            id=str(data["id"]),
+            version=str(data["version"]),
+            task=str(data["task"]),
+            modality=str(data["modality"]),
+            licence=str(data["licence"]),
+            classes=tuple(str(c) for c in data["classes"]),
+            val_dice=None if data["val_dice"] is None else float(data["val_dice"]),
+            urls=tuple(urls),
+            size=int(data["size"]),
+            sha256=data["sha256"],
+            weights_sha256=data["weights_sha256"],
+        )
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
@@ -199,8 +217,12 @@ def _reason(error: BaseException, timeout: float) -> str:
     return f"{type(error).__name__}: {text}"
 
 
-def download_model(model_id: str, progress: ProgressCallback | None = None, timeout: float = DEFAULT_TIMEOUT_S,
-                   registry: dict[str, RegistryEntry] | None = None):
+def download_model(
+    model_id: str,
+    progress: ProgressCallback | None = None,
+    timeout: float = DEFAULT_TIMEOUT_S,
+    registry: dict[str, RegistryEntry] | None = None,
+):
     """Download and install a registry model into the imported-models cache (a no-op when installed).
 
     Args:
@@ -224,8 +246,10 @@ def download_model(model_id: str, progress: ProgressCallback | None = None, time
 
     registry = load_registry() if registry is None else registry
     if model_id not in registry:
-        raise FileNotFoundError(f"Model {model_id!r} is not in the registry ({registry_path()}); it lists "
-                                f"{', '.join(sorted(registry)) or 'nothing'}.")
+        raise FileNotFoundError(
+            f"Model {model_id!r} is not in the registry ({registry_path()}); it lists "
+            f"{', '.join(sorted(registry)) or 'nothing'}."
+        )
     entry = registry[model_id]
     installed = installed_entry(entry)
     if installed is not None:
@@ -239,8 +263,11 @@ def download_model(model_id: str, progress: ProgressCallback | None = None, time
         logger.info("Downloading model '%s' %s (%.1f MB) from %s", entry.id, entry.version, entry.size / 1e6, url)
         downloader = pooch.HTTPDownloader(progressbar=_ProgressAdapter(progress, entry.size), timeout=timeout)
         try:
-            archive = Path(pooch.retrieve(url, known_hash=f"sha256:{entry.sha256}", fname=name, path=downloads,
-                                          downloader=downloader))
+            archive = Path(
+                pooch.retrieve(
+                    url, known_hash=f"sha256:{entry.sha256}", fname=name, path=downloads, downloader=downloader
+                )
+            )
         except Exception as e:  # requests / pooch errors: reported for every URL, then raised together
             failures.append(f"{url}: {_reason(e, timeout)}")
             continue
@@ -274,8 +301,10 @@ def build_archive(folder: str | Path, archive: str | Path) -> RegistryEntry:
     package = ModelPackage(folder)
     package.verify()
     names = [CONFIG_NAME, WEIGHTS_NAME] + sorted(
-        p.name for p in package.path.iterdir()
-        if p.is_file() and not p.is_symlink() and p.suffix.lower() in (".md", ".txt"))
+        p.name
+        for p in package.path.iterdir()
+        if p.is_file() and not p.is_symlink() and p.suffix.lower() in (".md", ".txt")
+    )
     archive = Path(archive)
     tmp = archive.with_name(archive.name + ".part")
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as z:
@@ -288,10 +317,16 @@ def build_archive(folder: str | Path, archive: str | Path) -> RegistryEntry:
     dice, _ = package.validation_dice()
     card = package.card
     return RegistryEntry(
-        id=card.id, version=card.version, task="" if card.task is None else str(card.task),
-        modality="" if card.modality is None else str(card.modality), licence=package.licence,
-        classes=tuple(c["name"] for c in package.classes), val_dice=None if dice is None else round(dice, 4),
-        urls=(), size=archive.stat().st_size, sha256=sha256_of_file(archive),
+        id=card.id,
+        version=card.version,
+        task="" if card.task is None else str(card.task),
+        modality="" if card.modality is None else str(card.modality),
+        licence=package.licence,
+        classes=tuple(c["name"] for c in package.classes),
+        val_dice=None if dice is None else round(dice, 4),
+        urls=(),
+        size=archive.stat().st_size,
+        sha256=sha256_of_file(archive),
         weights_sha256=str(card.sha256),
     )
 

@@ -29,8 +29,19 @@ import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Shift", "SUITES", "suite_for", "colour_cast", "zoom", "vignette", "gaussian_blur", "bias_field",
-           "gamma_contrast", "rician_noise", "coarse_in_plane"]
+__all__ = [
+    "Shift",
+    "SUITES",
+    "suite_for",
+    "colour_cast",
+    "zoom",
+    "vignette",
+    "gaussian_blur",
+    "bias_field",
+    "gamma_contrast",
+    "rician_noise",
+    "coarse_in_plane",
+]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -69,8 +80,9 @@ def zoom(array: np.ndarray, factor: float, nearest: bool = False) -> np.ndarray:
     qx = (torch.arange(w, dtype=torch.float64) - (w - 1) / 2) / factor / max((w - 1) / 2, 0.5)
     gy, gx = torch.meshgrid(qy, qx, indexing="ij")
     grid = torch.stack([gx, gy], dim=-1)[None]
-    y = F.grid_sample(x, grid, mode="nearest" if nearest else "bilinear", padding_mode="reflection",
-                      align_corners=True)[0]
+    y = F.grid_sample(
+        x, grid, mode="nearest" if nearest else "bilinear", padding_mode="reflection", align_corners=True
+    )[0]
     return (y[0] if array.ndim == 2 else y.permute(1, 2, 0)).numpy()
 
 
@@ -124,8 +136,7 @@ def bias_field(volume: np.ndarray, coefficients: tuple[float, ...]) -> np.ndarra
     Raises:
         ValueError: a wrong number of coefficients.
     """
-    axes = np.meshgrid(*[np.linspace(-1.0, 1.0, n) if n > 1 else np.zeros(1) for n in volume.shape],
-                       indexing="ij")
+    axes = np.meshgrid(*[np.linspace(-1.0, 1.0, n) if n > 1 else np.zeros(1) for n in volume.shape], indexing="ij")
     terms = list(axes)
     terms += [axes[i] * axes[j] for i in range(len(axes)) for j in range(i + 1, len(axes))]
     terms += [a**2 for a in axes]
@@ -201,7 +212,7 @@ class Shift:
 
     def rng(self, case_id: str) -> np.random.Generator:
         """The generator of this shift for one case (seeded by CRC-32 of ``name:case_id``)."""
-        return np.random.default_rng(zlib.crc32(f"{self.name}:{case_id}".encode("utf-8")))
+        return np.random.default_rng(zlib.crc32(f"{self.name}:{case_id}".encode()))
 
     def apply(self, image: sitk.Image, label: sitk.Image, case_id: str) -> tuple[sitk.Image, sitk.Image]:
         """The shifted image and label on the input's grid and pixel type; the inputs are not changed."""
@@ -296,5 +307,6 @@ def suite_for(normalization: dict) -> tuple[str, tuple[Shift, ...]]:
         return "dermoscopy", SUITES["dermoscopy"]
     if kind == "zscore":
         return "mri", SUITES["mri"]
-    raise ValueError(f"no shift suite for normalisation {kind!r}: there are suites for RGB photographs (rgb) "
-                     "and MRI (zscore)")
+    raise ValueError(
+        f"no shift suite for normalisation {kind!r}: there are suites for RGB photographs (rgb) and MRI (zscore)"
+    )

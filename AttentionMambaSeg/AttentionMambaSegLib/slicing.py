@@ -28,8 +28,8 @@ comes from each model.json, and ``None`` keeps the image's own pixel spacing (us
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -53,7 +53,6 @@ __all__ = [
 
 #: The largest spacing must be at least this many times every other spacing to be the slice axis.
 ANISOTROPY_RATIO = 1.5
-
 
 
 def reorient(image: sitk.Image, axes_code: str) -> sitk.Image:
@@ -253,18 +252,12 @@ def _check_target_spacing(target_spacing) -> tuple:
     if target_spacing is None:
         return (None, None)
     if len(target_spacing) != 2:
-        raise ValueError(
-            f"target_spacing must be (row_mm, col_mm) or None, got {target_spacing!r}."
-        )
+        raise ValueError(f"target_spacing must be (row_mm, col_mm) or None, got {target_spacing!r}.")
     return tuple(None if t is None else float(t) for t in target_spacing)
 
 
 def image_to_slices(
-    image: sitk.Image,
-    target_spacing: Sequence[float] | None,
-    axes_code: str,
-    *,
-    is_label: bool = False,
+    image: sitk.Image, target_spacing: Sequence[float] | None, axes_code: str, *, is_label: bool = False
 ) -> tuple[np.ndarray, SliceGeometry]:
     """Cut an image into 2D slices resampled in-plane to ``target_spacing``.
 
@@ -326,8 +319,13 @@ def image_to_slices(
     geometry = plan.geometry
     logger.debug(
         "image_to_slices: size %s -> %d slices of %s (axis %d, %s), spacing %s -> %s",
-        image.GetSize(), geometry.num_slices, geometry.slice_shape, geometry.slice_axis, geometry.axes_code,
-        geometry.in_plane_spacing, geometry.slice_spacing,
+        image.GetSize(),
+        geometry.num_slices,
+        geometry.slice_shape,
+        geometry.slice_axis,
+        geometry.axes_code,
+        geometry.in_plane_spacing,
+        geometry.slice_spacing,
     )
     return slices, geometry
 
@@ -352,8 +350,7 @@ class _SlicePlan:
             arr = sitk.GetArrayViewFromImage(image)
             if arr.size and (arr.min() < 0 or arr.max() > 255):
                 raise ValueError(
-                    f"Label values must lie in 0..255, got {arr.min()}..{arr.max()}; is this an intensity "
-                    "image?"
+                    f"Label values must lie in 0..255, got {arr.min()}..{arr.max()}; is this an intensity image?"
                 )
         if dim == 3:
             code = validate_axes_code(axes_code)
@@ -476,7 +473,7 @@ class SliceSource:
             delta = chunk_mean - mean
             total = count + n
             mean = mean + delta * n / total
-            m2 = m2 + chunk_m2 + delta ** 2 * count * n / total
+            m2 = m2 + chunk_m2 + delta**2 * count * n / total
             count = total
         std = np.sqrt(m2 / count)
         return [(float(m), float(s)) for m, s in zip(mean, std)]

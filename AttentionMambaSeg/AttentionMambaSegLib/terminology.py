@@ -149,18 +149,24 @@ class ClassEntry:
             raise ValueError(f"{where}.label_value must be an integer 0..255, got {value!r}.")
         name = data.get("name")
         if not isinstance(name, str) or not name.strip() or not name.isprintable():
-            raise ValueError(f"{where}.name must be a non-empty string of printable characters (no line breaks "
-                             f"or control characters), got {name!r}.")
+            raise ValueError(
+                f"{where}.name must be a non-empty string of printable characters (no line breaks "
+                f"or control characters), got {name!r}."
+            )
         color = data.get("color")
-        if (not isinstance(color, (list, tuple)) or len(color) != 3
-                or not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255 for c in color)):
+        if (
+            not isinstance(color, (list, tuple))
+            or len(color) != 3
+            or not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255 for c in color)
+        ):
             raise ValueError(f"{where}.color must be [r, g, b] integers 0..255, got {color!r}.")
         dataset_label = data.get("dataset_label")
         if dataset_label is not None and not isinstance(dataset_label, str):
             raise ValueError(f"{where}.dataset_label must be a string, got {dataset_label!r}.")
         codes = read_codes(data.get("snomed"), f"{where}.snomed")
-        return cls(int(value), name, (int(color[0]), int(color[1]), int(color[2])), dataset_label=dataset_label,
-                   **codes)
+        return cls(
+            int(value), name, (int(color[0]), int(color[1]), int(color[2])), dataset_label=dataset_label, **codes
+        )
 
     def to_dict(self) -> dict:
         """The model.json form (canonical key names)."""
@@ -209,8 +215,17 @@ class ClassEntry:
             return "^".join(c.triple()) if c is not None else "^^"
 
         region_context = ANATOMIC_CONTEXT if self.region is not None else ""
-        return "~".join([TERMINOLOGY_CONTEXT, code(self.category), code(self.type), code(self.type_modifier),
-                         region_context, code(self.region), code(self.region_modifier)])
+        return "~".join(
+            [
+                TERMINOLOGY_CONTEXT,
+                code(self.category),
+                code(self.type),
+                code(self.type_modifier),
+                region_context,
+                code(self.region),
+                code(self.region_modifier),
+            ]
+        )
 
 
 def read_codes(snomed: Any, where: str) -> dict[str, Code | None]:
@@ -249,6 +264,7 @@ def srgb_to_lab(color: Sequence[int]) -> tuple[float, float, float]:
     Returns:
         ``(L*, a*, b*)``: L* 0..100; a* and b* signed, within -128..127 for sRGB colours.
     """
+
     def linear(c: float) -> float:
         c /= 255.0
         return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
@@ -270,8 +286,9 @@ def color_distance(a: Sequence[int], b: Sequence[int]) -> float:
     return math.dist(srgb_to_lab(a), srgb_to_lab(b))
 
 
-def check_distinct(classes: Iterable[ClassEntry], where: str = "classes",
-                   min_color_distance: float = MIN_COLOR_DISTANCE) -> None:
+def check_distinct(
+    classes: Iterable[ClassEntry], where: str = "classes", min_color_distance: float = MIN_COLOR_DISTANCE
+) -> None:
     """Refuse two classes with the same label value, the same codes, or colours that read as one.
 
     Raises:
@@ -279,7 +296,7 @@ def check_distinct(classes: Iterable[ClassEntry], where: str = "classes",
     """
     entries = list(classes)
     for i, a in enumerate(entries):
-        for b in entries[i + 1:]:
+        for b in entries[i + 1 :]:
             pair = f"{where}: '{a.name}' (label {a.label_value}) and '{b.name}' (label {b.label_value})"
             if a.label_value == b.label_value:
                 raise ValueError(f"{pair} have the same label value.")

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -25,12 +25,7 @@ from .outputs import path_extension
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "check_labelmap",
-    "read_back_verifier",
-    "write_labelmap",
-    "write_seg_nrrd",
-]
+__all__ = ["check_labelmap", "read_back_verifier", "write_labelmap", "write_seg_nrrd"]
 
 
 def read_back_verifier(expected: np.ndarray, *, reader=None):
@@ -44,12 +39,15 @@ def read_back_verifier(expected: np.ndarray, *, reader=None):
         ``verify(path)``, which raises ValueError when the file is incomplete (:func:`.images.check_file_complete`)
         or holds another shape or other values.
     """
+
     def verify(tmp: Path) -> None:
         check_file_complete(tmp)
         array = reader(tmp) if reader is not None else sitk.GetArrayFromImage(sitk.ReadImage(str(tmp)))
         if array.shape != expected.shape or not np.array_equal(array, expected):
-            raise ValueError(f"the file read back holds other values or shape ({array.shape}) than those written "
-                             f"({expected.shape})")
+            raise ValueError(
+                f"the file read back holds other values or shape ({array.shape}) than those written ({expected.shape})"
+            )
+
     return verify
 
 
@@ -85,8 +83,13 @@ def check_labelmap(labelmap: sitk.Image) -> sitk.Image:
 
 
 def write_labelmap(
-    labelmap: sitk.Image, path: str | os.PathLike, classes: Sequence[dict] | None = None, flagged=(), *,
-    overwrite: bool = False, inputs: Sequence = (),
+    labelmap: sitk.Image,
+    path: str | os.PathLike,
+    classes: Sequence[dict] | None = None,
+    flagged=(),
+    *,
+    overwrite: bool = False,
+    inputs: Sequence = (),
 ) -> Path:
     """Write a labelmap under the output rule (:mod:`.outputs`); the format follows the extension.
 
@@ -123,8 +126,9 @@ def write_labelmap(
         write_png_mask(_as_2d(labelmap), path, classes, overwrite=overwrite, inputs=inputs)
         logger.info("Wrote labelmap %s", path)
         return path
-    with atomic_output(path, overwrite=overwrite, inputs=inputs,
-                       verify=read_back_verifier(sitk.GetArrayFromImage(labelmap))) as tmp:
+    with atomic_output(
+        path, overwrite=overwrite, inputs=inputs, verify=read_back_verifier(sitk.GetArrayFromImage(labelmap))
+    ) as tmp:
         sitk.WriteImage(labelmap, str(tmp), useCompression=ext != ".png")
     logger.info("Wrote labelmap %s", path)
     return path
@@ -150,8 +154,14 @@ def _ijk_to_lps(image: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
 
 
 def write_seg_nrrd(
-    labelmap: sitk.Image, path: str | os.PathLike, classes: Sequence[dict], *, status: str = "inprogress",
-    flagged=(), overwrite: bool = False, inputs: Sequence = (),
+    labelmap: sitk.Image,
+    path: str | os.PathLike,
+    classes: Sequence[dict],
+    *,
+    status: str = "inprogress",
+    flagged=(),
+    overwrite: bool = False,
+    inputs: Sequence = (),
 ) -> Path:
     """Write a 3D Slicer segmentation (``.seg.nrrd``) under the output rule (:mod:`.outputs`).
 
@@ -185,8 +195,9 @@ def write_seg_nrrd(
     from .terminology import ClassEntry, check_distinct
 
     voxels, ijk_to_lps = _ijk_to_lps(labelmap)
-    entries = [c if isinstance(c, ClassEntry) else ClassEntry.from_dict(c, f"classes[{i}]")
-               for i, c in enumerate(classes)]
+    entries = [
+        c if isinstance(c, ClassEntry) else ClassEntry.from_dict(c, f"classes[{i}]") for i, c in enumerate(classes)
+    ]
     foreground = [e for e in entries if e.label_value != 0]
     values = [e.label_value for e in foreground]
     check_distinct(foreground)  # label values, codes and colours

@@ -48,7 +48,7 @@ class Appearance:
     sd: tuple = ()
 
     @classmethod
-    def from_dict(cls, raw: dict | None, source: str = "model.json") -> "Appearance":
+    def from_dict(cls, raw: dict | None, source: str = "model.json") -> Appearance:
         """Raises ValueError naming ``source`` and the field."""
         if not raw:
             return cls()
@@ -58,11 +58,12 @@ class Appearance:
         mean, sd = [], []
         for name in FEATURES:
             entry = features.get(name) if isinstance(features, dict) else None
-            ok = (isinstance(entry, dict) and all(is_number(entry.get(k)) for k in ("mean", "sd"))
-                  and entry["sd"] > 0)
+            ok = isinstance(entry, dict) and all(is_number(entry.get(k)) for k in ("mean", "sd")) and entry["sd"] > 0
             if not ok:
-                raise ValueError(f"{source}: field 'appearance.features.{name}' must be "
-                                 f"{{\"mean\": number, \"sd\": positive number}}, got {entry!r}.")
+                raise ValueError(
+                    f"{source}: field 'appearance.features.{name}' must be "
+                    f'{{"mean": number, "sd": positive number}}, got {entry!r}.'
+                )
             mean.append(float(entry["mean"]))
             sd.append(float(entry["sd"]))
         return cls(tuple(mean), tuple(sd))
@@ -75,6 +76,8 @@ class Appearance:
         worst = int(np.argmax(np.abs(z)))
         if abs(z[worst]) <= Z_LIMIT:
             return None
-        return (f"This image is unlike the model's training images: its {FEATURES[worst].replace('_', ' ')} is "
-                f"{abs(z[worst]):.1f} standard deviations from theirs. Check that it is the kind of image the "
-                "model was trained on (see 'models info'); its labels may be meaningless.")
+        return (
+            f"This image is unlike the model's training images: its {FEATURES[worst].replace('_', ' ')} is "
+            f"{abs(z[worst]):.1f} standard deviations from theirs. Check that it is the kind of image the "
+            "model was trained on (see 'models info'); its labels may be meaningless."
+        )

@@ -26,25 +26,27 @@ class ConfidenceRule:
     by_mode: tuple = ()
 
     @classmethod
-    def from_dict(cls, raw: dict | None, source: str = "model.json") -> "ConfidenceRule":
+    def from_dict(cls, raw: dict | None, source: str = "model.json") -> ConfidenceRule:
         """Raises ValueError naming ``source`` and the field."""
         if not raw:
             return cls()
         if not isinstance(raw, dict):
-            raise ValueError(f"{source}: field 'confidence' must be an object such as {{\"threshold\": 0.9}}, "
-                             f"got {raw!r}.")
+            raise ValueError(
+                f"{source}: field 'confidence' must be an object such as {{\"threshold\": 0.9}}, got {raw!r}."
+            )
         threshold = _threshold(raw.get("threshold"), source, "confidence.threshold")
         measure = raw.get("measure", "mean_max_probability")
         if measure != "mean_max_probability":
             raise ValueError(f"{source}: field 'confidence.measure' must be 'mean_max_probability', got {measure!r}.")
         by_mode = raw.get("by_mode") or {}
         if not isinstance(by_mode, dict):
-            raise ValueError(f"{source}: field 'confidence.by_mode' must be an object (mode -> threshold), "
-                             f"got {by_mode!r}.")
+            raise ValueError(
+                f"{source}: field 'confidence.by_mode' must be an object (mode -> threshold), got {by_mode!r}."
+            )
         modes = tuple((str(k), _threshold(v, source, f"confidence.by_mode.{k}")) for k, v in by_mode.items())
         return cls(threshold, measure, modes)
 
-    def for_mode(self, mode: str) -> "ConfidenceRule":
+    def for_mode(self, mode: str) -> ConfidenceRule:
         """The rule with the threshold calibrated for ``mode`` (this one's where none was)."""
         threshold = dict(self.by_mode).get(mode, self.threshold)
         return ConfidenceRule(threshold, self.measure, self.by_mode)

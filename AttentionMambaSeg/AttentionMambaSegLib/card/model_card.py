@@ -139,7 +139,7 @@ class ModelCard:
         return TrainingGeometry.from_dict(self.training_geometry)
 
     @classmethod
-    def from_dict(cls, raw: dict, source: str = "model.json") -> "ModelCard":
+    def from_dict(cls, raw: dict, source: str = "model.json") -> ModelCard:
         """Check a parsed model.json object and fill in its defaults.
 
         Raises:
@@ -185,11 +185,19 @@ class ModelCard:
             value = getattr(self, f.name)
             if f.name == "extra":
                 continue
-            if value is None and f.name in ("task", "modality", "channel_names", "licence", "sha256",
-                                             "photo_long_side"):
+            if value is None and f.name in (
+                "task",
+                "modality",
+                "channel_names",
+                "licence",
+                "sha256",
+                "photo_long_side",
+            ):
                 continue
-            if f.name in ("training", "metrics", "inference", "confidence", "appearance", "training_geometry") \
-                    and not value:
+            if (
+                f.name in ("training", "metrics", "inference", "confidence", "appearance", "training_geometry")
+                and not value
+            ):
                 continue
             if f.name == "classes":
                 value = [c.to_dict() for c in value]
@@ -201,16 +209,28 @@ class ModelCard:
 
 
 def _check_identity(raw: dict, check: _Checker) -> None:
-    check.require(isinstance(raw["id"], str) and bool(ID_PATTERN.fullmatch(raw["id"])), "id",
-                  "letters, digits, '.', '_' or '-' (a folder name)", raw["id"])
+    check.require(
+        isinstance(raw["id"], str) and bool(ID_PATTERN.fullmatch(raw["id"])),
+        "id",
+        "letters, digits, '.', '_' or '-' (a folder name)",
+        raw["id"],
+    )
     for key in _TEXT + ("name",):
         if key in raw:
             value = raw[key]
-            check.require(isinstance(value, (str, int, float)) and str(value).isprintable(), key,
-                          "printable text (no line breaks or control characters)", value)
+            check.require(
+                isinstance(value, (str, int, float)) and str(value).isprintable(),
+                key,
+                "printable text (no line breaks or control characters)",
+                value,
+            )
     if "sha256" in raw:
-        check.require(isinstance(raw["sha256"], str) and bool(re.fullmatch(r"[0-9a-f]{64}", raw["sha256"])),
-                      "sha256", "64 lower-case hex digits", raw["sha256"])
+        check.require(
+            isinstance(raw["sha256"], str) and bool(re.fullmatch(r"[0-9a-f]{64}", raw["sha256"])),
+            "sha256",
+            "64 lower-case hex digits",
+            raw["sha256"],
+        )
 
 
 def _check_outputs(raw: dict, check: _Checker) -> None:
@@ -224,11 +244,21 @@ def _check_outputs(raw: dict, check: _Checker) -> None:
         check.require(2 <= k <= 256, "num_classes", "2..256 for a softmax model (background included)", k)
     post = raw.get("postprocessing", {})
     largest = post.get("largest_component", []) if isinstance(post, dict) else None
-    check.require(isinstance(post, dict) and not set(post) - {"largest_component"} and isinstance(largest, list)
-                  and all(is_int(v) and 1 <= v <= 255 for v in largest), "postprocessing",
-                  '{"largest_component": [label values 1..255]} or {}', post)
-    check.require(isinstance(raw.get("architecture_kwargs", {}), dict), "architecture_kwargs",
-                  "an object (keyword arguments of the network)", raw.get("architecture_kwargs"))
+    check.require(
+        isinstance(post, dict)
+        and not set(post) - {"largest_component"}
+        and isinstance(largest, list)
+        and all(is_int(v) and 1 <= v <= 255 for v in largest),
+        "postprocessing",
+        '{"largest_component": [label values 1..255]} or {}',
+        post,
+    )
+    check.require(
+        isinstance(raw.get("architecture_kwargs", {}), dict),
+        "architecture_kwargs",
+        "an object (keyword arguments of the network)",
+        raw.get("architecture_kwargs"),
+    )
 
 
 def _check_geometry(raw: dict, check: _Checker) -> None:
@@ -236,16 +266,24 @@ def _check_geometry(raw: dict, check: _Checker) -> None:
     window = raw.get("inference_patch_size", raw["patch_size"])
     check.require(is_patch_size(window), "inference_patch_size", "[H, W], positive multiples of 32", window)
     spacing = raw.get("target_spacing")
-    check.require(spacing is None or (isinstance(spacing, (list, tuple)) and len(spacing) == 2
-                                      and all(is_number(s) and s > 0 for s in spacing)),
-                  "target_spacing", "null or [row_mm, col_mm] positive numbers", spacing)
+    check.require(
+        spacing is None
+        or (isinstance(spacing, (list, tuple)) and len(spacing) == 2 and all(is_number(s) and s > 0 for s in spacing)),
+        "target_spacing",
+        "null or [row_mm, col_mm] positive numbers",
+        spacing,
+    )
     rule = raw.get("slice_axis_rule", "largest-spacing-else-z")
     check.require(rule in SLICE_AXIS_RULES, "slice_axis_rule", f"one of {SLICE_AXIS_RULES}", rule)
     slicing = raw.get("slicing", "acquisition")
     check.require(slicing in SLICING, "slicing", f"one of {SLICING}", slicing)
     long_side = raw.get("photo_long_side")
-    check.require(long_side is None or (is_int(long_side) and 32 <= long_side <= 100_000), "photo_long_side",
-                  "null or the longer side of the training photographs in pixels (an integer, 32..100000)", long_side)
+    check.require(
+        long_side is None or (is_int(long_side) and 32 <= long_side <= 100_000),
+        "photo_long_side",
+        "null or the longer side of the training photographs in pixels (an integer, 32..100000)",
+        long_side,
+    )
 
 
 def _check_inference(raw: dict, source: str) -> None:
@@ -257,16 +295,28 @@ def _check_inference(raw: dict, source: str) -> None:
 
 
 def _check_normalization(norm, check: _Checker) -> None:
-    check.require(isinstance(norm, dict) and norm.get("type") in NORMALIZATION_TYPES, "normalization",
-                  f"an object with 'type' in {NORMALIZATION_TYPES}", norm)
+    check.require(
+        isinstance(norm, dict) and norm.get("type") in NORMALIZATION_TYPES,
+        "normalization",
+        f"an object with 'type' in {NORMALIZATION_TYPES}",
+        norm,
+    )
     if norm["type"] != "ct":
         return
     for key in ("clip", "mean", "std"):
-        check.require(key in norm, "normalization", "for type 'ct', an object with 'clip' [lo, hi], 'mean' and "
-                      f"'std' (missing '{key}')", norm)
+        check.require(
+            key in norm,
+            "normalization",
+            f"for type 'ct', an object with 'clip' [lo, hi], 'mean' and 'std' (missing '{key}')",
+            norm,
+        )
     clip = norm["clip"]
-    check.require(isinstance(clip, (list, tuple)) and len(clip) == 2 and all(is_number(v) for v in clip)
-                  and clip[0] < clip[1], "normalization.clip", "[lo, hi] numbers with lo < hi", clip)
+    check.require(
+        isinstance(clip, (list, tuple)) and len(clip) == 2 and all(is_number(v) for v in clip) and clip[0] < clip[1],
+        "normalization.clip",
+        "[lo, hi] numbers with lo < hi",
+        clip,
+    )
     check.require(is_number(norm["mean"]), "normalization.mean", "a finite number", norm["mean"])
     check.require(is_number(norm["std"]) and norm["std"] > 0, "normalization.std", "a positive number", norm["std"])
 
@@ -289,13 +339,21 @@ def _read_classes(raw: dict, check: _Checker) -> list:
     k, sigmoid = raw["num_classes"], raw["activation"] == "sigmoid"
     max_label = 1 if sigmoid else k - 1
     for i, entry in enumerate(entries):
-        check.require(entry.label_value <= max_label, f"classes[{i}].label_value", f"an integer in 0..{max_label}",
-                      entry.label_value)
+        check.require(
+            entry.label_value <= max_label,
+            f"classes[{i}].label_value",
+            f"an integer in 0..{max_label}",
+            entry.label_value,
+        )
     seen = {entry.label_value for entry in entries}
     if sigmoid:
         check.require(1 in seen, "classes", "an entry with label_value 1 for a sigmoid model", sorted(seen))
     else:
         missing = sorted(set(range(1, k)) - seen)
-        check.require(not missing, "classes", f"an entry for every label value 1..{k - 1} of the {k}-class "
-                      f"softmax model (missing {missing})", sorted(seen))
+        check.require(
+            not missing,
+            "classes",
+            f"an entry for every label value 1..{k - 1} of the {k}-class softmax model (missing {missing})",
+            sorted(seen),
+        )
     return entries

@@ -63,7 +63,7 @@ class SpeedModes:
     largest_slice: tuple[int, int] | None = None
 
     @classmethod
-    def from_dict(cls, raw: dict | None, source: str = "model.json") -> "SpeedModes":
+    def from_dict(cls, raw: dict | None, source: str = "model.json") -> SpeedModes:
         """Raises ValueError naming ``source`` and the field."""
         if not raw:
             return cls()
@@ -71,8 +71,9 @@ class SpeedModes:
             raise ValueError(f"{source}: field 'inference' must be an object, got {raw!r}.")
         modes = raw.get("modes") or {}
         if not isinstance(modes, dict):
-            raise ValueError(f"{source}: field 'inference.modes' must be an object with 'fast' and 'accurate', "
-                             f"got {modes!r}.")
+            raise ValueError(
+                f"{source}: field 'inference.modes' must be an object with 'fast' and 'accurate', got {modes!r}."
+            )
         plans = {}
         for name in MODES:
             entry = modes.get(name)
@@ -81,10 +82,14 @@ class SpeedModes:
         if cpu_mode not in MODES:
             raise ValueError(f"{source}: field 'inference.cpu_mode' must be one of {MODES}, got {cpu_mode!r}.")
         largest = raw.get("largest_slice")
-        if largest is not None and not (isinstance(largest, list) and len(largest) == 2 and all(
-                isinstance(v, int) and not isinstance(v, bool) and v >= 32 and v % 32 == 0 for v in largest)):
-            raise ValueError(f"{source}: field 'inference.largest_slice' must be [H, W] pixels, multiples of 32, "
-                             f"got {largest!r}.")
+        if largest is not None and not (
+            isinstance(largest, list)
+            and len(largest) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 32 and v % 32 == 0 for v in largest)
+        ):
+            raise ValueError(
+                f"{source}: field 'inference.largest_slice' must be [H, W] pixels, multiples of 32, got {largest!r}."
+            )
         return cls(plans["fast"], plans["accurate"], cpu_mode, tuple(largest) if largest else None)
 
     def plan(self, mode: str) -> PassPlan:
@@ -96,8 +101,7 @@ class SpeedModes:
         """``cpu_mode`` on a CPU, ``accurate`` on a GPU."""
         return self.cpu_mode if device_type == "cpu" else "accurate"
 
-    def resolve(self, mode: str | None, device_type: str, tta: bool | None = None,
-                window=None) -> tuple[str, PassPlan]:
+    def resolve(self, mode: str | None, device_type: str, tta: bool | None = None, window=None) -> tuple[str, PassPlan]:
         """The mode name and plan for a run: ``mode`` (default :meth:`default_mode`), then the
         overrides ``tta`` (False: no flips; True: 4 flips) and ``window`` (a size: sliding windows)."""
         name = self.default_mode(device_type) if mode is None else mode
@@ -125,8 +129,11 @@ def _read_plan(entry, source: str, field: str) -> PassPlan:
     if not isinstance(flips, int) or isinstance(flips, bool) or flips not in FLIPS:
         raise fail("flips", "1, 2 or 4", flips)
     measured = entry.get("measured", {})
-    if not isinstance(measured, dict) or measured and not all(
-            is_number(measured.get(k)) for k in ("mean_dice", "seconds_per_case")):
+    if (
+        not isinstance(measured, dict)
+        or measured
+        and not all(is_number(measured.get(k)) for k in ("mean_dice", "seconds_per_case"))
+    ):
         raise fail("measured", '{"mean_dice": number, "seconds_per_case": number}', measured)
     if not isinstance(crop, bool):
         raise fail("foreground_crop", "true or false", crop)

@@ -20,5 +20,6 @@ def is_int(value: Any) -> bool:
 
 def is_patch_size(value) -> bool:
     """True for an (H, W) list or tuple of positive integer multiples of 32 (the network's stride)."""
-    return (isinstance(value, (list, tuple)) and len(value) == 2
-            and all(is_int(p) and p > 0 and p % 32 == 0 for p in value))
+    return (
+        isinstance(value, (list, tuple)) and len(value) == 2 and all(is_int(p) and p > 0 and p % 32 == 0 for p in value)
+    )

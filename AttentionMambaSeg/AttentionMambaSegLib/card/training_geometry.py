@@ -30,7 +30,7 @@ class TrainingGeometry:
     field_of_view_mm: tuple[float, ...] | None = None
 
     @classmethod
-    def from_dict(cls, raw: dict | None, source: str = "model.json") -> "TrainingGeometry":
+    def from_dict(cls, raw: dict | None, source: str = "model.json") -> TrainingGeometry:
         """Raises ValueError naming ``source`` and the field."""
         if not raw:
             return cls()
@@ -38,23 +38,31 @@ class TrainingGeometry:
             raise ValueError(f"{source}: field 'training_geometry' must be an object, got {raw!r}.")
         unknown = set(raw) - {"in_plane_spacing_mm", "slice_spacing_mm", "field_of_view_mm", "measured_on"}
         if unknown:
-            raise ValueError(f"{source}: field 'training_geometry' has unknown keys {sorted(unknown)}; expected "
-                             "in_plane_spacing_mm, slice_spacing_mm, field_of_view_mm, measured_on.")
+            raise ValueError(
+                f"{source}: field 'training_geometry' has unknown keys {sorted(unknown)}; expected "
+                "in_plane_spacing_mm, slice_spacing_mm, field_of_view_mm, measured_on."
+            )
 
         for key in ("in_plane_spacing_mm", "slice_spacing_mm"):
             if raw.get(key) is not None and not _positive(raw[key]):
-                raise ValueError(f"{source}: field 'training_geometry.{key}' must be a positive number of "
-                                 f"millimetres, got {raw[key]!r}.")
+                raise ValueError(
+                    f"{source}: field 'training_geometry.{key}' must be a positive number of "
+                    f"millimetres, got {raw[key]!r}."
+                )
         fov = raw.get("field_of_view_mm")
         if fov is not None and not (isinstance(fov, list) and len(fov) in (2, 3) and all(_positive(v) for v in fov)):
-            raise ValueError(f"{source}: field 'training_geometry.field_of_view_mm' must be 2 or 3 positive numbers "
-                             f"(mm), got {fov!r}.")
+            raise ValueError(
+                f"{source}: field 'training_geometry.field_of_view_mm' must be 2 or 3 positive numbers "
+                f"(mm), got {fov!r}."
+            )
         note = raw.get("measured_on")
         if note is not None and not isinstance(note, str):
             raise ValueError(f"{source}: field 'training_geometry.measured_on' must be text, got {note!r}.")
-        return cls(None if raw.get("in_plane_spacing_mm") is None else float(raw["in_plane_spacing_mm"]),
-                   None if raw.get("slice_spacing_mm") is None else float(raw["slice_spacing_mm"]),
-                   None if fov is None else tuple(float(v) for v in fov))
+        return cls(
+            None if raw.get("in_plane_spacing_mm") is None else float(raw["in_plane_spacing_mm"]),
+            None if raw.get("slice_spacing_mm") is None else float(raw["slice_spacing_mm"]),
+            None if fov is None else tuple(float(v) for v in fov),
+        )
 
 
 def _positive(value) -> bool:

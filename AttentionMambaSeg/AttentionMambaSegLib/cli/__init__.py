@@ -26,8 +26,7 @@ _SUBCOMMANDS = ("segment", "cardiac", "demo", "models", "train", "evaluate", "do
 def build_parser() -> argparse.ArgumentParser:
     """Return the top-level parser with every subcommand registered."""
     parser = argparse.ArgumentParser(
-        prog="attention-mamba-seg",
-        description="Attention-Mamba medical image segmentation (arXiv 2402.02286).",
+        prog="attention-mamba-seg", description="Attention-Mamba medical image segmentation (arXiv 2402.02286)."
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
@@ -46,8 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     args = parser.parse_args(argv)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
     if not getattr(args, "func", None):
         parser.print_help()
@@ -69,12 +67,26 @@ def main(argv: list[str] | None = None) -> int:
 
 
 #: Import name -> distribution name, where they differ (the others: "_" read as "-").
-_DISTRIBUTIONS = {"PIL": "pillow", "mamba_ssm": "mamba-ssm", "slicer": "slicer-core", "nrrd": "pynrrd",
-                  "yaml": "pyyaml", "skimage": "scikit-image", "sklearn": "scikit-learn"}
+_DISTRIBUTIONS = {
+    "PIL": "pillow",
+    "mamba_ssm": "mamba-ssm",
+    "slicer": "slicer-core",
+    "nrrd": "pynrrd",
+    "yaml": "pyyaml",
+    "skimage": "scikit-image",
+    "sklearn": "scikit-learn",
+}
 #: The extras of pyproject.toml, for a source tree run without installing or an install older than the
 #: source (the package metadata is read first).
-_EXTRAS = {"monai": "train", "matplotlib": "train", "scipy": "train", "highdicom": "dicom", "mamba-ssm": "cuda",
-           "pytest": "test", "slicer-core": "test"}
+_EXTRAS = {
+    "monai": "train",
+    "matplotlib": "train",
+    "scipy": "train",
+    "highdicom": "dicom",
+    "mamba-ssm": "cuda",
+    "pytest": "test",
+    "slicer-core": "test",
+}
 _DIST = "attention-mamba-seg"
 
 
@@ -125,18 +137,24 @@ def missing_package_message(error: ImportError, command: str | None) -> str:
     who = f"{command}" if command else _DIST
     module = (error.name or "").split(".")[0]
     if not isinstance(error, ModuleNotFoundError) or not module:
-        return (f"{who} could not import {error.name or 'a package'} ({error}): the installed version does not fit; "
-                f"upgrade or reinstall it (pip install -U {_DISTRIBUTIONS.get(module, module) or 'PACKAGE'}).")
+        return (
+            f"{who} could not import {error.name or 'a package'} ({error}): the installed version does not fit; "
+            f"upgrade or reinstall it (pip install -U {_DISTRIBUTIONS.get(module, module) or 'PACKAGE'})."
+        )
     distribution = _normalise(_DISTRIBUTIONS.get(module, module))
     core, extras = _requirements()
     found = extras.get(distribution) or ([_EXTRAS[distribution]] if distribution in _EXTRAS else [])
     found = [e for e in found if e != "test"] or found
     if found:
-        return (f"{who} needs {distribution}: pip install '{_DIST}[{found[0]}]' (from a clone: "
-                f"pip install -e '.[{found[0]}]')")
+        return (
+            f"{who} needs {distribution}: pip install '{_DIST}[{found[0]}]' (from a clone: "
+            f"pip install -e '.[{found[0]}]')"
+        )
     if distribution in core:
-        return (f"{who} needs {distribution}, which {_DIST} always installs; it is missing from this environment: "
-                f"pip install {distribution} (or reinstall {_DIST}).")
+        return (
+            f"{who} needs {distribution}, which {_DIST} always installs; it is missing from this environment: "
+            f"pip install {distribution} (or reinstall {_DIST})."
+        )
     return f"{who} needs the Python package {module}, which is not installed: pip install {distribution}"
 
 

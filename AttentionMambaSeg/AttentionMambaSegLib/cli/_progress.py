@@ -25,9 +25,20 @@ class Bar:
         if self.bar is None:
             from tqdm import tqdm
 
-            fmt = ("{l_bar}{bar}| {n:.1f}/{total} " + self.unit + "s [{elapsed}<{remaining}]") if self.fractional else None
-            self.bar = tqdm(desc=self.desc, total=total, initial=0, unit=self.unit, file=sys.stderr,
-                            dynamic_ncols=True, bar_format=fmt)
+            fmt = (
+                ("{l_bar}{bar}| {n:.1f}/{total} " + self.unit + "s [{elapsed}<{remaining}]")
+                if self.fractional
+                else None
+            )
+            self.bar = tqdm(
+                desc=self.desc,
+                total=total,
+                initial=0,
+                unit=self.unit,
+                file=sys.stderr,
+                dynamic_ncols=True,
+                bar_format=fmt,
+            )
         if self.bar.total != total:
             self.bar.total = total
             self.bar.refresh()

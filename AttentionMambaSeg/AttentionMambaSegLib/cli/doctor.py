@@ -11,13 +11,16 @@ import sys
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register the ``doctor`` subcommand."""
     parser = subparsers.add_parser(
-        "doctor", help="check the installation (versions, GPU, scan backend)",
+        "doctor",
+        help="check the installation (versions, GPU, scan backend)",
         description="Report library versions, whether a GPU passes a real convolution test, and which "
-                    "selective-scan implementation runs.",
+        "selective-scan implementation runs.",
     )
-    parser.add_argument("--device", default="auto",
-                        help="device to probe and report the scan backend of: auto, cpu, cuda[:N] or mps "
-                             "(default auto)")
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="device to probe and report the scan backend of: auto, cpu, cuda[:N] or mps (default auto)",
+    )
     parser.set_defaults(func=run)
     return parser
 
@@ -55,10 +58,10 @@ def _triton_version() -> str:
 def run(args: argparse.Namespace) -> int:
     """Print the report for the device that ``--device`` selects, with the selective-scan backend that
     runs on it; exit code 1 (and a line on stderr saying why) when that device is unusable."""
+    import torch
+
     from .. import __version__
     from ..devices import select_device
-
-    import torch
 
     lines = [
         ("attention-mamba-seg", __version__),
@@ -70,8 +73,12 @@ def run(args: argparse.Namespace) -> int:
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):
             props = torch.cuda.get_device_properties(i)
-            lines.append((f"cuda:{i}", f"{props.name}, {props.total_memory / 2**30:.1f} GiB, "
-                                        f"compute {props.major}.{props.minor}"))
+            lines.append(
+                (
+                    f"cuda:{i}",
+                    f"{props.name}, {props.total_memory / 2**30:.1f} GiB, compute {props.major}.{props.minor}",
+                )
+            )
         lines.append(("cuDNN", str(torch.backends.cudnn.version())))
     for name in ("numpy", "SimpleITK", "numba", "safetensors", "slicerio", "nrrd"):
         lines.append((name, _version(name)))

@@ -8,16 +8,23 @@ import sys
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register the ``models`` subcommand and its actions."""
-    parser = subparsers.add_parser("models", help="list, inspect and import model packages",
-                                   description="Manage model packages (bundled and imported).")
+    parser = subparsers.add_parser(
+        "models",
+        help="list, inspect and import model packages",
+        description="Manage model packages (bundled and imported).",
+    )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     p = actions.add_parser("list", help="list bundled, imported and available-to-download models")
     p.set_defaults(func=run_list)
     p = actions.add_parser("download", help="download a registry model into the user cache (SHA-256 checked)")
     p.add_argument("model", metavar="ID")
     p.add_argument("--timeout", type=float, default=60.0, metavar="S", help="seconds without data before giving up")
-    p.add_argument("--progress-format", default="bar", choices=["bar", "jsonl"],
-                   help="bar: a progress bar on stderr; jsonl: JSON lines on stdout (for the Slicer module)")
+    p.add_argument(
+        "--progress-format",
+        default="bar",
+        choices=["bar", "jsonl"],
+        help="bar: a progress bar on stderr; jsonl: JSON lines on stdout (for the Slicer module)",
+    )
     p.set_defaults(func=run_download)
     p = actions.add_parser("info", help="show a model's classes, preprocessing, training and metrics")
     p.add_argument("model", metavar="ID", help="model id or model folder")
@@ -26,9 +33,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.set_defaults(func=run_info)
     p = actions.add_parser("import", help="verify a model package (folder or .zip) and copy it to the user cache")
     p.add_argument("path", metavar="PATH")
-    p.add_argument("--progress-format", default="text", choices=["text", "jsonl"],
-                   help="text: one line when done; jsonl: JSON lines on stdout (progress by step, the model "
-                        "written; for the Slicer module)")
+    p.add_argument(
+        "--progress-format",
+        default="text",
+        choices=["text", "jsonl"],
+        help="text: one line when done; jsonl: JSON lines on stdout (progress by step, the model "
+        "written; for the Slicer module)",
+    )
     p.set_defaults(func=run_import)
     p = actions.add_parser("remove", help="delete one imported or downloaded model from the user cache")
     p.add_argument("model", metavar="ID")
@@ -72,6 +83,7 @@ def run_download(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     with tqdm(desc=args.model, unit="B", unit_scale=True, file=sys.stderr, dynamic_ncols=True) as bar:
+
         def progress(done: int, total: int) -> None:
             bar.total = total
             bar.update(done - bar.n)
@@ -101,9 +113,9 @@ def run_remove_one(args: argparse.Namespace) -> int:
 
 def run_info(args: argparse.Namespace) -> int:
     """Print the model card of one model."""
-    from ..package import load_model_package
-
     import json
+
+    from ..package import load_model_package
 
     package = load_model_package(args.model)
     if args.verify:

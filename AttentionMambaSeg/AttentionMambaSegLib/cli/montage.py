@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -71,8 +71,9 @@ def write_overlay_montage(
     labels, _ = image_to_slices(check_labelmap(labelmap), None, "LPS", is_label=True)  # (S, H, W)
     candidates = _chosen_slices(labels, max_slices)
     tiles = _overlay_tiles(slices, labels, candidates, classes, alpha)
-    canvas = add_legend(_tiled(tiles, columns), classes, "slice number / slices (along the slicing axis)"
-                        if labels.shape[0] > 1 else "")
+    canvas = add_legend(
+        _tiled(tiles, columns), classes, "slice number / slices (along the slicing axis)" if labels.shape[0] > 1 else ""
+    )
 
     def read_png(tmp: Path) -> np.ndarray:
         with Image.open(tmp) as png:
@@ -93,8 +94,9 @@ def _chosen_slices(labels: np.ndarray, max_slices: int) -> list[int]:
     return candidates
 
 
-def _overlay_tiles(slices: np.ndarray, labels: np.ndarray, chosen: list[int], classes: Sequence[dict],
-                   alpha: float) -> list[np.ndarray]:
+def _overlay_tiles(
+    slices: np.ndarray, labels: np.ndarray, chosen: list[int], classes: Sequence[dict], alpha: float
+) -> list[np.ndarray]:
     """uint8 (H, W, 3) tiles of the chosen slices: grey (0.5-99.5 percentile window) or RGB, segments blended in."""
     if slices.shape[1] == 3:
         lo, hi = 0.0, 255.0
@@ -125,5 +127,5 @@ def _tiled(tiles: list[np.ndarray], columns: int) -> np.ndarray:
     canvas = np.zeros((rows * h, columns * w, 3), dtype=np.uint8)
     for n, tile in enumerate(tiles):
         r, c = divmod(n, columns)
-        canvas[r * h:(r + 1) * h, c * w:(c + 1) * w] = tile
+        canvas[r * h : (r + 1) * h, c * w : (c + 1) * w] = tile
     return canvas

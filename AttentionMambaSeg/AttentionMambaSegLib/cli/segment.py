@@ -25,47 +25,83 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "(mL; area in mm2 for 2D, in px for a photograph), confidence and whether it needs review."
         ),
     )
-    parser.add_argument("inputs", nargs="+", metavar="INPUT",
-                        help="image file, DICOM folder, or folder of image files")
-    parser.add_argument("-o", "--output", required=True,
-                        help="output file, or a folder (created when missing; write out/ for one input)")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image file, DICOM folder, or folder of image files")
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="output file, or a folder (created when missing; write out/ for one input)",
+    )
     parser.add_argument("--model", required=True, help="model id (see `models list`) or model folder")
     add_prediction_options(parser)
-    parser.add_argument("--window", type=positive_int, default=None, metavar="PIXELS",
-                        help="sliding-window size at the model's spacing, a multiple of 32 "
-                             "(default: the model's inference_patch_size)")
-    parser.add_argument("--output-format", default="seg.nrrd",
-                        choices=["seg.nrrd", "nii.gz", "nii", "nrrd", "mha", "png", "dicom-seg"],
-                        help="file type written into an output folder (default seg.nrrd; dicom-seg: a DICOM "
-                             "Segmentation .dcm of each DICOM series input)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace existing output files (an input is never replaced)")
-    parser.add_argument("--nifti-transform", choices=("qform", "sform"), default=None,
-                        help="for a NIfTI input whose qform and sform disagree: the one that places the image "
-                             "(default: such a file is refused, naming both)")
-    parser.add_argument("--progress-format", default="bar", choices=["bar", "jsonl"],
-                        help="bar (default): a progress bar on stderr; jsonl: one JSON object per line on "
-                             "stdout for programs that run this command (events: device, progress, log, "
-                             "written, error; see AttentionMambaSegLib.slicer.child_process)")
-    parser.add_argument("--roi", default=None, metavar="ROI",
-                        help="segment only inside this box: a Slicer markups ROI file (.mrk.json, in the "
-                             "coordinate system it states) or CX,CY,CZ,SX,SY,SZ: centre in RAS mm (as Slicer shows "
-                             "coordinates) and size in mm (write --roi=-10,... when the first number is negative); the labels "
-                             "are zero outside it (3D images)")
-    parser.add_argument("--series", default=None, metavar="CHOICE",
-                        help="for a DICOM folder with several series: its number in the listing, its "
-                             "SeriesInstanceUID or part of its SeriesDescription (default: the model's modality, "
-                             "original before derived, then the most files; the log lists them all)")
-    parser.add_argument("--force", action="store_true",
-                        help="segment even an image of another modality than the model's (e.g. a CT with an "
-                             "MR model); the result is then not to be trusted")
-    parser.add_argument("--overlay", action="store_true",
-                        help="also write NAME_overlay.png: the input (a photograph or 2D image) with each segment's "
-                             "outline in its class colour")
-    parser.add_argument("--keep-going", action="store_true",
-                        help="with an output folder: a failing input is reported and the others are still "
-                             "segmented, with a summary at the end (always so under torchrun, where each "
-                             "process segments its share of the inputs)")
+    parser.add_argument(
+        "--window",
+        type=positive_int,
+        default=None,
+        metavar="PIXELS",
+        help="sliding-window size at the model's spacing, a multiple of 32 (default: the model's inference_patch_size)",
+    )
+    parser.add_argument(
+        "--output-format",
+        default="seg.nrrd",
+        choices=["seg.nrrd", "nii.gz", "nii", "nrrd", "mha", "png", "dicom-seg"],
+        help="file type written into an output folder (default seg.nrrd; dicom-seg: a DICOM "
+        "Segmentation .dcm of each DICOM series input)",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace existing output files (an input is never replaced)"
+    )
+    parser.add_argument(
+        "--nifti-transform",
+        choices=("qform", "sform"),
+        default=None,
+        help="for a NIfTI input whose qform and sform disagree: the one that places the image "
+        "(default: such a file is refused, naming both)",
+    )
+    parser.add_argument(
+        "--progress-format",
+        default="bar",
+        choices=["bar", "jsonl"],
+        help="bar (default): a progress bar on stderr; jsonl: one JSON object per line on "
+        "stdout for programs that run this command (events: device, progress, log, "
+        "written, error; see AttentionMambaSegLib.slicer.child_process)",
+    )
+    parser.add_argument(
+        "--roi",
+        default=None,
+        metavar="ROI",
+        help="segment only inside this box: a Slicer markups ROI file (.mrk.json, in the "
+        "coordinate system it states) or CX,CY,CZ,SX,SY,SZ: centre in RAS mm (as Slicer shows "
+        "coordinates) and size in mm (write --roi=-10,... when the first number is negative); the labels "
+        "are zero outside it (3D images)",
+    )
+    parser.add_argument(
+        "--series",
+        default=None,
+        metavar="CHOICE",
+        help="for a DICOM folder with several series: its number in the listing, its "
+        "SeriesInstanceUID or part of its SeriesDescription (default: the model's modality, "
+        "original before derived, then the most files; the log lists them all)",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="segment even an image of another modality than the model's (e.g. a CT with an "
+        "MR model); the result is then not to be trusted",
+    )
+    parser.add_argument(
+        "--overlay",
+        action="store_true",
+        help="also write NAME_overlay.png: the input (a photograph or 2D image) with each segment's "
+        "outline in its class colour",
+    )
+    parser.add_argument(
+        "--keep-going",
+        action="store_true",
+        help="with an output folder: a failing input is reported and the others are still "
+        "segmented, with a summary at the end (always so under torchrun, where each "
+        "process segments its share of the inputs)",
+    )
     parser.set_defaults(func=run)
     return parser
 
@@ -73,13 +109,27 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def add_prediction_options(parser: argparse.ArgumentParser) -> None:
     """The options of every command that runs the network: --device, --mode, --no-tta, --batch-size."""
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
-    parser.add_argument("--mode", choices=("fast", "accurate"), default=None,
-                        help="fast: fewer network passes; accurate: 4 flips (default: the model's choice for the "
-                             "device, see 'models info')")
-    parser.add_argument("--no-tta", dest="tta", action="store_false", default=None,
-                        help="no flip test-time augmentation, whatever the mode")
-    parser.add_argument("--batch-size", type=positive_int, default=None, metavar="N",
-                        help="slices per forward pass (default: 1 on a CPU, 4 on a GPU)")
+    parser.add_argument(
+        "--mode",
+        choices=("fast", "accurate"),
+        default=None,
+        help="fast: fewer network passes; accurate: 4 flips (default: the model's choice for the "
+        "device, see 'models info')",
+    )
+    parser.add_argument(
+        "--no-tta",
+        dest="tta",
+        action="store_false",
+        default=None,
+        help="no flip test-time augmentation, whatever the mode",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="slices per forward pass (default: 1 on a CPU, 4 on a GPU)",
+    )
 
 
 def inference_settings(args: argparse.Namespace, **more):
@@ -93,9 +143,17 @@ def inference_settings(args: argparse.Namespace, **more):
 
 def _segment_settings(args: argparse.Namespace, **more):
     """The settings of every ``segment`` flag; ``--roi`` is read here (a bad one fails before any work)."""
-    settings = inference_settings(args, window=args.window, force=args.force, output_format=args.output_format,
-                                  overwrite=args.overwrite, overlay=args.overlay,
-                                  nifti_transform=args.nifti_transform, roi=args.roi or None, **more)
+    settings = inference_settings(
+        args,
+        window=args.window,
+        force=args.force,
+        output_format=args.output_format,
+        overwrite=args.overwrite,
+        overlay=args.overlay,
+        nifti_transform=args.nifti_transform,
+        roi=args.roi or None,
+        **more,
+    )
     return settings.replace(roi=settings.region_of_interest())
 
 
@@ -175,8 +233,15 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
     expanded = []
     for text in inputs:
         path = Path(text)
-        files = sorted(p for p in path.iterdir() if p.is_file() and path_extension(p) in IMAGE_EXTENSIONS
-                       and path_extension(p) != ".dcm") if path.is_dir() else []
+        files = (
+            sorted(
+                p
+                for p in path.iterdir()
+                if p.is_file() and path_extension(p) in IMAGE_EXTENSIONS and path_extension(p) != ".dcm"
+            )
+            if path.is_dir()
+            else []
+        )
         expanded.extend(files or [path])
     return expanded
 
@@ -209,21 +274,32 @@ def _segment_archive(args: argparse.Namespace, progress_factory) -> list:
         distributed.broadcast_object(None)  # the others wait for it
         model = ensure_model(args.model)
         settings = _segment_settings(args, device=distributed.device_for(ctx, args.device))
-        written, failed = segment_archive(inputs[ctx.rank::ctx.world_size], args.output, model, settings,
-                                          progress_factory=progress_factory, series=args.series)
+        written, failed = segment_archive(
+            inputs[ctx.rank :: ctx.world_size],
+            args.output,
+            model,
+            settings,
+            progress_factory=progress_factory,
+            series=args.series,
+        )
         results = distributed.all_gather_objects((written, failed))
     finally:
         distributed.teardown()
     all_written = [w for part in results for w in part[0]]
     all_failed = [f for part in results for f in part[1]]
     if ctx.is_main:
-        print(f"segmented {len(all_written)} of {len(inputs)} inputs" + (f", {len(all_failed)} failed:" if all_failed
-                                                                           else ""), file=sys.stderr)
+        print(
+            f"segmented {len(all_written)} of {len(inputs)} inputs"
+            + (f", {len(all_failed)} failed:" if all_failed else ""),
+            file=sys.stderr,
+        )
         for source, error in sorted(all_failed):
             print(f"  FAILED {source}: {error}", file=sys.stderr)
         if summary is not None and all_written:
             write_summary(sorted(all_written), summary, overwrite=args.overwrite, inputs=inputs)
     if all_failed:
-        raise RuntimeError(f"{len(all_failed)} of {len(inputs)} inputs failed: "
-                           + "; ".join(f"{Path(s).name} ({e})" for s, e in sorted(all_failed)))
+        raise RuntimeError(
+            f"{len(all_failed)} of {len(inputs)} inputs failed: "
+            + "; ".join(f"{Path(s).name} ({e})" for s, e in sorted(all_failed))
+        )
     return [Path(p) for _, p in sorted(all_written)] if ctx.is_main else []

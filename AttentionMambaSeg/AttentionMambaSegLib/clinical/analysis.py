@@ -20,11 +20,27 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from .cine import Cine, check_same_grid
-from .function import (CardiacLabels, VentricularFunction, choose_ed_es, format_function_table, frame_volumes,
-                       plausibility_warnings, stack_coverage_warnings, ventricular_function)
+from .function import (
+    CardiacLabels,
+    VentricularFunction,
+    choose_ed_es,
+    format_function_table,
+    frame_volumes,
+    plausibility_warnings,
+    stack_coverage_warnings,
+    ventricular_function,
+)
 
-__all__ = ["CardiacAnalysis", "analyse_cine", "check_cardiac_outputs", "function_from_labelmaps",
-           "write_cardiac_outputs", "FUNCTION_FILE", "CURVE_FILE", "SOURCES"]
+__all__ = [
+    "CardiacAnalysis",
+    "analyse_cine",
+    "check_cardiac_outputs",
+    "function_from_labelmaps",
+    "write_cardiac_outputs",
+    "FUNCTION_FILE",
+    "CURVE_FILE",
+    "SOURCES",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +49,8 @@ CURVE_FILE = "volume_curve.png"
 #: Where the definitions come from (written into function.json).
 SOURCES = {
     "definitions": "ACDC challenge: Bernard et al., IEEE TMI 37(11):2514-2525, 2018, doi:10.1109/TMI.2018.2837502 "
-                   "(volume = voxel count x voxel volume; EF = (EDV - ESV) / EDV; LV mass = 1.05 g/mL x "
-                   "myocardial volume at ED)",
+    "(volume = voxel count x voxel volume; EF = (EDV - ESV) / EDV; LV mass = 1.05 g/mL x "
+    "myocardial volume at ED)",
     "body_surface_area": "Mosteller, N Engl J Med 317(17):1098, 1987: sqrt(height_cm x weight_kg / 3600)",
 }
 
@@ -77,11 +93,19 @@ class CardiacAnalysis:
             **({"model": self.model} if self.model else {}),
             "frames": len(self.labelmaps),
             **self.function.to_dict(),
-            "units": {"volume": "mL", "mass": "g", "ejection_fraction": "%", "bsa": "m2",
-                      "indexed": "per m2 of body surface area", "frames": "numbered from 1"},
+            "units": {
+                "volume": "mL",
+                "mass": "g",
+                "ejection_fraction": "%",
+                "bsa": "m2",
+                "indexed": "per m2 of body surface area",
+                "frames": "numbered from 1",
+            },
             "structures": self.structures,
-            "volume_curve": [{"frame": i + 1, "lv_ml": round(v.lv_ml, 2), "rv_ml": round(v.rv_ml, 2),
-                              "myo_ml": round(v.myo_ml, 2)} for i, v in enumerate(self.volumes)],
+            "volume_curve": [
+                {"frame": i + 1, "lv_ml": round(v.lv_ml, 2), "rv_ml": round(v.rv_ml, 2), "myo_ml": round(v.myo_ml, 2)}
+                for i, v in enumerate(self.volumes)
+            ],
             "warnings": list(self.warnings),
             "sources": SOURCES,
         }
@@ -91,8 +115,10 @@ class CardiacAnalysis:
         lines = [format_function_table(self.function)]
         for key, s in self.structures.items():
             if s["needs_review"]:
-                lines.append(f"needs review: {s['name']} ({key}): " + "; ".join(
-                    f"{phase} {s[phase]['reason']}" for phase in ("ed", "es") if s[phase].get("reason")))
+                lines.append(
+                    f"needs review: {s['name']} ({key}): "
+                    + "; ".join(f"{phase} {s[phase]['reason']}" for phase in ("ed", "es") if s[phase].get("reason"))
+                )
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
@@ -104,10 +130,18 @@ def _slice_array_axis(image: sitk.Image) -> int:
     return 2 - choose_slice_axis(image)
 
 
-def function_from_labelmaps(labelmaps: Sequence[sitk.Image], structures: CardiacLabels, ed: int | None = None,
-                            es: int | None = None, height_cm: float | None = None, weight_kg: float | None = None,
-                            segmentations: Sequence | None = None, names: dict | None = None,
-                            extra_warnings: Sequence[str] = (), model: dict | None = None) -> CardiacAnalysis:
+def function_from_labelmaps(
+    labelmaps: Sequence[sitk.Image],
+    structures: CardiacLabels,
+    ed: int | None = None,
+    es: int | None = None,
+    height_cm: float | None = None,
+    weight_kg: float | None = None,
+    segmentations: Sequence | None = None,
+    names: dict | None = None,
+    extra_warnings: Sequence[str] = (),
+    model: dict | None = None,
+) -> CardiacAnalysis:
     """The figures of a cine from its labelmaps (no network: labelmaps edited by hand work the same).
 
     Args:
@@ -145,30 +179,55 @@ def function_from_labelmaps(labelmaps: Sequence[sitk.Image], structures: Cardiac
         phases = {}
         for phase, i in (("ed", ed_i), ("es", es_i)):
             volume = getattr(volumes[i], f"{key.lower()}_ml")
-            entry = {"frame": i + 1, "volume_ml": round(volume, 2), "confidence": None, "needs_review": False,
-                     "reason": None}
+            entry = {
+                "frame": i + 1,
+                "volume_ml": round(volume, 2),
+                "confidence": None,
+                "needs_review": False,
+                "reason": None,
+            }
             if segmentations is not None:
                 s = next((s for s in segmentations[i].segments if s.label_value == value), None)
                 if s is not None:
-                    entry.update(confidence=None if s.confidence is None else round(s.confidence, 4),
-                                 needs_review=s.needs_review, reason=s.review_reason)
+                    entry.update(
+                        confidence=None if s.confidence is None else round(s.confidence, 4),
+                        needs_review=s.needs_review,
+                        reason=s.review_reason,
+                    )
             phases[phase] = entry
-        report[key] = {"name": names.get(value, default_names[value]), "label_value": value, **phases,
-                       "needs_review": phases["ed"]["needs_review"] or phases["es"]["needs_review"]}
+        report[key] = {
+            "name": names.get(value, default_names[value]),
+            "label_value": value,
+            **phases,
+            "needs_review": phases["ed"]["needs_review"] or phases["es"]["needs_review"],
+        }
     for key, s in report.items():
         if s["needs_review"]:
-            warnings.append(f"Segment '{s['name']}' needs review: " + "; ".join(
-                f"{phase.upper()} {s[phase]['reason']}" for phase in ("ed", "es") if s[phase]["reason"]) + ".")
-    flagged = tuple(tuple(s.label_value for s in seg.needs_review) for seg in segmentations) if segmentations \
+            warnings.append(
+                f"Segment '{s['name']}' needs review: "
+                + "; ".join(f"{phase.upper()} {s[phase]['reason']}" for phase in ("ed", "es") if s[phase]["reason"])
+                + "."
+            )
+    flagged = (
+        tuple(tuple(s.label_value for s in seg.needs_review) for seg in segmentations)
+        if segmentations
         else tuple(() for _ in labelmaps)
-    return CardiacAnalysis(tuple(labelmaps), volumes, function, report, tuple(dict.fromkeys(warnings)),
-                           model or {}, flagged)
+    )
+    return CardiacAnalysis(
+        tuple(labelmaps), volumes, function, report, tuple(dict.fromkeys(warnings)), model or {}, flagged
+    )
 
 
-def analyse_cine(cine: Cine, predictor, ed: int | None = None, es: int | None = None,
-                 height_cm: float | None = None, weight_kg: float | None = None,
-                 progress: Callable[[float, int], None] | None = None,
-                 cancel: threading.Event | None = None) -> CardiacAnalysis | None:
+def analyse_cine(
+    cine: Cine,
+    predictor,
+    ed: int | None = None,
+    es: int | None = None,
+    height_cm: float | None = None,
+    weight_kg: float | None = None,
+    progress: Callable[[float, int], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> CardiacAnalysis | None:
     """Segment every frame of a cine and compute the ventricular function.
 
     Args:
@@ -201,6 +260,7 @@ def analyse_cine(cine: Cine, predictor, ed: int | None = None, es: int | None = 
     check_input_image(cine.frames[0], package, warn=False, force=predictor.force)  # before the first frame
     results = []
     for t, frame in enumerate(cine.frames):
+
         def frame_progress(done, total, t=t):
             if progress is not None:
                 progress(t + (done / total if total else 1.0), n)
@@ -212,26 +272,48 @@ def analyse_cine(cine: Cine, predictor, ed: int | None = None, es: int | None = 
         results.append(result)
     warnings = [w for r in results for w in r.warnings]
     names = {c.label_value: c.name for c in package.card.foreground_classes}
-    model = {"id": package.id, "version": package.card.version, "mode": predictor.mode,
-             "passes": predictor.plan.describe()}
-    return function_from_labelmaps([r.labels for r in results], structures,
-                                   ed if ed is not None else cine.ed, es if es is not None else cine.es,
-                                   height_cm, weight_kg, segmentations=results, names=names,
-                                   extra_warnings=warnings, model=model)
+    model = {
+        "id": package.id,
+        "version": package.card.version,
+        "mode": predictor.mode,
+        "passes": predictor.plan.describe(),
+    }
+    return function_from_labelmaps(
+        [r.labels for r in results],
+        structures,
+        ed if ed is not None else cine.ed,
+        es if es is not None else cine.es,
+        height_cm,
+        weight_kg,
+        segmentations=results,
+        names=names,
+        extra_warnings=warnings,
+        model=model,
+    )
 
 
 def _output_paths(folder: Path, frames: int, output_format: str, all_frames: bool) -> dict:
     ext = "." + output_format.lstrip(".")
-    paths = {"function": folder / FUNCTION_FILE, "curve": folder / CURVE_FILE, "ed": folder / f"ED{ext}",
-             "es": folder / f"ES{ext}"}
+    paths = {
+        "function": folder / FUNCTION_FILE,
+        "curve": folder / CURVE_FILE,
+        "ed": folder / f"ED{ext}",
+        "es": folder / f"ES{ext}",
+    }
     if all_frames:
         width = max(2, len(str(frames)))
         paths.update({f"frame{t}": folder / "frames" / f"frame{t + 1:0{width}d}{ext}" for t in range(frames)})
     return paths
 
 
-def check_cardiac_outputs(folder: str | os.PathLike, frames: int, output_format: str = "seg.nrrd",
-                          all_frames: bool = False, overwrite: bool = False, inputs: Sequence = ()) -> dict:
+def check_cardiac_outputs(
+    folder: str | os.PathLike,
+    frames: int,
+    output_format: str = "seg.nrrd",
+    all_frames: bool = False,
+    overwrite: bool = False,
+    inputs: Sequence = (),
+) -> dict:
     """The output paths of :func:`write_cardiac_outputs`, checked before any work.
 
     Returns:
@@ -258,15 +340,24 @@ def check_cardiac_outputs(folder: str | os.PathLike, frames: int, output_format:
     if not overwrite:
         existing = [str(p) for p in paths.values() if p.exists()]
         if existing:
-            raise FileExistsError(f"Output(s) already exist: {', '.join(existing[:4])}"
-                                  f"{' ...' if len(existing) > 4 else ''}; pass --overwrite (overwrite=True) to "
-                                  "replace them, or choose another folder.")
+            raise FileExistsError(
+                f"Output(s) already exist: {', '.join(existing[:4])}"
+                f"{' ...' if len(existing) > 4 else ''}; pass --overwrite (overwrite=True) to "
+                "replace them, or choose another folder."
+            )
     return paths
 
 
-def write_cardiac_outputs(analysis: CardiacAnalysis, folder: str | os.PathLike, classes: Sequence,
-                          source: str = "", output_format: str = "seg.nrrd", all_frames: bool = False,
-                          overwrite: bool = False, inputs: Sequence = ()) -> dict:
+def write_cardiac_outputs(
+    analysis: CardiacAnalysis,
+    folder: str | os.PathLike,
+    classes: Sequence,
+    source: str = "",
+    output_format: str = "seg.nrrd",
+    all_frames: bool = False,
+    overwrite: bool = False,
+    inputs: Sequence = (),
+) -> dict:
     """Write ``function.json``, the ED and ES labelmaps, every frame's with ``all_frames``, and the curve.
 
     Layout of ``folder`` (created when missing; its parent must exist)::
@@ -305,23 +396,35 @@ def write_cardiac_outputs(analysis: CardiacAnalysis, folder: str | os.PathLike, 
     classes = [c.to_dict() if hasattr(c, "to_dict") else c for c in classes]
     written = {}
     for key, index in (("ed", analysis.ed_index), ("es", analysis.es_index)):
-        written[key] = writers.write_labelmap(analysis.labelmaps[index], paths[key], classes,
-                                              flagged=analysis.flagged[index], overwrite=overwrite, inputs=inputs)
+        written[key] = writers.write_labelmap(
+            analysis.labelmaps[index],
+            paths[key],
+            classes,
+            flagged=analysis.flagged[index],
+            overwrite=overwrite,
+            inputs=inputs,
+        )
     if all_frames:
         for t, labelmap in enumerate(analysis.labelmaps):
-            written[f"frame{t}"] = writers.write_labelmap(labelmap, paths[f"frame{t}"], classes,
-                                                          flagged=analysis.flagged[t], overwrite=overwrite,
-                                                          inputs=inputs)
-    written["curve"] = write_volume_curve([v.lv_ml for v in analysis.volumes], [v.rv_ml for v in analysis.volumes],
-                                          analysis.function.ed_frame, analysis.function.es_frame, paths["curve"],
-                                          title=Path(source.split(" + ")[0]).name if source else "",
-                                          overwrite=overwrite)
+            written[f"frame{t}"] = writers.write_labelmap(
+                labelmap, paths[f"frame{t}"], classes, flagged=analysis.flagged[t], overwrite=overwrite, inputs=inputs
+            )
+    written["curve"] = write_volume_curve(
+        [v.lv_ml for v in analysis.volumes],
+        [v.rv_ml for v in analysis.volumes],
+        analysis.function.ed_frame,
+        analysis.function.es_frame,
+        paths["curve"],
+        title=Path(source.split(" + ")[0]).name if source else "",
+        overwrite=overwrite,
+    )
     report = analysis.report(source)
     report["outputs"] = {k: str(p) for k, p in written.items() if not k.startswith("frame")}
     if all_frames:
         report["outputs"]["frames"] = str(paths["frame0"].parent)
-    outputs.write_text_output(paths["function"], json.dumps(report, indent=1) + "\n", overwrite=overwrite,
-                              inputs=inputs, allowed=(".json",))
+    outputs.write_text_output(
+        paths["function"], json.dumps(report, indent=1) + "\n", overwrite=overwrite, inputs=inputs, allowed=(".json",)
+    )
     written["function"] = paths["function"]
     logger.info("Wrote %s", paths["function"])
     return written

@@ -62,8 +62,10 @@ def check_same_grid(frames: Sequence[sitk.Image], source: str = "cine") -> None:
     first = frames[0]
     for i, frame in enumerate(frames):
         if frame.GetDimension() != 3:
-            raise ValueError(f"{source}: frame {i + 1} is a {frame.GetDimension()}D image; every frame must be a "
-                             "3D short-axis stack.")
+            raise ValueError(
+                f"{source}: frame {i + 1} is a {frame.GetDimension()}D image; every frame must be a "
+                "3D short-axis stack."
+            )
         if i == 0:
             continue
         what = []
@@ -76,8 +78,10 @@ def check_same_grid(frames: Sequence[sitk.Image], source: str = "cine") -> None:
         if not np.allclose(frame.GetDirection(), first.GetDirection(), atol=_GRID_TOLERANCE):
             what.append("direction")
         if what:
-            raise ValueError(f"{source}: frame {i + 1} is not on the grid of frame 1 ({'; '.join(what)}). The frames "
-                             "of a cine must be the same stack of slices; resample them onto one grid first.")
+            raise ValueError(
+                f"{source}: frame {i + 1} is not on the grid of frame 1 ({'; '.join(what)}). The frames "
+                "of a cine must be the same stack of slices; resample them onto one grid first."
+            )
 
 
 def split_frames(image: sitk.Image) -> list[sitk.Image]:
@@ -98,8 +102,9 @@ def split_frames(image: sitk.Image) -> list[sitk.Image]:
         return frames
     if image.GetDimension() == 3 and image.GetNumberOfComponentsPerPixel() > 1:
         return [sitk.VectorIndexSelectionCast(image, c) for c in range(image.GetNumberOfComponentsPerPixel())]
-    raise ValueError(f"A {image.GetDimension()}D image with {image.GetNumberOfComponentsPerPixel()} component(s) "
-                     "has no time axis.")
+    raise ValueError(
+        f"A {image.GetDimension()}D image with {image.GetNumberOfComponentsPerPixel()} component(s) has no time axis."
+    )
 
 
 def _header(path: str, tags: Sequence[str]) -> dict:
@@ -132,8 +137,9 @@ def _dicom_frame_files(files: Sequence[str], what: str) -> list[list[str]]:
         h = _header(f, tags)
         ipp = _numbers(h["0020|0032"])
         if len(ipp) != 3:
-            raise ValueError(f"{what}: file {Path(f).name} has no ImagePositionPatient; cannot order a cine by slice "
-                             "location.")
+            raise ValueError(
+                f"{what}: file {Path(f).name} has no ImagePositionPatient; cannot order a cine by slice location."
+            )
         if normal is None:
             iop = _numbers(h["0020|0037"])
             normal = np.cross(iop[:3], iop[3:6]) if len(iop) == 6 else np.array([0.0, 0.0, 1.0])
@@ -143,15 +149,19 @@ def _dicom_frame_files(files: Sequence[str], what: str) -> list[list[str]]:
     counts = {len(v) for v in locations.values()}
     if len(counts) != 1:
         listing = ", ".join(f"{len(v)}" for v in locations.values())
-        raise ValueError(f"{what}: the slice locations hold different numbers of frames ({listing} files): the cine "
-                         "is incomplete. Export the complete series again.")
-    ordered = [[f for _, f in sorted(v)] for _, v in sorted(locations.items(),
-                                                             key=lambda kv: float(np.dot(kv[0], normal)))]
+        raise ValueError(
+            f"{what}: the slice locations hold different numbers of frames ({listing} files): the cine "
+            "is incomplete. Export the complete series again."
+        )
+    ordered = [
+        [f for _, f in sorted(v)] for _, v in sorted(locations.items(), key=lambda kv: float(np.dot(kv[0], normal)))
+    ]
     return [[location[t] for location in ordered] for t in range(counts.pop())]
 
 
-def read_dicom_cine(folder: str | os.PathLike, series: str | None = None,
-                    modality: str | None = None) -> list[sitk.Image]:
+def read_dicom_cine(
+    folder: str | os.PathLike, series: str | None = None, modality: str | None = None
+) -> list[sitk.Image]:
     """The frames of a DICOM cine series (several temporal positions per slice location).
 
     Args:
@@ -193,16 +203,18 @@ def _read_frames(path: Path, series: str | None, modality: str | None) -> list[s
     if path.is_dir():
         return read_dicom_cine(path, series=series, modality=modality)
     image = images.read_image(path)
-    if image.GetDimension() == 4 or (image.GetDimension() == 3 and image.GetNumberOfComponentsPerPixel() > 1
-                                     and images.path_extension(path) in (".nrrd", ".nhdr")):
+    if image.GetDimension() == 4 or (
+        image.GetDimension() == 3
+        and image.GetNumberOfComponentsPerPixel() > 1
+        and images.path_extension(path) in (".nrrd", ".nhdr")
+    ):
         return split_frames(image)
     if image.GetDimension() == 2:
         raise ValueError(f"{path} is a 2D image; cardiac function needs 3D short-axis stacks.")
     return [image]
 
 
-def read_cine(inputs: Sequence[str | os.PathLike], series: str | None = None,
-              modality: str | None = None) -> Cine:
+def read_cine(inputs: Sequence[str | os.PathLike], series: str | None = None, modality: str | None = None) -> Cine:
     """Read a cine: one 4D file or DICOM cine folder, or two or more 3D volumes in time order.
 
     Args:
@@ -224,13 +236,16 @@ def read_cine(inputs: Sequence[str | os.PathLike], series: str | None = None,
     if len(paths) == 1:
         frames = read[0]
         if len(frames) == 1:
-            raise ValueError(f"{paths[0]} holds one 3D frame; ventricular function needs the whole cine (a 4D NIfTI, "
-                             "a .seq.nrrd or a DICOM cine folder) or two volumes given as ED then ES.")
+            raise ValueError(
+                f"{paths[0]} holds one 3D frame; ventricular function needs the whole cine (a 4D NIfTI, "
+                "a .seq.nrrd or a DICOM cine folder) or two volumes given as ED then ES."
+            )
         return Cine(tuple(frames), str(paths[0]))
     several = [str(p) for p, f in zip(paths, read) if len(f) != 1]
     if several:
-        raise ValueError(f"{', '.join(several)} hold(s) several frames: give one cine alone, or several 3D volumes "
-                         "(one frame each).")
+        raise ValueError(
+            f"{', '.join(several)} hold(s) several frames: give one cine alone, or several 3D volumes (one frame each)."
+        )
     source = " + ".join(str(p) for p in paths)
     frames = tuple(f[0] for f in read)
     return Cine(frames, source, *((0, 1) if len(frames) == 2 else (None, None)))

@@ -71,7 +71,7 @@ class CardiacLabels:
     lv: int
 
     @classmethod
-    def from_classes(cls, classes, model: str = "the model") -> "CardiacLabels":
+    def from_classes(cls, classes, model: str = "the model") -> CardiacLabels:
         """Find the three structures among a model's classes.
 
         A class is recognised by its SNOMED CT type (Right ventricle 53085002; Myocardium 74281007;
@@ -95,14 +95,24 @@ class CardiacLabels:
             kind = None
             if c.type is not None:
                 code = c.type.value
-                kind = ("rv" if code == _RIGHT_VENTRICLE else "myo" if code == _MYOCARDIUM
-                        else "lv" if code == _LEFT_VENTRICLE and c.region is None else None)
+                kind = (
+                    "rv"
+                    if code == _RIGHT_VENTRICLE
+                    else "myo"
+                    if code == _MYOCARDIUM
+                    else "lv"
+                    if code == _LEFT_VENTRICLE and c.region is None
+                    else None
+                )
             if kind is None and c.dataset_label:
                 kind = {"RV": "rv", "MYO": "myo", "LV": "lv"}.get(c.dataset_label.upper())
             if kind is not None:
                 found[kind].append(c.label_value)
-        problems = [f"{k.upper()} {'not found' if not v else f'found {len(v)} times ({v})'}"
-                    for k, v in found.items() if len(v) != 1]
+        problems = [
+            f"{k.upper()} {'not found' if not v else f'found {len(v)} times ({v})'}"
+            for k, v in found.items()
+            if len(v) != 1
+        ]
         if problems:
             raise ValueError(
                 f"Cardiac function needs a model that segments the RV cavity, the LV myocardium and the LV cavity; "
@@ -141,8 +151,11 @@ def frame_volumes(labels: np.ndarray, spacing_mm: Sequence[float], structures: C
         raise ValueError(f"Voxel spacing must be positive millimetres, got {list(spacing_mm)}.")
     voxel_ml = float(np.prod(spacing)) / 1000.0
     counts = np.bincount(np.asarray(labels).ravel().astype(np.int64, copy=False), minlength=256)
-    return FrameVolumes(float(counts[structures.lv]) * voxel_ml, float(counts[structures.rv]) * voxel_ml,
-                        float(counts[structures.myo]) * voxel_ml)
+    return FrameVolumes(
+        float(counts[structures.lv]) * voxel_ml,
+        float(counts[structures.rv]) * voxel_ml,
+        float(counts[structures.myo]) * voxel_ml,
+    )
 
 
 def choose_ed_es(lv_volumes_ml: Sequence[float], ed: int | None = None, es: int | None = None) -> tuple[int, int]:
@@ -219,8 +232,14 @@ class VentricularFunction:
         return {k: (round(v, decimals) if isinstance(v, float) else v) for k, v in asdict(self).items()}
 
 
-def ventricular_function(ed: FrameVolumes, es: FrameVolumes, ed_frame: int, es_frame: int,
-                         height_cm: float | None = None, weight_kg: float | None = None) -> VentricularFunction:
+def ventricular_function(
+    ed: FrameVolumes,
+    es: FrameVolumes,
+    ed_frame: int,
+    es_frame: int,
+    height_cm: float | None = None,
+    weight_kg: float | None = None,
+) -> VentricularFunction:
     """Volumes, stroke volumes, ejection fractions and LV mass from the ED and ES frames.
 
     Args:
@@ -237,10 +256,15 @@ def ventricular_function(ed: FrameVolumes, es: FrameVolumes, ed_frame: int, es_f
     if (height_cm is None) != (weight_kg is None):
         raise ValueError("Indexed values need both the height (cm) and the weight (kg); give both or neither.")
     figures = dict(
-        ed_frame=int(ed_frame), es_frame=int(es_frame),
-        lv_edv_ml=ed.lv_ml, lv_esv_ml=es.lv_ml, lv_sv_ml=ed.lv_ml - es.lv_ml,
+        ed_frame=int(ed_frame),
+        es_frame=int(es_frame),
+        lv_edv_ml=ed.lv_ml,
+        lv_esv_ml=es.lv_ml,
+        lv_sv_ml=ed.lv_ml - es.lv_ml,
         lv_ef_percent=ejection_fraction_percent(ed.lv_ml, es.lv_ml),
-        rv_edv_ml=ed.rv_ml, rv_esv_ml=es.rv_ml, rv_sv_ml=ed.rv_ml - es.rv_ml,
+        rv_edv_ml=ed.rv_ml,
+        rv_esv_ml=es.rv_ml,
+        rv_sv_ml=ed.rv_ml - es.rv_ml,
         rv_ef_percent=ejection_fraction_percent(ed.rv_ml, es.rv_ml),
         lv_myocardial_mass_g=MYOCARDIAL_DENSITY_G_PER_ML * ed.myo_ml,
     )
@@ -283,10 +307,12 @@ def stack_coverage_warnings(lv_mask: np.ndarray, slice_axis: int = 0) -> list[st
     if shares[apical] < APICAL_END_SHARE:
         return []
     index = 0 if apical == 0 else mask.shape[0] - 1
-    return [f"The LV cavity fills both end slices of the stack: {100.0 * shares[0]:.0f} % and {100.0 * shares[1]:.0f} % "
-            f"of its largest cross-section in slices 1 and {mask.shape[0]} (the apical end, slice {index + 1}, "
-            f"should hold under {100 * APICAL_END_SHARE:.0f} %): the stack does not cover the ventricle from base "
-            "to apex, and its volumes are then too small."]
+    return [
+        f"The LV cavity fills both end slices of the stack: {100.0 * shares[0]:.0f} % and {100.0 * shares[1]:.0f} % "
+        f"of its largest cross-section in slices 1 and {mask.shape[0]} (the apical end, slice {index + 1}, "
+        f"should hold under {100 * APICAL_END_SHARE:.0f} %): the stack does not cover the ventricle from base "
+        "to apex, and its volumes are then too small."
+    ]
 
 
 def plausibility_warnings(function: VentricularFunction, lv_volumes_ml: Sequence[float]) -> list[str]:
@@ -303,23 +329,30 @@ def plausibility_warnings(function: VentricularFunction, lv_volumes_ml: Sequence
     out = []
     missing = [i + 1 for i, v in enumerate(lv_volumes_ml) if v <= 0]
     if missing:
-        out.append(f"No LV cavity was found in frame(s) {', '.join(map(str, missing))}: check those frames "
-                   "(outside the heart, or an image the model cannot read).")
+        out.append(
+            f"No LV cavity was found in frame(s) {', '.join(map(str, missing))}: check those frames "
+            "(outside the heart, or an image the model cannot read)."
+        )
     if function.ed_frame == function.es_frame:
-        out.append(f"ED and ES are the same frame ({function.ed_frame}): the figures describe no contraction; "
-                   "check the cine (one phase only?) or name the frames with --ed and --es.")
+        out.append(
+            f"ED and ES are the same frame ({function.ed_frame}): the figures describe no contraction; "
+            "check the cine (one phase only?) or name the frames with --ed and --es."
+        )
     lo, hi = EF_PLAUSIBLE_PERCENT
     for side, ef in (("LV", function.lv_ef_percent), ("RV", function.rv_ef_percent)):
         if ef is None:
             out.append(f"The {side} EF cannot be computed: no {side} cavity at ED.")
         elif not lo <= ef <= hi:
-            out.append(f"The {side} EF of {ef:.1f} % is outside {lo:g}-{hi:g} %: check the segmentation of the ED "
-                       "and ES frames.")
+            out.append(
+                f"The {side} EF of {ef:.1f} % is outside {lo:g}-{hi:g} %: check the segmentation of the ED "
+                "and ES frames."
+            )
     return out
 
 
 def format_function_table(function: VentricularFunction) -> str:
     """A plain-text table of the figures (the ``cardiac`` command prints it)."""
+
     def num(value, digits=1):
         return "-" if value is None else f"{value:.{digits}f}"
 
@@ -330,8 +363,10 @@ def format_function_table(function: VentricularFunction) -> str:
         lv, rv = getattr(function, lv_key), getattr(function, rv_key) if rv_key else None
         cells = (f"{name} ({unit})", num(lv), num(rv))
         if indexed and unit != "%":
-            cells += (num(getattr(function, f"{lv_key}_per_m2")),
-                      num(getattr(function, f"{rv_key}_per_m2")) if rv_key else "-")
+            cells += (
+                num(getattr(function, f"{lv_key}_per_m2")),
+                num(getattr(function, f"{rv_key}_per_m2")) if rv_key else "-",
+            )
         elif indexed:
             cells += ("-", "-")
         rows.append(cells)
@@ -342,8 +377,10 @@ def format_function_table(function: VentricularFunction) -> str:
     row("EF", "lv_ef_percent", "rv_ef_percent", "%")
     row("Myocardial mass", "lv_myocardial_mass_g", None, "g")
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths)))
-             for r in rows]
+    lines = [
+        "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths)))
+        for r in rows
+    ]
     lines.insert(1, "-" * len(lines[0]))
     footer = f"ED frame {function.ed_frame}, ES frame {function.es_frame}"
     if indexed:

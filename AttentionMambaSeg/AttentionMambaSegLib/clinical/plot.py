@@ -15,8 +15,16 @@ _LV_COLOR = (250, 210, 80)
 _RV_COLOR = (0, 151, 206)
 
 
-def write_volume_curve(lv_ml: Sequence[float], rv_ml: Sequence[float], ed_frame: int, es_frame: int,
-                       path: str | os.PathLike, title: str = "", *, overwrite: bool = False) -> Path:
+def write_volume_curve(
+    lv_ml: Sequence[float],
+    rv_ml: Sequence[float],
+    ed_frame: int,
+    es_frame: int,
+    path: str | os.PathLike,
+    title: str = "",
+    *,
+    overwrite: bool = False,
+) -> Path:
     """Write the LV and RV cavity volume of every frame against the frame number, ED and ES marked.
 
     Drawn with matplotlib (the ``[train]`` extra) when it is installed, else with Pillow (a core
@@ -44,8 +52,10 @@ def write_volume_curve(lv_ml: Sequence[float], rv_ml: Sequence[float], ed_frame:
     try:
         import matplotlib
     except ImportError:
-        logger.info("matplotlib is not installed (pip install 'attention-mamba-seg[train]' adds it): the volume "
-                    "curve is drawn with Pillow.")
+        logger.info(
+            "matplotlib is not installed (pip install 'attention-mamba-seg[train]' adds it): the volume "
+            "curve is drawn with Pillow."
+        )
         draw = _draw_pillow
     else:
         del matplotlib

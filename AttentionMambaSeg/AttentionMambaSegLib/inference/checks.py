@@ -18,8 +18,17 @@ from .. import slicing
 from ..card.training_geometry import TrainingGeometry
 from ..dicom import modality_code
 
-__all__ = ["check_input_image", "check_direction", "check_modality", "input_range_warnings", "LABELMAP_MAX_VALUES",
-           "FLOAT32_MAX", "DIRECTION_TOLERANCE", "COARSER_SPACING_FACTOR", "FIELD_OF_VIEW_FACTOR"]
+__all__ = [
+    "check_input_image",
+    "check_direction",
+    "check_modality",
+    "input_range_warnings",
+    "LABELMAP_MAX_VALUES",
+    "FLOAT32_MAX",
+    "DIRECTION_TOLERANCE",
+    "COARSER_SPACING_FACTOR",
+    "FIELD_OF_VIEW_FACTOR",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +69,10 @@ def check_modality(image: sitk.Image, package, arr=None, force: bool = False) ->
         return
     mismatch = f"The image looks like {found} ({why}), but model '{package.id}' was trained on {expected} images"
     if not force:
-        raise ValueError(f"{mismatch}: its labels would not be meaningful. Choose a model for {found} images, or "
-                         "pass --force (force=True) to segment it anyway.")
+        raise ValueError(
+            f"{mismatch}: its labels would not be meaningful. Choose a model for {found} images, or "
+            "pass --force (force=True) to segment it anyway."
+        )
     logger.warning("%s. Segmenting it anyway (forced).", mismatch)
 
 
@@ -90,8 +101,11 @@ def check_direction(image: sitk.Image) -> None:
     scaled = np.abs(lengths - 1).max() > DIRECTION_TOLERANCE
     if cosines > DIRECTION_TOLERANCE or scaled:
         angle = math.degrees(math.asin(min(1.0, float(cosines))))
-        kind = (f"sheared (two axes are {90 - angle:.1f} degrees apart, not 90)" if cosines > DIRECTION_TOLERANCE
-                else "scaled (axis lengths " + ", ".join(f"{v:.4g}" for v in lengths) + ", not 1)")
+        kind = (
+            f"sheared (two axes are {90 - angle:.1f} degrees apart, not 90)"
+            if cosines > DIRECTION_TOLERANCE
+            else "scaled (axis lengths " + ", ".join(f"{v:.4g}" for v in lengths) + ", not 1)"
+        )
         raise ValueError(
             f"The image's direction matrix is not orthonormal: it is {kind}. The header is inconsistent (a voxel size "
             "folded into the direction, or a sheared acquisition); fix the header or resample the image to an "
@@ -124,8 +138,10 @@ def check_input_image(image: sitk.Image, package, warn: bool = True, force: bool
         )
     ncomp = image.GetNumberOfComponentsPerPixel()
     if ncomp != package.in_channels:
+
         def kind(n):
             return {1: "greyscale, 1 channel", 3: "RGB, 3 channels"}.get(n, f"{n} channels")
+
         raise ValueError(
             f"Model '{package.id}' expects {kind(package.in_channels)} images, but the input image is "
             f"{kind(ncomp)}. Choose a model trained on {kind(ncomp)} images, or convert the image."
@@ -171,7 +187,9 @@ def check_input_image(image: sitk.Image, package, warn: bool = True, force: bool
                 logger.warning(
                     "The input looks like a labelmap (%s pixels with only %d distinct values: %s); "
                     "segmenting it anyway. Pass the intensity image, not a segmentation.",
-                    arr.dtype, len(values), values.tolist(),
+                    arr.dtype,
+                    len(values),
+                    values.tolist(),
                 )
 
 

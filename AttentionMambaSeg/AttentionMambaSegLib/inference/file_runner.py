@@ -12,13 +12,21 @@ import SimpleITK as sitk
 
 from ..outputs import same_file
 from .checks import check_input_image
-from .result import REPORT_SUFFIX
 from .predictor import Predictor, window_size
+from .result import REPORT_SUFFIX
 from .settings import InferenceSettings
 from .sliding_window import ProgressCallback
 
-__all__ = ["output_path_for", "overlay_path_for", "segment_files", "segment_archive", "report_path_for",
-           "write_report", "write_summary", "SUMMARY_NAME"]
+__all__ = [
+    "output_path_for",
+    "overlay_path_for",
+    "segment_files",
+    "segment_archive",
+    "report_path_for",
+    "write_report",
+    "write_summary",
+    "SUMMARY_NAME",
+]
 
 #: The summary of a run with several inputs, in the output folder (:func:`write_summary`).
 SUMMARY_NAME = "summary.csv"
@@ -56,8 +64,13 @@ def output_path_for(input_path, output, output_format: str = "seg.nrrd", many: b
     output = Path(output)
     ext = _format_extension(output_format)
     names_a_file = output.exists() and not output.is_dir()
-    folder = output.is_dir() or (not names_a_file and (text.endswith(("/", "\\")) or (
-        many and images.path_extension(output) not in images.OUTPUT_EXTENSIONS + (".dcm",))))
+    folder = output.is_dir() or (
+        not names_a_file
+        and (
+            text.endswith(("/", "\\"))
+            or (many and images.path_extension(output) not in images.OUTPUT_EXTENSIONS + (".dcm",))
+        )
+    )
     if folder:
         source = Path(input_path)
         name = source.name
@@ -70,8 +83,10 @@ def output_path_for(input_path, output, output_format: str = "seg.nrrd", many: b
         return output / f"{stem}{ext}"
     if many:
         what = "is a file" if names_a_file else "is a file name"
-        raise ValueError(f"With several inputs the output must be a folder (created when missing); {output} {what}. "
-                         "Give a folder, e.g. -o results/.")
+        raise ValueError(
+            f"With several inputs the output must be a folder (created when missing); {output} {what}. "
+            "Give a folder, e.g. -o results/."
+        )
     return output
 
 
@@ -81,6 +96,7 @@ def overlay_path_for(output) -> Path:
 
     output = Path(output)
     return output.with_name(output.name[: len(output.name) - len(path_extension(output))] + "_overlay.png")
+
 
 def _format_extension(output_format: str) -> str:
     """The file extension of an ``--output-format`` (``dicom-seg`` -> ``.dcm``).
@@ -95,8 +111,10 @@ def _format_extension(output_format: str) -> str:
         return DICOM_SEG_EXTENSION
     ext = "." + output_format.lstrip(".").lower()
     if ext not in images.OUTPUT_EXTENSIONS:
-        raise ValueError(f"Unknown output format {output_format!r}: use one of "
-                         f"{', '.join(images.OUTPUT_EXTENSIONS)} or {DICOM_SEG_FORMAT}.")
+        raise ValueError(
+            f"Unknown output format {output_format!r}: use one of "
+            f"{', '.join(images.OUTPUT_EXTENSIONS)} or {DICOM_SEG_FORMAT}."
+        )
     return ext
 
 
@@ -113,8 +131,11 @@ def _check_input_for_output(image: sitk.Image, src, dst, package, force: bool = 
             "Write .seg.nrrd, .nii.gz, .nrrd or .mha instead."
         )
     if overlay and volume:
-        raise ValueError(f"Input {src} is a 3D volume of size {size}: --overlay draws the outline on 2D images "
-                         "(photographs, single slices). Leave out --overlay and open the .seg.nrrd in 3D Slicer.")
+        raise ValueError(
+            f"Input {src} is a 3D volume of size {size}: --overlay draws the outline on 2D images "
+            "(photographs, single slices). Leave out --overlay and open the .seg.nrrd in 3D Slicer."
+        )
+
 
 def _plan_outputs(inputs: list, output, settings: InferenceSettings) -> tuple[list, Path | None]:
     """The output path of every input (:func:`output_path_for`) and of the summary (None: no summary).
@@ -134,9 +155,7 @@ def _check_outputs(inputs: list, outputs: list, summary_path: Path | None, setti
     Raises:
         FileNotFoundError, FileExistsError, PermissionError, ValueError: naming the path.
     """
-    from .. import images
-    from .. import outputs as output_rule
-
+    from .. import images, outputs as output_rule
     from ..dicom_seg import DICOM_SEG_EXTENSION, check_dicom_seg_input, require_highdicom
     from ..images import OUTPUT_EXTENSIONS
 
@@ -148,21 +167,30 @@ def _check_outputs(inputs: list, outputs: list, summary_path: Path | None, setti
     for src, dst in zip(inputs, outputs):
         other = first.setdefault(str(dst.absolute()).lower(), src)
         if other is not src:
-            raise ValueError(f"Inputs {other} and {src} would both be written to {dst} (outputs are named after the "
-                             f"inputs, without the channel suffix {CHANNEL_SUFFIX}): rename one, or segment them "
-                             "into different output folders.")
+            raise ValueError(
+                f"Inputs {other} and {src} would both be written to {dst} (outputs are named after the "
+                f"inputs, without the channel suffix {CHANNEL_SUFFIX}): rename one, or segment them "
+                "into different output folders."
+            )
     for dst in outputs:
         for src in inputs:
             if same_file(src, dst):
                 raise ValueError(f"Output {dst} would overwrite the input image {src}; choose another output path.")
-        output_rule.check_output_path(dst, allowed=OUTPUT_EXTENSIONS + (DICOM_SEG_EXTENSION,),
-                                      overwrite=overwrite, inputs=inputs, create_folder=True)
+        output_rule.check_output_path(
+            dst,
+            allowed=OUTPUT_EXTENSIONS + (DICOM_SEG_EXTENSION,),
+            overwrite=overwrite,
+            inputs=inputs,
+            create_folder=True,
+        )
         if settings.overlay:
-            output_rule.check_output_path(overlay_path_for(dst), allowed=(".png",), overwrite=overwrite,
-                                          inputs=inputs, create_folder=True)
+            output_rule.check_output_path(
+                overlay_path_for(dst), allowed=(".png",), overwrite=overwrite, inputs=inputs, create_folder=True
+            )
     if summary_path is not None:
-        output_rule.check_output_path(summary_path, allowed=(".csv",), overwrite=overwrite, inputs=inputs,
-                                      create_folder=True)
+        output_rule.check_output_path(
+            summary_path, allowed=(".csv",), overwrite=overwrite, inputs=inputs, create_folder=True
+        )
     for src, dst in zip(inputs, outputs):
         if images.path_extension(dst) == DICOM_SEG_EXTENSION:
             check_dicom_seg_input(src)  # a DICOM SEG references a DICOM series
@@ -171,19 +199,21 @@ def _check_outputs(inputs: list, outputs: list, summary_path: Path | None, setti
         raise ValueError("Several inputs map to the same output name; segment them into different folders.")
     reports = [report_path_for(dst) for dst in outputs]
     for report in reports:
-        output_rule.check_output_path(report, allowed=(".json",), overwrite=overwrite, inputs=inputs,
-                                      create_folder=True)
+        output_rule.check_output_path(
+            report, allowed=(".json",), overwrite=overwrite, inputs=inputs, create_folder=True
+        )
     if len({str(p.resolve()).lower() for p in reports}) != len(reports):
-        raise ValueError("Several outputs would share one report (NAME.report.json: they differ only in their "
-                         "extension); give them different names or folders.")
+        raise ValueError(
+            "Several outputs would share one report (NAME.report.json: they differ only in their "
+            "extension); give them different names or folders."
+        )
 
 
 def _read_input(src, package, settings: InferenceSettings, series: str | None) -> sitk.Image:
     """One input image or DICOM series, read as :func:`~AttentionMambaSegLib.images.read_image` reads it."""
     from ..images import read_image
 
-    return read_image(src, series=series, modality=package.card.modality,
-                      nifti_transform=settings.nifti_transform)
+    return read_image(src, series=series, modality=package.card.modality, nifti_transform=settings.nifti_transform)
 
 
 def _check_inputs(inputs: list, outputs: list, package, settings: InferenceSettings, series: str | None) -> dict:
@@ -286,13 +316,22 @@ def segment_files(
         make_output_folder(folder)
     written = _run(inputs, outputs, images, predictor, settings, series, progress_factory, cancel)
     if summary_path is not None and written:
-        write_summary([(src, dst) for src, dst in zip(inputs, written)], summary_path, overwrite=settings.overwrite,
-                      inputs=inputs)
+        write_summary(
+            [(src, dst) for src, dst in zip(inputs, written)], summary_path, overwrite=settings.overwrite, inputs=inputs
+        )
     return written
 
 
-def _run(inputs: list, outputs: list, images: dict, predictor: Predictor, settings: InferenceSettings,
-         series: str | None, progress_factory, cancel) -> list:
+def _run(
+    inputs: list,
+    outputs: list,
+    images: dict,
+    predictor: Predictor,
+    settings: InferenceSettings,
+    series: str | None,
+    progress_factory,
+    cancel,
+) -> list:
     """Segment the checked inputs one by one and write each output with its report; the outputs written.
 
     Raises:
@@ -311,15 +350,26 @@ def _run(inputs: list, outputs: list, images: dict, predictor: Predictor, settin
             _write_outputs(result, image, src, dst, predictor.package, settings, series, inputs)
         except BaseException:
             if written:
-                logger.error("Failed on input %s; outputs written before the failure: %s", src,
-                             ", ".join(str(p) for p in written))
+                logger.error(
+                    "Failed on input %s; outputs written before the failure: %s",
+                    src,
+                    ", ".join(str(p) for p in written),
+                )
             raise
         written.append(dst)
     return written
 
 
-def _write_outputs(result, image: sitk.Image, src: Path, dst: Path, package, settings: InferenceSettings,
-                   series: str | None, inputs: list) -> None:
+def _write_outputs(
+    result,
+    image: sitk.Image,
+    src: Path,
+    dst: Path,
+    package,
+    settings: InferenceSettings,
+    series: str | None,
+    inputs: list,
+) -> None:
     """The segmentation of one input, its report and (``settings.overlay``) its outline overlay.
 
     An output is never left without its report, nor beside an earlier run's report.
@@ -332,22 +382,40 @@ def _write_outputs(result, image: sitk.Image, src: Path, dst: Path, package, set
     report = report_path_for(dst)
     replaced = dst.exists()
     if path_extension(dst) == DICOM_SEG_EXTENSION:
-        series_files = dicom.choose_dicom_series(dicom.list_dicom_series(src), series,
-                                                 package.card.modality).files
-        write_dicom_seg(result.labels, dst, package.card.class_dicts, series_files,
-                        segments=result.segments, algorithm_name=package.id,
-                        algorithm_version=package.card.version, overwrite=overwrite, inputs=inputs)
+        series_files = dicom.choose_dicom_series(dicom.list_dicom_series(src), series, package.card.modality).files
+        write_dicom_seg(
+            result.labels,
+            dst,
+            package.card.class_dicts,
+            series_files,
+            segments=result.segments,
+            algorithm_name=package.id,
+            algorithm_version=package.card.version,
+            overwrite=overwrite,
+            inputs=inputs,
+        )
     else:
-        writers.write_labelmap(result.labels, dst, package.card.class_dicts,
-                               flagged=[s.label_value for s in result.needs_review], overwrite=overwrite,
-                               inputs=inputs)
+        writers.write_labelmap(
+            result.labels,
+            dst,
+            package.card.class_dicts,
+            flagged=[s.label_value for s in result.needs_review],
+            overwrite=overwrite,
+            inputs=inputs,
+        )
     try:
         write_report(result, dst, src, overwrite=overwrite, inputs=inputs)
         if settings.overlay:
             from ..masks import write_outline_overlay
 
-            picture = write_outline_overlay(image, result.labels, package.card.class_dicts,
-                                            overlay_path_for(dst), overwrite=overwrite, inputs=inputs)
+            picture = write_outline_overlay(
+                image,
+                result.labels,
+                package.card.class_dicts,
+                overlay_path_for(dst),
+                overwrite=overwrite,
+                inputs=inputs,
+            )
             logger.info("Wrote outline overlay %s", picture)
     except BaseException:
         if replaced:  # an earlier run's report never sits beside this run's output
@@ -357,8 +425,12 @@ def _write_outputs(result, image: sitk.Image, src: Path, dst: Path, package, set
         raise
 
 
-_SIZE_COLUMNS = {"volume_ml": "volume (mL)", "area_mm2": "area (mm2)", "area_px": "area (px)",
-                 "volume_voxels": "volume (voxels)"}
+_SIZE_COLUMNS = {
+    "volume_ml": "volume (mL)",
+    "area_mm2": "area (mm2)",
+    "area_px": "area (px)",
+    "volume_voxels": "volume (voxels)",
+}
 
 
 def write_summary(results, path, *, overwrite: bool = False, inputs=()) -> Path:
@@ -420,6 +492,7 @@ def write_summary(results, path, *, overwrite: bool = False, inputs=()) -> Path:
     logger.info("Wrote summary %s (%d inputs)", path, len(rows))
     return Path(path)
 
+
 def report_path_for(output) -> Path:
     """The report beside an output file: ``case.seg.nrrd`` -> ``case.report.json`` (any labelmap extension)."""
     from ..images import path_extension
@@ -449,8 +522,9 @@ def write_report(result, output, source, *, overwrite: bool = False, inputs=()) 
 
     path = report_path_for(output)
     report = {"input": str(source), "output": str(output), **result.report()}
-    write_text_output(path, json.dumps(report, indent=1) + "\n", overwrite=overwrite, inputs=[source, *inputs],
-                      allowed=(".json",))
+    write_text_output(
+        path, json.dumps(report, indent=1) + "\n", overwrite=overwrite, inputs=[source, *inputs], allowed=(".json",)
+    )
     return path
 
 
@@ -492,8 +566,15 @@ def segment_archive(
     written, failed = [], []
     for source in inputs:
         try:
-            paths = segment_files([source], output_folder, predictor.package, each, progress_factory=progress_factory,
-                                  predictor=predictor, series=series)
+            paths = segment_files(
+                [source],
+                output_folder,
+                predictor.package,
+                each,
+                progress_factory=progress_factory,
+                predictor=predictor,
+                series=series,
+            )
         except Exception as e:  # reported with the input's name; the other inputs go on
             logger.error("Input %s failed: %s", source, e)
             failed.append((str(source), f"{type(e).__name__}: {e}"))

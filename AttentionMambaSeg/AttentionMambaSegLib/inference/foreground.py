@@ -48,8 +48,15 @@ class ForegroundCrop:
         self.redone = 0
 
     @classmethod
-    def locate(cls, batches, slices, margin_mm: float, target_spacing, min_size=(32, 32),
-               downsample: float = FIRST_PASS_DOWNSAMPLE) -> "ForegroundCrop | None":
+    def locate(
+        cls,
+        batches,
+        slices,
+        margin_mm: float,
+        target_spacing,
+        min_size=(32, 32),
+        downsample: float = FIRST_PASS_DOWNSAMPLE,
+    ) -> ForegroundCrop | None:
         """The box from a first pass on the central slice, or None (no foreground, or no gain).
 
         Args:
@@ -64,7 +71,7 @@ class ForegroundCrop:
 
         middle = len(slices) // 2
         flips, batches.flips = batches.flips, FLIPS[1]
-        central = slices[middle:middle + 1]
+        central = slices[middle : middle + 1]
         shape = central.shape[2:]
         try:
             probabilities = batches(_coarser(central, downsample))[0]
@@ -96,7 +103,7 @@ class ForegroundCrop:
         logger.info("Foreground crop: %d x %d of %d x %d pixels per slice", box[1] - box[0], box[3] - box[2], *shape)
         return cls(tuple(int(v) for v in box), shape, sigmoid)
 
-    def view(self, slices) -> "_CroppedSlices":
+    def view(self, slices) -> _CroppedSlices:
         """``slices`` seen through the box (``len`` and ``[start:stop]`` as a SliceSource)."""
         return _CroppedSlices(slices, self.box)
 
@@ -110,15 +117,19 @@ class ForegroundCrop:
             full[:, 0] = 1.0
         full[:, :, r0:r1, c0:c1] = probabilities
         foreground = probabilities[:, 0] > 0.5 if self.sigmoid else probabilities.argmax(axis=1) > 0
-        inner = [(r0 > 0, foreground[:, 0, :]), (r1 < self.slice_shape[0], foreground[:, -1, :]),
-                 (c0 > 0, foreground[:, :, 0]), (c1 < self.slice_shape[1], foreground[:, :, -1])]
+        inner = [
+            (r0 > 0, foreground[:, 0, :]),
+            (r1 < self.slice_shape[0], foreground[:, -1, :]),
+            (c0 > 0, foreground[:, :, 0]),
+            (c1 < self.slice_shape[1], foreground[:, :, -1]),
+        ]
         touches = np.zeros(b, dtype=bool)
         for is_inner, edge in inner:
             if is_inner:
                 touches |= edge.any(axis=1)
         for i in np.flatnonzero(touches):
             logger.info("Slice %d: the labels reach the edge of the foreground crop; segmenting it whole.", start + i)
-            full[i] = batches(slices[start + i:start + i + 1])[0]
+            full[i] = batches(slices[start + i : start + i + 1])[0]
             self.redone += 1
         return full
 

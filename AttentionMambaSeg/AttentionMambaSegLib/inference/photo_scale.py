@@ -46,9 +46,13 @@ def to_model_scale(image: sitk.Image, card) -> sitk.Image:
     unit = float(long_side) / size / min(spacing)  # the smaller pixel side becomes photo_long_side / size
     scaled = sitk.Image(image)
     scaled.SetSpacing([s * unit for s in spacing])
-    logger.info("The photograph (%d x %d px) is %.1f times larger than the model's training photographs (longer side "
-                "%d px); it is segmented at their scale and the mask brought back to its full resolution.",
-                *image.GetSize(), size / long_side, long_side)
+    logger.info(
+        "The photograph (%d x %d px) is %.1f times larger than the model's training photographs (longer side "
+        "%d px); it is segmented at their scale and the mask brought back to its full resolution.",
+        *image.GetSize(),
+        size / long_side,
+        long_side,
+    )
     return scaled
 
 

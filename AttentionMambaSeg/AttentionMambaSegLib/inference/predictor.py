@@ -19,13 +19,13 @@ import numpy as np
 import SimpleITK as sitk
 
 from .. import slicing, stacking
-from ..images import SPACING_KEY
 from ..devices import default_batch_size, select_device
+from ..images import SPACING_KEY
 from ..postprocessing import keep_largest_component
 from .checks import check_input_image, input_range_warnings
-from .result import ConfidenceTally, Segmentation, segment_reports
 from .foreground import ForegroundCrop
 from .photo_scale import back_to_input, to_model_scale
+from .result import ConfidenceTally, Segmentation, segment_reports
 from .settings import InferenceSettings
 from .sliding_window import BatchPredictor, ProgressCallback, iter_probabilities
 from .timing import LONG_RUN_SECONDS, RunTimer
@@ -49,8 +49,10 @@ def window_size(card, window) -> tuple[int, int]:
         window = (window, window)
     window = tuple(window) if isinstance(window, (list, tuple)) else window
     if not is_patch_size(window):
-        raise ValueError(f"The sliding window must be (H, W) positive multiples of 32 pixels; got {window}. "
-                         "Use for example 128 or 256.")
+        raise ValueError(
+            f"The sliding window must be (H, W) positive multiples of 32 pixels; got {window}. "
+            "Use for example 128 or 256."
+        )
     return window
 
 
@@ -99,8 +101,9 @@ class Predictor:
             self.device, self.device_reason = select_device(device)
             logger.info("Device: %s", self.device_reason, extra={"event": "device", "device": str(self.device)})
         self.speed_modes = self.card.speed_modes
-        self.mode, self.plan = self.speed_modes.resolve(settings.mode, self.device.type, tta=settings.tta,
-                                                        window=window)
+        self.mode, self.plan = self.speed_modes.resolve(
+            settings.mode, self.device.type, tta=settings.tta, window=window
+        )
         if passes is not None:
             self.mode, self.plan = "custom", passes if window is None else replace(passes, window="sliding")
         self.force = bool(settings.force)
@@ -116,11 +119,18 @@ class Predictor:
         return self.plan.flips > 1
 
     def __repr__(self) -> str:
-        return (f"Predictor(model={self.package.id!r}, device={str(self.device)!r}, mode={self.mode!r}, "
-                f"passes={self.plan.describe()!r}, window={self.window}, batch_size={self.batch_size})")
+        return (
+            f"Predictor(model={self.package.id!r}, device={str(self.device)!r}, mode={self.mode!r}, "
+            f"passes={self.plan.describe()!r}, window={self.window}, batch_size={self.batch_size})"
+        )
 
-    def predict(self, image: sitk.Image, progress: ProgressCallback | None = None,
-                cancel: threading.Event | None = None, roi=None) -> sitk.Image | None:
+    def predict(
+        self,
+        image: sitk.Image,
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+        roi=None,
+    ) -> sitk.Image | None:
         """Segment a 2D or 3D image, or the part of a 3D image inside a region of interest.
 
         Args:
@@ -142,8 +152,13 @@ class Predictor:
         result = self.segment(image, progress=progress, cancel=cancel, roi=roi)
         return None if result is None else result.labels
 
-    def segment(self, image: sitk.Image, progress: ProgressCallback | None = None,
-                cancel: threading.Event | None = None, roi=None) -> Segmentation | None:
+    def segment(
+        self,
+        image: sitk.Image,
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+        roi=None,
+    ) -> Segmentation | None:
         """:meth:`predict`, with a confidence figure and a review flag per segment and the warnings.
 
         Returns:
@@ -176,23 +191,45 @@ class Predictor:
         finally:
             self._timer = None
 
-    def _result(self, labels: sitk.Image, tally: ConfidenceTally, warnings: list, timing: dict | None = None
-                ) -> Segmentation:
+    def _result(
+        self, labels: sitk.Image, tally: ConfidenceTally, warnings: list, timing: dict | None = None
+    ) -> Segmentation:
         rule = self.card.confidence_rule.for_mode(self.mode)
         segments = segment_reports(labels, self.card.foreground_classes, tally.confidence(), rule)
         for s in segments:
             size = s.size_text(labels)
-            logger.info("%s: %s, confidence %s", s.name, size, "-" if s.confidence is None else f"{s.confidence:.3f}",
-                        extra={"event": "segment", "segment": s.name, "confidence": s.confidence})
+            logger.info(
+                "%s: %s, confidence %s",
+                s.name,
+                size,
+                "-" if s.confidence is None else f"{s.confidence:.3f}",
+                extra={"event": "segment", "segment": s.name, "confidence": s.confidence},
+            )
             if s.needs_review:
-                logger.warning("Segment '%s' needs review: %s", s.name, s.review_reason,
-                               extra={"event": "review", "segment": s.name})
+                logger.warning(
+                    "Segment '%s' needs review: %s",
+                    s.name,
+                    s.review_reason,
+                    extra={"event": "review", "segment": s.name},
+                )
         if timing:
             estimated = timing.get("estimated_seconds")
-            logger.info("Segmented in %.1f s (estimated after the warm-up: %s)", timing["measured_seconds"],
-                        "-" if estimated is None else f"{estimated:.1f} s")
-        return Segmentation(labels, self.package.id, self.card.version, self.mode, self.plan.describe(),
-                            rule.threshold, segments, tuple(warnings), dict(timing or {}))
+            logger.info(
+                "Segmented in %.1f s (estimated after the warm-up: %s)",
+                timing["measured_seconds"],
+                "-" if estimated is None else f"{estimated:.1f} s",
+            )
+        return Segmentation(
+            labels,
+            self.package.id,
+            self.card.version,
+            self.mode,
+            self.plan.describe(),
+            rule.threshold,
+            segments,
+            tuple(warnings),
+            dict(timing or {}),
+        )
 
     def _predict(self, image: sitk.Image, progress, cancel, tally, roi=None) -> sitk.Image | None:
         """Labels of a checked image (inside ``roi`` when given), in the slicing plane the model asks
@@ -200,8 +237,11 @@ class Predictor:
         from .reslice import OBLIQUE_DEGREES, labels_back, obliquity_degrees, to_canonical
         from .roi import crop_to_roi, paste_labels
 
-        canonical = (self.card.slicing == "canonical" and image.GetDimension() == 3
-                     and obliquity_degrees(image) > OBLIQUE_DEGREES)
+        canonical = (
+            self.card.slicing == "canonical"
+            and image.GetDimension() == 3
+            and obliquity_degrees(image) > OBLIQUE_DEGREES
+        )
         if roi is not None:
             crop, start = crop_to_roi(image, roi)
             logger.info("Segmenting inside the region of interest: %s of %s voxels", crop.GetSize(), image.GetSize())
@@ -222,8 +262,9 @@ class Predictor:
 
     def _slice_source(self, image: sitk.Image, statistics=None) -> slicing.SliceSource:
         """The image's slices on the model's grid, normalised as model.json says (made batch by batch)."""
-        return slicing.SliceSource(image, self.card.target_spacing, self.card.axes_code,
-                                   self.card.normalization, statistics=statistics)
+        return slicing.SliceSource(
+            image, self.card.target_spacing, self.card.axes_code, self.card.normalization, statistics=statistics
+        )
 
     def _predict_grid(self, image: sitk.Image, progress, cancel, tally, statistics=None) -> sitk.Image | None:
         """Slices of the image's own grid, segmented and put back on it."""
@@ -235,15 +276,25 @@ class Predictor:
         geometry = slices.geometry
         logger.debug("%d slices of %s px; %s", geometry.num_slices, geometry.slice_shape, self.plan.describe())
         self.network.to(self.device)
-        batches = BatchPredictor(self.network, self.window, self.package.num_classes, self.plan.flips,
-                                 card.activation, self.device, 0.5, whole_slice=self.plan.window == "slice",
-                                 largest_slice=self.speed_modes.largest_slice, smallest_window=self.card.patch_size)
+        batches = BatchPredictor(
+            self.network,
+            self.window,
+            self.package.num_classes,
+            self.plan.flips,
+            card.activation,
+            self.device,
+            0.5,
+            whole_slice=self.plan.window == "slice",
+            largest_slice=self.speed_modes.largest_slice,
+            smallest_window=self.card.patch_size,
+        )
         if self._timer is not None:
             batches.on_pass = self._timer.network_pass
         crop = None
         if self.plan.foreground_crop and geometry.num_slices >= 3:
-            crop = ForegroundCrop.locate(batches, slices, self.plan.crop_margin_mm, card.target_spacing,
-                                         min_size=self.card.patch_size)
+            crop = ForegroundCrop.locate(
+                batches, slices, self.plan.crop_margin_mm, card.target_spacing, min_size=self.card.patch_size
+            )
         labels = np.zeros((geometry.num_slices, *geometry.in_plane_shape), dtype=np.uint8)
         source = slices if crop is None else crop.view(slices)
         for item in iter_probabilities(batches, source, self.batch_size, progress, cancel):
@@ -253,7 +304,7 @@ class Predictor:
             if crop is not None:
                 probabilities = crop.uncrop(probabilities, start, batches, slices)
             tally.add(probabilities)
-            labels[start:start + probabilities.shape[0]] = stacking.probabilities_to_label_slices(
+            labels[start : start + probabilities.shape[0]] = stacking.probabilities_to_label_slices(
                 probabilities, geometry
             )
         if batches.device != self.device:  # the out-of-memory fallback moved the work to the CPU
@@ -267,9 +318,13 @@ class Predictor:
 
     def _quicker(self, suggest_roi: bool) -> list[str]:
         """The options that make a run quicker: ``--mode fast``, else ``--no-tta``; ``--roi`` for a whole volume."""
-        return (["--mode fast (fewer network passes)"] if self.mode != "fast" else
-                [f"--no-tta ({self.plan.flips}x faster)"] if self.tta else []) + \
-            (["--roi (only a box around the structure)"] if suggest_roi else [])
+        return (
+            ["--mode fast (fewer network passes)"]
+            if self.mode != "fast"
+            else [f"--no-tta ({self.plan.flips}x faster)"]
+            if self.tta
+            else []
+        ) + (["--roi (only a box around the structure)"] if suggest_roi else [])
 
     @staticmethod
     def _timed(progress, timer: RunTimer):

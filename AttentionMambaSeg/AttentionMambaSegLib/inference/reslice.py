@@ -49,8 +49,12 @@ def canonical_reference(image: sitk.Image, roi=None) -> sitk.Image:
     closest = np.abs(d).argmax(axis=1)  # for each patient axis, the image axis most along it
     spacing = spacing_in[closest]
     size_in = image.GetSize()
-    corners = np.array([image.TransformIndexToPhysicalPoint([int(c) for c in corner])
-                        for corner in itertools.product(*[(0, n - 1) for n in size_in])])
+    corners = np.array(
+        [
+            image.TransformIndexToPhysicalPoint([int(c) for c in corner])
+            for corner in itertools.product(*[(0, n - 1) for n in size_in])
+        ]
+    )
     lo, hi = corners.min(axis=0), corners.max(axis=0)
     if roi is not None:
         box = roi.corners()
@@ -69,9 +73,13 @@ def to_canonical(image: sitk.Image, roi=None) -> sitk.Image:
     reference = canonical_reference(image, roi)
     work = sitk.Cast(image, sitk.sitkFloat32 if image.GetNumberOfComponentsPerPixel() == 1 else sitk.sitkVectorFloat32)
     out = sitk.Resample(work, reference, sitk.Transform(), sitk.sitkLinear, 0.0)
-    logger.info("The input is %.0f degrees oblique to the patient axes: resampled onto an axis-aligned grid "
-                "(%s voxels of %s mm) for this model, which segments in its own axes", obliquity_degrees(image),
-                out.GetSize(), tuple(round(v, 3) for v in out.GetSpacing()))
+    logger.info(
+        "The input is %.0f degrees oblique to the patient axes: resampled onto an axis-aligned grid "
+        "(%s voxels of %s mm) for this model, which segments in its own axes",
+        obliquity_degrees(image),
+        out.GetSize(),
+        tuple(round(v, 3) for v in out.GetSpacing()),
+    )
     return out
 
 

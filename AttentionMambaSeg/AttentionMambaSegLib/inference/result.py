@@ -89,9 +89,15 @@ class SegmentReport:
         """The report entry; the size under the key of :meth:`size` (``volume_ml``, ``area_mm2`` or ``area_px``)."""
         unit, size = self.size(dimension, pixels)
         size = int(size) if pixels else round(size, 3)
-        return {"label_value": self.label_value, "name": self.name, "voxels": self.voxels, unit: size,
-                "confidence": None if self.confidence is None else round(self.confidence, 4),
-                "needs_review": self.needs_review, "reason": self.review_reason}
+        return {
+            "label_value": self.label_value,
+            "name": self.name,
+            "voxels": self.voxels,
+            unit: size,
+            "confidence": None if self.confidence is None else round(self.confidence, 4),
+            "needs_review": self.needs_review,
+            "reason": self.review_reason,
+        }
 
 
 @dataclass(frozen=True)
@@ -126,10 +132,17 @@ class Segmentation:
 
         dimension = self.labels.GetDimension()
         pixels = not has_physical_spacing(self.labels)
-        return {"model": self.model, "version": self.version, "mode": self.mode, "passes": self.passes,
-                "confidence_measure": "mean_max_probability", "confidence_threshold": self.threshold,
-                "segments": [s.to_dict(dimension, pixels) for s in self.segments], "warnings": list(self.warnings),
-                **({"time": dict(self.timing)} if self.timing else {})}
+        return {
+            "model": self.model,
+            "version": self.version,
+            "mode": self.mode,
+            "passes": self.passes,
+            "confidence_measure": "mean_max_probability",
+            "confidence_threshold": self.threshold,
+            "segments": [s.to_dict(dimension, pixels) for s in self.segments],
+            "warnings": list(self.warnings),
+            **({"time": dict(self.timing)} if self.timing else {}),
+        }
 
 
 def segment_reports(labels, classes, confidence: dict, rule: ConfidenceRule) -> tuple:
@@ -143,6 +156,14 @@ def segment_reports(labels, classes, confidence: dict, rule: ConfidenceRule) -> 
     for entry in classes:
         k = entry.label_value
         value = confidence.get(k) if counts[k] else None  # None also where only resampling made the label
-        out.append(SegmentReport(k, entry.name, int(counts[k]), float(counts[k]) * voxel, value,
-                                 rule.review_reason(value, int(counts[k]))))
+        out.append(
+            SegmentReport(
+                k,
+                entry.name,
+                int(counts[k]),
+                float(counts[k]) * voxel,
+                value,
+                rule.review_reason(value, int(counts[k])),
+            )
+        )
     return tuple(out)

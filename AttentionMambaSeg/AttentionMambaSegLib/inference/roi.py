@@ -43,19 +43,27 @@ class RegionOfInterest:
     axes: tuple[tuple[float, ...], ...] = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
 
     def __post_init__(self):
-        if len(self.center) != 3 or len(self.size) != 3 or not all(math.isfinite(v) for v in (*self.center, *self.size)):
-            raise ValueError(f"A region of interest needs a 3D centre and size, got centre {self.center}, size {self.size}.")
+        if (
+            len(self.center) != 3
+            or len(self.size) != 3
+            or not all(math.isfinite(v) for v in (*self.center, *self.size))
+        ):
+            raise ValueError(
+                f"A region of interest needs a 3D centre and size, got centre {self.center}, size {self.size}."
+            )
         if min(self.size) <= 0:
-            raise ValueError(f"The region of interest's size must be positive in every direction (mm), got {self.size}.")
+            raise ValueError(
+                f"The region of interest's size must be positive in every direction (mm), got {self.size}."
+            )
 
     @classmethod
-    def from_ras(cls, center_ras, size_mm) -> "RegionOfInterest":
+    def from_ras(cls, center_ras, size_mm) -> RegionOfInterest:
         """An axis-aligned box from a RAS centre (as Slicer shows coordinates) and a size in mm."""
         center = _RAS_TO_LPS @ np.asarray(center_ras, dtype=np.float64)
         return cls(tuple(float(v) for v in center), tuple(float(v) for v in size_mm))
 
     @classmethod
-    def from_text(cls, text: str) -> "RegionOfInterest":
+    def from_text(cls, text: str) -> RegionOfInterest:
         """``"CX,CY,CZ,SX,SY,SZ"``: RAS centre and size in mm (the ``--roi`` numbers).
 
         Raises:
@@ -66,12 +74,14 @@ class RegionOfInterest:
         except ValueError:
             values = []
         if len(values) != 6:
-            raise ValueError(f"--roi {text!r}: give a Slicer ROI file (.mrk.json) or six numbers "
-                             "CX,CY,CZ,SX,SY,SZ (centre R, A, S and size in mm).")
+            raise ValueError(
+                f"--roi {text!r}: give a Slicer ROI file (.mrk.json) or six numbers "
+                "CX,CY,CZ,SX,SY,SZ (centre R, A, S and size in mm)."
+            )
         return cls.from_ras(values[:3], values[3:])
 
     @classmethod
-    def from_markups_file(cls, path) -> "RegionOfInterest":
+    def from_markups_file(cls, path) -> RegionOfInterest:
         """The first ROI of a Slicer markups file (``.mrk.json``), in its stated coordinate system.
 
         Raises:
@@ -82,7 +92,9 @@ class RegionOfInterest:
             data = json.loads(path.read_text(encoding="utf-8"))
             markups = [m for m in data.get("markups", []) if str(m.get("type", "")).upper() == "ROI"]
         except (OSError, ValueError, AttributeError) as e:
-            raise ValueError(f"{path} is not a Slicer markups file ({e}); save the ROI from Slicer as .mrk.json.") from e
+            raise ValueError(
+                f"{path} is not a Slicer markups file ({e}); save the ROI from Slicer as .mrk.json."
+            ) from e
         if not markups:
             raise ValueError(f"{path} holds no ROI markup; place an ROI in Slicer (Markups > ROI) and save it.")
         roi = markups[0]
@@ -117,8 +129,9 @@ def crop_to_roi(image: sitk.Image, roi: RegionOfInterest) -> tuple[sitk.Image, t
     """
     if image.GetDimension() != 3:
         raise ValueError("A region of interest applies to 3D volumes; a 2D image is segmented whole.")
-    corners = np.asarray([image.TransformPhysicalPointToContinuousIndex(tuple(float(v) for v in c))
-                          for c in roi.corners()])
+    corners = np.asarray(
+        [image.TransformPhysicalPointToContinuousIndex(tuple(float(v) for v in c)) for c in roi.corners()]
+    )
     size = np.asarray(image.GetSize())
     # voxel i covers [i - 0.5, i + 0.5]: keep every voxel whose centre range the box touches
     lo = np.maximum(np.floor(corners.min(axis=0) + 0.5).astype(int), 0)
@@ -127,9 +140,11 @@ def crop_to_roi(image: sitk.Image, roi: RegionOfInterest) -> tuple[sitk.Image, t
         first = image.TransformIndexToPhysicalPoint((0, 0, 0))
         last = image.TransformIndexToPhysicalPoint(tuple(int(v) - 1 for v in size))
         lps = ", ".join(f"{v:.1f}" for v in roi.center)
-        raise ValueError(f"The region of interest (centre {lps} mm LPS, size {roi.size} mm) lies outside the image "
-                         f"(from {tuple(round(v, 1) for v in first)} to {tuple(round(v, 1) for v in last)} "
-                         "mm LPS). Place the ROI over the image.")
+        raise ValueError(
+            f"The region of interest (centre {lps} mm LPS, size {roi.size} mm) lies outside the image "
+            f"(from {tuple(round(v, 1) for v in first)} to {tuple(round(v, 1) for v in last)} "
+            "mm LPS). Place the ROI over the image."
+        )
     crop = sitk.RegionOfInterest(image, [int(v) for v in hi - lo + 1], [int(v) for v in lo])
     return crop, tuple(int(v) for v in lo)
 
@@ -148,7 +163,7 @@ def paste_labels(labels: sitk.Image, image: sitk.Image, start: tuple[int, ...], 
     points = np.asarray(image.GetOrigin()) + (index * np.asarray(image.GetSpacing())) @ direction.T
     arr[~roi.contains(points).reshape(arr.shape)] = 0
     full = np.zeros(tuple(reversed(image.GetSize())), dtype=np.uint8)
-    full[start[2]:start[2] + nz, start[1]:start[1] + ny, start[0]:start[0] + nx] = arr
+    full[start[2] : start[2] + nz, start[1] : start[1] + ny, start[0] : start[0] + nx] = arr
     out = sitk.GetImageFromArray(full)
     out.CopyInformation(image)
     return out

@@ -16,8 +16,14 @@ import numpy as np
 
 from ..devices import default_batch_size
 
-__all__ = ["gaussian_importance_map", "sliding_window_starts", "predict_slices", "BatchPredictor",
-           "iter_probabilities", "ProgressCallback"]
+__all__ = [
+    "gaussian_importance_map",
+    "sliding_window_starts",
+    "predict_slices",
+    "BatchPredictor",
+    "iter_probabilities",
+    "ProgressCallback",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +48,7 @@ def gaussian_importance_map(patch_size: Sequence[int], sigma_scale: float = 1.0 
     g /= g.max()
     return np.maximum(g, 1e-6).astype(np.float32)
 
+
 def sliding_window_starts(size: int, patch: int, overlap: float = 0.5) -> list[int]:
     """Start offsets of windows of length ``patch`` covering ``size`` (>= patch) with the given overlap.
 
@@ -55,6 +62,7 @@ def sliding_window_starts(size: int, patch: int, overlap: float = 0.5) -> list[i
     step = (size - patch) / (n - 1)
     return [int(round(i * step)) for i in range(n)]
 
+
 def is_oom(error: BaseException) -> bool:
     """True for an out-of-memory error of the device (CUDA's OutOfMemoryError, or a RuntimeError saying so)."""
     import torch
@@ -62,6 +70,7 @@ def is_oom(error: BaseException) -> bool:
     if isinstance(error, torch.cuda.OutOfMemoryError):
         return True
     return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
+
 
 class BatchPredictor:
     """Predicts probabilities for batches of slices, with OOM back-off and CPU fallback.
@@ -74,8 +83,19 @@ class BatchPredictor:
     as ``on_pass(done, total)`` after every network pass (one window, one flip) of a batch.
     """
 
-    def __init__(self, network, patch_size, num_classes, tta, activation, device, overlap,
-                 whole_slice: bool = False, largest_slice=None, smallest_window=None):
+    def __init__(
+        self,
+        network,
+        patch_size,
+        num_classes,
+        tta,
+        activation,
+        device,
+        overlap,
+        whole_slice: bool = False,
+        largest_slice=None,
+        smallest_window=None,
+    ):
         import torch
 
         from ..card.modes import FLIPS
@@ -129,20 +149,22 @@ class BatchPredictor:
             if whole is not None:
                 self._passes = [0, len(self.flips)]
                 acc = self._tta(x.to(self.device)).float().cpu()
-                return acc[:, :, top:top + h, left:left + w].numpy()
+                return acc[:, :, top : top + h, left : left + w].numpy()
             hp, wp = x.shape[2:]
-            windows = len(sliding_window_starts(hp, ph, self.overlap)) * len(sliding_window_starts(wp, pw, self.overlap))
+            windows = len(sliding_window_starts(hp, ph, self.overlap)) * len(
+                sliding_window_starts(wp, pw, self.overlap)
+            )
             self._passes = [0, windows * len(self.flips)]
             acc = torch.zeros((b, self.num_classes, hp, wp), dtype=torch.float32)
             weight = torch.zeros((hp, wp), dtype=torch.float32)
             for y0 in sliding_window_starts(hp, ph, self.overlap):
                 for x0 in sliding_window_starts(wp, pw, self.overlap):
-                    crop = x[:, :, y0:y0 + ph, x0:x0 + pw].to(self.device)
+                    crop = x[:, :, y0 : y0 + ph, x0 : x0 + pw].to(self.device)
                     prob = self._tta(crop) * self.gauss
-                    acc[:, :, y0:y0 + ph, x0:x0 + pw] += prob.float().cpu()
-                    weight[y0:y0 + ph, x0:x0 + pw] += self.gauss_cpu
+                    acc[:, :, y0 : y0 + ph, x0 : x0 + pw] += prob.float().cpu()
+                    weight[y0 : y0 + ph, x0 : x0 + pw] += self.gauss_cpu
             acc /= weight
-        return acc[:, :, top:top + h, left:left + w].numpy()
+        return acc[:, :, top : top + h, left : left + w].numpy()
 
     def _tta(self, crop):
         """Mean probabilities over the flips, one forward pass per flip (a quarter of the activation
@@ -167,6 +189,7 @@ class BatchPredictor:
                 self._passes[0] += 1
                 self.on_pass(self._passes[0], max(self._passes))
         return total.div_(len(self.flips))
+
 
 def iter_probabilities(
     predictor: BatchPredictor,
@@ -210,18 +233,19 @@ def iter_probabilities(
                 predictor.move_to_cpu()
                 continue
             raise RuntimeError(
-                "Out of memory on the CPU with one slice per batch: free memory or use a smaller model "
-                "patch size."
+                "Out of memory on the CPU with one slice per batch: free memory or use a smaller model patch size."
             ) from e
         yield start, probabilities
         start = stop
         if progress is not None:
             progress(start, total)
 
+
 def _empty_cache(predictor):
     torch = predictor.torch
     if predictor.device.type == "cuda":
         torch.cuda.empty_cache()
+
 
 def predict_slices(
     network,
@@ -276,5 +300,5 @@ def predict_slices(
         if item is None:
             return None
         start, probabilities = item
-        out[start:start + probabilities.shape[0]] = probabilities
+        out[start : start + probabilities.shape[0]] = probabilities
     return out

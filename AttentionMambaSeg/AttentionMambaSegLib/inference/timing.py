@@ -53,8 +53,7 @@ class RunTimer:
     and :meth:`network_pass` with ``(done, total)`` after every network pass within a batch.
     """
 
-    def __init__(self, batch_size: int, quicker: list[str] | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(self, batch_size: int, quicker: list[str] | None = None, clock: Callable[[], float] = time.monotonic):
         self.clock = clock
         self.batch_size = max(1, int(batch_size))
         self.quicker = list(quicker or [])
@@ -123,15 +122,25 @@ class RunTimer:
                 self.last_said = now
                 logger.warning(
                     "This run will take about %s (%s left; measured on %s after a %.0f s warm-up)%s",
-                    _minutes(estimate), _minutes(left), self._measured_on(units - warm_units), warm_time - self.start,
+                    _minutes(estimate),
+                    _minutes(left),
+                    self._measured_on(units - warm_units),
+                    warm_time - self.start,
                     "; quicker: " + ", ".join(self.quicker) if self.quicker else "",
-                    extra={"event": "estimate", "seconds": round(estimate)})
+                    extra={"event": "estimate", "seconds": round(estimate)},
+                )
             else:
                 logger.debug("estimated %.1f s in all, %.1f s left", estimate, left)
         elif self.last_said is not None and now - self.last_said >= UPDATE_SECONDS:
             self.last_said = now
-            logger.info("About %s left (%d of %d slices done in %.0f s)", _minutes(left), int(units), total, elapsed,
-                        extra={"event": "estimate", "seconds": round(estimate)})
+            logger.info(
+                "About %s left (%d of %d slices done in %.0f s)",
+                _minutes(left),
+                int(units),
+                total,
+                elapsed,
+                extra={"event": "estimate", "seconds": round(estimate)},
+            )
 
     def _measured_on(self, units: float) -> str:
         if self.one_batch:

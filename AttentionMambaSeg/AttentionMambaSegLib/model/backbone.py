@@ -58,8 +58,7 @@ class DeepStemResNet18(nn.Module):
     def __init__(self):
         super().__init__()
         self.stem = nn.Sequential(
-            conv_bn_relu(3, 64, 2), conv_bn_relu(64, 64), conv_bn_relu(64, 128),
-            nn.MaxPool2d(3, 2, 1),
+            conv_bn_relu(3, 64, 2), conv_bn_relu(64, 64), conv_bn_relu(64, 128), nn.MaxPool2d(3, 2, 1)
         )
         stages = []
         in_channels = 128
@@ -100,29 +99,40 @@ class DeepStemResNet18(nn.Module):
         state = {_map_resnet_key(k): v for k, v in state.items()}
         state = {k: v for k, v in state.items() if k is not None}
         own = self.state_dict()
-        mismatched = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-                      for k, v in state.items() if k in own and v.shape != own[k].shape]
+        mismatched = [
+            f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+            for k, v in state.items()
+            if k in own and v.shape != own[k].shape
+        ]
         if mismatched:
             raise ValueError("backbone checkpoint does not fit a deep-stem ResNet-18: " + "; ".join(mismatched[:5]))
         missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
         if missing:
-            raise ValueError(f"backbone checkpoint lacks {len(missing)} tensors, e.g. {missing[:3]}; "
-                             "expected a deep-stem ResNet-18 (stem 3->64->64->128)")
+            raise ValueError(
+                f"backbone checkpoint lacks {len(missing)} tensors, e.g. {missing[:3]}; "
+                "expected a deep-stem ResNet-18 (stem 3->64->64->128)"
+            )
         self.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
 
 
 def _map_resnet_key(key: str) -> str | None:
     for prefix in ("module.", "backbone.", "encoder."):
         if key.startswith(prefix):
-            key = key[len(prefix):]
+            key = key[len(prefix) :]
     if key.startswith("fc."):
         return None
     # timm / mmcv deep stem: conv1.0/1/3/4/6/7 (conv, bn, relu interleaved), bn1 = final stem BN
-    stem_map = {"conv1.0": "stem.0.0", "conv1.1": "stem.0.1", "conv1.3": "stem.1.0", "conv1.4": "stem.1.1",
-                "conv1.6": "stem.2.0", "bn1": "stem.2.1"}
+    stem_map = {
+        "conv1.0": "stem.0.0",
+        "conv1.1": "stem.0.1",
+        "conv1.3": "stem.1.0",
+        "conv1.4": "stem.1.1",
+        "conv1.6": "stem.2.0",
+        "bn1": "stem.2.1",
+    }
     for old, new in stem_map.items():
         if key.startswith(old + "."):
-            return new + key[len(old):]
+            return new + key[len(old) :]
     if key.startswith("layer"):
         stage = int(key[5]) - 1
         return f"stages.{stage}{key[6:]}"

@@ -41,8 +41,10 @@ class MambaAttentionFusion(nn.Module):
         self.num_scales = num_scales
         self.channel_mamba = BiMamba1D(1)
         self.channel_mlp = nn.Sequential(
-            nn.Conv2d(channels * num_scales, 8, 1, bias=False), nn.ReLU(inplace=True),
-            nn.Conv2d(8, num_scales * num_classes, 1, bias=False), nn.Sigmoid(),
+            nn.Conv2d(channels * num_scales, 8, 1, bias=False),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(8, num_scales * num_classes, 1, bias=False),
+            nn.Sigmoid(),
         )
         self.spatial_mamba = BiMamba1D(2)
         self.spatial_proj = nn.Linear(2, 1)

@@ -66,7 +66,7 @@ class SS2D(nn.Module):
         self.out_proj = nn.Linear(D, d_model, bias=False)
         bound = 1.0 / math.sqrt(D)
         nn.init.uniform_(self.x_proj_weight, -bound, bound)  # nn.Linear's default for D inputs
-        nn.init.uniform_(self.dt_projs_weight, -dt_rank ** -0.5, dt_rank ** -0.5)
+        nn.init.uniform_(self.dt_projs_weight, -(dt_rank**-0.5), dt_rank**-0.5)
         with torch.no_grad():
             self.dt_projs_bias.copy_(_dt_bias_init(K * D).view(K, D))
 
@@ -110,7 +110,7 @@ class Mamba1D(nn.Module):
         self.A_log = nn.Parameter(_a_log_init(D, d_state))
         self.D = nn.Parameter(torch.ones(D))
         self.out_proj = nn.Linear(D, d_model, bias=False)
-        nn.init.uniform_(self.dt_proj.weight, -self.dt_rank ** -0.5, self.dt_rank ** -0.5)
+        nn.init.uniform_(self.dt_proj.weight, -(self.dt_rank**-0.5), self.dt_rank**-0.5)
         with torch.no_grad():
             self.dt_proj.bias.copy_(_dt_bias_init(D))
 
@@ -122,9 +122,15 @@ class Mamba1D(nn.Module):
         dt, Bm, Cm = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = F.linear(dt, self.dt_proj.weight).transpose(1, 2)  # bias goes in as delta_bias
         y = selective_scan(
-            u.contiguous(), dt.contiguous(), -torch.exp(self.A_log.float()),
-            Bm.transpose(1, 2).contiguous(), Cm.transpose(1, 2).contiguous(), self.D.float(),
-            z=z.contiguous(), delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
+            u.contiguous(),
+            dt.contiguous(),
+            -torch.exp(self.A_log.float()),
+            Bm.transpose(1, 2).contiguous(),
+            Cm.transpose(1, 2).contiguous(),
+            self.D.float(),
+            z=z.contiguous(),
+            delta_bias=self.dt_proj.bias.float(),
+            delta_softplus=True,
         )
         return self.out_proj(y.transpose(1, 2))
 

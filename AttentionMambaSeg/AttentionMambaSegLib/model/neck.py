@@ -17,14 +17,16 @@ def resize(x: torch.Tensor, size) -> torch.Tensor:
 
 
 def conv1x1_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels),
-                         nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True)
+    )
 
 
 def fuse_block(channels: int = 128) -> nn.Sequential:
     """3x3 conv (no bias), BN, ReLU: the neck's "fuse" block."""
-    return nn.Sequential(nn.Conv2d(channels, channels, 3, 1, 1, bias=False), nn.BatchNorm2d(channels),
-                         nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(channels, channels, 3, 1, 1, bias=False), nn.BatchNorm2d(channels), nn.ReLU(inplace=True)
+    )
 
 
 class DualPathNeck(nn.Module):

@@ -76,8 +76,9 @@ class AttentionMamba(nn.Module):
         if x.dim() != 4:
             raise ValueError(f"expected a 4-D tensor {expected}; got shape {tuple(x.shape)}")
         if x.shape[1] != self.in_channels:
-            raise ValueError(f"expected {self.in_channels} input channel(s), {expected}; got {x.shape[1]} "
-                             f"(shape {tuple(x.shape)})")
+            raise ValueError(
+                f"expected {self.in_channels} input channel(s), {expected}; got {x.shape[1]} (shape {tuple(x.shape)})"
+            )
         if x.shape[2] % SIZE_MULTIPLE or x.shape[3] % SIZE_MULTIPLE or x.shape[2] == 0 or x.shape[3] == 0:
             raise ValueError(f"expected {expected}; got H={x.shape[2]}, W={x.shape[3]}: pad or crop the image")
         if not torch.isfinite(x).all():

@@ -18,12 +18,7 @@ Parts:
 The public names of :mod:`.volumes`, :mod:`.segments` and :mod:`.prediction` are available here.
 """
 
-from .prediction import (
-    ProgressCallback,
-    predict_image,
-    resolve_model,
-    segment_volume_node,
-)
+from .prediction import ProgressCallback, predict_image, resolve_model, segment_volume_node
 from .segments import (
     ATTRIBUTE_MODEL_ID,
     NEEDS_REVIEW_SUFFIX,

@@ -63,9 +63,23 @@ from .segments import (
 )
 from .volumes import InputVolumeError, geometry_image, image_from_volume_node, labelmap_images
 
-__all__ = ["ROLE_BROWSER", "ROLE_CHART", "ROLE_SEGMENTATION_SEQUENCE", "ROLE_VOLUME_TABLE", "CardiacResult",
-           "CineNodes", "add_cardiac_results", "check_cine", "cine_frame_images", "find_cine", "frame_count",
-           "function_summary", "function_table_rows", "segmentation_labelmap", "update_function"]
+__all__ = [
+    "ROLE_BROWSER",
+    "ROLE_CHART",
+    "ROLE_SEGMENTATION_SEQUENCE",
+    "ROLE_VOLUME_TABLE",
+    "CardiacResult",
+    "CineNodes",
+    "add_cardiac_results",
+    "check_cine",
+    "cine_frame_images",
+    "find_cine",
+    "frame_count",
+    "function_summary",
+    "function_table_rows",
+    "segmentation_labelmap",
+    "update_function",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -128,8 +142,11 @@ class CineNodes:
 def _is_multivolume(node) -> bool:
     if node.GetClassName() == "vtkMRMLMultiVolumeNode":
         return True
-    if not node.IsA("vtkMRMLScalarVolumeNode") or node.IsA("vtkMRMLVectorVolumeNode") \
-            or node.IsA("vtkMRMLLabelMapVolumeNode"):
+    if (
+        not node.IsA("vtkMRMLScalarVolumeNode")
+        or node.IsA("vtkMRMLVectorVolumeNode")
+        or node.IsA("vtkMRMLLabelMapVolumeNode")
+    ):
         return False
     image = node.GetImageData()
     return image is not None and image.GetNumberOfScalarComponents() > 1
@@ -202,29 +219,38 @@ def check_cine(cine: CineNodes, package=None) -> None:
     cavities and the LV myocardium (:class:`~AttentionMambaSegLib.clinical.function.CardiacLabels`).
     """
     if cine.multivolume is None and cine.browser is None:
-        raise InputVolumeError(f"The sequence '{cine.name}' is not shown by any sequence browser: open it in the "
-                               "Sequences module first, so that the segmentation can play with it.")
+        raise InputVolumeError(
+            f"The sequence '{cine.name}' is not shown by any sequence browser: open it in the "
+            "Sequences module first, so that the segmentation can play with it."
+        )
     frames = cine.frame_nodes()
     if len(frames) < 2:
-        raise InputVolumeError(f"'{cine.name}' holds {len(frames)} frame(s); ventricular function needs the whole "
-                               "cine (at least the ED and the ES frame).")
+        raise InputVolumeError(
+            f"'{cine.name}' holds {len(frames)} frame(s); ventricular function needs the whole "
+            "cine (at least the ED and the ES frame)."
+        )
     dims = None
     for t, frame in enumerate(frames):
         image = frame.GetImageData() if frame is not None else None
         if image is None or image.GetNumberOfPoints() == 0:
             raise InputVolumeError(f"Frame {t + 1} of '{cine.name}' has no voxels.")
         if image.GetNumberOfScalarComponents() != 1 or frame.IsA("vtkMRMLVectorVolumeNode"):
-            raise InputVolumeError(f"Frame {t + 1} of '{cine.name}' has {image.GetNumberOfScalarComponents()} values "
-                                   "per voxel; a cardiac cine is a sequence of grayscale volumes.")
+            raise InputVolumeError(
+                f"Frame {t + 1} of '{cine.name}' has {image.GetNumberOfScalarComponents()} values "
+                "per voxel; a cardiac cine is a sequence of grayscale volumes."
+            )
         if dims is None:
             dims = image.GetDimensions()
         elif image.GetDimensions() != dims:
-            raise InputVolumeError(f"Frame {t + 1} of '{cine.name}' has {image.GetDimensions()} voxels, frame 1 "
-                                   f"{dims}: the frames of a cine must be the same stack of slices.")
+            raise InputVolumeError(
+                f"Frame {t + 1} of '{cine.name}' has {image.GetDimensions()} voxels, frame 1 "
+                f"{dims}: the frames of a cine must be the same stack of slices."
+            )
     if package is not None:
         if int(package.in_channels) != 1:
-            raise InputVolumeError(f"Model '{package.id}' segments {package.in_channels}-channel images; a cine is "
-                                   "grayscale.")
+            raise InputVolumeError(
+                f"Model '{package.id}' segments {package.in_channels}-channel images; a cine is grayscale."
+            )
         _cardiac_structures(package)
 
 
@@ -301,7 +327,8 @@ def _frame_segmentation(frame_node, package, labels: np.ndarray, reviews: dict):
     frame_node.GetIJKToRASMatrix(matrix)
     geometry = slicer.vtkSegmentationConverter.SerializeImageGeometry(matrix, frame_node.GetImageData())
     node.GetSegmentation().SetConversionParameter(
-        slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName(), geometry)
+        slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName(), geometry
+    )
     write_segments(node, frame_node, package, labels, reviews)
     return node
 
@@ -344,10 +371,15 @@ def _labels_array(labelmap) -> np.ndarray:
 
 
 def _structures_attribute(structures, package) -> str:
-    return json.dumps({"rv": structures.rv, "myo": structures.myo, "lv": structures.lv,
-                       "names": {c.name: c.label_value for c in package.class_entries},
-                       "model": str(package.id)})
-
+    return json.dumps(
+        {
+            "rv": structures.rv,
+            "myo": structures.myo,
+            "lv": structures.lv,
+            "names": {c.name: c.label_value for c in package.class_entries},
+            "model": str(package.id),
+        }
+    )
 
 
 def _checked_arrays(cine: CineNodes, package, labelmaps, frames: list) -> list[np.ndarray]:
@@ -363,12 +395,16 @@ def _checked_arrays(cine: CineNodes, package, labelmaps, frames: list) -> list[n
     known = {c.label_value for c in package.class_entries} | {0}
     for t, array in enumerate(arrays):
         if array.shape != (dims[2], dims[1], dims[0]):
-            raise ValueError(f"The labelmap of frame {t + 1} has shape {array.shape} (K, J, I); the frames have "
-                             f"{(dims[2], dims[1], dims[0])}.")
+            raise ValueError(
+                f"The labelmap of frame {t + 1} has shape {array.shape} (K, J, I); the frames have "
+                f"{(dims[2], dims[1], dims[0])}."
+            )
         extra = {int(v) for v in np.unique(array)} - known
         if extra:
-            raise ValueError(f"The labelmap of frame {t + 1} holds label values {sorted(extra)} that model "
-                             f"'{package.id}' does not define.")
+            raise ValueError(
+                f"The labelmap of frame {t + 1} holds label values {sorted(extra)} that model "
+                f"'{package.id}' does not define."
+            )
     return arrays
 
 
@@ -416,9 +452,17 @@ def _report_frame(report: dict, key: str) -> int | None:
     return value - 1 if isinstance(value, int) else None
 
 
-def add_cardiac_results(cine: CineNodes, package, labelmaps, report: dict | None = None, ed: int | None = None,
-                        es: int | None = None, height_cm: float | None = None, weight_kg: float | None = None,
-                        sequences_logic=None) -> CardiacResult:
+def add_cardiac_results(
+    cine: CineNodes,
+    package,
+    labelmaps,
+    report: dict | None = None,
+    ed: int | None = None,
+    es: int | None = None,
+    height_cm: float | None = None,
+    weight_kg: float | None = None,
+    sequences_logic=None,
+) -> CardiacResult:
     """Write the labelmaps of every frame of a cine into the scene, with the function table and curve.
 
     Must run on the thread that owns the scene (the main thread in Slicer).
@@ -455,8 +499,16 @@ def add_cardiac_results(cine: CineNodes, package, labelmaps, report: dict | None
         es = es if es is not None else _report_frame(report, "es_frame")
     warnings = [str(w) for w in (report or {}).get("warnings") or [] if str(w).strip()]
     names = {c.label_value: c.name for c in package.class_entries}
-    analysis = function_from_labelmaps(labelmap_images(arrays, geometry_image(frames[0])), structures, ed, es,
-                                       height_cm, weight_kg, names=names, extra_warnings=warnings)
+    analysis = function_from_labelmaps(
+        labelmap_images(arrays, geometry_image(frames[0])),
+        structures,
+        ed,
+        es,
+        height_cm,
+        weight_kg,
+        names=names,
+        extra_warnings=warnings,
+    )
 
     if cine.multivolume is not None and cine.browser is None:
         _browser_for_multivolume(cine)
@@ -467,8 +519,13 @@ def add_cardiac_results(cine: CineNodes, package, labelmaps, report: dict | None
     if height_cm is not None and weight_kg is not None:
         attributes[ATTRIBUTE_BODY] = json.dumps([height_cm, weight_kg])
     table, volumes, chart = add_function_tables(
-        scene, cine.name, analysis, attributes,
-        {ROLE_SEGMENTATION_SEQUENCE: sequence, ROLE_BROWSER: cine.browser}, volume_proxy)
+        scene,
+        cine.name,
+        analysis,
+        attributes,
+        {ROLE_SEGMENTATION_SEQUENCE: sequence, ROLE_BROWSER: cine.browser},
+        volume_proxy,
+    )
     message = function_summary(analysis)
     logger.info("%s", message)
     return CardiacResult(sequence, proxy, table, volumes, chart, cine.browser, analysis, message)

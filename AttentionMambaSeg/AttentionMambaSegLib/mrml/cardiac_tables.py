@@ -26,10 +26,25 @@ from vtk.util import numpy_support
 from .segments import segmentation_labelmap
 from .volumes import geometry_image, labelmap_images
 
-__all__ = ["ATTRIBUTE_BODY", "ATTRIBUTE_FUNCTION", "ATTRIBUTE_STRUCTURES", "ATTRIBUTE_WARNINGS", "FUNCTION_COLUMNS",
-           "ROLE_BROWSER", "ROLE_CHART", "ROLE_SEGMENTATION_SEQUENCE", "ROLE_VOLUME_TABLE", "VOLUME_COLUMNS",
-           "add_function_tables", "frame_count", "function_summary", "function_table_rows", "place_in_study",
-           "update_function", "write_tables"]
+__all__ = [
+    "ATTRIBUTE_BODY",
+    "ATTRIBUTE_FUNCTION",
+    "ATTRIBUTE_STRUCTURES",
+    "ATTRIBUTE_WARNINGS",
+    "FUNCTION_COLUMNS",
+    "ROLE_BROWSER",
+    "ROLE_CHART",
+    "ROLE_SEGMENTATION_SEQUENCE",
+    "ROLE_VOLUME_TABLE",
+    "VOLUME_COLUMNS",
+    "add_function_tables",
+    "frame_count",
+    "function_summary",
+    "function_table_rows",
+    "place_in_study",
+    "update_function",
+    "write_tables",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +87,7 @@ def function_table_rows(function) -> list[tuple[str, float, float, str]]:
     Values are rounded to 2 decimals (as ``function.json``); the indexed rows only when the body surface
     area is known.
     """
+
     def value(field):
         v = getattr(function, field) if field else None
         return float("nan") if v is None else round(float(v), 2)
@@ -130,8 +146,9 @@ def _write_chart(chart_node, volume_table, analysis, name: str) -> None:
     scene = chart_node.GetScene()
     if chart_node.GetNumberOfPlotSeriesNodes() == 0:
         for column, color in (("LV", _LV_COLOR), ("RV", _RV_COLOR)):
-            series = scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode",
-                                             scene.GenerateUniqueName(f"{name} {column} volume"))
+            series = scene.AddNewNodeByClass(
+                "vtkMRMLPlotSeriesNode", scene.GenerateUniqueName(f"{name} {column} volume")
+            )
             series.SetAndObserveTableNodeID(volume_table.GetID())
             series.SetXColumnName("Frame")
             series.SetYColumnName(column)
@@ -165,9 +182,11 @@ def function_summary(analysis) -> str:
     """Status-line sentences of a :class:`~AttentionMambaSegLib.clinical.analysis.CardiacAnalysis`: the
     figures, then the warnings."""
     f, frames = analysis.function, len(analysis.volumes)
-    text = (f"Ventricular function of {frames} frames: ED frame {f.ed_frame}, ES frame {f.es_frame}; LV EDV "
-            f"{_format(f.lv_edv_ml)} mL, ESV {_format(f.lv_esv_ml)} mL, EF {_format(f.lv_ef_percent)} %; RV EF "
-            f"{_format(f.rv_ef_percent)} %; LV mass {_format(f.lv_myocardial_mass_g)} g.")
+    text = (
+        f"Ventricular function of {frames} frames: ED frame {f.ed_frame}, ES frame {f.es_frame}; LV EDV "
+        f"{_format(f.lv_edv_ml)} mL, ESV {_format(f.lv_esv_ml)} mL, EF {_format(f.lv_ef_percent)} %; RV EF "
+        f"{_format(f.rv_ef_percent)} %; LV mass {_format(f.lv_myocardial_mass_g)} g."
+    )
     return " ".join([text, *analysis.warnings])
 
 
@@ -178,8 +197,9 @@ def write_tables(table, volumes, chart, analysis, name: str) -> None:
     _write_chart(chart, volumes, analysis, name)
 
 
-def add_function_tables(scene, name: str, analysis, attributes: dict[str, str], references: dict[str, Any],
-                        study_volume=None) -> tuple:
+def add_function_tables(
+    scene, name: str, analysis, attributes: dict[str, str], references: dict[str, Any], study_volume=None
+) -> tuple:
     """Add the function table, the volume table and the chart of a cine's ``analysis``.
 
     Args:
@@ -225,14 +245,21 @@ def _current_labelmaps(browser, sequence, names: dict[str, int]) -> tuple[list, 
         value = master.GetNthIndexValue(t)
         segmentation = proxy if (t == shown and proxy is not None) else sequence.GetDataNodeAtValue(value)
         if segmentation is None:
-            raise ValueError(f"The segmentation sequence '{sequence.GetName()}' has no item for frame {t + 1} "
-                             f"({master.GetIndexName()} {value}).")
+            raise ValueError(
+                f"The segmentation sequence '{sequence.GetName()}' has no item for frame {t + 1} "
+                f"({master.GetIndexName()} {value})."
+            )
         arrays.append(segmentation_labelmap(segmentation, frame, names))
     return frames, arrays
 
 
-def update_function(table_node, ed: int | None = None, es: int | None = None, height_cm: float | None = None,
-                    weight_kg: float | None = None):
+def update_function(
+    table_node,
+    ed: int | None = None,
+    es: int | None = None,
+    height_cm: float | None = None,
+    weight_kg: float | None = None,
+):
     """Recompute the figures from the current segmentations of the cine, without any network.
 
     Reads every frame's segmentation from the segmentation sequence (the frame the browser shows from its
@@ -258,16 +285,20 @@ def update_function(table_node, ed: int | None = None, es: int | None = None, he
 
     info = table_node.GetAttribute(ATTRIBUTE_STRUCTURES) if table_node is not None else None
     if not info:
-        raise ValueError("Not a ventricular function table of Attention-Mamba Segmentation: segment a cine with a "
-                         "cardiac model first.")
+        raise ValueError(
+            "Not a ventricular function table of Attention-Mamba Segmentation: segment a cine with a "
+            "cardiac model first."
+        )
     info = json.loads(info)
     sequence = table_node.GetNodeReference(ROLE_SEGMENTATION_SEQUENCE)
     browser = table_node.GetNodeReference(ROLE_BROWSER)
     volumes, chart = table_node.GetNodeReference(ROLE_VOLUME_TABLE), table_node.GetNodeReference(ROLE_CHART)
     master = browser.GetMasterSequenceNode() if browser is not None else None
     if sequence is None or master is None or volumes is None or chart is None:
-        raise ValueError(f"'{table_node.GetName()}' refers to a segmentation sequence, browser, volume table or chart "
-                         "that was deleted: segment the cine again.")
+        raise ValueError(
+            f"'{table_node.GetName()}' refers to a segmentation sequence, browser, volume table or chart "
+            "that was deleted: segment the cine again."
+        )
     previous = json.loads(table_node.GetAttribute(ATTRIBUTE_FUNCTION) or "{}")
     ed = ed if ed is not None else (previous["ed_frame"] - 1 if "ed_frame" in previous else None)
     es = es if es is not None else (previous["es_frame"] - 1 if "es_frame" in previous else None)
@@ -276,8 +307,15 @@ def update_function(table_node, ed: int | None = None, es: int | None = None, he
     structures = CardiacLabels(info["rv"], info["myo"], info["lv"])
     names = {str(k): int(v) for k, v in info.get("names", {}).items()}
     frames, arrays = _current_labelmaps(browser, sequence, names)
-    analysis = function_from_labelmaps(labelmap_images(arrays, geometry_image(frames[0])), structures, ed, es,
-                                       height_cm, weight_kg, names={v: k for k, v in names.items()})
+    analysis = function_from_labelmaps(
+        labelmap_images(arrays, geometry_image(frames[0])),
+        structures,
+        ed,
+        es,
+        height_cm,
+        weight_kg,
+        names={v: k for k, v in names.items()},
+    )
     if height_cm is not None and weight_kg is not None:
         table_node.SetAttribute(ATTRIBUTE_BODY, json.dumps([height_cm, weight_kg]))
     for node in (table_node, volumes):

@@ -51,14 +51,19 @@ def roi_box_in_volume_frame(roi_node, volume_node=None) -> dict:
     radius = [0.0, 0.0, 0.0]
     roi_node.GetRadiusXYZ(radius)
     if min(radius) <= 0:
-        raise ValueError(f"The region of interest '{roi_node.GetName()}' has no extent: place it over the image "
-                         "first, or choose 'Whole volume'.")
+        raise ValueError(
+            f"The region of interest '{roi_node.GetName()}' has no extent: place it over the image "
+            "first, or choose 'Whole volume'."
+        )
     target = volume_node.GetParentTransformNode() if volume_node is not None else None
     node_to_volume = vtk.vtkMatrix4x4()
-    if not vtkMRMLTransformNode.GetMatrixTransformBetweenNodes(roi_node.GetParentTransformNode(), target,
-                                                               node_to_volume):
-        raise ValueError(f"The transform between the region of interest '{roi_node.GetName()}' and the volume is not "
-                         "linear: harden the transform (Data module) or use a linear one.")
+    if not vtkMRMLTransformNode.GetMatrixTransformBetweenNodes(
+        roi_node.GetParentTransformNode(), target, node_to_volume
+    ):
+        raise ValueError(
+            f"The transform between the region of interest '{roi_node.GetName()}' and the volume is not "
+            "linear: harden the transform (Data module) or use a linear one."
+        )
     object_to_volume = _array(node_to_volume) @ _array(roi_node.GetObjectToNodeMatrix())
     linear = object_to_volume[:3, :3]
     center = object_to_volume[:3, 3]
@@ -66,8 +71,7 @@ def roi_box_in_volume_frame(roi_node, volume_node=None) -> dict:
     axes = linear / lengths
     cosines = np.abs(axes.T @ axes - np.eye(3))
     if cosines.max() <= _ORTHOGONAL_TOLERANCE:
-        return {"center": center.tolist(), "size": (2.0 * np.asarray(radius) * lengths).tolist(),
-                "axes": axes.tolist()}
+        return {"center": center.tolist(), "size": (2.0 * np.asarray(radius) * lengths).tolist(), "axes": axes.tolist()}
     # sheared: the box along the volume's own axes around the mapped corners (Crop Volume's voxel-based extent)
     directions = np.eye(3)
     if volume_node is not None:
@@ -79,10 +83,15 @@ def roi_box_in_volume_frame(roi_node, volume_node=None) -> dict:
     corners = center + (signs * np.asarray(radius)) @ linear.T
     along = (corners - center) @ directions  # coordinates along the volume's axes
     low, high = along.min(axis=0), along.max(axis=0)
-    logger.info("The transform shears the region of interest '%s': the box along the volume's axes that holds it "
-                "is segmented.", roi_node.GetName())
-    return {"center": (center + directions @ ((low + high) / 2)).tolist(), "size": (high - low).tolist(),
-            "axes": directions.tolist()}
+    logger.info(
+        "The transform shears the region of interest '%s': the box along the volume's axes that holds it is segmented.",
+        roi_node.GetName(),
+    )
+    return {
+        "center": (center + directions @ ((low + high) / 2)).tolist(),
+        "size": (high - low).tolist(),
+        "axes": directions.tolist(),
+    }
 
 
 def roi_markups_json(roi_node, volume_node=None) -> dict:
@@ -93,7 +102,18 @@ def roi_markups_json(roi_node, volume_node=None) -> dict:
     """
     box = roi_box_in_volume_frame(roi_node, volume_node)
     orientation = np.asarray(box["axes"]).reshape(-1).tolist()  # row-major: the axes are the matrix's columns
-    return {"@schema": "https://raw.githubusercontent.com/slicer/slicer/master/Modules/Loadable/Markups/Resources/"
-                       "Schema/markups-schema-v1.0.3.json#",
-            "markups": [{"type": "ROI", "coordinateSystem": "RAS", "name": roi_node.GetName(), "roiType": "Box",
-                         "center": box["center"], "orientation": orientation, "size": box["size"]}]}
+    return {
+        "@schema": "https://raw.githubusercontent.com/slicer/slicer/master/Modules/Loadable/Markups/Resources/"
+        "Schema/markups-schema-v1.0.3.json#",
+        "markups": [
+            {
+                "type": "ROI",
+                "coordinateSystem": "RAS",
+                "name": roi_node.GetName(),
+                "roiType": "Box",
+                "center": box["center"],
+                "orientation": orientation,
+                "size": box["size"],
+            }
+        ],
+    }

@@ -30,11 +30,32 @@ from vtk.util import numpy_support
 
 from .volumes import InputVolumeError, ijk_to_ras_matrix, image_array, vtk_matrix
 
-__all__ = ["ATTRIBUTE_MODEL_ID", "NEEDS_REVIEW_SUFFIX", "TAG_CONFIDENCE", "TAG_LABELMAP_HASH", "TAG_LABEL_VALUE",
-           "TAG_MODEL_ID", "TAG_NEEDS_REVIEW", "TAG_REVIEW_REASON", "SegmentationResult", "binary_oriented_image",
-           "color_table_for_model", "export_segmentation_to_labelmap_node", "labelmap_to_uint8", "mask_hash",
-           "model_name", "place_like_volume", "report_reviews", "review_sentence", "segment_hash", "segment_tag",
-           "segmentation_labelmap", "terminology_entry", "write_segmentation_node", "write_segments"]
+__all__ = [
+    "ATTRIBUTE_MODEL_ID",
+    "NEEDS_REVIEW_SUFFIX",
+    "TAG_CONFIDENCE",
+    "TAG_LABELMAP_HASH",
+    "TAG_LABEL_VALUE",
+    "TAG_MODEL_ID",
+    "TAG_NEEDS_REVIEW",
+    "TAG_REVIEW_REASON",
+    "SegmentationResult",
+    "binary_oriented_image",
+    "color_table_for_model",
+    "export_segmentation_to_labelmap_node",
+    "labelmap_to_uint8",
+    "mask_hash",
+    "model_name",
+    "place_like_volume",
+    "report_reviews",
+    "review_sentence",
+    "segment_hash",
+    "segment_tag",
+    "segmentation_labelmap",
+    "terminology_entry",
+    "write_segmentation_node",
+    "write_segments",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -90,9 +111,7 @@ def labelmap_to_uint8(labels: np.ndarray) -> np.ndarray:
     if labels.dtype == np.bool_:
         return labels.astype(np.uint8)
     if labels.size and (labels.min() < 0 or labels.max() > 255):
-        raise ValueError(
-            f"Label values must be in 0..255 to be stored as uint8; got {labels.min()}..{labels.max()}."
-        )
+        raise ValueError(f"Label values must be in 0..255 to be stored as uint8; got {labels.min()}..{labels.max()}.")
     return labels.astype(np.uint8)
 
 
@@ -162,9 +181,13 @@ def terminology_entry(entry) -> str:
     term = slicer.vtkSlicerTerminologyEntry()
     term.SetTerminologyContextName(TERMINOLOGY_CONTEXT)
     term.SetRegionContextName(ANATOMIC_CONTEXT if entry.region is not None else "")
-    for target, code in ((term.GetCategoryObject(), entry.category), (term.GetTypeObject(), entry.type),
-                         (term.GetTypeModifierObject(), entry.type_modifier), (term.GetRegionObject(), entry.region),
-                         (term.GetRegionModifierObject(), entry.region_modifier)):
+    for target, code in (
+        (term.GetCategoryObject(), entry.category),
+        (term.GetTypeObject(), entry.type),
+        (term.GetTypeModifierObject(), entry.type_modifier),
+        (term.GetRegionObject(), entry.region),
+        (term.GetRegionModifierObject(), entry.region_modifier),
+    ):
         if code is not None:
             target.SetCodingSchemeDesignator(code.scheme)
             target.SetCodeValue(code.value)
@@ -192,9 +215,7 @@ def color_table_for_model(scene, package):
                 return node
     finally:
         existing.UnRegister(None)
-    table = scene.AddNewNodeByClass(
-        "vtkMRMLColorTableNode", scene.GenerateUniqueName(f"{model_name(package)} labels")
-    )
+    table = scene.AddNewNodeByClass("vtkMRMLColorTableNode", scene.GenerateUniqueName(f"{model_name(package)} labels"))
     table.SetTypeToUser()
     table.SetNumberOfColors(number_of_colors)
     for value in range(number_of_colors):
@@ -219,9 +240,7 @@ def _find_model_segment(segmentation, model_id: str, label_value: int) -> str | 
     """Id of the segment this model wrote for ``label_value`` (by tags, not by name), or None."""
     for index in range(segmentation.GetNumberOfSegments()):
         segment = segmentation.GetNthSegment(index)
-        if segment_tag(segment, TAG_MODEL_ID) == model_id and segment_tag(segment, TAG_LABEL_VALUE) == str(
-            label_value
-        ):
+        if segment_tag(segment, TAG_MODEL_ID) == model_id and segment_tag(segment, TAG_LABEL_VALUE) == str(label_value):
             return segmentation.GetNthSegmentID(index)
     return None
 
@@ -281,8 +300,11 @@ def report_reviews(report: dict | None, package) -> tuple[dict[int, dict], list[
         return {}, []
     warnings = [str(w) for w in report.get("warnings") or [] if str(w).strip()]
     if report.get("model") not in (None, str(package.id)):
-        logger.warning("The report is for model '%s', not '%s': its confidence figures were not used.",
-                       report.get("model"), package.id)
+        logger.warning(
+            "The report is for model '%s', not '%s': its confidence figures were not used.",
+            report.get("model"),
+            package.id,
+        )
         return {}, warnings
     reviews = {}
     for entry in report.get("segments") or []:
@@ -348,8 +370,9 @@ def write_segments(segmentation_node, volume_node, package, labels: np.ndarray, 
                     continue
                 # No segment may be overwritten (empty overwrite list): where the new mask overlaps a
                 # segment the user edited, Slicer moves the segments apart instead of erasing voxels.
-                logic.SetBinaryLabelmapToSegment(image, segmentation_node, segment_id, logic.MODE_REPLACE, None,
-                                                 False, [])
+                logic.SetBinaryLabelmapToSegment(
+                    image, segmentation_node, segment_id, logic.MODE_REPLACE, None, False, []
+                )
                 updated.append(segment_id)
             else:
                 segment_id = segmentation_node.AddSegmentFromBinaryLabelmapRepresentation(
@@ -371,7 +394,7 @@ def write_segments(segmentation_node, volume_node, package, labels: np.ndarray, 
 
 
 def review_sentence(segmentation_node, needs_review: dict[str, str]) -> str:
-    """"Needs review: right ventricle cavity (low confidence 0.712 < 0.930), ..." ("" when none)."""
+    """ "Needs review: right ventricle cavity (low confidence 0.712 < 0.930), ..." ("" when none)."""
     if not needs_review:
         return ""
     segmentation = segmentation_node.GetSegmentation()
@@ -383,7 +406,7 @@ def review_sentence(segmentation_node, needs_review: dict[str, str]) -> str:
 
 
 def _summary(segmentation_node, created: bool, added: list, updated: list, kept: list) -> str:
-    """"Created 'X' with 3 segments." or "Updated 2 segment(s); kept 1 you edited (myocardium) in 'X'."."""
+    """ "Created 'X' with 3 segments." or "Updated 2 segment(s); kept 1 you edited (myocardium) in 'X'."."""
     if created:
         return f"Created '{segmentation_node.GetName()}' with {len(added)} segments."
     parts = [f"Updated {len(updated)} segment(s)"]
@@ -422,8 +445,9 @@ def _checked_labels(volume_node, package, labelmap) -> np.ndarray:
     return labels
 
 
-def write_segmentation_node(volume_node, package, labelmap, segmentation_node=None,
-                            report: dict | None = None) -> SegmentationResult:
+def write_segmentation_node(
+    volume_node, package, labelmap, segmentation_node=None, report: dict | None = None
+) -> SegmentationResult:
     """Write a predicted labelmap into a segmentation node, protecting segments the user edited.
 
     Must run on the thread that owns the scene (the main thread in Slicer).
@@ -455,8 +479,10 @@ def write_segmentation_node(volume_node, package, labelmap, segmentation_node=No
     reviews, warnings = report_reviews(report, package)
     messages = []
     if segmentation_node is not None and segmentation_node.GetTransformNodeID() != volume_node.GetTransformNodeID():
-        messages.append(f"'{segmentation_node.GetName()}' is under a different transform than the volume, so the "
-                        "result was written to a new segmentation.")
+        messages.append(
+            f"'{segmentation_node.GetName()}' is under a different transform than the volume, so the "
+            "result was written to a new segmentation."
+        )
         segmentation_node = None
     if scene.GetUndoFlag():
         scene.SaveStateForUndo()
@@ -516,17 +542,20 @@ def segmentation_labelmap(segmentation_node, frame_node, names: dict[str, int]) 
         if value is None or not 0 < value < 256:
             continue
         image = slicer.vtkOrientedImageData()
-        if not logic.GetSegmentBinaryLabelmapRepresentation(segmentation_node, segmentation.GetNthSegmentID(index),
-                                                            image, False):
+        if not logic.GetSegmentBinaryLabelmapRepresentation(
+            segmentation_node, segmentation.GetNthSegmentID(index), image, False
+        ):
             continue
         extent = image.GetExtent()
         if extent[1] < extent[0] or extent[3] < extent[2] or extent[5] < extent[4]:
             continue  # an empty segment
         resampled = slicer.vtkOrientedImageData()
         if not slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(
-                image, reference, resampled, False, False):
-            raise RuntimeError(f"Segment '{segmentation.GetNthSegment(index).GetName()}' could not be resampled onto "
-                               "the frame's grid.")
+            image, reference, resampled, False, False
+        ):
+            raise RuntimeError(
+                f"Segment '{segmentation.GetNthSegment(index).GetName()}' could not be resampled onto the frame's grid."
+            )
         labels[image_array(resampled).reshape(labels.shape) > 0] = value
     return labels
 

@@ -258,4 +258,3 @@ def add_volume_node_from_image(scene, image: sitk.Image, name: str = "Volume"):
     node.SetAndObserveImageData(image_data)
     node.CreateDefaultDisplayNodes()
     return node
-

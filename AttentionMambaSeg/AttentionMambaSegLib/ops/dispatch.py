@@ -27,6 +27,7 @@ import os
 import threading
 
 import torch
+
 from .scan_torch import selective_scan_torch
 
 log = logging.getLogger(__name__)
@@ -90,11 +91,16 @@ def _check_backend(name: str, device: torch.device) -> tuple[bool, str]:
             # the probe may run first inside a caller's bf16 autocast: it must compare float32 scans
             with torch.no_grad(), torch.autocast("cpu", enabled=False), torch.autocast(device.type, enabled=False):
                 got = fn(*args[:5], **kw)
-                ref = selective_scan_torch(*[a.cpu() for a in args[:5]],
-                                           **{k: (v.cpu() if torch.is_tensor(v) else v) for k, v in kw.items()})
+                ref = selective_scan_torch(
+                    *[a.cpu() for a in args[:5]], **{k: (v.cpu() if torch.is_tensor(v) else v) for k, v in kw.items()}
+                )
             err = _relative_error(got.cpu(), ref)
-            verdict = (err <= tolerance, f"{name} agrees with torch (relative error {err:.1e})"
-                       if err <= tolerance else f"{name} disagrees with torch (relative error {err:.1e} > {tolerance:g})")
+            verdict = (
+                err <= tolerance,
+                f"{name} agrees with torch (relative error {err:.1e})"
+                if err <= tolerance
+                else f"{name} disagrees with torch (relative error {err:.1e} > {tolerance:g})",
+            )
         except Exception as e:  # any import or kernel failure means: do not use this backend
             verdict = (False, f"{name} unavailable: {type(e).__name__}: {e}")
         _verdicts[key] = verdict
@@ -113,9 +119,17 @@ def _load_cuda():
 
     def run(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
         dtype = u.dtype
-        out = selective_scan_fn(u.float(), delta.float(), A.float(), B.float(), C.float(),
-                                None if D is None else D.float(), None if z is None else z.float(),
-                                None if delta_bias is None else delta_bias.float(), delta_softplus)
+        out = selective_scan_fn(
+            u.float(),
+            delta.float(),
+            A.float(),
+            B.float(),
+            C.float(),
+            None if D is None else D.float(),
+            None if z is None else z.float(),
+            None if delta_bias is None else delta_bias.float(),
+            delta_softplus,
+        )
         return out.to(torch.float64 if dtype == torch.float64 else torch.float32)
 
     return run
@@ -127,8 +141,12 @@ def _load_triton():
     return selective_scan_triton
 
 
-_SCANS = {"torch": lambda: selective_scan_torch, "cpu-fused": _load_cpu_fused, "cuda": _load_cuda,
-          "triton": _load_triton}
+_SCANS = {
+    "torch": lambda: selective_scan_torch,
+    "cpu-fused": _load_cpu_fused,
+    "cuda": _load_cuda,
+    "triton": _load_triton,
+}
 
 
 def _forced_backend() -> str | None:
@@ -136,8 +154,7 @@ def _forced_backend() -> str | None:
     if not value or value == "auto":
         return None
     if value not in BACKENDS:
-        raise ValueError(f"{BACKEND_ENV}={value!r} is not a selective-scan backend; use one of {BACKENDS} "
-                         "or unset it")
+        raise ValueError(f"{BACKEND_ENV}={value!r} is not a selective-scan backend; use one of {BACKENDS} or unset it")
     return value
 
 
@@ -155,8 +172,11 @@ def _auto_choice(device: torch.device) -> tuple[str, str]:
     why = "; ".join(reasons) or f"no faster backend for {device_type} tensors"
     if device_type == "cuda" and device_type not in _warned:
         _warned.add(device_type)
-        log.warning("selective scan on the GPU runs the slow torch scan (%s). Install Triton "
-                    "(pip install triton; on Windows pip install triton-windows) for the fast GPU scan.", why)
+        log.warning(
+            "selective scan on the GPU runs the slow torch scan (%s). Install Triton "
+            "(pip install triton; on Windows pip install triton-windows) for the fast GPU scan.",
+            why,
+        )
     return "torch", why
 
 
@@ -225,14 +245,18 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
         ValueError: on inconsistent shapes or an unknown / unusable backend.
     """
     if u.dim() != 3 or delta.shape != u.shape:
-        raise ValueError(f"u and delta must both be (batch, channels, L); got {tuple(u.shape)} and {tuple(delta.shape)}")
+        raise ValueError(
+            f"u and delta must both be (batch, channels, L); got {tuple(u.shape)} and {tuple(delta.shape)}"
+        )
     batch, channels, length = u.shape
     if A.dim() != 2 or A.shape[0] != channels:
         raise ValueError(f"A must be (channels={channels}, d_state); got {tuple(A.shape)}")
     for name, M in (("B", B), ("C", C)):
         if M.dim() not in (3, 4) or M.shape[0] != batch or M.shape[-1] != length or M.shape[-2] != A.shape[1]:
-            raise ValueError(f"{name} must be (batch, d_state, L) or (batch, groups, d_state, L) with batch={batch}, "
-                             f"d_state={A.shape[1]}, L={length}; got {tuple(M.shape)}")
+            raise ValueError(
+                f"{name} must be (batch, d_state, L) or (batch, groups, d_state, L) with batch={batch}, "
+                f"d_state={A.shape[1]}, L={length}; got {tuple(M.shape)}"
+            )
         if M.dim() == 4 and channels % M.shape[1]:
             raise ValueError(f"channels ({channels}) must be a multiple of {name}'s groups ({M.shape[1]})")
     if z is not None and z.shape != u.shape:
@@ -242,8 +266,10 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     if name in ("cpu-fused", "triton") and dtype == torch.float64:
         name = "torch"  # the fused kernels are float32; float64 (tests, gradcheck) goes to torch
     if name == "triton":  # reads bfloat16 / float16 inputs itself; the state is float32
-        args = [t if t is None or t.dtype in (torch.float32, torch.bfloat16, torch.float16) else t.float()
-                for t in (u, delta, A, B, C, D, z, delta_bias)]
+        args = [
+            t if t is None or t.dtype in (torch.float32, torch.bfloat16, torch.float16) else t.float()
+            for t in (u, delta, A, B, C, D, z, delta_bias)
+        ]
     else:
         args = [t.to(dtype) if t is not None else None for t in (u, delta, A, B, C, D, z, delta_bias)]
     fn = _SCANS[name]()

@@ -30,8 +30,19 @@ class _ScanCore(torch.autograd.Function):
         g_u, g_dt = torch.empty_like(u), torch.empty_like(dt)
         g_A = torch.empty(u.shape[0], *A.shape, dtype=A.dtype)
         g_Bt, g_Ct = torch.zeros_like(Bt), torch.zeros_like(Ct)
-        scan_numba.kernels(A.shape[1])[1](u.numpy(), dt.numpy(), A.numpy(), Bt.numpy(), Ct.numpy(), gy.numpy(),
-                                          g_u.numpy(), g_dt.numpy(), g_A.numpy(), g_Bt.numpy(), g_Ct.numpy())
+        scan_numba.kernels(A.shape[1])[1](
+            u.numpy(),
+            dt.numpy(),
+            A.numpy(),
+            Bt.numpy(),
+            Ct.numpy(),
+            gy.numpy(),
+            g_u.numpy(),
+            g_dt.numpy(),
+            g_A.numpy(),
+            g_Bt.numpy(),
+            g_Ct.numpy(),
+        )
         return g_u, g_dt, g_A.sum(0), g_Bt.transpose(-1, -2), g_Ct.transpose(-1, -2)
 
 

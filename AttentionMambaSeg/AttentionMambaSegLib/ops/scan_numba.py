@@ -56,7 +56,7 @@ def exp_neg(x, bits, k):
     return p * r * r + r + np.float32(1.0)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def kernels(n: int):
     """Return (forward, backward) numba kernels specialised for d_state = ``n``.
 

@@ -89,9 +89,7 @@ def _prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
 class _SelectiveScanTorch(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
-        batch, channels, length, groups, B4, C4, _, dt = _prepare(
-            u, delta, A, B, C, D, z, delta_bias, delta_softplus
-        )
+        batch, channels, length, groups, B4, C4, _, dt = _prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
         d_state = A.shape[1]
         dg = channels // groups
         T = _chunk_length(batch, channels, d_state, u.element_size(), u.device.type)
@@ -181,8 +179,9 @@ class _SelectiveScanTorch(torch.autograd.Function):
             # g_B[t] = sum over d of G[t] * dt[t] * u[t]
             torch.matmul(G.transpose(-1, -2), (dt_t * u_t).unsqueeze(-1), out=g_BT[t0:t1].unsqueeze(-1))
 
-        g_u, g_delta, g_D, g_z, g_bias = _pointwise_gradients(gout, gy, u, z, D, y_preT, g_uT, g_dtT, dt_raw,
-                                                              delta_bias, ctx.delta_softplus)
+        g_u, g_delta, g_D, g_z, g_bias = _pointwise_gradients(
+            gout, gy, u, z, D, y_preT, g_uT, g_dtT, dt_raw, delta_bias, ctx.delta_softplus
+        )
         g_B, g_C = _bc_gradient(g_BT, ctx.b_was_3d), _bc_gradient(g_CT, ctx.c_was_3d)
         return g_u, g_delta, g_A.view_as(A), g_B, g_C, g_D, g_z, g_bias, None
 
@@ -259,7 +258,13 @@ def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
     Computes in the dtype of ``u`` (float32 or float64); returns (batch, channels, L) like ``u``.
     """
     return _SelectiveScanTorch.apply(
-        u.contiguous(), delta.contiguous(), A.contiguous(), B.contiguous(), C.contiguous(),
-        None if D is None else D.contiguous(), None if z is None else z.contiguous(),
-        None if delta_bias is None else delta_bias.contiguous(), delta_softplus,
+        u.contiguous(),
+        delta.contiguous(),
+        A.contiguous(),
+        B.contiguous(),
+        C.contiguous(),
+        None if D is None else D.contiguous(),
+        None if z is None else z.contiguous(),
+        None if delta_bias is None else delta_bias.contiguous(),
+        delta_softplus,
     )

@@ -42,6 +42,7 @@ def launch_count() -> int:
     """Number of Triton kernel launches of this process so far (forward and backward)."""
     return _launches[0]
 
+
 class KernelOps(TorchDispatchMode):
     """Counts the aten operators that launch a kernel (all but views and allocations) while active,
     leaving out those Triton's interpreter issues to emulate a launch; Triton launches themselves are
@@ -120,8 +121,9 @@ def _scan_by_slices(self, inputs):
             acc = [r.handle.data for r in (ret if isinstance(ret, tuple) else (ret,))]
         for j, a in enumerate(acc):
             outs[j][i] = a
-    return [self.to_tensor(np.ascontiguousarray(np.moveaxis(o, 0, self.axis)), arg.dtype)
-            for o, arg in zip(outs, inputs)]
+    return [
+        self.to_tensor(np.ascontiguousarray(np.moveaxis(o, 0, self.axis)), arg.dtype) for o, arg in zip(outs, inputs)
+    ]
 
 
 def _speed_up_interpreter() -> None:
@@ -157,9 +159,11 @@ def check_device(device: torch.device) -> None:
     if device.type == "cuda" or (device.type == "cpu" and interpreter_enabled()):
         return
     if device.type == "cpu":
-        raise ValueError("the triton scan runs on CPU tensors only in Triton's interpreter: set "
-                         "TRITON_INTERPRET=1 before starting Python, before Triton is imported (slow, for "
-                         "tests), or use backend 'cpu-fused' or 'torch' on the CPU")
+        raise ValueError(
+            "the triton scan runs on CPU tensors only in Triton's interpreter: set "
+            "TRITON_INTERPRET=1 before starting Python, before Triton is imported (slow, for "
+            "tests), or use backend 'cpu-fused' or 'torch' on the CPU"
+        )
     raise ValueError(f"the triton scan needs CUDA tensors, got {device.type}; use backend 'auto' or 'torch'")
 
 
@@ -170,8 +174,7 @@ def _pow2_at_least(x: int) -> int:
     return 1 << max(0, x - 1).bit_length()
 
 
-def _block_sizes(channels: int, length: int, n_state: int, block_d: int | None,
-                 tile: int | None) -> tuple[int, int]:
+def _block_sizes(channels: int, length: int, n_state: int, block_d: int | None, tile: int | None) -> tuple[int, int]:
     interpret = interpreter_enabled()
     if block_d is None:
         block_d = min(INTERPRETER_BLOCK_D if interpret else GPU_BLOCK_D, _pow2_at_least(channels))
@@ -195,11 +198,28 @@ class _SelectiveScanTriton(torch.autograd.Function):
         dummy = A
         _launches[0] += 1
         kernels().scan_forward_kernel[grid](
-            u, delta, A, B4, C4, D if D is not None else dummy, z if z is not None else dummy,
-            delta_bias if delta_bias is not None else dummy, out, states,
-            length, channels, channels // groups, n_state,
-            HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
-            SAVE_STATES=save_states, BLOCK_D=block_d, BLOCK_N=block_n, T=tile,
+            u,
+            delta,
+            A,
+            B4,
+            C4,
+            D if D is not None else dummy,
+            z if z is not None else dummy,
+            delta_bias if delta_bias is not None else dummy,
+            out,
+            states,
+            length,
+            channels,
+            channels // groups,
+            n_state,
+            HAS_D=D is not None,
+            HAS_Z=z is not None,
+            HAS_BIAS=delta_bias is not None,
+            SOFTPLUS=delta_softplus,
+            SAVE_STATES=save_states,
+            BLOCK_D=block_d,
+            BLOCK_N=block_n,
+            T=tile,
         )
         if save_states:
             ctx.save_for_backward(u, delta, A, B4, C4, D, z, delta_bias, states)
@@ -226,21 +246,52 @@ class _SelectiveScanTriton(torch.autograd.Function):
         dummy = A
         _launches[0] += 1
         kernels().scan_backward_kernel[grid](
-            u, delta, A, B4, C4, D if D is not None else dummy, z if z is not None else dummy,
-            delta_bias if delta_bias is not None else dummy, states, gout,
-            g_u, g_delta, g_z, g_B, g_C, g_A, g_D,
-            length, channels, dg, n_state,
-            HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
-            ONE_GROUP_PER_BLOCK=dg % block_d == 0, BLOCK_D=block_d, BLOCK_N=block_n, T=tile,
+            u,
+            delta,
+            A,
+            B4,
+            C4,
+            D if D is not None else dummy,
+            z if z is not None else dummy,
+            delta_bias if delta_bias is not None else dummy,
+            states,
+            gout,
+            g_u,
+            g_delta,
+            g_z,
+            g_B,
+            g_C,
+            g_A,
+            g_D,
+            length,
+            channels,
+            dg,
+            n_state,
+            HAS_D=D is not None,
+            HAS_Z=z is not None,
+            HAS_BIAS=delta_bias is not None,
+            SOFTPLUS=delta_softplus,
+            ONE_GROUP_PER_BLOCK=dg % block_d == 0,
+            BLOCK_D=block_d,
+            BLOCK_N=block_n,
+            T=tile,
         )
-        grads = [g_u.to(u.dtype), g_delta.to(delta.dtype), g_A.sum(0), g_B.to(B4.dtype), g_C.to(C4.dtype),
-                 g_D.sum(0) if D is not None else None, g_z.to(z.dtype) if z is not None else None,
-                 g_delta.sum(dim=(0, 2)) if delta_bias is not None else None]
+        grads = [
+            g_u.to(u.dtype),
+            g_delta.to(delta.dtype),
+            g_A.sum(0),
+            g_B.to(B4.dtype),
+            g_C.to(C4.dtype),
+            g_D.sum(0) if D is not None else None,
+            g_z.to(z.dtype) if z is not None else None,
+            g_delta.sum(dim=(0, 2)) if delta_bias is not None else None,
+        ]
         return (*grads, None, None, None, None)
 
 
-def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                          block_d=None, tile=None):
+def selective_scan_triton(
+    u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, block_d=None, tile=None
+):
     """Triton selective scan (differentiable). Legend and recurrence: :mod:`.reference`; design: docs/SCAN.md.
 
     Args:
@@ -268,8 +319,10 @@ def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, de
     check_device(u.device)
     for name, t in (("u", u), ("delta", delta), ("B", B), ("C", C), ("z", z)):
         if t is not None and t.dtype not in _LOW_PRECISION:
-            raise ValueError(f"the triton scan takes float32, bfloat16 or float16 tensors; {name} is {t.dtype} "
-                             "(float64 runs on the 'torch' backend)")
+            raise ValueError(
+                f"the triton scan takes float32, bfloat16 or float16 tensors; {name} is {t.dtype} "
+                "(float64 runs on the 'torch' backend)"
+            )
     block_d, tile = _block_sizes(u.shape[1], u.shape[2], A.shape[1], block_d, tile)
     for name, v in (("block_d", block_d), ("tile", tile)):
         if v < 1 or v & (v - 1):
@@ -280,8 +333,18 @@ def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, de
     save_states = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
     small = [None if t is None else t.float().contiguous() for t in (A, D, delta_bias)]
     out = _SelectiveScanTriton.apply(
-        u.contiguous(), delta.contiguous(), small[0], B4.contiguous(), C4.contiguous(), small[1],
-        None if z is None else z.contiguous(), small[2], bool(delta_softplus), save_states, block_d, tile,
+        u.contiguous(),
+        delta.contiguous(),
+        small[0],
+        B4.contiguous(),
+        C4.contiguous(),
+        small[1],
+        None if z is None else z.contiguous(),
+        small[2],
+        bool(delta_softplus),
+        save_states,
+        block_d,
+        tile,
     )
     return out
 

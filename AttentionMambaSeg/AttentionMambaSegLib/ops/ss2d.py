@@ -52,9 +52,16 @@ def ss2d_scan_unfused(u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_log, D
     dts, Bs, Cs = torch.split(x_dbl, [R, N, N], dim=2)
     dts = torch.einsum("bkrl,kdr->bkdl", dts, dt_projs_weight)
     y = selective_scan(
-        xs.reshape(B_, K * D, L), dts.reshape(B_, K * D, L), -torch.exp(A_log.float()),
-        Bs.contiguous(), Cs.contiguous(), Ds.float(), z=None,
-        delta_bias=dt_projs_bias.reshape(-1).float(), delta_softplus=True, backend=backend,
+        xs.reshape(B_, K * D, L),
+        dts.reshape(B_, K * D, L),
+        -torch.exp(A_log.float()),
+        Bs.contiguous(),
+        Cs.contiguous(),
+        Ds.float(),
+        z=None,
+        delta_bias=dt_projs_bias.reshape(-1).float(),
+        delta_softplus=True,
+        backend=backend,
     ).view(B_, K, D, L)
     y_rows = y[:, 0] + y[:, 2].flip(-1)
     y_cols = (y[:, 1] + y[:, 3].flip(-1)).view(B_, D, W, H).transpose(2, 3).reshape(B_, D, L)
@@ -68,8 +75,17 @@ class _FusedSS2D(torch.autograd.Function):
 
         n = A.shape[-1]
         y = torch.zeros_like(u)
-        ss2d_kernels(n)[0](u.numpy(), x_dt.numpy(), BC.numpy(), W_dt.numpy(), dt_bias.numpy(), A.numpy(),
-                           D_skip.numpy(), order.numpy(), y.numpy())
+        ss2d_kernels(n)[0](
+            u.numpy(),
+            x_dt.numpy(),
+            BC.numpy(),
+            W_dt.numpy(),
+            dt_bias.numpy(),
+            A.numpy(),
+            D_skip.numpy(),
+            order.numpy(),
+            y.numpy(),
+        )
         ctx.save_for_backward(u, x_dt, BC, W_dt, dt_bias, A, D_skip, order)
         return y
 
@@ -85,9 +101,20 @@ class _FusedSS2D(torch.autograd.Function):
         g_v = torch.empty(B_, K, D, L)
         g_A = torch.empty(B_, *A.shape)
         g_BC = torch.zeros_like(BC)
-        ss2d_kernels(A.shape[-1])[1](u.numpy(), x_dt.numpy(), BC.numpy(), W_dt.numpy(), dt_bias.numpy(),
-                                     A.numpy(), order.numpy(), gy.numpy(), g_u.numpy(), g_v.numpy(),
-                                     g_A.numpy(), g_BC.numpy())
+        ss2d_kernels(A.shape[-1])[1](
+            u.numpy(),
+            x_dt.numpy(),
+            BC.numpy(),
+            W_dt.numpy(),
+            dt_bias.numpy(),
+            A.numpy(),
+            order.numpy(),
+            gy.numpy(),
+            g_u.numpy(),
+            g_v.numpy(),
+            g_A.numpy(),
+            g_BC.numpy(),
+        )
         g_u = g_u.sum(1) + gy * D_skip.sum(0)[None, :, None]
         g_x_dt = torch.einsum("bkdl,kdr->bkrl", g_v, W_dt)
         g_W_dt = torch.einsum("bkdl,bkrl->kdr", g_v, x_dt)
@@ -107,9 +134,16 @@ def ss2d_scan_fused(u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_log, Ds)
     x_dt = x_dbl[:, :, :R].contiguous()
     BC = x_dbl[:, :, R:].transpose(-1, -2).contiguous()  # (B, K, L, 2N)
     A = -torch.exp(A_log.float()).view(K, D, N)
-    y = _FusedSS2D.apply(u_flat, x_dt, BC, dt_projs_weight.float().contiguous(),
-                         dt_projs_bias.float().contiguous(), A.contiguous(),
-                         Ds.float().view(K, D).contiguous(), scan_orders(H, W))
+    y = _FusedSS2D.apply(
+        u_flat,
+        x_dt,
+        BC,
+        dt_projs_weight.float().contiguous(),
+        dt_projs_bias.float().contiguous(),
+        A.contiguous(),
+        Ds.float().view(K, D).contiguous(),
+        scan_orders(H, W),
+    )
     return y.view(B_, D, H, W)
 
 

@@ -65,7 +65,7 @@ def _step_sizes(x_dt, W_dt, dt_bias, bi, k, di, dtb, sgb, j, bits, scale, L, R):
         sgb[j, p] = sg
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def ss2d_kernels(n: int):
     """Return (forward, backward) kernels specialised for d_state = ``n``.
 

@@ -57,10 +57,28 @@ def _dt(delta_ptrs, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
 
 @triton.jit
 def scan_forward_kernel(
-    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, states_ptr,
-    length, channels, channels_per_group, n_state,
-    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    SAVE_STATES: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, T: tl.constexpr,
+    u_ptr,
+    delta_ptr,
+    A_ptr,
+    B_ptr,
+    C_ptr,
+    D_ptr,
+    z_ptr,
+    bias_ptr,
+    out_ptr,
+    states_ptr,
+    length,
+    channels,
+    channels_per_group,
+    n_state,
+    HAS_D: tl.constexpr,
+    HAS_Z: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    SOFTPLUS: tl.constexpr,
+    SAVE_STATES: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    T: tl.constexpr,
 ):
     pid_b = tl.program_id(0)
     pid_d = tl.program_id(1)
@@ -113,11 +131,35 @@ def scan_forward_kernel(
 
 @triton.jit
 def scan_backward_kernel(
-    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, states_ptr, gout_ptr,
-    g_u_ptr, g_delta_ptr, g_z_ptr, g_B_ptr, g_C_ptr, g_A_ptr, g_D_ptr,
-    length, channels, channels_per_group, n_state,
-    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    ONE_GROUP_PER_BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, T: tl.constexpr,
+    u_ptr,
+    delta_ptr,
+    A_ptr,
+    B_ptr,
+    C_ptr,
+    D_ptr,
+    z_ptr,
+    bias_ptr,
+    states_ptr,
+    gout_ptr,
+    g_u_ptr,
+    g_delta_ptr,
+    g_z_ptr,
+    g_B_ptr,
+    g_C_ptr,
+    g_A_ptr,
+    g_D_ptr,
+    length,
+    channels,
+    channels_per_group,
+    n_state,
+    HAS_D: tl.constexpr,
+    HAS_Z: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    SOFTPLUS: tl.constexpr,
+    ONE_GROUP_PER_BLOCK: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    T: tl.constexpr,
 ):
     pid_b = tl.program_id(0)
     pid_d = tl.program_id(1)
@@ -178,8 +220,7 @@ def scan_backward_kernel(
 
         # G_t = C_t gy_t + exp(dt_{t+1} A) G_{t+1}: a reverse scan of the maps g -> a_t g + b_t
         t1_mask = (t + 1) < length
-        _, dt_next = _dt(delta_ptr + row + t[None, :] + 1, d_mask[:, None] & t1_mask[None, :], bias,
-                         HAS_BIAS, SOFTPLUS)
+        _, dt_next = _dt(delta_ptr + row + t[None, :] + 1, d_mask[:, None] & t1_mask[None, :], bias, HAS_BIAS, SOFTPLUS)
         decay_next = tl.exp(dt_next[:, None, :] * A[:, :, None])
         a_rev, b_rev = tl.associative_scan((decay_next, gy[:, None, :] * Ct), 2, compose, reverse=True)
         G = b_rev + a_rev * g_next[:, :, None]

@@ -144,8 +144,9 @@ class CliProcess:
         OSError: the temporary folder cannot be made or the process cannot start.
     """
 
-    def __init__(self, arguments: list[str], python: str | None = None, env: dict | None = None,
-                 folder: Path | None = None) -> None:
+    def __init__(
+        self, arguments: list[str], python: str | None = None, env: dict | None = None, folder: Path | None = None
+    ) -> None:
         self.folder = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix="AttentionMambaSeg-"))
         self.events: list[dict] = []
         self.returncode: int | None = None
@@ -161,9 +162,15 @@ class CliProcess:
             self._stdout = open(self.folder / "events.jsonl", "wb")
             self._stderr = open(self.folder / "stderr.log", "wb")
             self._reader = open(self.folder / "events.jsonl", "rb")
-            self._process = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=self._stdout,
-                                             stderr=self._stderr, env=child_env, cwd=str(self.folder),
-                                             **_new_process_group())
+            self._process = subprocess.Popen(
+                self.command,
+                stdin=subprocess.DEVNULL,
+                stdout=self._stdout,
+                stderr=self._stderr,
+                env=child_env,
+                cwd=str(self.folder),
+                **_new_process_group(),
+            )
         except BaseException:
             self.cleanup()
             raise
@@ -227,8 +234,9 @@ class CliProcess:
             try:
                 self._process.wait(KILL_TIMEOUT_S)
             except subprocess.TimeoutExpired:
-                logger.warning("The segmentation process (PID %d) did not stop within %.0f s.", self.pid,
-                               KILL_TIMEOUT_S)
+                logger.warning(
+                    "The segmentation process (PID %d) did not stop within %.0f s.", self.pid, KILL_TIMEOUT_S
+                )
         self.returncode = self._process.returncode if self._process.returncode is not None else -9
         self.cleanup()
 
@@ -264,8 +272,10 @@ class CliProcess:
         elif code == 1 and "exit abnormally" in stderr:
             # Slicer's PythonSlicer is a launcher (CTK AppLauncher): a Python that crashed or was killed comes back
             # as exit code 1 and "[...] exit abnormally - Report the problem." on stderr, not as a signal.
-            how = ("crashed (PythonSlicer: exit abnormally), often because memory ran out: try a region of "
-                   "interest, Speed 'Fast' or the CPU device, or close other programs")
+            how = (
+                "crashed (PythonSlicer: exit abnormally), often because memory ran out: try a region of "
+                "interest, Speed 'Fast' or the CPU device, or close other programs"
+            )
         else:
             how = f"exited with code {code}"
         name = self.command[3] if len(self.command) > 3 else "child"  # the subcommand
@@ -328,8 +338,14 @@ class SegmentProcess(CliProcess):
         >>> labelmap = job.result()                                                      # doctest: +SKIP
     """
 
-    def __init__(self, image, model: str, settings: InferenceSettings | None = None, python: str | None = None,
-                 env: dict | None = None) -> None:
+    def __init__(
+        self,
+        image,
+        model: str,
+        settings: InferenceSettings | None = None,
+        python: str | None = None,
+        env: dict | None = None,
+    ) -> None:
         import SimpleITK as sitk
 
         settings = _default_settings() if settings is None else settings
@@ -337,8 +353,17 @@ class SegmentProcess(CliProcess):
         self.input_path = folder / "input.nrrd"
         self.output_path = folder / "labels.nrrd"
         self.report_path = folder / "labels.report.json"  # inference.file_runner.report_path_for(output_path)
-        arguments = ["segment", str(self.input_path), "-o", str(self.output_path), "--model", str(model),
-                     *prediction_arguments(settings), "--progress-format", "jsonl"]
+        arguments = [
+            "segment",
+            str(self.input_path),
+            "-o",
+            str(self.output_path),
+            "--model",
+            str(model),
+            *prediction_arguments(settings),
+            "--progress-format",
+            "jsonl",
+        ]
         roi = settings.roi
         try:
             if isinstance(roi, dict):  # a markups document (the ROI in the volume's frame, mrml.roi)
@@ -369,8 +394,9 @@ class SegmentProcess(CliProcess):
             with open(path, encoding="utf-8") as f:
                 report = json.load(f)
         except (OSError, ValueError) as e:
-            logger.warning("The segmentation report %s could not be read (%s): no segment is flagged for review.",
-                           path, e)
+            logger.warning(
+                "The segmentation report %s could not be read (%s): no segment is flagged for review.", path, e
+            )
             return None
         if not isinstance(report, dict):
             logger.warning("The segmentation report %s is not a JSON object: no segment is flagged for review.", path)
@@ -417,8 +443,16 @@ class CardiacProcess(CliProcess):
         OSError: the temporary folder or the input file cannot be written, or the process cannot start.
     """
 
-    def __init__(self, frames, model: str, settings: InferenceSettings | None = None, python: str | None = None,
-                 env: dict | None = None, ed: int | None = None, es: int | None = None) -> None:
+    def __init__(
+        self,
+        frames,
+        model: str,
+        settings: InferenceSettings | None = None,
+        python: str | None = None,
+        env: dict | None = None,
+        ed: int | None = None,
+        es: int | None = None,
+    ) -> None:
         import SimpleITK as sitk
 
         settings = _default_settings() if settings is None else settings
@@ -428,15 +462,29 @@ class CardiacProcess(CliProcess):
         folder = Path(tempfile.mkdtemp(prefix="AttentionMambaSeg-"))
         self.input_path = folder / "input.seq.nrrd"
         self.output_folder = folder / "out"
-        arguments = ["cardiac", str(self.input_path), "-o", str(self.output_folder), "--model", str(model),
-                     *prediction_arguments(settings), "--all-frames", "--output-format", "nrrd", "--progress-format",
-                     "jsonl"]
+        arguments = [
+            "cardiac",
+            str(self.input_path),
+            "-o",
+            str(self.output_folder),
+            "--model",
+            str(model),
+            *prediction_arguments(settings),
+            "--all-frames",
+            "--output-format",
+            "nrrd",
+            "--progress-format",
+            "jsonl",
+        ]
         for flag, index in (("--ed", ed), ("--es", es)):
             if index is not None:
                 arguments += [flag, str(int(index) + 1)]
         try:
-            sitk.WriteImage(sitk.Compose([sitk.Cast(f, sitk.sitkFloat32) for f in frames]), str(self.input_path),
-                            useCompression=False)
+            sitk.WriteImage(
+                sitk.Compose([sitk.Cast(f, sitk.sitkFloat32) for f in frames]),
+                str(self.input_path),
+                useCompression=False,
+            )
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
@@ -460,11 +508,14 @@ class CardiacProcess(CliProcess):
                 frames = sorted((self.output_folder / "frames").glob("frame*.nrrd"))
                 labelmaps = [sitk.ReadImage(str(p)) for p in frames]
             except (OSError, ValueError, RuntimeError) as e:
-                raise SegmentProcessError(f"The cardiac process ended without readable results in "
-                                          f"{self.output_folder}: {e}") from e
+                raise SegmentProcessError(
+                    f"The cardiac process ended without readable results in {self.output_folder}: {e}"
+                ) from e
             if not isinstance(report, dict) or len(labelmaps) != report.get("frames"):
-                raise SegmentProcessError(f"The cardiac process wrote {len(labelmaps)} frame labelmap(s) for "
-                                          f"{report.get('frames') if isinstance(report, dict) else '?'} frames.")
+                raise SegmentProcessError(
+                    f"The cardiac process wrote {len(labelmaps)} frame labelmap(s) for "
+                    f"{report.get('frames') if isinstance(report, dict) else '?'} frames."
+                )
             return report, labelmaps
         finally:
             self.cleanup()
@@ -524,8 +575,12 @@ def _new_process_group() -> dict:
 def _kill_tree(process: subprocess.Popen) -> None:
     """Kill ``process`` and every process it started (Slicer's PythonSlicer launcher starts the real Python)."""
     if os.name == "nt":
-        subprocess.run(["taskkill", "/F", "/T", "/PID", str(process.pid)], capture_output=True, check=False,
-                       creationflags=subprocess.CREATE_NO_WINDOW)
+        subprocess.run(
+            ["taskkill", "/F", "/T", "/PID", str(process.pid)],
+            capture_output=True,
+            check=False,
+            creationflags=subprocess.CREATE_NO_WINDOW,
+        )
         return
     try:
         os.killpg(process.pid, signal.SIGKILL)

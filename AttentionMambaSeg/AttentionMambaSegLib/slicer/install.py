@@ -33,10 +33,25 @@ from pathlib import Path
 
 from . import tr
 
-__all__ = ["INTEL_MAC_NUMPY", "PIP_REQUIREMENTS", "PROTECTED_PACKAGES", "TORCH_MINIMUM", "TORCH_REQUIREMENT",
-           "DependencyError", "child_packages_folder", "dependency_plan", "install_dependencies", "install_prompt",
-           "installed_torch_cuda", "installed_torch_version", "intel_mac_numpy_item", "is_intel_mac", "pip_install",
-           "site_packages_folder", "triton_requirement"]
+__all__ = [
+    "INTEL_MAC_NUMPY",
+    "PIP_REQUIREMENTS",
+    "PROTECTED_PACKAGES",
+    "TORCH_MINIMUM",
+    "TORCH_REQUIREMENT",
+    "DependencyError",
+    "child_packages_folder",
+    "dependency_plan",
+    "install_dependencies",
+    "install_prompt",
+    "installed_torch_cuda",
+    "installed_torch_version",
+    "intel_mac_numpy_item",
+    "is_intel_mac",
+    "pip_install",
+    "site_packages_folder",
+    "triton_requirement",
+]
 
 #: Packages installed into Slicer's Python on the first "Segment" (torch comes from the PyTorch extension),
 #: as (import name, pip requirement, what it is for). numba brings llvmlite, its compiler.
@@ -88,10 +103,13 @@ def intel_mac_numpy_item(numpy_version: str, data_folder: str | Path) -> dict | 
     target = child_packages_folder(data_folder)
     if (target / "numpy").is_dir():
         return None
-    return {"name": "numpy 1.x (for PyTorch on this Intel Mac)", "requirement": INTEL_MAC_NUMPY,
-            "why": f"the last PyTorch for Intel Macs (2.2) needs numpy < 2; Slicer's numpy {numpy_version} stays, "
-                   f"numpy 1.x goes to {target}, seen only by the segmentation process",
-            "target": str(target)}
+    return {
+        "name": "numpy 1.x (for PyTorch on this Intel Mac)",
+        "requirement": INTEL_MAC_NUMPY,
+        "why": f"the last PyTorch for Intel Macs (2.2) needs numpy < 2; Slicer's numpy {numpy_version} stays, "
+        f"numpy 1.x goes to {target}, seen only by the segmentation process",
+        "target": str(target),
+    }
 
 
 class DependencyError(RuntimeError):
@@ -161,12 +179,19 @@ def _intel_mac_item(data_folder: Callable[[], str | Path]) -> dict | None:
 
 def _torch_item(torch_version: tuple | None) -> dict | None:
     if torch_version is None:
-        return {"name": "torch", "requirement": "torch" + TORCH_REQUIREMENT,
-                "why": tr("PyTorch, through the PyTorch extension")}
+        return {
+            "name": "torch",
+            "requirement": "torch" + TORCH_REQUIREMENT,
+            "why": tr("PyTorch, through the PyTorch extension"),
+        }
     if torch_version < TORCH_MINIMUM:
-        return {"name": "torch", "requirement": "torch" + TORCH_REQUIREMENT,
-                "why": tr("PyTorch {have} is older than {need}: a newer one, through the PyTorch "
-                          "extension").format(have="{}.{}".format(*torch_version), need=TORCH_REQUIREMENT)}
+        return {
+            "name": "torch",
+            "requirement": "torch" + TORCH_REQUIREMENT,
+            "why": tr("PyTorch {have} is older than {need}: a newer one, through the PyTorch extension").format(
+                have="{}.{}".format(*torch_version), need=TORCH_REQUIREMENT
+            ),
+        }
     return None
 
 
@@ -187,8 +212,13 @@ def dependency_plan(data_folder: Callable[[], str | Path]) -> list[dict]:
         plan.append({"name": "llvmlite", "requirement": "llvmlite", "why": tr("numba's compiler")})
     if torch_version is not None and installed_torch_cuda() and importlib.util.find_spec("triton") is None:
         name, requirement = triton_requirement()
-        plan.append({"name": name, "requirement": requirement,
-                     "why": tr("the fast GPU selective scan (this PyTorch has CUDA); needs no compiler")})
+        plan.append(
+            {
+                "name": name,
+                "requirement": requirement,
+                "why": tr("the fast GPU selective scan (this PyTorch has CUDA); needs no compiler"),
+            }
+        )
     intel_mac = _intel_mac_item(data_folder)
     if intel_mac is not None:
         plan.append(intel_mac)
@@ -198,10 +228,11 @@ def dependency_plan(data_folder: Callable[[], str | Path]) -> list[dict]:
 def install_prompt(plan: list[dict], folder: str) -> str:
     """The one confirmation that names every package of ``plan`` and the site-packages ``folder`` they go to."""
     lines = "\n".join(f"- {item['name']}: {item['why']}" for item in plan)
-    return tr("Attention-Mamba Segmentation needs these Python packages, installed into Slicer's Python "
-              "({folder}):\n\n{lines}\n\nPyTorch is installed by the PyTorch extension. Slicer's own numpy, "
-              "SimpleITK, VTK and requests are kept as they are. This can take several minutes. Install now?"
-              ).format(folder=folder, lines=lines)
+    return tr(
+        "Attention-Mamba Segmentation needs these Python packages, installed into Slicer's Python "
+        "({folder}):\n\n{lines}\n\nPyTorch is installed by the PyTorch extension. Slicer's own numpy, "
+        "SimpleITK, VTK and requests are kept as they are. This can take several minutes. Install now?"
+    ).format(folder=folder, lines=lines)
 
 
 def install_dependencies(plan: list[dict]) -> None:
@@ -212,8 +243,9 @@ def install_dependencies(plan: list[dict]) -> None:
     """
     if any(item["name"] == "torch" for item in plan):
         _install_torch()
-    requirements = [item["requirement"] for item in plan
-                    if item["name"] not in ("torch", "llvmlite") and not item.get("target")]
+    requirements = [
+        item["requirement"] for item in plan if item["name"] not in ("torch", "llvmlite") and not item.get("target")
+    ]
     if requirements:
         pip_install(requirements)
     for item in plan:
@@ -228,8 +260,11 @@ def _pip_install_into(requirement: str, target: str) -> None:
     try:
         slicer.util.pip_install(["--target", target, "--no-deps", "--upgrade", requirement])
     except Exception as e:
-        raise DependencyError(tr("Installing {requirement} into {folder} failed: {error}").format(
-            requirement=requirement, folder=target, error=e)) from e
+        raise DependencyError(
+            tr("Installing {requirement} into {folder} failed: {error}").format(
+                requirement=requirement, folder=target, error=e
+            )
+        ) from e
 
 
 def _install_torch() -> None:
@@ -237,16 +272,20 @@ def _install_torch() -> None:
         import PyTorchUtils
     except ImportError as e:
         raise DependencyError(
-            tr("The PyTorch extension is needed to install PyTorch: install 'PyTorch' from the "
-               "Extensions Manager, restart Slicer and try again.")
+            tr(
+                "The PyTorch extension is needed to install PyTorch: install 'PyTorch' from the "
+                "Extensions Manager, restart Slicer and try again."
+            )
         ) from e
     was_loaded = "torch" in sys.modules
     try:
-        torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False,
-                                                              torchVersionRequirement=TORCH_REQUIREMENT)
+        torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
+            askConfirmation=False, torchVersionRequirement=TORCH_REQUIREMENT
+        )
     except Exception as e:
-        raise DependencyError(tr("Installing PyTorch failed: {error}. Use the PyTorch Utils module to install "
-                                 "it.").format(error=e)) from e
+        raise DependencyError(
+            tr("Installing PyTorch failed: {error}. Use the PyTorch Utils module to install it.").format(error=e)
+        ) from e
     if torch is None:
         raise DependencyError(tr("PyTorch was not installed. Use the PyTorch Utils module to install it."))
     version = installed_torch_version()
@@ -286,8 +325,12 @@ def pip_install(requirements: list[str]) -> None:
         if ensure is not None:
             from packaging.requirements import Requirement
 
-            ensure([Requirement(r) for r in requirements], prompt_install=False,
-                   requester="AttentionMambaSeg", constraints=constraints)
+            ensure(
+                [Requirement(r) for r in requirements],
+                prompt_install=False,
+                requester="AttentionMambaSeg",
+                constraints=constraints,
+            )
         else:
             slicer.util.pip_install(list(requirements) + ["-c", constraints])
     except Exception as e:

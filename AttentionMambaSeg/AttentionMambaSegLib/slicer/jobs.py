@@ -18,8 +18,15 @@ import time
 
 from . import tr
 
-__all__ = ["CardiacJob", "ChildProcessJob", "DownloadJob", "ImportJob", "SegmentationJob", "panel_words",
-           "roi_argument"]
+__all__ = [
+    "CardiacJob",
+    "ChildProcessJob",
+    "DownloadJob",
+    "ImportJob",
+    "SegmentationJob",
+    "panel_words",
+    "roi_argument",
+]
 
 
 class ChildProcessJob:
@@ -93,8 +100,9 @@ class ChildProcessJob:
     def progressDisplay(self, done, total) -> tuple:
         """``(maximum, value, text, status)`` of the panel's progress bar for ``onProgress(done, total)``;
         ``status`` is a line for the status label, or "" (a plain job counts slices)."""
-        text = tr("{done} / {total} slices, {seconds:.0f} s").format(done=done, total=total,
-                                                                      seconds=self.elapsedSeconds())
+        text = tr("{done} / {total} slices, {seconds:.0f} s").format(
+            done=done, total=total, seconds=self.elapsedSeconds()
+        )
         return max(total, 1), done, text, ""
 
     def complete(self):
@@ -169,9 +177,11 @@ class ImportJob(ChildProcessJob):
 
 def panel_words(text: str) -> str:
     """A message of the ``segment`` command with its options named as the panel names them."""
-    return (text.replace("--mode fast", tr("Speed 'Fast'"))
-            .replace("--no-tta", tr("no flip averaging"))
-            .replace("--roi", tr("a region of interest")))
+    return (
+        text.replace("--mode fast", tr("Speed 'Fast'"))
+        .replace("--no-tta", tr("no flip averaging"))
+        .replace("--roi", tr("a region of interest"))
+    )
 
 
 class SegmentationJob(ChildProcessJob):
@@ -193,8 +203,19 @@ class SegmentationJob(ChildProcessJob):
         roiNode: optional markups ROI: only the voxels inside it are segmented (:func:`roi_argument`).
     """
 
-    def __init__(self, volumeNode, package, segmentationNode, settings, onProgress=None, onFinished=None,
-                 onLog=None, python=None, env=None, roiNode=None) -> None:
+    def __init__(
+        self,
+        volumeNode,
+        package,
+        segmentationNode,
+        settings,
+        onProgress=None,
+        onFinished=None,
+        onLog=None,
+        python=None,
+        env=None,
+        roiNode=None,
+    ) -> None:
         from .. import mrml
         from .child_process import SegmentProcess
 
@@ -217,11 +238,16 @@ class SegmentationJob(ChildProcessJob):
         if self.process.returncode == 0 and not self.process.cancelled:
             report = self.process.read_report()  # before result(), which removes the child's files
             if report is None and self.onLog is not None:
-                self.onLog(tr("WARNING: the confidence report could not be read, so no segment is flagged for "
-                              "review: check every segment."))
+                self.onLog(
+                    tr(
+                        "WARNING: the confidence report could not be read, so no segment is flagged for "
+                        "review: check every segment."
+                    )
+                )
         labelmap = self.process.result()
-        return self._mrml.write_segmentation_node(self.volumeNode, self.package, labelmap, self.segmentationNode,
-                                                  report=report)
+        return self._mrml.write_segmentation_node(
+            self.volumeNode, self.package, labelmap, self.segmentationNode, report=report
+        )
 
 
 class CardiacJob(ChildProcessJob):
@@ -234,8 +260,18 @@ class CardiacJob(ChildProcessJob):
     unchanged. ``settings`` as :class:`SegmentationJob`.
     """
 
-    def __init__(self, cine, package, settings, onProgress=None, onFinished=None, onLog=None, python=None,
-                 env=None, sequencesLogic=None) -> None:
+    def __init__(
+        self,
+        cine,
+        package,
+        settings,
+        onProgress=None,
+        onFinished=None,
+        onLog=None,
+        python=None,
+        env=None,
+        sequencesLogic=None,
+    ) -> None:
         from ..mrml import cardiac
         from .child_process import CardiacProcess
 
@@ -254,11 +290,13 @@ class CardiacJob(ChildProcessJob):
         return float(event["done"]), int(event["total"])
 
     def progressDisplay(self, done, total) -> tuple:
-        text = tr("{done:.1f} / {total} frames, {seconds:.0f} s").format(done=done, total=total,
-                                                                          seconds=self.elapsedSeconds())
+        text = tr("{done:.1f} / {total} frames, {seconds:.0f} s").format(
+            done=done, total=total, seconds=self.elapsedSeconds()
+        )
         return 1000, int(1000 * done / max(total, 1)), text, ""
 
     def complete(self):
         self.report, labelmaps = self.process.result()
-        return self._cardiac.add_cardiac_results(self.cine, self.package, labelmaps, self.report,
-                                                 sequences_logic=self.sequencesLogic)
+        return self._cardiac.add_cardiac_results(
+            self.cine, self.package, labelmaps, self.report, sequences_logic=self.sequencesLogic
+        )

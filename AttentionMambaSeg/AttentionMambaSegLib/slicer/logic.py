@@ -97,7 +97,7 @@ class ModuleLogic:
         return speed_description(self.speedModes(modelId))
 
     def modelDownloadProblem(self, modelId: str) -> str:
-        """"" when the registry model ``modelId`` can be downloaded from here (one URL answers within a few
+        """ "" when the registry model ``modelId`` can be downloaded from here (one URL answers within a few
         seconds; Slicer's ``requests``), else what failed and the offline route (Import model...)."""
         entry = self.registry().get(modelId)
         if entry is None:
@@ -132,8 +132,11 @@ class ModuleLogic:
         from .child_process import CliProcess
         from .jobs import DownloadJob
 
-        process = CliProcess(["models", "download", str(modelId), "--progress-format", "jsonl"],
-                             python=self.childPython(), env=self.childEnvironment())
+        process = CliProcess(
+            ["models", "download", str(modelId), "--progress-format", "jsonl"],
+            python=self.childPython(),
+            env=self.childEnvironment(),
+        )
         return DownloadJob(process, onProgress, onFinished, onLog)
 
     def startImport(self, path: str, onProgress=None, onFinished=None, onLog=None):
@@ -149,8 +152,11 @@ class ModuleLogic:
 
         if os.path.basename(path) == "model.json":
             path = os.path.dirname(path)
-        process = CliProcess(["models", "import", str(path), "--progress-format", "jsonl"],
-                             python=self.childPython(), env=self.childEnvironment())
+        process = CliProcess(
+            ["models", "import", str(path), "--progress-format", "jsonl"],
+            python=self.childPython(),
+            env=self.childEnvironment(),
+        )
         return ImportJob(process, onProgress, onFinished, onLog)
 
     def importModel(self, path: str, timeout: float | None = None) -> str:
@@ -202,8 +208,10 @@ class ModuleLogic:
 
     def deviceVerdict(self, device: str) -> str:
         """One line for the GUI (torch is never imported in the Slicer process for this)."""
-        return tr("The device ({device}) is tested with a real convolution when the segmentation starts; "
-                  "the log says which one ran.").format(device=device)
+        return tr(
+            "The device ({device}) is tested with a real convolution when the segmentation starts; "
+            "the log says which one ran."
+        ).format(device=device)
 
     def childPython(self) -> str:
         """The Python that runs the child process: :attr:`pythonExecutable`, else Slicer's PythonSlicer, else
@@ -235,8 +243,19 @@ class ModuleLogic:
 
     # Runs -----------------------------------------------------------------------------------------
 
-    def startSegmentation(self, volumeNode, modelId, segmentationNode=None, device="auto", useTTA=True,
-                          onProgress=None, onFinished=None, onLog=None, roiNode=None, mode=None):
+    def startSegmentation(
+        self,
+        volumeNode,
+        modelId,
+        segmentationNode=None,
+        device="auto",
+        useTTA=True,
+        onProgress=None,
+        onFinished=None,
+        onLog=None,
+        roiNode=None,
+        mode=None,
+    ):
         """Start segmenting in a child process; MRML is read now and written on the main thread at the end.
 
         Args:
@@ -266,11 +285,30 @@ class ModuleLogic:
         from .jobs import SegmentationJob
 
         settings = self.inferenceSettings(device, useTTA, mode)
-        return SegmentationJob(volumeNode, resolve_model(modelId), segmentationNode, settings, onProgress, onFinished,
-                               onLog, python=self.childPython(), env=self.childEnvironment(), roiNode=roiNode)
+        return SegmentationJob(
+            volumeNode,
+            resolve_model(modelId),
+            segmentationNode,
+            settings,
+            onProgress,
+            onFinished,
+            onLog,
+            python=self.childPython(),
+            env=self.childEnvironment(),
+            roiNode=roiNode,
+        )
 
-    def process(self, volumeNode, modelId, segmentationNode=None, device="auto", useTTA=True,
-                progress=None, cancel=None, mode=None):
+    def process(
+        self,
+        volumeNode,
+        modelId,
+        segmentationNode=None,
+        device="auto",
+        useTTA=True,
+        progress=None,
+        cancel=None,
+        mode=None,
+    ):
         """Segment in this process (Python console, tests); returns SegmentationResult or None if cancelled.
 
         ``useTTA`` and ``mode`` as in :meth:`startSegmentation`; no confidence report is made here, so no
@@ -282,8 +320,17 @@ class ModuleLogic:
         settings = InferenceSettings(device=device, mode=mode, tta=None if useTTA else False)
         return segment_volume_node(volumeNode, modelId, segmentationNode, settings, progress=progress, cancel=cancel)
 
-    def startCardiacAnalysis(self, inputNode, modelId="cardiac-acdc", device="auto", useTTA=True, mode=None,
-                             onProgress=None, onFinished=None, onLog=None):
+    def startCardiacAnalysis(
+        self,
+        inputNode,
+        modelId="cardiac-acdc",
+        device="auto",
+        useTTA=True,
+        mode=None,
+        onProgress=None,
+        onFinished=None,
+        onLog=None,
+    ):
         """Segment every frame of a cine in a child process and measure the ventricular function.
 
         Args:
@@ -311,11 +358,23 @@ class ModuleLogic:
         settings = self.inferenceSettings(device, useTTA, mode)
         cine = find_cine(inputNode)
         if cine is None:
-            raise InputVolumeError(tr("'{name}' is not a cine: select a frame of a volume sequence (a cine loaded as "
-                                      "a sequence) or a multi-volume.").format(
-                name=inputNode.GetName() if inputNode is not None else ""))
-        return CardiacJob(cine, resolve_model(modelId), settings, onProgress, onFinished, onLog,
-                          python=self.childPython(), env=self.childEnvironment(), sequencesLogic=self.sequencesLogic())
+            raise InputVolumeError(
+                tr(
+                    "'{name}' is not a cine: select a frame of a volume sequence (a cine loaded as "
+                    "a sequence) or a multi-volume."
+                ).format(name=inputNode.GetName() if inputNode is not None else "")
+            )
+        return CardiacJob(
+            cine,
+            resolve_model(modelId),
+            settings,
+            onProgress,
+            onFinished,
+            onLog,
+            python=self.childPython(),
+            env=self.childEnvironment(),
+            sequencesLogic=self.sequencesLogic(),
+        )
 
     @staticmethod
     def sequencesLogic():
@@ -372,8 +431,9 @@ class ModuleLogic:
         """
         from ..mrml.cardiac import update_function
 
-        return update_function(tableNode, None if edFrame is None else int(edFrame) - 1,
-                               None if esFrame is None else int(esFrame) - 1)
+        return update_function(
+            tableNode, None if edFrame is None else int(edFrame) - 1, None if esFrame is None else int(esFrame) - 1
+        )
 
     @staticmethod
     def cineFrameCount(tableNode) -> int:

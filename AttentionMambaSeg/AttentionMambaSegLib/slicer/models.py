@@ -25,9 +25,19 @@ from pathlib import Path
 
 from . import tr
 
-__all__ = ["DEFAULT_SUBFOLDER", "URL_CHECK_TIMEOUT_S", "available_models", "default_models_folder",
-           "default_speed_label", "download_question", "licence_question", "model_download_problem", "model_summary",
-           "speed_description", "url_problem"]
+__all__ = [
+    "DEFAULT_SUBFOLDER",
+    "URL_CHECK_TIMEOUT_S",
+    "available_models",
+    "default_models_folder",
+    "default_speed_label",
+    "download_question",
+    "licence_question",
+    "model_download_problem",
+    "model_summary",
+    "speed_description",
+    "url_problem",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -71,8 +81,9 @@ def url_problem(url: str, timeout: float = URL_CHECK_TIMEOUT_S) -> str | None:
     except requests.exceptions.RequestException as e:
         return f"{type(e).__name__}: {e}"
     if response.status_code >= 400:
-        return f"the server answered HTTP {response.status_code}" + (" (not found)" if response.status_code == 404
-                                                                     else "")
+        return f"the server answered HTTP {response.status_code}" + (
+            " (not found)" if response.status_code == 404 else ""
+        )
     return None
 
 
@@ -91,9 +102,12 @@ def model_download_problem(entry, timeout: float = URL_CHECK_TIMEOUT_S) -> str |
         failures.append(f"{url}: {problem}")
     name = f"{entry.id}-{entry.version}.zip"
     logger.info("Model '%s' cannot be downloaded from here: %s", entry.id, "; ".join(failures))
-    return (f"Model '{entry.id}' {entry.version} cannot be downloaded from this computer ("
-            + "; ".join(failures) + f"). Get {name} on a computer with internet access (the URL above) and install "
-            "it with Import model...; nothing else needs the internet.")
+    return (
+        f"Model '{entry.id}' {entry.version} cannot be downloaded from this computer ("
+        + "; ".join(failures)
+        + f"). Get {name} on a computer with internet access (the URL above) and install "
+        "it with Import model...; nothing else needs the internet."
+    )
 
 
 def available_models(registry: dict) -> list[tuple[str, str]]:
@@ -111,8 +125,14 @@ def available_models(registry: dict) -> list[tuple[str, str]]:
         installed.add(package.id)
     for entry in registry.values():
         if entry.id not in installed:
-            models.append((entry.id, tr("{id} ({version}, download {size:.0f} MB)").format(
-                id=entry.id, version=entry.version, size=entry.size / 1e6)))
+            models.append(
+                (
+                    entry.id,
+                    tr("{id} ({version}, download {size:.0f} MB)").format(
+                        id=entry.id, version=entry.version, size=entry.size / 1e6
+                    ),
+                )
+            )
     return models
 
 
@@ -131,7 +151,8 @@ def model_summary(model_id: str) -> str:
         if entry is None:
             return tr("Model '{id}' is not installed.").format(id=model_id)
         return tr("Not downloaded yet ({size:.0f} MB). Licence: {licence}. Validation Dice {dice}.").format(
-            size=entry.size / 1e6, licence=entry.licence, dice=entry.val_dice)
+            size=entry.size / 1e6, licence=entry.licence, dice=entry.val_dice
+        )
     except (OSError, ValueError) as e:
         return str(e)
 
@@ -156,24 +177,35 @@ def default_speed_label(modes, device: str) -> str:
 
 def speed_description(modes) -> str:
     """The speed choices and the network passes each gives a slice with these speed modes (a tooltip)."""
-    text = tr("Fast needs fewer network passes per slice; Accurate averages flipped copies (slower, usually "
-              "a little more accurate). Model default is the model's own choice for the device.")
+    text = tr(
+        "Fast needs fewer network passes per slice; Accurate averages flipped copies (slower, usually "
+        "a little more accurate). Model default is the model's own choice for the device."
+    )
     if modes is None:
         return text
-    return text + "\n" + tr("Fast: {fast}.\nAccurate: {accurate}.\nModel default: {cpu} on a CPU, {gpu} on a "
-                            "GPU.").format(fast=modes.fast.describe(), accurate=modes.accurate.describe(),
-                                           cpu=modes.default_mode("cpu"), gpu=modes.default_mode("cuda"))
+    return (
+        text
+        + "\n"
+        + tr("Fast: {fast}.\nAccurate: {accurate}.\nModel default: {cpu} on a CPU, {gpu} on a GPU.").format(
+            fast=modes.fast.describe(),
+            accurate=modes.accurate.describe(),
+            cpu=modes.default_mode("cpu"),
+            gpu=modes.default_mode("cuda"),
+        )
+    )
 
 
 def download_question(entry) -> str:
     """The one question before a registry model is downloaded: model, size, licence and the offline route."""
-    return tr("Download model '{id}' {version} ({size:.0f} MB) into the model cache?\n\nLicence: {licence}\n"
-              "Downloading it accepts this licence.\n\n"
-              "Without internet access, use Import model... with the file from {url}").format(
-        id=entry.id, version=entry.version, size=entry.size / 1e6, licence=entry.licence, url=entry.urls[0])
+    return tr(
+        "Download model '{id}' {version} ({size:.0f} MB) into the model cache?\n\nLicence: {licence}\n"
+        "Downloading it accepts this licence.\n\n"
+        "Without internet access, use Import model... with the file from {url}"
+    ).format(id=entry.id, version=entry.version, size=entry.size / 1e6, licence=entry.licence, url=entry.urls[0])
 
 
 def licence_question(package) -> str:
     """The question before a model whose licence needs accepting is first used."""
-    return tr("Model '{id}' is licensed: {licence}\n\nDo you accept this licence? The model card is in the "
-              "details.").format(id=package.id, licence=package.licence or tr("(no licence stated)"))
+    return tr(
+        "Model '{id}' is licensed: {licence}\n\nDo you accept this licence? The model card is in the details."
+    ).format(id=package.id, licence=package.licence or tr("(no licence stated)"))

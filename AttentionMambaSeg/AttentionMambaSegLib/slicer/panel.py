@@ -32,18 +32,22 @@ class ModelsPanel:
         if self._job is not None or self._installing:
             return
         path = qt.QFileDialog.getOpenFileName(
-            slicer.util.mainWindow(), tr("Import a model: choose its .zip, or the model.json inside its folder"),
-            "", tr("Model package (*.zip model.json)")
+            slicer.util.mainWindow(),
+            tr("Import a model: choose its .zip, or the model.json inside its folder"),
+            "",
+            tr("Model package (*.zip model.json)"),
         )
         if not path or not self._ensureDependencies():
             return
         self.ui.logTextEdit.clear()
         with slicer.util.tryWithErrorDisplay(tr("The import failed to start.")):
-            self._job = self.logic.startImport(path, onProgress=self.onProgress, onFinished=self.onImportFinished,
-                                               onLog=self.onLog)
+            self._job = self.logic.startImport(
+                path, onProgress=self.onProgress, onFinished=self.onImportFinished, onLog=self.onLog
+            )
             self.setRunning(True)
             self.ui.statusLabel.text = tr("Importing '{file}' in a separate process...").format(
-                file=os.path.basename(path))
+                file=os.path.basename(path)
+            )
 
     def _modelJobFinished(self, result, error, failed: str, cancelled: str) -> bool:
         """Common end of an import or download job: True when it produced a model to go on with."""
@@ -64,21 +68,24 @@ class ModelsPanel:
         return True
 
     def onImportFinished(self, result, error, elapsed) -> None:
-        if not self._modelJobFinished(result, error, tr("Importing the model failed: {error}"),
-                                      tr("Import cancelled: nothing was changed.")):
+        if not self._modelJobFinished(
+            result, error, tr("Importing the model failed: {error}"), tr("Import cancelled: nothing was changed.")
+        ):
             return
         if self._parameterNode is not None:
             self._parameterNode.modelId = result
         self.ui.statusLabel.text = tr("Imported model '{id}' into {folder}.").format(
-            id=result, folder=self.logic.importedModelsFolder())
+            id=result, folder=self.logic.importedModelsFolder()
+        )
 
     def onRemoveImportedModels(self) -> None:
         import slicer
 
         if not slicer.util.confirmOkCancelDisplay(
-            tr("Delete every imported or downloaded model from the models folder ({folder})? This frees "
-               "{size:.0f} MB. Nothing else is touched.").format(
-                folder=self.logic.importedModelsFolder(), size=self.logic.importedModelsSize() / 1e6)
+            tr(
+                "Delete every imported or downloaded model from the models folder ({folder})? This frees "
+                "{size:.0f} MB. Nothing else is touched."
+            ).format(folder=self.logic.importedModelsFolder(), size=self.logic.importedModelsSize() / 1e6)
         ):
             return
         with slicer.util.tryWithErrorDisplay(tr("Removing imported models failed."), waitCursor=True):
@@ -96,10 +103,12 @@ class ModelsPanel:
         if not plan:
             return True
         names = ", ".join(item["name"] for item in plan)
-        if not slicer.util.confirmOkCancelDisplay(install_prompt(plan, self.logic.sitePackagesFolder()),
-                                                  windowTitle=tr("Install Python packages")):
-            self.ui.statusLabel.text = tr("Not installed: Segment needs {packages}. Press Segment again to install "
-                                          "them.").format(packages=names)
+        if not slicer.util.confirmOkCancelDisplay(
+            install_prompt(plan, self.logic.sitePackagesFolder()), windowTitle=tr("Install Python packages")
+        ):
+            self.ui.statusLabel.text = tr(
+                "Not installed: Segment needs {packages}. Press Segment again to install them."
+            ).format(packages=names)
             return False
         self.ui.statusLabel.text = tr("Installing {packages}...").format(packages=names)
         # pip's output runs the event loop (slicer.util.logProcessOutput): nothing may be clicked meanwhile
@@ -144,8 +153,9 @@ class ModelsPanel:
         package = self.logic.modelPackage(modelId)
         if not package.licence_needs_acceptance or self.logic.licenceAccepted(package):
             return True
-        if not slicer.util.confirmOkCancelDisplay(licence_question(package), windowTitle=tr("Model licence"),
-                                                  detailedText=package.describe()):
+        if not slicer.util.confirmOkCancelDisplay(
+            licence_question(package), windowTitle=tr("Model licence"), detailedText=package.describe()
+        ):
             self.ui.statusLabel.text = tr("Licence of '{id}' not accepted: nothing was done.").format(id=package.id)
             return False
         self.logic.acceptLicence(package)
@@ -165,13 +175,15 @@ class ModelsPanel:
             self.ui.statusLabel.text = tr("Download declined: nothing was done.")
             return
         with slicer.util.tryWithErrorDisplay(tr("The download failed to start.")):
-            self._job = self.logic.startDownload(modelId, onProgress=self.onProgress,
-                                                 onFinished=self.onDownloadFinished, onLog=self.onLog)
+            self._job = self.logic.startDownload(
+                modelId, onProgress=self.onProgress, onFinished=self.onDownloadFinished, onLog=self.onLog
+            )
             self.setRunning(True)
             self.ui.statusLabel.text = tr("Downloading '{id}'...").format(id=modelId)
 
     def onDownloadFinished(self, result, error, elapsed) -> None:
-        if self._modelJobFinished(result, error, tr("Download failed: {error}"),
-                                  tr("Download cancelled: nothing was changed.")):
+        if self._modelJobFinished(
+            result, error, tr("Download failed: {error}"), tr("Download cancelled: nothing was changed.")
+        ):
             self.logic.acceptLicence(self.logic.modelPackage(self._parameterNode.modelId))  # shown when asked
             self.onSegment()

@@ -44,13 +44,25 @@ def _terminology_test_package():
     def code(c):
         return {"scheme": c["CodingSchemeDesignator"], "code": c["CodeValue"], "meaning": c["CodeMeaning"]}
 
-    classes = [{"label_value": value, "name": modifier["3dSlicerLabel"],
-                "color": modifier["recommendedDisplayRGBValue"],
-                "snomed": {"category": code(category), "type": code(hippocampus), "type_modifier": code(modifier)}}
-               for value, modifier in enumerate(hippocampus["Modifier"][:2], start=1)]
-    config = {"id": "terminology-test", "version": "0", "in_channels": 1, "num_classes": 3,
-              "activation": "softmax", "classes": classes, "normalization": {"type": "zscore"},
-              "patch_size": [32, 32]}
+    classes = [
+        {
+            "label_value": value,
+            "name": modifier["3dSlicerLabel"],
+            "color": modifier["recommendedDisplayRGBValue"],
+            "snomed": {"category": code(category), "type": code(hippocampus), "type_modifier": code(modifier)},
+        }
+        for value, modifier in enumerate(hippocampus["Modifier"][:2], start=1)
+    ]
+    config = {
+        "id": "terminology-test",
+        "version": "0",
+        "in_channels": 1,
+        "num_classes": 3,
+        "activation": "softmax",
+        "classes": classes,
+        "normalization": {"type": "zscore"},
+        "patch_size": [32, 32],
+    }
     return ModelPackage(folder, config=config)
 
 
@@ -59,8 +71,15 @@ def _report(package, flagged: int = 0) -> dict:
     segments = []
     for c in package.class_entries:
         low = c.label_value == flagged
-        segments.append({"label_value": c.label_value, "name": c.name, "confidence": 0.712 if low else 0.97,
-                         "needs_review": low, "reason": "low confidence (0.712 < 0.930)" if low else None})
+        segments.append(
+            {
+                "label_value": c.label_value,
+                "name": c.name,
+                "confidence": 0.712 if low else 0.97,
+                "needs_review": low,
+                "reason": "low confidence (0.712 < 0.930)" if low else None,
+            }
+        )
     return {"model": package.id, "confidence_threshold": 0.93, "segments": segments, "warnings": []}
 
 
@@ -78,7 +97,7 @@ def writer_test(test, module_folder: str) -> None:
     dims = volume_node.GetImageData().GetDimensions()
     labels = np.zeros((dims[2], dims[1], dims[0]), np.uint8)
     labels[:, : dims[1] // 2, :] = 1
-    labels[:, dims[1] // 2:, :] = 2
+    labels[:, dims[1] // 2 :, :] = 2
     result = mrml.write_segmentation_node(volume_node, package, labels, report=_report(package, flagged=1))
     segmentation = result.segmentation_node.GetSegmentation()
     test.assertEqual(segmentation.GetNumberOfSegments(), 2)
@@ -88,14 +107,14 @@ def writer_test(test, module_folder: str) -> None:
     first, second = (segmentation.GetNthSegment(i) for i in range(2))
     names = [c.name for c in package.class_entries]
     test.assertEqual([first.GetName(), second.GetName()], [names[0] + " (needs review)", names[1]])
-    test.assertEqual([logic.GetSegmentStatus(first), logic.GetSegmentStatus(second)],
-                     [logic.Flagged, logic.InProgress])
+    test.assertEqual([logic.GetSegmentStatus(first), logic.GetSegmentStatus(second)], [logic.Flagged, logic.InProgress])
     test.assertIn("Needs review: " + names[0] + " (low confidence 0.712 < 0.930)", result.message)
     labelmap_node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
     mrml.export_segmentation_to_labelmap_node(result.segmentation_node, labelmap_node, volume_node)
     test.assertTrue((slicer.util.arrayFromVolume(labelmap_node) == labels).all())  # flagged names export too
-    again = mrml.write_segmentation_node(volume_node, package, labels, result.segmentation_node,
-                                         report=_report(package))
+    again = mrml.write_segmentation_node(
+        volume_node, package, labels, result.segmentation_node, report=_report(package)
+    )
     test.assertEqual([first.GetName(), second.GetName()], names)
     test.assertEqual(logic.GetSegmentStatus(first), logic.InProgress)
     test.assertEqual(again.needs_review, {})
@@ -111,16 +130,39 @@ def _cardiac_test_package(module_folder: str):
 
     anatomy = sct("123037004", "Anatomical Structure")
     classes = [
-        {"label_value": 1, "name": "right ventricle cavity", "color": [0, 151, 206],
-         "snomed": {"category": anatomy, "type": sct("53085002", "Right ventricle")}},
-        {"label_value": 2, "name": "left ventricle myocardium", "color": [188, 65, 28],
-         "snomed": {"category": anatomy, "type": sct("74281007", "Myocardium"),
-                    "region": sct("87878005", "Left ventricle")}},
-        {"label_value": 3, "name": "left ventricle cavity", "color": [250, 210, 80],
-         "snomed": {"category": anatomy, "type": sct("87878005", "Left ventricle")}},
+        {
+            "label_value": 1,
+            "name": "right ventricle cavity",
+            "color": [0, 151, 206],
+            "snomed": {"category": anatomy, "type": sct("53085002", "Right ventricle")},
+        },
+        {
+            "label_value": 2,
+            "name": "left ventricle myocardium",
+            "color": [188, 65, 28],
+            "snomed": {
+                "category": anatomy,
+                "type": sct("74281007", "Myocardium"),
+                "region": sct("87878005", "Left ventricle"),
+            },
+        },
+        {
+            "label_value": 3,
+            "name": "left ventricle cavity",
+            "color": [250, 210, 80],
+            "snomed": {"category": anatomy, "type": sct("87878005", "Left ventricle")},
+        },
     ]
-    config = {"id": "cardiac-test", "version": "0", "in_channels": 1, "num_classes": 4, "activation": "softmax",
-              "classes": classes, "normalization": {"type": "zscore"}, "patch_size": [32, 32]}
+    config = {
+        "id": "cardiac-test",
+        "version": "0",
+        "in_channels": 1,
+        "num_classes": 4,
+        "activation": "softmax",
+        "classes": classes,
+        "normalization": {"type": "zscore"},
+        "patch_size": [32, 32],
+    }
     return ModelPackage(module_folder, config=config)
 
 
@@ -145,9 +187,16 @@ def _two_frame_cine(scene, image):
 
 def _function_figures(table) -> dict:
     rows = {table.GetCellText(r, 0): r for r in range(table.GetNumberOfRows())}
-    return {name: float(table.GetCellText(rows[name], 1)) for name in
-            ("End-diastolic volume (EDV)", "End-systolic volume (ESV)", "Ejection fraction (EF)", "ED frame",
-             "ES frame")}
+    return {
+        name: float(table.GetCellText(rows[name], 1))
+        for name in (
+            "End-diastolic volume (EDV)",
+            "End-systolic volume (ESV)",
+            "Ejection fraction (EF)",
+            "ED frame",
+            "ES frame",
+        )
+    }
 
 
 def cine_test(test, logic_class, module_folder: str) -> None:
@@ -174,8 +223,9 @@ def cine_test(test, logic_class, module_folder: str) -> None:
     logic = logic_class()
     test.assertTrue(logic.isCine(browser.GetProxyNode(sequence)))
     cine = cardiac.find_cine(browser.GetProxyNode(sequence))
-    result = cardiac.add_cardiac_results(cine, _cardiac_test_package(module_folder), [ed, es],
-                                         sequences_logic=logic.sequencesLogic())
+    result = cardiac.add_cardiac_results(
+        cine, _cardiac_test_package(module_folder), [ed, es], sequences_logic=logic.sequencesLogic()
+    )
     test.assertTrue(browser.IsSynchronizedSequenceNode(result.segmentation_sequence))
     test.assertEqual(result.segmentation_sequence.GetNumberOfDataNodes(), 2)
     test.assertIs(browser.GetProxyNode(result.segmentation_sequence), result.segmentation_node)
@@ -192,8 +242,9 @@ def cine_test(test, logic_class, module_folder: str) -> None:
     lv_id = es_segmentation.GetSegmentation().GetSegmentIdBySegmentName("left ventricle cavity")
     kept = es == 3
     kept[max(np.nonzero(kept.any(axis=(1, 2)))[0])] = False  # erase the LV cavity of its last slice
-    slicer.util.updateSegmentBinaryLabelmapFromArray(kept.astype(np.uint8), es_segmentation, lv_id,
-                                                     browser.GetProxyNode(sequence))
+    slicer.util.updateSegmentBinaryLabelmapFromArray(
+        kept.astype(np.uint8), es_segmentation, lv_id, browser.GetProxyNode(sequence)
+    )
     analysis = logic.updateFunction(result.table_node, 1, 2)
     new_esv = np.count_nonzero(kept) * voxel
     got = _function_figures(result.table_node)
@@ -215,9 +266,11 @@ def sample_test(test, logic_class, module_folder: str) -> None:
 
     missing = [item["name"] for item in logic_class().dependencyPlan()]
     if missing and os.environ.get(FULL_TEST_VARIABLE) != "1":
-        test.delayDisplay(tr("{packages} not installed: the full segmentation test was skipped "
-                             "(set {variable}=1 to require it).").format(packages=", ".join(missing),
-                                                                          variable=FULL_TEST_VARIABLE))
+        test.delayDisplay(
+            tr(
+                "{packages} not installed: the full segmentation test was skipped (set {variable}=1 to require it)."
+            ).format(packages=", ".join(missing), variable=FULL_TEST_VARIABLE)
+        )
         return
 
     volume_node = _sample_volume(module_folder)
@@ -225,11 +278,16 @@ def sample_test(test, logic_class, module_folder: str) -> None:
         package = ensure_model("hippocampus-msd")  # the sample is a hippocampus MRI crop
         logic = logic_class()
         progress_calls, finished = [], []
-        job = logic.startSegmentation(volume_node, package, device="cpu", useTTA=False,
-                                      onProgress=lambda done, total: progress_calls.append((done, total)),
-                                      onFinished=lambda result, error, seconds: finished.append((result, error)))
+        job = logic.startSegmentation(
+            volume_node,
+            package,
+            device="cpu",
+            useTTA=False,
+            onProgress=lambda done, total: progress_calls.append((done, total)),
+            onFinished=lambda result, error, seconds: finished.append((result, error)),
+        )
         test.assertTrue(job.wait(timeout=600))
-    (result, error), = finished
+    ((result, error),) = finished
     test.assertIsNone(error)
     segmentation = result.segmentation_node.GetSegmentation()
     test.assertEqual(segmentation.GetNumberOfSegments(), len(package.class_entries))

@@ -12,8 +12,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["SAMPLE_CATEGORY", "SAMPLE_FILE", "SAMPLE_NAME", "loaded_region_contexts", "register_sample_data",
-           "register_terminology"]
+__all__ = [
+    "SAMPLE_CATEGORY",
+    "SAMPLE_FILE",
+    "SAMPLE_NAME",
+    "loaded_region_contexts",
+    "register_sample_data",
+    "register_terminology",
+]
 
 #: The Sample Data module's entry for the bundled sample.
 SAMPLE_CATEGORY = "AttentionMambaSeg"

@@ -24,15 +24,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
 import numpy as np
-
 import torch
 import torch.nn.functional as F
 
 from ..datasets import SliceData
 from ..normalization import IMAGENET_MEAN, IMAGENET_STD
 
-__all__ = ["AugmentationParams", "PAPER", "SITE", "NO_AUGMENTATION", "PRESETS", "appearance", "hair_mask",
-           "vignette_mask", "sample_batch", "epoch_indices"]
+__all__ = [
+    "AugmentationParams",
+    "PAPER",
+    "SITE",
+    "NO_AUGMENTATION",
+    "PRESETS",
+    "appearance",
+    "hair_mask",
+    "vignette_mask",
+    "sample_batch",
+    "epoch_indices",
+]
 
 
 @dataclass(frozen=True)
@@ -94,11 +103,14 @@ class AugmentationParams:
     @property
     def has_appearance(self) -> bool:
         """True when any augmentation beyond the paper's is switched on."""
-        return any(getattr(self, f.name) > 0 for f in fields(self)
-                   if f.name.startswith("p_") and f.name not in ("p_rotation", "p_flip", "p_zoom", "p_gamma"))
+        return any(
+            getattr(self, f.name) > 0
+            for f in fields(self)
+            if f.name.startswith("p_") and f.name not in ("p_rotation", "p_flip", "p_zoom", "p_gamma")
+        )
 
     @classmethod
-    def from_dict(cls, values: dict) -> "AugmentationParams":
+    def from_dict(cls, values: dict) -> AugmentationParams:
         """The inverse of ``dataclasses.asdict`` (lists back to tuples; unknown keys are an error)."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
@@ -109,8 +121,17 @@ class AugmentationParams:
 
 PAPER = AugmentationParams()
 SITE = AugmentationParams(
-    p_zoom=0.3, zoom_range=(0.5, 2.0), p_gain=0.5, p_contrast=0.3, p_hue_saturation=0.3, p_blur=0.2,
-    p_noise=0.15, p_low_resolution=0.15, p_vignette=0.25, p_hair=0.2, p_bias_field=0.3,
+    p_zoom=0.3,
+    zoom_range=(0.5, 2.0),
+    p_gain=0.5,
+    p_contrast=0.3,
+    p_hue_saturation=0.3,
+    p_blur=0.2,
+    p_noise=0.15,
+    p_low_resolution=0.15,
+    p_vignette=0.25,
+    p_hair=0.2,
+    p_bias_field=0.3,
 )
 NO_AUGMENTATION = AugmentationParams(0.0, 0.0, 0.0, (1.0, 1.0), 0.0, (1.0, 1.0))
 #: Named presets (``train --augmentation NAME``).
@@ -205,8 +226,10 @@ def appearance(x: torch.Tensor, gen: torch.Generator, aug: AugmentationParams, r
     factor = _uniform(gen, *aug.low_resolution_range)
     radius = _uniform(gen, *aug.vignette_radius_range)
     n_hair = 1 + int(_uniform(gen) * aug.hair_max * 0.999)
-    strokes = [tuple(_uniform(gen, 0, p - 1) for _ in range(6)) + (_uniform(gen, 1.0, 2.0),)
-               for _ in range(max(aug.hair_max, 1))][:n_hair]
+    strokes = [
+        tuple(_uniform(gen, 0, p - 1) for _ in range(6)) + (_uniform(gen, 1.0, 2.0),)
+        for _ in range(max(aug.hair_max, 1))
+    ][:n_hair]
     hair_colour = _uniform(gen, 0.02, 0.25)
     coefficients = [_uniform(gen, -aug.bias_field_coefficient, aug.bias_field_coefficient) for _ in range(5)]
 
@@ -232,8 +255,9 @@ def appearance(x: torch.Tensor, gen: torch.Generator, aug: AugmentationParams, r
         y = y * torch.exp(a[0] * yy + a[1] * xx + a[2] * yy * xx + a[3] * yy**2 + a[4] * xx**2)
     if r[4] < aug.p_low_resolution and factor > 1.01:
         small = max(4, int(round(p / factor)))
-        y = F.interpolate(F.interpolate(y[None], size=(small, small), mode="area"), size=(p, p), mode="bilinear",
-                          align_corners=False)[0]
+        y = F.interpolate(
+            F.interpolate(y[None], size=(small, small), mode="area"), size=(p, p), mode="bilinear", align_corners=False
+        )[0]
     if r[5] < aug.p_blur:
         y = _gaussian_blur(y, sigma)
     if rgb and r[6] < aug.p_hair:
@@ -264,7 +288,11 @@ def _crop_padded(array: torch.Tensor, top: int, left: int, size: int) -> torch.T
 
 
 def _sample_patch(
-    image: np.ndarray, label: np.ndarray, patch_size: int, gen: torch.Generator, aug: AugmentationParams,
+    image: np.ndarray,
+    label: np.ndarray,
+    patch_size: int,
+    gen: torch.Generator,
+    aug: AugmentationParams,
     rgb: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One augmented random crop: image (C, P, P) float32, label (P, P) int64."""
@@ -290,11 +318,13 @@ def _sample_patch(
         # Source pixel (row, col) of every output pixel: rotate and scale about the crop centre.
         src_y = top + c + cos * qy - sin * qx
         src_x = left + c + sin * qy + cos * qx
-        grid = torch.stack(
-            [src_x * 2.0 / max(w - 1, 1) - 1.0, src_y * 2.0 / max(h - 1, 1) - 1.0], dim=-1
-        ).to(torch.float32)[None]
+        grid = torch.stack([src_x * 2.0 / max(w - 1, 1) - 1.0, src_y * 2.0 / max(h - 1, 1) - 1.0], dim=-1).to(
+            torch.float32
+        )[None]
         img_out = F.grid_sample(img[None], grid, mode="bilinear", padding_mode="zeros", align_corners=True)[0]
-        lab_out = F.grid_sample(lab[None, None].float(), grid, mode="nearest", padding_mode="zeros", align_corners=True)[0, 0]
+        lab_out = F.grid_sample(
+            lab[None, None].float(), grid, mode="nearest", padding_mode="zeros", align_corners=True
+        )[0, 0]
         lab_out = lab_out.round().long()
     else:
         img_out = _crop_padded(img, top, left, patch_size)

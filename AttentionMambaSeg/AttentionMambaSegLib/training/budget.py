@@ -15,8 +15,15 @@ from .. import distributed
 from ..datasets import load_slices
 from .checkpoint import save_checkpoint
 from .config import ConfigError
-from .schedule import (MIN_EPOCHS, USEFUL_STEPS, SchedulePlan, final_evaluation_seconds, plan_schedule,
-                       suggest_settings, time_steps)
+from .schedule import (
+    MIN_EPOCHS,
+    USEFUL_STEPS,
+    SchedulePlan,
+    final_evaluation_seconds,
+    plan_schedule,
+    suggest_settings,
+    time_steps,
+)
 from .validation import validate
 
 __all__ = ["BudgetPlanning", "StepTimes", "CPU_PROBE_CROPS"]
@@ -57,8 +64,17 @@ class BudgetPlanning:
         cfg, plan = self.config, self.plan
         logger.info(
             "schedule: %d epochs x %d steps of %d crops %dx%d; validation on %d of %d slices; lr %g, weight decay "
-            "%g, T_max %.1f epochs", plan.epochs, plan.iterations_per_epoch, cfg.batch_size, cfg.patch_size,
-            cfg.patch_size, plan.val_slices, len(self.val_all), cfg.lr, cfg.weight_decay, plan.t_max,
+            "%g, T_max %.1f epochs",
+            plan.epochs,
+            plan.iterations_per_epoch,
+            cfg.batch_size,
+            cfg.patch_size,
+            cfg.patch_size,
+            plan.val_slices,
+            len(self.val_all),
+            cfg.lr,
+            cfg.weight_decay,
+            plan.t_max,
         )
         # A fixed random subset of the validation slices, the same every epoch.
         order = torch.randperm(len(self.val_all), generator=torch.Generator().manual_seed(cfg.seed + 1)).tolist()
@@ -80,44 +96,72 @@ class BudgetPlanning:
         cases_read = len(self.train_cases[:2]) + 1
         loading = (self.clock() - t0) / cases_read * (len(self.train_cases) + len(self.val_cases) - cases_read)
         crops = self.local_batch if self.device.type != "cpu" else min(self.local_batch, CPU_PROBE_CROPS)
-        logger.info("time budget: timing 3 training steps of %d crop(s) of %d px on %s%s", crops, cfg.patch_size,
-                    self.device, "" if crops == self.local_batch else f" (the batch of {self.local_batch} is "
-                    "scaled from them)")
+        logger.info(
+            "time budget: timing 3 training steps of %d crop(s) of %d px on %s%s",
+            crops,
+            cfg.patch_size,
+            self.device,
+            "" if crops == self.local_batch else f" (the batch of {self.local_batch} is scaled from them)",
+        )
         self.step_times = times = self.measure_step_times(probe_train, probe_val, crops)
         t_val = times.seconds_per_val_pixel * _mean_padded_pixels(probe_val, cfg.patch_size)
-        reserve = (final_evaluation_seconds(_shapes(probe_val), cfg.patch_size, times.seconds_per_val_pixel)
-                   * len(self.val_cases) if cfg.final_evaluation else 0.0)
+        reserve = (
+            final_evaluation_seconds(_shapes(probe_val), cfg.patch_size, times.seconds_per_val_pixel)
+            * len(self.val_cases)
+            if cfg.final_evaluation
+            else 0.0
+        )
         spent = self.clock() - self.start_time
         left = 0.97 * (60.0 * cfg.time_budget_minutes - spent - loading - reserve)
         epoch_overhead = min(16, len(probe_val) * len(self.val_cases)) * t_val + times.seconds_per_checkpoint
         steps = int(max(0.0, left - MIN_EPOCHS * epoch_overhead) // times.seconds_per_iteration)
-        logger.info("time budget: %.1f s a step of %d crops, %.2f s a validation slice; loading the data about %.0f s, "
-                    "the final evaluation of %d validation cases about %.0f s (%s); about %d training steps fit",
-                    times.seconds_per_iteration, cfg.batch_size, t_val, loading, len(self.val_cases), reserve,
-                    "counted in the budget; --no-final-evaluation leaves it out" if cfg.final_evaluation else
-                    "not run: --no-final-evaluation", steps)
+        logger.info(
+            "time budget: %.1f s a step of %d crops, %.2f s a validation slice; loading the data about %.0f s, "
+            "the final evaluation of %d validation cases about %.0f s (%s); about %d training steps fit",
+            times.seconds_per_iteration,
+            cfg.batch_size,
+            t_val,
+            loading,
+            len(self.val_cases),
+            reserve,
+            "counted in the budget; --no-final-evaluation leaves it out"
+            if cfg.final_evaluation
+            else "not run: --no-final-evaluation",
+            steps,
+        )
         if steps < MIN_EPOCHS:
-            raise ConfigError("time_budget_minutes", "{name} " + f"{cfg.time_budget_minutes:g} min cannot hold "
-                              f"{MIN_EPOCHS} epochs of one step ({times.seconds_per_iteration:.1f} s a step of "
-                              f"{cfg.batch_size} crops of {cfg.patch_size} px here): "
-                              + self._settings_that_fit(times, left, spent + loading + reserve, epoch_overhead))
+            raise ConfigError(
+                "time_budget_minutes",
+                "{name} " + f"{cfg.time_budget_minutes:g} min cannot hold "
+                f"{MIN_EPOCHS} epochs of one step ({times.seconds_per_iteration:.1f} s a step of "
+                f"{cfg.batch_size} crops of {cfg.patch_size} px here): "
+                + self._settings_that_fit(times, left, spent + loading + reserve, epoch_overhead),
+            )
         if steps < USEFUL_STEPS:
             advice = self._settings_that_fit(times, left, spent + loading + reserve, epoch_overhead)
-            logger.warning("time budget: only about %d training steps fit in %g min, too few for a model to learn "
-                           "much: %s", steps, cfg.time_budget_minutes, advice)
+            logger.warning(
+                "time budget: only about %d training steps fit in %g min, too few for a model to learn much: %s",
+                steps,
+                cfg.time_budget_minutes,
+                advice,
+            )
 
     def _settings_that_fit(self, times: StepTimes, left: float, fixed: float, epoch_overhead: float) -> str:
         """'give at least N min, or --patch P --batch-size B ...': a budget for USEFUL_STEPS steps, and the
         largest patch and batch whose USEFUL_STEPS steps fit this budget."""
         cfg = self.config
-        minutes = math.ceil((fixed + (USEFUL_STEPS * times.seconds_per_iteration + MIN_EPOCHS * epoch_overhead) / 0.97)
-                            / 60.0)
+        minutes = math.ceil(
+            (fixed + (USEFUL_STEPS * times.seconds_per_iteration + MIN_EPOCHS * epoch_overhead) / 0.97) / 60.0
+        )
         text = f"give at least {minutes} min for {USEFUL_STEPS} steps"
-        fit = suggest_settings(times.seconds_per_iteration, cfg.patch_size, self.local_batch,
-                               left - MIN_EPOCHS * epoch_overhead)
+        fit = suggest_settings(
+            times.seconds_per_iteration, cfg.patch_size, self.local_batch, left - MIN_EPOCHS * epoch_overhead
+        )
         if fit is not None and (fit[0], fit[1]) != (cfg.patch_size, self.local_batch):
-            text += (f", or --patch {fit[0]} --batch-size {fit[1] * self.ctx.world_size} (about {fit[2]:.1f} s a step) "
-                     "within this budget")
+            text += (
+                f", or --patch {fit[0]} --batch-size {fit[1] * self.ctx.world_size} (about {fit[2]:.1f} s a step) "
+                "within this budget"
+            )
         elif fit is None:
             text += ", or a smaller patch and batch"
         if cfg.final_evaluation:
@@ -128,16 +172,22 @@ class BudgetPlanning:
         """Seconds of a training step of the local batch (timed with ``crops`` crops and scaled to the batch),
         of validation per padded pixel, and of writing a checkpoint."""
         cfg = self.config
-        t_it = time_steps(self.network, self.optimizer_args, train_slices, cfg.patch_size, crops, self.device,
-                          cfg.bf16, steps=2) * self.local_batch / crops
+        t_it = (
+            time_steps(
+                self.network, self.optimizer_args, train_slices, cfg.patch_size, crops, self.device, cfg.bf16, steps=2
+            )
+            * self.local_batch
+            / crops
+        )
         probe = val_slices.subset(list(range(0, len(val_slices), max(1, len(val_slices) // 4)))[:4])
         t0 = time.perf_counter()
         validate(self.network, probe, self.num_classes, cfg.patch_size, self.device, cfg.batch_size, cfg.bf16)
         t_val = (time.perf_counter() - t0) / max(len(probe), 1)
         self.make_run_folder()
         t0 = time.perf_counter()
-        save_checkpoint({"model": self.network.state_dict(), "optimizer": self.optimizer.state_dict()},
-                        self.out / ".timing.pt")
+        save_checkpoint(
+            {"model": self.network.state_dict(), "optimizer": self.optimizer.state_dict()}, self.out / ".timing.pt"
+        )
         t_ck = 3.0 * (time.perf_counter() - t0)  # the real checkpoint also holds AdamW's two moments
         (self.out / ".timing.pt").unlink(missing_ok=True)
         return StepTimes(t_it, t_val / _mean_padded_pixels(probe, cfg.patch_size), t_ck)
@@ -151,33 +201,55 @@ class BudgetPlanning:
             t_it, t_ck = times.seconds_per_iteration, times.seconds_per_checkpoint
             t_val = times.seconds_per_val_pixel * _mean_padded_pixels(self.val_all, cfg.patch_size)
             # Reserve the final per-case evaluation: sliding windows with 4 flips over every validation slice.
-            reserve = (final_evaluation_seconds(_shapes(self.val_all), cfg.patch_size, times.seconds_per_val_pixel)
-                       if cfg.final_evaluation else 0.0)
+            reserve = (
+                final_evaluation_seconds(_shapes(self.val_all), cfg.patch_size, times.seconds_per_val_pixel)
+                if cfg.final_evaluation
+                else 0.0
+            )
             self.evaluation_reserve = reserve
             budget = 0.97 * (60.0 * cfg.time_budget_minutes - (self.clock() - self.start_time) - reserve)
-            logger.info("time budget: %.1f s/step, %.2f s/validation slice, %.1f s/checkpoint; %.0f s left for "
-                        "training, %.0f s reserved for the final evaluation", t_it, t_val, t_ck, budget, reserve)
+            logger.info(
+                "time budget: %.1f s/step, %.2f s/validation slice, %.1f s/checkpoint; %.0f s left for "
+                "training, %.0f s reserved for the final evaluation",
+                t_it,
+                t_val,
+                t_ck,
+                budget,
+                reserve,
+            )
             smallest = MIN_EPOCHS * (t_it + min(16, len(self.val_all)) * t_val + t_ck)
             if budget < smallest:
                 needed = (self.clock() - self.start_time + reserve + smallest / 0.97) / 60.0
-                raise ConfigError("time_budget_minutes", "{name} " + f"{cfg.time_budget_minutes:g} min cannot hold "
-                                  f"{MIN_EPOCHS} epochs of one step ({t_it:.1f} s a step of {cfg.batch_size} crops of "
-                                  f"{cfg.patch_size} px here): give at least {math.ceil(needed)} min, or a smaller "
-                                  "batch or patch")
+                raise ConfigError(
+                    "time_budget_minutes",
+                    "{name} " + f"{cfg.time_budget_minutes:g} min cannot hold "
+                    f"{MIN_EPOCHS} epochs of one step ({t_it:.1f} s a step of {cfg.batch_size} crops of "
+                    f"{cfg.patch_size} px here): give at least {math.ceil(needed)} min, or a smaller "
+                    "batch or patch",
+                )
         return plan_schedule(
-            epochs=cfg.epochs, num_train_slices=len(self.train_slices), num_val_slices=len(self.val_all),
-            batch_size=cfg.batch_size, budget_seconds=budget, seconds_per_iteration=t_it,
-            seconds_per_val_slice=t_val, seconds_per_checkpoint=t_ck,
-            iterations_per_epoch=cfg.iterations_per_epoch, val_slices=cfg.val_slices,
+            epochs=cfg.epochs,
+            num_train_slices=len(self.train_slices),
+            num_val_slices=len(self.val_all),
+            batch_size=cfg.batch_size,
+            budget_seconds=budget,
+            seconds_per_iteration=t_it,
+            seconds_per_val_slice=t_val,
+            seconds_per_checkpoint=t_ck,
+            iterations_per_epoch=cfg.iterations_per_epoch,
+            val_slices=cfg.val_slices,
         )
 
     def _check_budget_left(self, seconds_left: float) -> None:
         """Before the timing probe: a budget that loading the data already spent cannot hold a run."""
         if seconds_left <= 0:
             spent = (self.clock() - self.start_time) / 60.0
-            raise ConfigError("time_budget_minutes", "{name} " + f"{self.config.time_budget_minutes:g} min was spent "
-                              f"before training began (checking and loading the data took {spent:.1f} min): give "
-                              "a larger budget")
+            raise ConfigError(
+                "time_budget_minutes",
+                "{name} " + f"{self.config.time_budget_minutes:g} min was spent "
+                f"before training began (checking and loading the data took {spent:.1f} min): give "
+                "a larger budget",
+            )
 
 
 def _shapes(slices) -> list[tuple[int, int]]:
@@ -186,6 +258,7 @@ def _shapes(slices) -> list[tuple[int, int]]:
 
 def _mean_padded_pixels(slices, patch_size: int) -> float:
     """Mean pixels of the slices zero-padded as validation pads them (multiples of 32, at least the patch)."""
-    sizes = [max(patch_size, 32 * math.ceil(h / 32)) * max(patch_size, 32 * math.ceil(w / 32))
-             for h, w in _shapes(slices)]
+    sizes = [
+        max(patch_size, 32 * math.ceil(h / 32)) * max(patch_size, 32 * math.ceil(w / 32)) for h, w in _shapes(slices)
+    ]
     return float(np.mean(sizes)) if sizes else float(patch_size * patch_size)

@@ -75,17 +75,23 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     size = path.stat().st_size
     if size == 0:
-        raise ValueError(f"checkpoint {path} is empty (0 bytes), probably from an interrupted copy; delete it and "
-                         "start again without --resume, or restore it from a backup")
+        raise ValueError(
+            f"checkpoint {path} is empty (0 bytes), probably from an interrupted copy; delete it and "
+            "start again without --resume, or restore it from a backup"
+        )
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise ValueError(f"checkpoint {path} ({size} bytes) is corrupt or not a checkpoint of this program "
-                         f"({_unpickle_reason(e)}); delete it and start again without --resume, or restore "
-                         "it from a backup") from e
+        raise ValueError(
+            f"checkpoint {path} ({size} bytes) is corrupt or not a checkpoint of this program "
+            f"({_unpickle_reason(e)}); delete it and start again without --resume, or restore "
+            "it from a backup"
+        ) from e
     except (RuntimeError, EOFError, ValueError, KeyError, IndexError, OSError) as e:
-        raise ValueError(f"checkpoint {path} ({size} bytes) is corrupt or truncated ({_unpickle_reason(e)}); "
-                         "delete it and start again without --resume, or restore it from a backup") from e
+        raise ValueError(
+            f"checkpoint {path} ({size} bytes) is corrupt or truncated ({_unpickle_reason(e)}); "
+            "delete it and start again without --resume, or restore it from a backup"
+        ) from e
     if not isinstance(checkpoint, dict) or "model" not in checkpoint:
         raise ValueError(f"{path} is not a training checkpoint of this program (no 'model' entry)")
     return checkpoint

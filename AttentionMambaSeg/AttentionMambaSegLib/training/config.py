@@ -16,8 +16,18 @@ from .augmentation import PAPER, PRESETS, AugmentationParams
 __all__ = ["TrainingConfig", "ConfigError", "RUN_CONTROLS", "CLI_FLAGS"]
 
 #: Fields that may differ when a run is resumed (they do not change what is learnt).
-RUN_CONTROLS = frozenset({"output", "resume", "stop_after_epoch", "package_on_stop", "device", "time_budget_minutes",
-                          "final_evaluation", "command"})
+RUN_CONTROLS = frozenset(
+    {
+        "output",
+        "resume",
+        "stop_after_epoch",
+        "package_on_stop",
+        "device",
+        "time_budget_minutes",
+        "final_evaluation",
+        "command",
+    }
+)
 #: The ``attention-mamba-seg train`` flag of each field (the rest are ``--field-name``).
 CLI_FLAGS = {"dataset": "DATASET", "patch_size": "--patch", "time_budget_minutes": "--time-budget"}
 
@@ -116,8 +126,9 @@ class TrainingConfig:
             put("target_spacing", spacing)
         if isinstance(self.augmentation, str):
             if self.augmentation not in PRESETS:
-                raise ConfigError("augmentation", "{name} must be one of " + ", ".join(PRESETS) +
-                                  f", got {self.augmentation!r}")
+                raise ConfigError(
+                    "augmentation", "{name} must be one of " + ", ".join(PRESETS) + f", got {self.augmentation!r}"
+                )
             put("augmentation", PRESETS[self.augmentation])
         elif isinstance(self.augmentation, dict):
             put("augmentation", AugmentationParams.from_dict(self.augmentation))
@@ -132,13 +143,17 @@ class TrainingConfig:
                 raise ConfigError(name, "{name} must be at least 1, got " + str(value))
         if self.lr <= 0 or self.weight_decay < 0:
             bad = "lr" if self.lr <= 0 else "weight_decay"
-            raise ConfigError(bad, "{name} must be " + ("positive" if bad == "lr" else "zero or more") +
-                              f", got {getattr(self, bad)}")
+            raise ConfigError(
+                bad, "{name} must be " + ("positive" if bad == "lr" else "zero or more") + f", got {getattr(self, bad)}"
+            )
         if self.time_budget_minutes is not None and self.time_budget_minutes <= 0:
-            raise ConfigError("time_budget_minutes", "{name} must be positive (minutes), got "
-                              + str(self.time_budget_minutes))
+            raise ConfigError(
+                "time_budget_minutes", "{name} must be positive (minutes), got " + str(self.time_budget_minutes)
+            )
         if self.activation not in ("auto", "softmax", "sigmoid"):
-            raise ConfigError("activation", "{name} must be 'auto', 'softmax' or 'sigmoid', got " + repr(self.activation))
+            raise ConfigError(
+                "activation", "{name} must be 'auto', 'softmax' or 'sigmoid', got " + repr(self.activation)
+            )
 
     def to_dict(self) -> dict:
         """Plain JSON-able values (augmentation as a dict, spacing as a list), for checkpoints and logs."""
@@ -148,18 +163,21 @@ class TrainingConfig:
         return out
 
     @classmethod
-    def from_dict(cls, values: dict, defaults: "TrainingConfig | None" = None) -> "TrainingConfig":
+    def from_dict(cls, values: dict, defaults: TrainingConfig | None = None) -> TrainingConfig:
         """The inverse of :meth:`to_dict`; fields missing from ``values`` come from ``defaults``."""
         known = {f.name for f in fields(cls)}
         base = defaults.to_dict() if defaults is not None else {}
         return cls(**{**base, **{k: v for k, v in values.items() if k in known}})
 
-    def recipe_differences(self, other: "TrainingConfig") -> dict:
+    def recipe_differences(self, other: TrainingConfig) -> dict:
         """``{field: (self's, other's)}`` for every field outside :data:`RUN_CONTROLS` that differs."""
-        return {f.name: (getattr(self, f.name), getattr(other, f.name)) for f in fields(self)
-                if f.name not in RUN_CONTROLS and getattr(self, f.name) != getattr(other, f.name)}
+        return {
+            f.name: (getattr(self, f.name), getattr(other, f.name))
+            for f in fields(self)
+            if f.name not in RUN_CONTROLS and getattr(self, f.name) != getattr(other, f.name)
+        }
 
-    def with_controls_of(self, other: "TrainingConfig") -> "TrainingConfig":
+    def with_controls_of(self, other: TrainingConfig) -> TrainingConfig:
         """This recipe with where, how and when ``other`` runs (the first part's command and budget are kept)."""
         keep = RUN_CONTROLS - {"command", "time_budget_minutes"}
         return dataclasses.replace(self, **{name: getattr(other, name) for name in keep})

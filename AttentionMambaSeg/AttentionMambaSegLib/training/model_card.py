@@ -21,8 +21,19 @@ KNOWN_DATASETS: dict[str, dict] = {
 
 
 #: Colours of labels without terminology: pairwise at least terminology.MIN_COLOR_DISTANCE apart.
-_FALLBACK_COLORS = [[128, 174, 128], [241, 214, 145], [0, 151, 206], [216, 101, 79], [183, 156, 220],
-                    [250, 210, 80], [60, 60, 200], [200, 60, 160], [20, 120, 60], [120, 70, 30], [90, 200, 200]]
+_FALLBACK_COLORS = [
+    [128, 174, 128],
+    [241, 214, 145],
+    [0, 151, 206],
+    [216, 101, 79],
+    [183, 156, 220],
+    [250, 210, 80],
+    [60, 60, 200],
+    [200, 60, 160],
+    [20, 120, 60],
+    [120, 70, 30],
+    [90, 200, 200],
+]
 
 
 def default_classes(info: DatasetInfo, activation: str, reference_classes: list[dict] | None = None) -> list[dict]:
@@ -54,11 +65,18 @@ def default_classes(info: DatasetInfo, activation: str, reference_classes: list[
             logger.warning(
                 "no terminology for label '%s' of dataset %s: its segments get a name and colour but no "
                 "SNOMED CT codes; add a 'label_terminology' block to its dataset.json (or edit the model.json "
-                "written)", label_name, info.root,
+                "written)",
+                label_name,
+                info.root,
             )
             known = {"name": label_name, "color": _FALLBACK_COLORS[i % len(_FALLBACK_COLORS)]}
-        entry = {"label_value": int(value), "name": known.get("name", label_name), "dataset_label": label_name,
-                 "color": known.get("color"), "snomed": copy.deepcopy(known.get("snomed"))}
+        entry = {
+            "label_value": int(value),
+            "name": known.get("name", label_name),
+            "dataset_label": label_name,
+            "color": known.get("color"),
+            "snomed": copy.deepcopy(known.get("snomed")),
+        }
         classes.append(ClassEntry.from_dict(entry, f"dataset.json label_terminology.{label_name}").to_dict())
     read_classes(classes, f"classes of dataset {info.root}")  # distinct codes and colours
     if activation == "sigmoid" and len(classes) != 1:

@@ -41,7 +41,7 @@ def plot_curves(history: list[dict], path: Path) -> None:
     ax2.plot(epochs, [r["val_dice_mean"] for r in history], label="mean", linewidth=2)
     for key in history[0]:
         if key.startswith("val_dice_") and key != "val_dice_mean":
-            ax2.plot(epochs, [r[key] for r in history], label=key[len("val_dice_"):], linewidth=1)
+            ax2.plot(epochs, [r[key] for r in history], label=key[len("val_dice_") :], linewidth=1)
     ax2.set_xlabel("epoch")
     ax2.set_ylabel("validation Dice (pooled over slices)")
     ax2.set_ylim(0, 1)

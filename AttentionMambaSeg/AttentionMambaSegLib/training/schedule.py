@@ -26,9 +26,22 @@ from ..datasets import SliceData
 from .augmentation import sample_batch
 from .train_step import train_step
 
-__all__ = ["SchedulePlan", "plan_schedule", "cosine_factor", "t_max_epochs", "time_steps", "suggest_settings",
-           "final_evaluation_seconds", "ETA_MIN", "MIN_EPOCHS", "VALIDATION_SHARE", "MIN_VALIDATION_SLICES",
-           "PAPER_SCHEDULE_MIN_EPOCHS", "PAPER_SCHEDULE_MIN_STEPS", "USEFUL_STEPS"]
+__all__ = [
+    "SchedulePlan",
+    "plan_schedule",
+    "cosine_factor",
+    "t_max_epochs",
+    "time_steps",
+    "suggest_settings",
+    "final_evaluation_seconds",
+    "ETA_MIN",
+    "MIN_EPOCHS",
+    "VALIDATION_SHARE",
+    "MIN_VALIDATION_SLICES",
+    "PAPER_SCHEDULE_MIN_EPOCHS",
+    "PAPER_SCHEDULE_MIN_STEPS",
+    "USEFUL_STEPS",
+]
 
 #: Epochs of the cosine schedule are T_max = epochs / 3 long, with this floor of the learning rate.
 ETA_MIN = 1e-5
@@ -55,8 +68,9 @@ def t_max_epochs(epochs: int, iterations_per_epoch: int) -> float:
     return float(epochs)
 
 
-def cosine_factor(epoch: int, epochs: int, base_lr: float, eta_min: float = ETA_MIN,
-                  t_max: float | None = None) -> float:
+def cosine_factor(
+    epoch: int, epochs: int, base_lr: float, eta_min: float = ETA_MIN, t_max: float | None = None
+) -> float:
     """Learning-rate multiplier of epoch ``epoch`` (0-based) for cosine annealing with T_max epochs.
 
     The closed form of ``torch.optim.lr_scheduler.CosineAnnealingLR`` continued past T_max (so the rate
@@ -174,8 +188,14 @@ def plan_schedule(
     return SchedulePlan(n_epochs, ipe, nval, t_it, t_val, t_max_epochs(n_epochs, ipe))
 
 
-def _budget_epochs(epochs: int, one_pass: int, budget_seconds: float, t_it: float, overhead_min: float,
-                   iterations_per_epoch: int | None) -> tuple[int, int]:
+def _budget_epochs(
+    epochs: int,
+    one_pass: int,
+    budget_seconds: float,
+    t_it: float,
+    overhead_min: float,
+    iterations_per_epoch: int | None,
+) -> tuple[int, int]:
     """``(epochs, iterations per epoch)`` that fit ``budget_seconds`` (:func:`plan_schedule`'s budget rule).
 
     ``overhead_min`` is the seconds of each epoch's minimum validation and its checkpoint; ``t_it`` the
@@ -197,8 +217,9 @@ def _budget_epochs(epochs: int, one_pass: int, budget_seconds: float, t_it: floa
     return n_epochs, max(1, int((per_epoch - overhead_min) // t_it))
 
 
-def _budget_validation(ipe: int, t_it: float, t_val: float, all_val: int, min_val: int,
-                       fixed_steps: bool) -> tuple[int, int]:
+def _budget_validation(
+    ipe: int, t_it: float, t_val: float, all_val: int, min_val: int, fixed_steps: bool
+) -> tuple[int, int]:
     """``(validation slices, iterations per epoch)``: the most slices that fit in ~:data:`VALIDATION_SHARE` of an
     epoch; validation above the minimum comes out of the steps unless they are ``fixed_steps``."""
     share = VALIDATION_SHARE / (1 - VALIDATION_SHARE) * ipe * t_it
@@ -210,7 +231,14 @@ def _budget_validation(ipe: int, t_it: float, t_val: float, all_val: int, min_va
 
 
 def time_steps(
-    network, optimizer_args: dict, slices: SliceData, patch_size: int, batch_size: int, device, bf16: bool, steps: int = 3
+    network,
+    optimizer_args: dict,
+    slices: SliceData,
+    patch_size: int,
+    batch_size: int,
+    device,
+    bf16: bool,
+    steps: int = 3,
 ) -> float:
     """Median seconds of a training step, on a throw-away copy of the network and optimiser.
 
@@ -233,8 +261,9 @@ def time_steps(
     return float(np.median(times))
 
 
-def suggest_settings(seconds_per_iteration: float, patch_size: int, batch_size: int, seconds_available: float,
-                     steps: int = USEFUL_STEPS) -> tuple[int, int, float] | None:
+def suggest_settings(
+    seconds_per_iteration: float, patch_size: int, batch_size: int, seconds_available: float, steps: int = USEFUL_STEPS
+) -> tuple[int, int, float] | None:
     """The largest patch and batch (crops x pixels) whose ``steps`` steps fit ``seconds_available``.
 
     Step time is taken as proportional to the pixels of a batch (batch x patch^2), as on a CPU;
@@ -247,13 +276,14 @@ def suggest_settings(seconds_per_iteration: float, patch_size: int, batch_size: 
     for patch in range(patch_size, 63, -32):
         for batch in range(batch_size, 1, -1):
             seconds = seconds_per_iteration * (batch / batch_size) * (patch / patch_size) ** 2
-            if steps * seconds <= seconds_available and (best is None or batch * patch ** 2 > best[1] * best[0] ** 2):
+            if steps * seconds <= seconds_available and (best is None or batch * patch**2 > best[1] * best[0] ** 2):
                 best = (patch, batch, seconds)
     return best
 
 
-def final_evaluation_seconds(slice_shapes, patch_size: int, seconds_per_pixel: float, flips: int = 4,
-                             overhead: float = 1.5) -> float:
+def final_evaluation_seconds(
+    slice_shapes, patch_size: int, seconds_per_pixel: float, flips: int = 4, overhead: float = 1.5
+) -> float:
     """Seconds of the per-case evaluation that ends a run: sliding windows of ``patch_size`` (overlap 0.5)
     with ``flips`` flips over every validation slice.
 
@@ -270,4 +300,4 @@ def final_evaluation_seconds(slice_shapes, patch_size: int, seconds_per_pixel: f
     for h, w in slice_shapes:
         hp, wp = max(int(h), patch_size), max(int(w), patch_size)
         passes += len(sliding_window_starts(hp, patch_size)) * len(sliding_window_starts(wp, patch_size))
-    return overhead * passes * flips * patch_size ** 2 * seconds_per_pixel
+    return overhead * passes * flips * patch_size**2 * seconds_per_pixel

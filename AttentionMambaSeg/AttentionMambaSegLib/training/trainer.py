@@ -37,13 +37,22 @@ logger = logging.getLogger(__name__)
 
 PACKAGE_FOLDER = "model"
 #: The files a run writes into its folder; a new run refuses a folder holding any of them.
-RUN_FILES = (CHECKPOINT_LATEST, CHECKPOINT_BEST, "training_config.json", "training_log.csv", "training_curves.png",
-             PACKAGE_FOLDER, "val_metrics.csv", "val_metrics.png")
+RUN_FILES = (
+    CHECKPOINT_LATEST,
+    CHECKPOINT_BEST,
+    "training_config.json",
+    "training_log.csv",
+    "training_curves.png",
+    PACKAGE_FOLDER,
+    "val_metrics.csv",
+    "val_metrics.png",
+)
 Progress = Callable[[int, int, dict], None]
 
 
-def train(config: TrainingConfig, progress: Progress | None = None,
-          cancel: threading.Event | None = None) -> Path | None:
+def train(
+    config: TrainingConfig, progress: Progress | None = None, cancel: threading.Event | None = None
+) -> Path | None:
     """Train Attention-Mamba on one fold of an nnU-Net v2 raw dataset and write a model package.
 
     Args:
@@ -79,8 +88,7 @@ class Trainer(BudgetPlanning):
     #: Seconds on which the time budget is counted.
     clock = staticmethod(time.monotonic)
 
-    def __init__(self, config: TrainingConfig, progress: Progress | None = None,
-                 cancel: threading.Event | None = None):
+    def __init__(self, config: TrainingConfig, progress: Progress | None = None, cancel: threading.Event | None = None):
         self.config = config
         self.progress = progress
         self.cancel = cancel
@@ -117,12 +125,16 @@ class Trainer(BudgetPlanning):
         """Resume: the stored recipe (with this call's run controls); a new run: refuse an existing one."""
         if not self.config.resume:
             if self.latest_path.exists():
-                raise FileExistsError(f"{self.out} already holds a training run ({CHECKPOINT_LATEST}); pass "
-                                      "resume=True (--resume) to continue it, or choose another output folder (--output)")
+                raise FileExistsError(
+                    f"{self.out} already holds a training run ({CHECKPOINT_LATEST}); pass "
+                    "resume=True (--resume) to continue it, or choose another output folder (--output)"
+                )
             present = sorted(name for name in RUN_FILES if (self.out / name).exists())
             if present:  # a new run never replaces the files of another one (output rule, AttentionMambaSegLib.outputs)
-                raise FileExistsError(f"{self.out} already holds {', '.join(present)} of another run; choose a new "
-                                      "output folder (--output), or remove those files first")
+                raise FileExistsError(
+                    f"{self.out} already holds {', '.join(present)} of another run; choose a new "
+                    "output folder (--output), or remove those files first"
+                )
             return
         if not self.latest_path.exists():
             raise FileNotFoundError(f"cannot resume: {self.latest_path} does not exist (start without --resume)")
@@ -143,8 +155,11 @@ class Trainer(BudgetPlanning):
         self.device, reason = select_device(distributed.device_for(self.ctx, cfg.device))
         logger.info("device: %s", reason)
         if cfg.batch_size % self.ctx.world_size:
-            raise ConfigError("batch_size", "{name} " + f"{cfg.batch_size} (the global batch) must be divisible by "
-                              f"the {self.ctx.world_size} processes")
+            raise ConfigError(
+                "batch_size",
+                "{name} " + f"{cfg.batch_size} (the global batch) must be divisible by "
+                f"the {self.ctx.world_size} processes",
+            )
         self.local_batch = cfg.batch_size // self.ctx.world_size
         warn_if_bf16_is_emulated(self.device, cfg.bf16)
 
@@ -179,8 +194,15 @@ class Trainer(BudgetPlanning):
         self.classes = default_classes(info, act, reference.card.class_dicts if reference is not None else None)
         logger.info(
             "dataset %s fold %d: %d training / %d validation cases; target spacing %s mm; normalisation %s; "
-            "%s with K = %d", info.name, cfg.fold, len(self.train_cases), len(self.val_cases), self.target_spacing,
-            self.normalization, act, self.num_classes,
+            "%s with K = %d",
+            info.name,
+            cfg.fold,
+            len(self.train_cases),
+            len(self.val_cases),
+            self.target_spacing,
+            self.normalization,
+            act,
+            self.num_classes,
         )
 
     def load_data(self) -> None:
@@ -197,8 +219,11 @@ class Trainer(BudgetPlanning):
             return cfg.target_spacing
         if self.init_package is not None and self.init_package.card.target_spacing:
             spacing = tuple(float(v) for v in self.init_package.card.target_spacing)
-            logger.info("target spacing %s mm taken from the --init-from model %s (pass --target-spacing to "
-                        "change it)", list(spacing), cfg.init_from)
+            logger.info(
+                "target spacing %s mm taken from the --init-from model %s (pass --target-spacing to change it)",
+                list(spacing),
+                cfg.init_from,
+            )
             return spacing
         return target_inplane_spacing(self.info, self.train_cases, cfg.axes_code)
 
@@ -230,7 +255,8 @@ class Trainer(BudgetPlanning):
             self.network = distributed.convert_sync_batchnorm(self.network, self.device)  # same parameter names
             self.optimizer = torch.optim.AdamW(self.network.parameters(), **self.optimizer_args)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda e: cosine_factor(e, plan.epochs, base_lr, ETA_MIN, plan.t_max_epochs))
+            self.optimizer, lambda e: cosine_factor(e, plan.epochs, base_lr, ETA_MIN, plan.t_max_epochs)
+        )
         self.history: list[dict] = []
         self.best = {"epoch": 0, "mean_dice": -1.0}
         self.start_epoch = 0
@@ -257,7 +283,9 @@ class Trainer(BudgetPlanning):
         from torch.nn.parallel import DistributedDataParallel
 
         dev = self.device
-        self.step_network = DistributedDataParallel(self.network, device_ids=[dev.index] if dev.type == "cuda" else None)
+        self.step_network = DistributedDataParallel(
+            self.network, device_ids=[dev.index] if dev.type == "cuda" else None
+        )
         self.val_slices = self.val_slices.subset(list(range(self.ctx.rank, len(self.val_slices), self.ctx.world_size)))
         self.sum_across, self.reduce = distributed.sum_across_ranks, distributed.all_reduce_sum
 
@@ -266,15 +294,26 @@ class Trainer(BudgetPlanning):
         if not self.ctx.is_main:
             return
         self.make_run_folder()
-        record = {**self.config.to_dict(), "plan": asdict(self.plan), "target_spacing": list(self.target_spacing),
-                  "normalization": self.normalization, "activation_resolved": self.activation,
-                  "num_classes": self.num_classes, "train_cases": len(self.train_cases),
-                  "val_cases": len(self.val_cases), "train_slices": len(self.train_slices),
-                  "val_slices_total": len(self.val_all), "device": str(self.device),
-                  "processes": self.ctx.world_size, "torch": torch.__version__, "version": __version__}
+        record = {
+            **self.config.to_dict(),
+            "plan": asdict(self.plan),
+            "target_spacing": list(self.target_spacing),
+            "normalization": self.normalization,
+            "activation_resolved": self.activation,
+            "num_classes": self.num_classes,
+            "train_cases": len(self.train_cases),
+            "val_cases": len(self.val_cases),
+            "train_slices": len(self.train_slices),
+            "val_slices_total": len(self.val_all),
+            "device": str(self.device),
+            "processes": self.ctx.world_size,
+            "torch": torch.__version__,
+            "version": __version__,
+        }
         # created exclusively for a new run: of two runs started on one folder, the second stops here
-        write_text_output(self.out / "training_config.json", json.dumps(record, indent=2) + "\n",
-                          overwrite=self.config.resume)
+        write_text_output(
+            self.out / "training_config.json", json.dumps(record, indent=2) + "\n", overwrite=self.config.resume
+        )
 
     # ------------------------------------------------------------------------------------------ fit
     def fit(self) -> bool:
@@ -291,14 +330,27 @@ class Trainer(BudgetPlanning):
                 return False
             train_time = time.monotonic() - epoch_start
             val_start = time.monotonic()
-            val = validate(self.network, self.val_slices, self.num_classes, cfg.patch_size, self.device,
-                           self.local_batch, cfg.bf16, self.reduce)
+            val = validate(
+                self.network,
+                self.val_slices,
+                self.num_classes,
+                cfg.patch_size,
+                self.device,
+                self.local_batch,
+                cfg.bf16,
+                self.reduce,
+            )
             self.scheduler.step()
             self.record_epoch(epoch, lr_now, losses, val, train_time, time.monotonic() - val_start)
         if self.ctx.distributed:
             steps = (last_epoch - self.start_epoch) * plan.iterations_per_epoch
-            logger.info("rank %d of %d: %d steps done, stopped at epoch %d", self.ctx.rank, self.ctx.world_size,
-                        steps, last_epoch)
+            logger.info(
+                "rank %d of %d: %d steps done, stopped at epoch %d",
+                self.ctx.rank,
+                self.ctx.world_size,
+                steps,
+                last_epoch,
+            )
         if last_epoch < plan.epochs and not cfg.package_on_stop:
             logger.info("stopped after epoch %d of %d; continue with resume=True", last_epoch, plan.epochs)
             return False
@@ -312,7 +364,9 @@ class Trainer(BudgetPlanning):
         losses, fused_losses = [], []
         for it in range(plan.iterations_per_epoch):
             if self.cancel is not None and self.cancel.is_set():
-                logger.warning("training cancelled during epoch %d; the checkpoint of epoch %d is kept", epoch + 1, epoch)
+                logger.warning(
+                    "training cancelled during epoch %d; the checkpoint of epoch %d is kept", epoch + 1, epoch
+                )
                 return None
             batch = indices[it * cfg.batch_size : (it + 1) * cfg.batch_size]
             # every rank draws the global batch (the shared generator stays in step) and keeps its shard
@@ -320,53 +374,96 @@ class Trainer(BudgetPlanning):
             if ctx.distributed:
                 shard = slice(ctx.rank * self.local_batch, (ctx.rank + 1) * self.local_batch)
                 x, y = x[shard], y[shard]
-            loss, fused = train_step(self.step_network, self.optimizer, x.to(self.device), y.to(self.device),
-                                     self.device, cfg.bf16, self.sum_across)
+            loss, fused = train_step(
+                self.step_network,
+                self.optimizer,
+                x.to(self.device),
+                y.to(self.device),
+                self.device,
+                cfg.bf16,
+                self.sum_across,
+            )
             if ctx.distributed:  # the mean over ranks, the same on every rank
                 loss, fused = (v / ctx.world_size for v in distributed.all_reduce_sum([loss, fused]))
             if not math.isfinite(loss):
-                raise RuntimeError(f"the training loss became {loss} at epoch {epoch + 1}, step {it + 1}; lower the "
-                                   "learning rate or disable bf16, then resume or restart")
+                raise RuntimeError(
+                    f"the training loss became {loss} at epoch {epoch + 1}, step {it + 1}; lower the "
+                    "learning rate or disable bf16, then resume or restart"
+                )
             losses.append(loss)
             fused_losses.append(fused)
             if self.progress is not None and ctx.is_main:
-                self.progress(epoch * plan.iterations_per_epoch + it + 1, plan.epochs * plan.iterations_per_epoch,
-                              {"epoch": epoch + 1, "epochs": plan.epochs, "loss": loss, "lr": lr_now})
+                self.progress(
+                    epoch * plan.iterations_per_epoch + it + 1,
+                    plan.epochs * plan.iterations_per_epoch,
+                    {"epoch": epoch + 1, "epochs": plan.epochs, "loss": loss, "lr": lr_now},
+                )
         return losses, fused_losses
 
     def record_epoch(self, epoch: int, lr_now: float, losses, val: dict, train_time: float, val_time: float) -> None:
         """The epoch's row, the best epoch so far, and (rank 0) checkpoints, log and curves."""
         names = {c["label_value"]: c["dataset_label"] for c in self.classes}
         row = {
-            "epoch": epoch + 1, "steps": (epoch + 1) * self.plan.iterations_per_epoch, "lr": lr_now,
-            "train_loss": float(np.mean(losses[0])), "train_loss_fused": float(np.mean(losses[1])),
-            "val_loss": val["loss"], "val_dice_mean": val["mean_dice"],
+            "epoch": epoch + 1,
+            "steps": (epoch + 1) * self.plan.iterations_per_epoch,
+            "lr": lr_now,
+            "train_loss": float(np.mean(losses[0])),
+            "train_loss_fused": float(np.mean(losses[1])),
+            "val_loss": val["loss"],
+            "val_dice_mean": val["mean_dice"],
             **{f"val_dice_{names.get(v, v)}": d for v, d in val["dice"].items()},
-            "train_seconds": round(train_time, 2), "val_seconds": round(val_time, 2),
+            "train_seconds": round(train_time, 2),
+            "val_seconds": round(val_time, 2),
             "elapsed_seconds": round(self.previous_time + time.monotonic() - self.run_start, 1),
         }
         self.history.append(row)
         improved = val["mean_dice"] > self.best["mean_dice"]
         if improved:
-            self.best = {"epoch": epoch + 1, "mean_dice": val["mean_dice"],
-                         "dice": {str(k): v for k, v in val["dice"].items()}}
+            self.best = {
+                "epoch": epoch + 1,
+                "mean_dice": val["mean_dice"],
+                "dice": {str(k): v for k, v in val["dice"].items()},
+            }
         if not self.ctx.is_main:  # rank 0 writes checkpoints, logs and plots
             return
         if improved:
-            save_checkpoint({"model": self.network.state_dict(), "epoch": epoch + 1, "val": val}, self.out / CHECKPOINT_BEST)
-        save_checkpoint({
-            "model": self.network.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "generator": self.gen.get_state(), "rng": rng_state(),
-            "epoch": epoch + 1, "history": self.history, "best": self.best, "plan": asdict(self.plan),
-            "settings": self.config.to_dict(), "target_spacing": list(self.target_spacing),
-            "normalization": self.normalization, "lineage": self.lineage,
-            "train_seconds": self.previous_time + time.monotonic() - self.run_start,
-        }, self.latest_path)
+            save_checkpoint(
+                {"model": self.network.state_dict(), "epoch": epoch + 1, "val": val}, self.out / CHECKPOINT_BEST
+            )
+        save_checkpoint(
+            {
+                "model": self.network.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "generator": self.gen.get_state(),
+                "rng": rng_state(),
+                "epoch": epoch + 1,
+                "history": self.history,
+                "best": self.best,
+                "plan": asdict(self.plan),
+                "settings": self.config.to_dict(),
+                "target_spacing": list(self.target_spacing),
+                "normalization": self.normalization,
+                "lineage": self.lineage,
+                "train_seconds": self.previous_time + time.monotonic() - self.run_start,
+            },
+            self.latest_path,
+        )
         write_log(self.history, self.out / "training_log.csv")
         plot_curves(self.history, self.out / "training_curves.png")
-        logger.info("epoch %d/%d: lr %.2e, train loss %.4f (fused %.4f), val loss %.4f, val Dice %.4f%s (%.0f s + "
-                    "%.0f s val)", epoch + 1, self.plan.epochs, lr_now, row["train_loss"], row["train_loss_fused"],
-                    val["loss"], val["mean_dice"], " *best*" if improved else "", train_time, val_time)
+        logger.info(
+            "epoch %d/%d: lr %.2e, train loss %.4f (fused %.4f), val loss %.4f, val Dice %.4f%s (%.0f s + %.0f s val)",
+            epoch + 1,
+            self.plan.epochs,
+            lr_now,
+            row["train_loss"],
+            row["train_loss_fused"],
+            val["loss"],
+            val["mean_dice"],
+            " *best*" if improved else "",
+            train_time,
+            val_time,
+        )
 
     # -------------------------------------------------------------------------------------- package
     def write_package(self) -> Path:
@@ -384,16 +481,23 @@ class Trainer(BudgetPlanning):
             from ..inference import InferenceSettings
 
             evaluation_start = time.monotonic()
-            summary = evaluate(package_dir, cfg.dataset,
-                               InferenceSettings(device=str(self.device), tta=True, overwrite=True), split="val",
-                               fold=cfg.fold, output=self.out / "val_metrics.csv")  # the run's own files
+            summary = evaluate(
+                package_dir,
+                cfg.dataset,
+                InferenceSettings(device=str(self.device), tta=True, overwrite=True),
+                split="val",
+                fold=cfg.fold,
+                output=self.out / "val_metrics.csv",
+            )  # the run's own files
             card["metrics"]["val"] = summary_to_metrics(summary)
             save_model_package(self.network, card, package_dir)
             reserved = self.evaluation_reserve
-            logger.info("final evaluation: %.0f s%s", time.monotonic() - evaluation_start,
-                        "" if reserved is None else f" ({reserved:.0f} s were reserved for it in the time budget)")
-        logger.info("model package written to %s (%.1f min in all)", package_dir,
-                    (self.clock() - self.start_time) / 60)
+            logger.info(
+                "final evaluation: %.0f s%s",
+                time.monotonic() - evaluation_start,
+                "" if reserved is None else f" ({reserved:.0f} s were reserved for it in the time budget)",
+            )
+        logger.info("model package written to %s (%.1f min in all)", package_dir, (self.clock() - self.start_time) / 60)
         return package_dir
 
     def model_card(self) -> dict:
@@ -407,39 +511,60 @@ class Trainer(BudgetPlanning):
             "version": str(cfg.model_version),
             "task": info.task or known.get("task", f"{info.name} segmentation"),
             "modality": info.modality or known.get("modality", ", ".join(info.channel_names)),
-            "in_channels": info.num_channels, "channel_names": list(info.channel_names),
-            "num_classes": self.num_classes, "activation": self.activation, "classes": self.classes,
-            "normalization": self.normalization, "axes_code": cfg.axes_code,
-            "slice_axis_rule": "largest-spacing-else-z", "target_spacing": list(self.target_spacing),
-            "patch_size": [cfg.patch_size, cfg.patch_size], "licence": model_licence(info),
+            "in_channels": info.num_channels,
+            "channel_names": list(info.channel_names),
+            "num_classes": self.num_classes,
+            "activation": self.activation,
+            "classes": self.classes,
+            "normalization": self.normalization,
+            "axes_code": cfg.axes_code,
+            "slice_axis_rule": "largest-spacing-else-z",
+            "target_spacing": list(self.target_spacing),
+            "patch_size": [cfg.patch_size, cfg.patch_size],
+            "licence": model_licence(info),
             "training": {
                 "data": f"{info.name} ({info.reference or 'no reference'}), fold {cfg.fold} of splits_final.json: "
-                        f"{len(self.train_cases)} training cases ({len(self.train_slices)} slices), "
-                        f"{len(self.val_cases)} validation cases",
-                "licence": model_licence(info), "data_licence": info.licence, "command": cfg.command,
-                "epochs": plan.epochs, "epochs_completed": len(self.history),
-                "iterations_per_epoch": plan.iterations_per_epoch, "batch_size": cfg.batch_size,
+                f"{len(self.train_cases)} training cases ({len(self.train_slices)} slices), "
+                f"{len(self.val_cases)} validation cases",
+                "licence": model_licence(info),
+                "data_licence": info.licence,
+                "command": cfg.command,
+                "epochs": plan.epochs,
+                "epochs_completed": len(self.history),
+                "iterations_per_epoch": plan.iterations_per_epoch,
+                "batch_size": cfg.batch_size,
                 "optimizer": {"name": "AdamW", "lr": cfg.lr, "betas": [0.9, 0.999], "weight_decay": cfg.weight_decay},
-                "schedule": (f"cosine annealing per epoch, T_max = epochs/3 = {plan.t_max:.2f}" if plan.t_max < plan.epochs
-                             else f"cosine annealing per epoch, T_max = epochs = {plan.t_max:.2f} (one fall)")
+                "schedule": (
+                    f"cosine annealing per epoch, T_max = epochs/3 = {plan.t_max:.2f}"
+                    if plan.t_max < plan.epochs
+                    else f"cosine annealing per epoch, T_max = epochs = {plan.t_max:.2f} (one fall)"
+                )
                 + f", eta_min {ETA_MIN}",
                 "augmentation": _augmentation_name(cfg.augmentation),
-                "seed": cfg.seed, "bf16": cfg.bf16, "device": str(self.device),
-                "time": f"{seconds / 60:.1f} min", "time_seconds": round(seconds, 1),
-                "time_budget_minutes": cfg.time_budget_minutes, "selected_epoch": self.best["epoch"],
+                "seed": cfg.seed,
+                "bf16": cfg.bf16,
+                "device": str(self.device),
+                "time": f"{seconds / 60:.1f} min",
+                "time_seconds": round(seconds, 1),
+                "time_budget_minutes": cfg.time_budget_minutes,
+                "selected_epoch": self.best["epoch"],
                 "selection": f"best mean validation Dice on {plan.val_slices} whole validation slices",
                 "software": f"AttentionMambaSeg {__version__}, torch {torch.__version__}, Python {platform.python_version()}",
                 **self.lineage,
             },
             # Until tools/measure_inference.py measures both modes on the validation split, a CPU uses the
             # fast one (no flips): 4 flips cost 4 times the time for a small gain.
-            "inference": {"modes": {"fast": {"window": "sliding", "flips": 1}, "accurate": {"window": "sliding",
-                                                                                         "flips": 4}},
-                          "cpu_mode": "fast"},
-            "metrics": {"val_slices_pooled": {
-                "dice": {names[int(k)]: round(v, 4) for k, v in self.best.get("dice", {}).items()},
-                "mean_dice": round(self.best["mean_dice"], 4), "epoch": self.best["epoch"],
-            }},
+            "inference": {
+                "modes": {"fast": {"window": "sliding", "flips": 1}, "accurate": {"window": "sliding", "flips": 4}},
+                "cpu_mode": "fast",
+            },
+            "metrics": {
+                "val_slices_pooled": {
+                    "dice": {names[int(k)]: round(v, 4) for k, v in self.best.get("dice", {}).items()},
+                    "mean_dice": round(self.best["mean_dice"], 4),
+                    "epoch": self.best["epoch"],
+                }
+            },
         }
 
     def remove_empty_output(self) -> None:
@@ -448,8 +573,9 @@ class Trainer(BudgetPlanning):
             shutil.rmtree(self.out, ignore_errors=True)
 
 
-def new_network(in_channels: int, num_classes: int, backbone_checkpoint: str | None = None,
-                init_package=None) -> torch.nn.Module:
+def new_network(
+    in_channels: int, num_classes: int, backbone_checkpoint: str | None = None, init_package=None
+) -> torch.nn.Module:
     """A new Attention-Mamba; ``init_package`` (a loaded ``ModelPackage``, the init_from model) gives its weights.
 
     Raises:
@@ -463,7 +589,8 @@ def new_network(in_channels: int, num_classes: int, backbone_checkpoint: str | N
         if (source.in_channels, source.num_classes) != (in_channels, num_classes):
             raise ValueError(
                 f"--init-from model {init_package.id} ({init_package.path}) has {source.in_channels} input "
-                f"channel(s) and {source.num_classes} output(s); this dataset needs {in_channels} and {num_classes}")
+                f"channel(s) and {source.num_classes} output(s); this dataset needs {in_channels} and {num_classes}"
+            )
         network.load_state_dict({k: v.float() for k, v in source.state_dict().items()})
         logger.info("initialised the network from model %s %s (fine-tuning)", init_package.id, init_package.version)
     return network

@@ -98,7 +98,7 @@ def validate(
         sums = reduce([loss_sum, count, *(inter[v] for v in labels_fg), *(total[v] for v in labels_fg)])
         loss_sum, count = sums[0], int(round(sums[1]))
         n = len(labels_fg)
-        inter = {v: int(round(x)) for v, x in zip(labels_fg, sums[2:2 + n])}
-        total = {v: int(round(x)) for v, x in zip(labels_fg, sums[2 + n:])}
+        inter = {v: int(round(x)) for v, x in zip(labels_fg, sums[2 : 2 + n])}
+        total = {v: int(round(x)) for v, x in zip(labels_fg, sums[2 + n :])}
     dice = {v: (2.0 * inter[v] / total[v] if total[v] else 1.0) for v in labels_fg}
     return {"loss": loss_sum / max(count, 1), "dice": dice, "mean_dice": float(np.mean(list(dice.values())))}
