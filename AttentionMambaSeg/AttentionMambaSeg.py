@@ -14,6 +14,7 @@ Supported Slicer versions: 5.10 and newer (Python 3.12; ``vtkSegment.SetTerminol
 
 import logging
 import os
+from typing import TYPE_CHECKING
 
 import qt
 import slicer
@@ -33,6 +34,9 @@ from AttentionMambaSegLib.slicer import self_test
 from AttentionMambaSegLib.slicer.logic import ModuleLogic
 from AttentionMambaSegLib.slicer.panel import ModelsPanel
 from AttentionMambaSegLib.slicer.startup import register_sample_data, register_terminology
+
+if TYPE_CHECKING:
+    from AttentionMambaSegLib.slicer.jobs import ChildProcessJob
 
 PROJECT_URL = "https://github.com/attention-mamba-seg/SlicerAttentionMambaSeg"
 #: Oldest supported Slicer (major, minor): Python 3.12, vtkSegment.SetTerminology.
@@ -118,6 +122,11 @@ class AttentionMambaSegParameterNode:
     edFrame: int = 1
     esFrame: int = 1
 
+    if TYPE_CHECKING:  # added by parameterNodeWrapper
+
+        def connectGui(self, gui) -> object: ...
+        def disconnectGui(self, tag) -> None: ...
+
 
 def _settings():
     return qt.QSettings()
@@ -151,10 +160,10 @@ class AttentionMambaSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin,
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
-        self.logic = None
-        self._parameterNode = None
-        self._parameterNodeGuiTag = None
-        self._job = None
+        self.logic: AttentionMambaSegLogic | None = None  # made by setup()
+        self._parameterNode: AttentionMambaSegParameterNode | None = None
+        self._parameterNodeGuiTag: object | None = None
+        self._job: ChildProcessJob | None = None
         self._destroyed = False
         self._lastDevice = ""  # "device chosen and why", as the last child process reported it
 
@@ -229,8 +238,9 @@ class AttentionMambaSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin,
             job.cancel()
 
     def initializeParameterNode(self) -> None:
-        self.setParameterNode(self.logic.getParameterNode())
-        node = self._parameterNode
+        assert self.logic is not None
+        node = self.logic.getParameterNode()
+        self.setParameterNode(node)
         if not node.inputVolume:
             node.inputVolume = self.logic.firstSegmentableVolume(slicer.mrmlScene)
         if not node.modelId:
@@ -271,6 +281,7 @@ class AttentionMambaSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin,
                 combo.currentIndex = index
                 combo.blockSignals(wasBlocked)
         running = self._job is not None or self._installing
+        assert self.logic is not None
         ready = bool(node.inputVolume and node.modelId) and not self.logic.slicerVersionProblem()
         self.ui.segmentButton.enabled = ready and not running
         self.ui.segmentButton.toolTip = (
@@ -310,9 +321,10 @@ class AttentionMambaSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin,
         wasBlocked = combo.blockSignals(True)
         combo.clear()
         try:
+            assert self.logic is not None
             for modelId, title in self.logic.availableModels():
                 combo.addItem(title, modelId)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - shown in the status line; the panel stays usable
             logging.warning("Listing models failed: %s", e)
             self.ui.statusLabel.text = _("Listing models failed: {error}").format(error=e)
         combo.blockSignals(wasBlocked)
@@ -327,6 +339,7 @@ class AttentionMambaSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin,
         if self._installing:  # a second click while pip runs the event loop
             return
         node = self._parameterNode
+        assert node is not None and self.logic is not None
         if not self._modelReachable(node.modelId) or not self._ensureDependencies():
             return
         if not self.logic.modelInstalled(node.modelId):
@@ -338,13 +351,13 @@ class AttentionMambaSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin,
         callbacks = dict(onProgress=self.onProgress, onFinished=self.onFinished, onLog=self.onLog)
         if self.logic.isCine(node.inputVolume):  # every frame is segmented and the ventricular function measured
             with slicer.util.tryWithErrorDisplay(_("Segmenting the cine failed to start.")):
-                self._job = self.logic.startCardiacAnalysis(
+                self._job = job = self.logic.startCardiacAnalysis(
                     node.inputVolume, node.modelId, device=node.device, mode=node.speedMode or None, **callbacks
                 )
                 self.setRunning(True)
                 self.ui.statusLabel.text = _(
                     "Segmenting every frame of the cine '{name}' in a separate process..."
-                ).format(name=self._job.cine.name)
+                ).format(name=job.cine.name)
             return
         with slicer.util.tryWithErrorDisplay(_("Segmentation failed to start.")):
             self._job = self.logic.startSegmentation(
@@ -368,6 +381,7 @@ class AttentionMambaSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin,
         node = self._parameterNode
         if node is None or not node.functionTable:
             return
+        assert self.logic is not None
         with slicer.util.tryWithErrorDisplay(_("Updating the ventricular function failed."), waitCursor=True):
             analysis = self.logic.updateFunction(node.functionTable, node.edFrame, node.esFrame)
             self.ui.statusLabel.text = _("Updated from the current segmentations. {message}").format(
@@ -376,6 +390,7 @@ class AttentionMambaSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin,
 
     def onShowCurve(self) -> None:
         if self._parameterNode is not None:
+            assert self.logic is not None
             self.logic.showVolumeCurve(self._parameterNode.functionTable)
 
     def setRunning(self, running: bool) -> None:
@@ -410,6 +425,7 @@ class AttentionMambaSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin,
     def onShowIn3D(self, show: bool) -> None:
         node = self._parameterNode.outputSegmentation if self._parameterNode else None
         if node is not None:
+            assert self.logic is not None
             self.logic.showIn3D(node, bool(show))
 
     def onFinished(self, result, error, elapsed) -> None:
@@ -435,6 +451,7 @@ class AttentionMambaSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin,
                 node.edFrame = result.analysis.function.ed_frame
                 node.esFrame = result.analysis.function.es_frame
             self.ui.functionCollapsibleButton.collapsed = False
+            assert self.logic is not None
             self.logic.showVolumeCurve(result.table_node)
             return
         if node is not None:

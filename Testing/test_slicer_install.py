@@ -306,7 +306,7 @@ def _register_custom_sample_data_source(
     thumbnailFileName=None,
     loadFileTypes=None,
     loadFiles=None,
-    loadFileProperties={},
+    loadFileProperties={},  # noqa: B006 - Slicer's signature as it is (never mutated here)
     checksums=None,
     loadFileType=None,
 ):

@@ -46,7 +46,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 if TYPE_CHECKING:
     from ..inference.settings import InferenceSettings
@@ -86,11 +86,12 @@ class JsonLinesHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            fields = {"level": record.levelname, "logger": record.name, "message": record.getMessage()}
-            if getattr(record, "device", None) is not None:
-                fields["device"] = record.device
+            fields: dict[str, Any] = {"level": record.levelname, "logger": record.name, "message": record.getMessage()}
+            device = getattr(record, "device", None)  # set by logging's ``extra``
+            if device is not None:
+                fields["device"] = device
             emit_event(getattr(record, "event", "log"), **fields)
-        except Exception:  # logging must never raise
+        except Exception:  # noqa: BLE001 - logging must never raise
             self.handleError(record)
 
 
@@ -152,7 +153,9 @@ class CliProcess:
         self.returncode: int | None = None
         self.cancelled = False
         self._buffer = b""
-        self._stdout = self._stderr = self._reader = None
+        self._stdout: BinaryIO | None = None
+        self._stderr: BinaryIO | None = None
+        self._reader: BinaryIO | None = None
         self.command = [python or sys.executable, "-m", "AttentionMambaSegLib.cli", *arguments]
         try:
             child_env = dict(os.environ if env is None else env)
@@ -195,6 +198,7 @@ class CliProcess:
         return new
 
     def _read_events(self, final: bool = False) -> list[dict]:
+        assert self._reader is not None  # poll() reads only while the events file is open
         self._buffer += self._reader.read()
         *lines, self._buffer = self._buffer.split(b"\n")
         if final and self._buffer:
@@ -567,14 +571,14 @@ def _default_settings():
 
 def _new_process_group() -> dict:
     """Popen arguments that put the child in its own process group, so its whole tree can be killed."""
-    if os.name == "nt":  # PythonSlicer is a console program: no console window either
+    if sys.platform == "win32":  # PythonSlicer is a console program: no console window either
         return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.CREATE_NO_WINDOW}
     return {"start_new_session": True}
 
 
 def _kill_tree(process: subprocess.Popen) -> None:
     """Kill ``process`` and every process it started (Slicer's PythonSlicer launcher starts the real Python)."""
-    if os.name == "nt":
+    if sys.platform == "win32":
         subprocess.run(
             ["taskkill", "/F", "/T", "/PID", str(process.pid)],
             capture_output=True,

@@ -48,7 +48,7 @@ class ChildProcessJob:
         self.onLog = onLog
         self.finished = False
         self.result = None
-        self.error = None
+        self.error: Exception | None = None
         self.deviceDescription = ""
         self.estimate = ""  # "This run will take about ...", when the child expects a long run
         self._started = time.monotonic()
@@ -87,7 +87,7 @@ class ChildProcessJob:
             return False
         try:
             self.result = self.complete()
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - reported through onFinished and error
             self.error = e
         self._finish()
         return True

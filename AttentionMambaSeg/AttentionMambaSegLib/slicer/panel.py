@@ -12,17 +12,63 @@ model to download and the licence to accept (:mod:`.models`).
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import tr
 
+if TYPE_CHECKING:
+    from .jobs import ChildProcessJob
+
 __all__ = ["ModelsPanel"]
+
+
+class PanelLogic(Protocol):
+    """What the panel asks of the Widget's Logic (``AttentionMambaSegLogic``: :class:`~.logic.ModuleLogic` and
+    the accepted licences)."""
+
+    def registry(self) -> dict: ...
+    def modelPackage(self, modelId: str) -> Any: ...
+    def modelInstalled(self, modelId: str) -> bool: ...
+    def modelDownloadProblem(self, modelId: str) -> str: ...
+    def importedModelsFolder(self) -> str: ...
+    def importedModelsSize(self) -> int: ...
+    def removeImportedModels(self) -> list: ...
+    def startDownload(self, modelId: str, onProgress=None, onFinished=None, onLog=None) -> Any: ...
+    def startImport(self, path: str, onProgress=None, onFinished=None, onLog=None) -> Any: ...
+    def dependencyPlan(self) -> list: ...
+    def sitePackagesFolder(self) -> str: ...
+    def installDependencies(self, plan: list | None = None) -> None: ...
+    def licenceAccepted(self, package) -> bool: ...
+    def acceptLicence(self, package) -> None: ...
+
+
+class PanelParameterNode(Protocol):
+    """The part of the module's parameter node (``AttentionMambaSegParameterNode``) the panel reads and sets."""
+
+    modelId: str
 
 
 class ModelsPanel:
     """The Widget's handlers for Import model..., Remove imported models, downloads, licences and installs."""
 
+    # The Widget's attributes the handlers use (set by its __init__ and setup; logic is None until setup).
+    ui: Any  # the widgets of the .ui file (slicer.util.childWidgetVariables)
+    logic: PanelLogic | None
+    _parameterNode: PanelParameterNode | None
+    _job: ChildProcessJob | None
+    _destroyed: bool
+
     #: True while packages are being installed: the panel is disabled (pip output runs the event loop).
     _installing = False
+
+    if TYPE_CHECKING:  # the Widget's methods the handlers call
+
+        def populateModels(self) -> None: ...
+        def setRunning(self, running: bool) -> None: ...
+        def updateGUIFromParameterNode(self, caller=None, event=None) -> None: ...
+        def onProgress(self, done, total) -> None: ...
+        def onLog(self, line: str) -> None: ...
+        def onSegment(self) -> None: ...
 
     def onImportModel(self) -> None:
         """Import a package in a child process (its weights are checked against the network there, with torch)."""
@@ -40,6 +86,7 @@ class ModelsPanel:
         if not path or not self._ensureDependencies():
             return
         self.ui.logTextEdit.clear()
+        assert self.logic is not None  # made by the Widget's setup()
         with slicer.util.tryWithErrorDisplay(tr("The import failed to start.")):
             self._job = self.logic.startImport(
                 path, onProgress=self.onProgress, onFinished=self.onImportFinished, onLog=self.onLog
@@ -74,6 +121,7 @@ class ModelsPanel:
             return
         if self._parameterNode is not None:
             self._parameterNode.modelId = result
+        assert self.logic is not None
         self.ui.statusLabel.text = tr("Imported model '{id}' into {folder}.").format(
             id=result, folder=self.logic.importedModelsFolder()
         )
@@ -81,6 +129,7 @@ class ModelsPanel:
     def onRemoveImportedModels(self) -> None:
         import slicer
 
+        assert self.logic is not None
         if not slicer.util.confirmOkCancelDisplay(
             tr(
                 "Delete every imported or downloaded model from the models folder ({folder})? This frees "
@@ -99,6 +148,7 @@ class ModelsPanel:
 
         from .install import install_prompt
 
+        assert self.logic is not None
         plan = self.logic.dependencyPlan()
         if not plan:
             return True
@@ -117,7 +167,7 @@ class ModelsPanel:
             slicer.app.processEvents()
             with slicer.util.tryWithErrorDisplay(tr("Installing the Python packages failed."), waitCursor=True):
                 self.logic.installDependencies(plan)
-        except Exception as e:  # shown in a dialog by tryWithErrorDisplay
+        except Exception as e:  # noqa: BLE001 - shown in a dialog by tryWithErrorDisplay
             self.ui.statusLabel.text = tr("Installing the Python packages failed: {error}").format(error=e)
             return False
         finally:
@@ -138,6 +188,7 @@ class ModelsPanel:
         """
         import slicer
 
+        assert self.logic is not None
         problem = "" if self.logic.modelInstalled(modelId) else self.logic.modelDownloadProblem(modelId)
         if problem:
             self.ui.statusLabel.text = problem
@@ -150,6 +201,7 @@ class ModelsPanel:
 
         from .models import licence_question
 
+        assert self.logic is not None
         package = self.logic.modelPackage(modelId)
         if not package.licence_needs_acceptance or self.logic.licenceAccepted(package):
             return True
@@ -167,6 +219,7 @@ class ModelsPanel:
 
         from .models import download_question
 
+        assert self.logic is not None
         entry = self.logic.registry().get(modelId)
         if entry is None:
             self.ui.statusLabel.text = tr("Model '{id}' is not installed: import it.").format(id=modelId)
@@ -185,5 +238,6 @@ class ModelsPanel:
         if self._modelJobFinished(
             result, error, tr("Download failed: {error}"), tr("Download cancelled: nothing was changed.")
         ):
+            assert self.logic is not None and self._parameterNode is not None
             self.logic.acceptLicence(self.logic.modelPackage(self._parameterNode.modelId))  # shown when asked
             self.onSegment()

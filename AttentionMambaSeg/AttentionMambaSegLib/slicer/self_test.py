@@ -223,6 +223,7 @@ def cine_test(test, logic_class, module_folder: str) -> None:
     logic = logic_class()
     test.assertTrue(logic.isCine(browser.GetProxyNode(sequence)))
     cine = cardiac.find_cine(browser.GetProxyNode(sequence))
+    assert cine is not None  # isCine found it above
     result = cardiac.add_cardiac_results(
         cine, _cardiac_test_package(module_folder), [ed, es], sequences_logic=logic.sequencesLogic()
     )
