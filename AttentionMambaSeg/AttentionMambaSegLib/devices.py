@@ -52,7 +52,7 @@ def _probe_device(device) -> str | None:
             error = f"convolution result differs from the CPU's (max error {float((got - expected).abs().max()):.3g})"
         else:
             error = None
-    except Exception as e:  # any failure (no kernel image, cuDNN mismatch, driver) disqualifies the device
+    except Exception as e:  # noqa: BLE001 - any failure (no kernel image, cuDNN mismatch, driver) disqualifies it
         error = f"{type(e).__name__}: {e}".strip()
     _probe_cache[key] = error
     return error

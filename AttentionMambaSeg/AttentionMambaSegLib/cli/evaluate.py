@@ -120,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
             )
     finally:
         progress.close()
+    assert summary is not None  # evaluated without a cancel event
     print(format_shift_suite(summary) if args.shift_suite else format_summary(summary))
     _write_json(args, summary, [args.dataset])
     return 0
