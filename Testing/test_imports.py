@@ -43,7 +43,17 @@ LAYER_TABLE = (
         "dicom_seg",
     ),
     ("inference",),
-    ("clinical", "evaluation", "shifts", "datasets", "dataset_validation", "losses", "training", "distributed"),
+    (
+        "clinical",
+        "evaluation",
+        "evaluation_report",
+        "shifts",
+        "datasets",
+        "dataset_validation",
+        "losses",
+        "training",
+        "distributed",
+    ),
     ("mrml",),
     ("slicer", "cli"),
 )

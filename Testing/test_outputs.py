@@ -158,7 +158,7 @@ def _race_writer(path, value, barrier, results):
     try:
         writers.write_labelmap(sitk.GetImageFromArray(np.full((4, 32, 32), value, np.uint8)), path)
         results.put((value, "ok"))
-    except Exception as e:  # the loser's error travels back to the test
+    except Exception as e:  # noqa: BLE001 - the loser's error travels back to the test
         results.put((value, f"{type(e).__name__}: {e}"))
 
 

@@ -163,7 +163,8 @@ def main():
                     )
                     budget = 2 * mb + model_mb
                     print(
-                        f"| {spec} | {size} | {mb:.1f} | {mode} | {batch} | {dt:.2f} | {slices / dt:.2f} | {unet_cells}| "
+                        f"| {spec} | {size} | {mb:.1f} | {mode} | {batch} | {dt:.2f} | {slices / dt:.2f} | "
+                        f"{unet_cells}| "
                         f"{runtime:,.0f} + {model_mb:,.0f} | {working:,.0f} | "
                         f"{peak - runtime:,.0f} (2 x input + model: {budget:,.0f}) |",
                         flush=True,

@@ -25,7 +25,7 @@ m.train()
 o = m(x[:2])
 sum(t.mean() for t in o).backward()
 ts = []
-for i in range(2):
+for _ in range(2):
     t = time.time()
     o = m(x)
     sum(t.mean() for t in o).backward()

@@ -521,9 +521,8 @@ def print_table(report: dict) -> None:
                 f"  block_d {c['block_d']}, tile {c['tile']}: "
                 + (f"{c['forward_ms']:.3f} ms" if "forward_ms" in c else c["error"])
             )
-    print(
-        f"\nWhole network, inference ({', '.join(f'{p}: {n / 1e6:.1f} M parameters' for p, n in report['parameters'].items())})"
-    )
+    counts = ", ".join(f"{p}: {n / 1e6:.1f} M parameters" for p, n in report["parameters"].items())
+    print(f"\nWhole network, inference ({counts})")
     print(f"{'backend':>11} {'size':>5} {'batch':>5} {'ms/slice':>10} {'slices/s':>10}")
     for r in report["network"]:
         if "ms_per_slice" in r:

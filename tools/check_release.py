@@ -108,7 +108,7 @@ def _import(entry: RegistryEntry, archive: Path, models: Path) -> str | None:
         from AttentionMambaSegLib.model_store import import_model_package
 
         package = import_model_package(archive, expected_id=entry.id)
-    except Exception as e:  # every failure of an import is a finding of this check
+    except Exception as e:  # noqa: BLE001 - every failure of an import is a finding of this check
         return f"the archive does not import: {type(e).__name__}: {e}"
     finally:
         if previous is None:

@@ -51,7 +51,8 @@ def measure(dataset, split: str) -> dict:
     }
     for i, name in enumerate(FEATURES):
         print(
-            f"{name:>11}: mean {mean[i]:8.3f}  sd {sd[i]:7.3f}  range {features[:, i].min():8.3f}-{features[:, i].max():8.3f}"
+            f"{name:>11}: mean {mean[i]:8.3f}  sd {sd[i]:7.3f}  "
+            f"range {features[:, i].min():8.3f}-{features[:, i].max():8.3f}"
         )
     if split == "train":
         val = features_of(split_cases(info, "val", 0))

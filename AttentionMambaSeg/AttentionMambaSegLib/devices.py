@@ -52,7 +52,7 @@ def _probe_device(device) -> str | None:
             error = f"convolution result differs from the CPU's (max error {float((got - expected).abs().max()):.3g})"
         else:
             error = None
-    except Exception as e:  # any failure (no kernel image, cuDNN mismatch, driver) disqualifies the device
+    except Exception as e:  # noqa: BLE001 - any failure (no kernel image, cuDNN mismatch, driver) disqualifies it
         error = f"{type(e).__name__}: {e}".strip()
     _probe_cache[key] = error
     return error
@@ -101,56 +101,9 @@ def select_device(requested: str = "auto"):
     if req == "cpu":
         return torch.device("cpu"), "CPU (requested)"
     if req == "auto":
-        reasons = []
-        if torch.cuda.is_available():
-            device = torch.device("cuda", 0)
-            error = _probe_device(device)
-            slower = _slower_than_cpu(device) if error is None else None
-            if error is None and slower is None:
-                return device, f"CUDA GPU {torch.cuda.get_device_name(0)} (convolution probe passed)"
-            if error is not None:
-                reasons.append(f"CUDA GPU failed the convolution probe ({error})")
-            else:
-                reasons.append(f"CUDA GPU {torch.cuda.get_device_name(0)} not used: {slower}")
-        elif torch.version.cuda is None:
-            reasons.append(f"no CUDA: this PyTorch {torch.__version__} is a CPU-only build")
-        else:
-            reasons.append("no CUDA GPU visible to PyTorch")
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            device = torch.device("mps")
-            error = _probe_device(device)
-            slower = _slower_than_cpu(device) if error is None else None
-            if error is None and slower is None:
-                return device, "Apple MPS GPU (convolution probe passed)"
-            reasons.append(
-                f"MPS failed the convolution probe ({error})"
-                if error is not None
-                else f"Apple MPS GPU not used: {slower}"
-            )
-        return torch.device("cpu"), "CPU: " + "; ".join(reasons)
+        return _auto_device()
     if req == "cuda" or req.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            why = "this PyTorch is a CPU-only build" if torch.version.cuda is None else "no CUDA GPU is visible"
-            raise RuntimeError(
-                f"Device {requested!r} requested but CUDA is not available ({why}). Use 'auto' or 'cpu'."
-            )
-        try:
-            index = int(req.split(":", 1)[1]) if ":" in req else 0
-        except ValueError as e:
-            raise ValueError(f"Invalid device {requested!r}: expected 'cuda' or 'cuda:N' with N an integer.") from e
-        if not 0 <= index < torch.cuda.device_count():
-            raise RuntimeError(
-                f"Device {requested!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist."
-            )
-        device = torch.device("cuda", index)
-        error = _probe_device(device)
-        if error is not None:
-            raise RuntimeError(
-                f"CUDA device {index} failed a test convolution ({error}); the installed PyTorch may not "
-                "support this GPU. Use '--device cpu', or install a PyTorch build for this GPU."
-            )
-        return device, f"CUDA GPU {torch.cuda.get_device_name(index)} (requested, convolution probe passed)"
+        return _requested_cuda(requested, req)
     if req == "mps":
         mps = getattr(torch.backends, "mps", None)
         if mps is None or not mps.is_available():
@@ -160,6 +113,67 @@ def select_device(requested: str = "auto"):
             raise RuntimeError(f"MPS failed a test convolution ({error}). Use '--device cpu'.")
         return torch.device("mps"), "Apple MPS GPU (requested, convolution probe passed)"
     raise ValueError(f"Unknown device {requested!r}: expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'.")
+
+
+def _auto_device():
+    """``auto``: CUDA if its probe passes (and it would not be slower than the CPU), else Apple MPS likewise,
+    else the CPU with the reasons the GPUs were not used."""
+    import torch
+
+    reasons = []
+    if torch.cuda.is_available():
+        device = torch.device("cuda", 0)
+        error = _probe_device(device)
+        slower = _slower_than_cpu(device) if error is None else None
+        if error is None and slower is None:
+            return device, f"CUDA GPU {torch.cuda.get_device_name(0)} (convolution probe passed)"
+        if error is not None:
+            reasons.append(f"CUDA GPU failed the convolution probe ({error})")
+        else:
+            reasons.append(f"CUDA GPU {torch.cuda.get_device_name(0)} not used: {slower}")
+    elif torch.version.cuda is None:
+        reasons.append(f"no CUDA: this PyTorch {torch.__version__} is a CPU-only build")
+    else:
+        reasons.append("no CUDA GPU visible to PyTorch")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        device = torch.device("mps")
+        error = _probe_device(device)
+        slower = _slower_than_cpu(device) if error is None else None
+        if error is None and slower is None:
+            return device, "Apple MPS GPU (convolution probe passed)"
+        reasons.append(
+            f"MPS failed the convolution probe ({error})" if error is not None else f"Apple MPS GPU not used: {slower}"
+        )
+    return torch.device("cpu"), "CPU: " + "; ".join(reasons)
+
+
+def _requested_cuda(requested: str, req: str):
+    """An explicitly requested CUDA device (``req``: ``"cuda"`` or ``"cuda:N"``, lower case), probed.
+
+    Raises:
+        ValueError: N is not an integer.
+        RuntimeError: no CUDA, no device N, or a failed probe.
+    """
+    import torch
+
+    if not torch.cuda.is_available():
+        why = "this PyTorch is a CPU-only build" if torch.version.cuda is None else "no CUDA GPU is visible"
+        raise RuntimeError(f"Device {requested!r} requested but CUDA is not available ({why}). Use 'auto' or 'cpu'.")
+    try:
+        index = int(req.split(":", 1)[1]) if ":" in req else 0
+    except ValueError as e:
+        raise ValueError(f"Invalid device {requested!r}: expected 'cuda' or 'cuda:N' with N an integer.") from e
+    if not 0 <= index < torch.cuda.device_count():
+        raise RuntimeError(f"Device {requested!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist.")
+    device = torch.device("cuda", index)
+    error = _probe_device(device)
+    if error is not None:
+        raise RuntimeError(
+            f"CUDA device {index} failed a test convolution ({error}); the installed PyTorch may not "
+            "support this GPU. Use '--device cpu', or install a PyTorch build for this GPU."
+        )
+    return device, f"CUDA GPU {torch.cuda.get_device_name(index)} (requested, convolution probe passed)"
 
 
 def default_batch_size(device) -> int:

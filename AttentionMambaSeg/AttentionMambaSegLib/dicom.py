@@ -141,10 +141,10 @@ def _series_entry(uid: str, files: list[str]) -> DicomSeries:
         except ValueError:
             return ()
 
-    counts: dict = {}
+    counts: dict[tuple, int] = {}
     for h in headers:
         counts[orientation(h)] = counts.get(orientation(h), 0) + 1
-    main = max(counts, key=counts.get)
+    main = max(counts, key=lambda key: counts[key])
     kept = [f for f, h in zip(files, headers) if orientation(h) == main]
     left_out = len(files) - len(kept)
     first = headers[files.index(kept[0])]

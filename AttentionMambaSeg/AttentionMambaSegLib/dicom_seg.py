@@ -175,11 +175,9 @@ def write_dicom_seg(
         FileNotFoundError, PermissionError, OSError: see :func:`~AttentionMambaSegLib.images.check_output_path`
             and :func:`~AttentionMambaSegLib.images.atomic_output`.
     """
-    from . import __version__, images
+    from . import images
 
     hd = require_highdicom()
-    from pydicom.sr.codedict import codes
-
     path = images.check_output_path(path, allowed=(DICOM_SEG_EXTENSION,), overwrite=overwrite, inputs=inputs)
     if labelmap.GetDimension() != 3 or labelmap.GetNumberOfComponentsPerPixel() != 1:
         raise ValueError(
@@ -191,14 +189,7 @@ def write_dicom_seg(
     datasets = _read_sources(source_files)
     order = [_slice_index_of(ds, labelmap) for ds in datasets]
     pixels = lut[labels[order]]  # (source slices, rows, columns): segment numbers
-    reports = {s.label_value: s for s in (segments or ())}
-    algorithm = hd.AlgorithmIdentificationSequence(
-        name=algorithm_name, family=codes.cid7162.ArtificialIntelligence, version=algorithm_version or __version__
-    )
-    descriptions = [
-        _segment_description(hd, number, c, algorithm, algorithm_name, reports.get(c.label_value))
-        for number, c in enumerate(foreground, 1)
-    ]
+    descriptions = _segment_descriptions(hd, foreground, segments, algorithm_name, algorithm_version)
     source = datasets[0]
     seg = _quiet_segmentation(
         hd, datasets, pixels, descriptions, source, algorithm_name, algorithm_version, series_description
@@ -253,6 +244,23 @@ def _segment_numbers(labelmap: sitk.Image, foreground: Sequence) -> tuple[np.nda
     for number, c in enumerate(foreground, 1):
         lut[c.label_value] = number
     return labels, lut
+
+
+def _segment_descriptions(hd, foreground: Sequence, segments, algorithm_name: str, algorithm_version: str) -> list:
+    """One segment description per foreground class, numbered 1..N, with the algorithm that made it and the
+    review state of its segment report (``segments``; None: "review before clinical use" only)."""
+    from pydicom.sr.codedict import codes
+
+    from . import __version__
+
+    reports = {s.label_value: s for s in (segments or ())}
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name=algorithm_name, family=codes.cid7162.ArtificialIntelligence, version=algorithm_version or __version__
+    )
+    return [
+        _segment_description(hd, number, c, algorithm, algorithm_name, reports.get(c.label_value))
+        for number, c in enumerate(foreground, 1)
+    ]
 
 
 def _segment_description(hd, number: int, c, algorithm, algorithm_name: str, report):

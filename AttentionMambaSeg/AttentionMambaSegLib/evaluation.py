@@ -12,7 +12,6 @@ mm. The CSV starts with comment lines (``#``) that say so.
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
 import threading
@@ -24,6 +23,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .datasets import load_dataset_info, read_case, split_cases
+from .evaluation_report import format_shift_suite, format_summary, plot_boxes, write_csv
 from .inference.settings import InferenceSettings
 from .metrics import array_spacing, per_class_metrics
 from .outputs import check_output_path
@@ -101,7 +101,7 @@ def evaluate(
 
     settings = InferenceSettings(tta=True) if settings is None else settings
     package = predictor.package if predictor is not None else load_model_package(model)
-    info = load_dataset_info(dataset)
+    info = load_dataset_info(Path(dataset))
     case_ids = list(cases) if cases is not None else split_cases(info, split, fold)
     if not case_ids:
         raise ValueError(f"no case to evaluate in split {split!r} of {info.root}")
@@ -121,8 +121,8 @@ def evaluate(
     }
     summary = _case_summary(*scored, classes, predictor, source)
     if output is not None:
-        _write_csv(summary, Path(output), overwrite=settings.overwrite, inputs=[info.root])
-        _plot_boxes(summary, Path(output).with_suffix(".png"), overwrite=settings.overwrite, inputs=[info.root])
+        write_csv(summary, Path(output), overwrite=settings.overwrite, inputs=[info.root])
+        plot_boxes(summary, Path(output).with_suffix(".png"), overwrite=settings.overwrite, inputs=[info.root])
     return summary
 
 
@@ -172,6 +172,7 @@ def _score_cases(
         if cancel is not None and cancel.is_set():
             return None
         image, label = read_case(info, case_id)
+        assert label is not None  # read with its label
         if shift is not None:
             image, label = shift.apply(image, label, case_id)
 
@@ -233,7 +234,8 @@ def _classes_to_score(package, info) -> list[dict]:
     """
     if package.in_channels != info.num_channels:
         raise ValueError(
-            f"model '{package.id}' takes {package.in_channels} channel(s) but dataset {info.name} has {info.num_channels}"
+            f"model '{package.id}' takes {package.in_channels} channel(s) "
+            f"but dataset {info.name} has {info.num_channels}"
         )
     dataset_values = set(info.foreground_labels.values())
     classes = [c for c in package.classes if c["label_value"] >= 1]
@@ -305,7 +307,7 @@ def evaluate_shift_suite(
     settings = InferenceSettings(tta=False) if settings is None else settings
     package = load_model_package(model)
     kind, suite = suite_for(package.card.normalization)
-    info = load_dataset_info(dataset)
+    info = load_dataset_info(Path(dataset))
     case_ids = list(cases) if cases is not None else split_cases(info, split, fold)
     predictor = Predictor(package, settings)
     results: dict[str, dict] = {}
@@ -544,20 +546,6 @@ def _onto_grid(part: sitk.Image, grid: sitk.Image) -> sitk.Image:
     return placed
 
 
-def format_shift_suite(result: dict) -> str:
-    """Human-readable table of :func:`evaluate_shift_suite`: mean Dice clean and per shift."""
-    lines = [
-        f"model {result['model']} {result.get('version', '')} on {result['cases']} case(s) of {result['dataset']} "
-        f"({result['split']}, TTA {'on' if result['tta'] else 'off'}), {result['suite']} shift suite",
-        f"{'':<14} {'mean Dice':>10}  change",
-        f"{'clean':<14} {result['clean']:>10.4f}",
-    ]
-    for name, dice in result["shifts"].items():
-        lines.append(f"{name:<14} {dice:>10.4f}  {result['descriptions'][name]}")
-    lines.append(f"{'shift mean':<14} {result['shift_mean']:>10.4f}")
-    return "\n".join(lines)
-
-
 def _summarise(rows: list[dict], classes: list[dict], num_cases: int, tta: bool) -> dict:
     per_class = {}
     for c in classes:
@@ -578,102 +566,3 @@ def _summarise(rows: list[dict], classes: list[dict], num_cases: int, tta: bool)
         "mean_dice": float(np.mean([v["dice_mean"] for v in per_class.values()])),
         "mean_hd95": float(np.mean([v["hd95_mean"] for v in per_class.values()])),
     }
-
-
-def format_summary(summary: dict) -> str:
-    """Human-readable table: mean and sd per class, and the mean over classes."""
-    lines = [
-        f"model {summary.get('model', '?')} on {summary['cases']} case(s) of {summary.get('dataset', '?')} "
-        f"({summary.get('split', '?')}, TTA {'on' if summary['tta'] else 'off'})",
-        f"{'class':<28} {'Dice mean':>10} {'sd':>8} {'HD95 mm':>10} {'sd':>8}",
-    ]
-    for name, v in summary["per_class"].items():
-        lines.append(
-            f"{name:<28} {v['dice_mean']:>10.4f} {v['dice_sd']:>8.4f} {v['hd95_mean']:>10.2f} {v['hd95_sd']:>8.2f}"
-        )
-    lines.append(f"{'mean of classes':<28} {summary['mean_dice']:>10.4f} {'':>8} {summary['mean_hd95']:>10.2f}")
-    lines.append(f"({summary['conventions']})")
-    if "label_values_found" in summary:
-        lines.append(f"label values found in the references: {summary['label_values_found']}")
-    not_scored = summary.get("label_values_not_scored") or {}
-    if not_scored:
-        lines.append(
-            "not predicted by the model, so in no figure above: "
-            + ", ".join(f"label value {v} ({n} case(s))" for v, n in not_scored.items())
-        )
-    return "\n".join(lines)
-
-
-def _write_csv(summary: dict, path: Path, *, overwrite: bool = False, inputs=()) -> None:
-    """The per-case table as CSV, under the output rule (:mod:`.outputs`)."""
-    import io as text_io
-
-    from .outputs import write_text_output
-
-    fields = [
-        "case",
-        "class",
-        "label_value",
-        "dice",
-        "hd95_mm",
-        "pred_voxels",
-        "ref_voxels",
-        "confidence",
-        "needs_review",
-        "seconds",
-    ]
-    f = text_io.StringIO(newline="")
-    f.write(
-        f"# model {summary.get('model', '?')}, dataset {summary.get('dataset', '?')}, split {summary.get('split', '?')}, "
-        f"TTA {'on' if summary['tta'] else 'off'}, mode {summary.get('mode', '?')}\n"
-    )
-    f.write(
-        "# Dice = 2|P and G| / (|P| + |G|); HD95 = 95th percentile of the pooled symmetric surface distances, "
-        "in mm with each case's own spacing\n"
-    )
-    f.write(f"# empty masks: {summary['conventions']}\n")
-    if summary.get("label_values_not_scored"):
-        f.write(f"# label values not predicted by the model, in no row: {summary['label_values_not_scored']}\n")
-    writer = csv.DictWriter(f, fieldnames=fields)
-    writer.writeheader()
-    for row in summary["per_case"]:
-        writer.writerow({k: (f"{row.get(k):.6f}" if isinstance(row.get(k), float) else row.get(k)) for k in fields})
-    write_text_output(path, f.getvalue(), overwrite=overwrite, inputs=inputs)
-    logger.info("Wrote per-case metrics %s", path)
-
-
-def _plot_boxes(summary: dict, path: Path, *, overwrite: bool = False, inputs=()) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    from .outputs import write_output
-
-    names = list(summary["per_class"])
-    dice = [[r["dice"] for r in summary["per_case"] if r["class"] == n] for n in names]
-    hd = [[r["hd95_mm"] for r in summary["per_case"] if r["class"] == n] for n in names]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(4 + 1.6 * len(names), 4))
-    ax1.boxplot(dice)
-    ax1.set_xticks(range(1, len(names) + 1), names, rotation=20, fontsize=8)
-    ax1.set_ylabel("Dice")
-    ax1.set_ylim(0, 1.02)
-    ax2.boxplot(hd)
-    ax2.set_xticks(range(1, len(names) + 1), names, rotation=20, fontsize=8)
-    ax2.set_ylabel("HD95 (mm)")
-    fig.suptitle(f"{summary.get('model', '')}: {summary['cases']} case(s), {summary.get('split', '')}", fontsize=9)
-    fig.tight_layout()
-    try:
-        with write_output(path, overwrite=overwrite, inputs=inputs, verify=_png_readable) as tmp:
-            fig.savefig(tmp, dpi=100, format="png")
-    finally:
-        plt.close(fig)
-    logger.info("Wrote box plots %s", path)
-
-
-def _png_readable(path: Path) -> None:
-    """Read a written PNG to its end (raises on a truncated file)."""
-    from PIL import Image
-
-    with Image.open(path) as png:
-        png.load()

@@ -289,9 +289,13 @@ def _nifti_header(head: bytes) -> dict | None:
     if len(head) < 348:
         return None
     for order in "<>":
+
+        def u(fmt: str, at: int, order: str = order) -> tuple:
+            """The fields of struct format ``fmt`` at byte ``at``, in this byte order."""
+            return struct.unpack(order + fmt, head[at : at + struct.calcsize(order + fmt)])
+
         sizeof_hdr = struct.unpack(order + "i", head[:4])[0]
         if sizeof_hdr == 348:  # NIfTI-1
-            u = lambda fmt, at: struct.unpack(order + fmt, head[at : at + struct.calcsize(order + fmt)])  # noqa: E731
             return {
                 "order": order,
                 "version": 1,
@@ -306,7 +310,6 @@ def _nifti_header(head: bytes) -> dict | None:
                 "srow": u("12f", 280),
             }
         if sizeof_hdr == 540 and len(head) >= 540:  # NIfTI-2
-            u = lambda fmt, at: struct.unpack(order + fmt, head[at : at + struct.calcsize(order + fmt)])  # noqa: E731
             return {
                 "order": order,
                 "version": 2,

@@ -236,13 +236,14 @@ def read_seg_nrrd(path: str | os.PathLike, classes=None) -> tuple[sitk.Image, di
             continue
         value = stored
         if by_name is not None:
-            value = by_name.get(name.lower())
-            if value is None:
+            named = by_name.get(name.lower())
+            if named is None:
                 raise ValueError(
                     f"Segment {name!r} of {path} is none of the model's classes "
                     f"({', '.join(class_names(classes).values())}): rename the segment to the class it "
                     "shows, or leave out --model to score the segments by their own label values."
                 )
+            value = named
         lut[stored] = value
         names[value] = name
     unnamed = sorted(set(np.unique(voxels).tolist()) - {0} - {int(s.get("labelValue", 0)) for s in segments})
@@ -438,7 +439,9 @@ def add_legend(canvas: np.ndarray, classes, note: str = "") -> np.ndarray:
     size = max(10, min(18, width // 28))
     font = _font(size)
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    items = [(c["name"], tuple(c["color"] or (128, 128, 128))) for c in _classes(classes)]
+    items: list[tuple[str, tuple | None]] = [
+        (c["name"], tuple(c["color"] or (128, 128, 128))) for c in _classes(classes)
+    ]
     if note:
         items.append((note, None))
     line, gap = size + 8, size // 2 + 4

@@ -240,8 +240,8 @@ def import_model_package(
         raise FileNotFoundError(f"Model package {source} does not exist.")
     cache = imported_models_dir()
     cache.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cache, prefix=".import-") as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory(dir=cache, prefix=".import-") as tmp_name:
+        tmp = Path(tmp_name)
         try:
             if source.is_file():
                 if not zipfile.is_zipfile(source):

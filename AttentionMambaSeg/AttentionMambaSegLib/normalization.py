@@ -74,9 +74,9 @@ def normalize(slices: np.ndarray, scheme: dict, statistics=None) -> np.ndarray:
     if kind == "rgb":
         if x.shape[1] != 3:
             raise ValueError(f"RGB normalisation needs 3 channels, got {x.shape[1]}.")
-        mean = np.asarray(IMAGENET_MEAN, dtype=np.float32).reshape(1, 3, 1, 1)
-        std = np.asarray(IMAGENET_STD, dtype=np.float32).reshape(1, 3, 1, 1)
-        return ((x / 255.0 - mean) / std).astype(np.float32)
+        rgb_mean = np.asarray(IMAGENET_MEAN, dtype=np.float32).reshape(1, 3, 1, 1)
+        rgb_std = np.asarray(IMAGENET_STD, dtype=np.float32).reshape(1, 3, 1, 1)
+        return ((x / 255.0 - rgb_mean) / rgb_std).astype(np.float32)
     if kind == "none":
         return x.astype(np.float32)  # a copy
     raise ValueError(

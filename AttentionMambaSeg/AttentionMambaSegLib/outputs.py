@@ -233,7 +233,8 @@ def _free_bytes(folder: Path) -> int | None:
 
 
 def _explained(error: BaseException) -> BaseException:
-    error.explained = True  # raised by this module with a full message: passed on as it is
+    # raised by this module with a full message: passed on as it is (a marker on any exception class)
+    error.explained = True  # type: ignore[attr-defined]
     return error
 
 

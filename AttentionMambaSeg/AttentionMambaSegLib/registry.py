@@ -124,7 +124,8 @@ REGISTRY_VARIABLE = "ATTENTION_MAMBA_SEG_REGISTRY"
 
 
 def registry_path() -> Path:
-    """``$ATTENTION_MAMBA_SEG_REGISTRY`` (e.g. a hospital's mirror) or ``AttentionMambaSeg/Resources/Models/registry.json``."""
+    """``$ATTENTION_MAMBA_SEG_REGISTRY`` (e.g. a hospital's mirror) or
+    ``AttentionMambaSeg/Resources/Models/registry.json``."""
     import os
 
     from .package import bundled_models_dir
@@ -268,7 +269,7 @@ def download_model(
                     url, known_hash=f"sha256:{entry.sha256}", fname=name, path=downloads, downloader=downloader
                 )
             )
-        except Exception as e:  # requests / pooch errors: reported for every URL, then raised together
+        except Exception as e:  # noqa: BLE001 - requests / pooch errors: reported for every URL, then raised together
             failures.append(f"{url}: {_reason(e, timeout)}")
             continue
         try:

@@ -34,11 +34,10 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 
+from .card.axes import validate_axes_code
 from .normalization import normalize
 
 logger = logging.getLogger(__name__)
-
-from .card.axes import validate_axes_code
 
 __all__ = [
     "SliceGeometry",
@@ -352,6 +351,7 @@ class _SlicePlan:
                 raise ValueError(
                     f"Label values must lie in 0..255, got {arr.min()}..{arr.max()}; is this an intensity image?"
                 )
+        self.permutation: tuple[int, ...]
         if dim == 3:
             code = validate_axes_code(axes_code)
             work = reorient(image, code)
@@ -461,7 +461,9 @@ class SliceSource:
 
     def _zscore_statistics(self, step: int = 4) -> list[tuple[float, float]]:
         """Per-channel (mean, std) over all resampled slices (Chan et al.'s pairwise combination, float64)."""
-        count, mean, m2 = 0, None, None
+        count = 0
+        mean: np.ndarray | None = None
+        m2: np.ndarray | None = None
         for start in range(0, len(self), step):
             x = self._raw(start, min(len(self), start + step)).astype(np.float64)
             n = x.shape[0] * x.shape[2] * x.shape[3]
@@ -475,6 +477,8 @@ class SliceSource:
             mean = mean + delta * n / total
             m2 = m2 + chunk_m2 + delta**2 * count * n / total
             count = total
+        if mean is None or m2 is None:
+            raise ValueError("A z-score normalisation needs at least one slice.")
         std = np.sqrt(m2 / count)
         return [(float(m), float(s)) for m, s in zip(mean, std)]
 

@@ -194,9 +194,10 @@ class ClassEntry:
 
     def slicerio_terminology(self) -> dict | None:
         """The segment's ``terminology`` dict as slicerio writes it into ``.seg.nrrd``; None if not coded."""
-        if not self.coded:
+        category, type_ = self.category, self.type
+        if category is None or type_ is None:  # not coded
             return None
-        term = {"contextName": TERMINOLOGY_CONTEXT, "category": self.category.triple(), "type": self.type.triple()}
+        term = {"contextName": TERMINOLOGY_CONTEXT, "category": category.triple(), "type": type_.triple()}
         if self.type_modifier is not None:
             term["typeModifier"] = self.type_modifier.triple()
         if self.region is not None:

@@ -205,6 +205,26 @@ def write_seg_nrrd(
     missing = sorted(present - set(values))
     if missing:
         raise ValueError(f"Label values {missing} are in the labelmap but not in the class list {values}.")
+    segments = _slicer_segments(foreground, status, flagged)
+    segmentation = {
+        "voxels": voxels,
+        "ijkToLPS": ijk_to_lps,
+        "encoding": "gzip",
+        "containedRepresentationNames": ["Binary labelmap"],
+        "masterRepresentation": "Binary labelmap",
+        "referenceImageExtentOffset": [0, 0, 0],
+        "segments": segments,
+    }
+    layers = np.transpose(voxels, (2, 1, 0))  # (k, j, i): as ITK reads the NRRD back
+    with atomic_output(path, overwrite=overwrite, inputs=inputs, verify=read_back_verifier(layers)) as tmp:
+        slicerio.write_segmentation(str(tmp), segmentation)
+    logger.info("Wrote segmentation %s (%d segments)", path, len(segments))
+    return path
+
+
+def _slicer_segments(foreground: Sequence, status: str, flagged) -> list[dict]:
+    """The ``segments`` of a slicerio segmentation: one per class on layer 0, with its model label value,
+    colour, status (``"flagged"`` for a label value in ``flagged``) and terminology."""
     segments = []
     for c in foreground:
         segment = {
@@ -221,17 +241,4 @@ def write_seg_nrrd(
         if term is not None:
             segment["terminology"] = term
         segments.append(segment)
-    segmentation = {
-        "voxels": voxels,
-        "ijkToLPS": ijk_to_lps,
-        "encoding": "gzip",
-        "containedRepresentationNames": ["Binary labelmap"],
-        "masterRepresentation": "Binary labelmap",
-        "referenceImageExtentOffset": [0, 0, 0],
-        "segments": segments,
-    }
-    layers = np.transpose(voxels, (2, 1, 0))  # (k, j, i): as ITK reads the NRRD back
-    with atomic_output(path, overwrite=overwrite, inputs=inputs, verify=read_back_verifier(layers)) as tmp:
-        slicerio.write_segmentation(str(tmp), segmentation)
-    logger.info("Wrote segmentation %s (%d segments)", path, len(segments))
-    return path
+    return segments

@@ -58,8 +58,9 @@ class Appearance:
         mean, sd = [], []
         for name in FEATURES:
             entry = features.get(name) if isinstance(features, dict) else None
-            ok = isinstance(entry, dict) and all(is_number(entry.get(k)) for k in ("mean", "sd")) and entry["sd"] > 0
-            if not ok:
+            if not (
+                isinstance(entry, dict) and all(is_number(entry.get(k)) for k in ("mean", "sd")) and entry["sd"] > 0
+            ):
                 raise ValueError(
                     f"{source}: field 'appearance.features.{name}' must be "
                     f'{{"mean": number, "sd": positive number}}, got {entry!r}.'

@@ -27,7 +27,7 @@ __all__ = ["MODES", "PassPlan", "SpeedModes", "FAST_DEFAULT_TOLERANCE", "FLIPS"]
 
 MODES = ("fast", "accurate")
 #: Flip axes of a (B, C, H, W) tensor per number of flips.
-FLIPS = {1: [()], 2: [(), (3,)], 4: [(), (3,), (2,), (2, 3)]}
+FLIPS: dict[int, list[tuple[int, ...]]] = {1: [()], 2: [(), (3,)], 4: [(), (3,), (2,), (2, 3)]}
 #: ``fast`` is the CPU default when its validation Dice is at most this far below ``accurate``.
 FAST_DEFAULT_TOLERANCE = 0.01
 WINDOWS = ("sliding", "slice")

@@ -116,9 +116,13 @@ def _requirements() -> tuple[set[str], dict[str, list[str]]]:
             lines = metadata.requires(_DIST) or []
         except metadata.PackageNotFoundError:
             return set(), {}
-    core, extras = set(), {}
+    core: set[str] = set()
+    extras: dict[str, list[str]] = {}
     for line in lines:
-        name = _normalise(re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", line).group(1))
+        match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", line)
+        if match is None:
+            continue  # names no package
+        name = _normalise(match.group(1))
         extra = re.search(r"extra\s*==\s*[\"']([^\"']+)[\"']", line)
         if extra:
             extras.setdefault(name, []).append(extra.group(1))

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 
 class Bar:
@@ -19,10 +23,11 @@ class Bar:
 
     def __init__(self, unit: str, desc: str | None = None, fractional: bool = False):
         self.unit, self.desc, self.fractional = unit, desc, fractional
-        self.bar = None
+        self.bar: tqdm | None = None
 
     def __call__(self, done: float, total: int) -> None:
-        if self.bar is None:
+        bar = self.bar
+        if bar is None:
             from tqdm import tqdm
 
             fmt = (
@@ -30,7 +35,7 @@ class Bar:
                 if self.fractional
                 else None
             )
-            self.bar = tqdm(
+            bar = self.bar = tqdm(
                 desc=self.desc,
                 total=total,
                 initial=0,
@@ -39,10 +44,10 @@ class Bar:
                 dynamic_ncols=True,
                 bar_format=fmt,
             )
-        if self.bar.total != total:
-            self.bar.total = total
-            self.bar.refresh()
-        self.bar.update(done - self.bar.n)
+        if bar.total != total:
+            bar.total = total
+            bar.refresh()
+        bar.update(done - bar.n)
         if done >= total:
             self.close()
 

@@ -142,6 +142,7 @@ def _cardiac(args: argparse.Namespace, progress):
         weight_kg=args.weight_kg,
         progress=progress,
     )
+    assert analysis is not None  # analysed without a cancel event
     written = clinical.write_cardiac_outputs(
         analysis,
         args.output,

@@ -10,6 +10,11 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..inference.result import Segmentation
+    from ..package import ModelPackage
 
 EXAMPLE_CASE = "patient019_frame01"
 DEMO_MODEL = "cardiac-acdc"
@@ -59,12 +64,9 @@ def run(args: argparse.Namespace) -> int:
     """Run the demo; returns the exit code."""
     import time
 
-    import numpy as np
-    import SimpleITK as sitk
-
     from .. import images, writers
     from ..inference import Predictor
-    from ..inference.file_runner import report_path_for, write_report
+    from ..inference.file_runner import write_report
     from ..outputs import check_output_path
     from ..package import load_model_package
     from ._progress import Bar
@@ -79,19 +81,7 @@ def run(args: argparse.Namespace) -> int:
         package = load_model_package(args.model)
     except FileNotFoundError as e:
         raise FileNotFoundError(f"The demo needs the '{args.model}' model, which is not installed: {e}") from e
-    out = Path(args.output_dir)
-    for folder in (out, *out.parents):
-        if folder.exists() and not folder.is_dir():
-            raise ValueError(
-                f"--output-dir {out}: {folder} is a file, not a folder. Give a folder path (it is created if needed)."
-            )
-    out.mkdir(parents=True, exist_ok=True)
-    names = {
-        "segmentation": out / f"{EXAMPLE_CASE}.seg.nrrd",
-        "labels": out / f"{EXAMPLE_CASE}_labels.nii.gz",
-        "montage": out / f"{EXAMPLE_CASE}_montage.png",
-    }
-    names["report"] = report_path_for(names["segmentation"])
+    names = _output_names(Path(args.output_dir))
     inputs = [image_path, label_path]
     for path in names.values():  # before any work: every output may be written
         check_output_path(path, overwrite=args.overwrite, inputs=inputs)
@@ -104,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         result = predictor.segment(image, progress=bar)
     finally:
         bar.close()
+    assert result is not None  # segmented without a cancel event
     seconds = time.perf_counter() - start
     labelmap = result.labels
     classes = package.card.class_dicts
@@ -122,19 +113,48 @@ def run(args: argparse.Namespace) -> int:
         f"(mode {predictor.mode}: {predictor.plan.describe()})"
     )
     if label_path.is_file():
-        # copies, not views: a view of the temporary ReadImage result would outlive its image
-        pred = sitk.GetArrayFromImage(labelmap)
-        ref = sitk.GetArrayFromImage(images.read_image(label_path))
-        for c in package.classes:
-            p, r = pred == c["label_value"], ref == c["label_value"]
-            denom = int(p.sum() + r.sum())
-            score = 2.0 * np.logical_and(p, r).sum() / denom if denom else 1.0
-            segment = next(s for s in result.segments if s.label_value == c["label_value"])
-            confidence = "-" if segment.confidence is None else f"{segment.confidence:.3f}"
-            print(
-                f"  Dice {c['name']:28s} {score:.3f}   confidence {confidence}"
-                + (f"   needs review: {segment.review_reason}" if segment.needs_review else "")
-            )
+        _print_dice(package, result, label_path)
     for path in written:
         print(path)
     return 0
+
+
+def _output_names(out: Path) -> dict[str, Path]:
+    """The demo's output files in the folder ``out`` (created; an error when it or a parent is a file)."""
+    from ..inference.file_runner import report_path_for
+
+    for folder in (out, *out.parents):
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(
+                f"--output-dir {out}: {folder} is a file, not a folder. Give a folder path (it is created if needed)."
+            )
+    out.mkdir(parents=True, exist_ok=True)
+    names = {
+        "segmentation": out / f"{EXAMPLE_CASE}.seg.nrrd",
+        "labels": out / f"{EXAMPLE_CASE}_labels.nii.gz",
+        "montage": out / f"{EXAMPLE_CASE}_montage.png",
+    }
+    names["report"] = report_path_for(names["segmentation"])
+    return names
+
+
+def _print_dice(package: ModelPackage, result: Segmentation, label_path: Path) -> None:
+    """The Dice score and the confidence of each class against the bundled manual labels."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from .. import images
+
+    # copies, not views: a view of the temporary ReadImage result would outlive its image
+    pred = sitk.GetArrayFromImage(result.labels)
+    ref = sitk.GetArrayFromImage(images.read_image(label_path))
+    for c in package.classes:
+        p, r = pred == c["label_value"], ref == c["label_value"]
+        denom = int(p.sum() + r.sum())
+        score = 2.0 * np.logical_and(p, r).sum() / denom if denom else 1.0
+        segment = next(s for s in result.segments if s.label_value == c["label_value"])
+        confidence = "-" if segment.confidence is None else f"{segment.confidence:.3f}"
+        print(
+            f"  Dice {c['name']:28s} {score:.3f}   confidence {confidence}"
+            + (f"   needs review: {segment.review_reason}" if segment.needs_review else "")
+        )

@@ -30,7 +30,7 @@ def _version(module: str) -> str:
         mod = importlib.import_module(module)
     except ModuleNotFoundError:
         return "not installed"
-    except Exception as e:  # report, never fail: this is a diagnostic
+    except Exception as e:  # noqa: BLE001 - report, never fail: this is a diagnostic
         return f"not importable ({type(e).__name__}: {e})"
     return str(getattr(mod, "__version__", "installed"))
 

@@ -1,4 +1,9 @@
-"""``attention-mamba-seg evaluate``: per-case Dice and HD95 of a model on a dataset (calls :func:`evaluation.evaluate`)."""
+"""``attention-mamba-seg evaluate``: per-case Dice and HD95 of a model on a dataset.
+
+Calls :func:`~AttentionMambaSegLib.evaluation.evaluate`, or
+:func:`~AttentionMambaSegLib.evaluation.evaluate_shift_suite` (``--shift-suite``), or
+:func:`~AttentionMambaSegLib.evaluation.score_label_files` for one prediction file.
+"""
 
 from __future__ import annotations
 
@@ -120,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
             )
     finally:
         progress.close()
+    assert summary is not None  # evaluated without a cancel event
     print(format_shift_suite(summary) if args.shift_suite else format_summary(summary))
     _write_json(args, summary, [args.dataset])
     return 0

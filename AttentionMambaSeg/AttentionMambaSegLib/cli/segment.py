@@ -34,6 +34,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("--model", required=True, help="model id (see `models list`) or model folder")
     add_prediction_options(parser)
+    _add_window_and_output_options(parser)
+    _add_input_options(parser)
+    _add_run_options(parser)
+    parser.set_defaults(func=run)
+    return parser
+
+
+def _add_window_and_output_options(parser: argparse.ArgumentParser) -> None:
+    """The sliding window, the file type written into an output folder, and replacing outputs."""
     parser.add_argument(
         "--window",
         type=positive_int,
@@ -51,6 +60,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--overwrite", action="store_true", help="replace existing output files (an input is never replaced)"
     )
+
+
+def _add_input_options(parser: argparse.ArgumentParser) -> None:
+    """How the inputs are read and where they are segmented, and how progress is shown."""
     parser.add_argument(
         "--nifti-transform",
         choices=("qform", "sform"),
@@ -83,6 +96,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "SeriesInstanceUID or part of its SeriesDescription (default: the model's modality, "
         "original before derived, then the most files; the log lists them all)",
     )
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    """A modality check overridden, outline overlays, and going on past a failing input."""
     parser.add_argument(
         "--force",
         action="store_true",
@@ -102,8 +119,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "segmented, with a summary at the end (always so under torchrun, where each "
         "process segments its share of the inputs)",
     )
-    parser.set_defaults(func=run)
-    return parser
 
 
 def add_prediction_options(parser: argparse.ArgumentParser) -> None:

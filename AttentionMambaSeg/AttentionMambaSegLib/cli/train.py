@@ -20,6 +20,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Train Attention-Mamba (arXiv 2402.02286) on one fold of an nnU-Net v2 raw dataset with the "
         "paper's recipe; the model package is written to OUTPUT/model.",
     )
+    _add_data_arguments(p)
+    _add_schedule_arguments(p)
+    _add_model_arguments(p)
+    _add_network_arguments(p)
+    p.set_defaults(func=run)
+    return p
+
+
+def _add_data_arguments(p: argparse.ArgumentParser) -> None:
+    """The dataset, the run folder and the fold."""
     p.add_argument(
         "dataset", metavar="DATASET", help="dataset folder (dataset.json, imagesTr, labelsTr, splits_final.json)"
     )
@@ -27,6 +37,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--output", required=True, metavar="DIR", help="run folder (checkpoints, logs, curves; package in DIR/model)"
     )
     p.add_argument("--fold", type=int, default=0, help="fold of splits_final.json (default 0)")
+
+
+def _add_schedule_arguments(p: argparse.ArgumentParser) -> None:
+    """Epochs, crops, optimiser, time budget, validation, and stopping and resuming."""
     p.add_argument("--epochs", type=int, default=150, help="epochs (default 150; an upper bound under --time-budget)")
     p.add_argument(
         "--patch", dest="patch_size", type=int, default=192, help="crop size in pixels, multiple of 32 (default 192)"
@@ -55,10 +69,18 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         action="store_true",
         help="with --stop-after-epoch: write the model package of the best epoch so far",
     )
+
+
+def _add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """The device, the seed and the model package's id and version."""
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     p.add_argument("--seed", type=int, default=1290, help="random seed (default 1290, the paper's)")
     p.add_argument("--model-id", default=None, help="model.json id (default <dataset>-attention-mamba)")
     p.add_argument("--model-version", default="1.0.0", help="model.json version (default 1.0.0)")
+
+
+def _add_network_arguments(p: argparse.ArgumentParser) -> None:
+    """The network's output, geometry, starting weights, precision and augmentation, and the final evaluation."""
     p.add_argument(
         "--activation",
         choices=("auto", "softmax", "sigmoid"),
@@ -87,7 +109,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--bf16",
         action="store_true",
-        help="bfloat16 autocast (faster on GPUs and CPUs with AVX-512 BF16 or AMX; emulated and much slower on other CPUs)",
+        help="bfloat16 autocast (faster on GPUs and CPUs with AVX-512 BF16 or AMX; emulated and much slower on "
+        "other CPUs)",
     )
     p.add_argument(
         "--augmentation",
@@ -102,8 +125,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         action="store_false",
         help="skip the per-case evaluation of the final model on the validation cases",
     )
-    p.set_defaults(func=run)
-    return p
 
 
 def run(args: argparse.Namespace) -> int:
@@ -140,7 +161,8 @@ def run(args: argparse.Namespace) -> int:
         return 0  # rank 0 reports
     if package is None:
         print(
-            f"stopped before the end; continue with: attention-mamba-seg train {args.dataset} --output {args.output} --resume"
+            f"stopped before the end; continue with: attention-mamba-seg train {args.dataset} "
+            f"--output {args.output} --resume"
         )
         return 0
     print(f"model package: {package}")

@@ -4,12 +4,14 @@ Recipe (Attention-Mamba, arXiv 2402.02286, Sec. 4): every 2D slice, resampled in
 to the training spacing, is segmented with a sliding window (overlap 0.5, Gaussian weighting) of the
 size model.json gives as ``inference_patch_size``: the training patch unless a larger window scored
 better on the validation cases (the Mamba scans see the wider context; for cardiac-acdc 256 vs 128
-pixels raised validation Dice and halved the time, see docs/TRAINING.md), softmax (sigmoid for 1-class models) averaged over 4 flips (none, horizontal,
-vertical, both); probabilities are resampled back to the input grid, then argmax.
+pixels raised validation Dice and halved the time, see docs/TRAINING.md), softmax (sigmoid for 1-class models)
+averaged over 4 flips (none, horizontal, vertical, both); probabilities are resampled back to the input grid,
+then argmax.
 
 Robustness beyond the paper:
 
-* The device is chosen by :func:`~AttentionMambaSegLib.devices.select_device`, which runs a real convolution before trusting a GPU.
+* The device is chosen by :func:`~AttentionMambaSegLib.devices.select_device`, which runs a real convolution
+  before trusting a GPU.
 * Results are accumulated on the CPU batch by batch and turned into uint8 labels at once; full-volume
   float probabilities are never held, on the GPU or the CPU.
 * Out of memory: the slice batch is halved and retried; at one slice the work moves to the CPU with

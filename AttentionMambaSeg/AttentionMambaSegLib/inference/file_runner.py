@@ -338,7 +338,7 @@ def _run(
         the errors of reading, inference and writing, after logging the outputs written before the failure.
     """
     roi = settings.region_of_interest()
-    written = []
+    written: list[Path] = []
     for i, (src, dst) in enumerate(zip(inputs, outputs, strict=True)):
         try:
             image = images.pop(i) if i in images else _read_input(src, predictor.package, settings, series)
@@ -563,7 +563,8 @@ def segment_archive(
     make_output_folder(output_folder)
     predictor = Predictor(model, settings)
     each = settings.replace(summary=False)
-    written, failed = [], []
+    written: list[tuple[str, str]] = []
+    failed: list[tuple[str, str]] = []
     for source in inputs:
         try:
             paths = segment_files(
@@ -575,7 +576,7 @@ def segment_archive(
                 predictor=predictor,
                 series=series,
             )
-        except Exception as e:  # reported with the input's name; the other inputs go on
+        except Exception as e:  # noqa: BLE001 - reported with the input's name; the other inputs go on
             logger.error("Input %s failed: %s", source, e)
             failed.append((str(source), f"{type(e).__name__}: {e}"))
             continue

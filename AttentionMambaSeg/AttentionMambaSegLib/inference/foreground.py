@@ -101,7 +101,8 @@ class ForegroundCrop:
         if (box[1] - box[0]) * (box[3] - box[2]) >= 0.8 * shape[0] * shape[1]:
             return None
         logger.info("Foreground crop: %d x %d of %d x %d pixels per slice", box[1] - box[0], box[3] - box[2], *shape)
-        return cls(tuple(int(v) for v in box), shape, sigmoid)
+        row0, row1, col0, col1 = (int(v) for v in box)
+        return cls((row0, row1, col0, col1), shape, sigmoid)
 
     def view(self, slices) -> _CroppedSlices:
         """``slices`` seen through the box (``len`` and ``[start:stop]`` as a SliceSource)."""

@@ -60,7 +60,7 @@ def canonical_reference(image: sitk.Image, roi=None) -> sitk.Image:
         box = roi.corners()
         lo, hi = np.maximum(lo, box.min(axis=0)), np.minimum(hi, box.max(axis=0))
         hi = np.maximum(hi, lo)
-    size = [int(math.floor((h - l) / s + 1e-6)) + 1 for l, h, s in zip(lo, hi, spacing)]
+    size = [int(math.floor((high - low) / s + 1e-6)) + 1 for low, high, s in zip(lo, hi, spacing)]
     reference = sitk.Image(size, sitk.sitkUInt8)  # only its grid is used: one byte a voxel
     reference.SetSpacing(tuple(float(v) for v in spacing))
     reference.SetOrigin(tuple(float(v) for v in lo))

@@ -11,10 +11,14 @@ below the threshold of the model's :class:`~AttentionMambaSegLib.card.Confidence
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..card.confidence_rule import ConfidenceRule
+
+if TYPE_CHECKING:
+    import SimpleITK as sitk
 
 __all__ = ["ConfidenceTally", "SegmentReport", "Segmentation", "segment_reports", "REPORT_SUFFIX"]
 
@@ -111,7 +115,7 @@ class Segmentation:
     (:meth:`~.timing.RunTimer.record`), empty when not timed.
     """
 
-    labels: object
+    labels: sitk.Image
     model: str
     version: str
     mode: str

@@ -19,6 +19,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import SimpleITK as sitk
@@ -26,6 +27,11 @@ import SimpleITK as sitk
 __all__ = ["RegionOfInterest", "crop_to_roi", "paste_labels"]
 
 _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
+
+
+def _triple(values) -> tuple[float, float, float]:
+    """The values as a tuple of floats (:class:`RegionOfInterest` checks that there are three)."""
+    return cast("tuple[float, float, float]", tuple(float(v) for v in values))
 
 
 @dataclass(frozen=True)
@@ -60,7 +66,7 @@ class RegionOfInterest:
     def from_ras(cls, center_ras, size_mm) -> RegionOfInterest:
         """An axis-aligned box from a RAS centre (as Slicer shows coordinates) and a size in mm."""
         center = _RAS_TO_LPS @ np.asarray(center_ras, dtype=np.float64)
-        return cls(tuple(float(v) for v in center), tuple(float(v) for v in size_mm))
+        return cls(_triple(center), _triple(size_mm))
 
     @classmethod
     def from_text(cls, text: str) -> RegionOfInterest:
@@ -107,7 +113,7 @@ class RegionOfInterest:
         except (KeyError, ValueError, TypeError) as e:
             raise ValueError(f"{path}: the ROI needs 'center' and 'size' (3 numbers each): {e}") from e
         axes = flip @ axes
-        return cls(tuple(float(v) for v in center), tuple(size), tuple(tuple(float(v) for v in row) for row in axes))
+        return cls(_triple(center), _triple(size), tuple(tuple(float(v) for v in row) for row in axes))
 
     def corners(self) -> np.ndarray:
         """The 8 corners, (8, 3) LPS mm."""

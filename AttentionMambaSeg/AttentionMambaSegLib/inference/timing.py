@@ -104,6 +104,8 @@ class RunTimer:
         self._update(now)
 
     def _update(self, now: float) -> None:
+        if self.warm is None or self.total is None:
+            return  # called after the warm-up, once the slices are counted
         warm_time, warm_units = self.warm
         units, total = self.units(), self.total
         measured = now - warm_time
