@@ -6,8 +6,8 @@ The recipe of the paper, as one class, :class:`~.trainer.Trainer` (:func:`train`
 - 2D slices of the training cases (:mod:`..datasets`, :mod:`..slicing`), resampled in-plane to the median
   in-plane spacing of the training cases, normalised per modality (MRI z-score per case, RGB ImageNet);
 - random fixed-size crops of whole slices (zero padding first when a slice is smaller than the patch);
-- augmentation (:mod:`.augmentation`): rotation (p 0.2, any angle), horizontal and vertical flips (p 0.5 each), zoom (p 0.2,
-  factor 0.7-1.4), gamma (p 0.3, 0.7-1.5). Rotation, zoom and the crop are one bilinear resampling
+- augmentation (:mod:`.augmentation`): rotation (p 0.2, any angle), horizontal and vertical flips (p 0.5 each),
+  zoom (p 0.2, factor 0.7-1.4), gamma (p 0.3, 0.7-1.5). Rotation, zoom and the crop are one bilinear resampling
   (nearest neighbour for labels) straight from the whole slice, so no empty corners are cut in;
 - deep supervision over the 9 training outputs (:mod:`losses`);
 - AdamW (betas 0.9/0.999, weight decay on every parameter), cosine annealing stepped once per epoch
