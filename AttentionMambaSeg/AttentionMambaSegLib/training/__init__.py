@@ -42,10 +42,11 @@ Output folder::
       training_curves.png     train / validation loss and validation Dice
       val_metrics.csv, val_metrics.png   per-case evaluation of the final model (if final_evaluation)
 
-Layout: :mod:`.config` (the settings), :mod:`.trainer` (the run), :mod:`.augmentation` (crops and
-augmentations), :mod:`.schedule` (learning rate, time budget), :mod:`.train_step` (one optimiser step),
-:mod:`.budget` (timing and planning a run under a time budget), :mod:`.validation`, :mod:`.checkpoint`,
-:mod:`.report` (log and curves), :mod:`.model_card`.
+Layout: :mod:`.config` (the settings), :mod:`.trainer` (the run), :mod:`.run_state` (what its steps share),
+:mod:`.augmentation` (crops and augmentations), :mod:`.schedule` (learning rate, time budget),
+:mod:`.train_step` (one optimiser step), :mod:`.budget` (timing and planning a run under a time budget),
+:mod:`.validation`, :mod:`.checkpoint`, :mod:`.report` (log and curves), :mod:`.model_card`,
+:mod:`.packaging` (the model package a run ends with).
 """
 
 from .augmentation import NO_AUGMENTATION, PAPER, PRESETS, SITE, AugmentationParams, sample_batch
