@@ -500,6 +500,7 @@ def load_slices(
     data = SliceData(target_spacing=(float(target_spacing[0]), float(target_spacing[1])))
     for done, case_id in enumerate(cases, 1):
         image, label = read_case(info, case_id)
+        assert label is not None  # read with its label
         images, _ = slicing.image_to_slices(image, tuple(target_spacing), axes_code, is_label=False)
         labels, _ = slicing.image_to_slices(label, tuple(target_spacing), axes_code, is_label=True)
         if images.shape[0] != labels.shape[0] or images.shape[2:] != labels.shape[1:]:

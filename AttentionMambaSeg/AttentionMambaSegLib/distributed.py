@@ -197,12 +197,14 @@ class DistributedBatchNorm2d(nn.BatchNorm2d):
         var64 = (stats[c : 2 * c] / n - mean64 * mean64).clamp_min(0)
         mean, var = mean64.to(x.dtype), var64.to(x.dtype)
         if self.track_running_stats:
+            tracked, running_mean, running_var = self.num_batches_tracked, self.running_mean, self.running_var
+            assert tracked is not None and running_mean is not None and running_var is not None  # tracked stats
             with torch.no_grad():
-                self.num_batches_tracked += 1
-                momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                tracked.add_(1)
+                momentum = self.momentum if self.momentum is not None else 1.0 / float(tracked)
                 unbiased = var * (n / (n - 1)) if float(n) > 1 else var
-                self.running_mean.mul_(1 - momentum).add_(momentum * mean)
-                self.running_var.mul_(1 - momentum).add_(momentum * unbiased)
+                running_mean.mul_(1 - momentum).add_(momentum * mean)
+                running_var.mul_(1 - momentum).add_(momentum * unbiased)
         y = (x - mean[None, :, None, None]) * torch.rsqrt(var[None, :, None, None] + self.eps)
         if self.affine:
             y = y * self.weight[None, :, None, None] + self.bias[None, :, None, None]

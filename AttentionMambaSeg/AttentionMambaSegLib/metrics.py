@@ -41,15 +41,15 @@ def _check_shapes(pred: np.ndarray, ref: np.ndarray) -> None:
         raise ValueError(f"prediction and reference shapes differ: {pred.shape} vs {ref.shape}")
 
 
-def _check_spacing(spacing: Sequence[float] | None, ndim: int) -> np.ndarray:
+def _check_spacing(spacing: Sequence[float] | np.ndarray | None, ndim: int) -> np.ndarray:
     if spacing is None:
         return np.ones(ndim)
-    spacing = np.asarray(spacing, dtype=np.float64).reshape(-1)
-    if spacing.size != ndim:
-        raise ValueError(f"spacing needs one value per array axis ({ndim}), got {spacing.tolist()}")
-    if np.any(spacing <= 0) or not np.all(np.isfinite(spacing)):
-        raise ValueError(f"spacing must be positive and finite, got {spacing.tolist()}")
-    return spacing
+    values = np.asarray(spacing, dtype=np.float64).reshape(-1)
+    if values.size != ndim:
+        raise ValueError(f"spacing needs one value per array axis ({ndim}), got {values.tolist()}")
+    if np.any(values <= 0) or not np.all(np.isfinite(values)):
+        raise ValueError(f"spacing must be positive and finite, got {values.tolist()}")
+    return values
 
 
 def array_spacing(image) -> tuple[float, ...]:
@@ -64,7 +64,7 @@ def array_spacing(image) -> tuple[float, ...]:
     return tuple(float(s) for s in reversed(image.GetSpacing()))
 
 
-def image_diagonal(shape: Sequence[int], spacing: Sequence[float] | None = None) -> float:
+def image_diagonal(shape: Sequence[int], spacing: Sequence[float] | np.ndarray | None = None) -> float:
     """Length of the image diagonal in mm: ``sqrt(sum_d (shape_d * spacing_d)^2)``.
 
     Args:

@@ -172,12 +172,28 @@ def function_from_labelmaps(
     warnings = list(extra_warnings)
     warnings += stack_coverage_warnings(arrays[ed_i] == structures.lv, _slice_array_axis(labelmaps[0]))
     warnings += plausibility_warnings(function, [v.lv_ml for v in volumes])
-    names = names or {}
+    report = _structure_report(volumes, structures, (ed_i, es_i), segmentations, names or {})
+    warnings += _review_warnings(report)
+    flagged = (
+        tuple(tuple(s.label_value for s in seg.needs_review) for seg in segmentations)
+        if segmentations
+        else tuple(() for _ in labelmaps)
+    )
+    return CardiacAnalysis(
+        tuple(labelmaps), volumes, function, report, tuple(dict.fromkeys(warnings)), model or {}, flagged
+    )
+
+
+def _structure_report(
+    volumes: Sequence, structures: CardiacLabels, ed_es: tuple[int, int], segmentations: Sequence | None, names: dict
+) -> dict:
+    """function.json "structures": per structure (LV, RV, MYO) its name, label value and, at ED and ES, the
+    frame, volume, confidence and review flag (the segmentation's, when known)."""
     default_names = {structures.lv: "LV cavity", structures.rv: "RV cavity", structures.myo: "LV myocardium"}
     report = {}
     for key, value in (("LV", structures.lv), ("RV", structures.rv), ("MYO", structures.myo)):
         phases = {}
-        for phase, i in (("ed", ed_i), ("es", es_i)):
+        for phase, i in zip(("ed", "es"), ed_es):
             volume = getattr(volumes[i], f"{key.lower()}_ml")
             entry = {
                 "frame": i + 1,
@@ -201,21 +217,20 @@ def function_from_labelmaps(
             **phases,
             "needs_review": phases["ed"]["needs_review"] or phases["es"]["needs_review"],
         }
-    for key, s in report.items():
+    return report
+
+
+def _review_warnings(report: dict) -> list[str]:
+    """One sentence per structure flagged for review, with the reasons at ED and ES."""
+    warnings = []
+    for s in report.values():
         if s["needs_review"]:
             warnings.append(
                 f"Segment '{s['name']}' needs review: "
                 + "; ".join(f"{phase.upper()} {s[phase]['reason']}" for phase in ("ed", "es") if s[phase]["reason"])
                 + "."
             )
-    flagged = (
-        tuple(tuple(s.label_value for s in seg.needs_review) for seg in segmentations)
-        if segmentations
-        else tuple(() for _ in labelmaps)
-    )
-    return CardiacAnalysis(
-        tuple(labelmaps), volumes, function, report, tuple(dict.fromkeys(warnings)), model or {}, flagged
-    )
+    return warnings
 
 
 def analyse_cine(

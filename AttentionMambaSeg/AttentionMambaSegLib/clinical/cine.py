@@ -153,6 +153,7 @@ def _dicom_frame_files(files: Sequence[str], what: str) -> list[list[str]]:
             f"{what}: the slice locations hold different numbers of frames ({listing} files): the cine "
             "is incomplete. Export the complete series again."
         )
+    assert normal is not None  # set by the first file, and there is one (one count of files per location)
     ordered = [
         [f for _, f in sorted(v)] for _, v in sorted(locations.items(), key=lambda kv: float(np.dot(kv[0], normal)))
     ]
@@ -234,13 +235,13 @@ def read_cine(inputs: Sequence[str | os.PathLike], series: str | None = None, mo
         raise ValueError("No input given: give a 4D cine, or the ED and ES volumes.")
     read = [_read_frames(p, series, modality) for p in paths]
     if len(paths) == 1:
-        frames = read[0]
-        if len(frames) == 1:
+        only = read[0]
+        if len(only) == 1:
             raise ValueError(
                 f"{paths[0]} holds one 3D frame; ventricular function needs the whole cine (a 4D NIfTI, "
                 "a .seq.nrrd or a DICOM cine folder) or two volumes given as ED then ES."
             )
-        return Cine(tuple(frames), str(paths[0]))
+        return Cine(tuple(only), str(paths[0]))
     several = [str(p) for p, f in zip(paths, read) if len(f) != 1]
     if several:
         raise ValueError(

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -255,7 +256,7 @@ def ventricular_function(
     """
     if (height_cm is None) != (weight_kg is None):
         raise ValueError("Indexed values need both the height (cm) and the weight (kg); give both or neither.")
-    figures = dict(
+    figures: dict[str, Any] = dict(
         ed_frame=int(ed_frame),
         es_frame=int(es_frame),
         lv_edv_ml=ed.lv_ml,
@@ -268,7 +269,7 @@ def ventricular_function(
         rv_ef_percent=ejection_fraction_percent(ed.rv_ml, es.rv_ml),
         lv_myocardial_mass_g=MYOCARDIAL_DENSITY_G_PER_ML * ed.myo_ml,
     )
-    if height_cm is not None:
+    if height_cm is not None and weight_kg is not None:  # both or neither (checked above)
         bsa = body_surface_area_m2(height_cm, weight_kg)
         figures["bsa_m2"] = bsa
         for key in ("lv_edv_ml", "lv_esv_ml", "lv_sv_ml", "rv_edv_ml", "rv_esv_ml", "rv_sv_ml", "lv_myocardial_mass_g"):

@@ -92,12 +92,12 @@ class DeepStemResNet18(nn.Module):
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
-            state = load_file(str(path))
+            loaded = load_file(str(path))
         else:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
-            state = state.get("state_dict", state) if isinstance(state, dict) else state
-        state = {_map_resnet_key(k): v for k, v in state.items()}
-        state = {k: v for k, v in state.items() if k is not None}
+            raw = torch.load(str(path), map_location="cpu", weights_only=True)
+            loaded = raw.get("state_dict", raw) if isinstance(raw, dict) else raw
+        mapped = {_map_resnet_key(k): v for k, v in loaded.items()}
+        state = {k: v for k, v in mapped.items() if k is not None}
         own = self.state_dict()
         mismatched = [
             f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"

@@ -101,7 +101,7 @@ def _check_backend(name: str, device: torch.device) -> tuple[bool, str]:
                 if err <= tolerance
                 else f"{name} disagrees with torch (relative error {err:.1e} > {tolerance:g})",
             )
-        except Exception as e:  # any import or kernel failure means: do not use this backend
+        except Exception as e:  # noqa: BLE001 - any import or kernel failure means: do not use this backend
             verdict = (False, f"{name} unavailable: {type(e).__name__}: {e}")
         _verdicts[key] = verdict
         log.info("selective scan: %s", verdict[1])

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+from types import FrameType
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -61,7 +62,7 @@ class KernelOps(TorchDispatchMode):
 
 
 def _inside_interpreter() -> bool:
-    frame = sys._getframe(2)
+    frame: FrameType | None = sys._getframe(2)
     while frame is not None:
         if "/triton/runtime/interpreter" in frame.f_code.co_filename.replace("\\", "/"):
             return True

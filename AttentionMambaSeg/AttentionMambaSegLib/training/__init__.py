@@ -6,8 +6,8 @@ The recipe of the paper, as one class, :class:`~.trainer.Trainer` (:func:`train`
 - 2D slices of the training cases (:mod:`..datasets`, :mod:`..slicing`), resampled in-plane to the median
   in-plane spacing of the training cases, normalised per modality (MRI z-score per case, RGB ImageNet);
 - random fixed-size crops of whole slices (zero padding first when a slice is smaller than the patch);
-- augmentation (:mod:`.augmentation`): rotation (p 0.2, any angle), horizontal and vertical flips (p 0.5 each), zoom (p 0.2,
-  factor 0.7-1.4), gamma (p 0.3, 0.7-1.5). Rotation, zoom and the crop are one bilinear resampling
+- augmentation (:mod:`.augmentation`): rotation (p 0.2, any angle), horizontal and vertical flips (p 0.5 each),
+  zoom (p 0.2, factor 0.7-1.4), gamma (p 0.3, 0.7-1.5). Rotation, zoom and the crop are one bilinear resampling
   (nearest neighbour for labels) straight from the whole slice, so no empty corners are cut in;
 - deep supervision over the 9 training outputs (:mod:`losses`);
 - AdamW (betas 0.9/0.999, weight decay on every parameter), cosine annealing stepped once per epoch
@@ -42,10 +42,11 @@ Output folder::
       training_curves.png     train / validation loss and validation Dice
       val_metrics.csv, val_metrics.png   per-case evaluation of the final model (if final_evaluation)
 
-Layout: :mod:`.config` (the settings), :mod:`.trainer` (the run), :mod:`.augmentation` (crops and
-augmentations), :mod:`.schedule` (learning rate, time budget), :mod:`.train_step` (one optimiser step),
-:mod:`.budget` (timing and planning a run under a time budget), :mod:`.validation`, :mod:`.checkpoint`,
-:mod:`.report` (log and curves), :mod:`.model_card`.
+Layout: :mod:`.config` (the settings), :mod:`.trainer` (the run), :mod:`.run_state` (what its steps share),
+:mod:`.augmentation` (crops and augmentations), :mod:`.schedule` (learning rate, time budget),
+:mod:`.train_step` (one optimiser step), :mod:`.budget` (timing and planning a run under a time budget),
+:mod:`.validation`, :mod:`.checkpoint`, :mod:`.report` (log and curves), :mod:`.model_card`,
+:mod:`.packaging` (the model package a run ends with).
 """
 
 from .augmentation import NO_AUGMENTATION, PAPER, PRESETS, SITE, AugmentationParams, sample_batch

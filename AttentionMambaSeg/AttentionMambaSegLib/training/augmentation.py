@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 import torch
@@ -116,7 +117,8 @@ class AugmentationParams:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown augmentation setting(s) {unknown}; known: {sorted(known)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+        settings: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+        return cls(**settings)
 
 
 PAPER = AugmentationParams()

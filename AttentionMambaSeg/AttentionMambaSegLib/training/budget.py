@@ -15,6 +15,7 @@ from .. import distributed
 from ..datasets import load_slices
 from .checkpoint import save_checkpoint
 from .config import ConfigError
+from .run_state import RunState
 from .schedule import (
     MIN_EPOCHS,
     USEFUL_STEPS,
@@ -43,13 +44,13 @@ class StepTimes(NamedTuple):
     seconds_per_checkpoint: float  # writing checkpoint_latest.pt
 
 
-class BudgetPlanning:
+class BudgetPlanning(RunState):
     """The planning steps of a training run: epochs, steps and validation slices, under a time budget or not.
 
     A part of :class:`~.trainer.Trainer`: the methods read the run's settings (``config``), its data
     (``info``, ``train_cases``, ``val_cases``, ``train_slices``, ``val_all``), network, optimiser, device and
-    processes (``ctx``), which the trainer's earlier steps set, and use its :attr:`~.trainer.Trainer.clock` and
-    :meth:`~.trainer.Trainer.make_run_folder`.
+    processes (``ctx``), which the trainer's earlier steps set (:class:`~.run_state.RunState`), and use its
+    :attr:`~.trainer.Trainer.clock` and :meth:`~.trainer.Trainer.make_run_folder`.
     """
 
     def plan_run(self) -> None:
@@ -198,6 +199,7 @@ class BudgetPlanning:
         if cfg.time_budget_minutes is not None:
             self._check_budget_left(60.0 * cfg.time_budget_minutes - (self.clock() - self.start_time))
             times = self.step_times
+            assert times is not None  # measured by check_budget (rank 0 of a new run under a budget)
             t_it, t_ck = times.seconds_per_iteration, times.seconds_per_checkpoint
             t_val = times.seconds_per_val_pixel * _mean_padded_pixels(self.val_all, cfg.patch_size)
             # Reserve the final per-case evaluation: sliding windows with 4 flips over every validation slice.

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import platform
 import shutil
 import threading
 import time
@@ -25,7 +24,8 @@ from .augmentation import epoch_indices, sample_batch
 from .budget import BudgetPlanning, StepTimes
 from .checkpoint import CHECKPOINT_BEST, CHECKPOINT_LATEST, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import ConfigError, TrainingConfig
-from .model_card import KNOWN_DATASETS, default_classes, model_licence, summary_to_metrics, training_lineage
+from .model_card import default_classes, training_lineage
+from .packaging import PACKAGE_FOLDER, Packaging
 from .report import plot_curves, write_log
 from .schedule import ETA_MIN, cosine_factor
 from .train_step import train_step
@@ -35,7 +35,6 @@ __all__ = ["Trainer", "StepTimes", "train", "new_network", "PACKAGE_FOLDER"]
 
 logger = logging.getLogger(__name__)
 
-PACKAGE_FOLDER = "model"
 #: The files a run writes into its folder; a new run refuses a folder holding any of them.
 RUN_FILES = (
     CHECKPOINT_LATEST,
@@ -78,7 +77,7 @@ def train(
     return Trainer(config, progress, cancel).run()
 
 
-class Trainer(BudgetPlanning):
+class Trainer(BudgetPlanning, Packaging):
     """One training run; :meth:`run` is the recipe of arXiv 2402.02286 v4, Sec. 4, in named steps.
 
     A time budget is counted on :attr:`clock` and planned with :meth:`measure_step_times`; replacing
@@ -94,10 +93,10 @@ class Trainer(BudgetPlanning):
         self.cancel = cancel
         self.out = Path(config.output)
         self.latest_path = self.out / CHECKPOINT_LATEST
-        self.checkpoint: dict | None = None
+        self.checkpoint = None
         self.created_output = False
-        self.step_times: StepTimes | None = None
-        self.evaluation_reserve: float | None = None
+        self.step_times = None
+        self.evaluation_reserve = None
 
     def run(self) -> Path | None:
         """Train and write the package; None when stopped early or on ranks other than 0."""
@@ -218,7 +217,8 @@ class Trainer(BudgetPlanning):
         if cfg.target_spacing:
             return cfg.target_spacing
         if self.init_package is not None and self.init_package.card.target_spacing:
-            spacing = tuple(float(v) for v in self.init_package.card.target_spacing)
+            row, col = self.init_package.card.target_spacing  # [row_mm, col_mm], checked when the card is read
+            spacing = (float(row), float(col))
             logger.info(
                 "target spacing %s mm taken from the --init-from model %s (pass --target-spacing to change it)",
                 list(spacing),
@@ -465,108 +465,6 @@ class Trainer(BudgetPlanning):
             val_time,
         )
 
-    # -------------------------------------------------------------------------------------- package
-    def write_package(self) -> Path:
-        """The best epoch's network as a model package, scored per case when ``final_evaluation``."""
-        from ..package import save_model_package
-
-        cfg = self.config
-        self.network.load_state_dict(load_checkpoint(self.out / CHECKPOINT_BEST)["model"])
-        self.network.eval()
-        card = self.model_card()
-        package_dir = self.out / PACKAGE_FOLDER
-        save_model_package(self.network, card, package_dir)
-        if cfg.final_evaluation:
-            from ..evaluation import evaluate
-            from ..inference import InferenceSettings
-
-            evaluation_start = time.monotonic()
-            summary = evaluate(
-                package_dir,
-                cfg.dataset,
-                InferenceSettings(device=str(self.device), tta=True, overwrite=True),
-                split="val",
-                fold=cfg.fold,
-                output=self.out / "val_metrics.csv",
-            )  # the run's own files
-            card["metrics"]["val"] = summary_to_metrics(summary)
-            save_model_package(self.network, card, package_dir)
-            reserved = self.evaluation_reserve
-            logger.info(
-                "final evaluation: %.0f s%s",
-                time.monotonic() - evaluation_start,
-                "" if reserved is None else f" ({reserved:.0f} s were reserved for it in the time budget)",
-            )
-        logger.info("model package written to %s (%.1f min in all)", package_dir, (self.clock() - self.start_time) / 60)
-        return package_dir
-
-    def model_card(self) -> dict:
-        """model.json of the run (before the per-case evaluation)."""
-        cfg, info, plan = self.config, self.info, self.plan
-        names = {c["label_value"]: c["dataset_label"] for c in self.classes}
-        seconds = self.history[-1]["elapsed_seconds"] if self.history else 0.0
-        known = KNOWN_DATASETS.get(info.name, {})
-        return {
-            "id": cfg.model_id or f"{info.name.lower()}-attention-mamba",
-            "version": str(cfg.model_version),
-            "task": info.task or known.get("task", f"{info.name} segmentation"),
-            "modality": info.modality or known.get("modality", ", ".join(info.channel_names)),
-            "in_channels": info.num_channels,
-            "channel_names": list(info.channel_names),
-            "num_classes": self.num_classes,
-            "activation": self.activation,
-            "classes": self.classes,
-            "normalization": self.normalization,
-            "axes_code": cfg.axes_code,
-            "slice_axis_rule": "largest-spacing-else-z",
-            "target_spacing": list(self.target_spacing),
-            "patch_size": [cfg.patch_size, cfg.patch_size],
-            "licence": model_licence(info),
-            "training": {
-                "data": f"{info.name} ({info.reference or 'no reference'}), fold {cfg.fold} of splits_final.json: "
-                f"{len(self.train_cases)} training cases ({len(self.train_slices)} slices), "
-                f"{len(self.val_cases)} validation cases",
-                "licence": model_licence(info),
-                "data_licence": info.licence,
-                "command": cfg.command,
-                "epochs": plan.epochs,
-                "epochs_completed": len(self.history),
-                "iterations_per_epoch": plan.iterations_per_epoch,
-                "batch_size": cfg.batch_size,
-                "optimizer": {"name": "AdamW", "lr": cfg.lr, "betas": [0.9, 0.999], "weight_decay": cfg.weight_decay},
-                "schedule": (
-                    f"cosine annealing per epoch, T_max = epochs/3 = {plan.t_max:.2f}"
-                    if plan.t_max < plan.epochs
-                    else f"cosine annealing per epoch, T_max = epochs = {plan.t_max:.2f} (one fall)"
-                )
-                + f", eta_min {ETA_MIN}",
-                "augmentation": _augmentation_name(cfg.augmentation),
-                "seed": cfg.seed,
-                "bf16": cfg.bf16,
-                "device": str(self.device),
-                "time": f"{seconds / 60:.1f} min",
-                "time_seconds": round(seconds, 1),
-                "time_budget_minutes": cfg.time_budget_minutes,
-                "selected_epoch": self.best["epoch"],
-                "selection": f"best mean validation Dice on {plan.val_slices} whole validation slices",
-                "software": f"AttentionMambaSeg {__version__}, torch {torch.__version__}, Python {platform.python_version()}",
-                **self.lineage,
-            },
-            # Until tools/measure_inference.py measures both modes on the validation split, a CPU uses the
-            # fast one (no flips): 4 flips cost 4 times the time for a small gain.
-            "inference": {
-                "modes": {"fast": {"window": "sliding", "flips": 1}, "accurate": {"window": "sliding", "flips": 4}},
-                "cpu_mode": "fast",
-            },
-            "metrics": {
-                "val_slices_pooled": {
-                    "dice": {names[int(k)]: round(v, 4) for k, v in self.best.get("dice", {}).items()},
-                    "mean_dice": round(self.best["mean_dice"], 4),
-                    "epoch": self.best["epoch"],
-                }
-            },
-        }
-
     def remove_empty_output(self) -> None:
         """Remove the run folder this run created when nothing was written into it."""
         if self.created_output and self.out.is_dir() and not any(self.out.iterdir()):
@@ -594,12 +492,3 @@ def new_network(
         network.load_state_dict({k: v.float() for k, v in source.state_dict().items()})
         logger.info("initialised the network from model %s %s (fine-tuning)", init_package.id, init_package.version)
     return network
-
-
-def _augmentation_name(augmentation) -> str:
-    from .augmentation import PRESETS
-
-    for name, preset in PRESETS.items():
-        if augmentation == preset:
-            return name
-    return "custom: " + json.dumps(asdict(augmentation))
