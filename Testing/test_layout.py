@@ -44,8 +44,9 @@ def tree() -> dict[str, set[str]]:
 
 def test_readme_package_map_names_every_module_of_the_tree():
     listed, actual = package_map(), tree()
-    missing = sorted(f"{pkg + '/' if pkg else ''}{name}" for pkg, names in actual.items()
-                     for name in names - listed.get(pkg, set()))
+    missing = sorted(
+        f"{pkg + '/' if pkg else ''}{name}" for pkg, names in actual.items() for name in names - listed.get(pkg, set())
+    )
     assert not missing, f"README 'Package layout' does not name: {', '.join(missing)}"
 
 

@@ -150,7 +150,7 @@ def test_model_licence_of_acdc_says_non_commercial():
     info = datasets.load_dataset_info(DATASETS / "ACDC") if DATASETS.is_dir() else None
     if info is None:
         pytest.skip("shared datasets not available")
-    assert "commercial" in training.model_card.model_licence(info)
+    assert "commercial" in training.card_writer.model_licence(info)
 
 
 # ---------------------------------------------------------------------------------------- real runs

@@ -45,14 +45,14 @@ Output folder::
 Layout: :mod:`.config` (the settings), :mod:`.trainer` (the run), :mod:`.run_state` (what its steps share),
 :mod:`.augmentation` (crops and augmentations), :mod:`.schedule` (learning rate, time budget),
 :mod:`.train_step` (one optimiser step), :mod:`.budget` (timing and planning a run under a time budget),
-:mod:`.validation`, :mod:`.checkpoint`, :mod:`.report` (log and curves), :mod:`.model_card`,
+:mod:`.validation`, :mod:`.checkpoint`, :mod:`.report` (log and curves), :mod:`.card_writer`,
 :mod:`.packaging` (the model package a run ends with).
 """
 
 from .augmentation import NO_AUGMENTATION, PAPER, PRESETS, SITE, AugmentationParams, sample_batch
+from .card_writer import KNOWN_DATASETS, default_classes, summary_to_metrics, training_lineage
 from .checkpoint import CHECKPOINT_BEST, CHECKPOINT_LATEST, load_checkpoint
 from .config import ConfigError, TrainingConfig
-from .model_card import KNOWN_DATASETS, default_classes, summary_to_metrics, training_lineage
 from .schedule import ETA_MIN, MIN_EPOCHS, SchedulePlan, cosine_factor, plan_schedule
 from .trainer import PACKAGE_FOLDER, Trainer, new_network, train
 from .validation import validate

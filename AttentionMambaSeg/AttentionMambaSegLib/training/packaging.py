@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 
 from .. import __version__
+from .card_writer import KNOWN_DATASETS, model_licence, summary_to_metrics
 from .checkpoint import CHECKPOINT_BEST, load_checkpoint
-from .model_card import KNOWN_DATASETS, model_licence, summary_to_metrics
 from .run_state import RunState
 from .schedule import ETA_MIN
 

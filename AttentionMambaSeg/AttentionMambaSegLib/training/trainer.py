@@ -22,9 +22,9 @@ from ..devices import select_device, warn_if_bf16_is_emulated
 from ..outputs import write_text_output
 from .augmentation import epoch_indices, sample_batch
 from .budget import BudgetPlanning, StepTimes
+from .card_writer import default_classes, training_lineage
 from .checkpoint import CHECKPOINT_BEST, CHECKPOINT_LATEST, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import ConfigError, TrainingConfig
-from .model_card import default_classes, training_lineage
 from .packaging import PACKAGE_FOLDER, Packaging
 from .report import plot_curves, write_log
 from .schedule import ETA_MIN, cosine_factor
