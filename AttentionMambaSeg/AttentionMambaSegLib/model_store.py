@@ -2,7 +2,7 @@
 
 Imported (and downloaded) models live in a per-user cache: the folder named by the environment
 variable ``ATTENTION_MAMBA_SEG_MODELS_DIR`` (the Slicer module sets it to its per-user data folder,
-``slicer_models``; never Slicer's cache, which Clear cache empties), else
+``slicer.models``; never Slicer's cache, which Clear cache empties), else
 ``platformdirs.user_cache_dir("AttentionMambaSeg")/models``. An import checks the package before anything
 is copied (the files it may hold and their sizes, the archive's members, the weights' SHA-256 and their
 fit to the network), copies it next to the cache and swaps it in, so a previously imported version is

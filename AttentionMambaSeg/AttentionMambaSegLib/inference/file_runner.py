@@ -260,7 +260,7 @@ def segment_files(
     exclusively), so an interrupted or failed run leaves only complete outputs and earlier files intact.
     One :class:`~.predictor.Predictor` segments them all (the network is built once). Beside each
     output goes its report (:func:`report_path_for`): the confidence and review flag of each segment
-    and the warnings (:meth:`~.confidence.Segmentation.report`).
+    and the warnings (:meth:`~.result.Segmentation.report`).
 
     Args:
         inputs: image paths or DICOM folders.
@@ -505,7 +505,7 @@ def write_report(result, output, source, *, overwrite: bool = False, inputs=()) 
     """Write ``result.report()`` (with the input and output paths) beside ``output``, under the output rule.
 
     Args:
-        result: a :class:`~.confidence.Segmentation`.
+        result: a :class:`~.result.Segmentation`.
         output: the segmentation file the report describes.
         source: the input it was made from (never overwritten).
         overwrite: replace an earlier report.

@@ -66,7 +66,7 @@ class Predictor:
             - ``device``: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` (chosen by
               :func:`~AttentionMambaSegLib.devices.select_device`, logged once) or a ``torch.device``
               (used as given).
-            - ``mode``: ``"fast"`` or ``"accurate"`` (:mod:`.modes`: window, flips and foreground crop as
+            - ``mode``: ``"fast"`` or ``"accurate"`` (:mod:`..card.modes`: window, flips and foreground crop as
               model.json ``inference`` states them); None: the model's ``cpu_mode`` on a CPU, ``accurate`` on a GPU.
             - ``tta``: override the mode's flips: True = 4 flips, False = none (4x faster); None keeps the mode's.
             - ``batch_size``: slices per forward pass; halved automatically on out-of-memory; None:
@@ -77,7 +77,7 @@ class Predictor:
 
             The other settings (outputs, ``roi``) are the runners'; :meth:`predict` takes the ROI per image.
         network: a network to use instead of ``package.build_network`` (it is moved to the device).
-        passes: a :class:`~.modes.PassPlan` to use instead of the mode's (to measure a choice).
+        passes: a :class:`~AttentionMambaSegLib.card.modes.PassPlan` to use instead of the mode's (to measure a choice).
 
     Raises:
         ValueError: an invalid window or model.json.
@@ -162,7 +162,7 @@ class Predictor:
         """:meth:`predict`, with a confidence figure and a review flag per segment and the warnings.
 
         Returns:
-            a :class:`~.confidence.Segmentation` (``labels`` as :meth:`predict` returns them), or None
+            a :class:`~.result.Segmentation` (``labels`` as :meth:`predict` returns them), or None
             if cancelled. Arguments and errors as :meth:`predict`.
         """
         check_input_image(image, self.package, force=self.force)

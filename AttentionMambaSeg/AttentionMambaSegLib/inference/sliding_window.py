@@ -79,7 +79,7 @@ class BatchPredictor:
     the next multiple of 32 (and at least ``smallest_window``, default ``patch_size``: the model's
     training patch, as the Predictor passes it) and predicted in one window, unless it is larger than ``largest_slice``
     (H, W), the largest the model was validated at (then the sliding window is used). ``flips`` is
-    1, 2 or 4 (:data:`~.modes.FLIPS`); ``tta`` True means 4, False 1. ``on_pass``, when set, is called
+    1, 2 or 4 (:data:`..card.modes.FLIPS`); ``tta`` True means 4, False 1. ``on_pass``, when set, is called
     as ``on_pass(done, total)`` after every network pass (one window, one flip) of a batch.
     """
 

@@ -159,7 +159,7 @@ def model_summary(model_id: str) -> str:
 
 def default_speed_label(modes, device: str) -> str:
     """What "Model default" resolves to for a model's speed modes and a device, e.g. "Model default (fast on a
-    CPU)" (``modes``: :class:`~AttentionMambaSegLib.inference.modes.SpeedModes`, or None when unknown)."""
+    CPU)" (``modes``: :class:`~AttentionMambaSegLib.card.modes.SpeedModes`, or None when unknown)."""
     if modes is None:
         return tr("Model default")
     names = {"fast": tr("fast"), "accurate": tr("accurate")}
