@@ -331,3 +331,12 @@ def test_remove_imported_models_deletes_only_packages(tmp_path, user_cache):
     (user_cache / "other" / "data.bin").write_bytes(b"x")
     assert model_store.remove_imported_models() == ["to-remove"]
     assert (user_cache / "other" / "data.bin").exists()
+
+
+def test_load_model_package_takes_an_id_a_folder_a_model_json_or_a_package_and_refuses_anything_else():
+    by_id = pkg.load_model_package("cardiac-acdc")  # bundled: a missing model fails the test
+    assert pkg.load_model_package(by_id) is by_id
+    assert pkg.load_model_package(by_id.path).card == by_id.card
+    assert pkg.load_model_package(by_id.path / pkg.CONFIG_NAME).card == by_id.card
+    with pytest.raises(TypeError, match="model id, a model folder or a ModelPackage; got int"):
+        pkg.load_model_package(3)

@@ -349,6 +349,9 @@ def _is_path_like(text: str) -> bool:
 def load_model_package(model: str | os.PathLike | ModelPackage) -> ModelPackage:
     """Find and load a model package by id or path; a :class:`ModelPackage` is returned as it is.
 
+    This is the one conversion of "a model" into a package: every function that takes a ``model`` argument
+    calls it. An object that is not a path but has a ``card`` (a package-like stand-in) is returned as it is.
+
     Ids are looked up among imported models first, then bundled ones. Weights are verified later,
     when the network is built.
 
@@ -362,9 +365,14 @@ def load_model_package(model: str | os.PathLike | ModelPackage) -> ModelPackage:
     Raises:
         FileNotFoundError: no such folder or id (the message lists the available ids).
         ValueError: invalid model.json, or a .zip path (import it first).
+        TypeError: ``model`` is neither a path, an id nor a package.
     """
     if isinstance(model, ModelPackage):
         return model
+    if not isinstance(model, (str, os.PathLike)):
+        if hasattr(model, "card"):
+            return model
+        raise TypeError(f"A model is a model id, a model folder or a ModelPackage; got {type(model).__name__}.")
     from .model_store import imported_models_dir_if_known  # the store builds on this module: imported here
 
     text = str(model)

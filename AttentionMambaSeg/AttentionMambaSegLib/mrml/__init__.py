@@ -18,7 +18,7 @@ Parts:
 The public names of :mod:`.volumes`, :mod:`.segments` and :mod:`.prediction` are available here.
 """
 
-from .prediction import ProgressCallback, predict_image, resolve_model, segment_volume_node
+from .prediction import ProgressCallback, predict_image, segment_volume_node
 from .segments import (
     ATTRIBUTE_MODEL_ID,
     NEEDS_REVIEW_SUFFIX,
@@ -71,7 +71,6 @@ __all__ = [
     "mask_hash",
     "predict_image",
     "report_reviews",
-    "resolve_model",
     "review_sentence",
     "segment_hash",
     "segment_tag",

@@ -17,18 +17,9 @@ from ..inference.settings import InferenceSettings
 from .segments import SegmentationResult, write_segmentation_node
 from .volumes import check_input_volume, image_from_volume_node
 
-__all__ = ["ProgressCallback", "predict_image", "resolve_model", "segment_volume_node"]
+__all__ = ["ProgressCallback", "predict_image", "segment_volume_node"]
 
 ProgressCallback = Callable[[int, int], None]
-
-
-def resolve_model(model):
-    """A ModelPackage for ``model`` (a ModelPackage, a model id or a model folder path)."""
-    if isinstance(model, str) or hasattr(model, "__fspath__"):
-        from ..package import load_model_package
-
-        return load_model_package(model)
-    return model
 
 
 def predict_image(image, package, settings: InferenceSettings, progress, cancel):
@@ -73,8 +64,10 @@ def segment_volume_node(
     Raises:
         InputVolumeError: the volume cannot be segmented by this model (message says why).
     """
+    from ..package import load_model_package
+
     settings = InferenceSettings() if settings is None else settings
-    package = resolve_model(model)
+    package = load_model_package(model)
     check_input_volume(volume_node, package)
     image = image_from_volume_node(volume_node)
     labelmap, report = predict_image(image, package, settings, progress, cancel)

@@ -281,13 +281,13 @@ class ModuleLogic:
             InputVolumeError: the volume cannot be segmented by this model.
             FileNotFoundError: unknown model id.
         """
-        from ..mrml import resolve_model
+        from ..package import load_model_package
         from .jobs import SegmentationJob
 
         settings = self.inferenceSettings(device, useTTA, mode)
         return SegmentationJob(
             volumeNode,
-            resolve_model(modelId),
+            load_model_package(modelId),
             segmentationNode,
             settings,
             onProgress,
@@ -351,8 +351,9 @@ class ModuleLogic:
             InputVolumeError: not a cine, fewer than two frames, frames of different sizes, or not a cardiac model.
             FileNotFoundError: unknown model id.
         """
-        from ..mrml import InputVolumeError, resolve_model
+        from ..mrml import InputVolumeError
         from ..mrml.cardiac import find_cine
+        from ..package import load_model_package
         from .jobs import CardiacJob
 
         settings = self.inferenceSettings(device, useTTA, mode)
@@ -366,7 +367,7 @@ class ModuleLogic:
             )
         return CardiacJob(
             cine,
-            resolve_model(modelId),
+            load_model_package(modelId),
             settings,
             onProgress,
             onFinished,
