@@ -414,28 +414,29 @@ def reference_slices(device, backends, dry: bool) -> dict:
 
 
 def load_bundled_model(device):
-    """The bundled cardiac model (float32, eval), read the way the model package reads it but without the
-    package module, whose model-card checks import the inference stack (and so SimpleITK).
+    """The bundled cardiac model (float32, eval) and its card, read through the card package (which needs
+    neither SimpleITK nor the inference stack) and safetensors.
 
     Raises:
-        ValueError: when the weights file's SHA-256 differs from model.json's.
+        ValueError: when the weights file's SHA-256 differs from model.json's, or model.json is invalid.
     """
     import hashlib
 
     from safetensors.torch import load_file
 
+    from AttentionMambaSegLib.card import ModelCard
     from AttentionMambaSegLib.model.network import AttentionMamba
 
-    config = json.loads((MODEL_DIR / "model.json").read_text(encoding="utf-8"))
+    card = ModelCard.from_dict(json.loads((MODEL_DIR / "model.json").read_text(encoding="utf-8")))
     weights = MODEL_DIR / "model.safetensors"
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()
-    if config.get("sha256") and digest != config["sha256"]:
-        raise ValueError(f"{weights}: SHA-256 {digest} differs from model.json's {config['sha256']}")
-    net = AttentionMamba(config["in_channels"], config["num_classes"], **(config.get("architecture_kwargs") or {}))
+    if card.sha256 and digest != card.sha256:
+        raise ValueError(f"{weights}: SHA-256 {digest} differs from model.json's {card.sha256}")
+    net = AttentionMamba(card.in_channels, card.num_classes, **card.architecture_kwargs)
     reference = net.state_dict()
     state = {k: v.to(reference[k].dtype) if k in reference else v for k, v in load_file(str(weights)).items()}
     net.load_state_dict(state, strict=True)
-    return net.to(device).eval(), config
+    return net.to(device).eval(), card
 
 
 # ------------------------------------------------------------------------------------ reference file
@@ -445,8 +446,9 @@ def save_reference(data_dir: Path, cases: list[str], out: Path = REFERENCE, size
     the volume, in-plane resampling to the target spacing (bilinear), a ``size`` crop around the heart."""
     import SimpleITK as sitk
 
-    net, config = load_bundled_model("cpu")
-    target = config["target_spacing"]
+    net, card = load_bundled_model("cpu")
+    assert card.target_spacing is not None  # the cardiac model is trained at a fixed spacing
+    target = card.target_spacing
     images, truths = [], []
     for case in cases:
         img = sitk.ReadImage(str(data_dir / "imagesTr" / f"{case}_0000.nii.gz"))
@@ -480,8 +482,8 @@ def save_reference(data_dir: Path, cases: list[str], out: Path = REFERENCE, size
         labels=logits.argmax(1).numpy().astype(np.uint8),
         ground_truth=np.stack(truths),
         cases=np.array(cases),
-        model=config["id"],
-        model_version=config.get("version", ""),
+        model=card.id,
+        model_version=card.version,
         backend=dispatch.resolve_backend("cpu"),
         torch=torch.__version__,
     )
