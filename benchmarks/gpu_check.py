@@ -414,29 +414,17 @@ def reference_slices(device, backends, dry: bool) -> dict:
 
 
 def load_bundled_model(device):
-    """The bundled cardiac model (float32, eval) and its card, read through the card package (which needs
-    neither SimpleITK nor the inference stack) and safetensors.
+    """The bundled cardiac model (float32, eval) and its card, loaded by the model package (which needs
+    neither SimpleITK nor the inference stack).
 
     Raises:
-        ValueError: when the weights file's SHA-256 differs from model.json's, or model.json is invalid.
+        ModelIntegrityError: when the weights file's SHA-256 differs from model.json's.
+        ValueError: model.json is invalid or the weights do not fit the network.
     """
-    import hashlib
+    from AttentionMambaSegLib.package import ModelPackage
 
-    from safetensors.torch import load_file
-
-    from AttentionMambaSegLib.card import ModelCard
-    from AttentionMambaSegLib.model.network import AttentionMamba
-
-    card = ModelCard.from_dict(json.loads((MODEL_DIR / "model.json").read_text(encoding="utf-8")))
-    weights = MODEL_DIR / "model.safetensors"
-    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
-    if card.sha256 and digest != card.sha256:
-        raise ValueError(f"{weights}: SHA-256 {digest} differs from model.json's {card.sha256}")
-    net = AttentionMamba(card.in_channels, card.num_classes, **card.architecture_kwargs)
-    reference = net.state_dict()
-    state = {k: v.to(reference[k].dtype) if k in reference else v for k, v in load_file(str(weights)).items()}
-    net.load_state_dict(state, strict=True)
-    return net.to(device).eval(), card
+    package = ModelPackage(MODEL_DIR)
+    return package.build_network(device), package.card
 
 
 # ------------------------------------------------------------------------------------ reference file

@@ -114,7 +114,7 @@ def main(argv=None) -> int:
     new_val = record(summary, bool(args.tta))
     bundled_json = bundled_models_dir() / package.card.id / "model.json"
     if bundled_json.exists() and not args.force:
-        old_val = (json.loads(bundled_json.read_text(encoding="utf-8")).get("metrics") or {}).get("val") or {}
+        old_val = load_model_package(bundled_json.parent).card.metrics.get("val") or {}
         same = (old_val.get("cases"), old_val.get("tta"), old_val.get("split")) == (
             new_val["cases"],
             new_val["tta"],

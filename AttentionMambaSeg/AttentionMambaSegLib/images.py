@@ -498,7 +498,7 @@ def check_output_path(
     path: str | os.PathLike,
     *,
     allowed: Sequence[str] = OUTPUT_EXTENSIONS,
-    overwrite: bool = True,
+    overwrite: bool = False,
     inputs: Sequence = (),
 ) -> Path:
     """Check, before any work is done, that ``path`` can be written (:func:`.outputs.check_output_path`).

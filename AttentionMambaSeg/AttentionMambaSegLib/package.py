@@ -81,7 +81,7 @@ def sha256_of_file(path: str | os.PathLike) -> str:
 
 
 def validate_config(config: dict, source: str = CONFIG_NAME) -> dict:
-    """Check a model.json dict and fill in defaults (:meth:`~.model_card.ModelCard.from_dict`).
+    """Check a model.json dict and fill in defaults (:meth:`~.card.ModelCard.from_dict`).
 
     Returns:
         A new dict with defaults filled in.

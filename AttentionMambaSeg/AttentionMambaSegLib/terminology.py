@@ -137,7 +137,7 @@ class ClassEntry:
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "class") -> ClassEntry:
-        """Read and validate one model.json class entry (legacy key spellings accepted).
+        """Read and validate one model.json class entry (both accepted key spellings read).
 
         Raises:
             ValueError: naming the field (``where`` + key) that is missing or invalid.
@@ -230,10 +230,10 @@ class ClassEntry:
 
 
 def read_codes(snomed: Any, where: str) -> dict[str, Code | None]:
-    """The five code fields of a ``snomed`` block (missing ones None; legacy key names accepted).
+    """The five code fields of a ``snomed`` block (missing ones None; both accepted key spellings read).
 
     Raises:
-        ValueError: an unknown key, a key given twice (old and new spelling), or a malformed code.
+        ValueError: an unknown key, a key given under both spellings, or a malformed code.
     """
     codes: dict[str, Code | None] = dict.fromkeys(_CODE_FIELDS)
     if snomed is None:

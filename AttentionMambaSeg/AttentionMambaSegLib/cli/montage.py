@@ -38,13 +38,13 @@ def write_overlay_montage(
     overwrite: bool = False,
     inputs: Sequence = (),
 ) -> Path:
-    """Write a PNG montage of slices with the segments overlaid in their colours (output rule: :mod:`.outputs`).
+    """Write a PNG montage of slices with the segments overlaid in their colours (output rule: :mod:`..outputs`).
 
     Slices are taken along the same axis the models use (LPS orientation, largest-spacing-else-z
     rule), with rows/columns as in the slice arrays; up to ``max_slices`` evenly spaced slices,
     chosen among those that contain labels when there are any. Each tile of a volume carries its slice
     number (``k/S``, counted from 1 along the slicing axis); below the tiles a legend gives each class
-    name in its colour (:func:`.masks.add_legend`).
+    name in its colour (:func:`..masks.add_legend`).
 
     Args:
         image: 2D or 3D grey or RGB image.
@@ -53,14 +53,14 @@ def write_overlay_montage(
         path: ``.png`` destination.
         max_slices, columns: montage layout.
         alpha: overlay opacity.
-        overwrite, inputs: as :func:`.writers.write_labelmap`.
+        overwrite, inputs: as :func:`..writers.write_labelmap`.
 
     Returns:
         The written path.
 
     Raises:
         ValueError: if image and labelmap sizes differ or the extension is not .png.
-        FileExistsError, OSError: as :func:`.writers.write_labelmap`.
+        FileExistsError, OSError: as :func:`..writers.write_labelmap`.
     """
     from PIL import Image
 

@@ -140,7 +140,7 @@ def function_from_labelmaps(
     segmentations: Sequence | None = None,
     names: dict | None = None,
     extra_warnings: Sequence[str] = (),
-    model: dict | None = None,
+    model_info: dict | None = None,
 ) -> CardiacAnalysis:
     """The figures of a cine from its labelmaps (no network: labelmaps edited by hand work the same).
 
@@ -153,7 +153,7 @@ def function_from_labelmaps(
             of each frame, for the confidence and review flag of each structure (None: not known).
         names: label value -> segment name (default "LV cavity", ...).
         extra_warnings: sentences to pass on (e.g. the predictor's input warnings).
-        model: the model's id, version, mode and passes, stored in function.json.
+        model_info: the model's id, version, mode and passes, stored in function.json (``model``).
 
     Returns:
         :class:`CardiacAnalysis`.
@@ -180,7 +180,7 @@ def function_from_labelmaps(
         else tuple(() for _ in labelmaps)
     )
     return CardiacAnalysis(
-        tuple(labelmaps), volumes, function, report, tuple(dict.fromkeys(warnings)), model or {}, flagged
+        tuple(labelmaps), volumes, function, report, tuple(dict.fromkeys(warnings)), model_info or {}, flagged
     )
 
 
@@ -303,7 +303,7 @@ def analyse_cine(
         segmentations=results,
         names=names,
         extra_warnings=warnings,
-        model=model,
+        model_info=model,
     )
 
 

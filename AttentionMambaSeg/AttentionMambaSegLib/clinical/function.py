@@ -72,7 +72,7 @@ class CardiacLabels:
     lv: int
 
     @classmethod
-    def from_classes(cls, classes, model: str = "the model") -> CardiacLabels:
+    def from_classes(cls, classes, model_name: str = "the model") -> CardiacLabels:
         """Find the three structures among a model's classes.
 
         A class is recognised by its SNOMED CT type (Right ventricle 53085002; Myocardium 74281007;
@@ -80,7 +80,7 @@ class CardiacLabels:
 
         Args:
             classes: :class:`~AttentionMambaSegLib.terminology.ClassEntry` objects or model.json class dicts.
-            model: the model's name, for the error message.
+            model_name: the model's name, for the error message.
 
         Raises:
             ValueError: a structure is missing or found twice (the model does not segment the heart's
@@ -117,8 +117,8 @@ class CardiacLabels:
         if problems:
             raise ValueError(
                 f"Cardiac function needs a model that segments the RV cavity, the LV myocardium and the LV cavity; "
-                f"in {model}: {', '.join(problems)} (classes: {[c.name for c in entries]}). Use a cardiac model such "
-                "as cardiac-acdc (--model cardiac-acdc)."
+                f"in {model_name}: {', '.join(problems)} (classes: {[c.name for c in entries]}). "
+                "Use a cardiac model such as cardiac-acdc (--model cardiac-acdc)."
             )
         return cls(found["rv"][0], found["myo"][0], found["lv"][0])
 

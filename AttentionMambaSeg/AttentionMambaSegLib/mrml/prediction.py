@@ -22,12 +22,13 @@ __all__ = ["ProgressCallback", "predict_image", "segment_volume_node"]
 ProgressCallback = Callable[[int, int], None]
 
 
-def predict_image(image, package, settings: InferenceSettings, progress, cancel):
+def predict_image(image, model, settings: InferenceSettings, progress, cancel):
     """``(labels, report)`` of ``inference.Predictor.segment`` (imported here: torch is loaded only when a
-    run starts); ``(None, None)`` when cancelled. ``settings`` gives the device, speed mode, flips and batch."""
+    run starts); ``(None, None)`` when cancelled. ``model``: a ModelPackage, model id or folder; ``settings``
+    gives the device, speed mode, flips, batch, window and force."""
     from ..inference import Predictor
 
-    predictor = Predictor(package, settings)
+    predictor = Predictor(model, settings)
     result = predictor.segment(image, progress=progress, cancel=cancel)
     return (None, None) if result is None else (result.labels, result.report())
 
@@ -53,8 +54,9 @@ def segment_volume_node(
         settings: :class:`~AttentionMambaSegLib.inference.settings.InferenceSettings`; read here: ``device``
             ("auto", "cpu", "cuda" or "cuda:N"), ``mode`` ("fast" or "accurate"; None: the model's default
             for the device, see ``package.card.speed_modes``), ``tta`` (True 4 flips, False none, None the
-            speed mode's own) and ``batch_size`` (slices per network call; None: 1 on a CPU, 4 on a GPU).
-            None: ``InferenceSettings()``.
+            speed mode's own), ``batch_size`` (slices per network call; None: 1 on a CPU, 4 on a GPU),
+            ``window`` and ``force`` (as :class:`~AttentionMambaSegLib.inference.predictor.Predictor` reads
+            them). None: ``InferenceSettings()``.
         progress: called as ``progress(done_slices, total_slices)``.
         cancel: when set, the run stops within one batch of slices.
 

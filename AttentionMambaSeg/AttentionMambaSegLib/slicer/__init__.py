@@ -8,6 +8,9 @@
   Slicer's own packages pinned) and its platform rules;
 - :mod:`.models`: where the module keeps models, how they are listed and described in the panel, and
   whether a registry model can be downloaded from here;
+- :mod:`.logic`: the Logic's model, run and cine methods (the module's Logic adds Slicer settings);
+- :mod:`.panel`: model management in the panel (import, download, removal, licences, first install);
+- :mod:`.startup`: what the module registers when Slicer starts (terminology, sample data);
 - :mod:`.self_test`: the bodies of the module's ``ScriptedLoadableModuleTest``.
 
 Everything here runs in the Slicer process and imports only what Slicer ships (the standard library, numpy,
