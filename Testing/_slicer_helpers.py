@@ -157,8 +157,11 @@ class FakePackage:
         self.in_channels = in_channels
         self.classes = classes
         self.num_classes = max(c["label_value"] for c in classes) + 1
-        self.card = types.SimpleNamespace(id=model_id, name="Fake model")
-        self.class_entries = [ClassEntry.from_dict(c) for c in classes if c["label_value"] >= 1]
+        self.card = types.SimpleNamespace(
+            id=model_id,
+            name="Fake model",
+            foreground_classes=[ClassEntry.from_dict(c) for c in classes if c["label_value"] >= 1],
+        )
 
 
 def fixed_predictor(labels_from_array):

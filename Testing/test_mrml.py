@@ -525,7 +525,7 @@ def test_bundled_terminology_keeps_label_values_on_export_even_after_renaming(sc
     image = sitk.GetImageFromArray(np.zeros((2, 8, 3 * len(package.classes)), np.int16))
     volume = mrml.add_volume_node_from_image(scene, image, "input")
     labels = np.zeros((2, 8, 3 * len(package.classes)), np.uint8)
-    for entry in package.class_entries:
+    for entry in package.card.foreground_classes:
         labels[:, :, 3 * (entry.label_value - 1) : 3 * entry.label_value] = entry.label_value
     node = mrml.write_segmentation_node(volume, package, labels).segmentation_node
     segmentation = node.GetSegmentation()
@@ -534,7 +534,7 @@ def test_bundled_terminology_keeps_label_values_on_export_even_after_renaming(sc
         segment = segmentation.GetNthSegment(i)
         value = int(tag(segment, mrml.TAG_LABEL_VALUE))
         terms[value] = segment.GetTerminology()
-        entry = next(e for e in package.class_entries if e.label_value == value)
+        entry = next(e for e in package.card.foreground_classes if e.label_value == value)
         assert terms[value] == entry.terminology_string()  # Slicer's serializer agrees with ours
         segment.SetName(f"renamed {i}")  # so the export cannot match by name
     assert len(set(terms.values())) == len(package.classes)

@@ -112,7 +112,7 @@ def test_every_bundled_class_is_distinct_and_its_codes_are_in_the_shipped_contex
                 ]
     region_codes = {r["CodeValue"] for r in regions["AnatomicCodes"]["AnatomicRegion"]}
     for model_id in BUNDLED_IDS:
-        entries = load_model_package(bundled_models_dir() / model_id).class_entries
+        entries = load_model_package(bundled_models_dir() / model_id).card.foreground_classes
         term.check_distinct(entries)
         for e in entries:
             modifier = e.type_modifier.value if e.type_modifier else None
@@ -137,7 +137,7 @@ def test_seg_nrrd_keeps_anterior_and_posterior_apart(tmp_path):
     assert segments[1]["terminology"]["typeModifier"] == ["SCT", "255549009", "Anterior"]
     assert segments[2]["terminology"]["typeModifier"] == ["SCT", "255551008", "Posterior"]
     assert segments[1]["terminology"]["type"] == segments[2]["terminology"]["type"]
-    heart = load_model_package("cardiac-acdc").class_entries
+    heart = load_model_package("cardiac-acdc").card.foreground_classes
     myocardium = next(e for e in heart if e.label_value == 2).slicerio_terminology()
     assert myocardium["anatomicRegion"] == ["SCT", "87878005", "Left ventricle"]
     assert myocardium["anatomicContextName"] == term.ANATOMIC_CONTEXT

@@ -99,7 +99,8 @@ class ModelPackage:
         path: the folder.
         card: model.json as a :class:`~AttentionMambaSegLib.card.ModelCard`, defaults filled in: the one
             place a package's settings are read from.
-        id, version, in_channels, num_classes, classes, class_entries: read-only views of the card (below).
+        id, version, in_channels, num_classes, classes: read-only views of the card (below; the classes as
+            ``ClassEntry`` objects are ``card.foreground_classes``).
 
     Example:
         >>> package = load_model_package("cardiac-acdc")  # doctest: +SKIP
@@ -152,11 +153,6 @@ class ModelPackage:
     def classes(self) -> list[dict]:
         """Foreground classes (label_value >= 1) as model.json objects ``{label_value, name, color, ...}``."""
         return [c.to_dict() for c in self.card.foreground_classes]
-
-    @property
-    def class_entries(self) -> list:
-        """Foreground classes as :class:`~AttentionMambaSegLib.terminology.ClassEntry` (names, colours, codes)."""
-        return list(self.card.foreground_classes)
 
     def __repr__(self) -> str:
         return f"ModelPackage(id={self.id!r}, version={self.version!r}, path={str(self.path)!r})"

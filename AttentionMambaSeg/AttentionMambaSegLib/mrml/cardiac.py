@@ -206,7 +206,7 @@ def _cardiac_structures(package):
     from ..clinical.function import CardiacLabels
 
     try:
-        return CardiacLabels.from_classes(package.class_entries, f"model '{package.id}'")
+        return CardiacLabels.from_classes(package.card.foreground_classes, f"model '{package.id}'")
     except ValueError as e:
         raise InputVolumeError(f"A cine is segmented whole to measure the ventricular function. {e}") from e
 
@@ -376,7 +376,7 @@ def _structures_attribute(structures, package) -> str:
             "rv": structures.rv,
             "myo": structures.myo,
             "lv": structures.lv,
-            "names": {c.name: c.label_value for c in package.class_entries},
+            "names": {c.name: c.label_value for c in package.card.foreground_classes},
             "model": str(package.id),
         }
     )
@@ -392,7 +392,7 @@ def _checked_arrays(cine: CineNodes, package, labelmaps, frames: list) -> list[n
     if len(arrays) != len(frames):
         raise ValueError(f"{len(arrays)} labelmap(s) for the {len(frames)} frames of '{cine.name}'.")
     dims = frames[0].GetImageData().GetDimensions()
-    known = {c.label_value for c in package.class_entries} | {0}
+    known = {c.label_value for c in package.card.foreground_classes} | {0}
     for t, array in enumerate(arrays):
         if array.shape != (dims[2], dims[1], dims[0]):
             raise ValueError(
@@ -498,7 +498,7 @@ def add_cardiac_results(
         ed = ed if ed is not None else _report_frame(report, "ed_frame")
         es = es if es is not None else _report_frame(report, "es_frame")
     warnings = [str(w) for w in (report or {}).get("warnings") or [] if str(w).strip()]
-    names = {c.label_value: c.name for c in package.class_entries}
+    names = {c.label_value: c.name for c in package.card.foreground_classes}
     analysis = function_from_labelmaps(
         labelmap_images(arrays, geometry_image(frames[0])),
         structures,

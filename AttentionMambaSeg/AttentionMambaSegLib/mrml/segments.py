@@ -204,7 +204,7 @@ def model_name(package) -> str:
 
 def color_table_for_model(scene, package):
     """Find or create the colour table naming and coding the model's label values (kept on export)."""
-    number_of_colors = max(int(e.label_value) for e in package.class_entries) + 1
+    number_of_colors = max(int(e.label_value) for e in package.card.foreground_classes) + 1
     existing = scene.GetNodesByClass("vtkMRMLColorTableNode")
     try:
         for i in range(existing.GetNumberOfItems()):
@@ -220,7 +220,7 @@ def color_table_for_model(scene, package):
     table.SetNumberOfColors(number_of_colors)
     for value in range(number_of_colors):
         table.SetColor(value, "background" if value == 0 else "", 0.0, 0.0, 0.0, 0.0)
-    for entry in package.class_entries:
+    for entry in package.card.foreground_classes:
         table.SetColor(entry.label_value, entry.name, *entry.color_float(), 1.0)
         if entry.coded:  # export matches segments to label values by these codes first, then by name
             table.SetTerminologyFromString(entry.label_value, terminology_entry(entry))
@@ -359,7 +359,7 @@ def write_segments(segmentation_node, volume_node, package, labels: np.ndarray, 
     added, updated, kept, flagged = [], [], [], {}
     was_modifying = segmentation_node.StartModify()
     try:
-        for entry in sorted(package.class_entries, key=lambda e: e.label_value):
+        for entry in sorted(package.card.foreground_classes, key=lambda e: e.label_value):
             mask = (labels == entry.label_value).astype(np.uint8)
             image = binary_oriented_image(mask, ijk_to_ras)
             segment_id = _find_model_segment(segmentation, model_id, entry.label_value)
@@ -435,7 +435,7 @@ def _checked_labels(volume_node, package, labelmap) -> np.ndarray:
     expected = (dims[2], dims[1], dims[0])
     if labels.shape != expected:
         raise ValueError(f"Labelmap shape {labels.shape} (K, J, I) differs from the volume's {expected}.")
-    known = {int(e.label_value) for e in package.class_entries} | {0}
+    known = {int(e.label_value) for e in package.card.foreground_classes} | {0}
     present = {int(v) for v in np.unique(labels)}
     if not present <= known:
         raise ValueError(
@@ -454,7 +454,7 @@ def write_segmentation_node(
 
     Args:
         volume_node: the segmented volume; gives geometry, parent transform and subject-hierarchy place.
-        package: ModelPackage whose ``class_entries`` name, colour and code the labels.
+        package: ModelPackage whose ``card.foreground_classes`` name, colour and code the labels.
         labelmap: sitk.Image or np.ndarray (K, J, I) of label values on the volume's grid
             (any integer or bool dtype with values 0..255; stored as uint8).
         segmentation_node: existing vtkMRMLSegmentationNode to update, or None to create one. If it is

@@ -69,7 +69,7 @@ def _terminology_test_package():
 def _report(package, flagged: int = 0) -> dict:
     """A ``segment`` report for the test package: class ``flagged`` (0: none) has a low confidence."""
     segments = []
-    for c in package.class_entries:
+    for c in package.card.foreground_classes:
         low = c.label_value == flagged
         segments.append(
             {
@@ -105,7 +105,7 @@ def writer_test(test, module_folder: str) -> None:
     test.assertEqual(len(terms), 2)  # anterior and posterior stay apart
     logic = slicer.vtkSlicerSegmentationsModuleLogic
     first, second = (segmentation.GetNthSegment(i) for i in range(2))
-    names = [c.name for c in package.class_entries]
+    names = [c.name for c in package.card.foreground_classes]
     test.assertEqual([first.GetName(), second.GetName()], [names[0] + " (needs review)", names[1]])
     test.assertEqual([logic.GetSegmentStatus(first), logic.GetSegmentStatus(second)], [logic.Flagged, logic.InProgress])
     test.assertIn("Needs review: " + names[0] + " (low confidence 0.712 < 0.930)", result.message)
@@ -291,10 +291,10 @@ def sample_test(test, logic_class, module_folder: str) -> None:
     ((result, error),) = finished
     test.assertIsNone(error)
     segmentation = result.segmentation_node.GetSegmentation()
-    test.assertEqual(segmentation.GetNumberOfSegments(), len(package.class_entries))
+    test.assertEqual(segmentation.GetNumberOfSegments(), len(package.card.foreground_classes))
     segments = [segmentation.GetNthSegment(i) for i in range(segmentation.GetNumberOfSegments())]
     names = {segment.GetName().removesuffix(NEEDS_REVIEW_SUFFIX) for segment in segments}
-    test.assertEqual(names, {c.name for c in package.class_entries})
+    test.assertEqual(names, {c.name for c in package.card.foreground_classes})
     test.assertTrue(all(segment.HasTag(TAG_NEEDS_REVIEW) for segment in segments))  # the report was read
     test.assertTrue(progress_calls and progress_calls[-1][0] == progress_calls[-1][1])
     reference_id = result.segmentation_node.GetNodeReferenceID(
