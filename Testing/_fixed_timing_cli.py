@@ -8,7 +8,8 @@ checkpoint 0.5 s; no time passes on the budget's clock, so loading the data spen
 import sys
 
 from AttentionMambaSegLib.cli import main
-from AttentionMambaSegLib.training.trainer import StepTimes, Trainer
+from AttentionMambaSegLib.training.budget import StepTimes
+from AttentionMambaSegLib.training.trainer import Trainer
 
 SECONDS_PER_STEP = 5.0
 

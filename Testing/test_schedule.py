@@ -6,7 +6,8 @@ import pytest
 
 from AttentionMambaSegLib import training
 from AttentionMambaSegLib.training import schedule
-from AttentionMambaSegLib.training.trainer import StepTimes, Trainer
+from AttentionMambaSegLib.training.budget import StepTimes
+from AttentionMambaSegLib.training.trainer import Trainer
 from conftest import make_copy, needs_datasets
 
 

@@ -53,8 +53,9 @@ from .augmentation import NO_AUGMENTATION, PAPER, PRESETS, SITE, AugmentationPar
 from .card_writer import KNOWN_DATASETS, default_classes, summary_to_metrics, training_lineage
 from .checkpoint import CHECKPOINT_BEST, CHECKPOINT_LATEST, load_checkpoint
 from .config import ConfigError, TrainingConfig
+from .packaging import PACKAGE_FOLDER
 from .schedule import ETA_MIN, MIN_EPOCHS, SchedulePlan, cosine_factor, plan_schedule
-from .trainer import PACKAGE_FOLDER, Trainer, new_network, train
+from .trainer import Trainer, new_network, train
 from .validation import validate
 
 __all__ = [

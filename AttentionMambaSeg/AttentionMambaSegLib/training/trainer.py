@@ -21,7 +21,7 @@ from ..datasets import default_normalization, load_slices, split_cases, target_i
 from ..devices import select_device, warn_if_bf16_is_emulated
 from ..outputs import write_text_output
 from .augmentation import epoch_indices, sample_batch
-from .budget import BudgetPlanning, StepTimes
+from .budget import BudgetPlanning
 from .card_writer import default_classes, training_lineage
 from .checkpoint import CHECKPOINT_BEST, CHECKPOINT_LATEST, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import ConfigError, TrainingConfig
@@ -31,7 +31,7 @@ from .schedule import ETA_MIN, cosine_factor
 from .train_step import train_step
 from .validation import validate
 
-__all__ = ["Trainer", "StepTimes", "train", "new_network", "PACKAGE_FOLDER"]
+__all__ = ["Trainer", "train", "new_network"]
 
 logger = logging.getLogger(__name__)
 
